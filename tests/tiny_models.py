@@ -1,0 +1,108 @@
+"""Small diffusers components with random weights, built from configs (no network).
+
+They are the test bench for parity with diffusers' own pipelines: same components, same seed, same
+steps, so any difference comes from the sampling code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+
+def _bytes_to_unicode() -> list[str]:
+    # The printable stand-ins that byte-level BPE uses for the 256 byte values.
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def make_tokenizer(folder: Path, max_length: int = 16) -> CLIPTokenizer:
+    """A byte-level CLIP tokenizer with a handful of merges: any text tokenizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges = ["g l", "gl a", "s s</w>", "e s</w>", "h a", "c e</w>"]
+    for m in merges:
+        vocab[m.replace(" ", "")] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def _text_config(vocab_size: int, hidden: int = 32, projection_dim: int = 32) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+        hidden_size=hidden, intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4,
+        num_hidden_layers=3, vocab_size=vocab_size, max_position_embeddings=32, projection_dim=projection_dim,
+        hidden_act="gelu",
+    )  # fmt: skip
+
+
+def _vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=32,
+    )  # fmt: skip
+
+
+def _scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, prediction_type=prediction_type, steps_offset=1,
+    )  # fmt: skip
+
+
+def sd_components(tmp: Path, v_prediction: bool = False, seed: int = 0) -> dict:
+    """SD 1.x-shaped (or, with ``v_prediction``, SD 2.x-shaped) components."""
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer(tmp / "tokenizer")
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4) if v_prediction else 8,
+        use_linear_projection=v_prediction, norm_num_groups=32,
+    )  # fmt: skip
+    return {
+        "unet": unet.eval(),
+        "vae": _vae().eval(),
+        "text_encoder": CLIPTextModel(_text_config(len(tokenizer))).eval(),
+        "tokenizer": tokenizer,
+        "scheduler": _scheduler("v_prediction" if v_prediction else "epsilon"),
+    }
+
+
+def sdxl_components(tmp: Path, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer(tmp / "tokenizer")
+    tokenizer_2 = make_tokenizer(tmp / "tokenizer_2")
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=1,
+    )  # fmt: skip
+    return {
+        "unet": unet.eval(),
+        "vae": _vae().eval(),
+        "text_encoder": CLIPTextModel(_text_config(len(tokenizer))).eval(),
+        "tokenizer": tokenizer,
+        "text_encoder_2": CLIPTextModelWithProjection(_text_config(len(tokenizer_2))).eval(),
+        "tokenizer_2": tokenizer_2,
+        "scheduler": _scheduler(),
+    }
