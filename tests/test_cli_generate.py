@@ -1,0 +1,116 @@
+"""`segakit generate` end to end on a small diffusers folder: PNG metadata, --from-png, --sweep,
+guidance files, and bad input (one sentence, exit code 2, no traceback, no partial file)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+from tiny_models import sd_components
+
+from segakit.cli import main
+from segakit.images import read_params
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    pipe = StableDiffusionPipeline(**sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(tmp / "sd", safe_serialization=True)
+    return tmp / "sd"
+
+
+def cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["segakit", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_generate_writes_pngs_with_parameters_and_regenerates(monkeypatch, capsys, model_dir, tmp_path):
+    code, out, err = cli(monkeypatch, capsys, "generate", "a face", "--model", model_dir, "--edit", "+glasses:s=6,w=1",
+                         "--edit", "-beard:t=0.95", "--steps", 4, "--num-images", 2, "--seed", 7, "--out", tmp_path / "run")
+    assert code == 0, err
+    files = sorted((tmp_path / "run").glob("*.png"))
+    assert len(files) == 2
+    params = read_params(files[1])
+    assert params["seed"] == 8 and params["prompt"] == "a face" and params["steps"] == 4
+    assert [e["prompt"] for e in params["edits"]] == ["glasses", "beard"] and params["edits"][1]["reverse"]
+    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", files[1], "--out", tmp_path / "again.png")
+    assert code == 0, err
+    # image 1 of a batch of 2, regenerated alone: same pixels (batch size may flip a rounding)
+    assert np.abs(_pixels(files[1]) - _pixels(tmp_path / "again.png")).max() <= 1
+
+
+def test_sweep_writes_one_strip(monkeypatch, capsys, model_dir, tmp_path):
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", model_dir, "--edit", "+glasses:w=1",
+                       "--sweep", "0,5,10", "--steps", 3, "--out", tmp_path / "strip.png")
+    assert code == 0, err
+    strip = Image.open(tmp_path / "strip.png")
+    assert strip.size[0] >= 3 * 32 and read_params(tmp_path / "strip.png")["sweep"] == [0.0, 5.0, 10.0]
+
+
+def test_recorded_guidance_reapplied(monkeypatch, capsys, model_dir, tmp_path):
+    g = tmp_path / "glasses.safetensors"
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", model_dir, "--edit", "+glasses:w=1,s=8",
+                       "--steps", 4, "--out", tmp_path / "edited.png", "--save-guidance", g)
+    assert code == 0, err and g.is_file()
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", model_dir, "--apply-guidance", g,
+                       "--steps", 4, "--out", tmp_path / "reused.png")
+    assert code == 0, err
+    assert np.abs(_pixels(tmp_path / "edited.png") - _pixels(tmp_path / "reused.png")).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["", "--steps", "3"], "prompt is empty"),
+        (["a face", "--steps", "0"], "--steps 0"),
+        (["a face", "--edit", "+glasses:t=1.5"], "threshold 1.5"),
+        (["a face", "--edit", "+glasses:q=2"], "unknown key 'q'"),
+        (["a face", "--edit", "+glasses:s=big"], "not a number"),
+        (["a face", "--edit", "-"], "names no concept"),
+        (["a face", "--sweep", "0,5"], "exactly one edit"),
+    ],
+)
+def test_bad_input_exits_2_with_one_sentence(monkeypatch, capsys, model_dir, tmp_path, args, needle):
+    out_dir = tmp_path / "out"
+    code, _, err = cli(monkeypatch, capsys, "generate", *args, "--model", model_dir, "--out", out_dir)
+    assert code == 2
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_unknown_model_and_pickles_are_refused(monkeypatch, capsys, model_dir, tmp_path):
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert code == 2 and "neither a local folder" in err
+    pickled = tmp_path / "pickled"
+    (pickled / "unet").mkdir(parents=True)
+    (pickled / "model_index.json").write_text("{}")
+    (pickled / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not really")
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", pickled, "--out", tmp_path / "o")
+    assert code == 2 and "pickle" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_unwritable_output_is_refused_before_work(monkeypatch, capsys, model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", model_dir, "--steps", 2, "--out", blocker / "x.png")
+    assert code == 2 and "a-file" in err and "Traceback" not in err
+
+
+def test_console_script_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "segakit.cli", "generate", "a face", "--steps", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--steps 0" in proc.stderr
