@@ -182,7 +182,8 @@ def _torso(d: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) 
 # ------------------------------------------------------------------------------------------------ head
 def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -> None:
     hair = HAIR[face.hair_color]
-    hair_line = _dark(hair, 0.55)
+    hair_line = _dark(hair, 0.55) if face.hair_color != "black" else (95, 90, 100)  # black hair: a lighter edge
+    sheen = _mix(hair, (255, 255, 255), 0.35)
     skin_line = _dark(skin, 0.6)
     style = face.hair_style
 
@@ -267,15 +268,16 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
     h.arc(pen.box(0, 0.2, 0.09, 0.07), 20, 160, fill=skin_line, width=4)
 
     # 9. mouth
-    lips = LIPSTICK if face.makeup else _dark(skin, 0.45)
+    lum = 0.299 * skin[0] + 0.587 * skin[1] + 0.114 * skin[2]
+    lips = LIPSTICK if face.makeup else (_dark(skin, 0.45) if lum > 125 else (205, 125, 118))  # contrast on dark skin
     mv = 0.5
-    if face.expression == "smile":
-        h.chord(pen.box(0, mv - 0.05, 0.33, 0.18), 0, 180, fill=(120, 25, 35), outline=lips, width=7 if face.makeup else 4)
-        h.rectangle((pen.p(-0.22, mv - 0.03)[0], pen.p(0, mv - 0.03)[1], pen.p(0.22, 0)[0], pen.p(0, mv + 0.02)[1]), fill=(250, 250, 250))
-    elif face.expression == "neutral":
-        h.line([pen.p(-0.26, mv), pen.p(0.26, mv)], fill=lips, width=10 if face.makeup else 6)
-    else:
-        h.arc(pen.box(0, mv + 0.09, 0.27, 0.12), 200, 340, fill=lips, width=10 if face.makeup else 6)
+    if face.expression == "smile":  # open, upturned mouth with teeth
+        h.chord(pen.box(0, mv - 0.06, 0.42, 0.25), 0, 180, fill=(120, 25, 35), outline=lips, width=8 if face.makeup else 5)
+        h.chord(pen.box(0, mv - 0.06, 0.3, 0.09), 0, 180, fill=(250, 250, 250))
+    elif face.expression == "neutral":  # straight line
+        h.line([pen.p(-0.3, mv), pen.p(0.3, mv)], fill=lips, width=12 if face.makeup else 8)
+    else:  # downturned arc
+        h.arc(pen.box(0, mv + 0.12, 0.36, 0.17), 195, 345, fill=lips, width=12 if face.makeup else 8)
 
     # 10. glasses frames, bridge, temples
     if face.glasses:
@@ -307,6 +309,8 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
                 u = 0.9 - 1.8 * i / teeth
                 pts.append((u, -0.27 if i % 2 == 0 else -0.33))
             h.polygon(pen.poly(pts), fill=hair, outline=hair_line, width=3)
+            for u in (-0.55, -0.2, 0.15, 0.5):  # strands
+                h.line([pen.p(u + 0.05, -0.62), pen.p(u - 0.03, -0.38)], fill=sheen, width=4)
 
     # 12. hat
     if face.hat:
