@@ -359,7 +359,7 @@ for _a, _ps in NEGATIONS.items():
     _rule(_alts(_ps + [f"no {_a}", "no beard" if _a == "beard" else "no hat"]), _a, False)
 for _p, _v in sorted(((p, v) for v, ps in CONCEPTS["skin"].items() for p in ps), key=lambda t: -len(t[0])):
     _rule(re.escape(_p), "skin", _v)
-_rule(r"(?:(?:short|long|curly) )?(" + _alts(list(_COLOR_WORDS)) + r")(?: hair|-haired| beard)", "hair_color", None)
+_rule("(" + _alts(list(_COLOR_WORDS)) + r")(?: hair|-haired| beard)", "hair_color", None)
 for _v, _ps in HAIR_COLOR_ADJ.items():
     if [p for p in _ps if "-" not in p]:
         _rule(_alts([p for p in _ps if "-" not in p]), "hair_color", _v)
