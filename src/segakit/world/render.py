@@ -255,7 +255,7 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
 
     # 7. brows: thick and straight (man) or thin and arched (woman); frown pulls the inner ends down
     brow = _dark(hair, 0.6) if face.hair_color != "black" else (30, 25, 25)
-    inner = 0.09 if face.expression == "frown" else (-0.03 if face.expression == "smile" else 0.0)
+    inner = 0.15 if face.expression == "frown" else (-0.04 if face.expression == "smile" else 0.0)
     for sgn in (-1, 1):
         u_in, u_out = sgn * 0.2, sgn * 0.6
         v = eye_v - 0.2
@@ -275,9 +275,11 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
         h.chord(pen.box(0, mv - 0.06, 0.42, 0.25), 0, 180, fill=(120, 25, 35), outline=lips, width=8 if face.makeup else 5)
         h.chord(pen.box(0, mv - 0.06, 0.3, 0.09), 0, 180, fill=(250, 250, 250))
     elif face.expression == "neutral":  # straight line
-        h.line([pen.p(-0.3, mv), pen.p(0.3, mv)], fill=lips, width=12 if face.makeup else 8)
-    else:  # downturned arc
-        h.arc(pen.box(0, mv + 0.12, 0.36, 0.17), 195, 345, fill=lips, width=12 if face.makeup else 8)
+        h.line([pen.p(-0.26, mv), pen.p(0.26, mv)], fill=lips, width=10 if face.makeup else 7)
+    else:  # strongly downturned arc and a furrow between the brows
+        h.arc(pen.box(0, mv + 0.2, 0.36, 0.26), 200, 340, fill=lips, width=13 if face.makeup else 10)
+        for u in (-0.06, 0.06):
+            h.line([pen.p(u, eye_v - 0.24), pen.p(u * 0.6, eye_v - 0.12)], fill=skin_line, width=4)
 
     # 10. glasses frames, bridge, temples
     if face.glasses:
