@@ -114,3 +114,9 @@ def test_console_script_exit_code_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "segakit.cli", "generate", "a face", "--steps", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--steps 0" in proc.stderr
+
+
+def test_demo_writes_gallery(monkeypatch, capsys, model_dir, tmp_path):
+    code, out, err = cli(monkeypatch, capsys, "demo", "--model", model_dir, "--steps", 2, "--out", tmp_path / "demo")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "demo").glob("*.png")) == ["edits.png", "samples.png", "strength-strip.png"]

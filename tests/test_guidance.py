@@ -135,3 +135,13 @@ def test_negative_weight_acts_as_zero():
 def test_edit_rejects_bad_values(kwargs):
     with pytest.raises(UserError):
         Edit("glasses", **kwargs)
+
+
+def test_partial_phase_with_only_cooled_concepts_applies_nothing_instead_of_nan():
+    # A is warmed up but already cooled down while B still warms up: the reference divides 0 by 0.
+    edits = [Edit("a", threshold=0.0, warmup=0, cooldown=1), Edit("b", threshold=0.0, warmup=3)]
+    sega = SemanticGuidance(edits)
+    e0, est = _estimates(2)
+    sega(0, e0, est)
+    applied = sega(1, e0, {1: est[1]})
+    assert torch.equal(applied, torch.zeros_like(e0))

@@ -123,6 +123,29 @@ def generate(
         typer.echo(str(path))
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the gallery PNGs.")] = Path("out/demo"),
+    model: Annotated[str, typer.Option("--model", "-m", help="'embedded', a hub id, or a local diffusers folder.")] = "embedded",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default: cuda if present).")] = None,
+) -> None:
+    """Write a small gallery: plain samples, SEGA edits, and an edit-strength strip."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from segakit.demo import demo_steps, run_demo
+
+    if steps < 1:
+        raise UserError(f"--steps {steps} is below 1; use 1 or more denoising steps.")
+    dev, _ = _device_and_dtype(device, "fp32")
+    with Progress(TextColumn("demo"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                  disable=not sys.stderr.isatty()) as bar:  # fmt: skip
+        task = bar.add_task("demo", total=demo_steps(steps))
+        written = run_demo(out, model=model, steps=steps, device=dev, progress=lambda k: bar.advance(task, k))
+    for path in written:
+        typer.echo(str(path))
+
+
 def main() -> None:
     """Console entry point: bad input prints one sentence and exits with status 2."""
     _register_subcommands()

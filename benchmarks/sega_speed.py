@@ -1,0 +1,138 @@
+"""SEGA sampling speed: segakit vs diffusers' deprecated SemanticStableDiffusionPipeline, and vs the bare U-Net.
+
+All ratios come from one run on the same model, steps, seed and thread count; each measurement is
+the median of --repeats interleaved runs. Decoding is left out (output_type="latent") so that the
+numbers compare the sampling loops.
+
+    python benchmarks/sega_speed.py                  # embedded model if installed, else its shape with random weights
+    python benchmarks/sega_speed.py --model PATH     # any SD 1.x/2.x diffusers folder
+
+Prints:
+  ours / diffusers, 2 edits                          (target <= 1.0)
+  ours / diffusers, 2 edits cooling down halfway     (target <= 0.7)
+  ours / bare U-Net calls the steps need             (target <= 1.03)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+from diffusers import SemanticStableDiffusionPipeline  # noqa: E402
+
+from segakit import SegaPipeline  # noqa: E402
+from segakit.conditioning import Conditioning  # noqa: E402
+from segakit.models import embedded_path  # noqa: E402
+
+
+def random_embedded_shaped(tmp: str) -> SegaPipeline:
+    """Stand-in with the embedded model's sizes (16x16x4 latents) when the trained weights are absent."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from diffusers import UNet2DConditionModel
+    from tiny_models import sd_components
+
+    parts = sd_components(Path(tmp))
+    parts["unet"] = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 128, 192), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=8, norm_num_groups=32,
+    ).eval()  # fmt: skip
+    return SegaPipeline(**parts)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="diffusers folder or 'embedded' (default: embedded if present)")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import tempfile
+
+    if args.model is None and not (embedded_path() / "model_index.json").is_file():
+        ours = random_embedded_shaped(tempfile.mkdtemp())
+        label = "random weights in the embedded model's shape (embedded model not installed)"
+    else:
+        ours = SegaPipeline.from_pretrained(args.model or "embedded")
+        label = args.model or "embedded"
+    ref = SemanticStableDiffusionPipeline(
+        vae=ours.vae, text_encoder=ours.text_encoder, tokenizer=ours.tokenizer, unet=ours.unet,
+        scheduler=ours.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    for p in (ours, ref):
+        p.set_progress_bar_config(disable=True)
+
+    half = args.steps // 2
+    common = dict(prompt="a face of a person", num_inference_steps=args.steps, num_images_per_prompt=args.images,
+                  output_type="latent", editing_prompt=["glasses", "smile"], edit_warmup_steps=[2, 2])  # fmt: skip
+    cases = {"2 edits": dict(), "2 edits, cool-down at half": dict(edit_cooldown_steps=[half, half])}
+
+    def run(pipe, extra):
+        return lambda: pipe(**common, **extra, generator=torch.Generator().manual_seed(0))
+
+    # Warm up both once (allocator, oneDNN kernels).
+    run(ours, {})()
+    run(ref, {})()
+
+    print(f"model: {label}")
+    print(f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)")
+    results = {}
+    for name, extra in cases.items():
+        t_ours, t_ref = [], []
+        for _ in range(args.repeats):  # interleaved so drift hits both
+            t_ref += timed(run(ref, extra), 1)
+            t_ours += timed(run(ours, extra), 1)
+        results[name] = (statistics.median(t_ours), statistics.median(t_ref))
+        print(f"  {name:28s} ours {results[name][0]:7.2f} s   diffusers {results[name][1]:7.2f} s   ratio {results[name][0] / results[name][1]:.3f}")
+
+    # Bare U-Net: exactly the calls our 2-edit run makes (4 branches x images rows per step), prebuilt inputs.
+    device = ours.device
+    cond = ours.encode_texts(["", "a face of a person", "glasses", "smile"], device).repeat_rows(args.images)
+    latents = torch.randn(args.images, 4, ours.unet.config.sample_size, ours.unet.config.sample_size)
+    ours.scheduler.set_timesteps(args.steps)
+    timesteps = list(ours.scheduler.timesteps)
+
+    @torch.no_grad()
+    def bare():
+        x = torch.cat([latents] * 4)
+        for t in timesteps:
+            ours.unet(x, t, **Conditioning.unet_kwargs(cond), return_dict=False)
+
+    t_bare, t_ours = [], []
+    for _ in range(args.repeats):
+        t_bare += timed(bare, 1)
+        t_ours += timed(run(ours, {}), 1)
+    ob, bb = statistics.median(t_ours), statistics.median(t_bare)
+    print(f"  {'bare U-Net calls':28s} ours {ob:7.2f} s   U-Net only {bb:7.2f} s   ratio {ob / bb:.3f}")
+    print()
+    print(f"ours / diffusers, 2 edits:                      {results['2 edits'][0] / results['2 edits'][1]:.3f}  (target <= 1.0)")
+    r = results["2 edits, cool-down at half"]
+    print(f"ours / diffusers, 2 edits cooling down halfway: {r[0] / r[1]:.3f}  (target <= 0.7)")
+    print(f"ours / bare U-Net calls:                        {ob / bb:.3f}  (target <= 1.03)")
+
+
+if __name__ == "__main__":
+    main()
