@@ -49,7 +49,10 @@ def _key(v) -> str:
 
 
 @world_app.command()
-def schema(as_json: bool = typer.Option(False, "--json", help="Print JSON (schema, priors, caption synonyms).")) -> None:
+def schema(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (schema, priors, caption synonyms)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the priors as Markdown tables."),
+) -> None:
     """Print the attribute schema, the priors and the caption synonyms."""
     from segakit.world.captions import SYNONYMS
     from segakit.world.schema import ATTRIBUTES, PRIORS, schema_dict
@@ -58,12 +61,34 @@ def schema(as_json: bool = typer.Option(False, "--json", help="Print JSON (schem
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
+    if markdown:
+        typer.echo(priors_markdown())
+        return
     table = Table(title="faces world: attributes and priors (marginal)")
     table.add_column("attribute")
     table.add_column("values (prior)")
     for a, vals in ATTRIBUTES.items():
         table.add_row(a, ", ".join(f"{_key(v)} ({PRIORS[a][v]:.2f})" for v in vals))
     Console().print(table)
+
+
+def priors_markdown() -> str:
+    """The marginal priors and the priors conditional on presentation, as Markdown tables."""
+    from segakit.world.schema import ATTRIBUTES, BANGS_IF_HAIR, CONDITIONAL_PRIORS, PRIORS
+
+    lines = ["| attribute | values (marginal prior) |", "|---|---|"]
+    for a, vals in ATTRIBUTES.items():
+        lines.append(f"| {a} | " + ", ".join(f"{_key(v)} {PRIORS[a][v]:.3f}" for v in vals) + " |")
+    lines += ["", "| attribute given presentation | man | woman |", "|---|---|---|"]
+    for a, cond in CONDITIONAL_PRIORS.items():
+        for v in ATTRIBUTES[a]:
+            lines.append(f"| {a} = {_key(v)} | {cond['man'][v]:.2f} | {cond['woman'][v]:.2f} |")
+    role = CONDITIONAL_PRIORS["role"]
+    lines += ["", "| role | share of men among them |", "|---|---|"]
+    for r in ATTRIBUTES["role"]:
+        lines.append(f"| {r} | {role['man'][r] / (role['man'][r] + role['woman'][r]):.2f} |")
+    lines += ["", f"bangs: P(bangs | hair_style != bald) = {BANGS_IF_HAIR}, never with a bald head."]
+    return "\n".join(lines)
 
 
 @world_app.command()
@@ -261,3 +286,40 @@ def sheet(
     ensure_writable_dir(out)
     for p in all_figures(out, seed):
         err.print(f"wrote {p}")
+
+
+@world_app.command()
+def captions(
+    n: int = typer.Option(10_000, "--n", help="Number of captions to draw."),
+    seed: int = typer.Option(0, "--seed", help="Seed (the same captions as `sample --seed`)."),
+    examples: int = typer.Option(12, "--examples", help="How many example captions to print."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (statistics, vocabulary, examples)."),
+) -> None:
+    """Caption statistics: shares of empty / concept-only / full captions, vocabulary, examples."""
+    import re
+
+    from segakit.world.captions import caption
+    from segakit.world.dataset import check_count, rng_for
+    from segakit.world.schema import sample_face
+
+    check_count(n, seed)
+    caps = []
+    for i in range(n):
+        rng = rng_for(seed, i)
+        caps.append(caption(sample_face(rng), rng))
+    vocab = sorted({w for c in caps for w in re.findall(r"[a-z'-]+", c)})
+    stats = {
+        "n": n,
+        "empty": sum(c == "" for c in caps) / n,
+        "short_3_words_or_less": sum(0 < len(c.split()) <= 3 for c in caps) / n,
+        "longer": sum(len(c.split()) > 3 for c in caps) / n,
+        "distinct": len(set(caps)) / n,
+        "mean_words": sum(len(c.split()) for c in caps) / n,
+        "vocabulary_size": len(vocab),
+    }
+    if as_json:
+        typer.echo(json.dumps({**stats, "vocabulary": vocab, "examples": caps[:examples]}, indent=2))
+        return
+    typer.echo(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in stats.items()))
+    for c in caps[:examples]:
+        typer.echo(f"  {c!r}")
