@@ -17,6 +17,9 @@ import typer
 from segakit.errors import UserError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Library chatter (optional backends, deprecations) is not for the command line user.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 app = typer.Typer(
     name="segakit",
