@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench clean train-embedded
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test-slow: install
 
 bench: install
 	$(BIN)/python benchmarks/sega_speed.py
+
+# Retrain the embedded model (tokenizer -> autoencoder -> clip -> cache -> unet -> assemble), resuming what is done.
+# Runs live in $(SEGAKIT_RUNS) (default runs/embedded, git-ignored); TRAIN_THREADS=1 leaves a core free on 2-core machines.
+TRAIN_THREADS ?= 1
+TRAIN_DEVICE  ?= cpu
+train-embedded: install
+	$(BIN)/python -m segakit.train --device $(TRAIN_DEVICE) --threads $(TRAIN_THREADS) $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -105,10 +105,16 @@ def save_tokenizer(tok: CLIPTokenizer, vocab: dict[str, int], merges: list[tuple
 
 def corpus(cfg: TokenizerConfig) -> list[str]:
     """World captions plus every synonym phrase of the schema (so rare phrases get merges too)."""
-    from segakit.world.captions import SYNONYMS
-    from segakit.world.dataset import samples
+    from segakit.world.captions import SYNONYMS, caption
+    from segakit.world.dataset import rng_for
+    from segakit.world.schema import sample_face
 
-    texts = [s.caption for s in samples(cfg.n_captions, cfg.seed) if s.caption]
+    texts = []
+    for i in range(cfg.n_captions):  # the captions of samples 0..n-1 of the seed, without rendering them
+        rng = rng_for(cfg.seed, i)
+        text = caption(sample_face(rng), rng)
+        if text:
+            texts.append(text)
     phrases = [p for values in SYNONYMS.values() for ps in values.values() for p in ps]
     return texts + phrases * 20
 

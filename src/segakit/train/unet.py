@@ -1,0 +1,262 @@
+"""Recipe: the embedded model's denoiser -- a small diffusers ``UNet2DConditionModel`` on the latent cache.
+
+Epsilon prediction on 16x16x4 latents, cross-attention to the text tower's per-token hidden states (as in
+SD), trained with the noise schedule of the ``DDIMScheduler`` saved beside it (SD's scaled-linear betas).
+Captions are dropped (replaced by the empty prompt) with probability ``p_uncond`` on top of the world's own
+10% empty captions, for classifier-free guidance. AdamW, warm-up then constant (or cosine) LR, an EMA of
+the weights (the EMA is what ships). Checkpoints every ``ckpt_every`` steps; a killed run resumes there.
+
+Attention only at 8x8 and 4x4: at 16x16 (256 tokens) it would cost most of the step on a CPU.
+
+    python -m segakit.train.unet                        # the real run (resumes)
+    python -m segakit.train.unet --max_steps 3 --run /tmp/unet --cache /tmp/cache --block_out_channels 32,32,32
+
+Writes ``<run>/ckpt`` (model, EMA, optimizer, state), ``<run>/unet_ema`` (the EMA as a diffusers folder,
+refreshed at each checkpoint), ``<run>/scheduler``, ``<run>/samples/step-*.png`` and ``<run>/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from segakit.train.cache import open_cache
+from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
+from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch
+from segakit.train.data import grid, to_pil
+
+PREVIEW_PROMPTS = [
+    "a face of a person",
+    "a smiling woman with glasses",
+    "a bald man with a beard",
+    "a doctor",
+    "a nurse",
+    "a person wearing a red hat",
+    "a zombie",
+    "a frowning man with curly red hair",
+]
+
+
+@dataclass
+class UnetConfig:
+    run: str = ""  # default: $SEGAKIT_RUNS/unet
+    cache: str = ""  # default: $SEGAKIT_RUNS/cache
+    vae: str = ""  # for preview samples; default: $SEGAKIT_RUNS/autoencoder/final
+    text_encoder: str = ""  # for preview samples; default: $SEGAKIT_RUNS/clip/text_encoder
+    tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
+    device: str = "cpu"
+    threads: int = 0
+    amp: bool = False
+    seed: int = 0
+    # model
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 32
+    # noise schedule (SD's)
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    # optimisation
+    batch_size: int = 64
+    max_steps: int = 100_000
+    lr: float = 2e-4
+    warmup: int = 500
+    schedule: str = "const"
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    p_uncond: float = 0.05
+    ema_decay: float = 0.9995
+    # bookkeeping
+    log_every: int = 25
+    ckpt_every: int = 250
+    sample_every: int = 2000
+    sample_steps: int = 25
+    guidance_scale: float = 7.5
+
+
+def build_model(cfg: UnetConfig, cross_attention_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(cfg.block_out_channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(cfg.block_out_channels) - 1) + ("UpBlock2D",),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+def build_scheduler(cfg: UnetConfig) -> DDIMScheduler:
+    """The sampler that ships with the model; its betas are also the training noise schedule."""
+    return DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+class EMA:
+    """Exponential moving average of the trainable weights (decay warms up as (1+t)/(10+t))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.float(), 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Rows of step ``step``: consecutive slices of one random permutation per epoch (resumable)."""
+    first, last = step * batch_size, (step + 1) * batch_size
+    out = []
+    pos = first
+    while pos < last:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = min(last - pos, n - offset)
+        out.append(perm[offset : offset + take])
+        pos += take
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def sample_grid(unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device: torch.device, n_seeds: int = 2) -> None:
+    """DDIM samples of :data:`PREVIEW_PROMPTS` (one row per seed) with classifier-free guidance."""
+    root = runs_root()
+    tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
+    text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(cfg.vae or root / "autoencoder" / "final", torch_dtype=torch.float32).to(device).eval()
+    prompts = PREVIEW_PROMPTS * n_seeds
+    ids = tok(prompts + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    hidden = text(ids.to(device))[0]
+    cond, uncond = hidden[:-1], hidden[-1:].expand(len(prompts), -1, -1)
+    sched = build_scheduler(cfg)
+    sched.set_timesteps(cfg.sample_steps)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(prompts), 4, 16, 16, generator=g).to(device)
+    was_training = unet.training
+    unet.eval()
+    for t in sched.timesteps:
+        eps_u, eps_c = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+        x = sched.step(eps_u + cfg.guidance_scale * (eps_c - eps_u), t, x).prev_sample
+    unet.train(was_training)
+    images = vae.decode(x / vae.config.scaling_factor).sample
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid(to_pil(images), cols=len(PREVIEW_PROMPTS), scale=2).save(path)
+
+
+def export_ema(ema: EMA, cfg: UnetConfig, cross_attention_dim: int, run: Path, step: int) -> None:
+    model = build_model(cfg, cross_attention_dim)
+    model.load_state_dict(ema.shadow)
+    tmp = run / "unet_ema.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "training.json").write_text(json.dumps({"step": step, "config": config_dict(cfg)}, indent=1))
+    replace_dir(tmp, run / "unet_ema")
+
+
+def train(cfg: UnetConfig) -> Path:
+    device = setup_torch(cfg.device, cfg.threads)
+    root = runs_root()
+    run = Path(cfg.run) if cfg.run else root / "unet"
+    run.mkdir(parents=True, exist_ok=True)
+    cache = open_cache(Path(cfg.cache) if cfg.cache else root / "cache")
+    dim = cache.empty.shape[-1]
+    torch.manual_seed(cfg.seed)
+    unet = build_model(cfg, dim).to(device)
+    sched = build_scheduler(cfg)
+    sched.save_pretrained(run / "scheduler")
+    alphas_cumprod = sched.alphas_cumprod.to(device)
+    decay = [p for n, p in unet.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in unet.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    ema = EMA(unet, cfg.ema_decay)
+    state = load_checkpoint(run / "ckpt", unet, opt, ema.shadow)
+    step = state["step"] if state else 0
+    n_params = sum(p.numel() for p in unet.parameters())
+    print(f"unet: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, "
+          f"{'resuming at step ' + str(step) if state else 'from scratch'} -> {run}", flush=True)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
+    empty = cache.empty.to(device)
+    metrics = open(run / "metrics.jsonl", "a")
+    t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    while step < cfg.max_steps:
+        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        latents, hidden = cache.rows(batch_indices(step, cfg.batch_size, len(cache), cfg.seed))
+        latents, hidden = latents.to(device), hidden.to(device)
+        g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise, timesteps and dropout of this step
+        noise = torch.randn(latents.shape, generator=g).to(device)
+        t = torch.randint(0, cfg.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
+        drop = (torch.rand(latents.shape[0], generator=g) < cfg.p_uncond).to(device)
+        hidden = torch.where(drop[:, None, None], empty, hidden)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        with amp:
+            pred = unet(noisy, t, encoder_hidden_states=hidden).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.update(unet, step)
+        step += 1
+        seen += latents.shape[0]
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            dt = time.time() - t_last
+            mean = loss_sum / loss_n
+            print(f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}", flush=True)
+            print(f"  throughput {seen / dt:.1f} samples/s, {dt / loss_n:.2f} s/step", flush=True)
+            metrics.write(json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()}) + "\n")
+            metrics.flush()
+            t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            save_checkpoint(run / "ckpt", model=unet.state_dict(), ema=ema.shadow, optimizer=opt, state={"step": step, "config": config_dict(cfg)})
+            export_ema(ema, cfg, dim, run, step)
+        if step % cfg.sample_every == 0 or step == cfg.max_steps:
+            ema_model = build_model(cfg, dim).to(device)
+            ema_model.load_state_dict(ema.shadow)
+            sample_grid(ema_model, cfg, run / "samples" / f"step-{step:07d}.png", device)
+            print(f"  samples -> {run / 'samples' / f'step-{step:07d}.png'}", flush=True)
+            t_last = time.time()
+    metrics.close()
+    if not (run / "unet_ema").is_dir():
+        export_ema(ema, cfg, dim, run, step)
+    print(f"unet done at step {step} -> {run / 'unet_ema'}", flush=True)
+    return run / "unet_ema"
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_config(UnetConfig, argv))
+
+
+if __name__ == "__main__":
+    main()
