@@ -177,8 +177,13 @@ def _register_subcommands() -> None:
         from segakit.world.cli import world_app
     except ImportError:  # the world package is optional while it is being built
         return
-    if not any(g.name == "world" for g in app.registered_groups):
+    from segakit.eval.cli import eval_app
+
+    registered = {g.name for g in app.registered_groups}
+    if "world" not in registered:
         app.add_typer(world_app, name="world")
+    if "eval" not in registered:
+        app.add_typer(eval_app, name="eval")
 
 
 if __name__ == "__main__":

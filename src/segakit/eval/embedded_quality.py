@@ -1,0 +1,232 @@
+"""The embedded model's quality table, judged by the faces world's oracle.
+
+    segakit eval embedded --out docs/results/embedded      # the full table (hours on a 2-core CPU)
+
+Measures (issue "embedded default model", section "Done means"):
+
+- text faithfulness: prompts naming 1-3 attribute values, several seeds each; share of named values the
+  oracle finds in the images;
+- prior fidelity: attribute-value frequencies for a neutral prompt against the training prior;
+- image quality: Frechet distance of oracle features, generated vs rendered, next to the same distance
+  for the autoencoder's reconstructions of renders (the floor);
+- SEGA success: adding each target to the neutral prompt, on seeds whose plain image lacked it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segakit.eval.frechet import frechet_distance
+from segakit.eval.targets import ADDITIONS, GENDER, Target, other_gender
+from segakit.guidance import Edit
+
+Progress = Callable[[int], None]
+ORACLE_SIZE = 64
+
+
+@dataclass
+class QualityConfig:
+    prompt: str = "a face of a person"
+    steps: int = 25
+    guidance: float = 7.5
+    batch: int = 16
+    n_prompts: int = 100
+    prompt_seeds: int = 4
+    prior_seeds: int = 500
+    fid_n: int = 2000
+    sega_seeds: int = 50
+    sega_scan: int = 600  # plain seeds scanned to find sega_seeds lacking each target
+    edit: Edit = field(default_factory=lambda: Edit(scale=7.0, threshold=0.9, warmup=5))
+    seed: int = 0
+
+
+def sample_images(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, batch: int,
+                  edits: Sequence[Edit] = (), progress: Progress | None = None) -> torch.Tensor:  # fmt: skip
+    """Images (N, 3, 64, 64) in [0, 1], one generator per seed so each image is its seed's alone."""
+    out = []
+    for start in range(0, len(seeds), batch):
+        chunk = list(seeds[start : start + batch])
+        images = pipe(
+            prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=len(chunk),
+            generator=[torch.Generator().manual_seed(int(s)) for s in chunk], edits=list(edits), output_type="pt",
+        ).images.float().cpu()  # fmt: skip
+        if images.shape[-1] != ORACLE_SIZE:
+            images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True, align_corners=False)
+        out.append(images.clamp(0, 1))
+        if progress:
+            progress(len(chunk))
+    return torch.cat(out) if out else torch.zeros(0, 3, ORACLE_SIZE, ORACLE_SIZE)
+
+
+def faithfulness_prompts(n: int, seed: int) -> list[tuple[str, dict]]:
+    """``n`` prompts naming 1-3 attribute values each, with the values they name (read back by the parser)."""
+    from segakit.world.captions import CaptionPlan, parse_caption, realize
+    from segakit.world.schema import ATTRIBUTES, sample_face
+
+    rng = np.random.default_rng([seed, 4242])
+    prompts: list[tuple[str, dict]] = []
+    while len(prompts) < n:
+        face = sample_face(rng)
+        k = int(rng.integers(1, 4))
+        attrs = [str(a) for a in rng.choice(list(ATTRIBUTES), size=k, replace=False)]
+        plan = CaptionPlan("full", attrs, {a: rng.random(4) for a in ATTRIBUTES}, int(rng.integers(7)), float(rng.random()))
+        text = realize(plan, face)
+        named = {a: next(iter(v)) for a, v in parse_caption(text).items() if len(v) == 1}
+        if 1 <= len(named) <= 3:
+            prompts.append((text, named))
+    return prompts
+
+
+def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+    prompts = faithfulness_prompts(cfg.n_prompts, cfg.seed)
+    hits: dict[str, list[bool]] = {}
+    for i, (text, named) in enumerate(prompts):
+        seeds = [cfg.seed + 1000 * i + j for j in range(cfg.prompt_seeds)]
+        labels = oracle.predict(sample_images(pipe, text, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress))
+        for attr, value in named.items():
+            for lab in labels:
+                if attr == "hair_color" and lab["hair_style"] == "bald":
+                    hits.setdefault(attr, []).append(False)  # named hair colour, but no hair drawn
+                else:
+                    hits.setdefault(attr, []).append(lab[attr] == value)
+    total = [h for v in hits.values() for h in v]
+    return {
+        "prompts": len(prompts),
+        "seeds_per_prompt": cfg.prompt_seeds,
+        "named_values": len(total),
+        "present": float(np.mean(total)) if total else float("nan"),
+        "per_attribute": {a: float(np.mean(v)) for a, v in sorted(hits.items())},
+        "examples": [t for t, _ in prompts[:5]],
+    }
+
+
+def prior_fidelity(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+    from segakit.world.schema import ATTRIBUTES, PRIORS
+
+    seeds = [cfg.seed + 50_000 + i for i in range(cfg.prior_seeds)]
+    labels = oracle.predict(sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress))
+    table, worst = {}, 0.0
+    for attr, values in ATTRIBUTES.items():
+        rows = [lab for lab in labels if not (attr == "hair_color" and lab["hair_style"] == "bald")]
+        table[attr] = {}
+        for v in values:
+            gen = sum(lab[attr] == v for lab in rows) / max(len(rows), 1)
+            prior = float(PRIORS[attr][v])
+            table[attr][str(v).lower() if isinstance(v, bool) else v] = {"generated": gen, "prior": prior}
+            worst = max(worst, abs(gen - prior))
+    return {"prompt": cfg.prompt, "seeds": len(seeds), "max_abs_diff": worst, "table": table}
+
+
+@torch.no_grad()
+def autoencoder_round_trip(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Renders through the autoencoder and back (latent mode), in [0, 1]."""
+    out = []
+    for i in range(0, images.shape[0], batch):
+        x = images[i : i + batch].to(vae.device, vae.dtype) * 2 - 1
+        z = vae.encode(x).latent_dist.mode()
+        out.append(((vae.decode(z).sample.float().cpu() + 1) / 2).clamp(0, 1))
+    return torch.cat(out)
+
+
+def renders(n: int, seed: int) -> torch.Tensor:
+    from segakit.world.dataset import samples
+
+    arr = np.stack([np.asarray(s.image) for s in samples(n, seed)])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+
+
+def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+    seeds = [cfg.seed + 100_000 + i for i in range(cfg.fid_n)]
+    generated = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress)
+    reference = renders(cfg.fid_n, seed=cfg.seed + 31_337)
+    held = renders(cfg.fid_n, seed=cfg.seed + 31_338)
+    f_ref = oracle.features(reference).numpy()
+    f_gen = oracle.features(generated).numpy()
+    f_rec = oracle.features(autoencoder_round_trip(pipe.vae, held)).numpy()
+    f_held = oracle.features(held).numpy()
+    return {
+        "n": cfg.fid_n,
+        "fd_generated_vs_rendered": frechet_distance(f_gen, f_ref),
+        "fd_autoencoder_vs_rendered": frechet_distance(f_rec, f_ref),
+        "fd_rendered_vs_rendered": frechet_distance(f_held, f_ref),
+    }
+
+
+def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = ADDITIONS,
+                 progress: Progress | None = None) -> dict:  # fmt: skip
+    """Per target: share of ``sega_seeds`` seeds lacking it whose SEGA edit shows it."""
+    from dataclasses import replace
+
+    scan = [cfg.seed + 200_000 + i for i in range(cfg.sega_scan)]
+    plain = oracle.predict(sample_images(pipe, cfg.prompt, scan, cfg.steps, cfg.guidance, cfg.batch, progress=progress))
+
+    def edited(t: Target, seeds: list[int]) -> list[bool]:
+        edit = replace(cfg.edit, prompt=t.prompt)
+        images = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
+        return [t.present(x) for x in oracle.predict(images)] if seeds else []
+
+    results = {}
+    for t in targets:
+        hits = edited(t, [s for s, lab in zip(scan, plain) if not t.present(lab)][: cfg.sega_seeds])
+        results[t.name] = {"seeds": len(hits), "success": float(np.mean(hits)) if hits else float("nan")}
+    # "the other gender": +woman on seeds drawn as men, +man on seeds drawn as women
+    first = list(zip(scan, plain))[: cfg.sega_seeds]
+    flips = [h for t in GENDER for h in edited(t, [s for s, lab in first if other_gender(lab) == t])]
+    results["other gender"] = {"seeds": len(flips), "success": float(np.mean(flips)) if flips else float("nan")}
+    return {"edit": asdict(cfg.edit), "targets": results}
+
+
+def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+    return {
+        "config": {**asdict(cfg), "edit": asdict(cfg.edit)},
+        "text_faithfulness": text_faithfulness(pipe, oracle, cfg, progress),
+        "prior_fidelity": prior_fidelity(pipe, oracle, cfg, progress),
+        "image_quality": image_quality(pipe, oracle, cfg, progress),
+        "sega": sega_success(pipe, oracle, cfg, progress=progress),
+    }
+
+
+def total_images(cfg: QualityConfig) -> int:
+    return (cfg.n_prompts * cfg.prompt_seeds + cfg.prior_seeds + cfg.fid_n + cfg.sega_scan
+            + (len(ADDITIONS) + 1) * cfg.sega_seeds)  # fmt: skip
+
+
+def markdown(report: dict, command: str) -> str:
+    tf, pf, iq, sg = (report[k] for k in ("text_faithfulness", "prior_fidelity", "image_quality", "sega"))
+    e = sg["edit"]
+    lines = [
+        "# Embedded model quality", "", f"Produced by `{command}`.", "",
+        "| measure | value | target |", "|---|---|---|",
+        f"| text faithfulness ({tf['prompts']} prompts x {tf['seeds_per_prompt']} seeds, {tf['named_values']} named values) | {tf['present']:.3f} | >= 0.90 |",
+        f"| prior fidelity: max abs difference over {pf['seeds']} seeds of '{pf['prompt']}' | {pf['max_abs_diff']:.3f} | <= 0.08 |",
+        f"| Frechet distance of oracle features, generated vs rendered (n={iq['n']}) | {iq['fd_generated_vs_rendered']:.3f} | |",
+        f"| same, autoencoder reconstructions vs rendered (floor) | {iq['fd_autoencoder_vs_rendered']:.3f} | |",
+        f"| same, fresh renders vs rendered (sampling noise) | {iq['fd_rendered_vs_rendered']:.3f} | |",
+        "", f"SEGA additions to '{pf['prompt']}' (scale {e['scale']:g}, threshold {e['threshold']:g}, warm-up {e['warmup']}), "
+        "on seeds whose plain image lacked the attribute:", "", "| target | seeds | success |", "|---|---|---|",
+    ]  # fmt: skip
+    lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} |" for name, r in sg["targets"].items()]
+    lines += ["", "Text faithfulness per attribute:", "", "| attribute | share present |", "|---|---|"]
+    lines += [f"| {a} | {v:.3f} |" for a, v in tf["per_attribute"].items()]
+    lines += ["", "Prior fidelity (generated / prior):", "", "| attribute | values |", "|---|---|"]
+    for attr, vals in pf["table"].items():
+        lines.append(f"| {attr} | " + ", ".join(f"{v}: {d['generated']:.2f} / {d['prior']:.2f}" for v, d in vals.items()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: Path, command: str) -> list[Path]:
+    from segakit.atomic import atomic_open, ensure_writable_dir
+
+    out = ensure_writable_dir(Path(out))
+    with atomic_open(out / "report.json", "w") as fh:
+        json.dump(report, fh, indent=2)
+    with atomic_open(out / "report.md", "w") as fh:
+        fh.write(markdown(report, command))
+    return [out / "report.json", out / "report.md"]

@@ -1,0 +1,53 @@
+"""The embedded-model quality table's machinery, on small random components and a random oracle."""
+
+import json
+
+import numpy as np
+import pytest
+from diffusers import StableDiffusionPipeline
+from tiny_models import sd_components
+
+from segakit import SegaPipeline
+from segakit.eval.embedded_quality import QualityConfig, faithfulness_prompts, run_all, write_report
+from segakit.eval.frechet import frechet_distance
+
+
+def test_frechet_distance_against_scipy_sqrtm_form():
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    b = rng.normal(size=(300, 5)) * 2 + 1
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(sa @ sb).real  # the classic FID formula
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * np.trace(covmean)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # 1-D Gaussians: (mu_a - mu_b)^2 + (sd_a - sd_b)^2, with sample moments
+    x, y = rng.normal(size=(500, 1)), 3 + 2 * rng.normal(size=(500, 1))
+    by_hand = (x.mean() - y.mean()) ** 2 + (x.std(ddof=1) - y.std(ddof=1)) ** 2
+    assert frechet_distance(x, y) == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_faithfulness_prompts_name_one_to_three_values():
+    prompts = faithfulness_prompts(30, seed=0)
+    assert len(prompts) == 30 and all(1 <= len(named) <= 3 and text for text, named in prompts)
+    assert prompts == faithfulness_prompts(30, seed=0)
+
+
+def test_quality_table_runs_end_to_end(tmp_path):
+    from segakit.world.oracle import Oracle, OracleNet
+
+    plain = StableDiffusionPipeline(**sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = SegaPipeline.from_pipe(plain)
+    pipe.set_progress_bar_config(disable=True)
+    oracle = Oracle(OracleNet())  # random weights: this tests the bookkeeping, not the numbers
+    cfg = QualityConfig(steps=2, n_prompts=2, prompt_seeds=1, prior_seeds=3, fid_n=6, sega_seeds=2, sega_scan=6, batch=4)
+    report = run_all(pipe, oracle, cfg)
+    assert 0 <= report["text_faithfulness"]["present"] <= 1
+    assert 0 <= report["prior_fidelity"]["max_abs_diff"] <= 1
+    assert np.isfinite(report["image_quality"]["fd_generated_vs_rendered"])
+    assert set(report["sega"]["targets"]) >= {"glasses", "smile", "other gender"}
+    paths = write_report(report, tmp_path / "r", "segakit eval embedded --quick")
+    assert json.loads(paths[0].read_text())["config"]["steps"] == 2
+    assert "| text faithfulness" in paths[1].read_text()
