@@ -38,7 +38,7 @@ class ClipConfig:
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     device: str = "cpu"
     threads: int = 0
-    amp: bool = False
+    amp: bool = True  # bfloat16 autocast for the towers (~1.5x faster on a CPU with avx512_bf16)
     seed: int = TRAIN_SEED
     # model
     hidden_size: int = 256  # text tower width = the U-Net's cross_attention_dim
@@ -114,7 +114,9 @@ def _pooled(out) -> torch.Tensor:
 
 def contrastive_loss(model: CLIPModel, images: torch.Tensor, ids: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(input_ids=ids, pixel_values=images)
-    logits = out.logits_per_image.float()  # (N images, N texts), already scaled
+    # logits in float32 even under bf16 autocast: with a temperature up to 100, bf16 rounding would be ~0.5
+    img, txt = F.normalize(out.image_embeds.float(), dim=-1), F.normalize(out.text_embeds.float(), dim=-1)
+    logits = model.logit_scale.float().exp() * img @ txt.T  # (N images, N texts)
     same = torch.tensor([[a == b for b in captions] for a in captions], device=logits.device, dtype=torch.float32)
     targets = same / same.sum(1, keepdim=True)
     loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

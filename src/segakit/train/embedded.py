@@ -6,10 +6,10 @@
       clip/                   the whole CLIPModel (+ tokenizer, image processor) for CLIP-T / CLIP-I scores
       segakit.json            provenance: training steps, scaling factor, sizes
 
-Weights are stored as float16 safetensors (half the size; the loss from rounding weights is far below the
-models' own error) -- load with ``torch_dtype=torch.float32`` to compute in float32 on a CPU::
+U-Net, VAE and CLIP weights are float16 safetensors (half the size; rounding the weights costs far less
+than the models' own error); the text encoder is float32 so that a plain load runs in float32 as it is::
 
-    StableDiffusionPipeline.from_pretrained("src/segakit/assets/embedded", torch_dtype=torch.float32)
+    StableDiffusionPipeline.from_pretrained("src/segakit/assets/embedded")   # float32 on a CPU
 
     python -m segakit.train.embedded                 # from $SEGAKIT_RUNS (default runs/embedded)
 """
@@ -109,9 +109,15 @@ def assemble(parts: Parts, out: Path, fp16: bool = True, max_mb: float = 60.0) -
         requires_safety_checker=False,
     )
     clip = CLIPModel.from_pretrained(parts.clip, torch_dtype=f32)
+    # U-Net, VAE and the CLIP scorer in float16 (diffusers upcasts its models to float32 on a plain
+    # from_pretrained); the text encoder stays float32 because transformers would load float16 weights as
+    # float16 and a plain StableDiffusionPipeline.from_pretrained(path) must run as it is.
     dtype = torch.float16 if fp16 else f32
-    pipe.to(dtype=dtype)
+    pipe.unet.to(dtype=dtype)
+    pipe.vae.to(dtype=dtype)
     clip.to(dtype=dtype)
+    dtypes = {"unet": str(dtype).removeprefix("torch."), "vae": str(dtype).removeprefix("torch."), "text_encoder": "float32",
+              "clip": str(dtype).removeprefix("torch.")}
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -124,8 +130,8 @@ def assemble(parts: Parts, out: Path, fp16: bool = True, max_mb: float = 60.0) -
                 (("unet", pipe.unet), ("vae", pipe.vae), ("text_encoder", pipe.text_encoder), ("clip", clip))}
     info = {
         "name": "segakit embedded model (mini SD on the faces world)",
-        "dtype": "float16" if fp16 else "float32",
-        "load": "StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32)",
+        "dtype": dtypes,
+        "load": "StableDiffusionPipeline.from_pretrained(path) (computes in float32); CLIPModel.from_pretrained(path / 'clip', dtype=torch.float32)",
         "image_size": 64,
         "latent_shape": [4, 16, 16],
         "scaling_factor": pipe.vae.config.scaling_factor,
@@ -145,14 +151,14 @@ def assemble(parts: Parts, out: Path, fp16: bool = True, max_mb: float = 60.0) -
         shutil.rmtree(tmp)
         raise SystemExit(f"the assembled model is {size:.1f} MB, over the {max_mb} MB budget; shrink a component.")
     replace_dir(tmp, out)
-    print(f"embedded model: {size:.1f} MB ({info['dtype']}), unet {n_params['unet'] / 1e6:.2f}M, vae {n_params['vae'] / 1e6:.2f}M, "
+    print(f"embedded model: {size:.1f} MB, unet {n_params['unet'] / 1e6:.2f}M, vae {n_params['vae'] / 1e6:.2f}M, "
           f"text encoder {n_params['text_encoder'] / 1e6:.2f}M, clip {n_params['clip'] / 1e6:.2f}M -> {out}", flush=True)
     return out
 
 
 def check(folder: Path, steps: int = 2) -> tuple[int, int]:
     """Load ``folder`` with stock diffusers and generate one image; returns its size."""
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
     image = pipe("a smiling woman with glasses", num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images[0]
     return image.size
 
