@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from segakit.errors import UserError
+
 
 @dataclass(frozen=True)
 class Target:
@@ -94,6 +96,4 @@ def by_name(name: str) -> Target:
         if t.name == name:
             return t
     known = ", ".join(t.name for t in (*STUDY_ADDITIONS, *REMOVALS))
-    from segakit.errors import UserError
-
     raise UserError(f"Target {name!r} is not one of: {known}.")
