@@ -52,3 +52,70 @@ def embedded(
     command = "segakit eval embedded " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval embedded"
     for path in write_report(report, out, command.strip()):
         typer.echo(str(path))
+
+
+@eval_app.command("sega")
+def sega(
+    seeds: Annotated[int, typer.Option(help="Seeds of the neutral prompt (the paper judged 250 faces).")] = 250,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json, figures and cache/.")] = Path("out/eval-sega"),
+    model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder or hub id.")] = "embedded",
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    batch: Annotated[int, typer.Option(help="Images per pipeline call (part of the cache key).")] = 16,
+    scale: Annotated[float, typer.Option(help="SEGA edit scale of every edit.")] = 7.0,
+    threshold: Annotated[float, typer.Option(help="SEGA threshold (quantile of |guidance| kept).")] = 0.9,
+    warmup: Annotated[int, typer.Option(help="First step at which an edit acts.")] = 5,
+    target_scale: Annotated[list[str] | None, typer.Option("--target-scale", help="Per-target scale, repeatable: NAME=SCALE, e.g. 'bald=9'.")] = None,
+    sweep_seeds: Annotated[int, typer.Option("--sweep-seeds", help="Seeds per target in the scale sweep (monotonicity).")] = 20,
+    unique_seeds: Annotated[int, typer.Option("--unique-seeds", help="Seeds of the uniqueness test.")] = 50,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="The first of the N seeds.")] = 0,
+    oracle_path: Annotated[Path | None, typer.Option("--oracle", help="Oracle weights (.safetensors); default: the shipped ones.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
+) -> None:
+    """SEGA's face-attribute study with a prompt-rewrite baseline; resumes from DIR/cache."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from segakit.eval.sega_study import StudyConfig, StudyProgress, run_study
+    from segakit.models import load_pipeline
+    from segakit.world.oracle import Oracle
+
+    overrides = []
+    for item in target_scale or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            overrides.append((name.strip(), float(value)))
+        except ValueError:
+            raise UserError(f"--target-scale {item!r} is not NAME=SCALE, such as 'bald=9'.") from None
+        if not sep:
+            raise UserError(f"--target-scale {item!r} is not NAME=SCALE, such as 'bald=9'.")
+    if threads < 0:
+        raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
+    cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold,
+                      warmup=warmup, target_scales=tuple(overrides), sweep_seeds=sweep_seeds, unique_seeds=unique_seeds).check()  # fmt: skip
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    pipe = load_pipeline(model).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    oracle = Oracle.load(oracle_path, device=device)
+
+    class Bar(StudyProgress):
+        def __init__(self, bar: Progress) -> None:
+            self.bar, self.task = bar, bar.add_task("plain", total=None)
+
+        def total(self, images: int) -> None:
+            self.bar.update(self.task, total=images)
+
+        def unit(self, name: str) -> None:
+            self.bar.update(self.task, description=name)
+
+        def advance(self, images: int) -> None:
+            self.bar.advance(self.task, images)
+
+    command = "segakit eval sega " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval sega"
+    with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), disable=not sys.stderr.isatty()) as bar:  # fmt: skip
+        _, paths = run_study(pipe, oracle, cfg, out, command.strip(), Bar(bar), model_name=model)
+    for path in paths:
+        typer.echo(str(path))
