@@ -53,7 +53,7 @@ class ClipConfig:
     projection_dim: int = 128
     # optimisation
     batch_size: int = 128
-    max_steps: int = 1500
+    max_steps: int = 1200
     lr: float = 5e-4
     warmup: int = 150
     schedule: str = "cosine"

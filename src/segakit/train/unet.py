@@ -69,7 +69,7 @@ class UnetConfig:
     beta_schedule: str = "scaled_linear"
     # optimisation
     batch_size: int = 64
-    max_steps: int = 100_000
+    max_steps: int = 60_000
     lr: float = 2e-4
     warmup: int = 500
     schedule: str = "const"
