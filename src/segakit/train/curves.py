@@ -1,0 +1,69 @@
+"""Training curves of the embedded model's runs, from each stage's ``metrics.jsonl``, as one PNG.
+
+    python -m segakit.train.curves --out docs/img/embedded-training-curves.png
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from segakit.train.config import parse_config, runs_root
+
+PANELS = (
+    ("autoencoder", "loss", "autoencoder: L1 + 0.5 edge L1 (+KL)"),
+    ("clip", "loss", "CLIP: contrastive loss"),
+    ("unet", "loss", "U-Net: epsilon MSE"),
+)
+
+
+@dataclass
+class CurvesConfig:
+    runs: str = ""  # default: $SEGAKIT_RUNS
+    out: str = "docs/img/embedded-training-curves.png"
+
+
+def read_metrics(path: Path, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``key``; a step logged twice (a resumed run) keeps its last value."""
+    by_step: dict[int, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if key in rec:
+                by_step[rec["step"]] = rec[key]
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
+
+
+def plot(runs: Path, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2))
+    for ax, (stage, key, title) in zip(axes, PANELS):
+        steps, values = read_metrics(runs / stage / "metrics.jsonl", key)
+        if steps:
+            ax.plot(steps, values, lw=1)
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "not trained yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(CurvesConfig, argv)
+    print(plot(Path(cfg.runs) if cfg.runs else runs_root(), Path(cfg.out)))
+
+
+if __name__ == "__main__":
+    main()
