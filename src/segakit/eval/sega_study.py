@@ -544,7 +544,7 @@ class Study:
         self.data = {}
         for u in units:
             self.data[u.name] = self._run(u)
-        report = summarize(self.cfg, self.plain, self.data)
+        report = _json_ready(summarize(self.cfg, self.plain, self.data))  # NaN (no seeds) -> None, as in report.json
         report["model"] = {"name": self.model_name, "fingerprint": self.common["model"], "oracle": self.common["oracle"]}
         report["run"] = {"wall_s": round(time.perf_counter() - start, 1), "units": self.units, "units_from_cache": self.cached,
                          "images": plain_unit.images + sum(u.images for u in units)}  # fmt: skip
@@ -652,12 +652,16 @@ def summarize(cfg: StudyConfig, plain: dict, data: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+    return "-" if _missing(x) else f"{100 * x:.1f}%"
 
 
 def _num(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return "-" if _missing(x) else f"{x:.{digits}f}"
 
 
 def _rate(r: dict) -> str:
@@ -665,8 +669,8 @@ def _rate(r: dict) -> str:
     return f"{_pct(r['rate'])} ({r['k']}/{r['n']}; {_pct(lo)}-{_pct(hi)})" if r["n"] else "- (0 seeds)"
 
 
-def _points(ours: float, paper: float) -> str:
-    return "-" if math.isnan(ours) else f"{100 * (ours - paper):+.1f} points"
+def _points(ours: float | None, paper: float) -> str:
+    return "-" if _missing(ours) else f"{100 * (ours - paper):+.1f} points"
 
 
 def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
@@ -675,7 +679,7 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
     am, rm = r["additions_mean"], r["removals_mean"]
     lines = [
         "# SEGA face-attribute study", "",
-        f"Produced by `{command}` in {run.get('wall_s', float('nan')):.0f} s wall time "
+        f"Produced by `{command}` in {run.get('wall_s', 0):.0f} s wall time "
         f"({run.get('units_from_cache', 0)} of {run.get('units', 0)} units from the cache, {run.get('images', 0)} images in all). "
         f"Model `{report.get('model', {}).get('name', '')}` (weights {report.get('model', {}).get('fingerprint', '')}), "
         f"oracle weights {report.get('model', {}).get('oracle', '')}. How it is measured: docs/sega-study.md.", "",
@@ -755,7 +759,7 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
     lines += ["", "## Untargeted attributes that changed most (SEGA additions)", "",
               "| attribute edited | most changed untargeted attributes (rate) |", "|---|---|"]
     for name, a in r["additions"].items():
-        changed = sorted(((v, k) for k, v in a["sega"]["isolation"]["changed"].items() if not math.isnan(v)), reverse=True)[:3]
+        changed = sorted(((v, k) for k, v in a["sega"]["isolation"]["changed"].items() if not _missing(v)), reverse=True)[:3]
         lines.append(f"| {name} | " + ", ".join(f"{k} {_pct(v)}" for v, k in changed) + " |")
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
