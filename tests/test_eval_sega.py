@@ -35,13 +35,11 @@ TINY = StudyConfig(seeds=4, steps=2, batch=8, warmup=0, sweep=(0, 1, 2, 3, 4, 5,
                    figure_seeds=1, grid_strengths=(0, 4, 8))  # fmt: skip
 
 
-def tiny_pipe(tmp: Path):
-    """A SegaPipeline of very small random components (faster than tests/tiny_models.sd_components)."""
+def tiny_components(tmp: Path) -> dict:
+    """Very small random SD components (faster than tests/tiny_models.sd_components)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from tiny_models import _scheduler, _text_config, make_tokenizer
     from transformers import CLIPTextModel
-
-    from segakit import SegaPipeline
 
     torch.manual_seed(0)
     tok = make_tokenizer(tmp / "tokenizer")
@@ -53,7 +51,13 @@ def tiny_pipe(tmp: Path):
     vae = AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2).eval()  # fmt: skip
     text = CLIPTextModel(_text_config(len(tok), hidden=16, projection_dim=16)).eval()
-    pipe = SegaPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=_scheduler())
+    return {"vae": vae, "text_encoder": text, "tokenizer": tok, "unet": unet, "scheduler": _scheduler()}
+
+
+def tiny_pipe(tmp: Path):
+    from segakit import SegaPipeline
+
+    pipe = SegaPipeline(**tiny_components(tmp))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -178,6 +182,33 @@ def test_cache_is_keyed_by_what_a_unit_depends_on(first_run, models, tmp_path):
     assert report["run"]["units_from_cache"] > 0
     assert progress.done == progress.expected
     assert report["results"]["additions"]["glasses"]["edit"]["scale"] == 6.0
+
+
+def test_command_line_end_to_end(models, tmp_path, monkeypatch, capsys):
+    """`segakit eval sega` on a saved tiny model folder and oracle file: files listed, report names the command."""
+    import sys
+
+    from diffusers import StableDiffusionPipeline
+
+    from segakit.cli import main
+
+    pipe, oracle = models
+    StableDiffusionPipeline(**{k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")},
+                            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                            ).save_pretrained(tmp_path / "model", safe_serialization=True)  # fmt: skip
+    oracle.save(tmp_path / "oracle.safetensors", half=False)
+    args = ["--seeds", "2", "--steps", "1", "--warmup", "0", "--sweep-seeds", "1", "--unique-seeds", "1", "--batch", "4",
+            "--model", str(tmp_path / "model"), "--oracle", str(tmp_path / "oracle.safetensors"), "--out", str(tmp_path / "r"),
+            "--target-scale", "bald=9", "--threads", "1"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["segakit", "eval", "sega", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert not exc.value.code
+    listed = capsys.readouterr().out.split()
+    assert str(tmp_path / "r" / "report.md") in listed and all(Path(p).is_file() for p in listed)
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["command"].startswith("segakit eval sega --seeds 2") and report["model"]["name"] == str(tmp_path / "model")
+    assert report["results"]["additions"]["bald"]["edit"]["scale"] == 9.0 and report["config"]["seeds"] == 2
 
 
 # ------------------------------------------------------------------------------------------ SSIM
