@@ -201,10 +201,11 @@ def isolation(plain: Sequence[dict], edited: Sequence[dict], targets: Sequence[T
     }
 
 
-def monotonicity(scales: Sequence[float], p: np.ndarray) -> dict:
+def monotonicity(scales: Sequence[float], p: np.ndarray, flat: float = 1e-4) -> dict:
     """Spearman correlation between edit scale and the probability of the edit's goal, per seed.
 
-    ``p`` is (seeds, scales). A seed whose probabilities do not vary has no correlation (``undefined``);
+    ``p`` is (seeds, scales). A seed whose probability moves by less than ``flat`` over the sweep (a saturated
+    or untouched image: only float noise would be ranked) has no correlation (``undefined``);
     ``spearman_mean``/``median`` and ``share_increasing`` (rho > 0) are over the seeds that have one, and
     ``spearman_of_mean`` is the correlation of the mean curve.
     """
@@ -214,7 +215,7 @@ def monotonicity(scales: Sequence[float], p: np.ndarray) -> dict:
     x = np.asarray(scales, dtype=np.float64)
 
     def rho(y: np.ndarray) -> float:
-        if np.ptp(y) == 0:
+        if np.ptp(y) < flat:
             return float("nan")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -759,8 +760,9 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
     lines += ["", "## Untargeted attributes that changed most (SEGA additions)", "",
               "| attribute edited | most changed untargeted attributes (rate) |", "|---|---|"]
     for name, a in r["additions"].items():
-        changed = sorted(((v, k) for k, v in a["sega"]["isolation"]["changed"].items() if not _missing(v)), reverse=True)[:3]
-        lines.append(f"| {name} | " + ", ".join(f"{k} {_pct(v)}" for v, k in changed) + " |")
+        changed = sorted(((v, k) for k, v in a["sega"]["isolation"]["changed"].items() if not _missing(v) and v > 0), reverse=True)[:3]
+        shown = ", ".join(f"{k} {_pct(v)}" for v, k in changed) or ("none" if a["seeds"] else "- (0 seeds)")
+        lines.append(f"| {name} | {shown} |")
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
     return "\n".join(lines) + "\n"
