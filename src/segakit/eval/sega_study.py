@@ -33,7 +33,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -517,17 +517,18 @@ class Study:
     def plan(self) -> list[Unit]:
         """The units after the plain images: which seeds each edit is scored on follows from their labels."""
         cfg, labels = self.cfg, decode(self.plain["labels"])
-        lacking = {t.name: [i for i, lab in enumerate(labels) if not t.achieved(lab)] for t in (*STUDY_ADDITIONS, *REMOVALS)}
+        # the seeds each edit is scored on: an addition where the plain image lacks it, a removal where it has it
+        needs = {t.name: [i for i, lab in enumerate(labels) if not t.achieved(lab)] for t in (*STUDY_ADDITIONS, *REMOVALS)}
         units = []
         for t in STUDY_ADDITIONS:
-            units.append(self._edit_unit(f"add-{t.name}", lacking[t.name], cfg.prompt, [cfg.edit(t)]))
-            units.append(self._edit_unit(f"rewrite-{t.name}", lacking[t.name], t.rewrite(cfg.prompt), []))
+            units.append(self._edit_unit(f"add-{t.name}", needs[t.name], cfg.prompt, [cfg.edit(t)]))
+            units.append(self._edit_unit(f"rewrite-{t.name}", needs[t.name], t.rewrite(cfg.prompt), []))
         for t in REMOVALS:
-            units.append(self._edit_unit(f"remove-{t.name}", lacking[t.name], cfg.prompt, [cfg.edit(t)]))
+            units.append(self._edit_unit(f"remove-{t.name}", needs[t.name], cfg.prompt, [cfg.edit(t)]))
         for k, combo in enumerate(COMBINATIONS):
             units.append(self._edit_unit(f"combination-{k + 1}", range(len(labels)), cfg.prompt, [cfg.edit(t) for t in combo]))
         for t in (*STUDY_ADDITIONS, *REMOVALS):
-            units.append(self._sweep_unit(t, lacking[t.name]))
+            units.append(self._sweep_unit(t, needs[t.name]))
         record = self._record_unit()
         units.append(record)
         units += [self._unique_unit(j, p, record) for j, p in enumerate(cfg.unique_prompts)]
