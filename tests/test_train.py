@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from segakit.train import autoencoder, cache, clip, embedded, tokenizer, unet
+from segakit.train import autoencoder, cache, clip, embedded, unet
+from segakit.train.__main__ import main as train_all
 from segakit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
 TINY_AE = ["--block_out_channels", "32,32,32", "--batch_size", "4", "--amp", "false", "--scale_samples", "16",
@@ -28,18 +29,25 @@ TINY_UNET = ["--block_out_channels", "32,32,32", "--attention_head_dim", "8", "-
              "--ckpt_every", "2", "--sample_every", "100", "--sample_steps", "2", "--warmup", "2", "--threads", "1"]
 
 
+
+def staged(stage: str, args: list[str]) -> list[str]:
+    """``["--max_steps", "3"]`` -> ``["--unet.max_steps", "3"]`` for ``python -m segakit.train``."""
+    return [f"--{stage}.{a[2:]}" if a.startswith("--") else a for a in args]
+
+
+TINY_ALL = (["--threads", "1"] + staged("tokenizer", ["--n_captions", "3000", "--vocab_size", "700", "--min_frequency", "2"])
+            + staged("autoencoder", TINY_AE + ["--max_steps", "3"]) + staged("clip", TINY_CLIP + ["--max_steps", "3"])
+            + staged("cache", ["--n", "24", "--shard_size", "16", "--batch_size", "8"])
+            + staged("unet", TINY_UNET + ["--max_steps", "3"]) + staged("assemble", ["--check", "false"]))
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     old = os.environ.get("SEGAKIT_RUNS")
     os.environ["SEGAKIT_RUNS"] = str(root)
     try:
-        tokenizer.main(["--n_captions", "3000", "--vocab_size", "700", "--min_frequency", "2"])
-        autoencoder.main(TINY_AE + ["--max_steps", "3"])
-        clip.main(TINY_CLIP + ["--max_steps", "3"])
-        cache.main(["--n", "24", "--shard_size", "16", "--batch_size", "8", "--threads", "1"])
-        unet.main(TINY_UNET + ["--max_steps", "3"])
-        embedded.main(["--out", str(root / "assembled"), "--check", "false"])
+        train_all(TINY_ALL + ["--assemble.out", str(root / "assembled")])  # what `make train-embedded` runs
         yield root
     finally:
         if old is None:
@@ -172,3 +180,13 @@ def test_assembled_folder_loads_with_stock_diffusers_and_generates_64px(runs, mo
     info = json.loads((folder / "segakit.json").read_text())
     assert info["dtype"]["unet"] == "float16" and info["latent_shape"] == [4, 16, 16]
     assert (folder / "clip" / "preprocessor_config.json").is_file()
+
+
+def test_rerunning_train_all_skips_finished_stages(runs, capsys):
+    before = {p: p.stat().st_mtime for p in (runs / "autoencoder" / "final", runs / "clip" / "final", runs / "cache" / "DONE.json")}
+    train_all(TINY_ALL + ["--stages", "tokenizer,autoencoder,clip,cache,unet", "--unet.sample_every", "100"])
+    out = capsys.readouterr().out
+    for stage in ("tokenizer", "autoencoder", "clip", "cache"):
+        assert f"[{stage}] done already, skipped" in out
+    assert "resuming at step 3" in out
+    assert all(p.stat().st_mtime == t for p, t in before.items())
