@@ -236,12 +236,12 @@ def classify(
 
 
 def accuracy_markdown(res: dict[str, dict[str, float]]) -> str:
-    from segakit.world.oracle import BINARY
+    from segakit.world.schema import ATTRIBUTES
 
     cols = list(res)
-    lines = ["| attribute | target | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    lines = ["| attribute | target (clean / augmented) | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for a in res[cols[0]]:
-        target = "99%" if a in BINARY else "97%"
+        target = ("99%" if len(ATTRIBUTES[a]) == 2 else "97%") + " / 95%"
         lines.append(f"| {a} | {target} | " + " | ".join(f"{res[c][a] * 100:.2f}%" for c in cols) + " |")
     return "\n".join(lines)
 
