@@ -1,0 +1,40 @@
+"""Atomic writes: complete or absent, never half a file; usual permissions."""
+
+import os
+import stat
+
+import pytest
+
+from segakit.atomic import atomic_open
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as fh:
+            fh.write(b"half")
+            raise RuntimeError("boom")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_existing_file_kept_until_replacement_is_complete(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "w") as fh:
+            fh.write("new")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    with atomic_open(target, "w") as fh:
+        fh.write("new")
+    assert target.read_text() == "new"
+
+
+def test_permissions_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "f", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
