@@ -44,7 +44,7 @@ class AutoencoderConfig:
     norm_num_groups: int = 32
     # optimisation
     batch_size: int = 16
-    max_steps: int = 4000
+    max_steps: int = 8000
     lr: float = 4e-4
     warmup: int = 100
     schedule: str = "cosine"
