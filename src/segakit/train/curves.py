@@ -14,7 +14,7 @@ from segakit.train.config import parse_config, runs_root
 PANELS = (
     ("autoencoder", "loss", "autoencoder: L1 + 0.5 edge L1 (+KL)"),
     ("clip", "loss", "CLIP: contrastive loss"),
-    ("unet", "loss", "U-Net: epsilon MSE"),
+    ("unet", "loss", "U-Net: epsilon MSE (Min-SNR-5 weighted)"),
 )
 
 
