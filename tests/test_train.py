@@ -38,7 +38,7 @@ def staged(stage: str, args: list[str]) -> list[str]:
 TINY_ALL = (["--threads", "1"] + staged("tokenizer", ["--n_captions", "3000", "--vocab_size", "700", "--min_frequency", "2"])
             + staged("autoencoder", TINY_AE + ["--max_steps", "3"]) + staged("clip", TINY_CLIP + ["--max_steps", "3"])
             + staged("cache", ["--n", "24", "--shard_size", "16", "--batch_size", "8"])
-            + staged("unet", TINY_UNET + ["--max_steps", "3"]) + staged("assemble", ["--check", "false"]))
+            + staged("decoder", TINY_AE + ["--max_steps", "2"]) + staged("unet", TINY_UNET + ["--max_steps", "3"]) + staged("assemble", ["--check", "false"]))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +93,19 @@ def test_autoencoder_resumes_from_checkpoint(runs, tmp_path):
     assert json.loads((run / "ckpt" / "state.json").read_text())["step"] == 5
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]  # continued at 4, not restarted
+
+
+def test_decoder_finetune_keeps_encoder_and_scaling_factor(runs):
+    from diffusers import AutoencoderKL
+
+    base = AutoencoderKL.from_pretrained(runs / "autoencoder" / "final")
+    tuned = AutoencoderKL.from_pretrained(runs / "decoder" / "final")
+    assert tuned.config.scaling_factor == base.config.scaling_factor
+    b, t = base.state_dict(), tuned.state_dict()
+    assert all(torch.equal(b[k], t[k]) for k in b if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(b[k], t[k]) for k in b if k.startswith("decoder."))
+    assert json.loads((runs / "decoder" / "ckpt" / "state.json").read_text())["step"] == 2
+    assert embedded.Parts.under(runs).vae == runs / "decoder" / "final"
 
 
 def test_clip_saves_model_and_text_encoder(runs):
@@ -184,9 +197,9 @@ def test_assembled_folder_loads_with_stock_diffusers_and_generates_64px(runs, mo
 
 def test_rerunning_train_all_skips_finished_stages(runs, capsys):
     before = {p: p.stat().st_mtime for p in (runs / "autoencoder" / "final", runs / "clip" / "final", runs / "cache" / "DONE.json")}
-    train_all(TINY_ALL + ["--stages", "tokenizer,autoencoder,clip,cache,unet", "--unet.sample_every", "100"])
+    train_all(TINY_ALL + ["--stages", "tokenizer,autoencoder,clip,cache,decoder,unet", "--unet.sample_every", "100"])
     out = capsys.readouterr().out
-    for stage in ("tokenizer", "autoencoder", "clip", "cache"):
+    for stage in ("tokenizer", "autoencoder", "clip", "cache", "decoder"):
         assert f"[{stage}] done already, skipped" in out
     assert "resuming at step 3" in out
     assert all(p.stat().st_mtime == t for p, t in before.items())

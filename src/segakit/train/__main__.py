@@ -1,7 +1,8 @@
 """Retrain the embedded model end to end, resuming whatever is already done (``make train-embedded``).
 
 Stages, in order, each in ``$SEGAKIT_RUNS/<stage>`` (default ``runs/embedded``):
-tokenizer -> autoencoder -> clip -> cache -> unet -> assemble (into ``src/segakit/assets/embedded``).
+tokenizer -> autoencoder -> clip -> cache -> decoder (fine-tune with the encoder frozen) -> unet -> assemble
+(into ``src/segakit/assets/embedded``).
 A stage whose result exists is skipped; an interrupted stage resumes from its checkpoint.
 
     python -m segakit.train --threads 1
@@ -17,7 +18,9 @@ import time
 
 from segakit.train.config import runs_root
 
-STAGES = ("tokenizer", "autoencoder", "clip", "cache", "unet", "assemble")
+STAGES = ("tokenizer", "autoencoder", "clip", "cache", "decoder", "unet", "assemble")
+# The decoder stage: the autoencoder's decoder fine-tuned with its encoder frozen (latents unchanged).
+DECODER_ARGS = ["--decoder_only", "true", "--max_steps", "4000", "--lr", "2e-4", "--warmup", "50", "--data_offset", "1000000"]
 
 
 def _done(stage: str) -> bool:
@@ -25,6 +28,7 @@ def _done(stage: str) -> bool:
     return {
         "tokenizer": (root / "tokenizer" / "tokenizer_config.json").is_file(),
         "autoencoder": (root / "autoencoder" / "final").is_dir(),
+        "decoder": (root / "decoder" / "final").is_dir(),
         "clip": (root / "clip" / "final").is_dir() and (root / "clip" / "text_encoder").is_dir(),
         "cache": (root / "cache" / "DONE.json").is_file(),
     }.get(stage, False)
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
             from segakit.train import autoencoder
 
             autoencoder.main(common + extra[stage])
+        elif stage == "decoder":
+            from segakit.train import autoencoder
+
+            autoencoder.main(common + DECODER_ARGS + extra[stage])
         elif stage == "clip":
             from segakit.train import clip
 

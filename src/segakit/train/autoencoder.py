@@ -7,6 +7,7 @@ At the end the latent scale is measured on held-out renders and stored as ``scal
 
     python -m segakit.train.autoencoder                      # the real run (resumes)
     python -m segakit.train.autoencoder --max_steps 3 --run /tmp/ae --batch_size 4   # smoke
+    python -m segakit.train.autoencoder --decoder_only true --max_steps 4000 --lr 2e-4 --data_offset 1000000
 
 Writes ``<run>/ckpt`` (resumable), ``<run>/final`` (diffusers ``save_pretrained``), ``<run>/recon.png``
 (top: renders, bottom: reconstructions) and ``<run>/metrics.jsonl``.
@@ -32,7 +33,12 @@ from segakit.train.data import PREVIEW_SEED, TRAIN_SEED, batch_at, grid, to_pil
 
 @dataclass
 class AutoencoderConfig:
-    run: str = ""  # default: $SEGAKIT_RUNS/autoencoder
+    run: str = ""  # default: $SEGAKIT_RUNS/autoencoder (or .../decoder with decoder_only)
+    # decoder_only: fine-tune the decoder of a trained autoencoder (``init``) with its encoder frozen. The latent
+    # space, the scaling factor and hence the latent cache and the U-Net stay valid (as SD's ft-MSE decoder).
+    decoder_only: bool = False
+    init: str = ""  # decoder_only: the autoencoder to start from; default $SEGAKIT_RUNS/autoencoder/final
+    data_offset: int = 0  # first world index (the decoder stage uses fresh samples)
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     amp: bool = True  # bfloat16 autocast (about 1.6x faster on a CPU with avx512_bf16)
@@ -79,7 +85,8 @@ def edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def losses(vae: AutoencoderKL, x: torch.Tensor, cfg: AutoencoderConfig) -> dict[str, torch.Tensor]:
-    posterior = vae.encode(x).latent_dist
+    with torch.no_grad() if cfg.decoder_only else nullcontext():
+        posterior = vae.encode(x).latent_dist
     rec = vae.decode(posterior.sample()).sample.float()
     l1 = (rec - x).abs().mean()
     (rh, rw), (xh, xw) = edges(rec), edges(x)
@@ -120,15 +127,24 @@ def latent_scale(vae: AutoencoderKL, device: torch.device, n: int) -> float:
 
 def train(cfg: AutoencoderConfig) -> Path:
     device = setup_torch(cfg.device, cfg.threads)
-    run = Path(cfg.run) if cfg.run else runs_root() / "autoencoder"
+    run = Path(cfg.run) if cfg.run else runs_root() / ("decoder" if cfg.decoder_only else "autoencoder")
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    vae = build_model(cfg).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    if cfg.decoder_only:
+        vae = AutoencoderKL.from_pretrained(cfg.init or runs_root() / "autoencoder" / "final", torch_dtype=torch.float32).to(device)
+        frozen = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
+        for p in frozen:
+            p.requires_grad_(False)
+        trainable = [p for p in vae.parameters() if p.requires_grad]
+    else:
+        vae = build_model(cfg).to(device)
+        trainable = list(vae.parameters())
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     state = load_checkpoint(run / "ckpt", vae, opt)
     step = state["step"] if state else 0
-    n_params = sum(p.numel() for p in vae.parameters())
-    print(f"autoencoder: {n_params / 1e6:.2f}M params, {'resuming at step ' + str(step) if state else 'from scratch'} -> {run}", flush=True)
+    n_params = sum(p.numel() for p in trainable)
+    what = "decoder fine-tune" if cfg.decoder_only else "autoencoder"
+    print(f"{what}: {n_params / 1e6:.2f}M trainable params, {'resuming at step ' + str(step) if state else 'from scratch'} -> {run}", flush=True)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen = time.time(), 0
@@ -136,12 +152,12 @@ def train(cfg: AutoencoderConfig) -> Path:
         lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = batch_at(cfg.seed, step * cfg.batch_size, cfg.batch_size).images.to(device)
+        x = batch_at(cfg.seed, cfg.data_offset + step * cfg.batch_size, cfg.batch_size).images.to(device)
         with amp:
             out = losses(vae, x, cfg)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         step += 1
         seen += cfg.batch_size
@@ -159,15 +175,18 @@ def train(cfg: AutoencoderConfig) -> Path:
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
             save_checkpoint(run / "ckpt", model=vae.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)})
     metrics.close()
-    scale = latent_scale(vae, device, cfg.scale_samples)
-    vae.register_to_config(scaling_factor=scale)
+    if cfg.decoder_only:  # same encoder, same latents: keep the scaling factor the cache was made with
+        scale = vae.config.scaling_factor
+    else:
+        scale = latent_scale(vae, device, cfg.scale_samples)
+        vae.register_to_config(scaling_factor=scale)
     psnr = save_preview(vae, run / "recon.png", device)
     tmp = run / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     vae.to("cpu").save_pretrained(tmp, safe_serialization=True)
     (tmp / "training.json").write_text(json.dumps({"step": step, "psnr_db": psnr, "scaling_factor": scale, "config": config_dict(cfg)}, indent=1))
     replace_dir(tmp, run / "final")
-    print(f"autoencoder done: scaling_factor {scale:.4f}, preview psnr {psnr:.2f} dB -> {run / 'final'}", flush=True)
+    print(f"{what} done: scaling_factor {scale:.4f}, preview psnr {psnr:.2f} dB -> {run / 'final'}", flush=True)
     return run / "final"
 
 

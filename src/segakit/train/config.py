@@ -77,6 +77,12 @@ def runs_root() -> Path:
     return Path(os.environ.get("SEGAKIT_RUNS", "runs/embedded"))
 
 
+def vae_path(root: Path) -> Path:
+    """The autoencoder to decode with: the fine-tuned decoder if that stage ran, else the autoencoder."""
+    decoder = root / "decoder" / "final"
+    return decoder if decoder.is_dir() else root / "autoencoder" / "final"
+
+
 def lr_at(step: int, base: float, warmup: int, max_steps: int, schedule: str, min_ratio: float = 0.1) -> float:
     """Linear warm-up, then constant (``const``) or cosine decay to ``min_ratio * base`` (``cosine``)."""
     if step < warmup:

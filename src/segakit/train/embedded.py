@@ -30,7 +30,7 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from segakit.train.checkpoint import replace_dir
 from segakit.train.clip import image_processor
-from segakit.train.config import parse_config, runs_root
+from segakit.train.config import parse_config, runs_root, vae_path
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "embedded"
 
@@ -57,7 +57,7 @@ class Parts:
     def under(cls, root: Path) -> Parts:
         return cls(
             tokenizer=root / "tokenizer",
-            vae=root / "autoencoder" / "final",
+            vae=vae_path(root),
             clip=root / "clip" / "final",
             text_encoder=root / "clip" / "text_encoder",
             unet=root / "unet" / "unet_ema",

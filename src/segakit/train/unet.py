@@ -31,7 +31,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from segakit.train.cache import open_cache
 from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
-from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch
+from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch, vae_path
 from segakit.train.data import grid, to_pil
 
 PREVIEW_PROMPTS = [
@@ -50,7 +50,7 @@ PREVIEW_PROMPTS = [
 class UnetConfig:
     run: str = ""  # default: $SEGAKIT_RUNS/unet
     cache: str = ""  # default: $SEGAKIT_RUNS/cache
-    vae: str = ""  # for preview samples; default: $SEGAKIT_RUNS/autoencoder/final
+    vae: str = ""  # for preview samples; default: $SEGAKIT_RUNS/decoder/final, else autoencoder/final
     text_encoder: str = ""  # for preview samples; default: $SEGAKIT_RUNS/clip/text_encoder
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     device: str = "cpu"
@@ -152,7 +152,7 @@ def sample_grid(unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device:
     root = runs_root()
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
     text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
-    vae = AutoencoderKL.from_pretrained(cfg.vae or root / "autoencoder" / "final", torch_dtype=torch.float32).to(device).eval()
+    vae = AutoencoderKL.from_pretrained(cfg.vae or vae_path(root), torch_dtype=torch.float32).to(device).eval()
     prompts = PREVIEW_PROMPTS * n_seeds
     ids = tok(prompts + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
     hidden = text(ids.to(device))[0]
