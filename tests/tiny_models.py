@@ -13,24 +13,13 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-
-def _bytes_to_unicode() -> list[str]:
-    # The printable stand-ins that byte-level BPE uses for the 256 byte values.
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
+from segakit.train.tokenizer import bytes_to_unicode
 
 
 def make_tokenizer(folder: Path, max_length: int = 16) -> CLIPTokenizer:
     """A byte-level CLIP tokenizer with a handful of merges: any text tokenizes."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = _bytes_to_unicode()
+    chars = bytes_to_unicode()
     vocab = {c: i for i, c in enumerate(chars)}
     for c in chars:
         vocab[c + "</w>"] = len(vocab)
