@@ -37,6 +37,28 @@ def test_recipe_smoke_and_resume(tmp_path, capsys):
     assert oracle.features(imgs).shape == (3, 16)
 
 
+def test_fine_tune_through_an_autoencoder(tmp_path, capsys):
+    """--init starts from given weights, --autoencoder adds its round trip to the augmentation and to the evaluation."""
+    from tiny_models import _vae
+    from typer.testing import CliRunner
+
+    from segakit.world.cli import world_app
+
+    _vae().save_pretrained(tmp_path / "vae")
+    base = train(TrainConfig(out_dir=str(tmp_path / "base"), max_steps=1, **TINY))
+    cfg = TrainConfig(out_dir=str(tmp_path / "ft"), max_steps=2, init=str(base), autoencoder=str(tmp_path / "vae"),
+                      **{**TINY, "eval_every": 2}, eval_n=8)  # fmt: skip
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "initialised from" in out and "eval     2 | autoencoder" in out
+    result = CliRunner().invoke(world_app, ["oracle-eval", "--n", "4", "--weights", str(tmp_path / "ft" / "oracle.safetensors"),
+                                            "--autoencoder", str(tmp_path / "vae"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(__import__("json").loads(result.output[result.output.index("{"):])) >= {"clean", "augmented", "autoencoder"}
+    bad = CliRunner().invoke(world_app, ["oracle-eval", "--n", "4", "--autoencoder", str(tmp_path / "base")])
+    assert isinstance(bad.exception, UserError) and "autoencoder folder" in str(bad.exception)  # the CLI's main: exit 2
+
+
 def test_parse_args():
     cfg = parse_args(["--max_steps=7", "--widths=8,16", "--resume=false"])
     assert cfg.max_steps == 7 and cfg.widths == (8, 16) and cfg.resume is False

@@ -47,6 +47,16 @@ def resolve(name: str | Path) -> str:
     return name
 
 
+def vae_folder(name: str | Path) -> Path:
+    """An AutoencoderKL folder: ``name`` itself, or the ``vae/`` of a model folder or of "embedded"."""
+    path = Path(resolve(name)) if str(name) == EMBEDDED else Path(name).expanduser()
+    if (path / "vae" / "config.json").is_file():
+        return path / "vae"
+    if (path / "config.json").is_file():
+        return path
+    raise UserError(f"{str(name)!r} is neither an autoencoder folder (config.json) nor a model folder with vae/; pass one of those or 'embedded'.")
+
+
 def _refuse_pickles(folder: Path) -> None:
     """A component folder holding only pickled weights is refused before diffusers sees it."""
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):

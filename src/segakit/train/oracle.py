@@ -30,6 +30,8 @@ import torch.nn.functional as F
 class TrainConfig:
     out_dir: str = "out/oracle"
     export: str = ""  # also write fp16 weights here at the end (e.g. src/segakit/assets/oracle/oracle.safetensors)
+    init: str = ""  # start from these oracle weights (a fine-tune) instead of random ones; "shipped" = the packaged oracle
+    autoencoder: str = ""  # diffusers AutoencoderKL folder: a share of the augmented images go through its round trip
     train_seed: int = 1
     eval_seed: int = 100_003  # fresh: never used for training
     batch_size: int = 64
@@ -137,12 +139,26 @@ def load_checkpoint(path: Path, model, opt) -> int:
     return step
 
 
-def evaluate(model, cfg: TrainConfig) -> dict[str, dict[str, float]]:
+def autoencoder_roundtrip(folder: str, device: str):
+    """Images in [0,1] -> the autoencoder's reconstructions in [0,1] (posterior mean, as generation decodes)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
+
+    @torch.no_grad()
+    def roundtrip(x: torch.Tensor) -> torch.Tensor:
+        z = vae.encode(x.to(device) * 2 - 1).latent_dist.mode()
+        return ((vae.decode(z).sample + 1) / 2).to(x.device)
+
+    return roundtrip
+
+
+def evaluate(model, cfg: TrainConfig, roundtrip=None) -> dict[str, dict[str, float]]:
     from segakit.world.oracle import Oracle, held_out_accuracy
 
     model.eval()
     try:
-        return held_out_accuracy(Oracle(model, cfg.device), n=cfg.eval_n, seed=cfg.eval_seed)
+        return held_out_accuracy(Oracle(model, cfg.device), n=cfg.eval_n, seed=cfg.eval_seed, autoencoder=roundtrip)
     finally:
         model.train()
 
@@ -168,6 +184,10 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume and ckpt.exists():
         step = load_checkpoint(ckpt, model, opt)
         print(f"resumed from {ckpt} at step {step}")
+    elif cfg.init:
+        model.load_state_dict(Oracle.load(None if cfg.init == "shipped" else cfg.init).net.state_dict())
+        print(f"initialised from {cfg.init}")
+    roundtrip = autoencoder_roundtrip(cfg.autoencoder, cfg.device) if cfg.autoencoder else None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"oracle: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size}, {cfg.max_steps} steps, threads {cfg.threads}")
 
@@ -179,7 +199,7 @@ def train(cfg: TrainConfig) -> Path:
         x, labels = batch(cfg, step)
         n_aug = int(round(cfg.p_augment * x.shape[0]))
         if n_aug:
-            x[:n_aug] = augment(x[:n_aug], gen)
+            x[:n_aug] = augment(x[:n_aug], gen, autoencoder=roundtrip)
         y = encode_labels(labels)
         t_data += time.perf_counter() - ta
         for group in opt.param_groups:
@@ -199,9 +219,9 @@ def train(cfg: TrainConfig) -> Path:
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
             save_checkpoint(ckpt, model, opt, step, cfg)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            acc = evaluate(model, cfg)
-            print(f"eval {step:5d} | clean     {fmt_acc(acc['clean'])}")
-            print(f"eval {step:5d} | augmented {fmt_acc(acc['augmented'])}", flush=True)
+            acc = evaluate(model, cfg, roundtrip)
+            for kind, values in acc.items():
+                print(f"eval {step:5d} | {kind:<11} {fmt_acc(values)}", flush=True)
             t0, seen, t_data = time.perf_counter(), 0, 0.0
 
     weights = out / "oracle.safetensors"

@@ -253,8 +253,11 @@ def oracle_eval(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
     augmented: bool = typer.Option(True, "--augmented/--clean-only", help="Also score after the training augmentation."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a Markdown table."),
+    autoencoder: Optional[str] = typer.Option(
+        None, "--autoencoder", help="Also score the renders after this autoencoder's round trip: 'embedded' or a diffusers AutoencoderKL folder."
+    ),
 ) -> None:
-    """Held-out accuracy of the oracle per attribute (clean renders and after augmentation)."""
+    """Held-out accuracy of the oracle per attribute (clean renders, after augmentation, after an autoencoder)."""
     import torch
 
     from segakit.world.dataset import check_count
@@ -263,8 +266,14 @@ def oracle_eval(
     check_count(n, seed)
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     oracle = Oracle.load(weights)
+    roundtrip = None
+    if autoencoder is not None:
+        from segakit.models import vae_folder
+        from segakit.train.oracle import autoencoder_roundtrip
+
+        roundtrip = autoencoder_roundtrip(str(vae_folder(autoencoder)), "cpu")
     with progress("rendering", n) as update:
-        res = held_out_accuracy(oracle, n=n, seed=seed, augmented=augmented, on_item=update)
+        res = held_out_accuracy(oracle, n=n, seed=seed, augmented=augmented, on_item=update, autoencoder=roundtrip)
     if as_json:
         typer.echo(json.dumps({"n": n, "seed": seed, **res}, indent=2))
     else:

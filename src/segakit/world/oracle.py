@@ -279,9 +279,15 @@ def accuracy(pred: Sequence[dict], truth: Sequence[dict]) -> dict[str, float]:
 
 
 def held_out_accuracy(
-    oracle: Oracle, n: int = 2000, seed: int = 777_001, augmented: bool = True, on_item: Callable[[int], None] | None = None
+    oracle: Oracle,
+    n: int = 2000,
+    seed: int = 777_001,
+    augmented: bool = True,
+    on_item: Callable[[int], None] | None = None,
+    autoencoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Accuracy on ``n`` fresh renders of ``seed`` (clean and, if ``augmented``, after :func:`augment`)."""
+    """Accuracy on ``n`` fresh renders of ``seed``: clean, after :func:`augment` if ``augmented``, and after
+    the ``autoencoder`` round trip alone if one is given (how generated images look at best)."""
     from segakit.world.dataset import samples
 
     imgs, labels = [], []
@@ -296,4 +302,7 @@ def held_out_accuracy(
         g = torch.Generator().manual_seed(seed)
         xa = torch.cat([augment(x[i : i + 256], g) for i in range(0, n, 256)])
         result["augmented"] = accuracy(oracle.predict(xa), labels)
+    if autoencoder is not None:
+        xr = torch.cat([autoencoder(x[i : i + 256]).clamp(0, 1) for i in range(0, n, 256)])
+        result["autoencoder"] = accuracy(oracle.predict(xr), labels)
     return result
