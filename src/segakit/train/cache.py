@@ -47,7 +47,7 @@ class CacheConfig:
     threads: int = 0
     seed: int = TRAIN_SEED
     start: int = 0  # first world index
-    n: int = 200_000
+    n: int = 100_000
     shard_size: int = 10_000
     batch_size: int = 250
 

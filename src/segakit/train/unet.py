@@ -70,8 +70,8 @@ class UnetConfig:
     # optimisation
     batch_size: int = 64
     max_steps: int = 60_000
-    lr: float = 2e-4
-    warmup: int = 500
+    lr: float = 3e-4
+    warmup: int = 300
     schedule: str = "const"
     weight_decay: float = 0.01
     grad_clip: float = 1.0
