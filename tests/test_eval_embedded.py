@@ -8,7 +8,7 @@ from diffusers import StableDiffusionPipeline
 from tiny_models import sd_components
 
 from segakit import SegaPipeline
-from segakit.eval.embedded_quality import QualityConfig, faithfulness_prompts, run_all, write_report
+from segakit.eval.embedded_quality import ADDITIONS, QualityConfig, faithfulness_prompts, run_all, total_images, write_report
 from segakit.eval.frechet import frechet_distance
 
 
@@ -35,7 +35,9 @@ def test_faithfulness_prompts_name_one_to_three_values():
     assert prompts == faithfulness_prompts(30, seed=0)
 
 
-def test_quality_table_runs_end_to_end(tmp_path):
+def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
+    from segakit.eval import embedded_quality as eq
+
     from segakit.world.oracle import Oracle, OracleNet
 
     plain = StableDiffusionPipeline(**sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -43,7 +45,18 @@ def test_quality_table_runs_end_to_end(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle(OracleNet())  # random weights: this tests the bookkeeping, not the numbers
     cfg = QualityConfig(steps=2, n_prompts=2, prompt_seeds=1, prior_seeds=3, fid_n=6, sega_seeds=2, sega_scan=6, batch=4)
-    report = run_all(pipe, oracle, cfg)
+    calls, real = [], eq.sample_images
+
+    def spy(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
+        calls.append((prompt, len(seeds), bool(edits)))
+        return real(pipe, prompt, seeds, steps, guidance, batch, edits, progress)
+
+    monkeypatch.setattr(eq, "sample_images", spy)
+    counted = []
+    report = run_all(pipe, oracle, cfg, progress=counted.append)
+    plain_neutral = sum(n for prompt, n, edited in calls if prompt == cfg.prompt and not edited)
+    assert plain_neutral == 6  # prior (3), Frechet (6) and SEGA scan (6) share one set of plain images
+    assert sum(counted) == sum(n for _, n, _ in calls) <= total_images(cfg) == 2 + 6 + 2 * (len(ADDITIONS) + 1)
     assert 0 <= report["text_faithfulness"]["present"] <= 1
     assert 0 <= report["prior_fidelity"]["max_abs_diff"] <= 1
     assert np.isfinite(report["image_quality"]["fd_generated_vs_rendered"])

@@ -25,12 +25,16 @@ def embedded(
     fid_n: Annotated[int, typer.Option("--fid-n", help="Images per side of the Frechet distance.")] = 2000,
     sega_seeds: Annotated[int, typer.Option("--sega-seeds", help="Seeds lacking each target, per target.")] = 50,
     batch: Annotated[int, typer.Option(help="Images per pipeline call.")] = 16,
+    edit_scale: Annotated[float, typer.Option("--edit-scale", help="SEGA edit scale of the additions.")] = 7.0,
+    edit_threshold: Annotated[float, typer.Option("--edit-threshold", help="SEGA threshold (quantile) of the additions.")] = 0.9,
+    edit_warmup: Annotated[int, typer.Option("--edit-warmup", help="SEGA warm-up steps of the additions.")] = 5,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """The embedded model's quality table: faithfulness, prior fidelity, Frechet distance, SEGA success."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from segakit.eval.embedded_quality import QualityConfig, run_all, total_images, write_report
+    from segakit.guidance import Edit
     from segakit.models import load_pipeline
     from segakit.world.oracle import Oracle
 
@@ -40,8 +44,11 @@ def embedded(
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
     if fid_n < 2:
         raise UserError(f"--fid-n {fid_n} is below 2; a covariance needs at least 2 images per side.")
+    if edit_warmup < 0 or edit_warmup >= steps:
+        raise UserError(f"--edit-warmup {edit_warmup} is outside 0..{steps - 1}; the edit must start before the last step.")
+    edit = Edit(scale=edit_scale, threshold=edit_threshold, warmup=edit_warmup)
     cfg = QualityConfig(steps=steps, n_prompts=prompts, prompt_seeds=prompt_seeds, prior_seeds=prior_seeds,
-                        fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch)  # fmt: skip
+                        fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit)  # fmt: skip
     pipe = load_pipeline(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load(device=device)

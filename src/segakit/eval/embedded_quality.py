@@ -107,11 +107,23 @@ def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | Non
     }
 
 
-def prior_fidelity(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+def neutral_seeds(cfg: QualityConfig, n: int) -> list[int]:
+    """Seeds of the plain images of ``cfg.prompt``; prior fidelity, the Frechet distance and the SEGA scan
+    all draw from the start of this one list, so a full run generates each plain image once."""
+    return [cfg.seed + 100_000 + i for i in range(n)]
+
+
+def neutral_images(pipe, cfg: QualityConfig, n: int, images: torch.Tensor | None, progress: Progress | None) -> torch.Tensor:
+    if images is not None and images.shape[0] >= n:
+        return images[:n]
+    return sample_images(pipe, cfg.prompt, neutral_seeds(cfg, n), cfg.steps, cfg.guidance, cfg.batch, progress=progress)
+
+
+def prior_fidelity(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, images: torch.Tensor | None = None) -> dict:
     from segakit.world.schema import ATTRIBUTES, PRIORS
 
-    seeds = [cfg.seed + 50_000 + i for i in range(cfg.prior_seeds)]
-    labels = oracle.predict(sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress))
+    seeds = neutral_seeds(cfg, cfg.prior_seeds)
+    labels = oracle.predict(neutral_images(pipe, cfg, cfg.prior_seeds, images, progress))
     table, worst = {}, 0.0
     for attr, values in ATTRIBUTES.items():
         rows = [lab for lab in labels if not (attr == "hair_color" and lab["hair_style"] == "bald")]
@@ -142,9 +154,8 @@ def renders(n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 
-def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
-    seeds = [cfg.seed + 100_000 + i for i in range(cfg.fid_n)]
-    generated = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress)
+def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, images: torch.Tensor | None = None) -> dict:
+    generated = neutral_images(pipe, cfg, cfg.fid_n, images, progress)
     reference = renders(cfg.fid_n, seed=cfg.seed + 31_337)
     held = renders(cfg.fid_n, seed=cfg.seed + 31_338)
     f_ref = oracle.features(reference).numpy()
@@ -160,12 +171,12 @@ def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = 
 
 
 def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = ADDITIONS,
-                 progress: Progress | None = None) -> dict:  # fmt: skip
+                 progress: Progress | None = None, images: torch.Tensor | None = None) -> dict:  # fmt: skip
     """Per target: share of ``sega_seeds`` seeds lacking it whose SEGA edit shows it."""
     from dataclasses import replace
 
-    scan = [cfg.seed + 200_000 + i for i in range(cfg.sega_scan)]
-    plain = oracle.predict(sample_images(pipe, cfg.prompt, scan, cfg.steps, cfg.guidance, cfg.batch, progress=progress))
+    scan = neutral_seeds(cfg, cfg.sega_scan)
+    plain = oracle.predict(neutral_images(pipe, cfg, cfg.sega_scan, images, progress))
 
     def edited(t: Target, seeds: list[int]) -> list[bool]:
         edit = replace(cfg.edit, prompt=t.prompt)
@@ -184,17 +195,19 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
 
 
 def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+    plain = neutral_images(pipe, cfg, max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan), None, progress)
     return {
         "config": {**asdict(cfg), "edit": asdict(cfg.edit)},
         "text_faithfulness": text_faithfulness(pipe, oracle, cfg, progress),
-        "prior_fidelity": prior_fidelity(pipe, oracle, cfg, progress),
-        "image_quality": image_quality(pipe, oracle, cfg, progress),
-        "sega": sega_success(pipe, oracle, cfg, progress=progress),
+        "prior_fidelity": prior_fidelity(pipe, oracle, cfg, progress, plain),
+        "image_quality": image_quality(pipe, oracle, cfg, progress, plain),
+        "sega": sega_success(pipe, oracle, cfg, progress=progress, images=plain),
     }
 
 
 def total_images(cfg: QualityConfig) -> int:
-    return (cfg.n_prompts * cfg.prompt_seeds + cfg.prior_seeds + cfg.fid_n + cfg.sega_scan
+    """Images :func:`run_all` generates (the plain images of the neutral prompt are shared)."""
+    return (cfg.n_prompts * cfg.prompt_seeds + max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan)
             + (len(ADDITIONS) + 1) * cfg.sega_seeds)  # fmt: skip
 
 

@@ -1,0 +1,69 @@
+"""The shipped embedded model: stock diffusers and segakit load it, shapes, determinism, size, the CLI default."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+from typer.testing import CliRunner
+
+from segakit import Edit, SegaPipeline
+from segakit.cli import app
+from segakit.models import embedded_path, vae_folder
+
+EMBEDDED = embedded_path()
+pytestmark = pytest.mark.skipif(
+    not (EMBEDDED / "model_index.json").is_file(), reason="the embedded model is not assembled into src/segakit/assets/embedded"
+)
+
+
+def folder_mb(path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def test_layout_size_and_formats():
+    assert folder_mb(EMBEDDED) <= 60
+    index = json.loads((EMBEDDED / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    weights = [p for p in EMBEDDED.rglob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl")]
+    assert weights == []  # safetensors only
+    for part in ("unet", "vae", "text_encoder"):
+        assert list((EMBEDDED / part).glob("*.safetensors"))
+    assert vae_folder("embedded") == EMBEDDED / "vae"
+
+
+def test_stock_diffusers_and_segakit_agree():
+    stock = StableDiffusionPipeline.from_pretrained(EMBEDDED)
+    assert isinstance(stock.scheduler, DDIMScheduler)
+    ours = SegaPipeline.from_pretrained("embedded")
+    for p in (stock, ours):
+        p.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=4, output_type="np")
+    a = stock("a smiling woman with glasses", generator=torch.Generator().manual_seed(3), **kw).images
+    b = ours("a smiling woman with glasses", generator=torch.Generator().manual_seed(3), **kw).images
+    assert a.shape == (1, 64, 64, 3)
+    assert np.abs(a - b).max() <= 1e-4
+
+
+def test_deterministic_for_a_seed_and_edits_change_the_image():
+    pipe = SegaPipeline.from_pretrained("embedded")
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(edits, seed=5):
+        return pipe("a face of a person", num_inference_steps=6, num_images_per_prompt=2, output_type="np",
+                    generator=[torch.Generator().manual_seed(seed + i) for i in range(2)], edits=edits).images  # fmt: skip
+
+    first, again = run([]), run([])
+    assert first.shape == (2, 64, 64, 3)
+    assert np.array_equal(first, again)
+    assert np.abs(first[0] - first[1]).max() > 0.05  # two seeds, two faces
+    edited = run([Edit("glasses", scale=7.0, warmup=1)])
+    assert np.abs(edited - first).mean() > 1e-3
+
+
+def test_generate_uses_the_embedded_model_by_default(tmp_path):
+    out = tmp_path / "face.png"
+    result = CliRunner().invoke(app, ["generate", "a bald man", "--steps", "3", "--seed", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
