@@ -53,7 +53,8 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setattr(eq, "sample_images", spy)
     counted = []
-    report = run_all(pipe, oracle, cfg, progress=counted.append)
+    figures = {}
+    report = run_all(pipe, oracle, cfg, progress=counted.append, figures=figures)
     plain_neutral = sum(n for prompt, n, edited in calls if prompt == cfg.prompt and not edited)
     assert plain_neutral == 6  # prior (3), Frechet (6) and SEGA scan (6) share one set of plain images
     assert sum(counted) == sum(n for _, n, _ in calls) <= total_images(cfg) == 2 + 6 + 2 * (len(ADDITIONS) + 1)
@@ -61,6 +62,8 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     assert 0 <= report["prior_fidelity"]["max_abs_diff"] <= 1
     assert np.isfinite(report["image_quality"]["fd_generated_vs_rendered"])
     assert set(report["sega"]["targets"]) >= {"glasses", "smile", "other gender"}
-    paths = write_report(report, tmp_path / "r", "segakit eval embedded --quick")
+    assert set(figures) == {"samples-neutral.png", "samples-prompts.png", "sega-additions.png"}
+    paths = write_report(report, tmp_path / "r", "segakit eval embedded --quick", figures)
+    assert {p.name for p in paths} >= set(figures) and all(p.is_file() for p in paths)
     assert json.loads(paths[0].read_text())["config"]["steps"] == 2
     assert "| text faithfulness" in paths[1].read_text()

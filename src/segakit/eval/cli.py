@@ -55,9 +55,10 @@ def embedded(
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   disable=not sys.stderr.isatty()) as bar:  # fmt: skip
         task = bar.add_task("images", total=total_images(cfg))
-        report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k))
+        figures: dict = {}
+        report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures)
     command = "segakit eval embedded " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval embedded"
-    for path in write_report(report, out, command.strip()):
+    for path in write_report(report, out, command.strip(), figures):
         typer.echo(str(path))
 
 

@@ -84,18 +84,39 @@ def faithfulness_prompts(n: int, seed: int) -> list[tuple[str, dict]]:
     return prompts
 
 
-def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+FIGURE_ROWS = 8  # prompts (or SEGA targets) shown in a figure
+FIGURE_COLS = 8
+
+
+def to_pil(images: torch.Tensor) -> list:
+    """(N, 3, H, W) in [0, 1] -> PIL images."""
+    from PIL import Image
+
+    arr = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None) -> dict:
+    from segakit.images import grid
+
     prompts = faithfulness_prompts(cfg.n_prompts, cfg.seed)
     hits: dict[str, list[bool]] = {}
+    shown, shown_labels = [], []
     for i, (text, named) in enumerate(prompts):
         seeds = [cfg.seed + 1000 * i + j for j in range(cfg.prompt_seeds)]
-        labels = oracle.predict(sample_images(pipe, text, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress))
+        images = sample_images(pipe, text, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress)
+        labels = oracle.predict(images)
+        if i < FIGURE_ROWS:
+            shown += to_pil(images[:FIGURE_COLS])
+            shown_labels.append(text if len(text) <= 40 else text[:38] + "..")
         for attr, value in named.items():
             for lab in labels:
                 if attr == "hair_color" and lab["hair_style"] == "bald":
                     hits.setdefault(attr, []).append(False)  # named hair colour, but no hair drawn
                 else:
                     hits.setdefault(attr, []).append(lab[attr] == value)
+    if figures is not None and shown:
+        figures["samples-prompts.png"] = grid(shown, cols=min(cfg.prompt_seeds, FIGURE_COLS), row_labels=shown_labels, scale=2)
     total = [h for v in hits.values() for h in v]
     return {
         "prompts": len(prompts),
@@ -171,17 +192,32 @@ def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = 
 
 
 def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = ADDITIONS,
-                 progress: Progress | None = None, images: torch.Tensor | None = None) -> dict:  # fmt: skip
+                 progress: Progress | None = None, images: torch.Tensor | None = None,
+                 figures: dict | None = None) -> dict:  # fmt: skip
     """Per target: share of ``sega_seeds`` seeds lacking it whose SEGA edit shows it."""
     from dataclasses import replace
 
+    from PIL import Image
+
+    from segakit.images import grid
+
     scan = neutral_seeds(cfg, cfg.sega_scan)
-    plain = oracle.predict(neutral_images(pipe, cfg, cfg.sega_scan, images, progress))
+    plain_images = neutral_images(pipe, cfg, cfg.sega_scan, images, progress)
+    plain = oracle.predict(plain_images)
+    pairs, row_labels = [], []
 
     def edited(t: Target, seeds: list[int]) -> list[bool]:
+        if not seeds:
+            return []
         edit = replace(cfg.edit, prompt=t.prompt)
-        images = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
-        return [t.present(x) for x in oracle.predict(images)] if seeds else []
+        out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
+        # the figure: a row per target, its first seeds as plain, edited, plain, edited, ... (short rows padded)
+        before = to_pil(plain_images[[scan.index(s) for s in seeds[: FIGURE_COLS // 2]]])
+        after = to_pil(out[: FIGURE_COLS // 2])
+        pairs.extend(im for pair in zip(before, after) for im in pair)
+        pairs.extend(Image.new("RGB", before[0].size, "white") for _ in range(FIGURE_COLS - 2 * len(before)))
+        row_labels.append(f"+{t.prompt}")
+        return [t.present(x) for x in oracle.predict(out)]
 
     results = {}
     for t in targets:
@@ -191,17 +227,24 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
     first = list(zip(scan, plain))[: cfg.sega_seeds]
     flips = [h for t in GENDER for h in edited(t, [s for s, lab in first if other_gender(lab) == t])]
     results["other gender"] = {"seeds": len(flips), "success": float(np.mean(flips)) if flips else float("nan")}
+    if figures is not None and pairs:
+        figures["sega-additions.png"] = grid(pairs, cols=FIGURE_COLS, row_labels=row_labels, scale=2)
     return {"edit": asdict(cfg.edit), "targets": results}
 
 
-def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None) -> dict:
+def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None) -> dict:
+    """The whole table; with ``figures`` (a dict) also sample grids to look at, by file name."""
+    from segakit.images import grid
+
     plain = neutral_images(pipe, cfg, max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan), None, progress)
+    if figures is not None:
+        figures["samples-neutral.png"] = grid(to_pil(plain[: 3 * FIGURE_COLS]), cols=FIGURE_COLS, scale=2)
     return {
         "config": {**asdict(cfg), "edit": asdict(cfg.edit)},
-        "text_faithfulness": text_faithfulness(pipe, oracle, cfg, progress),
+        "text_faithfulness": text_faithfulness(pipe, oracle, cfg, progress, figures),
         "prior_fidelity": prior_fidelity(pipe, oracle, cfg, progress, plain),
         "image_quality": image_quality(pipe, oracle, cfg, progress, plain),
-        "sega": sega_success(pipe, oracle, cfg, progress=progress, images=plain),
+        "sega": sega_success(pipe, oracle, cfg, progress=progress, images=plain, figures=figures),
     }
 
 
@@ -234,12 +277,17 @@ def markdown(report: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, out: Path, command: str) -> list[Path]:
+def write_report(report: dict, out: Path, command: str, figures: dict | None = None) -> list[Path]:
     from segakit.atomic import atomic_open, ensure_writable_dir
+    from segakit.images import save_png
 
     out = ensure_writable_dir(Path(out))
     with atomic_open(out / "report.json", "w") as fh:
         json.dump(report, fh, indent=2)
+    text = markdown(report, command)
+    if figures:
+        text += "\n" + "".join(f"![{name[:-4]}]({name})\n\n" for name in figures)
     with atomic_open(out / "report.md", "w") as fh:
-        fh.write(markdown(report, command))
-    return [out / "report.json", out / "report.md"]
+        fh.write(text)
+    pngs = [save_png(image, out / name, {"command": command}) for name, image in (figures or {}).items()]
+    return [out / "report.json", out / "report.md", *pngs]
