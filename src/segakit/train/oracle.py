@@ -143,14 +143,10 @@ def autoencoder_roundtrip(folder: str, device: str):
     """Images in [0,1] -> the autoencoder's reconstructions in [0,1] (posterior mean, as generation decodes)."""
     from diffusers import AutoencoderKL
 
+    from segakit.eval.embedded_quality import autoencoder_round_trip
+
     vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
-
-    @torch.no_grad()
-    def roundtrip(x: torch.Tensor) -> torch.Tensor:
-        z = vae.encode(x.to(device) * 2 - 1).latent_dist.mode()
-        return ((vae.decode(z).sample + 1) / 2).to(x.device)
-
-    return roundtrip
+    return lambda x: autoencoder_round_trip(vae, x).to(x.device)
 
 
 def evaluate(model, cfg: TrainConfig, roundtrip=None) -> dict[str, dict[str, float]]:
