@@ -28,6 +28,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/python benchmarks/sega_speed.py
+	$(BIN)/python benchmarks/embedded_speed.py
 
 # Retrain the embedded model (tokenizer -> autoencoder -> clip -> cache -> decoder -> unet -> assemble), resuming what is done.
 # Runs live in $(SEGAKIT_RUNS) (default runs/embedded, git-ignored); TRAIN_THREADS=1 leaves a core free on 2-core machines.
