@@ -11,15 +11,12 @@ from typer.testing import CliRunner
 from segakit import Edit, SegaPipeline
 from segakit.cli import app
 from segakit.models import embedded_path, vae_folder
+from segakit.train.embedded import folder_mb
 
 EMBEDDED = embedded_path()
 pytestmark = pytest.mark.skipif(
     not (EMBEDDED / "model_index.json").is_file(), reason="the embedded model is not assembled into src/segakit/assets/embedded"
 )
-
-
-def folder_mb(path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def test_layout_size_and_formats():
