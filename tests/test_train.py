@@ -137,6 +137,30 @@ def test_cache_shards_match_a_fresh_encoding(runs):
     assert torch.allclose(h[0], hid[1], atol=2e-2)
 
 
+def test_cache_rendered_by_worker_processes_is_identical(runs, tmp_path):
+    out = tmp_path / "cache"
+    cache.main(["--n", "24", "--shard_size", "16", "--batch_size", "8", "--workers", "2", "--out", str(out), "--threads", "1"])
+    for name in ("shard-00000", "shard-00001"):
+        assert (out / f"{name}.jsonl").read_text() == (runs / "cache" / f"{name}.jsonl").read_text()
+        for key in ("latents", "hidden"):
+            assert np.array_equal(cache.open_tensor(out / f"{name}.safetensors", key), cache.open_tensor(runs / "cache" / f"{name}.safetensors", key))
+
+
+def test_preloaded_cache_gives_the_same_rows(runs):
+    c = cache.open_cache(runs / "cache")
+    idx = torch.tensor([23, 0, 16, 15])
+    for a, b in zip(c.rows(idx), c.preload(torch.device("cpu")).rows(idx)):
+        assert torch.equal(a, b)
+    assert len(c.preload(torch.device("cpu"))) == 24
+
+
+def test_unet_stops_at_its_time_limit_and_saves(runs, tmp_path):
+    run = tmp_path / "unet"
+    unet.main(TINY_UNET + ["--max_steps", "1000", "--max_minutes", "0.0001", "--run", str(run)])
+    step = json.loads((run / "ckpt" / "state.json").read_text())["step"]
+    assert 1 <= step < 1000 and json.loads((run / "unet_ema" / "training.json").read_text())["step"] == step
+
+
 def test_unet_resumes_and_exports_ema(runs, tmp_path):
     run = tmp_path / "unet"
     shutil.copytree(runs / "unet", run)

@@ -21,6 +21,7 @@ Shards are written one at a time, so an interrupted run resumes at the first mis
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import struct
 import time
@@ -50,6 +51,7 @@ class CacheConfig:
     n: int = 100_000
     shard_size: int = 10_000
     batch_size: int = 250
+    workers: int = 0  # processes rendering the world in parallel (0 = render in this process)
 
 
 @dataclass
@@ -80,12 +82,16 @@ def encode_images(src: Sources, images: torch.Tensor) -> torch.Tensor:
     return src.vae.encode(images).latent_dist.mode() * src.vae.config.scaling_factor
 
 
-def write_shard(cfg: CacheConfig, src: Sources, index: int, out: Path, device: torch.device) -> None:
+def _render(job: tuple[int, int, int]):
+    return batch_at(*job)
+
+
+def write_shard(cfg: CacheConfig, src: Sources, index: int, out: Path, device: torch.device, pool=None) -> None:
     first = cfg.start + index * cfg.shard_size
     count = min(cfg.shard_size, cfg.n - index * cfg.shard_size)
     latents, hiddens, ids_all, records = [], [], [], []
-    for b in range(0, count, cfg.batch_size):
-        batch = batch_at(cfg.seed, first + b, min(cfg.batch_size, count - b))
+    jobs = [(cfg.seed, first + b, min(cfg.batch_size, count - b)) for b in range(0, count, cfg.batch_size)]
+    for batch in pool.imap(_render, jobs) if pool is not None else map(_render, jobs):  # same order either way
         latents.append(encode_images(src, batch.images.to(device)).half().cpu())
         ids, hidden = encode_text(src, batch.captions, device)
         hiddens.append(hidden.half().cpu())
@@ -116,14 +122,20 @@ def build(cfg: CacheConfig) -> Path:
     t0 = time.time()
     done_before = sum((out / f"shard-{i:05d}.safetensors").is_file() for i in range(n_shards))
     print(f"cache: {cfg.n} samples in {n_shards} shards, {done_before} already written -> {out}", flush=True)
-    for i in range(n_shards):
-        if (out / f"shard-{i:05d}.safetensors").is_file():
-            continue
-        ts = time.time()
-        write_shard(cfg, src, i, out, device)
-        dt = time.time() - ts
-        count = min(cfg.shard_size, cfg.n - i * cfg.shard_size)
-        print(f"shard {i + 1}/{n_shards}: {count} samples in {dt:.1f} s ({count / dt:.1f} samples/s)", flush=True)
+    pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 0 else None
+    try:
+        for i in range(n_shards):
+            if (out / f"shard-{i:05d}.safetensors").is_file():
+                continue
+            ts = time.time()
+            write_shard(cfg, src, i, out, device, pool)
+            dt = time.time() - ts
+            count = min(cfg.shard_size, cfg.n - i * cfg.shard_size)
+            print(f"shard {i + 1}/{n_shards}: {count} samples in {dt:.1f} s ({count / dt:.1f} samples/s)", flush=True)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     done = {"n": cfg.n, "shards": n_shards, "seconds_this_run": round(time.time() - t0, 1), "config": config_dict(cfg)}
     (out / "DONE.json").write_text(json.dumps(done, indent=1))
     print(f"cache done in {done['seconds_this_run']} s -> {out}", flush=True)
@@ -165,6 +177,29 @@ class Cache:
         lat = np.stack([self.latents[s][i] for s, i in zip(shard, local)])
         hid = np.stack([self.hidden[s][i] for s, i in zip(shard, local)])
         return torch.from_numpy(lat).float(), torch.from_numpy(hid).float()
+
+
+    def preload(self, device: torch.device) -> "LoadedCache":
+        """Every row read into memory on ``device`` (float16), for fast random batches on a GPU."""
+        lat = torch.cat([torch.from_numpy(np.ascontiguousarray(x)) for x in self.latents]).to(device)
+        hid = torch.cat([torch.from_numpy(np.ascontiguousarray(x)) for x in self.hidden]).to(device)
+        return LoadedCache(lat, hid, self.empty)
+
+
+@dataclass
+class LoadedCache:
+    """A :class:`Cache` held in (GPU) memory; ``rows`` returns float32 tensors on its device."""
+
+    latents: torch.Tensor
+    hidden: torch.Tensor
+    empty: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(self.latents.device)
+        return self.latents[idx].float(), self.hidden[idx].float()
 
 
 def open_cache(folder: Path) -> Cache:

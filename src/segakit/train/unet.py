@@ -79,6 +79,7 @@ class UnetConfig:
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     ema_decay: float = 0.9995
     # bookkeeping
+    max_minutes: float = 0.0  # stop (checkpoint and export) after this much wall time in this run; 0 = no limit
     log_every: int = 25
     ckpt_every: int = 250
     sample_every: int = 2000
@@ -125,10 +126,11 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].lerp_(v.float(), 1 - d)
-            else:
+        live = model.state_dict()
+        floats = [k for k, v in live.items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([self.shadow[k] for k in floats], [live[k].float() for k in floats], 1 - d)
+        for k, v in live.items():
+            if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
 
 
@@ -188,6 +190,8 @@ def train(cfg: UnetConfig) -> Path:
     run = Path(cfg.run) if cfg.run else root / "unet"
     run.mkdir(parents=True, exist_ok=True)
     cache = open_cache(Path(cfg.cache) if cfg.cache else root / "cache")
+    if device.type == "cuda":  # the whole cache in GPU memory: batches are gathered there, no host round trip
+        cache = cache.preload(device)
     dim = cache.empty.shape[-1]
     torch.manual_seed(cfg.seed)
     unet = build_model(cfg, dim).to(device)
@@ -198,6 +202,7 @@ def train(cfg: UnetConfig) -> Path:
     no_decay = [p for n, p in unet.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     ema = EMA(unet, cfg.ema_decay)
+    ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     state = load_checkpoint(run / "ckpt", unet, opt, ema.shadow)
     step = state["step"] if state else 0
     n_params = sum(p.numel() for p in unet.parameters())
@@ -207,6 +212,7 @@ def train(cfg: UnetConfig) -> Path:
     empty = cache.empty.to(device)
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
+    deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
     while step < cfg.max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule)
         for group in opt.param_groups:
@@ -234,16 +240,17 @@ def train(cfg: UnetConfig) -> Path:
         ema.update(unet, step)
         step += 1
         seen += latents.shape[0]
-        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1  # no per-step sync with the GPU
+        stop = time.time() > deadline
+        if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
             dt = time.time() - t_last
-            mean = loss_sum / loss_n
+            mean = float(loss_sum) / loss_n
             print(f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}", flush=True)
             print(f"  throughput {seen / dt:.1f} samples/s, {dt / loss_n:.2f} s/step", flush=True)
             metrics.write(json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()}) + "\n")
             metrics.flush()
             t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
-        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
             save_checkpoint(run / "ckpt", model=unet.state_dict(), ema=ema.shadow, optimizer=opt, state={"step": step, "config": config_dict(cfg)})
             export_ema(ema, cfg, dim, run, step)
         if step % cfg.sample_every == 0 or step == cfg.max_steps:
@@ -252,6 +259,9 @@ def train(cfg: UnetConfig) -> Path:
             sample_grid(ema_model, cfg, run / "samples" / f"step-{step:07d}.png", device)
             print(f"  samples -> {run / 'samples' / f'step-{step:07d}.png'}", flush=True)
             t_last = time.time()
+        if stop:
+            print(f"unet: --max_minutes {cfg.max_minutes} reached at step {step}; run again to resume", flush=True)
+            break
     metrics.close()
     if not (run / "unet_ema").is_dir():
         export_ema(ema, cfg, dim, run, step)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Retrain the embedded model's U-Net on one CUDA GPU within a wall-clock budget, reusing the shipped
+# tokenizer, autoencoder and text encoder (the stages that are cheap on a CPU).
+#
+#   scripts/train-unet-gpu.sh RUNS MINUTES        e.g. scripts/train-unet-gpu.sh runs/gpu 20
+#
+# 1. RUNS/{tokenizer,clip/text_encoder,autoencoder/final} are copied from src/segakit/assets/embedded.
+# 2. The latent cache: N world samples (default 300,000), rendered by WORKERS processes.
+# 3. A 30-second speed probe of the U-Net, then the real run with a cosine learning rate sized to end
+#    when the budget does (it stops at the deadline anyway; run again to resume).
+# Then assemble on any machine: SEGAKIT_RUNS=RUNS python -m segakit.train.embedded
+# Environment: PYTHON (python3), DEVICE (cuda), N, WORKERS (14), BATCH (512), LR (5e-4), UNET_ARGS (extra flags).
+set -euo pipefail
+RUNS=${1:?usage: train-unet-gpu.sh RUNS MINUTES}
+MINUTES=${2:?usage: train-unet-gpu.sh RUNS MINUTES}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+N=${N:-300000}
+WORKERS=${WORKERS:-14}
+BATCH=${BATCH:-512}
+LR=${LR:-5e-4}
+UNET_ARGS=${UNET_ARGS:-}
+START=$(date +%s)
+DEADLINE=$((START + MINUTES * 60))
+
+ASSETS=src/segakit/assets/embedded
+mkdir -p "$RUNS/clip" "$RUNS/autoencoder"
+[ -e "$RUNS/tokenizer" ] || cp -r "$ASSETS/tokenizer" "$RUNS/tokenizer"
+[ -e "$RUNS/clip/text_encoder" ] || cp -r "$ASSETS/text_encoder" "$RUNS/clip/text_encoder"
+[ -e "$RUNS/autoencoder/final" ] || cp -r "$ASSETS/vae" "$RUNS/autoencoder/final"
+export SEGAKIT_RUNS=$RUNS HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+echo "== cache: $N samples, $WORKERS render workers ($(date -u +%T))"
+$PYTHON -m segakit.train.cache --device "$DEVICE" --n "$N" --shard_size 10000 --batch_size 500 --workers "$WORKERS"
+
+COMMON=(--device "$DEVICE" --batch_size "$BATCH" --lr "$LR" --amp true --warmup 500 --log_every 100)
+if [ ! -e "$RUNS/unet/ckpt/state.json" ]; then
+  echo "== speed probe ($(date -u +%T))"
+  rm -rf "$RUNS/probe"
+  # shellcheck disable=SC2086
+  $PYTHON -m segakit.train.unet "${COMMON[@]}" --run "$RUNS/probe" --max_minutes 0.5 --ckpt_every 1000000 --sample_every 1000000 $UNET_ARGS
+  RATE=$($PYTHON -c "import json,sys; rows=[json.loads(l) for l in open(sys.argv[1])]; print(rows[-2 if len(rows) > 1 else -1]['samples_per_s'])" "$RUNS/probe/metrics.jsonl")
+  LEFT=$((DEADLINE - $(date +%s) - 45))  # seconds left for training, less the final checkpoint and samples
+  STEPS=$($PYTHON -c "import sys; print(max(100, int(float(sys.argv[1]) * int(sys.argv[2]) / int(sys.argv[3]) * 0.97)))" "$RATE" "$LEFT" "$BATCH")
+  echo "probe: $RATE samples/s -> $STEPS steps of $BATCH in ${LEFT}s"
+  echo "$STEPS" > "$RUNS/max_steps"
+fi
+STEPS=$(cat "$RUNS/max_steps")
+MINUTES_LEFT=$($PYTHON -c "print(max(0.1, ($DEADLINE - $(date +%s) - 30) / 60))")
+echo "== unet: $STEPS steps, at most $MINUTES_LEFT minutes ($(date -u +%T))"
+# shellcheck disable=SC2086
+$PYTHON -m segakit.train.unet "${COMMON[@]}" --schedule cosine --max_steps "$STEPS" --max_minutes "$MINUTES_LEFT" \
+  --ckpt_every 2500 --sample_every 5000 $UNET_ARGS
+echo "== done ($(date -u +%T)), $(( $(date +%s) - START )) s"
