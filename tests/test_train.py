@@ -173,6 +173,45 @@ def test_unet_resumes_and_exports_ema(runs, tmp_path):
     assert sched["_class_name"] == "DDIMScheduler" and sched["prediction_type"] == "epsilon"
 
 
+def test_unet_init_starts_model_and_ema_from_given_weights(runs, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    source = runs / "unet" / "unet_ema"  # 3 earlier steps
+    run = tmp_path / "unet"
+    unet.main(TINY_UNET + ["--max_steps", "0", "--run", str(run), "--init", str(source)])
+    got = UNet2DConditionModel.from_pretrained(run / "unet_ema").state_dict()
+    want = UNet2DConditionModel.from_pretrained(source).state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    info = json.loads((run / "unet_ema" / "training.json").read_text())
+    assert info["step"] == 0 and info["total_steps"] == 3 and info["init"]["steps"] == 3
+    unet.main(TINY_UNET + ["--max_steps", "2", "--run", str(run), "--init", str(source)])  # resumes; keeps the provenance
+    info = json.loads((run / "unet_ema" / "training.json").read_text())
+    assert info["step"] == 2 and info["total_steps"] == 5
+
+
+def test_unet_init_refuses_another_architecture(runs, tmp_path):
+    args = TINY_UNET + ["--max_steps", "0", "--run", str(tmp_path / "u"), "--init", str(runs / "unet" / "unet_ema")]
+    with pytest.raises(SystemExit, match="block_out_channels"):
+        unet.main(args + ["--block_out_channels", "32,32,64"])
+    with pytest.raises(SystemExit, match="not a diffusers U-Net folder"):
+        unet.main(TINY_UNET + ["--run", str(tmp_path / "v"), "--init", str(tmp_path)])
+
+
+def test_seeding_runs_from_an_assembled_model_marks_those_stages_done(runs, tmp_path, monkeypatch, capsys):
+    from segakit.train import shipped
+
+    monkeypatch.setenv("SEGAKIT_RUNS", str(tmp_path / "fresh"))
+    shipped.main(["--model", str(runs / "assembled")])
+    fresh = tmp_path / "fresh"
+    shipped_info = json.loads((runs / "assembled" / "segakit.json").read_text())["training"]
+    assert json.loads((fresh / "autoencoder" / "final" / "training.json").read_text()) == shipped_info["autoencoder"]
+    train_all(["--stages", "tokenizer,autoencoder,clip"])
+    out = capsys.readouterr().out
+    assert all(f"[{s}] done already, skipped" in out for s in ("tokenizer", "autoencoder", "clip"))
+    shipped.main(["--model", str(runs / "assembled")])
+    assert "nothing" in capsys.readouterr().out
+
+
 def test_batch_indices_cover_each_epoch_once():
     n, b = 10, 4
     rows = torch.cat([unet.batch_indices(s, b, n, seed=0) for s in range(5)])  # 20 rows = 2 epochs

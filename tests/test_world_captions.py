@@ -48,10 +48,27 @@ def test_synonyms_cover_every_value():
     for attr, values in ATTRIBUTES.items():
         for v in values:
             key = "true" if v is True else "false" if v is False else v
-            if attr == "horror" and v is False:
-                continue  # never said
             assert SYNONYMS[attr][key], (attr, v)
     assert {"glasses", "eyeglasses", "spectacles"} <= set(SYNONYMS["glasses"]["true"])
+
+
+def test_unmentioned_attributes_follow_the_prior():
+    """What a caption leaves out says nothing about it, so classifier-free guidance cannot skew it:
+    among captions that do not mention an attribute, its values keep their prior frequencies."""
+    from segakit.world.schema import PRIORS
+
+    caps = _captions(6000, seed=21)
+    for attr, prior in PRIORS.items():
+        silent = [face.labels()[attr] for face, text in caps if attr not in parse_caption(text)]
+        assert len(silent) > 3000, attr
+        for value, p in prior.items():
+            share = sum(v == value for v in silent) / len(silent)
+            assert abs(share - float(p)) < 0.03, (attr, value, share, p)
+
+
+def test_neutral_prompt_is_a_training_caption():
+    caps = Counter(c for _, c in _captions(6000, seed=22))
+    assert caps["a face of a person"] > 5
 
 
 def test_caption_is_deterministic():

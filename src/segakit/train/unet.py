@@ -12,6 +12,12 @@ Attention only at 8x8 and 4x4: at 16x16 (256 tokens) it would cost most of the s
     python -m segakit.train.unet                        # the real run (resumes)
     python -m segakit.train.unet --max_steps 3 --run /tmp/unet --cache /tmp/cache --block_out_channels 32,32,32
 
+A run can start from trained weights instead of from scratch: ``--init embedded`` (the shipped U-Net) or
+``--init FOLDER`` (any diffusers U-Net folder of the same config). The model and its EMA both start there;
+the learning rate warms up again (the optimizer's moments are not shipped), and ``training.json`` counts the
+earlier steps in ``total_steps``. ``python -m segakit.train.shipped`` seeds a runs folder with the other
+shipped parts, so that a session without the earlier run's folder continues the model where it stopped.
+
 Writes ``<run>/ckpt`` (model, EMA, optimizer, state), ``<run>/unet_ema`` (the EMA as a diffusers folder,
 refreshed at each checkpoint), ``<run>/scheduler``, ``<run>/samples/step-*.png`` and ``<run>/metrics.jsonl``.
 """
@@ -53,6 +59,7 @@ class UnetConfig:
     vae: str = ""  # for preview samples; default: $SEGAKIT_RUNS/decoder/final, else autoencoder/final
     text_encoder: str = ""  # for preview samples; default: $SEGAKIT_RUNS/clip/text_encoder
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
+    init: str = ""  # start from these U-Net weights ("embedded" or a diffusers folder) when no checkpoint exists
     device: str = "cpu"
     threads: int = 0
     amp: bool = False
@@ -174,13 +181,57 @@ def sample_grid(unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device:
     grid(to_pil(images), cols=len(PREVIEW_PROMPTS), scale=2).save(path)
 
 
-def export_ema(ema: EMA, cfg: UnetConfig, cross_attention_dim: int, run: Path, step: int) -> None:
+def init_folder(init: str) -> Path:
+    """``"embedded"`` -> the shipped U-Net's folder; anything else is a diffusers U-Net folder."""
+    if init == "embedded":
+        from segakit.train.embedded import DEFAULT_OUT
+
+        return DEFAULT_OUT / "unet"
+    return Path(init)
+
+
+def earlier_steps(folder: Path) -> int:
+    """Training steps behind the weights in ``folder``: its ``training.json``, or the shipped ``segakit.json``."""
+    own = folder / "training.json"
+    if own.is_file():
+        info = json.loads(own.read_text())
+        return int(info.get("total_steps", info.get("step", 0)))
+    shipped = folder.parent / "segakit.json"
+    if shipped.is_file():
+        unet = json.loads(shipped.read_text()).get("training", {}).get("unet", {})
+        return int(unet.get("total_steps", unet.get("step", 0)))
+    return 0
+
+
+def load_init(unet: UNet2DConditionModel, ema: EMA, cfg: UnetConfig) -> dict:
+    """Copy the weights of ``cfg.init`` into the model and its EMA; returns the provenance to record."""
+    folder = init_folder(cfg.init)
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"--init {cfg.init!r}: {folder} is not a diffusers U-Net folder (no config.json).")
+    source = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32)
+    ours = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    differ = [k for k, v in ours.items() if k in source.config and _plain(source.config[k]) != _plain(v)]
+    if differ:
+        raise SystemExit(f"--init {cfg.init!r}: its U-Net config differs from this recipe's in {', '.join(differ)}.")
+    weights = source.state_dict()
+    unet.load_state_dict(weights)
+    for k, v in weights.items():
+        ema.shadow[k].copy_(v)
+    return {"from": str(folder), "steps": earlier_steps(folder)}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def export_ema(ema: EMA, cfg: UnetConfig, cross_attention_dim: int, run: Path, step: int, init: dict | None = None) -> None:
     model = build_model(cfg, cross_attention_dim)
     model.load_state_dict(ema.shadow)
     tmp = run / "unet_ema.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "training.json").write_text(json.dumps({"step": step, "config": config_dict(cfg)}, indent=1))
+    info = {"step": step, "total_steps": step + (init or {}).get("steps", 0), "init": init, "config": config_dict(cfg)}
+    (tmp / "training.json").write_text(json.dumps(info, indent=1))
     replace_dir(tmp, run / "unet_ema")
 
 
@@ -205,9 +256,10 @@ def train(cfg: UnetConfig) -> Path:
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     state = load_checkpoint(run / "ckpt", unet, opt, ema.shadow)
     step = state["step"] if state else 0
+    init = state.get("init") if state else (load_init(unet, ema, cfg) if cfg.init else None)
     n_params = sum(p.numel() for p in unet.parameters())
-    print(f"unet: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, "
-          f"{'resuming at step ' + str(step) if state else 'from scratch'} -> {run}", flush=True)
+    start = f"resuming at step {step}" if state else f"from {init['from']} ({init['steps']} earlier steps)" if init else "from scratch"
+    print(f"unet: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, {start} -> {run}", flush=True)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     empty = cache.empty.to(device)
     metrics = open(run / "metrics.jsonl", "a")
@@ -251,8 +303,9 @@ def train(cfg: UnetConfig) -> Path:
             metrics.flush()
             t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(run / "ckpt", model=unet.state_dict(), ema=ema.shadow, optimizer=opt, state={"step": step, "config": config_dict(cfg)})
-            export_ema(ema, cfg, dim, run, step)
+            save_checkpoint(run / "ckpt", model=unet.state_dict(), ema=ema.shadow, optimizer=opt,
+                            state={"step": step, "init": init, "config": config_dict(cfg)})
+            export_ema(ema, cfg, dim, run, step, init)
         if step % cfg.sample_every == 0 or step == cfg.max_steps:
             ema_model = build_model(cfg, dim).to(device)
             ema_model.load_state_dict(ema.shadow)
@@ -264,7 +317,7 @@ def train(cfg: UnetConfig) -> Path:
             break
     metrics.close()
     if not (run / "unet_ema").is_dir():
-        export_ema(ema, cfg, dim, run, step)
+        export_ema(ema, cfg, dim, run, step, init)
     print(f"unet done at step {step} -> {run / 'unet_ema'}", flush=True)
     return run / "unet_ema"
 

@@ -6,8 +6,14 @@ Three kinds, drawn per caption:
 * ``concept`` (25%): one attribute alone, as SEGA's edit prompts say it: ``"glasses"``, ``"a smiling face"``,
   ``"a zombie"``, ``"gray hair"``, ``"woman"``;
 * ``full`` (65%): a noun phrase with a random subset of the attributes in random order, e.g.
-  ``"a photo of a smiling female doctor with curly red hair, wearing glasses"``. Unmentioned attributes
-  follow the prior. A binary attribute that is false is mentioned rarely, as a negation (``"without a hat"``).
+  ``"a photo of a smiling female doctor with curly red hair, wearing glasses"``, or none at all
+  (``"a face of a person"``). A false binary attribute is said as a negation (``"without a hat"``).
+
+Which attributes a caption mentions is drawn independently of the face's values, so a caption says nothing
+about the attributes it does not mention: given the caption, an unmentioned attribute follows the prior.
+That is what keeps classifier-free guidance from skewing them: guidance pushes an image towards what makes
+its caption more likely, and a caption whose silence hinted at a value ("no mention of glasses, so probably
+none") would be pushed towards that value at every guidance step.
 
 Every phrase used here is listed in :data:`SYNONYMS` (printed by ``segakit world schema --json``), and
 :func:`parse_caption` reads the attributes back from a caption.
@@ -95,13 +101,13 @@ NEGATIONS = {
     "beard": ["clean-shaven", "without a beard"],
     "hat": ["without a hat", "bareheaded"],
     "makeup": ["without makeup", "with no makeup"],
+    "horror": ["with healthy skin", "with a healthy complexion"],
 }
-TEMPLATES = ["{}", "a photo of {}", "a portrait of {}", "a cartoon of {}", "a drawing of {}", "a cartoon portrait of {}", "{}, cartoon"]
+TEMPLATES = ["{}", "a photo of {}", "a portrait of {}", "a cartoon of {}", "a drawing of {}", "a cartoon portrait of {}", "{}, cartoon", "a face of {}"]
 COLOR_HUES = [(0.04, "red"), (0.11, "orange"), (0.18, "yellow"), (0.45, "green"), (0.53, "teal"), (0.70, "blue"), (0.85, "purple"), (0.96, "pink"), (1.01, "red")]
 
-# How many attributes a full caption mentions (1..7).
-_K_WEIGHTS = np.array([0.14, 0.2, 0.2, 0.17, 0.13, 0.1, 0.06])
-_NEGATION_WEIGHT = 0.12
+# How many attributes a full caption mentions (0..7); which ones is uniform over all attributes.
+_K_WEIGHTS = np.array([0.06, 0.14, 0.2, 0.2, 0.15, 0.12, 0.08, 0.05])
 
 
 def _jsonkey(v) -> str:
@@ -151,16 +157,6 @@ def hair_color_visible(face: Face) -> bool:
     return face.hair_style != "bald" or face.beard
 
 
-def _mentionable(face: Face, attr: str) -> bool:
-    if attr == "hair_color":
-        return hair_color_visible(face)
-    if attr == "role" and face.role == "none":
-        return True
-    if attr in BINARY and not getattr(face, attr):
-        return attr in NEGATIONS
-    return True
-
-
 @dataclass
 class CaptionPlan:
     """The random choices of one caption, independent of the attribute values (so two faces can share it)."""
@@ -184,15 +180,14 @@ def plan_caption(face: Face, rng: np.random.Generator, force: Sequence[str] = ()
     background = bool(rng.random() < 0.1)
     if kind == "empty":
         return CaptionPlan("empty")
+    # Every choice below is independent of the face's values (see the module docstring).
     if kind == "concept":
-        options = [a for a in ATTRIBUTES if _concept_phrases(face, a)]
-        attr = options[int(rng.integers(len(options)))]
-        return CaptionPlan("concept", [attr], u)
-    names = [a for a in ATTRIBUTES if a not in force and _mentionable(face, a)]
-    weights = np.array([_NEGATION_WEIGHT if (a in BINARY and not getattr(face, a)) else 0.3 if (a == "role" and face.role == "none") else 1.0 for a in names])
-    k = int(rng.choice(len(_K_WEIGHTS), p=_K_WEIGHTS / _K_WEIGHTS.sum())) + 1
+        names = list(ATTRIBUTES)
+        return CaptionPlan("concept", [names[int(rng.integers(len(names)))]], u)
+    names = [a for a in ATTRIBUTES if a not in force]
+    k = int(rng.choice(len(_K_WEIGHTS), p=_K_WEIGHTS / _K_WEIGHTS.sum()))
     k = max(0, min(k - len(force), len(names)))
-    chosen = list(rng.choice(len(names), size=k, replace=False, p=weights / weights.sum())) if k else []
+    chosen = list(rng.choice(len(names), size=k, replace=False)) if k else []
     attrs = list(force) + [names[i] for i in chosen]
     attrs = [attrs[i] for i in rng.permutation(len(attrs))]
     return CaptionPlan("full", attrs, u, template, noun_u, background)
@@ -203,9 +198,16 @@ def _pick(options: Sequence[str], u: float) -> str:
 
 
 def _concept_phrases(face: Face, attr: str) -> list[str]:
-    if attr == "hair_color" and face.hair_style == "bald":
-        return []
-    return CONCEPTS[attr].get(getattr(face, attr), [])
+    """The short forms of ``attr``'s value: a concept phrase, a negation for a false binary attribute,
+    and the bald head's own phrases where the hair colour cannot be seen."""
+    if attr == "hair_color" and not hair_color_visible(face):
+        return CONCEPTS["hair_style"]["bald"]
+    value = getattr(face, attr)
+    if attr in BINARY and not value:
+        return NEGATIONS[attr]
+    if attr == "role" and value == "none":
+        return ROLE_NONE
+    return CONCEPTS[attr][value]
 
 
 def realize(plan: CaptionPlan, face: Face) -> str:
@@ -223,7 +225,7 @@ def _article(word: str) -> str:
 
 
 def _full(plan: CaptionPlan, f: Face) -> str:
-    m = [a for a in plan.attrs if _mentionable(f, a)]
+    m = list(plan.attrs)
     u = plan.u
     adjectives: list[str] = []
     phrases: list[str] = []
@@ -254,6 +256,8 @@ def _full(plan: CaptionPlan, f: Face) -> str:
             hair_done = True
             style = f.hair_style if "hair_style" in m else None
             color = f.hair_color if ("hair_color" in m and hair_color_visible(f)) else None
+            if style is None and color is None:  # the colour of hair that is not there: say the head is bald
+                style = "bald"
             uc = u["hair_color"]
             if style == "bald" or (style is None and f.hair_style == "bald"):
                 if style == "bald":
@@ -314,7 +318,8 @@ def _full(plan: CaptionPlan, f: Face) -> str:
     elif noun_words:  # "a zombie"
         noun_words = ["zombie" if noun_words[0] == "zombie" else "undead " + _pick(NEUTRAL_NOUNS, plan.noun_u)]
     else:
-        noun_words.append(_pick(NEUTRAL_NOUNS, plan.noun_u))
+        nouns = [n for n in NEUTRAL_NOUNS if n != "face"] if "face of" in TEMPLATES[plan.template] else NEUTRAL_NOUNS
+        noun_words.append(_pick(nouns, plan.noun_u))
     head = " ".join(adjectives + noun_words)
     np_ = f"{_article(head)} {head}"
     for i in range(len(phrases) - 1, 0, -1):  # "with a smile, long hair and olive skin"
@@ -356,7 +361,7 @@ def _rule(pattern: str, attr: str, value: object) -> None:
 
 
 for _a, _ps in NEGATIONS.items():
-    _rule(_alts(_ps + [f"no {_a}", "no beard" if _a == "beard" else "no hat"]), _a, False)
+    _rule(_alts(_ps + [f"no {_a}"]), _a, False)
 for _p, _v in sorted(((p, v) for v, ps in CONCEPTS["skin"].items() for p in ps), key=lambda t: -len(t[0])):
     _rule(re.escape(_p), "skin", _v)
 _rule("(" + _alts(list(_COLOR_WORDS)) + r")(?: hair|-haired| beard)", "hair_color", None)
