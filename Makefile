@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench clean train-embedded
+.PHONY: install demo test test-slow bench clean train-embedded train-continue
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,15 @@ TRAIN_THREADS ?= 1
 TRAIN_DEVICE  ?= cpu
 train-embedded: install
 	$(BIN)/python -m segakit.train --device $(TRAIN_DEVICE) --threads $(TRAIN_THREADS) $(TRAIN_ARGS)
+
+# Continue training the shipped model where it stopped (a runs folder does not outlive its machine):
+# seed $(SEGAKIT_RUNS) with the shipped tokenizer, text encoder, CLIP and autoencoder, cache fresh world
+# samples (CONTINUE_START on), train the U-Net from the shipped weights, re-assemble.
+CONTINUE_START ?= 100000
+train-continue: install
+	$(BIN)/python -m segakit.train.shipped
+	$(BIN)/python -m segakit.train --device $(TRAIN_DEVICE) --threads $(TRAIN_THREADS) --stages cache,unet,assemble \
+		--cache.start $(CONTINUE_START) --unet.init embedded $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

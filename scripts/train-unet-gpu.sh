@@ -4,7 +4,8 @@
 #
 #   scripts/train-unet-gpu.sh RUNS MINUTES        e.g. scripts/train-unet-gpu.sh runs/gpu 20
 #
-# 1. RUNS/{tokenizer,clip/text_encoder,autoencoder/final} are copied from src/segakit/assets/embedded.
+# 1. RUNS/{tokenizer,clip/text_encoder,clip/final,autoencoder/final} are copied from the shipped model
+#    (python -m segakit.train.shipped).
 # 2. The latent cache: N world samples (default 300,000), rendered by WORKERS processes.
 # 3. A 30-second speed probe of the U-Net, then the real run with a cosine learning rate sized to end
 #    when the budget does (it stops at the deadline anyway; run again to resume).
@@ -23,12 +24,8 @@ UNET_ARGS=${UNET_ARGS:-}
 START=$(date +%s)
 DEADLINE=$((START + MINUTES * 60))
 
-ASSETS=src/segakit/assets/embedded
-mkdir -p "$RUNS/clip" "$RUNS/autoencoder"
-[ -e "$RUNS/tokenizer" ] || cp -r "$ASSETS/tokenizer" "$RUNS/tokenizer"
-[ -e "$RUNS/clip/text_encoder" ] || cp -r "$ASSETS/text_encoder" "$RUNS/clip/text_encoder"
-[ -e "$RUNS/autoencoder/final" ] || cp -r "$ASSETS/vae" "$RUNS/autoencoder/final"
 export SEGAKIT_RUNS=$RUNS HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+$PYTHON -m segakit.train.shipped
 
 echo "== cache: $N samples, $WORKERS render workers ($(date -u +%T))"
 $PYTHON -m segakit.train.cache --device "$DEVICE" --n "$N" --shard_size 10000 --batch_size 500 --workers "$WORKERS"

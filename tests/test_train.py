@@ -266,3 +266,11 @@ def test_rerunning_train_all_skips_finished_stages(runs, capsys):
         assert f"[{stage}] done already, skipped" in out
     assert "resuming at step 3" in out
     assert all(p.stat().st_mtime == t for p, t in before.items())
+
+
+def test_training_curves_png(runs, tmp_path):
+    from segakit.train import curves
+
+    out = curves.plot(runs, tmp_path / "curves.png", ("unet",))
+    assert out.is_file() and out.stat().st_size > 1000
+    assert curves.earlier_steps(runs / "unet") == 0
