@@ -64,3 +64,17 @@ def test_generate_uses_the_embedded_model_by_default(tmp_path):
     result = CliRunner().invoke(app, ["generate", "a bald man", "--steps", "3", "--seed", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file()
+
+
+def test_edits_get_the_embedded_models_defaults(tmp_path):
+    from segakit.images import read_params
+    from segakit.models import EMBEDDED_EDIT, edit_defaults
+
+    assert edit_defaults("embedded") == EMBEDDED_EDIT and edit_defaults(str(tmp_path)) == Edit()
+    out = tmp_path / "face.png"
+    result = CliRunner().invoke(app, ["generate", "a face of a person", "--edit", "+glasses", "--edit", "-beard:s=3",
+                                      "--steps", "6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    glasses, beard = read_params(out)["edits"]
+    assert (glasses["scale"], glasses["threshold"], glasses["warmup"]) == (EMBEDDED_EDIT.scale, EMBEDDED_EDIT.threshold, EMBEDDED_EDIT.warmup)
+    assert beard["scale"] == 3 and beard["warmup"] == EMBEDDED_EDIT.warmup and beard["reverse"]

@@ -94,6 +94,7 @@ def generate(
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.editspec import parse_edit
     from segakit.generate import GenerationParams, run
+    from segakit.models import edit_defaults
     from segakit.images import read_params
 
     if from_png is not None:
@@ -104,7 +105,7 @@ def generate(
         if prompt is None:
             raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
         params = GenerationParams(
-            prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
+            prompt=prompt, model=model, edits=[parse_edit(s, edit_defaults(model)) for s in edit or []], negative_prompt=negative,
             seed=seed, num_images=num_images, steps=steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,

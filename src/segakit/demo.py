@@ -10,15 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from segakit.atomic import ensure_writable_dir
-from segakit.guidance import Edit
+from segakit.models import EMBEDDED_EDIT
 
 PROMPT = "a face of a person"
-DEMO_EDITS = [
-    Edit("glasses", scale=6.0, threshold=0.9, warmup=3),
-    Edit("smile", scale=6.0, threshold=0.9, warmup=3),
-    Edit("hat", scale=6.0, threshold=0.9, warmup=3),
-    Edit("beard", scale=6.0, threshold=0.9, warmup=3),
-]
+DEMO_EDITS = [replace(EMBEDDED_EDIT, prompt=p) for p in ("glasses", "smile", "hat", "beard")]
 
 
 def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6, device: str = "cpu",

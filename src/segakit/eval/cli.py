@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from segakit.errors import UserError
+from segakit.models import EMBEDDED_EDIT
 
 eval_app = typer.Typer(help="Measurements on the faces world (oracle-judged).", no_args_is_help=True)
 
@@ -25,9 +26,9 @@ def embedded(
     fid_n: Annotated[int, typer.Option("--fid-n", help="Images per side of the Frechet distance.")] = 2000,
     sega_seeds: Annotated[int, typer.Option("--sega-seeds", help="Seeds lacking each target, per target.")] = 50,
     batch: Annotated[int, typer.Option(help="Images per pipeline call.")] = 16,
-    edit_scale: Annotated[float, typer.Option("--edit-scale", help="SEGA edit scale of the additions.")] = 7.0,
-    edit_threshold: Annotated[float, typer.Option("--edit-threshold", help="SEGA threshold (quantile) of the additions.")] = 0.9,
-    edit_warmup: Annotated[int, typer.Option("--edit-warmup", help="SEGA warm-up steps of the additions.")] = 5,
+    edit_scale: Annotated[float, typer.Option("--edit-scale", help="SEGA edit scale of the additions.")] = EMBEDDED_EDIT.scale,
+    edit_threshold: Annotated[float, typer.Option("--edit-threshold", help="SEGA threshold (quantile) of the additions.")] = EMBEDDED_EDIT.threshold,
+    edit_warmup: Annotated[int, typer.Option("--edit-warmup", help="SEGA warm-up steps of the additions.")] = EMBEDDED_EDIT.warmup,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """The embedded model's quality table: faithfulness, prior fidelity, Frechet distance, SEGA success."""
@@ -69,9 +70,9 @@ def sega(
     model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder or hub id.")] = "embedded",
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
     batch: Annotated[int, typer.Option(help="Images per pipeline call (part of the cache key).")] = 16,
-    scale: Annotated[float, typer.Option(help="SEGA edit scale of every edit.")] = 7.0,
-    threshold: Annotated[float, typer.Option(help="SEGA threshold (quantile of |guidance| kept).")] = 0.9,
-    warmup: Annotated[int, typer.Option(help="First step at which an edit acts.")] = 5,
+    scale: Annotated[float, typer.Option(help="SEGA edit scale of every edit.")] = EMBEDDED_EDIT.scale,
+    threshold: Annotated[float, typer.Option(help="SEGA threshold (quantile of |guidance| kept).")] = EMBEDDED_EDIT.threshold,
+    warmup: Annotated[int, typer.Option(help="First step at which an edit acts.")] = EMBEDDED_EDIT.warmup,
     target_scale: Annotated[list[str] | None, typer.Option("--target-scale", help="Per-target scale, repeatable: NAME=SCALE, e.g. 'bald=9'.")] = None,
     sweep_seeds: Annotated[int, typer.Option("--sweep-seeds", help="Seeds per target in the scale sweep (monotonicity).")] = 20,
     unique_seeds: Annotated[int, typer.Option("--unique-seeds", help="Seeds of the uniqueness test.")] = 50,

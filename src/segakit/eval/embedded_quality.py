@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from segakit.eval.frechet import frechet_distance
 from segakit.eval.targets import ADDITIONS, GENDER, Target, other_gender
 from segakit.guidance import Edit
+from segakit.models import EMBEDDED_EDIT
 
 Progress = Callable[[int], None]
 ORACLE_SIZE = 64
@@ -43,7 +44,7 @@ class QualityConfig:
     fid_n: int = 2000
     sega_seeds: int = 50
     sega_scan: int = 600  # plain seeds scanned to find sega_seeds lacking each target
-    edit: Edit = field(default_factory=lambda: Edit(scale=7.0, threshold=0.9, warmup=5))
+    edit: Edit = field(default_factory=lambda: EMBEDDED_EDIT)
     seed: int = 0
 
 

@@ -44,6 +44,7 @@ from segakit.eval.embedded_quality import sample_images
 from segakit.eval.ssim import ssim
 from segakit.eval.targets import COMBINATIONS, GLASSES, REMOVALS, STUDY_ADDITIONS, Target, by_name
 from segakit.guidance import Edit
+from segakit.models import EMBEDDED_EDIT
 from segakit.world.schema import ATTRIBUTES
 
 CACHE_VERSION = 1
@@ -63,7 +64,7 @@ class StudyConfig:
     """The study's parameters. Every field enters the cache keys of the units it affects (``batch`` too: the
     composition of a batch can move the last bits of a U-Net result, and with them a borderline label).
 
-    Edit defaults: scale 7, threshold 0.9 and warm-up 5 of 25 steps (the paper's warm-up of 10 of 50 steps),
+    Edit defaults: the embedded model's (:data:`segakit.models.EMBEDDED_EDIT`, for 25 steps),
     the parameters the embedded model's quality table uses.
     """
 
@@ -73,9 +74,9 @@ class StudyConfig:
     steps: int = 25  # DDIM steps
     guidance: float = 7.5  # classifier-free guidance scale
     batch: int = 16  # images per pipeline call
-    scale: float = 7.0  # SEGA edit scale s_e of every edit
-    threshold: float = 0.9  # lambda: the quantile of |psi| below which guidance is dropped
-    warmup: int = 5  # first denoising step at which an edit acts
+    scale: float = EMBEDDED_EDIT.scale  # SEGA edit scale s_e of every edit
+    threshold: float = EMBEDDED_EDIT.threshold  # lambda: the quantile of |psi| below which guidance is dropped
+    warmup: int = EMBEDDED_EDIT.warmup  # first denoising step at which an edit acts
     target_scales: tuple[tuple[str, float], ...] = ()  # per-target scale overrides, e.g. (("bald", 9.0),)
     sweep: tuple[float, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10)  # monotonicity scales (0 = the plain image)
     sweep_seeds: int = 20  # seeds per target in the sweep

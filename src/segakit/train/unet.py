@@ -217,7 +217,7 @@ def load_init(unet: UNet2DConditionModel, ema: EMA, cfg: UnetConfig) -> dict:
     unet.load_state_dict(weights)
     for k, v in weights.items():
         ema.shadow[k].copy_(v)
-    return {"from": str(folder), "steps": earlier_steps(folder)}
+    return {"from": cfg.init, "steps": earlier_steps(folder)}
 
 
 def _plain(value):
