@@ -20,6 +20,8 @@ from segakit.eval.sega_study import (
     StudyConfig,
     StudyProgress,
     at_least,
+    both_succeeded,
+    encode,
     goal_probability,
     isolation,
     monotonicity,
@@ -29,6 +31,7 @@ from segakit.eval.sega_study import (
 )
 from segakit.eval.ssim import gaussian_window, ssim
 from segakit.eval.targets import BALD, GLASSES, GRAY_HAIR, NO_SMILE, REMOVALS, STUDY_ADDITIONS, WOMAN
+from segakit.world.schema import ATTRIBUTES
 
 # The study on 4 seeds, 2 steps, with a sweep of 8 scales; warm-up 0 so that edits act at all in 2 steps.
 TINY = StudyConfig(seeds=4, steps=2, batch=8, warmup=0, sweep=(0, 1, 2, 3, 4, 5, 6, 8), sweep_seeds=1, unique_seeds=2,
@@ -302,6 +305,25 @@ def test_rates_and_table_two_bookkeeping():
     lo, hi = wilson(45, 50)  # hand-computed Wilson interval: 0.7864 .. 0.9565
     assert lo == pytest.approx(0.7864, abs=1e-4) and hi == pytest.approx(0.9565, abs=1e-4)
     assert math.isnan(rate([])["rate"])
+
+
+def test_composition_where_both_methods_succeeded():
+    plain = {"glasses": False, "hair_style": "short", "hair_color": "brown"}
+    base = {a: v[0] for a, v in ATTRIBUTES.items()}
+    off, on = {**base, **plain}, {**base, **plain, "glasses": True}
+    # three seeds: both succeed on seed 0, only SEGA on seed 1, only the rewrite on seed 2
+    sega = {"idx": np.array([0, 1, 2]), "labels": encode([on, on, off]), "ssim": np.array([0.9, 0.8, 0.99]),
+            "rmse": np.array([0.1, 0.2, 0.01]), "cosine": np.array([0.95, 0.9, 1.0])}
+    rewrite = {"idx": np.array([0, 1, 2]), "labels": encode([on, off, on]), "ssim": np.array([0.6, 0.5, 0.4]),
+               "rmse": np.array([0.3, 0.4, 0.5]), "cosine": np.array([0.7, 0.6, 0.5])}
+    b = both_succeeded(sega, rewrite, GLASSES)
+    assert b["seeds"] == 1
+    assert b["sega"] == pytest.approx({"ssim": 0.9, "rmse": 0.1, "cosine": 0.95})
+    assert b["baseline"] == pytest.approx({"ssim": 0.6, "rmse": 0.3, "cosine": 0.7})
+    none = both_succeeded({**sega, "labels": encode([off] * 3)}, rewrite, GLASSES)
+    assert none["seeds"] == 0 and math.isnan(none["sega"]["ssim"])
+    with pytest.raises(ValueError):
+        both_succeeded(sega, {**rewrite, "idx": np.array([2, 1, 0])}, GLASSES)
 
 
 # ------------------------------------------------------------------------------------------ bad input

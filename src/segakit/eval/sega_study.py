@@ -145,10 +145,13 @@ def to_float(u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(u8)).float() / 255.0
 
 
+COMPOSITION = ("ssim", "rmse", "cosine")  # the measures of composition preservation
+
+
 def composition(edited: np.ndarray, plain: np.ndarray, f_edited: np.ndarray, f_plain: np.ndarray) -> dict[str, np.ndarray]:
     """Per pair: SSIM and RMSE (pixels in [0, 1]) to the unedited image, cosine similarity of oracle features."""
     if len(edited) == 0:
-        return {k: np.zeros(0, np.float32) for k in ("ssim", "rmse", "cosine")}
+        return {k: np.zeros(0, np.float32) for k in COMPOSITION}
     x, y = to_float(edited), to_float(plain)
     fe, fp = torch.as_tensor(f_edited).double(), torch.as_tensor(f_plain).double()
     return {
@@ -564,12 +567,28 @@ def _scored(data: dict, plain_labels: list[dict], targets: Sequence[Target]) -> 
     return {
         "success": rate(achieved.all(1)),
         "isolation": isolation(before, edited, targets),
-        "composition": {k: float(np.mean(data[k])) if len(data[k]) else float("nan") for k in ("ssim", "rmse", "cosine")},
+        "composition": {k: float(np.mean(data[k])) if len(data[k]) else float("nan") for k in COMPOSITION},
     }
 
 
+def both_succeeded(sega: dict, rewrite: dict, target: Target) -> dict:
+    """Composition of SEGA and of the prompt rewrite on the seeds where both reach ``target``.
+
+    The fair test of the paper's claim: an edit that fails and changes nothing preserves the composition
+    trivially, so the all-seeds means favour whichever method fails more. Both units hold the same seeds.
+    Returns ``seeds`` (how many) and, per side, the mean of each measure (NaN on no seeds).
+    """
+    if not np.array_equal(sega["idx"], rewrite["idx"]):
+        raise ValueError("SEGA and rewrite units must hold the same seeds in the same order.")
+    ok = np.array([target.achieved(a) and target.achieved(b) for a, b in zip(decode(sega["labels"]), decode(rewrite["labels"]))], dtype=bool)
+    ok = ok.reshape(-1)
+    return {"seeds": int(ok.sum()),
+            **{side: {k: float(np.mean(d[k][ok])) if ok.any() else float("nan") for k in COMPOSITION}
+               for side, d in (("sega", sega), ("baseline", rewrite))}}  # fmt: skip
+
+
 def _concat(*units: dict) -> dict:
-    return {k: np.concatenate([u[k] for u in units]) for k in ("idx", "labels", "ssim", "rmse", "cosine")}
+    return {k: np.concatenate([u[k] for u in units]) for k in ("idx", "labels", *COMPOSITION)}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -589,7 +608,8 @@ def summarize(cfg: StudyConfig, plain: dict, data: dict) -> dict:
     for t in STUDY_ADDITIONS:
         sega, rew = data[f"add-{t.name}"], data[f"rewrite-{t.name}"]
         adds[t.name] = {"seeds": int(len(sega["idx"])), "edit": asdict(cfg.edit(t)), "rewrite": t.rewrite(cfg.prompt),
-                        "sega": _scored(sega, labels, [t]), "baseline": _scored(rew, labels, [t])}  # fmt: skip
+                        "sega": _scored(sega, labels, [t]), "baseline": _scored(rew, labels, [t]),
+                        "both_succeeded": both_succeeded(sega, rew, t)}  # fmt: skip
     woman, man = STUDY_ADDITIONS[0], STUDY_ADDITIONS[1]
     gender = {"seeds": adds[woman.name]["seeds"] + adds[man.name]["seeds"]}
     for side, prefix in (("sega", "add"), ("baseline", "rewrite")):
@@ -606,10 +626,17 @@ def summarize(cfg: StudyConfig, plain: dict, data: dict) -> dict:
         side: {
             "success": _mean([r[side]["success"]["rate"] for r in ten.values()]),
             "isolation": _mean([r[side]["isolation"]["unchanged"] for r in ten.values()]),
-            **{k: _mean([r[side]["composition"][k] for r in ten.values()]) for k in ("ssim", "rmse", "cosine")},
+            **{k: _mean([r[side]["composition"][k] for r in ten.values()]) for k in COMPOSITION},
         }
         for side in ("sega", "baseline")
     }
+    paired = [a["both_succeeded"] for a in adds.values()]
+    pooled = sum(p["seeds"] for p in paired)
+    results["additions_both_succeeded"] = {  # seed-weighted over all additions
+        "seeds": pooled,
+        **{side: {k: float(sum(p["seeds"] * p[side][k] for p in paired if p["seeds"]) / pooled) if pooled else float("nan")
+                  for k in COMPOSITION} for side in ("sega", "baseline")},
+    }  # fmt: skip
     results["removals"] = {t.name: {"seeds": int(len(data[f"remove-{t.name}"]["idx"])), "edit": asdict(cfg.edit(t)),
                                     "sega": _scored(data[f"remove-{t.name}"], labels, [t])} for t in REMOVALS}  # fmt: skip
     results["removals_mean"] = {"success": _mean([r["sega"]["success"]["rate"] for r in results["removals"].values()])}
@@ -696,6 +723,8 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
         f"| additions, SSIM to the unedited image | {_num(am['sega']['ssim'])} | {_num(am['baseline']['ssim'])} | |",
         f"| additions, RMSE to the unedited image | {_num(am['sega']['rmse'])} | {_num(am['baseline']['rmse'])} | |",
         f"| additions, oracle-feature cosine to the unedited image | {_num(am['sega']['cosine'])} | {_num(am['baseline']['cosine'])} | |",
+        f"| additions where both succeeded ({r['additions_both_succeeded']['seeds']} seeds): SSIM to the unedited image | "
+        f"{_num(r['additions_both_succeeded']['sega']['ssim'])} | {_num(r['additions_both_succeeded']['baseline']['ssim'])} | |",
         f"| removals, mean success over 3 attributes | {_pct(rm['success'])} | | {_pct(report['paper']['removals'])} ({_points(rm['success'], report['paper']['removals'])}) |",
     ]  # fmt: skip
     for c in r["combinations"]:
@@ -721,6 +750,14 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
     for name, a in rows.items():
         s, b = a["sega"]["composition"], a["baseline"]["composition"]
         lines.append(f"| {name} | {_num(s['ssim'])} | {_num(b['ssim'])} | {_num(s['rmse'])} | {_num(b['rmse'])} | {_num(s['cosine'])} | {_num(b['cosine'])} |")
+    lines += ["", "The same measures on the seeds where both SEGA and the rewrite reached the attribute (an edit that fails and "
+              "changes nothing preserves the composition trivially, so this is the fair comparison; 'all' is seed-weighted):", "",
+              "| attribute | seeds | SEGA SSIM | rewrite SSIM | SEGA RMSE | rewrite RMSE | SEGA feature cosine | rewrite feature cosine |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, b in [*((k, a["both_succeeded"]) for k, a in r["additions"].items()), ("all", r["additions_both_succeeded"])]:
+        s, w = b["sega"], b["baseline"]
+        lines.append(f"| {name} | {b['seeds']} | {_num(s['ssim'])} | {_num(w['ssim'])} | {_num(s['rmse'])} | {_num(w['rmse'])} | "
+                     f"{_num(s['cosine'])} | {_num(w['cosine'])} |")  # fmt: skip
     lines += ["", "Prompt rewrites: " + "; ".join(f"{k}: '{a['rewrite']}'" for k, a in r["additions"].items()) + ".",
               "", "## Removals", "", "On the seeds whose plain image has the attribute; success: the oracle no longer reads it.", "",
               "| edit | seeds | success | isolation | SSIM | RMSE | feature cosine |", "|---|---|---|---|---|---|---|"]  # fmt: skip
