@@ -94,8 +94,8 @@ def generate(
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.editspec import parse_edit
     from segakit.generate import GenerationParams, run
-    from segakit.models import edit_defaults
     from segakit.images import read_params
+    from segakit.models import edit_defaults
 
     if from_png is not None:
         if prompt is not None or edit:

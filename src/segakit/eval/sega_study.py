@@ -581,7 +581,6 @@ def both_succeeded(sega: dict, rewrite: dict, target: Target) -> dict:
     if not np.array_equal(sega["idx"], rewrite["idx"]):
         raise ValueError("SEGA and rewrite units must hold the same seeds in the same order.")
     ok = np.array([target.achieved(a) and target.achieved(b) for a, b in zip(decode(sega["labels"]), decode(rewrite["labels"]))], dtype=bool)
-    ok = ok.reshape(-1)
     return {"seeds": int(ok.sum()),
             **{side: {k: float(np.mean(d[k][ok])) if ok.any() else float("nan") for k in COMPOSITION}
                for side, d in (("sega", sega), ("baseline", rewrite))}}  # fmt: skip
