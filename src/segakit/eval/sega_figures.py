@@ -70,10 +70,11 @@ def monotonicity_plot(report: dict) -> bytes:
     mono = report["results"]["monotonicity"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, targets, title in ((axes[0], STUDY_ADDITIONS, "additions"), (axes[1], REMOVALS, "removals")):
-        for t in targets:
+        colors = plt.get_cmap("tab20").colors  # 11 additions: the default cycle of 10 would repeat a colour
+        for t, color in zip(targets, colors[::2] + colors[1::2]):
             m = mono[t.name]
             if m["seeds"]:
-                ax.plot(m["scales"], m["mean_probability"], marker="o", ms=3, label=f"{t.name} (n={m['seeds']})")
+                ax.plot(m["scales"], m["mean_probability"], marker="o", ms=3, color=color, label=f"{t.name} (n={m['seeds']})")
         ax.set_title(f"{title}: oracle probability of the goal")
         ax.set_xlabel("edit scale")
         ax.set_ylim(-0.02, 1.02)
