@@ -167,6 +167,10 @@ def test_resume_after_interruption_gives_the_same_report(first_run, models, tmp_
     again, _ = run_study(*models, TINY, tmp_path, "x", Counter())
     assert again["run"]["units_from_cache"] == again["run"]["units"]
     assert again["results"] == report["results"]
+    # a report rewritten from the cache still states what its units cost when they were computed
+    assert again["run"]["compute_s"] == resumed["run"]["compute_s"] > 0
+    assert again["run"]["units_without_compute_time"] == 0
+    assert f"took {again['run']['compute_s']:.0f} s when they were made" in (tmp_path / "report.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["results"] == report["results"]
 
 

@@ -48,6 +48,7 @@ from segakit.models import EMBEDDED_EDIT
 from segakit.world.schema import ATTRIBUTES
 
 CACHE_VERSION = 1
+COMPUTE_KEY = "_compute_s"  # extra array in each cache file: the seconds its unit took to compute
 UNIQUE_PROMPTS = (
     "a portrait of a smiling woman",
     "a photo of a man with a beard",
@@ -356,6 +357,8 @@ class Study:
         self.seeds = cfg.seed_list()
         self.cached = 0
         self.units = 0
+        self.compute_s = 0.0  # seconds the units took when they were computed (cached or not)
+        self.unrecorded = 0  # units whose cache file predates the recorded compute time
 
     # ---- generation and reading
     def _generate(self, prompt: str, seeds: Sequence[int], edits: Sequence[Edit] = ()) -> np.ndarray:
@@ -407,9 +410,18 @@ class Study:
         if data is not None:
             self.cached += 1
             self.progress.advance(unit.images)
-            return data
-        data = unit.compute()
-        self.cache.save(unit, data)
+        else:
+            start = time.perf_counter()
+            data = unit.compute()
+            data[COMPUTE_KEY] = np.array(time.perf_counter() - start, np.float64)
+            self.cache.save(unit, data)
+        # a unit's own compute time travels in its cache file, so a report rewritten from the cache still states
+        # what the study cost (files written before this was recorded have none: counted as unrecorded)
+        seconds = data.pop(COMPUTE_KEY, None)
+        if seconds is None:
+            self.unrecorded += 1
+        else:
+            self.compute_s += float(seconds)
         return data
 
     # ---- units
@@ -553,7 +565,8 @@ class Study:
         report = _json_ready(summarize(self.cfg, self.plain, self.data))  # NaN (no seeds) -> None, as in report.json
         report["model"] = {"name": self.model_name, "fingerprint": self.common["model"], "oracle": self.common["oracle"]}
         report["run"] = {"wall_s": round(time.perf_counter() - start, 1), "units": self.units, "units_from_cache": self.cached,
-                         "images": plain_unit.images + sum(u.images for u in units)}  # fmt: skip
+                         "images": plain_unit.images + sum(u.images for u in units),
+                         "compute_s": round(self.compute_s, 1), "units_without_compute_time": self.unrecorded}  # fmt: skip
         return report
 
 
@@ -709,7 +722,10 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
     lines = [
         "# SEGA face-attribute study", "",
         f"Produced by `{command}` in {run.get('wall_s', 0):.0f} s wall time "
-        f"({run.get('units_from_cache', 0)} of {run.get('units', 0)} units from the cache, {run.get('images', 0)} images in all). "
+        f"({run.get('units_from_cache', 0)} of {run.get('units', 0)} units from the cache, {run.get('images', 0)} images in all; "
+        f"computing the units took {run.get('compute_s', 0):.0f} s when they were made"
+        + (f", not counting {run['units_without_compute_time']} units cached before compute times were recorded" if run.get("units_without_compute_time") else "")
+        + "). "
         f"Model `{report.get('model', {}).get('name', '')}` (weights {report.get('model', {}).get('fingerprint', '')}), "
         f"oracle weights {report.get('model', {}).get('oracle', '')}. How it is measured: docs/sega-study.md.", "",
         f"{cfg['seeds']} seeds ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}) of '{cfg['prompt']}', "
