@@ -47,9 +47,9 @@ def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6
     sheet = grid([im for row in rows for im in row], cols=seeds, row_labels=labels, scale=2)
     written.append(save_png(sheet, out / "edits.png", {**meta, "edits": [e.__dict__ for e in DEMO_EDITS]}))
 
-    scales = [0, 2, 4, 6, 8, 10]
+    scales = [round(EMBEDDED_EDIT.scale * i / 5, 2) for i in range(6)]  # 0 up to the model's default scale
     frames = [sample([replace(DEMO_EDITS[0], scale=float(s))], n=1, first=3)[0] for s in scales]
-    strip = grid(frames, cols=len(frames), labels=[f"+glasses {s}" for s in scales], scale=2)
+    strip = grid(frames, cols=len(frames), labels=[f"+glasses {s:g}" for s in scales], scale=2)
     written.append(save_png(strip, out / "strength-strip.png", {**meta, "sweep": scales, "seed": 3}))
     return written
 
