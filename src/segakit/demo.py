@@ -10,10 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from segakit.atomic import ensure_writable_dir
-from segakit.models import EMBEDDED_EDIT
+from segakit.models import edit_defaults
 
 PROMPT = "a face of a person"
-DEMO_EDITS = [replace(EMBEDDED_EDIT, prompt=p) for p in ("glasses", "smile", "hat", "beard")]
+DEMO_CONCEPTS = ("glasses", "smile", "hat", "beard")
 
 
 def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6, device: str = "cpu",
@@ -42,13 +42,15 @@ def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6
     plain = sample([], n=2 * seeds, first=100)
     written.append(save_png(grid(plain, cols=seeds, scale=2), out / "samples.png", {**meta, "seeds": list(range(100, 100 + 2 * seeds))}))
 
-    rows = [sample([])] + [sample([e]) for e in DEMO_EDITS]
-    labels = ["plain"] + [f"+{e.prompt}" for e in DEMO_EDITS]
+    base = edit_defaults(model)  # the model's own edit defaults (the embedded model's are tuned for it)
+    edits = [replace(base, prompt=c) for c in DEMO_CONCEPTS]
+    rows = [sample([])] + [sample([e]) for e in edits]
+    labels = ["plain"] + [f"+{e.prompt}" for e in edits]
     sheet = grid([im for row in rows for im in row], cols=seeds, row_labels=labels, scale=2)
-    written.append(save_png(sheet, out / "edits.png", {**meta, "edits": [e.__dict__ for e in DEMO_EDITS]}))
+    written.append(save_png(sheet, out / "edits.png", {**meta, "edits": [e.__dict__ for e in edits]}))
 
-    scales = [round(EMBEDDED_EDIT.scale * i / 5, 2) for i in range(6)]  # 0 up to the model's default scale
-    frames = [sample([replace(DEMO_EDITS[0], scale=float(s))], n=1, first=3)[0] for s in scales]
+    scales = [round(base.scale * i / 5, 2) for i in range(6)]  # 0 up to the model's default scale
+    frames = [sample([replace(edits[0], scale=float(s))], n=1, first=3)[0] for s in scales]
     strip = grid(frames, cols=len(frames), labels=[f"+glasses {s:g}" for s in scales], scale=2)
     written.append(save_png(strip, out / "strength-strip.png", {**meta, "sweep": scales, "seed": 3}))
     return written
@@ -56,4 +58,4 @@ def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6
 
 def demo_steps(steps: int = 25, seeds: int = 6) -> int:
     """Denoising steps the demo runs (for a progress bar)."""
-    return steps * (1 + 1 + len(DEMO_EDITS) + 6)
+    return steps * (1 + 1 + len(DEMO_CONCEPTS) + 6)
