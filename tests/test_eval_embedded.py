@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from diffusers import StableDiffusionPipeline
 from tiny_models import sd_components
 
@@ -67,3 +68,25 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     assert {p.name for p in paths} >= set(figures) and all(p.is_file() for p in paths)
     assert json.loads(paths[0].read_text())["config"]["steps"] == 2
     assert "| text faithfulness" in paths[1].read_text()
+
+
+def test_sega_isolation_pairs_each_edit_with_its_own_plain_image(monkeypatch):
+    """Edits that change nothing: every target fails and keeps every untargeted attribute (isolation 1)."""
+    from segakit.eval import embedded_quality as eq
+    from segakit.world.schema import ATTRIBUTES
+
+    def by_seed(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
+        return torch.stack([torch.full((3, 64, 64), float(s % 997)) for s in seeds])
+
+    class ReadsTheSeed:  # a different, fixed label set per image: pairing up the wrong images shows
+        def predict(self, images):
+            out = []
+            for x in images:
+                rng = np.random.default_rng(int(x[0, 0, 0]))
+                out.append({a: vals[rng.integers(len(vals))] for a, vals in ATTRIBUTES.items()})
+            return out
+
+    monkeypatch.setattr(eq, "sample_images", by_seed)
+    res = eq.sega_success(None, ReadsTheSeed(), QualityConfig(sega_seeds=4, sega_scan=12))["targets"]
+    assert all(v["seeds"] for v in res.values())
+    assert all(v["success"] == 0.0 and v["isolation"] == 1.0 for v in res.values())

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from segakit.eval.frechet import frechet_distance
+from segakit.eval.isolation import isolation
 from segakit.eval.targets import ADDITIONS, GENDER, Target, other_gender
 from segakit.guidance import Edit
 from segakit.models import EMBEDDED_EDIT
@@ -195,7 +196,8 @@ def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = 
 def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = ADDITIONS,
                  progress: Progress | None = None, images: torch.Tensor | None = None,
                  figures: dict | None = None) -> dict:  # fmt: skip
-    """Per target: share of ``sega_seeds`` seeds lacking it whose SEGA edit shows it."""
+    """Per target: share of ``sega_seeds`` seeds lacking it whose SEGA edit shows it (``success``), and the share
+    of the attributes it did not target that the oracle reads the same as in the plain image (``isolation``)."""
     from dataclasses import replace
 
     from PIL import Image
@@ -207,9 +209,10 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
     plain = oracle.predict(plain_images)
     pairs, row_labels = [], []
 
-    def edited(t: Target, seeds: list[int]) -> list[bool]:
+    def edited(t: Target, seeds: list[int]) -> tuple[list[dict], list[dict]]:
+        """The oracle's labels of the plain and the edited images of ``seeds``."""
         if not seeds:
-            return []
+            return [], []
         edit = replace(cfg.edit, prompt=t.prompt)
         out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
         # the figure: a row per target, its first seeds as plain, edited, plain, edited, ... (short rows padded)
@@ -218,16 +221,23 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
         pairs.extend(im for pair in zip(before, after) for im in pair)
         pairs.extend(Image.new("RGB", before[0].size, "white") for _ in range(FIGURE_COLS - 2 * len(before)))
         row_labels.append(f"+{t.prompt}")
-        return [t.present(x) for x in oracle.predict(out)]
+        return [plain[scan.index(s)] for s in seeds], oracle.predict(out)
+
+    def scored(before: list[dict], after: list[dict], hits: list[bool], ts: Sequence[Target]) -> dict:
+        return {"seeds": len(hits), "success": float(np.mean(hits)) if hits else float("nan"),
+                "isolation": isolation(before, after, ts)["unchanged"]}  # fmt: skip
 
     results = {}
     for t in targets:
-        hits = edited(t, [s for s, lab in zip(scan, plain) if not t.present(lab)][: cfg.sega_seeds])
-        results[t.name] = {"seeds": len(hits), "success": float(np.mean(hits)) if hits else float("nan")}
+        before, after = edited(t, [s for s, lab in zip(scan, plain) if not t.present(lab)][: cfg.sega_seeds])
+        results[t.name] = scored(before, after, [t.present(x) for x in after], [t])
     # "the other gender": +woman on seeds drawn as men, +man on seeds drawn as women
     first = list(zip(scan, plain))[: cfg.sega_seeds]
-    flips = [h for t in GENDER for h in edited(t, [s for s, lab in first if other_gender(lab) == t])]
-    results["other gender"] = {"seeds": len(flips), "success": float(np.mean(flips)) if flips else float("nan")}
+    before, after, hits = [], [], []
+    for t in GENDER:
+        b, a = edited(t, [s for s, lab in first if other_gender(lab) == t])
+        before, after, hits = before + b, after + a, hits + [t.present(x) for x in a]
+    results["other gender"] = scored(before, after, hits, GENDER)
     if figures is not None and pairs:
         figures["sega-additions.png"] = grid(pairs, cols=FIGURE_COLS, row_labels=row_labels, scale=2)
     return {"edit": asdict(cfg.edit), "targets": results}
@@ -267,9 +277,10 @@ def markdown(report: dict, command: str) -> str:
         f"| same, autoencoder reconstructions vs rendered (floor) | {iq['fd_autoencoder_vs_rendered']:.3f} | |",
         f"| same, fresh renders vs rendered (sampling noise) | {iq['fd_rendered_vs_rendered']:.3f} | |",
         "", f"SEGA additions to '{pf['prompt']}' (scale {e['scale']:g}, threshold {e['threshold']:g}, warm-up {e['warmup']}), "
-        "on seeds whose plain image lacked the attribute:", "", "| target | seeds | success |", "|---|---|---|",
+        "on seeds whose plain image lacked the attribute; isolation is the share of the attributes the edit did not "
+        "target that the oracle reads the same as in the plain image:", "", "| target | seeds | success | isolation |", "|---|---|---|---|",
     ]  # fmt: skip
-    lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} |" for name, r in sg["targets"].items()]
+    lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} | {r.get('isolation', float('nan')):.3f} |" for name, r in sg["targets"].items()]
     lines += ["", "Text faithfulness per attribute:", "", "| attribute | share present |", "|---|---|"]
     lines += [f"| {a} | {v:.3f} |" for a, v in tf["per_attribute"].items()]
     lines += ["", "Prior fidelity (generated / prior):", "", "| attribute | values |", "|---|---|"]
