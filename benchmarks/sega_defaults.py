@@ -3,10 +3,11 @@
 For every (scale, threshold, warm-up) in the grid, adds each target of the quality table (glasses, smile,
 hat, beard, bald, makeup, gray hair, bangs, curls, the other gender) to "a face of a person" on --seeds
 seeds whose plain image lacks it, and prints the oracle's success rate per target, the mean and the worst, and
-the isolation: the share of the attributes an edit did not target that the oracle still reads the same. The
-pick is the setting with the best worst target (then the best mean) among those whose mean isolation is at
-least --min-isolation: an edit that redraws the whole face is not a semantic edit, however often its target
-shows.
+the isolation: the share of the attributes an edit did not target that the oracle still reads the same. It
+first measures the baseline, the prompt rewritten to ask for the target ("a face of a person, wearing
+glasses") on the same seeds. The pick is the setting with the best worst target (then the best mean) among
+those whose mean isolation is at least --min-isolation, by default the rewrite's: an edit that changes more
+of the face than rewriting the prompt would is not what SEGA promises, however often its target shows.
 It uses seeds from 500,000 on, apart from the quality table's (100,000 on) and the SEGA study's (0 on),
 so the parameters are not tuned on the seeds that report them.
 
@@ -46,8 +47,9 @@ def main() -> None:
     ap.add_argument("--warmups", type=floats, default=floats("3,5"))
     ap.add_argument("--seeds", type=int, default=12, help="seeds per target (lacking it in the plain image)")
     ap.add_argument("--scan", type=int, default=120, help="plain images scanned for seeds lacking each target")
-    ap.add_argument("--min-isolation", type=float, default=0.8,
-                    help="mean share of untargeted attributes kept that a setting needs to be picked")
+    ap.add_argument("--min-isolation", type=float, default=None,
+                    help="mean share of untargeted attributes kept that a setting needs to be picked "
+                    "(default: the prompt rewrite's)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,24 +61,33 @@ def main() -> None:
     plain = neutral_images(pipe, base, args.scan, None, None)
     print(f"model {args.model}, {args.seeds} seeds per target from {args.scan} plain images "
           f"(seeds {TUNING_SEED + 100_000}..), 25 steps, guidance 7.5", flush=True)
+
+    def summary(res: dict) -> tuple[float, float, float, dict]:
+        rates = {k: v["success"] for k, v in res.items()}
+        valid = [r for r in rates.values() if r == r]
+        kept = [v["isolation"] for v in res.values() if v["isolation"] == v["isolation"]]
+        return sum(valid) / len(valid), min(valid), sum(kept) / len(kept), rates
+
+    def show(rates: dict) -> str:
+        return " ".join(f"{k}={v:.2f}" for k, v in rates.items())
+
+    mean, worst, iso, rates = summary(sega_success(pipe, oracle, base, images=plain, rewrite=True)["targets"])
+    print(f"prompt rewrite (no SEGA): mean {mean:.3f} worst {worst:.3f} isolation {iso:.3f}  {show(rates)}", flush=True)
+    min_isolation = iso if args.min_isolation is None else args.min_isolation
     rows = []
     for scale in args.scales:
         for threshold in args.thresholds:
             for warmup in args.warmups:
                 cfg = replace(base, edit=Edit(scale=scale, threshold=threshold, warmup=int(warmup)))
-                res = sega_success(pipe, oracle, cfg, images=plain)["targets"]
-                rates = {k: v["success"] for k, v in res.items()}
-                valid = [r for r in rates.values() if r == r]
-                kept = [v["isolation"] for v in res.values() if v["isolation"] == v["isolation"]]
-                mean, worst, iso = sum(valid) / len(valid), min(valid), sum(kept) / len(kept)
+                mean, worst, iso, rates = summary(sega_success(pipe, oracle, cfg, images=plain)["targets"])
                 rows.append((scale, threshold, int(warmup), mean, worst, iso))
                 print(f"scale {scale:g} threshold {threshold:g} warm-up {int(warmup)}: mean {mean:.3f} worst {worst:.3f} "
-                      f"isolation {iso:.3f}  " + " ".join(f"{k}={v:.2f}" for k, v in rates.items()), flush=True)
-    eligible = [r for r in rows if r[5] >= args.min_isolation]
+                      f"isolation {iso:.3f}  {show(rates)}", flush=True)
+    eligible = [r for r in rows if r[5] >= min_isolation]
     if not eligible:
-        print(f"no setting keeps a mean isolation of {args.min_isolation:g}; picking from all", flush=True)
+        print(f"no setting keeps a mean isolation of {min_isolation:.3f}; picking from all", flush=True)
     best = max(eligible or rows, key=lambda r: (r[4], r[3]))
-    print(f"best (isolation >= {args.min_isolation:g}, worst target first, then mean): scale {best[0]:g} "
+    print(f"best (isolation >= {min_isolation:.3f}, worst target first, then mean): scale {best[0]:g} "
           f"threshold {best[1]:g} warm-up {best[2]} -> worst {best[4]:.3f}, mean {best[3]:.3f}, isolation {best[5]:.3f}; "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 

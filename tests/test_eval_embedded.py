@@ -90,3 +90,24 @@ def test_sega_isolation_pairs_each_edit_with_its_own_plain_image(monkeypatch):
     res = eq.sega_success(None, ReadsTheSeed(), QualityConfig(sega_seeds=4, sega_scan=12))["targets"]
     assert all(v["seeds"] for v in res.values())
     assert all(v["success"] == 0.0 and v["isolation"] == 1.0 for v in res.values())
+
+
+def test_sega_rewrite_baseline_draws_the_rewritten_prompt_without_edits(monkeypatch):
+    from segakit.eval import embedded_quality as eq
+    from segakit.world.schema import ATTRIBUTES
+
+    calls = []
+
+    def by_seed(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
+        calls.append((prompt, tuple(edits)))
+        return torch.stack([torch.full((3, 64, 64), float(s % 997)) for s in seeds])
+
+    class Nothing:  # reads every binary attribute as absent, so every binary target has seeds lacking it
+        def predict(self, images):
+            return [{a: vals[0] for a, vals in ATTRIBUTES.items()} for _ in images]
+
+    monkeypatch.setattr(eq, "sample_images", by_seed)
+    eq.sega_success(None, Nothing(), QualityConfig(sega_seeds=2, sega_scan=4), rewrite=True)
+    drawn = {prompt for prompt, edits in calls[1:]}
+    assert all(not edits for _, edits in calls)
+    assert "a face of a person, wearing glasses" in drawn and "a face of a woman" in drawn

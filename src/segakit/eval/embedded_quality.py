@@ -195,9 +195,12 @@ def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = 
 
 def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = ADDITIONS,
                  progress: Progress | None = None, images: torch.Tensor | None = None,
-                 figures: dict | None = None) -> dict:  # fmt: skip
+                 figures: dict | None = None, rewrite: bool = False) -> dict:  # fmt: skip
     """Per target: share of ``sega_seeds`` seeds lacking it whose SEGA edit shows it (``success``), and the share
-    of the attributes it did not target that the oracle reads the same as in the plain image (``isolation``)."""
+    of the attributes it did not target that the oracle reads the same as in the plain image (``isolation``).
+
+    With ``rewrite`` the same seeds are drawn from the rewritten prompt instead ("a face of a person, wearing
+    glasses"), no SEGA: the baseline an edit is compared with."""
     from dataclasses import replace
 
     from PIL import Image
@@ -213,14 +216,17 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
         """The oracle's labels of the plain and the edited images of ``seeds``."""
         if not seeds:
             return [], []
-        edit = replace(cfg.edit, prompt=t.prompt)
-        out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
+        if rewrite:
+            out = sample_images(pipe, t.rewrite(cfg.prompt), seeds, cfg.steps, cfg.guidance, cfg.batch, (), progress)
+        else:
+            edit = replace(cfg.edit, prompt=t.prompt)
+            out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
         # the figure: a row per target, its first seeds as plain, edited, plain, edited, ... (short rows padded)
         before = to_pil(plain_images[[scan.index(s) for s in seeds[: FIGURE_COLS // 2]]])
         after = to_pil(out[: FIGURE_COLS // 2])
         pairs.extend(im for pair in zip(before, after) for im in pair)
         pairs.extend(Image.new("RGB", before[0].size, "white") for _ in range(FIGURE_COLS - 2 * len(before)))
-        row_labels.append(f"+{t.prompt}")
+        row_labels.append(f"'{t.rewrite(cfg.prompt)}'" if rewrite else f"+{t.prompt}")
         return [plain[scan.index(s)] for s in seeds], oracle.predict(out)
 
     def scored(before: list[dict], after: list[dict], hits: list[bool], ts: Sequence[Target]) -> dict:
