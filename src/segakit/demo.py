@@ -14,6 +14,7 @@ from segakit.models import edit_defaults
 
 PROMPT = "a face of a person"
 DEMO_CONCEPTS = ("glasses", "smile", "hat", "beard")
+STRIP_SEED = 5
 
 
 def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6, device: str = "cpu",
@@ -49,10 +50,12 @@ def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6
     sheet = grid([im for row in rows for im in row], cols=seeds, row_labels=labels, scale=2)
     written.append(save_png(sheet, out / "edits.png", {**meta, "edits": [e.__dict__ for e in edits]}))
 
-    scales = [round(base.scale * i / 5, 2) for i in range(6)]  # 0 up to the model's default scale
-    frames = [sample([replace(edits[0], scale=float(s))], n=1, first=3)[0] for s in scales]
+    # 0 to three times the model's default scale, through the default, on seed 5 (drawn without glasses by the
+    # embedded model, so the strip shows them appear and, past the default, the rest of the face start to move)
+    scales = [round(base.scale * f, 2) for f in (0, 0.5, 1, 1.5, 2, 3)]
+    frames = [sample([replace(edits[0], scale=float(s))], n=1, first=STRIP_SEED)[0] for s in scales]
     strip = grid(frames, cols=len(frames), labels=[f"+glasses {s:g}" for s in scales], scale=2)
-    written.append(save_png(strip, out / "strength-strip.png", {**meta, "sweep": scales, "seed": 3}))
+    written.append(save_png(strip, out / "strength-strip.png", {**meta, "sweep": scales, "seed": STRIP_SEED}))
     return written
 
 
