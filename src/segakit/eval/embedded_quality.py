@@ -286,7 +286,7 @@ def markdown(report: dict, command: str) -> str:
         "on seeds whose plain image lacked the attribute; isolation is the share of the attributes the edit did not "
         "target that the oracle reads the same as in the plain image:", "", "| target | seeds | success | isolation |", "|---|---|---|---|",
     ]  # fmt: skip
-    lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} | {r.get('isolation', float('nan')):.3f} |" for name, r in sg["targets"].items()]
+    lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} | {r['isolation']:.3f} |" for name, r in sg["targets"].items()]
     lines += ["", "Text faithfulness per attribute:", "", "| attribute | share present |", "|---|---|"]
     lines += [f"| {a} | {v:.3f} |" for a, v in tf["per_attribute"].items()]
     lines += ["", "Prior fidelity (generated / prior):", "", "| attribute | values |", "|---|---|"]
