@@ -21,6 +21,7 @@ demo: install
 	$(BIN)/segakit demo --out out/demo
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-slow: install

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 from segakit import Edit  # noqa: E402
-from segakit.models import load_pipeline  # noqa: E402
+from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model)
+    pipe = SegaPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     edits = [Edit("glasses"), Edit("smile")]
 

@@ -28,8 +28,8 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 from segakit.eval.embedded_quality import QualityConfig, neutral_images, sega_success  # noqa: E402
-from segakit.guidance import Edit  # noqa: E402
-from segakit.models import load_pipeline  # noqa: E402
+from segakit.sega.guidance import Edit  # noqa: E402
+from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 
 TUNING_SEED = 400_000  # neutral seeds are seed + 100,000 + i
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model)
+    pipe = SegaPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load()
     base = QualityConfig(seed=TUNING_SEED, sega_seeds=args.seeds, sega_scan=args.scan)

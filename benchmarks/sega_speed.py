@@ -29,8 +29,8 @@ import torch  # noqa: E402
 from diffusers import SemanticStableDiffusionPipeline  # noqa: E402
 
 from segakit import SegaPipeline  # noqa: E402
-from segakit.conditioning import Conditioning  # noqa: E402
-from segakit.models import embedded_path  # noqa: E402
+from segakit.core.conditioning import Conditioning  # noqa: E402
+from segakit.core.loading import embedded_path  # noqa: E402
 
 
 def random_embedded_shaped(tmp: str) -> SegaPipeline:

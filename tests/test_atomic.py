@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from segakit.atomic import atomic_open
+from segakit.core.atomic import atomic_open
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from tiny_models import sd_components
 
 from segakit.cli import main
-from segakit.images import read_params
+from segakit.core.images import read_params
 
 
 @pytest.fixture(scope="module")

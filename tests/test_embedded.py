@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from segakit import Edit, SegaPipeline
 from segakit.cli import app
-from segakit.models import embedded_path, vae_folder
+from segakit.core.loading import embedded_path, vae_folder
 from segakit.train.embedded import folder_mb
 
 EMBEDDED = embedded_path()
@@ -67,8 +67,8 @@ def test_generate_uses_the_embedded_model_by_default(tmp_path):
 
 
 def test_edits_get_the_embedded_models_defaults(tmp_path):
-    from segakit.images import read_params
-    from segakit.models import EMBEDDED_EDIT, edit_defaults
+    from segakit.core.images import read_params
+    from segakit.sega.defaults import EMBEDDED_EDIT, edit_defaults
 
     assert edit_defaults("embedded") == EMBEDDED_EDIT and edit_defaults(str(tmp_path)) == Edit()
     out = tmp_path / "face.png"

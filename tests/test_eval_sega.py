@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
+from segakit.eval.isolation import isolation
 from segakit.eval.sega_study import (
     StudyConfig,
     StudyProgress,
@@ -23,7 +24,6 @@ from segakit.eval.sega_study import (
     both_succeeded,
     encode,
     goal_probability,
-    isolation,
     monotonicity,
     rate,
     run_study,
@@ -337,7 +337,7 @@ def test_composition_where_both_methods_succeeded():
      ["--sweep-seeds", "0"], ["--target-scale", "moustache=3"], ["--target-scale", "bald"], ["--model", "/no/such/model"]],
 )  # fmt: skip
 def test_bad_input_is_a_user_error_and_writes_nothing(args, tmp_path):
-    from segakit.eval.cli import eval_app
+    from segakit.cli.eval import eval_app
 
     with pytest.raises(UserError):
         eval_app(["sega", "--out", str(tmp_path / "out"), *args], standalone_mode=False)

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segakit.errors import UserError
-from segakit.guidance import Edit, SemanticGuidance, concept_direction, keep_tails, quantile, weighted_sum
+from segakit.core.errors import UserError
+from segakit.sega.guidance import Edit, SemanticGuidance, concept_direction, keep_tails, quantile, weighted_sum
 
 
 def test_concept_direction_by_hand():

@@ -7,8 +7,8 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from tiny_models import sd_components, sdxl_components
 
 from segakit import SegaPipeline
-from segakit.errors import UserError
-from segakit.models import resolve
+from segakit.core.errors import UserError
+from segakit.core.loading import resolve
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])

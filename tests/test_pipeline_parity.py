@@ -11,7 +11,7 @@ from diffusers import SemanticStableDiffusionPipeline, StableDiffusionPipeline, 
 from tiny_models import sd_components, sdxl_components
 
 from segakit import Edit, SegaPipeline
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 
 TOL = 1e-4
 STEPS = 8

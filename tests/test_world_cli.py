@@ -9,8 +9,8 @@ import tracemalloc
 
 import pytest
 
-from segakit.errors import UserError
-from segakit.world.cli import world_app
+from segakit.core.errors import UserError
+from segakit.cli.world import world_app
 from segakit.world.schema import ATTRIBUTES
 
 

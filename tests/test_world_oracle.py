@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 from segakit.train.oracle import TrainConfig, parse_args, train
 from segakit.world.dataset import samples
 from segakit.world.oracle import DEFAULT_WEIGHTS, Oracle, augment, encode_labels, to_tensor
@@ -42,7 +42,7 @@ def test_fine_tune_through_an_autoencoder(tmp_path, capsys):
     from tiny_models import _vae
     from typer.testing import CliRunner
 
-    from segakit.world.cli import world_app
+    from segakit.cli.world import world_app
 
     _vae().save_pretrained(tmp_path / "vae")
     base = train(TrainConfig(out_dir=str(tmp_path / "base"), max_steps=1, **TINY))

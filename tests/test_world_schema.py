@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 from segakit.world.schema import (
     ATTRIBUTES,
     BINARY,

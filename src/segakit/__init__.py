@@ -1,10 +1,15 @@
-"""segakit: semantic control over text-to-image diffusion models, without training them."""
+"""segakit: semantic control over text-to-image diffusion models, without training them.
+
+Packages, lowest layer first (a layer imports only the ones below it; ``lint-imports`` checks this):
+``core`` (loading, conditioning, images, atomic files, errors) <- ``world`` (the faces world and its oracle)
+<- ``sega`` | ``directions`` | ``editing`` | ``train`` <- ``jobs`` <- ``eval`` | ``serve`` <- ``cli``.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 
 __all__ = ["Edit", "SegaPipeline", "SegaPipelineOutput", "RecordedGuidance", "UserError", "__version__"]
 
@@ -12,11 +17,15 @@ __all__ = ["Edit", "SegaPipeline", "SegaPipelineOutput", "RecordedGuidance", "Us
 def __getattr__(name: str):
     # Lazy imports keep `import segakit` (and `segakit world ...`) fast: torch and diffusers load on first use.
     if name == "Edit":
-        from segakit.guidance import Edit
+        from segakit.sega.guidance import Edit
 
         return Edit
-    if name in ("SegaPipeline", "SegaPipelineOutput", "RecordedGuidance"):
-        from segakit import pipeline
+    if name == "RecordedGuidance":
+        from segakit.sega.recorded import RecordedGuidance
+
+        return RecordedGuidance
+    if name in ("SegaPipeline", "SegaPipelineOutput"):
+        from segakit.sega import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'segakit' has no attribute {name!r}")

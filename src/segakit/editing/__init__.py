@@ -1,1 +1,1 @@
-"""segakit.editing"""
+"""segakit.editing: instruction-guided editing of real images on the fly. Not built yet."""

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segakit.core.autoencoder import autoencoder_round_trip
 from segakit.eval.frechet import frechet_distance
 from segakit.eval.isolation import isolation
 from segakit.eval.targets import ADDITIONS, GENDER, Target, other_gender
-from segakit.guidance import Edit
-from segakit.models import EMBEDDED_EDIT
+from segakit.sega.guidance import Edit
+from segakit.sega.defaults import EMBEDDED_EDIT
 
 Progress = Callable[[int], None]
 ORACLE_SIZE = 64
@@ -99,7 +100,7 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None) -> dict:
-    from segakit.images import grid
+    from segakit.core.images import grid
 
     prompts = faithfulness_prompts(cfg.n_prompts, cfg.seed)
     hits: dict[str, list[bool]] = {}
@@ -160,16 +161,6 @@ def prior_fidelity(pipe, oracle, cfg: QualityConfig, progress: Progress | None =
 
 
 @torch.no_grad()
-def autoencoder_round_trip(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Renders through the autoencoder and back (latent mode), in [0, 1]."""
-    out = []
-    for i in range(0, images.shape[0], batch):
-        x = images[i : i + batch].to(vae.device, vae.dtype) * 2 - 1
-        z = vae.encode(x).latent_dist.mode()
-        out.append(((vae.decode(z).sample.float().cpu() + 1) / 2).clamp(0, 1))
-    return torch.cat(out)
-
-
 def renders(n: int, seed: int) -> torch.Tensor:
     from segakit.world.dataset import samples
 
@@ -205,7 +196,7 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
 
     from PIL import Image
 
-    from segakit.images import grid
+    from segakit.core.images import grid
 
     scan = neutral_seeds(cfg, cfg.sega_scan)
     plain_images = neutral_images(pipe, cfg, cfg.sega_scan, images, progress)
@@ -251,7 +242,7 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
 
 def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None) -> dict:
     """The whole table; with ``figures`` (a dict) also sample grids to look at, by file name."""
-    from segakit.images import grid
+    from segakit.core.images import grid
 
     plain = neutral_images(pipe, cfg, max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan), None, progress)
     if figures is not None:
@@ -296,8 +287,8 @@ def markdown(report: dict, command: str) -> str:
 
 
 def write_report(report: dict, out: Path, command: str, figures: dict | None = None) -> list[Path]:
-    from segakit.atomic import atomic_open, ensure_writable_dir
-    from segakit.images import save_png
+    from segakit.core.atomic import atomic_open, ensure_writable_dir
+    from segakit.core.images import save_png
 
     out = ensure_writable_dir(Path(out))
     with atomic_open(out / "report.json", "w") as fh:

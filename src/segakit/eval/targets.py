@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 def save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig) -> None:
     from safetensors.torch import save
 
-    from segakit.atomic import atomic_open
+    from segakit.core.atomic import atomic_open
 
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
@@ -143,7 +143,7 @@ def autoencoder_roundtrip(folder: str, device: str):
     """Images in [0,1] -> the autoencoder's reconstructions in [0,1] (posterior mean, as generation decodes)."""
     from diffusers import AutoencoderKL
 
-    from segakit.eval.embedded_quality import autoencoder_round_trip
+    from segakit.core.autoencoder import autoencoder_round_trip
 
     vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
     return lambda x: autoencoder_round_trip(vae, x).to(x.device)

@@ -2,6 +2,6 @@
 and an attribute oracle. See docs/world.md.
 
 Modules: ``schema`` (attributes, priors, Face, sample_face), ``render`` (render), ``captions`` (caption,
-parse_caption), ``dataset`` (samples), ``pairs`` (pairs), ``oracle`` (Oracle), ``cli`` (``segakit world``).
+parse_caption), ``dataset`` (samples), ``pairs`` (pairs), ``oracle`` (Oracle), ``figures``; the command is ``segakit.cli.world``.
 Imports stay lazy so that ``import segakit.world`` costs nothing.
 """

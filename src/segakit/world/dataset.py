@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segakit.atomic import atomic_open, ensure_writable_dir
-from segakit.errors import UserError
+from segakit.core.atomic import atomic_open, ensure_writable_dir
+from segakit.core.errors import UserError
 from segakit.world.captions import caption
 from segakit.world.render import render
 from segakit.world.schema import Face, sample_face

@@ -21,7 +21,7 @@ from segakit.world.schema import ATTRIBUTES, Face, sample_face
 
 
 def _save(fig, path: Path) -> Path:
-    from segakit.atomic import atomic_open
+    from segakit.core.atomic import atomic_open
 
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 from segakit.world.schema import ATTRIBUTES, BINARY
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "oracle" / "oracle.safetensors"
@@ -233,7 +233,7 @@ class Oracle:
         """Write the weights (fp16 by default) with the architecture and schema in the metadata."""
         from safetensors.torch import save
 
-        from segakit.atomic import atomic_open
+        from segakit.core.atomic import atomic_open
 
         state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in self.net.state_dict().items()}
         meta = {"config": json.dumps(asdict(self.net.config)), "attributes": json.dumps({a: list(v) for a, v in ATTRIBUTES.items()})}

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segakit.atomic import atomic_open, ensure_writable_dir
-from segakit.errors import UserError
+from segakit.core.atomic import atomic_open, ensure_writable_dir
+from segakit.core.errors import UserError
 from segakit.world.captions import CONCEPTS, HAT_WORDS, ROLE_NOUNS, hair_color_visible, plan_caption, realize
 from segakit.world.dataset import PAIR_STREAM, check_count, file_name, name_width, png_bytes, rng_for
 from segakit.world.render import render

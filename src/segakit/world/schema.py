@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 
 RGB = tuple[int, int, int]
 

@@ -20,10 +20,16 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 
 world_app = typer.Typer(
     help="The faces world: procedural portraits with exact labels, captions, edit pairs and an attribute oracle.",
@@ -74,7 +80,12 @@ def schema(
 
 def priors_markdown() -> str:
     """The marginal priors and the priors conditional on presentation, as Markdown tables."""
-    from segakit.world.schema import ATTRIBUTES, BANGS_IF_HAIR, CONDITIONAL_PRIORS, PRIORS
+    from segakit.world.schema import (
+        ATTRIBUTES,
+        BANGS_IF_HAIR,
+        CONDITIONAL_PRIORS,
+        PRIORS,
+    )
 
     lines = ["| attribute | values (marginal prior) |", "|---|---|"]
     for a, vals in ATTRIBUTES.items():
@@ -160,7 +171,7 @@ def classify(
     """Label every PNG in FOLDER with the oracle; print attribute frequencies (and accuracy with --against)."""
     from PIL import Image
 
-    from segakit.atomic import atomic_open, ensure_writable_dir
+    from segakit.core.atomic import atomic_open, ensure_writable_dir
     from segakit.world.oracle import Oracle, accuracy, decode
     from segakit.world.schema import ATTRIBUTES
 
@@ -268,7 +279,7 @@ def oracle_eval(
     oracle = Oracle.load(weights)
     roundtrip = None
     if autoencoder is not None:
-        from segakit.models import vae_folder
+        from segakit.core.loading import vae_folder
         from segakit.train.oracle import autoencoder_roundtrip
 
         roundtrip = autoencoder_roundtrip(str(vae_folder(autoencoder)), "cpu")
@@ -287,7 +298,7 @@ def sheet(
     seed: int = typer.Option(0, "--seed", help="Seed of the portraits shown."),
 ) -> None:
     """Draw the documentation figures: contact sheet, attribute rows, edit pairs, augmentation."""
-    from segakit.atomic import ensure_writable_dir
+    from segakit.core.atomic import ensure_writable_dir
     from segakit.world.figures import all_figures
 
     if seed < 0:

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from segakit.errors import UserError
-from segakit.models import EMBEDDED_EDIT
+from segakit.cli.options import progress_bar
+from segakit.core.errors import UserError
+from segakit.sega.defaults import EMBEDDED_EDIT
 
 eval_app = typer.Typer(help="Measurements on the faces world (oracle-judged).", no_args_is_help=True)
 
@@ -32,11 +33,14 @@ def embedded(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """The embedded model's quality table: faithfulness, prior fidelity, Frechet distance, SEGA success."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from segakit.eval.embedded_quality import QualityConfig, run_all, total_images, write_report
-    from segakit.guidance import Edit
-    from segakit.models import load_pipeline
+    from segakit.eval.embedded_quality import (
+        QualityConfig,
+        run_all,
+        total_images,
+        write_report,
+    )
+    from segakit.sega.guidance import Edit
+    from segakit.sega.pipeline import SegaPipeline
     from segakit.world.oracle import Oracle
 
     for name, value in (("--steps", steps), ("--prompts", prompts), ("--prompt-seeds", prompt_seeds),
@@ -50,11 +54,10 @@ def embedded(
     edit = Edit(scale=edit_scale, threshold=edit_threshold, warmup=edit_warmup)
     cfg = QualityConfig(steps=steps, n_prompts=prompts, prompt_seeds=prompt_seeds, prior_seeds=prior_seeds,
                         fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit)  # fmt: skip
-    pipe = load_pipeline(model).to(device)
+    pipe = SegaPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load(device=device)
-    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not sys.stderr.isatty()) as bar:  # fmt: skip
+    with progress_bar("eval", transient=False) as bar:
         task = bar.add_task("images", total=total_images(cfg))
         figures: dict = {}
         report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures)
@@ -82,10 +85,8 @@ def sega(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
 ) -> None:
     """SEGA's face-attribute study with a prompt-rewrite baseline; resumes from DIR/cache."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from segakit.eval.sega_study import StudyConfig, StudyProgress, run_study
-    from segakit.models import load_pipeline
+    from segakit.sega.pipeline import SegaPipeline
     from segakit.world.oracle import Oracle
 
     overrides = []
@@ -105,12 +106,12 @@ def sega(
         import torch
 
         torch.set_num_threads(threads)
-    pipe = load_pipeline(model).to(device)
+    pipe = SegaPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load(oracle_path, device=device)
 
     class Bar(StudyProgress):
-        def __init__(self, bar: Progress) -> None:
+        def __init__(self, bar) -> None:
             self.bar, self.task = bar, bar.add_task("plain", total=None)
 
         def total(self, images: int) -> None:
@@ -123,8 +124,7 @@ def sega(
             self.bar.advance(self.task, images)
 
     command = "segakit eval sega " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval sega"
-    with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), disable=not sys.stderr.isatty()) as bar:  # fmt: skip
+    with progress_bar("{task.description:<22}", transient=False, elapsed=True) as bar:
         _, paths = run_study(pipe, oracle, cfg, out, command.strip(), Bar(bar), model_name=model)
     for path in paths:
         typer.echo(str(path))

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segakit.atomic import atomic_open
+from segakit.core.atomic import atomic_open
+from segakit.core.images import grid, save_png
 from segakit.eval.targets import COMBINATIONS, REMOVALS, STUDY_ADDITIONS
-from segakit.images import grid, save_png
 
 
 def _pil(u8: np.ndarray) -> Image.Image:

@@ -1,0 +1,78 @@
+"""``segakit generate``: SEGA generation, strength sweeps, regeneration from a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.core.errors import UserError
+
+EDIT_HELP = (
+    "An edit concept, repeatable: [+|-]CONCEPT[:KEY=VALUE,...]. '+' adds, '-' removes. Keys: scale (s), "
+    "threshold (t), warmup (w), cooldown (c, 'none' for never), weight (wt). Example: '+glasses:s=6,t=0.95,w=5'."
+)
+
+
+def _parse_sweep(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--sweep {text!r} is not a comma-separated list of scales, such as 0,2,4,6,8.") from None
+
+
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="The text prompt.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
+    edit: Annotated[list[str] | None, typer.Option("--edit", "-e", help=EDIT_HELP)] = None,
+    negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default 7.5; SDXL 5.0).")] = None,
+    height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
+    width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
+    momentum: Annotated[float, typer.Option(help="SEGA momentum scale s_m.")] = 0.1,
+    momentum_beta: Annotated[float, typer.Option("--momentum-beta", help="SEGA momentum beta_m, in [0, 1).")] = 0.4,
+    quantile_over: Annotated[str, typer.Option("--quantile-over", help="'channel' (diffusers) or 'image' (one quantile per image).")] = "channel",
+    sweep: Annotated[str | None, typer.Option(help="Render the single --edit at these scales side by side, e.g. 0,2,4,6,8.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")] = Path("out"),
+    from_png: Annotated[Path | None, typer.Option("--from-png", help="Regenerate from the parameters stored in a segakit PNG.")] = None,
+    save_guidance: Annotated[Path | None, typer.Option("--save-guidance", help="Record the edits' guidance to this .safetensors file.")] = None,
+    apply_guidance: Annotated[Path | None, typer.Option("--apply-guidance", help="Add a recorded guidance file at every step.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
+) -> None:
+    """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
+    from segakit.core.images import read_params
+    from segakit.jobs.generate import GenerationParams, run
+    from segakit.sega.defaults import edit_defaults
+    from segakit.sega.editspec import parse_edit
+
+    if from_png is not None:
+        if prompt is not None or edit:
+            raise UserError("--from-png takes the prompt and edits from the PNG; do not give them again.")
+        params = GenerationParams.from_json(read_params(from_png))
+    else:
+        if prompt is None:
+            raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
+        params = GenerationParams(
+            prompt=prompt, model=model, edits=[parse_edit(s, edit_defaults(model)) for s in edit or []], negative_prompt=negative,
+            seed=seed, num_images=num_images, steps=steps, guidance=guidance, height=height, width=width,
+            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
+            sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
+        )  # fmt: skip
+    params.validate()
+    dev, torch_dtype = device_and_dtype(device, dtype)
+
+    frames = len(params.sweep) if params.sweep else 1
+    with progress_bar() as bar:
+        task = bar.add_task("denoising", total=params.steps * frames)
+        written = run(params, out, device=dev, dtype=torch_dtype, progress=lambda k: bar.advance(task, k),
+                      save_guidance=save_guidance)  # fmt: skip
+    for path in written:
+        typer.echo(str(path))

@@ -1,0 +1,34 @@
+"""Options that several commands share: device and dtype."""
+
+from __future__ import annotations
+
+import sys
+
+from segakit.core.errors import UserError
+
+MODEL_HELP = "'embedded', a hub id, or a local diffusers folder."
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda if present)."
+
+
+def device_and_dtype(device: str | None, dtype: str):
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device!r} is not one of cpu, cuda, cuda:N, mps.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device!r} was asked for, but this machine has no CUDA GPU; use --device cpu.")
+    table = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise UserError(f"--dtype {dtype!r} is not one of {', '.join(table)}.")
+    chosen = table[dtype] or (torch.float16 if device.startswith("cuda") else torch.float32)
+    return device, chosen
+
+
+def progress_bar(label: str = "[progress.description]{task.description}", *, transient: bool = True, elapsed: bool = False):
+    """A rich progress bar on stderr (bar, done/total, time left; ``elapsed`` adds time spent); silent off a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn()]
+    return Progress(*columns, transient=transient, disable=not sys.stderr.isatty())

@@ -1,0 +1,95 @@
+"""Model names to loaded components: "embedded" | hub id | local folder, safetensors only.
+
+A pickle checkpoint (``.bin``, ``.ckpt``, ``.pt``, ``.pth``) can run arbitrary code when loaded, so
+segakit refuses it and says so; diffusers is always called with ``use_safetensors=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from segakit.core.errors import UserError
+
+EMBEDDED = "embedded"
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def embedded_path() -> Path:
+    """The folder of the model shipped inside segakit (standard diffusers layout)."""
+    return Path(__file__).parents[1] / "assets" / "embedded"
+
+
+def resolve(name: str | Path) -> str:
+    """The path or hub id that diffusers should load for ``name``; checks local folders."""
+    name = str(name)
+    if name == EMBEDDED:
+        path = embedded_path()
+        if not (path / "model_index.json").is_file():
+            raise UserError(
+                "The embedded model is not in this installation yet (src/segakit/assets/embedded is empty); "
+                "pass --model with a diffusers folder or hub id, or build it with `make train-embedded`."
+            )
+        return str(path)
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise UserError(f"{name!r} is a pickle checkpoint, which can run code when loaded; convert it to safetensors.")
+        raise UserError(f"{name!r} is a file; pass a diffusers model folder (with model_index.json) or a hub id.")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{name!r} is a folder without model_index.json; pass a diffusers model folder or a hub id.")
+        _refuse_pickles(path)
+        return str(path)
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
+    if not looks_like_hub_id:
+        raise UserError(f"Model {name!r} is neither a local folder nor a hub id (owner/name), nor 'embedded'.")
+    return name
+
+
+def vae_folder(name: str | Path) -> Path:
+    """An AutoencoderKL folder: ``name`` itself, or the ``vae/`` of a model folder or of "embedded"."""
+    path = Path(resolve(name)) if str(name) == EMBEDDED else Path(name).expanduser()
+    if (path / "vae" / "config.json").is_file():
+        return path / "vae"
+    if (path / "config.json").is_file():
+        return path
+    raise UserError(f"{str(name)!r} is neither an autoencoder folder (config.json) nor a model folder with vae/; pass one of those or 'embedded'.")
+
+
+def _refuse_pickles(folder: Path) -> None:
+    """A component folder holding only pickled weights is refused before diffusers sees it."""
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [f.name for f in sub.iterdir() if f.is_file()]
+        pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if pickles and not any(f.endswith(".safetensors") for f in files):
+            raise UserError(
+                f"{str(sub)!r} holds only pickle weights ({pickles[0]}), which can run code when loaded; "
+                "segakit loads safetensors only."
+            )
+
+
+def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
+    """Load ``name`` with diffusers and convert it to ``pipeline_class`` (with ``from_pipe``) if given.
+
+    The methods call this with their own class (``SegaPipeline.from_pretrained`` passes itself); without one,
+    the pipeline diffusers chose is returned as it is.
+    """
+    from diffusers import DiffusionPipeline
+
+    if kwargs.get("use_safetensors") is False:
+        raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
+    kwargs["use_safetensors"] = True
+    target = resolve(name)
+    if str(name) == EMBEDDED or Path(target).is_dir():
+        kwargs.setdefault("local_files_only", True)
+    try:
+        loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set, so the hub is not asked)" if offline else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"Could not load model {str(name)!r}{hint}: {first}") from None
+    if pipeline_class is None or isinstance(loaded, pipeline_class):
+        return loaded
+    return pipeline_class.from_pipe(loaded)

@@ -1,0 +1,142 @@
+"""A generation job: every parameter in one dataclass, stored in each PNG it writes.
+
+Image ``i`` of a job uses seed ``seed + i`` (one generator per image), so any single PNG can be
+regenerated on its own from the parameters it carries (``segakit generate --from-png``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from segakit.core.atomic import ensure_writable_dir
+from segakit.core.errors import UserError
+from segakit.sega.guidance import Edit
+
+ProgressFn = Callable[[int], None]  # called with the number of steps just finished
+
+
+@dataclass
+class GenerationParams:
+    prompt: str
+    model: str = "embedded"
+    edits: list[Edit] = field(default_factory=list)
+    negative_prompt: str | None = None
+    seed: int = 0
+    num_images: int = 1
+    steps: int = 50
+    guidance: float | None = None
+    height: int | None = None
+    width: int | None = None
+    eta: float = 0.0
+    momentum_scale: float = 0.1
+    momentum_beta: float = 0.4
+    quantile_over: str = "channel"
+    sweep: list[float] | None = None  # scales for the single edit, rendered side by side
+    apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
+
+    def validate(self) -> None:
+        if not self.prompt.strip() and not self.edits:
+            raise UserError("The prompt is empty and no --edit is given; write a prompt or at least one edit.")
+        if self.steps < 1:
+            raise UserError(f"--steps {self.steps} is below 1; use 1 or more denoising steps (25-50 is usual).")
+        if self.num_images < 1:
+            raise UserError(f"--num-images {self.num_images} is below 1; ask for at least one image.")
+        if self.seed < 0:
+            raise UserError(f"--seed {self.seed} is negative; use a whole number of 0 or more.")
+        if self.guidance is not None and self.guidance < 0:
+            raise UserError(f"--guidance {self.guidance} is negative; use 0 or more (7.5 is usual).")
+        if self.quantile_over not in ("channel", "image"):
+            raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
+        if not 0 <= self.momentum_beta < 1:
+            raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
+        if self.sweep is not None:
+            if len(self.edits) != 1:
+                raise UserError(f"--sweep varies the strength of exactly one edit; {len(self.edits)} edits were given.")
+            if len(self.sweep) < 2:
+                raise UserError("--sweep needs at least two scales, for example --sweep 0,2,4,6.")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["edits"] = [asdict(e) for e in self.edits]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> GenerationParams:
+        data = dict(data)
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known - {"segakit_version", "image_seed", "scale"}
+        if unknown:
+            raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
+        data["edits"] = [Edit(**e) for e in data.get("edits", [])]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def output_paths(out: Path, count: int, stem: str = "image") -> list[Path]:
+    """``out`` ending in .png is a file (numbered when count > 1); otherwise a folder."""
+    if out.suffix.lower() == ".png":
+        ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+        if count == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{i:03d}.png") for i in range(count)]
+    ensure_writable_dir(out)
+    return [out / f"{stem}-{i:03d}.png" for i in range(count)]
+
+
+def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
+        progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
+    """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
+
+    ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
+    with ``apply_guidance`` on other prompts with the same seed and steps.
+    """
+    import torch
+
+    from segakit import __version__
+    from segakit.core.images import grid, save_png
+    from segakit.sega.pipeline import SegaPipeline
+
+    from segakit.sega.pipeline import RecordedGuidance
+
+    params.validate()
+    if save_guidance is not None and params.sweep is not None:
+        raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
+    reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
+    n_files = 1 if params.sweep is not None else params.num_images
+    paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
+    if pipe is None:
+        pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
+    pipe.set_progress_bar_config(disable=True)
+
+    def call(edits: list[Edit], seeds: list[int], record: bool = False):
+        gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        return pipe(
+            params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
+            guidance_scale=params.guidance, height=params.height, width=params.width, eta=params.eta,
+            num_images_per_prompt=len(seeds), generator=gens, edits=edits,
+            edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
+            quantile_over=params.quantile_over, output_type="pil", sem_guidance=reuse, record_guidance=record,
+            callback=(lambda i, t, x: progress(1)) if progress else None,
+        )  # fmt: skip
+
+    meta = {**params.to_json(), "segakit_version": __version__}
+    if params.sweep is not None:
+        frames = []
+        for s in params.sweep:
+            frames.extend(call([replace(params.edits[0], scale=float(s))], [params.seed]).images)
+        edit = params.edits[0]
+        labels = [f"{'-' if edit.reverse else '+'}{edit.prompt} {s:g}" for s in params.sweep]
+        sheet = grid(frames, cols=len(frames), labels=labels, scale=max(1, 128 // frames[0].size[0]))
+        return [save_png(sheet, paths[0], {**meta, "num_images": 1})]
+    seeds = [params.seed + i for i in range(params.num_images)]
+    result = call(list(params.edits), seeds, record=save_guidance is not None)
+    if save_guidance is not None:
+        if result.guidance is None:
+            raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
+        result.guidance.save(save_guidance)
+    images = result.images
+    written = []
+    for path, image, seed in zip(paths, images, seeds):
+        written.append(save_png(image, path, {**meta, "seed": seed, "num_images": 1}))
+    return written

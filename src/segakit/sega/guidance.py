@@ -1,0 +1,217 @@
+"""The tensor math of semantic guidance (SEGA; Brack et al. 2023), as small pure functions.
+
+Notation follows the paper: ``e0`` is the unconditional noise estimate, ``ep`` the prompt's, ``ee_k``
+the estimate for edit concept k.
+
+    g       = s_g (ep - e0)                                  classifier-free guidance
+    psi_k   = +-(ee_k - e0) * s_e,k                          concept direction, negated to remove
+    psi_k  <- psi_k where |psi_k| >= eta_lambda(|psi_k|)     keep the tails (lambda-quantile)
+    gamma   = sum_k w_k psi_k + s_m nu                       weighted sum plus momentum
+    nu     <- beta_m nu + (1 - beta_m) gamma                 momentum update
+    eps     = e0 + g + gamma                                 the estimate the scheduler sees
+
+:class:`SemanticGuidance` holds the only state (the momentum ``nu``) and applies the exact rules of
+diffusers' deprecated ``SemanticStableDiffusionPipeline``: quantiles per image and per latent channel;
+while only some concepts are past warm-up, those are applied with weights normalised to sum 1 and
+without momentum; momentum is built from step 0 and keeps being added after concepts cool down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from segakit.core.errors import UserError
+
+QuantileOver = Literal["channel", "image"]
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One semantic guidance concept and its parameters.
+
+    Defaults are those of diffusers' ``SemanticStableDiffusionPipeline``, so that code moving from it
+    gets the same images.
+
+    Args:
+        prompt: the concept text ("glasses", "a smiling face").
+        scale: edit guidance scale ``s_e``.
+        threshold: ``lambda`` in [0, 1): only elements of ``|psi|`` at or above this quantile act.
+        warmup: first denoising step (0-based) at which the concept is applied.
+        cooldown: the concept is not applied from this step on; ``None`` means never stop.
+        reverse: ``True`` steers away from the concept (remove it).
+        weight: relative weight ``w_k`` among several concepts (negative weights act as 0).
+    """
+
+    prompt: str | None = None
+    scale: float = 5.0
+    threshold: float = 0.9
+    warmup: int = 10
+    cooldown: int | None = None
+    reverse: bool = False
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold < 1.0):
+            raise UserError(f"Edit threshold {self.threshold!r} is outside [0, 1); use a quantile such as 0.9 or 0.95.")
+        if not math.isfinite(self.scale):
+            raise UserError(f"Edit scale {self.scale!r} is not a finite number.")
+        if not math.isfinite(self.weight):
+            raise UserError(f"Edit weight {self.weight!r} is not a finite number.")
+        if int(self.warmup) != self.warmup or self.warmup < 0:
+            raise UserError(f"Edit warm-up {self.warmup!r} must be a whole number of steps, 0 or more.")
+        if self.cooldown is not None and (int(self.cooldown) != self.cooldown or self.cooldown < 0):
+            raise UserError(f"Edit cool-down {self.cooldown!r} must be a whole number of steps, 0 or more, or None.")
+
+    def alive(self, step: int) -> bool:
+        """Whether the concept still acts at ``step`` (its U-Net estimate is needed)."""
+        return self.cooldown is None or step < self.cooldown
+
+    def warmed_up(self, step: int) -> bool:
+        return step >= self.warmup
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def quantile(x: torch.Tensor, q: float, dim: int = -1) -> torch.Tensor:
+    """``torch.quantile(x, q, dim)`` with linear interpolation, for any float dtype and any size.
+
+    The result equals torch's to the last bit: the rank is computed in float32 as torch does, the two
+    order statistics are exact, and they are blended with ``torch.lerp`` in float32 (as torch does for
+    the float32 inputs the reference pipeline upcasts to), then cast back to ``x.dtype``. Unlike
+    ``torch.quantile`` it accepts fp16/bf16 and inputs above 2**24 elements, and it selects only the
+    upper tail (``topk``) when that is the smaller side, which is the usual case for SEGA's
+    lambda = 0.9-0.99.
+    """
+    n = x.shape[dim]
+    if n == 0:
+        raise UserError("Cannot take a quantile over an empty dimension.")
+    rank = torch.tensor(q, dtype=torch.float32) * (n - 1)
+    lo = int(rank.item())  # floor, rank >= 0
+    hi = min(int(torch.ceil(rank).item()), n - 1)
+    frac = rank - lo
+    k = n - lo  # the lo-th smallest is the k-th largest
+    if k <= n // 2:
+        top = torch.topk(x, k, dim=dim, largest=True, sorted=True).values
+        v_lo = top.narrow(dim, k - 1, 1)
+        v_hi = top.narrow(dim, max(k - 1 - (hi - lo), 0), 1)
+    else:
+        ordered = torch.sort(x, dim=dim).values
+        v_lo = ordered.narrow(dim, lo, 1)
+        v_hi = ordered.narrow(dim, hi, 1)
+    out = torch.lerp(v_lo.float(), v_hi.float(), frac.to(x.device))
+    return out.squeeze(dim).to(x.dtype)
+
+
+def concept_direction(ee: torch.Tensor, e0: torch.Tensor, scale: float, reverse: bool) -> torch.Tensor:
+    """psi = +-(ee - e0) * s_e: the concept's guidance direction, negated to remove the concept."""
+    psi = ee - e0
+    if reverse:
+        psi = psi * -1
+    return psi * scale
+
+
+def keep_tails(psi: torch.Tensor, threshold: float, over: QuantileOver = "channel") -> torch.Tensor:
+    """Zero the elements of ``psi`` whose magnitude is below the ``threshold``-quantile of ``|psi|``.
+
+    ``over="channel"`` takes one quantile per image and latent channel over height x width (the
+    deprecated diffusers pipeline); ``over="image"`` one quantile per image over all channels (the
+    paper's formula read literally).
+    """
+    mag = psi.abs()
+    flat = mag.flatten(start_dim=2) if over == "channel" else mag.flatten(start_dim=1)
+    eta = quantile(flat, threshold, dim=-1)
+    eta = eta.reshape(eta.shape + (1,) * (psi.dim() - eta.dim()))
+    return torch.where(mag >= eta, psi, torch.zeros_like(psi))
+
+
+def weighted_sum(weights: torch.Tensor, psis: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k psi_k for ``weights`` (K,) and ``psis`` (K, B, C, H, W)."""
+    return torch.einsum("k,k...->...", weights.to(psis.dtype), psis)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one stateful piece
+
+
+class SemanticGuidance:
+    """Combines the concepts' estimates into the guidance term gamma, step by step.
+
+    Create one per generation. At step ``i`` ask :meth:`alive` which concepts need a U-Net estimate,
+    then call the object with the unconditional estimate and those concepts' estimates; it returns the
+    guidance to add to the noise estimate (or ``None`` when nothing is applied at this step) and
+    updates the momentum.
+    """
+
+    def __init__(
+        self,
+        edits: Sequence[Edit],
+        momentum_scale: float = 0.1,
+        momentum_beta: float = 0.4,
+        quantile_over: QuantileOver = "channel",
+    ) -> None:
+        if quantile_over not in ("channel", "image"):
+            raise UserError(f"quantile_over {quantile_over!r} is not one of 'channel', 'image'.")
+        if not 0.0 <= momentum_beta < 1.0:
+            raise UserError(f"Momentum beta {momentum_beta!r} is outside [0, 1).")
+        self.edits = list(edits)
+        self.momentum_scale = float(momentum_scale)
+        self.momentum_beta = float(momentum_beta)
+        self.quantile_over = quantile_over
+        self.momentum: torch.Tensor | None = None
+        # max(w, 0): negative weights act as 0, as in the reference.
+        self._weights = [max(float(e.weight), 0.0) for e in self.edits]
+
+    def alive(self, step: int) -> list[int]:
+        """Indices of the concepts whose U-Net estimate is used at ``step``."""
+        return [k for k, e in enumerate(self.edits) if e.alive(step)]
+
+    def __call__(
+        self, step: int, e0: torch.Tensor, estimates: Mapping[int, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Guidance to add at ``step``. ``estimates`` maps each alive concept index to its estimate."""
+        if not self.edits:
+            return None
+        if self.momentum is None:
+            self.momentum = torch.zeros_like(e0)
+        alive = self.alive(step)
+        if alive:
+            psis = torch.stack(
+                [
+                    keep_tails(
+                        concept_direction(estimates[k], e0, self.edits[k].scale, self.edits[k].reverse),
+                        self.edits[k].threshold,
+                        self.quantile_over,
+                    )
+                    for k in alive
+                ]
+            )
+            weights = torch.tensor([self._weights[k] for k in alive], device=e0.device)
+        else:
+            psis = e0.new_zeros((0, *e0.shape))
+            weights = torch.zeros(0, device=e0.device)
+
+        warm = [j for j, k in enumerate(alive) if self.edits[k].warmed_up(step)]
+        n_warm = sum(e.warmed_up(step) for e in self.edits)  # cooled-down concepts count, weight 0
+        applied: torch.Tensor | None = None
+        if 0 < n_warm < len(self.edits):
+            # Only some concepts are past warm-up: normalised weights, no momentum.
+            w = weights[warm]
+            total = w.sum()
+            if warm and total > 0:
+                applied = weighted_sum(w / total, psis[warm])
+            else:  # the reference divides 0 by 0 here (NaN); we apply nothing
+                applied = torch.zeros_like(e0)
+
+        gamma = weighted_sum(weights, psis) if alive else torch.zeros_like(e0)
+        gamma = gamma + self.momentum_scale * self.momentum
+        self.momentum = self.momentum_beta * self.momentum + (1 - self.momentum_beta) * gamma
+        if n_warm == len(self.edits):
+            applied = gamma
+        return applied

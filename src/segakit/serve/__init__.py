@@ -1,0 +1,1 @@
+"""segakit.serve: the web app and the HTTP API (``segakit serve``). Not built yet."""
