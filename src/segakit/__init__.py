@@ -2,7 +2,7 @@
 
 Packages, lowest layer first (a layer imports only the ones below it; ``lint-imports`` checks this):
 ``core`` (loading, conditioning, images, atomic files, errors) <- ``world`` (the faces world and its oracle)
-<- ``sega`` | ``directions`` | ``editing`` | ``train`` <- ``jobs`` <- ``eval`` | ``serve`` <- ``cli``.
+<- ``sega`` | ``directions`` | ``editing`` <- ``jobs`` <- ``eval`` <- ``serve`` | ``train`` <- ``cli``.
 """
 
 from __future__ import annotations
