@@ -61,6 +61,7 @@ def main() -> None:
 
 
 def _register_subcommands() -> None:
+    from segakit.cli.directions import directions_app
     from segakit.cli.eval import eval_app
     from segakit.cli.world import world_app
 
@@ -69,6 +70,8 @@ def _register_subcommands() -> None:
         app.add_typer(world_app, name="world")
     if "eval" not in registered:
         app.add_typer(eval_app, name="eval")
+    if "directions" not in registered:
+        app.add_typer(directions_app, name="directions")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@ EDIT_HELP = (
 )
 
 
+DIRECTION_HELP = (
+    "A self-discovered h-space direction, repeatable: FILE[:STRENGTH] (a .safetensors file from "
+    "'segakit directions learn'; strength 1 if not given). Example: woman.safetensors:1.5."
+)
+
+
 def _parse_sweep(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -29,6 +35,7 @@ def generate(
     prompt: Annotated[str | None, typer.Argument(help="The text prompt.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     edit: Annotated[list[str] | None, typer.Option("--edit", "-e", help=EDIT_HELP)] = None,
+    direction: Annotated[list[str] | None, typer.Option("--direction", "-d", help=DIRECTION_HELP)] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,
@@ -65,6 +72,7 @@ def generate(
             seed=seed, num_images=num_images, steps=steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
+            directions=list(direction or []),
         )  # fmt: skip
     params.validate()
     dev, torch_dtype = device_and_dtype(device, dtype)

@@ -35,6 +35,7 @@ class GenerationParams:
     quantile_over: str = "channel"
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
+    directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
 
     def validate(self) -> None:
         if not self.prompt.strip() and not self.edits:
@@ -84,6 +85,17 @@ def output_paths(out: Path, count: int, stem: str = "image") -> list[Path]:
     return [out / f"{stem}-{i:03d}.png" for i in range(count)]
 
 
+def load_directions(specs: list[str]) -> list:
+    """``FILE[:STRENGTH]`` specs to (Direction, strength) pairs; a bad spec or file is a UserError."""
+    from segakit.directions import Direction, parse_direction_spec
+
+    loaded = []
+    for spec in specs:
+        path, strength = parse_direction_spec(spec)
+        loaded.append((Direction.load(path), strength))
+    return loaded
+
+
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
@@ -95,19 +107,21 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
 
     from segakit import __version__
     from segakit.core.images import grid, save_png
-    from segakit.sega.pipeline import SegaPipeline
-
-    from segakit.sega.pipeline import RecordedGuidance
+    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
 
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
+    directions = load_directions(params.directions)
     n_files = 1 if params.sweep is not None else params.num_images
     paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
+    for d, _ in directions:
+        d.check_model(pipe.unet)
+    applied = [d.at(strength) for d, strength in directions]
 
     def call(edits: list[Edit], seeds: list[int], record: bool = False):
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
@@ -117,6 +131,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             num_images_per_prompt=len(seeds), generator=gens, edits=edits,
             edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
             quantile_over=params.quantile_over, output_type="pil", sem_guidance=reuse, record_guidance=record,
+            directions=applied,
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 

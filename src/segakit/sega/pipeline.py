@@ -30,6 +30,7 @@ from transformers import (
 
 from segakit.core.conditioning import Conditioning, encode_sd, encode_sdxl, is_sdxl, sdxl_time_ids
 from segakit.core.errors import UserError
+from segakit.core.hooks import HSpaceOffset, MidBlockShift, mid_block_shape, total_offset
 from segakit.core.loading import load_pipeline
 from segakit.sega.guidance import Edit, QuantileOver, SemanticGuidance
 from segakit.sega.recorded import RecordedGuidance
@@ -261,6 +262,7 @@ class SegaPipeline(DiffusionPipeline):
         max_unet_batch: int | None = None,
         record_guidance: bool = False,
         record_device: str | torch.device | None = None,
+        directions: Sequence[HSpaceOffset] | None = None,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
 
@@ -273,7 +275,9 @@ class SegaPipeline(DiffusionPipeline):
         ``quantile_over`` ("channel": per image and channel as diffusers; "image": one quantile per
         image over all channels), ``max_unet_batch`` (cap on rows per U-Net call),
         ``record_guidance`` (return the applied guidance in ``output.guidance``; it stays on the
-        device unless ``record_device`` says otherwise).
+        device unless ``record_device`` says otherwise), ``directions`` (h-space offsets such as
+        :class:`segakit.directions.Direction` ``.at(strength)``, added to the conditional branch's mid-block
+        output at every step; several sum).
         """
         # ---- inputs
         if prompt is None:
@@ -364,13 +368,19 @@ class SegaPipeline(DiffusionPipeline):
         if record_guidance and do_cfg:
             recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)
 
-        unet_cond, unet_key = base, ()
-        with self.progress_bar(total=len(timesteps)) as bar:
+        h_shape = mid_block_shape(self.unet, height, width, self.vae_scale_factor)
+        h_offset = total_offset(directions, batch, h_shape, device, latents.dtype)
+        shift = MidBlockShift(self.unet)
+
+        unet_cond, unet_key = base, None
+        with self.progress_bar(total=len(timesteps)) as bar, shift:
             for i, t in enumerate(timesteps):
                 alive = sega.alive(i) if sega is not None else []
                 if tuple(alive) != unet_key:
                     unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in alive)])
                     unet_key = tuple(alive)
+                    row_shift = conditional_rows(h_offset, len(unet_cond) // batch, do_cfg)
+                shift.set(row_shift)
                 branches = len(unet_cond) // batch
                 x = torch.cat([latents] * branches) if branches > 1 else latents
                 x = self.scheduler.scale_model_input(x, t)
@@ -416,3 +426,17 @@ class SegaPipeline(DiffusionPipeline):
         if not return_dict:
             return (images, nsfw)
         return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec)
+
+
+def conditional_rows(offset: torch.Tensor | None, branches: int, do_cfg: bool) -> torch.Tensor | None:
+    """Per-row h-space shifts for a U-Net batch of ``branches`` x images: ``offset`` on the prompt rows only.
+
+    With classifier-free guidance the rows are [unconditional, prompt, edit concepts ...]; the shift goes to the
+    prompt rows (the conditional branch, as the directions paper's code does). Without it every row is a prompt row.
+    """
+    if offset is None:
+        return None
+    if not do_cfg:
+        return offset
+    zeros = torch.zeros_like(offset)
+    return torch.cat([zeros, offset, *([zeros] * (branches - 2))])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
 from segakit.eval.embedded_quality import sample_images
 from segakit.eval.sega_study.config import StudyConfig, StudyProgress
 from segakit.eval.sega_study.measures import (
@@ -42,26 +43,6 @@ COMPUTE_KEY = "_compute_s"  # extra array in each cache file: the seconds its un
 
 
 # ------------------------------------------------------------------------------------------ the cache
-def fingerprint(*modules, extra: object = None) -> str:
-    """A hash of the modules' weights (and of ``extra``, JSON-able): it changes when a model is retrained."""
-    h = hashlib.sha256()
-    for m in modules:
-        if m is None:
-            continue
-        for name, t in sorted(m.state_dict().items()):
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    if extra is not None:
-        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def pipeline_fingerprint(pipe) -> str:
-    tok = getattr(pipe, "tokenizer", None)
-    extra = {"scheduler": dict(pipe.scheduler.config), "vocab": sorted(tok.get_vocab().items()) if tok is not None else None}
-    return fingerprint(pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None), extra=extra)
-
-
 @dataclass
 class Unit:
     """One cacheable piece of work: ``compute`` returns arrays; ``spec`` is everything they depend on."""

@@ -1,0 +1,76 @@
+"""``segakit directions ...``: learn a self-discovered h-space direction, and show one.
+
+    segakit directions learn woman --positive "a face of a woman" --neutral "a face of a person" --out woman.safetensors
+    segakit directions learn no-horror --positive "a face of a person" --negative "a zombie" --out safe.safetensors
+    segakit directions show woman.safetensors [--json]
+    segakit generate "a doctor" --direction woman.safetensors:1.0
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.core.errors import UserError
+
+directions_app = typer.Typer(help="Self-discovered h-space concept directions: learn, show.", no_args_is_help=True)
+
+
+@directions_app.command("learn")
+def learn(
+    name: Annotated[str, typer.Argument(help="The concept's name, e.g. woman or glasses.")],
+    positive: Annotated[str, typer.Option("--positive", help="A prompt that shows the concept.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The direction file to write (.safetensors).")],
+    neutral: Annotated[str, typer.Option("--neutral", help="The prompt without the concept.")] = "a face of a person",
+    negative: Annotated[str | None, typer.Option("--negative", help="The concept as a negative prompt (anti-concept).")] = None,
+    images: Annotated[int, typer.Option("--images", "-n", help="Images generated for learning.")] = 200,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 500,
+    batch: Annotated[int, typer.Option("--batch", help="Latents per optimisation step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Adam's learning rate.")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first image; image i uses seed + i.")] = 0,
+    gen_steps: Annotated[int, typer.Option("--gen-steps", help="Denoising steps of the generated images.")] = 25,
+    model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
+    cache: Annotated[Path, typer.Option("--cache", help="Folder for the generated latents (a rerun resumes).")] = Path("out/directions-cache"),
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+) -> None:
+    """Learn a direction from the model's own images (Li et al., CVPR 2024) and save it."""
+    from segakit.directions import LearnConfig, learn_direction
+    from segakit.sega.pipeline import SegaPipeline
+
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {str(out)!r} must end in .safetensors.")
+    if out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a folder; name the direction file, e.g. {str(out / (name + '.safetensors'))!r}.")
+    cfg = LearnConfig(name=name, positive=positive, neutral=neutral, negative=negative, images=images, steps=steps,
+                      batch=batch, lr=lr, seed=seed, gen_steps=gen_steps).check()  # fmt: skip
+    dev, dtype = device_and_dtype(device, "fp32")
+    pipe = SegaPipeline.from_pretrained(model, dtype=dtype).to(dev)
+    with progress_bar(transient=False) as bar:
+        tasks = {"images": bar.add_task("generating", total=images), "steps": bar.add_task("learning", total=steps)}
+        direction = learn_direction(pipe, cfg, cache, progress=lambda phase, k, n: bar.update(tasks[phase], completed=k))
+    direction.meta["model"] = model
+    direction.save(out)
+    m = direction.meta
+    typer.echo(f"{out}  ({name}: loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}, "
+               f"{m['seconds_generating']:.0f} s generating, {m['seconds_learning']:.0f} s learning)")  # fmt: skip
+
+
+@directions_app.command("show")
+def show(
+    file: Annotated[Path, typer.Argument(help="A direction file (.safetensors).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+) -> None:
+    """Print a direction's name, shape, norm and how it was learned."""
+    from segakit.directions import Direction
+
+    d = Direction.load(file)
+    info = {"name": d.name, "shape": list(d.shape), "norm": round(float(d.vector.norm()), 4), **d.meta}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        typer.echo(f"{key:>20}: {value}")

@@ -1,0 +1,174 @@
+"""Self-discovery of a concept direction (Li et al., CVPR 2024): the model's own images teach one h-space vector.
+
+1. Generate ``images`` latents with the model itself from a prompt that shows the concept (``positive``, e.g.
+   "a face of a woman"), or, for an anti-concept, from the neutral prompt with the concept as ``negative``.
+   The latents are cached on disk in shards (safetensors, written atomically), so an interrupted run resumes.
+2. With every weight frozen, optimise only ``c`` with the ordinary denoising loss on those latents while the
+   U-Net is conditioned on the prompt *without* the concept (``neutral``, e.g. "a face of a person") and ``c``
+   is added to the mid-block output: the only way to reconstruct the images is for ``c`` to carry the concept.
+   The paper's settings: Adam, learning rate 0.1, batch 8, t uniform over the training schedule, MSE on the
+   noise (on the velocity for v-prediction models).
+
+    direction = learn_direction(pipe, LearnConfig(name="woman", positive="a face of a woman",
+                                                  neutral="a face of a person", images=200, steps=500))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from segakit.core.atomic import ensure_writable_dir
+from segakit.core.conditioning import sdxl_time_ids
+from segakit.core.errors import UserError
+from segakit.core.fingerprint import fingerprint
+from segakit.core.hooks import MidBlockShift, mid_block_shape
+from segakit.directions.direction import Direction
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    name: str  # the concept, e.g. "woman"
+    positive: str  # a prompt that shows the concept (or the neutral prompt, with the concept as `negative`)
+    neutral: str = "a face of a person"  # the prompt without the concept: what the U-Net is conditioned on
+    negative: str | None = None  # the concept as a negative prompt: learns an anti-concept direction
+    images: int = 200  # images generated for learning (the paper: 1,000)
+    steps: int = 500  # optimisation steps (the paper: about 2,500)
+    batch: int = 8  # latents per optimisation step (the paper: 8)
+    lr: float = 0.1  # Adam's learning rate (the paper: 0.1)
+    seed: int = 0  # image i is generated with seed + i; the optimisation draws from seed too
+    gen_steps: int = 25  # denoising steps of the generated images
+    guidance: float = 7.5  # classifier-free guidance of the generated images
+    gen_batch: int = 16  # images per generation call (one cache shard)
+    height: int | None = None  # default: the model's
+    width: int | None = None
+
+    def check(self) -> LearnConfig:
+        if not self.name.strip():
+            raise UserError("The direction's name is empty; name the concept, e.g. 'woman' or 'glasses'.")
+        if not self.positive.strip() and not self.negative:
+            raise UserError("The positive prompt is empty; give a prompt that shows the concept.")
+        for label, value in (("--images", self.images), ("--steps", self.steps), ("--batch", self.batch),
+                             ("--gen-steps", self.gen_steps), ("--gen-batch", self.gen_batch)):  # fmt: skip
+            if int(value) != value or value < 1:
+                raise UserError(f"{label} {value!r} is not a whole number of 1 or more.")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise UserError(f"--lr {self.lr!r} is not a positive number.")
+        if self.seed < 0:
+            raise UserError(f"--seed {self.seed} is negative; use a whole number of 0 or more.")
+        return self
+
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total): "images" or "steps"
+
+
+def _size(pipe, cfg: LearnConfig) -> tuple[int, int]:
+    default = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return cfg.height or default, cfg.width or default
+
+
+def cache_key(pipe, cfg: LearnConfig) -> str:
+    """Everything the cached latents depend on: the model's weights, prompts, seeds, steps, guidance, size."""
+    what = {"unet": fingerprint(pipe.unet), "text": fingerprint(pipe.text_encoder), "positive": cfg.positive,
+            "negative": cfg.negative, "seed": cfg.seed, "gen_steps": cfg.gen_steps, "guidance": cfg.guidance,
+            "size": _size(pipe, cfg), "scheduler": type(pipe.scheduler).__name__}  # fmt: skip
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | None = None) -> torch.Tensor:
+    """The ``cfg.images`` clean latents (as the U-Net sees them), generated in shards or read from ``cache``."""
+    from safetensors.torch import load_file, save
+
+    from segakit.core.atomic import atomic_open
+
+    folder = ensure_writable_dir(Path(cache) / cache_key(pipe, cfg))
+    height, width = _size(pipe, cfg)
+    shards = []
+    for first in range(0, cfg.images, cfg.gen_batch):
+        n = min(cfg.gen_batch, cfg.images - first)
+        path = folder / f"latents-{cfg.seed + first:07d}-{n}.safetensors"
+        if path.is_file():
+            shards.append(load_file(str(path))["latents"])
+        else:
+            gens = [torch.Generator().manual_seed(cfg.seed + first + i) for i in range(n)]
+            out = pipe(cfg.positive, negative_prompt=cfg.negative, num_inference_steps=cfg.gen_steps,
+                       guidance_scale=cfg.guidance, num_images_per_prompt=n, generator=gens, height=height,
+                       width=width, output_type="latent")  # fmt: skip
+            latents = out.images.float().cpu().contiguous()
+            with atomic_open(path, "wb") as fh:
+                fh.write(save({"latents": latents}))
+            shards.append(latents)
+        if progress:
+            progress("images", first + n, cfg.images)
+    return torch.cat(shards)
+
+
+def _neutral_conditioning(pipe, cfg: LearnConfig, device):
+    cond = pipe.encode_texts([cfg.neutral], device)
+    if cond.pooled is not None:
+        height, width = _size(pipe, cfg)
+        cond.time_ids = sdxl_time_ids(height, width, cond.embeds.dtype, device)
+    return cond
+
+
+def learn_direction(pipe, cfg: LearnConfig, cache: str | Path = "out/directions-cache",
+                    progress: Progress | None = None) -> Direction:  # fmt: skip
+    """Learn ``cfg.name``'s direction on ``pipe`` (a :class:`segakit.SegaPipeline`); latents cached under ``cache``."""
+    cfg = cfg.check()
+    t0 = time.perf_counter()
+    pipe.set_progress_bar_config(disable=True)
+    latents = generate_latents(pipe, cfg, Path(cache), progress)
+    t_gen = time.perf_counter() - t0
+
+    device = pipe._execution_device
+    unet, scheduler = pipe.unet, pipe.scheduler
+    height, width = _size(pipe, cfg)
+    shape = mid_block_shape(unet, height, width, pipe.vae_scale_factor)
+    with torch.no_grad():
+        cond = _neutral_conditioning(pipe, cfg, device)
+    frozen = [p.requires_grad for p in unet.parameters()]
+    unet.requires_grad_(False)
+    c = torch.zeros(shape, device=device, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([c], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    alphas = scheduler.alphas_cumprod.to(device)
+    T = scheduler.config.num_train_timesteps
+    prediction = scheduler.config.prediction_type
+    losses: list[float] = []
+    b = min(cfg.batch, latents.shape[0])
+    try:
+        with MidBlockShift(unet) as shift, torch.enable_grad():
+            for step in range(cfg.steps):
+                idx = torch.randint(0, latents.shape[0], (b,), generator=gen)
+                x0 = latents[idx].to(device, unet.dtype)
+                noise = torch.randn(x0.shape, generator=gen).to(device, unet.dtype)
+                t = torch.randint(0, T, (b,), generator=gen).to(device)
+                a = alphas[t].view(-1, 1, 1, 1).to(unet.dtype)
+                xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+                target = a.sqrt() * noise - (1 - a).sqrt() * x0 if prediction == "v_prediction" else noise
+                shift.set(c.to(unet.dtype).expand(b, *shape))
+                rows = cond.repeat_rows(b)
+                pred = unet(xt, t, **rows.unet_kwargs(), return_dict=False)[0]
+                loss = F.mse_loss(pred.float(), target.float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                if progress:
+                    progress("steps", step + 1, cfg.steps)
+    finally:
+        for p, g in zip(unet.parameters(), frozen):
+            p.requires_grad_(g)
+    tail = losses[-max(1, len(losses) // 10):]
+    meta = {**asdict(cfg), "unet": fingerprint(unet), "shape": list(shape), "size": [height, width],
+            "final_loss": sum(tail) / len(tail), "first_loss": losses[0], "seconds_generating": round(t_gen, 1),
+            "seconds_learning": round(time.perf_counter() - t0 - t_gen, 1)}  # fmt: skip
+    return Direction(c.detach().cpu(), cfg.name, meta)
