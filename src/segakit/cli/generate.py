@@ -22,6 +22,12 @@ DIRECTION_HELP = (
 )
 
 
+FAIR_HELP = (
+    "Fair generation over an attribute's values, one drawn per image: ATTRIBUTE or ATTRIBUTE=VALUE:SHARE,... "
+    "(e.g. presentation, or skin=light:0.5,dark:0.5); each PNG records the value drawn."
+)
+
+
 def _parse_sweep(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -36,6 +42,11 @@ def generate(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     edit: Annotated[list[str] | None, typer.Option("--edit", "-e", help=EDIT_HELP)] = None,
     direction: Annotated[list[str] | None, typer.Option("--direction", "-d", help=DIRECTION_HELP)] = None,
+    fair: Annotated[str | None, typer.Option("--fair", help=FAIR_HELP)] = None,
+    safe: Annotated[bool, typer.Option("--safe", help="Add the direction library's anti-horror direction.")] = False,
+    enhance: Annotated[bool, typer.Option("--enhance", help="Add the library's direction for every attribute value the prompt names.")] = False,
+    library: Annotated[Path | None, typer.Option("--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's).")] = None,
+    library_strength: Annotated[float, typer.Option("--library-strength", help="Strength of the library's directions.")] = 1.0,
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,
@@ -72,7 +83,8 @@ def generate(
             seed=seed, num_images=num_images, steps=steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
-            directions=list(direction or []),
+            directions=list(direction or []), fair=fair, safe=safe, enhance=enhance,
+            library=str(library) if library else None, library_strength=library_strength,
         )  # fmt: skip
     params.validate()
     dev, torch_dtype = device_and_dtype(device, dtype)

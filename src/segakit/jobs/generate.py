@@ -6,12 +6,14 @@ regenerated on its own from the parameters it carries (``segakit generate --from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.errors import UserError
+from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
 
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
@@ -36,6 +38,11 @@ class GenerationParams:
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
+    fair: str | None = None  # fair generation over an attribute's values: "presentation" or "skin=light:0.5,dark:0.5"
+    safe: bool = False  # the library's anti-horror direction, always on
+    enhance: bool = False  # the library's directions for the attribute values the prompt names
+    library: str | None = None  # the direction library folder (default: the embedded model's)
+    library_strength: float = 1.0  # the strength of the library's directions
 
     def validate(self) -> None:
         if not self.prompt.strip() and not self.edits:
@@ -52,6 +59,10 @@ class GenerationParams:
             raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
+        if not math.isfinite(self.library_strength):
+            raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
+        if self.fair is not None and not self.fair.partition("=")[0].strip():
+            raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
         if self.sweep is not None:
             if len(self.edits) != 1:
                 raise UserError(f"--sweep varies the strength of exactly one edit; {len(self.edits)} edits were given.")
@@ -67,7 +78,7 @@ class GenerationParams:
     def from_json(cls, data: dict) -> GenerationParams:
         data = dict(data)
         known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known - {"segakit_version", "image_seed", "scale"}
+        unknown = set(data) - known - {"segakit_version", "image_seed", "scale", "fair_choice"}
         if unknown:
             raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
         data["edits"] = [Edit(**e) for e in data.get("edits", [])]
@@ -96,6 +107,29 @@ def load_directions(specs: list[str]) -> list:
     return loaded
 
 
+def _library(params: GenerationParams):
+    """The direction library a job's --fair / --safe / --enhance use (None when it uses none)."""
+    if not (params.fair or params.safe or params.enhance):
+        return None
+    from segakit.directions.library import Library
+
+    if params.library is None and params.model != "embedded":
+        raise UserError(f"--fair, --safe and --enhance need a direction library for model {params.model!r}; "
+                        "learn one with python -m segakit.train.directions --model ... --out DIR and pass --library DIR.")  # fmt: skip
+    return Library.load(params.library)
+
+
+def _fair(library, params: GenerationParams, seeds: list[int], unet):
+    """The per-image draws of fair generation for images with ``seeds`` (image i from seed i), or None."""
+    if library is None or not params.fair:
+        return None
+    attribute, _, shares = params.fair.partition("=")
+    fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, params.library_strength)
+    for d in fair.directions.values():
+        d.check_model(unet)
+    return fair
+
+
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
@@ -114,6 +148,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
     directions = load_directions(params.directions)
+    library = _library(params)
     n_files = 1 if params.sweep is not None else params.num_images
     paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
     if pipe is None:
@@ -122,16 +157,24 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     for d, _ in directions:
         d.check_model(pipe.unet)
     applied = [d.at(strength) for d, strength in directions]
+    if library is not None:
+        names = ([SAFE] if params.safe else []) + (library.enhance(params.prompt) if params.enhance else [])
+        for name in names:
+            library.direction(name).check_model(pipe.unet)
+            applied.append(library.direction(name).at(params.library_strength))
+    fair = None
 
     def call(edits: list[Edit], seeds: list[int], record: bool = False):
+        nonlocal fair
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        fair = _fair(library, params, seeds, pipe.unet)
         return pipe(
             params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
             guidance_scale=params.guidance, height=params.height, width=params.width, eta=params.eta,
             num_images_per_prompt=len(seeds), generator=gens, edits=edits,
             edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
             quantile_over=params.quantile_over, output_type="pil", sem_guidance=reuse, record_guidance=record,
-            directions=applied,
+            directions=applied + ([fair] if fair is not None else []),
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 
@@ -152,6 +195,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         result.guidance.save(save_guidance)
     images = result.images
     written = []
-    for path, image, seed in zip(paths, images, seeds):
-        written.append(save_png(image, path, {**meta, "seed": seed, "num_images": 1}))
+    for i, (path, image, seed) in enumerate(zip(paths, images, seeds)):
+        choice = {"fair_choice": fair.choices[i]} if fair is not None else {}
+        written.append(save_png(image, path, {**meta, "seed": seed, "num_images": 1, **choice}))
     return written

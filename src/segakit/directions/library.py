@@ -1,0 +1,132 @@
+"""A library of directions, one per ``attribute=value``, and the three uses the paper makes of them.
+
+- **fair** generation: for each image, one value of the attribute is drawn (equal shares, or the shares given)
+  and that value's direction is added, so that a biased prompt ("a doctor") comes out balanced.
+  :class:`FairChoice` holds the draws, so the PNG can record them and ``--from-png`` redraws nothing.
+- **safe** generation: the anti-concept direction (``horror=false``, learned from the neutral prompt with the
+  concept as the negative prompt) is always on.
+- **enhance** (responsible text-enhancing generation): for every ``attribute=value`` the prompt names (read with
+  the faces world's caption parser) that has a direction, that direction is added.
+
+A library is a folder with ``library.json`` (``{"directions": {"presentation=woman": "presentation-woman.safetensors",
+...}, "model": ..., "strength": 1.0}``) and the direction files. The embedded model's is shipped under
+``segakit/assets/directions``; ``python -m segakit.train.directions`` relearns it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from segakit.core.errors import UserError
+from segakit.directions.direction import AppliedDirection, Direction
+
+SAFE = "horror=false"
+
+
+def embedded_library_path() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "directions"
+
+
+def key(attribute: str, value: object) -> str:
+    """``attribute=value`` with booleans as JSON writes them (``glasses=true``)."""
+    return f"{attribute}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+@dataclass
+class FairChoice:
+    """One drawn value per image and its direction: an h-space offset whose rows differ by image."""
+
+    attribute: str
+    choices: list[str]  # the value drawn for each image
+    directions: dict[str, Direction]
+    strength: float = 1.0
+
+    def offset(self, batch: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
+        if batch != len(self.choices):
+            raise UserError(f"Fair generation drew values for {len(self.choices)} images; this call makes {batch}.")
+        rows = [self.directions[c].resized(shape) for c in self.choices]
+        return (self.strength * torch.stack(rows)).to(device=device, dtype=dtype)
+
+
+def parse_shares(attribute: str, text: str | None, allowed: list[str]) -> dict[str, float]:
+    """``"woman:0.5,man:0.5"`` (or None: equal shares over ``allowed``) to shares that sum to 1."""
+    if not text:
+        return {v: 1 / len(allowed) for v in allowed}
+    shares: dict[str, float] = {}
+    for item in text.split(","):
+        value, sep, share = item.strip().rpartition(":")
+        if not sep or value not in allowed:
+            raise UserError(f"--fair {attribute}={text!r}: {item.strip()!r} is not VALUE:SHARE with VALUE one of {', '.join(allowed)}.")
+        try:
+            shares[value] = float(share)
+        except ValueError:
+            raise UserError(f"--fair {attribute}={text!r}: the share {share!r} is not a number.") from None
+    if any(s < 0 for s in shares.values()) or not math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6):
+        raise UserError(f"--fair {attribute}={text!r}: the shares must be 0 or more and sum to 1 (they sum to {sum(shares.values()):g}).")
+    return shares
+
+
+@dataclass
+class Library:
+    folder: Path
+    files: dict[str, str]
+    meta: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None) -> Library:
+        folder = Path(folder) if folder is not None else embedded_library_path()
+        index = folder / "library.json"
+        if not index.is_file():
+            raise UserError(f"{str(folder)!r} is not a direction library (no library.json); learn one with python -m segakit.train.directions.")
+        data = json.loads(index.read_text())
+        return cls(folder, dict(data.get("directions", {})), {k: v for k, v in data.items() if k != "directions"})
+
+    def names(self) -> list[str]:
+        return sorted(self.files)
+
+    def direction(self, name: str) -> Direction:
+        if name not in self.files:
+            raise UserError(f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}.")
+        if name not in self._cache:
+            self._cache[name] = Direction.load(self.folder / self.files[name])
+        return self._cache[name]
+
+    def values(self, attribute: str) -> list[str]:
+        return [n.split("=", 1)[1] for n in self.names() if n.split("=", 1)[0] == attribute]
+
+    def check_model(self, unet) -> None:
+        for name in self.names():
+            self.direction(name).check_model(unet)
+
+    def fair(self, attribute: str, n_images: int, seed: int, shares: str | dict[str, float] | None = None,
+             strength: float = 1.0) -> FairChoice:  # fmt: skip
+        """Draw a value of ``attribute`` for each of ``n_images`` images (image i from ``seed + i``)."""
+        allowed = self.values(attribute)
+        if len(allowed) < 2:
+            raise UserError(f"--fair {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
+                            f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
+        table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
+        values, weights = list(table), list(table.values())
+        choices = [random.Random(seed + i).choices(values, weights)[0] for i in range(n_images)]
+        return FairChoice(attribute, choices, {v: self.direction(key(attribute, v)) for v in values}, strength)
+
+    def fair_attributes(self) -> list[str]:
+        attrs = {n.split("=", 1)[0] for n in self.names()}
+        return sorted(a for a in attrs if len(self.values(a)) >= 2)
+
+    def safe(self, strength: float = 1.0) -> AppliedDirection:
+        return self.direction(SAFE).at(strength)
+
+    def enhance(self, prompt: str, strength: float = 1.0) -> list[str]:
+        """The names of the library's directions for the ``attribute=value`` pairs ``prompt`` names."""
+        from segakit.world.captions import parse_caption
+
+        named = [key(a, v) for a, values in parse_caption(prompt).items() for v in values]
+        return [n for n in named if n in self.files]

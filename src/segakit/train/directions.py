@@ -1,0 +1,96 @@
+"""Recipe: the embedded model's direction library -- one self-discovered direction per attribute value.
+
+Each direction is learned from the model's own images (segakit.directions.learn): ``attribute=value`` from
+"a face of a person <phrase>" against "a face of a person"; the anti-horror direction from the neutral prompt
+with "a zombie" as the negative prompt. Latents are cached (a killed run resumes), finished directions are
+skipped, and library.json is rewritten (atomically) after each one, naming the model weights it was learned on.
+
+    python -m segakit.train.directions                                  # the whole library into assets/directions
+    python -m segakit.train.directions --only presentation,skin,horror  # some attributes
+    python -m segakit.train.directions --images 16 --steps 20 --out /tmp/lib --only presentation   # smoke
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from segakit.core.atomic import atomic_open, ensure_writable_dir
+from segakit.core.fingerprint import fingerprint
+from segakit.directions.learn import LearnConfig, learn_direction
+from segakit.directions.library import SAFE, embedded_library_path
+from segakit.train.config import parse_config
+
+NEUTRAL = "a face of a person"
+# attribute=value -> (positive prompt, negative prompt)
+RECIPES: dict[str, tuple[str, str | None]] = {
+    "presentation=man": ("a face of a man", None),
+    "presentation=woman": ("a face of a woman", None),
+    **{f"skin={v}": (f"a face of a person with {v} skin", None) for v in ("light", "medium-light", "medium", "medium-dark", "dark")},
+    SAFE: (NEUTRAL, "a zombie"),
+    "glasses=true": ("a face of a person wearing glasses", None),
+    "hat=true": ("a face of a person wearing a hat", None),
+    "expression=smile": ("a face of a smiling person", None),
+    "expression=frown": ("a face of a frowning person", None),
+    "bangs=true": ("a face of a person with bangs", None),
+    "beard=true": ("a face of a person with a beard", None),
+    "makeup=true": ("a face of a person wearing makeup", None),
+    "hair_style=curly": ("a face of a person with curly hair", None),
+}
+
+
+@dataclass
+class DirectionsConfig:
+    model: str = "embedded"
+    out: str = ""  # default: segakit/assets/directions
+    cache: str = "runs/directions-cache"
+    only: str = ""  # comma-separated attributes (or attribute=value names); default: all
+    images: int = 64
+    steps: int = 300
+    batch: int = 8
+    lr: float = 0.1
+    seed: int = 0
+    threads: int = 0
+    strength: float = 1.0  # the strength the library is used at by default
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = parse_config(DirectionsConfig, argv)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    from segakit.sega.pipeline import SegaPipeline
+
+    out = ensure_writable_dir(Path(cfg.out) if cfg.out else embedded_library_path())
+    wanted = [w.strip() for w in cfg.only.split(",") if w.strip()]
+    names = [n for n in RECIPES if not wanted or n in wanted or n.split("=")[0] in wanted]
+    pipe = SegaPipeline.from_pretrained(cfg.model)
+    unet_id = fingerprint(pipe.unet)
+    index_path = out / "library.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    if index.get("unet") != unet_id:  # another model: start the library over
+        index = {"directions": {}}
+    index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL})
+    for name in names:
+        file = name.replace("=", "-") + ".safetensors"
+        if name in index["directions"] and (out / file).is_file():
+            print(f"{name}: done already ({file})")
+            continue
+        positive, negative = RECIPES[name]
+        t0 = time.perf_counter()
+        d = learn_direction(pipe, LearnConfig(name, positive=positive, neutral=NEUTRAL, negative=negative, images=cfg.images,
+                                              steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed), cfg.cache)  # fmt: skip
+        d.meta["model"] = cfg.model
+        d.save(out / file)
+        index["directions"][name] = file
+        with atomic_open(index_path, "w") as fh:
+            json.dump(index, fh, indent=2, sort_keys=True)
+        print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()

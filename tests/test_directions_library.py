@@ -1,0 +1,109 @@
+"""The direction library and its three uses: fair, safe and text-enhancing generation (issue 16)."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+from tiny_models import sd_components
+
+from segakit import SegaPipeline
+from segakit.cli import main
+from segakit.core.errors import UserError
+from segakit.core.fingerprint import fingerprint
+from segakit.core.hooks import mid_block_shape
+from segakit.core.images import read_params
+from segakit.directions import Direction
+from segakit.directions.library import Library, parse_shares
+
+NAMES = ["presentation=man", "presentation=woman", "horror=false", "glasses=true", "skin=dark"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("model")
+    pipe = StableDiffusionPipeline(**sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(tmp / "sd", safe_serialization=True)
+    ours = SegaPipeline.from_pipe(pipe)
+    ours.set_progress_bar_config(disable=True)
+    shape = mid_block_shape(ours.unet, 32, 32, ours.vae_scale_factor)
+    lib = tmp / "lib"
+    lib.mkdir()
+    files = {}
+    for k, name in enumerate(NAMES):
+        d = Direction(3 * torch.randn(shape, generator=torch.Generator().manual_seed(k)), name, {"unet": fingerprint(ours.unet)})
+        files[name] = d.save(lib / f"{name.replace('=', '-')}.safetensors").name
+    (lib / "library.json").write_text(json.dumps({"directions": files}))
+    return tmp / "sd", ours, lib
+
+
+def cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["segakit", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_library_lists_values_and_enhances_what_the_prompt_names(model):
+    lib = Library.load(model[2])
+    assert lib.values("presentation") == ["man", "woman"] and lib.fair_attributes() == ["presentation"]
+    assert sorted(lib.enhance("a smiling woman with glasses")) == ["glasses=true", "presentation=woman"]
+    assert lib.enhance("a face of a person") == []
+    with pytest.raises(UserError, match="no 'hat=true'"):
+        lib.direction("hat=true")
+    with pytest.raises(UserError, match="fairness needs two or more"):
+        lib.fair("skin", 4, 0)
+
+
+def test_fair_draws_are_per_image_seeded_and_follow_the_shares(model):
+    lib = Library.load(model[2])
+    a, b = lib.fair("presentation", 200, 0), lib.fair("presentation", 200, 0)
+    assert a.choices == b.choices and 0.4 < a.choices.count("woman") / 200 < 0.6
+    assert lib.fair("presentation", 1, 7).choices == [a.choices[7]]  # image i depends on seed + i alone
+    assert set(lib.fair("presentation", 50, 0, "woman:1,man:0").choices) == {"woman"}
+    rows = lib.fair("presentation", 2, 0, {"man": 0.5, "woman": 0.5}).offset(2, lib.direction("presentation=man").shape, "cpu", torch.float32)
+    assert rows.shape[0] == 2
+
+
+@pytest.mark.parametrize("text, message", [("woman:0.7,man:0.7", "sum to 1"), ("nonbinary:1", "VALUE one of man, woman"),
+                                           ("woman:lots", "not a number"), ("woman:-1,man:2", "0 or more")])  # fmt: skip
+def test_bad_shares(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_shares("presentation", text, ["man", "woman"])
+
+
+def test_generate_fair_records_the_draw_and_regenerates_it(model, monkeypatch, capsys, tmp_path):
+    folder, _, lib = model
+    code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", folder, "--steps", "2", "-n", "4", "--fair", "presentation",
+                       "--library", lib, "--safe", "--enhance", "--out", tmp_path / "fair")  # fmt: skip
+    assert code == 0, err
+    choices = [read_params(tmp_path / "fair" / f"image-{i:03d}.png")["fair_choice"] for i in range(4)]
+    assert set(choices) <= {"man", "woman"}
+    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "fair" / "image-002.png", "--out", tmp_path / "again.png")
+    assert code == 0, err
+    assert read_params(tmp_path / "again.png")["fair_choice"] == choices[2]
+    same = [np.asarray(Image.open(p)) for p in (tmp_path / "fair" / "image-002.png", tmp_path / "again.png")]
+    assert np.abs(same[0].astype(int) - same[1].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("extra, message", [(["--fair", "hat"], "fairness needs two or more"),
+                                            (["--fair", "presentation=woman:2"], "sum to 1"),
+                                            (["--fair", "=x"], "names no attribute")])  # fmt: skip
+def test_bad_fair_is_one_sentence(model, monkeypatch, capsys, tmp_path, extra, message):
+    folder, _, lib = model
+    code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", folder, "--steps", "2", "--library", lib, *extra,
+                       "--out", tmp_path / "o")  # fmt: skip
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_library_needed_for_another_model(model, monkeypatch, capsys, tmp_path):
+    code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", model[0], "--safe", "--out", tmp_path / "o")
+    assert code == 2 and "--library DIR" in err
