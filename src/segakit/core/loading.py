@@ -93,3 +93,37 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     if pipeline_class is None or isinstance(loaded, pipeline_class):
         return loaded
     return pipeline_class.from_pipe(loaded)
+
+
+def weights_file(path: str | Path, what: str) -> str:
+    """A local ``.safetensors`` file of ``what`` (a LoRA, an embedding, a checkpoint), checked before diffusers reads it."""
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UserError(f"{what} {str(path)!r} is a pickle file, which can run code when loaded; convert it to .safetensors.")
+    if suffix != ".safetensors":
+        raise UserError(f"{what} {str(path)!r} is not a .safetensors file; segakit loads weights from safetensors only.")
+    if not p.is_file():
+        raise UserError(f"{what} {str(path)!r} does not exist; pass the path of a .safetensors file.")
+    return str(p)
+
+
+def looks_like_file(value) -> bool:
+    """A str/Path naming a weights file (rather than a folder, a hub id or a state dict)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    p = Path(value).expanduser()
+    return p.is_file() or p.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors")
+
+
+def single_file_checkpoint(path: str | Path, config: str | Path | None) -> tuple[str, str | None]:
+    """A ``.safetensors`` checkpoint and its config (a local diffusers folder or a hub id), checked for ``from_single_file``."""
+    checkpoint = weights_file(path, "Checkpoint")
+    if config is None:
+        return checkpoint, None
+    folder = Path(config).expanduser()
+    if folder.exists():
+        if not (folder / "model_index.json").is_file():
+            raise UserError(f"config {str(config)!r} is not a diffusers model folder (no model_index.json); pass one, or a hub id.")
+        return checkpoint, str(folder)
+    return checkpoint, resolve(str(config))
