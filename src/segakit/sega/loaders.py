@@ -23,6 +23,7 @@ from diffusers.loaders import (
     TextualInversionLoaderMixin,
 )
 from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+from safetensors import SafetensorError
 
 from segakit.core.errors import UserError
 from segakit.core.loading import looks_like_file, single_file_checkpoint, weights_file
@@ -54,13 +55,42 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
             raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
         kwargs["use_safetensors"] = True
         mixin = StableDiffusionXLLoraLoaderMixin if self._lora_loadable_modules == SDXL_LORA_MODULES else StableDiffusionLoraLoaderMixin
+        before = self._adapters_by_component()
         try:
             mixin.load_lora_weights(self, source, adapter_name=adapter_name, **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             if isinstance(exc, UserError):
                 raise
+            self._remove_adapters_since(before)
             name = source if isinstance(source, str) else "the state dict"
             raise UserError(f"LoRA {name!r} could not be loaded into this model: {_first_line(exc)}") from None
+
+    def _adapters_by_component(self) -> dict[str, set[str]]:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        found: dict[str, set[str]] = {}
+        for name in self._lora_loadable_modules:
+            model = getattr(self, name, None)
+            if model is not None:
+                names = set(getattr(model, "peft_config", None) or {})
+                for module in model.modules():
+                    if isinstance(module, BaseTunerLayer):
+                        names.update(getattr(module, "lora_A", {}).keys())
+                found[name] = names
+        return found
+
+    def _remove_adapters_since(self, before: dict[str, set[str]]) -> None:
+        """A LoRA that failed half-way (say in the text encoder) leaves no half-loaded adapter anywhere."""
+        from diffusers.models.modeling_utils import ModelMixin
+        from diffusers.utils.peft_utils import delete_adapter_layers
+
+        for name, added in self._adapters_by_component().items():
+            model = getattr(self, name)
+            for adapter in sorted(added - before.get(name, set())):
+                if isinstance(model, ModelMixin) and adapter in (getattr(model, "peft_config", None) or {}):
+                    model.delete_adapters(adapter)
+                else:
+                    delete_adapter_layers(model, adapter)
 
     def fuse_lora(self, components: list[str] | None = None, lora_scale: float = 1.0, **kwargs) -> None:
         """diffusers' ``fuse_lora`` over every LoRA-capable component this model has (by default)."""
@@ -81,7 +111,7 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
         source = sources if isinstance(pretrained_model_name_or_path, list) else sources[0]
         try:
             return super().load_textual_inversion(source, token=token, tokenizer=tokenizer, text_encoder=text_encoder, **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"Embedding {source!r} could not be loaded: {_first_line(exc)}") from None
@@ -99,7 +129,7 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
             kwargs.setdefault("local_files_only", True)
         try:
             return super().from_single_file(checkpoint, config=config, **kwargs)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"Checkpoint {checkpoint!r} could not be loaded: {_first_line(exc)}") from None
