@@ -314,3 +314,34 @@ def test_bad_callbacks_are_user_errors(sd, kwargs, needle):
     _, ours, _ = sd
     with pytest.raises(UserError, match=needle):
         ours("a face", **kwargs, **KW, generator=_gen())
+
+
+# ---- one-file checkpoints
+
+
+def test_from_single_file_with_a_local_config_folder(tmp_path):
+    from ldm_checkpoint import save_ldm_checkpoint
+
+    c = sd_components(tmp_path / "parts")
+    plain = _quiet(StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    plain.save_pretrained(tmp_path / "config", safe_serialization=True)
+    for weights in (tmp_path / "config").rglob("*.safetensors"):
+        weights.unlink()  # the folder gives configs and tokenizer only: the weights must come from the file
+    checkpoint = save_ldm_checkpoint(c, tmp_path / "model.safetensors")
+    ours = _quiet(SegaPipeline.from_single_file(checkpoint, config=tmp_path / "config"))
+    assert isinstance(ours, SegaPipeline)
+    assert _diff(ours("a face", **KW, generator=_gen()).images, plain("a face", **KW, generator=_gen()).images) <= TOL
+    edits = dict(editing_prompt="glasses", edit_warmup_steps=1)
+    assert _diff(ours("a face", **edits, **KW, generator=_gen()).images, SegaPipeline.from_pipe(plain)("a face", **edits, **KW, generator=_gen()).images) <= TOL
+
+
+def test_from_single_file_refuses_pickles_and_bad_configs(tmp_path):
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"not really")
+    with pytest.raises(UserError, match="is a pickle checkpoint, which can run code when loaded"):
+        SegaPipeline.from_single_file(pickled, config=tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        SegaPipeline.from_single_file(tmp_path / "missing.safetensors", config=tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(UserError, match="no model_index.json"):
+        SegaPipeline.from_single_file(tmp_path / "model.safetensors", config=tmp_path)

@@ -15,6 +15,11 @@ EMBEDDED = "embedded"
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 
+def pickle_refusal(name: str | Path, what: str = "") -> str:
+    """The one sentence that refuses a pickle file."""
+    return f"{what + ' ' if what else ''}{str(name)!r} is a pickle checkpoint, which can run code when loaded; convert it to safetensors."
+
+
 def embedded_path() -> Path:
     """The folder of the model shipped inside segakit (standard diffusers layout)."""
     return Path(__file__).parents[1] / "assets" / "embedded"
@@ -34,7 +39,7 @@ def resolve(name: str | Path) -> str:
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
-            raise UserError(f"{name!r} is a pickle checkpoint, which can run code when loaded; convert it to safetensors.")
+            raise UserError(pickle_refusal(name))
         raise UserError(f"{name!r} is a file; pass a diffusers model folder (with model_index.json) or a hub id.")
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -100,7 +105,7 @@ def weights_file(path: str | Path, what: str) -> str:
     p = Path(path).expanduser()
     suffix = p.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        raise UserError(f"{what} {str(path)!r} is a pickle file, which can run code when loaded; convert it to .safetensors.")
+        raise UserError(pickle_refusal(path, what))
     if suffix != ".safetensors":
         raise UserError(f"{what} {str(path)!r} is not a .safetensors file; segakit loads weights from safetensors only.")
     if not p.is_file():
