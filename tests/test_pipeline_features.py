@@ -129,7 +129,7 @@ def test_bad_lora_files_are_user_errors(sd, tmp_path):
         ours.load_lora_weights(text)
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 16)
-    with pytest.raises(UserError, match="could not be loaded"):
+    with pytest.raises(UserError, match="not a readable .safetensors file"):
         ours.load_lora_weights(broken)
     with pytest.raises(UserError, match="safetensors only"):
         ours.load_lora_weights(tmp_path, use_safetensors=False)
@@ -183,6 +183,24 @@ def test_sdxl_textual_inversion_in_both_encoders(tmp_path):
     ours.load_textual_inversion(emb2, token="<toy>", text_encoder=ours.text_encoder_2, tokenizer=ours.tokenizer_2)
     got = ours("a <toy> face", **KW, generator=_gen()).images
     assert _diff(got, plain("a <toy> face", **KW, generator=_gen()).images) <= TOL
+
+
+def test_sdxl_embedding_file_with_both_encoders(tmp_path):
+    """The SDXL embedding layout ({"clip_l", "clip_g"} in one file, token = file name) in one call."""
+    from safetensors.torch import save_file
+
+    c = sdxl_components(tmp_path / "parts")
+    plain = _quiet(StableDiffusionXLPipeline(**c))
+    ours = _quiet(SegaPipeline.from_pipe(plain))
+    base = ours("a face", **KW, generator=_gen()).images
+    gen = torch.Generator().manual_seed(5)
+    dims = [c[n].get_input_embeddings().weight.shape[1] for n in ("text_encoder", "text_encoder_2")]
+    save_file({"clip_l": torch.randn(2, dims[0], generator=gen), "clip_g": torch.randn(2, dims[1], generator=gen)}, str(tmp_path / "toy.safetensors"))
+    ours.load_textual_inversion(tmp_path / "toy.safetensors")
+    assert "toy" in ours.tokenizer.get_vocab() and "toy" in ours.tokenizer_2.get_vocab()
+    got = ours("a toy face", **KW, generator=_gen()).images
+    assert _diff(got, base) > 1e-3
+    assert _diff(got, plain("a toy face", **KW, generator=_gen()).images) <= TOL
 
 
 # ---- memory options, FreeU
@@ -342,6 +360,11 @@ def test_from_single_file_refuses_pickles_and_bad_configs(tmp_path):
         SegaPipeline.from_single_file(pickled, config=tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         SegaPipeline.from_single_file(tmp_path / "missing.safetensors", config=tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 16)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(UserError, match="not a readable .safetensors file"):
+        SegaPipeline.from_single_file(tmp_path / "broken.safetensors", config=tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(UserError, match="no model_index.json"):
         SegaPipeline.from_single_file(tmp_path / "model.safetensors", config=tmp_path)

@@ -110,6 +110,14 @@ def weights_file(path: str | Path, what: str) -> str:
         raise UserError(f"{what} {str(path)!r} is not a .safetensors file; segakit loads weights from safetensors only.")
     if not p.is_file():
         raise UserError(f"{what} {str(path)!r} does not exist; pass the path of a .safetensors file.")
+    try:  # the header only: cheap, and a broken file is named before any model is loaded
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # safetensors raises its own error type, or OSError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} {str(path)!r} is not a readable .safetensors file ({reason}).") from None
     return str(p)
 
 

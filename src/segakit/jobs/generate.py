@@ -10,11 +10,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import math
+
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.errors import UserError
+from segakit.core.loading import weights_file
 from segakit.sega.guidance import Edit
 
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
+
+
+@dataclass
+class LoraWeights:
+    """A LoRA file (.safetensors) and the scale it is applied with (diffusers' ``set_adapters`` weight)."""
+
+    path: str
+    scale: float = 1.0
 
 
 @dataclass
@@ -35,6 +46,8 @@ class GenerationParams:
     quantile_over: str = "channel"
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
+    loras: list[LoraWeights] = field(default_factory=list)  # loaded in order, each at its scale
+    embeddings: list[str] = field(default_factory=list)  # textual-inversion files (.safetensors)
 
     def validate(self) -> None:
         if not self.prompt.strip() and not self.edits:
@@ -51,6 +64,12 @@ class GenerationParams:
             raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
+        for lora in self.loras:
+            weights_file(lora.path, "--lora")
+            if not math.isfinite(lora.scale):
+                raise UserError(f"--lora {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
+        for path in self.embeddings:
+            weights_file(path, "--embedding")
         if self.sweep is not None:
             if len(self.edits) != 1:
                 raise UserError(f"--sweep varies the strength of exactly one edit; {len(self.edits)} edits were given.")
@@ -70,6 +89,7 @@ class GenerationParams:
         if unknown:
             raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
         data["edits"] = [Edit(**e) for e in data.get("edits", [])]
+        data["loras"] = [LoraWeights(**x) for x in data.get("loras", [])]
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -82,6 +102,18 @@ def output_paths(out: Path, count: int, stem: str = "image") -> list[Path]:
         return [out.with_name(f"{out.stem}-{i:03d}.png") for i in range(count)]
     ensure_writable_dir(out)
     return [out / f"{stem}-{i:03d}.png" for i in range(count)]
+
+
+def load_adapters(pipe, params: GenerationParams) -> None:
+    """The job's LoRAs (adapters ``lora0``, ``lora1``, ... at their scales) and embeddings, into ``pipe``."""
+    names = []
+    for i, lora in enumerate(params.loras):
+        names.append(f"lora{i}")
+        pipe.load_lora_weights(lora.path, adapter_name=names[-1])
+    if names:
+        pipe.set_adapters(names, [lora.scale for lora in params.loras])
+    for path in params.embeddings:
+        pipe.load_textual_inversion(path)
 
 
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
@@ -108,6 +140,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
+    load_adapters(pipe, params)
 
     def call(edits: list[Edit], seeds: list[int], record: bool = False):
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]

@@ -110,11 +110,29 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
         kwargs["use_safetensors"] = True
         source = sources if isinstance(pretrained_model_name_or_path, list) else sources[0]
         try:
+            if isinstance(source, str) and tokenizer is None and text_encoder is None and self._sdxl_embedding(source, token):
+                return None
             return super().load_textual_inversion(source, token=token, tokenizer=tokenizer, text_encoder=text_encoder, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             if isinstance(exc, UserError):
                 raise
             raise UserError(f"Embedding {source!r} could not be loaded: {_first_line(exc)}") from None
+
+    def _sdxl_embedding(self, path: str, token: str | None) -> bool:
+        """An SDXL embedding file ({"clip_l": ..., "clip_g": ...}) goes into both text encoders; its token is
+        ``token`` or the file's name (the convention of the tools that write such files)."""
+        if getattr(self, "text_encoder_2", None) is None or not Path(path).is_file():
+            return False
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            if set(f.keys()) != {"clip_l", "clip_g"}:
+                return False
+            clip_l, clip_g = f.get_tensor("clip_l"), f.get_tensor("clip_g")
+        token = token or Path(path).stem
+        TextualInversionLoaderMixin.load_textual_inversion(self, clip_l, token=token, tokenizer=self.tokenizer, text_encoder=self.text_encoder)
+        TextualInversionLoaderMixin.load_textual_inversion(self, clip_g, token=token, tokenizer=self.tokenizer_2, text_encoder=self.text_encoder_2)
+        return True
 
     # ---- one-file checkpoints
 
