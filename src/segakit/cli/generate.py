@@ -49,7 +49,7 @@ def generate(
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 25 on the embedded model, which is tuned at 25; 50 otherwise).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default 7.5; SDXL 5.0).")] = None,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
@@ -69,7 +69,7 @@ def generate(
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.core.images import read_params
     from segakit.jobs.generate import GenerationParams, run
-    from segakit.sega.defaults import edit_defaults
+    from segakit.sega.defaults import default_steps
     from segakit.sega.editspec import parse_edit
 
     if from_png is not None:
@@ -80,8 +80,8 @@ def generate(
         if prompt is None:
             raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
         params = GenerationParams(
-            prompt=prompt, model=model, edits=[parse_edit(s, edit_defaults(model)) for s in edit or []], negative_prompt=negative,
-            seed=seed, num_images=num_images, steps=steps, guidance=guidance, height=height, width=width,
+            prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
+            seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
             loras=[_parse_lora(s) for s in lora or []], embeddings=[str(p) for p in embedding or []],

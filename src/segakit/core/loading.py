@@ -25,6 +25,16 @@ def embedded_path() -> Path:
     return Path(__file__).parents[1] / "assets" / "embedded"
 
 
+def is_embedded(name: str | Path) -> bool:
+    """``name`` is "embedded" or the embedded model's folder (however the path is written)."""
+    if str(name) == EMBEDDED:
+        return True
+    try:
+        return Path(name).expanduser().resolve() == embedded_path().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def resolve(name: str | Path) -> str:
     """The path or hub id that diffusers should load for ``name``; checks local folders."""
     name = str(name)

@@ -85,7 +85,7 @@ class GenerationParams:
     def from_json(cls, data: dict) -> GenerationParams:
         data = dict(data)
         known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known - {"segakit_version", "image_seed", "scale"}
+        unknown = set(data) - known - {"segakit_version", "image_seed", "scale", "edit_defaults"}
         if unknown:
             raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
         data["edits"] = [Edit(**e) for e in data.get("edits", [])]
@@ -141,6 +141,8 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
     load_adapters(pipe, params)
+    # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
+    params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
 
     def call(edits: list[Edit], seeds: list[int], record: bool = False):
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
@@ -153,7 +155,9 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 
-    meta = {**params.to_json(), "segakit_version": __version__}
+    defaults = pipe.edit_defaults
+    meta = {**params.to_json(), "segakit_version": __version__,
+            "edit_defaults": {"scale": defaults.scale, "threshold": defaults.threshold, "warmup": defaults.warmup}}  # fmt: skip
     if params.sweep is not None:
         frames = []
         for s in params.sweep:

@@ -33,6 +33,7 @@ from segakit.core.conditioning import Conditioning, encode_sd, encode_sdxl, is_s
 from segakit.core.errors import UserError
 from segakit.core.loading import load_pipeline
 from segakit.sega.callbacks import CallState, StepCallback
+from segakit.sega.defaults import edit_defaults
 from segakit.sega.guidance import Edit, QuantileOver, SemanticGuidance
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
@@ -42,11 +43,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SegaPipelineOutput(BaseOutput):
-    """``images`` follow ``output_type``; ``guidance`` is set when ``record_guidance=True``."""
+    """``images`` follow ``output_type``; ``guidance`` is set when ``record_guidance=True``; ``edits`` are the
+    edits as applied, unset fields filled with the model's defaults."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     nsfw_content_detected: list[bool] | None = None
     guidance: RecordedGuidance | None = None
+    edits: list[Edit] | None = None
 
 
 def _per_concept(value, k: int):
@@ -132,6 +135,18 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path = "embedded", **kwargs) -> SegaPipeline:
         """Load from "embedded", a hub id or a local folder; weights from safetensors only."""
         return load_pipeline(pretrained_model_name_or_path, pipeline_class=cls, **kwargs)
+
+    _edit_defaults: Edit | None = None
+
+    @property
+    def edit_defaults(self) -> Edit:
+        """What unset ``Edit`` fields become: set it, or the defaults of the model this pipeline was loaded
+        from (:func:`segakit.sega.defaults.edit_defaults`; diffusers' for components built in code)."""
+        return self._edit_defaults or edit_defaults(self.name_or_path)
+
+    @edit_defaults.setter
+    def edit_defaults(self, value: Edit | None) -> None:
+        self._edit_defaults = value
 
     @property
     def is_sdxl(self) -> bool:
@@ -336,7 +351,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 editing_prompt, n_emb, reverse_editing_direction, edit_guidance_scale, edit_warmup_steps,
                 edit_cooldown_steps, edit_threshold, edit_weights,
             )  # fmt: skip
-        edits = list(edits)
+        edits = [e.with_defaults(self.edit_defaults) for e in edits]
 
         if guidance_scale is None:
             guidance_scale = 5.0 if self.is_sdxl else 7.5
@@ -462,4 +477,4 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             )
         if not return_dict:
             return (images, nsfw)
-        return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec)
+        return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec, edits=edits)
