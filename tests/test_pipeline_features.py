@@ -141,7 +141,9 @@ def test_sdxl_lora_goes_through_the_xl_loader(tmp_path):
     ours = _quiet(SegaPipeline.from_pipe(plain))
     assert ours._lora_loadable_modules == ["unet", "text_encoder", "text_encoder_2"]
     base = ours("a face", **KW, generator=_gen()).images
-    ours.load_lora_weights(make_lora(c, tmp_path / "xl.safetensors", text_encoders=()), adapter_name="xl")
+    lora = make_lora(c, tmp_path / "xl.safetensors", text_encoders=("text_encoder", "text_encoder_2"))
+    ours.load_lora_weights(lora, adapter_name="xl")
+    assert getattr(ours.text_encoder, "peft_config", None) and getattr(ours.text_encoder_2, "peft_config", None)
     got = ours("a face", **KW, generator=_gen()).images
     assert _diff(got, base) > 1e-3
     assert _diff(got, plain("a face", **KW, generator=_gen()).images) <= TOL
