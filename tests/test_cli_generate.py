@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from diffusers import StableDiffusionPipeline
 from PIL import Image
-from tiny_models import sd_components
+from tiny_models import make_embedding, make_lora, sd_components
 
 from segakit.cli import main
 from segakit.core.images import read_params
@@ -69,6 +69,52 @@ def test_recorded_guidance_reapplied(monkeypatch, capsys, model_dir, tmp_path):
                        "--steps", 4, "--out", tmp_path / "reused.png")
     assert code == 0, err
     assert np.abs(_pixels(tmp_path / "edited.png") - _pixels(tmp_path / "reused.png")).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("adapters")
+    parts = sd_components(tmp / "parts")  # same shapes as the model folder's
+    return make_lora(parts, tmp / "style.safetensors"), make_embedding(parts["text_encoder"], tmp / "toy.safetensors", "<toy>", 2)
+
+
+def test_lora_and_embedding_are_applied_and_recorded(monkeypatch, capsys, model_dir, adapters, tmp_path):
+    lora, embedding = adapters
+    base = ["generate", "a <toy> face", "--model", model_dir, "--edit", "+glasses:w=1", "--steps", 3]
+    code, _, err = cli(monkeypatch, capsys, *base, "--out", tmp_path / "plain.png")
+    assert code == 0, err
+    code, _, err = cli(monkeypatch, capsys, *base, "--lora", f"{lora}:0.5", "--embedding", embedding, "--out", tmp_path / "styled.png")
+    assert code == 0, err
+    params = read_params(tmp_path / "styled.png")
+    assert params["loras"] == [{"path": str(lora), "scale": 0.5}] and params["embeddings"] == [str(embedding)]
+    assert np.abs(_pixels(tmp_path / "plain.png") - _pixels(tmp_path / "styled.png")).max() > 2
+    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "styled.png", "--out", tmp_path / "again.png")
+    assert code == 0, err
+    assert np.abs(_pixels(tmp_path / "styled.png") - _pixels(tmp_path / "again.png")).max() <= 1
+
+
+def test_bad_lora_and_embedding_input_exits_2(monkeypatch, capsys, model_dir, adapters, tmp_path):
+    lora, _ = adapters
+    pickled = tmp_path / "style.ckpt"
+    pickled.write_bytes(b"not really")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 16)
+    cases = [
+        (["--lora", tmp_path / "missing.safetensors"], "does not exist"),
+        (["--lora", pickled], "pickle checkpoint"),
+        (["--lora", tmp_path / "notes.txt"], "not a .safetensors file"),
+        (["--lora", f"{lora}:strong"], "scale 'strong' is not a number"),
+        (["--lora", f"{lora}:nan"], "finite number"),
+        (["--lora", broken], "not a readable .safetensors file"),
+        (["--embedding", tmp_path / "missing.safetensors"], "does not exist"),
+        (["--embedding", broken], "not a readable .safetensors file"),
+    ]
+    for args, needle in cases:
+        out_dir = tmp_path / "out"
+        code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", model_dir, "--steps", 2, *args, "--out", out_dir)
+        assert code == 2, (args, err)
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,9 @@ from tiny_models import sd_components, sdxl_components
 
 from segakit import SegaPipeline
 from segakit.core.errors import UserError
-from segakit.core.hooks import MidBlockShift, mid_block_shape
+from segakit.core.hooks import MidBlockShift, conditional_rows, mid_block_shape
 from segakit.directions import Direction, LearnConfig, learn_direction, parse_direction_spec
 from segakit.sega.guidance import Edit
-from segakit.sega.pipeline import conditional_rows
 
 STEPS = 4
 

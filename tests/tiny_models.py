@@ -95,3 +95,38 @@ def sdxl_components(tmp: Path, seed: int = 0) -> dict:
         "tokenizer_2": tokenizer_2,
         "scheduler": _scheduler(),
     }
+
+
+def make_lora(components: dict, path: Path, rank: int = 4, seed: int = 1, text_encoders=("text_encoder",)) -> Path:
+    """A LoRA for these components (U-Net attention and the text encoders' attention), saved as diffusers
+    saves one (.safetensors). The adapters go onto copies; ``components`` stay as they are."""
+    import copy
+
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = copy.deepcopy(components["unet"])
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    layers = {"unet_lora_layers": get_peft_model_state_dict(unet)}
+    for name in text_encoders:
+        encoder = copy.deepcopy(components[name])
+        # peft directly: transformers' own add_adapter insists on a newer peft than PyPI may have
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], init_lora_weights=False)
+        encoder = inject_adapter_in_model(config, encoder)
+        layers[f"{name}_lora_layers"] = get_peft_model_state_dict(encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionXLPipeline.save_lora_weights(path.parent, weight_name=path.name, safe_serialization=True, **layers)
+    return path
+
+
+def make_embedding(text_encoder, path: Path, token: str, vectors: int = 1, seed: int = 2) -> Path:
+    """A textual-inversion embedding in diffusers' format ({token: (vectors, dim)}), as .safetensors."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    dim = text_encoder.get_input_embeddings().weight.shape[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({token: torch.randn(vectors, dim, generator=gen)}, str(path))
+    return path

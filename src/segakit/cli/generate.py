@@ -37,6 +37,23 @@ def _parse_sweep(text: str | None) -> list[float] | None:
         raise UserError(f"--sweep {text!r} is not a comma-separated list of scales, such as 0,2,4,6,8.") from None
 
 
+LORA_HELP = "A LoRA file (.safetensors), repeatable: FILE or FILE:SCALE (default scale 1), e.g. style.safetensors:0.8."
+EMBEDDING_HELP = "A textual-inversion embedding (.safetensors), repeatable; write its token in the prompt or an edit."
+
+
+def _parse_lora(spec: str):
+    """``FILE`` or ``FILE:SCALE`` to a LoraWeights."""
+    from segakit.jobs.generate import LoraWeights
+
+    head, sep, tail = spec.rpartition(":")
+    if not sep or not Path(head).suffix:
+        return LoraWeights(spec, 1.0)
+    try:
+        return LoraWeights(head, float(tail))
+    except ValueError:
+        raise UserError(f"--lora {spec!r}: scale {tail!r} is not a number; write FILE or FILE:SCALE, e.g. style.safetensors:0.8.") from None
+
+
 def generate(
     prompt: Annotated[str | None, typer.Argument(help="The text prompt.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
@@ -50,7 +67,7 @@ def generate(
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 25 on the embedded model, which is tuned at 25; 50 otherwise).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default 7.5; SDXL 5.0).")] = None,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
@@ -62,29 +79,32 @@ def generate(
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Regenerate from the parameters stored in a segakit PNG.")] = None,
     save_guidance: Annotated[Path | None, typer.Option("--save-guidance", help="Record the edits' guidance to this .safetensors file.")] = None,
     apply_guidance: Annotated[Path | None, typer.Option("--apply-guidance", help="Add a recorded guidance file at every step.")] = None,
+    lora: Annotated[list[str] | None, typer.Option("--lora", help=LORA_HELP)] = None,
+    embedding: Annotated[list[Path] | None, typer.Option("--embedding", help=EMBEDDING_HELP)] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
 ) -> None:
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.core.images import read_params
     from segakit.jobs.generate import GenerationParams, run
-    from segakit.sega.defaults import edit_defaults
+    from segakit.sega.defaults import default_steps
     from segakit.sega.editspec import parse_edit
 
     if from_png is not None:
-        if prompt is not None or edit:
-            raise UserError("--from-png takes the prompt and edits from the PNG; do not give them again.")
+        if prompt is not None or edit or lora or embedding:
+            raise UserError("--from-png takes the prompt, edits, LoRAs and embeddings from the PNG; do not give them again.")
         params = GenerationParams.from_json(read_params(from_png))
     else:
         if prompt is None:
             raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
         params = GenerationParams(
-            prompt=prompt, model=model, edits=[parse_edit(s, edit_defaults(model)) for s in edit or []], negative_prompt=negative,
-            seed=seed, num_images=num_images, steps=steps, guidance=guidance, height=height, width=width,
+            prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
+            seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
             directions=list(direction or []), fair=fair, safe=safe, enhance=enhance,
             library=str(library) if library else None, library_strength=library_strength,
+            loras=[_parse_lora(s) for s in lora or []], embeddings=[str(p) for p in embedding or []],
         )  # fmt: skip
     params.validate()
     dev, torch_dtype = device_and_dtype(device, dtype)

@@ -10,7 +10,7 @@ deprecated ``SemanticStableDiffusionPipeline``) so that images agree with theirs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -82,12 +82,17 @@ def encode_sd(tokenizer, text_encoder, texts: list[str], device: torch.device) -
 
 
 def encode_sdxl(
-    tokenizers: Sequence, text_encoders: Sequence, texts: list[str], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SDXL: both encoders' penultimate hidden states concatenated, and the pooled projection."""
+    tokenizers: Sequence, text_encoders: Sequence, texts: list[str], device: torch.device,
+    convert: Callable[[list[str], object], list[str]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """SDXL: both encoders' penultimate hidden states concatenated, and the pooled projection.
+
+    ``convert(texts, tokenizer)`` rewrites the texts per tokenizer (textual-inversion tokens) when given.
+    """
     hidden, pooled = [], None
     for tokenizer, encoder in zip(tokenizers, text_encoders):
-        out = encoder(_token_ids(tokenizer, texts).to(device), output_hidden_states=True)
+        tokenizer_texts = convert(texts, tokenizer) if convert is not None else texts
+        out = encoder(_token_ids(tokenizer, tokenizer_texts).to(device), output_hidden_states=True)
         if pooled is None and out[0].ndim == 2:
             pooled = out[0]
         hidden.append(out.hidden_states[-2])

@@ -44,6 +44,20 @@ def total_offset(offsets, batch: int, shape: tuple[int, ...], device, dtype) -> 
     return total
 
 
+def conditional_rows(offset: torch.Tensor | None, branches: int, do_cfg: bool) -> torch.Tensor | None:
+    """Per-row h-space shifts for a U-Net batch of ``branches`` x images: ``offset`` on the prompt rows only.
+
+    With classifier-free guidance the rows are [unconditional, prompt, edit concepts ...]; the shift goes to the
+    prompt rows (the conditional branch, as the directions paper's code does). Without it every row is a prompt row.
+    """
+    if offset is None:
+        return None
+    if not do_cfg:
+        return offset
+    zeros = torch.zeros_like(offset)
+    return torch.cat([zeros, offset, *([zeros] * (branches - 2))])
+
+
 class MidBlockShift:
     """``with MidBlockShift(unet) as shift: shift.set(deltas); unet(...)`` adds ``deltas`` to the mid-block output.
 

@@ -15,9 +15,24 @@ EMBEDDED = "embedded"
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
 
 
+def pickle_refusal(name: str | Path, what: str = "") -> str:
+    """The one sentence that refuses a pickle file."""
+    return f"{what + ' ' if what else ''}{str(name)!r} is a pickle checkpoint, which can run code when loaded; convert it to safetensors."
+
+
 def embedded_path() -> Path:
     """The folder of the model shipped inside segakit (standard diffusers layout)."""
     return Path(__file__).parents[1] / "assets" / "embedded"
+
+
+def is_embedded(name: str | Path) -> bool:
+    """``name`` is "embedded" or the embedded model's folder (however the path is written)."""
+    if str(name) == EMBEDDED:
+        return True
+    try:
+        return Path(name).expanduser().resolve() == embedded_path().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def resolve(name: str | Path) -> str:
@@ -34,7 +49,7 @@ def resolve(name: str | Path) -> str:
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
-            raise UserError(f"{name!r} is a pickle checkpoint, which can run code when loaded; convert it to safetensors.")
+            raise UserError(pickle_refusal(name))
         raise UserError(f"{name!r} is a file; pass a diffusers model folder (with model_index.json) or a hub id.")
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -93,3 +108,45 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     if pipeline_class is None or isinstance(loaded, pipeline_class):
         return loaded
     return pipeline_class.from_pipe(loaded)
+
+
+def weights_file(path: str | Path, what: str) -> str:
+    """A local ``.safetensors`` file of ``what`` (a LoRA, an embedding, a checkpoint), checked before diffusers reads it."""
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UserError(pickle_refusal(path, what))
+    if suffix != ".safetensors":
+        raise UserError(f"{what} {str(path)!r} is not a .safetensors file; segakit loads weights from safetensors only.")
+    if not p.is_file():
+        raise UserError(f"{what} {str(path)!r} does not exist; pass the path of a .safetensors file.")
+    try:  # the header only: cheap, and a broken file is named before any model is loaded
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # safetensors raises its own error type, or OSError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what} {str(path)!r} is not a readable .safetensors file ({reason}).") from None
+    return str(p)
+
+
+def looks_like_file(value) -> bool:
+    """A str/Path naming a weights file (rather than a folder, a hub id or a state dict)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    p = Path(value).expanduser()
+    return p.is_file() or p.suffix.lower() in (*PICKLE_SUFFIXES, ".safetensors")
+
+
+def single_file_checkpoint(path: str | Path, config: str | Path | None) -> tuple[str, str | None]:
+    """A ``.safetensors`` checkpoint and its config (a local diffusers folder or a hub id), checked for ``from_single_file``."""
+    checkpoint = weights_file(path, "Checkpoint")
+    if config is None:
+        return checkpoint, None
+    folder = Path(config).expanduser()
+    if folder.exists():
+        if not (folder / "model_index.json").is_file():
+            raise UserError(f"config {str(config)!r} is not a diffusers model folder (no model_index.json); pass one, or a hub id.")
+        return checkpoint, str(folder)
+    return checkpoint, resolve(str(config))

@@ -13,10 +13,19 @@ from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.errors import UserError
+from segakit.core.loading import weights_file
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
 
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
+
+
+@dataclass
+class LoraWeights:
+    """A LoRA file (.safetensors) and the scale it is applied with (diffusers' ``set_adapters`` weight)."""
+
+    path: str
+    scale: float = 1.0
 
 
 @dataclass
@@ -43,6 +52,8 @@ class GenerationParams:
     enhance: bool = False  # the library's directions for the attribute values the prompt names
     library: str | None = None  # the direction library folder (default: the embedded model's)
     library_strength: float = 1.0  # the strength of the library's directions
+    loras: list[LoraWeights] = field(default_factory=list)  # loaded in order, each at its scale
+    embeddings: list[str] = field(default_factory=list)  # textual-inversion files (.safetensors)
 
     def validate(self) -> None:
         if not self.prompt.strip() and not self.edits:
@@ -63,6 +74,12 @@ class GenerationParams:
             raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
             raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
+        for lora in self.loras:
+            weights_file(lora.path, "--lora")
+            if not math.isfinite(lora.scale):
+                raise UserError(f"--lora {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
+        for path in self.embeddings:
+            weights_file(path, "--embedding")
         if self.sweep is not None:
             if len(self.edits) != 1:
                 raise UserError(f"--sweep varies the strength of exactly one edit; {len(self.edits)} edits were given.")
@@ -78,10 +95,11 @@ class GenerationParams:
     def from_json(cls, data: dict) -> GenerationParams:
         data = dict(data)
         known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known - {"segakit_version", "image_seed", "scale", "fair_choice"}
+        unknown = set(data) - known - {"segakit_version", "image_seed", "scale", "fair_choice", "edit_defaults"}
         if unknown:
             raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
         data["edits"] = [Edit(**e) for e in data.get("edits", [])]
+        data["loras"] = [LoraWeights(**x) for x in data.get("loras", [])]
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -130,6 +148,18 @@ def _fair(library, params: GenerationParams, seeds: list[int], unet):
     return fair
 
 
+def load_adapters(pipe, params: GenerationParams) -> None:
+    """The job's LoRAs (adapters ``lora0``, ``lora1``, ... at their scales) and embeddings, into ``pipe``."""
+    names = []
+    for i, lora in enumerate(params.loras):
+        names.append(f"lora{i}")
+        pipe.load_lora_weights(lora.path, adapter_name=names[-1])
+    if names:
+        pipe.set_adapters(names, [lora.scale for lora in params.loras])
+    for path in params.embeddings:
+        pipe.load_textual_inversion(path)
+
+
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
@@ -163,6 +193,9 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             library.direction(name).check_model(pipe.unet)
             applied.append(library.direction(name).at(params.library_strength))
     fair = None
+    load_adapters(pipe, params)
+    # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
+    params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
 
     def call(edits: list[Edit], seeds: list[int], record: bool = False):
         nonlocal fair
@@ -178,7 +211,9 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 
-    meta = {**params.to_json(), "segakit_version": __version__}
+    defaults = pipe.edit_defaults
+    meta = {**params.to_json(), "segakit_version": __version__,
+            "edit_defaults": {"scale": defaults.scale, "threshold": defaults.threshold, "warmup": defaults.warmup}}  # fmt: skip
     if params.sweep is not None:
         frames = []
         for s in params.sweep:

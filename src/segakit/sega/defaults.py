@@ -4,18 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segakit.core.loading import EMBEDDED
-from segakit.sega.guidance import Edit
+from segakit.core.loading import is_embedded
+from segakit.sega.guidance import DIFFUSERS_EDIT, Edit
 
 # The embedded model's default SEGA edit parameters for 25 DDIM steps: scale 10, threshold 0.8 and the
 # paper's warm-up of 10 of 50 steps halved, chosen for the shipped U-Net by
 # `python benchmarks/sega_defaults.py --scales 10,20,30,40 --thresholds 0.8 --warmups 5 --seeds 20` on seeds
 # apart from the reported ones (its rule: among the settings that change no more of the untargeted attributes
 # than rewriting the prompt does, best worst target, then best mean; docs/embedded-model.md).
-# Other models get diffusers' defaults (Edit()).
+# Other models get diffusers' defaults (DIFFUSERS_EDIT: scale 5, threshold 0.9, warm-up 10).
 EMBEDDED_EDIT = Edit(scale=10.0, threshold=0.8, warmup=5)
+EMBEDDED_STEPS = 25  # the step count the embedded model's defaults were chosen at
+DIFFUSERS_STEPS = 50
 
 
-def edit_defaults(name: str | Path) -> Edit:
-    """The parameters an edit gets on model ``name`` when none are given."""
-    return EMBEDDED_EDIT if str(name) == EMBEDDED else Edit()
+def edit_defaults(name: str | Path | None) -> Edit:
+    """The parameters an edit gets on model ``name`` ("embedded", its folder, a hub id, a folder) when none are given.
+
+    One source for every entry point: ``Edit("glasses")`` in ``SegaPipeline`` (which asks with the folder it
+    was loaded from) and ``--edit +glasses`` on the command line get the same values on the same model.
+    """
+    return EMBEDDED_EDIT if name is not None and is_embedded(name) else DIFFUSERS_EDIT
+
+
+def default_steps(name: str | Path | None) -> int:
+    """The command line's default step count for model ``name``."""
+    return EMBEDDED_STEPS if name is not None and is_embedded(name) else DIFFUSERS_STEPS

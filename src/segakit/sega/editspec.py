@@ -23,7 +23,11 @@ _PARAMS = re.compile(r"^\s*[A-Za-z]+\s*=[^,]*(,\s*[A-Za-z]+\s*=[^,]*)*$")
 
 
 def parse_edit(spec: str, defaults: Edit | None = None) -> Edit:
-    """One ``--edit`` value to an :class:`Edit`; bad specs raise :class:`UserError`."""
+    """One ``--edit`` value to an :class:`Edit`; bad specs raise :class:`UserError`.
+
+    Keys not given stay unset (the model's defaults apply when the pipeline runs, as for ``Edit(...)``),
+    unless ``defaults`` fills them now.
+    """
     base = defaults or Edit()
     text = spec.strip()
     reverse = False
@@ -60,8 +64,8 @@ def _value(spec: str, name: str, raw: str) -> float | int | None:
 
 
 def format_edit(edit: Edit) -> str:
-    """The spec that :func:`parse_edit` reads back to ``edit``."""
+    """The spec that :func:`parse_edit` reads back to ``edit`` (unset fields stay out of it)."""
     cooldown = "none" if edit.cooldown is None else str(edit.cooldown)
     sign = "-" if edit.reverse else "+"
-    return (f"{sign}{edit.prompt}:s={edit.scale:g},t={edit.threshold:g},w={edit.warmup},"
-            f"c={cooldown},wt={edit.weight:g}")  # fmt: skip
+    given = [f"{key}={value:g}" for key, value in (("s", edit.scale), ("t", edit.threshold), ("w", edit.warmup)) if value is not None]
+    return f"{sign}{edit.prompt}:" + ",".join([*given, f"c={cooldown}", f"wt={edit.weight:g}"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -34,38 +34,51 @@ QuantileOver = Literal["channel", "image"]
 class Edit:
     """One semantic guidance concept and its parameters.
 
-    Defaults are those of diffusers' ``SemanticStableDiffusionPipeline``, so that code moving from it
-    gets the same images.
+    ``scale``, ``threshold`` and ``warmup`` left unset (``None``) take the model's defaults when the
+    pipeline runs (:mod:`segakit.sega.defaults`: the embedded model's tuned ones, diffusers' 5 / 0.9 / 10
+    for other models), exactly as ``--edit +glasses`` does on the command line. The pipeline's output
+    (``out.edits``) holds the values used. The deprecated pipeline's argument names
+    (``editing_prompt``, ``edit_guidance_scale``, ...) keep diffusers' defaults on every model.
 
     Args:
         prompt: the concept text ("glasses", "a smiling face").
-        scale: edit guidance scale ``s_e``.
-        threshold: ``lambda`` in [0, 1): only elements of ``|psi|`` at or above this quantile act.
-        warmup: first denoising step (0-based) at which the concept is applied.
+        scale: edit guidance scale ``s_e``; ``None``: the model's default.
+        threshold: ``lambda`` in [0, 1): only elements of ``|psi|`` at or above this quantile act;
+            ``None``: the model's default.
+        warmup: first denoising step (0-based) at which the concept is applied; ``None``: the model's default.
         cooldown: the concept is not applied from this step on; ``None`` means never stop.
         reverse: ``True`` steers away from the concept (remove it).
         weight: relative weight ``w_k`` among several concepts (negative weights act as 0).
     """
 
     prompt: str | None = None
-    scale: float = 5.0
-    threshold: float = 0.9
-    warmup: int = 10
+    scale: float | None = None
+    threshold: float | None = None
+    warmup: int | None = None
     cooldown: int | None = None
     reverse: bool = False
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold < 1.0):
+        if self.threshold is not None and not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold < 1.0):
             raise UserError(f"Edit threshold {self.threshold!r} is outside [0, 1); use a quantile such as 0.9 or 0.95.")
-        if not math.isfinite(self.scale):
+        if self.scale is not None and not math.isfinite(self.scale):
             raise UserError(f"Edit scale {self.scale!r} is not a finite number.")
         if not math.isfinite(self.weight):
             raise UserError(f"Edit weight {self.weight!r} is not a finite number.")
-        if int(self.warmup) != self.warmup or self.warmup < 0:
+        if self.warmup is not None and (int(self.warmup) != self.warmup or self.warmup < 0):
             raise UserError(f"Edit warm-up {self.warmup!r} must be a whole number of steps, 0 or more.")
         if self.cooldown is not None and (int(self.cooldown) != self.cooldown or self.cooldown < 0):
             raise UserError(f"Edit cool-down {self.cooldown!r} must be a whole number of steps, 0 or more, or None.")
+
+    @property
+    def unset(self) -> tuple[str, ...]:
+        """The fields left to the model's defaults."""
+        return tuple(f for f in MODEL_DEFAULT_FIELDS if getattr(self, f) is None)
+
+    def with_defaults(self, defaults: Edit) -> Edit:
+        """This edit with its unset fields taken from ``defaults``."""
+        return replace(self, **{f: getattr(defaults, f) for f in self.unset}) if self.unset else self
 
     def alive(self, step: int) -> bool:
         """Whether the concept still acts at ``step`` (its U-Net estimate is needed)."""
@@ -73,6 +86,11 @@ class Edit:
 
     def warmed_up(self, step: int) -> bool:
         return step >= self.warmup
+
+
+MODEL_DEFAULT_FIELDS = ("scale", "threshold", "warmup")
+# diffusers' SemanticStableDiffusionPipeline defaults: what unset fields become where no model says otherwise
+DIFFUSERS_EDIT = Edit(scale=5.0, threshold=0.9, warmup=10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,7 +178,7 @@ class SemanticGuidance:
             raise UserError(f"quantile_over {quantile_over!r} is not one of 'channel', 'image'.")
         if not 0.0 <= momentum_beta < 1.0:
             raise UserError(f"Momentum beta {momentum_beta!r} is outside [0, 1).")
-        self.edits = list(edits)
+        self.edits = [e.with_defaults(DIFFUSERS_EDIT) for e in edits]  # the pipeline resolves model defaults first
         self.momentum_scale = float(momentum_scale)
         self.momentum_beta = float(momentum_beta)
         self.quantile_over = quantile_over

@@ -18,8 +18,16 @@ import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+    rescale_noise_cfg,
+)
 from diffusers.schedulers import KarrasDiffusionSchedulers
-from diffusers.utils import BaseOutput
+from diffusers.utils import (
+    USE_PEFT_BACKEND,
+    BaseOutput,
+    scale_lora_layers,
+    unscale_lora_layers,
+)
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import (
     CLIPImageProcessor,
@@ -28,11 +36,26 @@ from transformers import (
     CLIPTokenizer,
 )
 
-from segakit.core.conditioning import Conditioning, encode_sd, encode_sdxl, is_sdxl, sdxl_time_ids
+from segakit.core.conditioning import (
+    Conditioning,
+    encode_sd,
+    encode_sdxl,
+    is_sdxl,
+    sdxl_time_ids,
+)
 from segakit.core.errors import UserError
-from segakit.core.hooks import HSpaceOffset, MidBlockShift, mid_block_shape, total_offset
+from segakit.core.hooks import (
+    HSpaceOffset,
+    MidBlockShift,
+    conditional_rows,
+    mid_block_shape,
+    total_offset,
+)
 from segakit.core.loading import load_pipeline
+from segakit.sega.callbacks import CallState, StepCallback
+from segakit.sega.defaults import edit_defaults
 from segakit.sega.guidance import Edit, QuantileOver, SemanticGuidance
+from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
 
 logger = logging.getLogger(__name__)
@@ -40,11 +63,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SegaPipelineOutput(BaseOutput):
-    """``images`` follow ``output_type``; ``guidance`` is set when ``record_guidance=True``."""
+    """``images`` follow ``output_type``; ``guidance`` is set when ``record_guidance=True``; ``edits`` are the
+    edits as applied, unset fields filled with the model's defaults."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     nsfw_content_detected: list[bool] | None = None
     guidance: RecordedGuidance | None = None
+    edits: list[Edit] | None = None
 
 
 def _per_concept(value, k: int):
@@ -81,11 +106,14 @@ def edits_from_diffusers_args(
     ]
 
 
-class SegaPipeline(DiffusionPipeline):
+class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
     """Semantic guidance for any Stable-Diffusion-family model that diffusers loads.
 
     Build it from a loaded pipeline with ``SegaPipeline.from_pipe(pipe)`` or load it with
-    ``SegaPipeline.from_pretrained(id_or_path)`` ("embedded" is the model shipped with segakit).
+    ``SegaPipeline.from_pretrained(id_or_path)`` ("embedded" is the model shipped with segakit), or from
+    one ``.safetensors`` checkpoint with ``SegaPipeline.from_single_file(path, config=folder)``.
+    LoRA, textual inversion, VAE slicing/tiling, CPU offload and FreeU work as on diffusers'
+    pipelines (:mod:`segakit.sega.loaders`).
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
@@ -128,6 +156,18 @@ class SegaPipeline(DiffusionPipeline):
         """Load from "embedded", a hub id or a local folder; weights from safetensors only."""
         return load_pipeline(pretrained_model_name_or_path, pipeline_class=cls, **kwargs)
 
+    _edit_defaults: Edit | None = None
+
+    @property
+    def edit_defaults(self) -> Edit:
+        """What unset ``Edit`` fields become: set it, or the defaults of the model this pipeline was loaded
+        from (:func:`segakit.sega.defaults.edit_defaults`; diffusers' for components built in code)."""
+        return self._edit_defaults or edit_defaults(self.name_or_path)
+
+    @edit_defaults.setter
+    def edit_defaults(self, value: Edit | None) -> None:
+        self._edit_defaults = value
+
     @property
     def is_sdxl(self) -> bool:
         return is_sdxl(self.unet)
@@ -135,23 +175,37 @@ class SegaPipeline(DiffusionPipeline):
     # -----------------------------------------------------------------------------------------
     # Conditioning
 
-    def encode_texts(self, texts: list[str], device: torch.device) -> Conditioning:
-        """One conditioning row per text, for this pipeline's model family (time ids set later)."""
-        if self.is_sdxl:
-            tokenizers = [t for t in (self.tokenizer, self.tokenizer_2) if t is not None]
-            encoders = [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
-            embeds, pooled = encode_sdxl(tokenizers, encoders, texts, device)
-            dtype = (self.text_encoder_2 or self.unet).dtype
-            return Conditioning(embeds.to(dtype=dtype, device=device), pooled.to(dtype=dtype, device=device))
-        embeds = encode_sd(self.tokenizer, self.text_encoder, texts, device)
-        return Conditioning(embeds.to(dtype=self.text_encoder.dtype, device=device))
+    def encode_texts(self, texts: list[str], device: torch.device, lora_scale: float | None = None) -> Conditioning:
+        """One conditioning row per text, for this pipeline's model family (time ids set later).
+
+        Multi-vector textual-inversion tokens are expanded (diffusers' ``maybe_convert_prompt``); ``lora_scale``
+        scales the text encoders' LoRA layers for this encoding, as diffusers does.
+        """
+        encoders = [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
+        scaled = lora_scale is not None and USE_PEFT_BACKEND
+        if scaled:
+            self._lora_scale = lora_scale
+            for e in encoders:
+                scale_lora_layers(e, lora_scale)
+        try:
+            if self.is_sdxl:
+                tokenizers = [t for t in (self.tokenizer, self.tokenizer_2) if t is not None]
+                embeds, pooled = encode_sdxl(tokenizers, encoders, texts, device, convert=self.maybe_convert_prompt)
+                dtype = (self.text_encoder_2 or self.unet).dtype
+                return Conditioning(embeds.to(dtype=dtype, device=device), pooled.to(dtype=dtype, device=device))
+            embeds = encode_sd(self.tokenizer, self.text_encoder, self.maybe_convert_prompt(texts, self.tokenizer), device)
+            return Conditioning(embeds.to(dtype=self.text_encoder.dtype, device=device))
+        finally:
+            if scaled:
+                for e in encoders:
+                    unscale_lora_layers(e, lora_scale)
 
     def _edit_conditioning(
-        self, edits: Sequence[Edit], embeddings: torch.Tensor | None, pooled: torch.Tensor | None, device
+        self, edits: Sequence[Edit], embeddings: torch.Tensor | None, pooled: torch.Tensor | None, device, lora_scale=None
     ) -> list[Conditioning]:
         """One single-row conditioning per concept (text or precomputed embeddings)."""
         if embeddings is None:
-            cond = self.encode_texts([e.prompt or "" for e in edits], device)
+            cond = self.encode_texts([e.prompt or "" for e in edits], device, lora_scale)
             return [cond.rows(k, k + 1) for k in range(len(edits))]
         if self.is_sdxl and pooled is None:
             raise UserError("SDXL models need editing_pooled_embeddings together with editing_prompt_embeddings.")
@@ -187,10 +241,11 @@ class SegaPipeline(DiffusionPipeline):
 
     def _unet(self, x: torch.Tensor, t, cond: Conditioning, max_batch: int | None) -> torch.Tensor:
         """The U-Net on all rows, in sub-batches of at most ``max_batch`` rows."""
+        extra = {"cross_attention_kwargs": self._cross_attention_kwargs} if self._cross_attention_kwargs else {}
         if not max_batch or x.shape[0] <= max_batch:
-            return self.unet(x, t, **cond.unet_kwargs(), return_dict=False)[0]
+            return self.unet(x, t, **cond.unet_kwargs(), **extra, return_dict=False)[0]
         outs = [
-            self.unet(x[s : s + max_batch], t, **cond.rows(s, s + max_batch).unet_kwargs(), return_dict=False)[0]
+            self.unet(x[s : s + max_batch], t, **cond.rows(s, s + max_batch).unet_kwargs(), **extra, return_dict=False)[0]
             for s in range(0, x.shape[0], max_batch)
         ]
         return torch.cat(outs)
@@ -262,6 +317,10 @@ class SegaPipeline(DiffusionPipeline):
         max_unet_batch: int | None = None,
         record_guidance: bool = False,
         record_device: str | torch.device | None = None,
+        guidance_rescale: float = 0.0,
+        cross_attention_kwargs: dict | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         directions: Sequence[HSpaceOffset] | None = None,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
@@ -278,6 +337,11 @@ class SegaPipeline(DiffusionPipeline):
         device unless ``record_device`` says otherwise), ``directions`` (h-space offsets such as
         :class:`segakit.directions.Direction` ``.at(strength)``, added to the conditional branch's mid-block
         output at every step; several sum).
+
+        As in diffusers' Stable Diffusion pipelines: ``guidance_rescale`` (rescale the final estimate
+        towards the prompt's standard deviation, 0 = off), ``cross_attention_kwargs`` (e.g. ``{"scale": 0.5}``
+        for the LoRA scale), ``callback_on_step_end`` with ``callback_on_step_end_tensor_inputs``
+        (:mod:`segakit.sega.callbacks`).
         """
         # ---- inputs
         if prompt is None:
@@ -291,6 +355,9 @@ class SegaPipeline(DiffusionPipeline):
             raise UserError(f"num_images_per_prompt {num_images_per_prompt!r} must be 1 or more.")
         if output_type not in ("pil", "np", "pt", "latent"):
             raise UserError(f"output_type {output_type!r} is not one of 'pil', 'np', 'pt', 'latent'.")
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise UserError(f"guidance_rescale {guidance_rescale!r} is outside [0, 1]; 0 turns it off, 0.7 is usual.")
+        step_callback = StepCallback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         if max_unet_batch is not None and max_unet_batch < 1:
             raise UserError(f"max_unet_batch {max_unet_batch!r} must be 1 or more (or None for no cap).")
         height = height or self.unet.config.sample_size * self.vae_scale_factor
@@ -307,19 +374,22 @@ class SegaPipeline(DiffusionPipeline):
                 editing_prompt, n_emb, reverse_editing_direction, edit_guidance_scale, edit_warmup_steps,
                 edit_cooldown_steps, edit_threshold, edit_weights,
             )  # fmt: skip
-        edits = list(edits)
+        edits = [e.with_defaults(self.edit_defaults) for e in edits]
 
         if guidance_scale is None:
             guidance_scale = 5.0 if self.is_sdxl else 7.5
         device = self._execution_device
         batch = len(prompts) * num_images_per_prompt
         do_cfg = guidance_scale > 1.0
+        self._guidance_scale, self._guidance_rescale, self._interrupt = guidance_scale, guidance_rescale, False
+        self._cross_attention_kwargs = cross_attention_kwargs
+        lora_scale = (cross_attention_kwargs or {}).get("scale")
         if edits and not do_cfg:
             logger.warning("guidance_scale <= 1 turns classifier-free guidance off, and with it semantic guidance.")
         use_sega = do_cfg and bool(edits)
 
         # ---- conditioning: rows [uncond x batch, prompt x batch, edit_k x batch ...]
-        cond = self.encode_texts(prompts, device)
+        cond = self.encode_texts(prompts, device, lora_scale)
         if do_cfg:
             if negative_prompt is None and self.is_sdxl and self.config.force_zeros_for_empty_prompt:
                 uncond = Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
@@ -327,8 +397,10 @@ class SegaPipeline(DiffusionPipeline):
                 negs = [negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list) else negative_prompt
                 if len(negs) != len(prompts):
                     raise UserError(f"{len(negs)} negative prompts were given for {len(prompts)} prompts; give one per prompt.")
-                uncond = self.encode_texts(negs, device)
-        edit_conds = self._edit_conditioning(edits, editing_prompt_embeddings, editing_pooled_embeddings, device) if use_sega else []
+                uncond = self.encode_texts(negs, device, lora_scale)
+        edit_conds = (
+            self._edit_conditioning(edits, editing_prompt_embeddings, editing_pooled_embeddings, device, lora_scale) if use_sega else []
+        )
         if self.is_sdxl:
             time_ids = sdxl_time_ids(height, width, cond.embeds.dtype, device)
             for c in [cond, *([uncond] if do_cfg else []), *edit_conds]:
@@ -355,6 +427,7 @@ class SegaPipeline(DiffusionPipeline):
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
         timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
         latents = self.prepare_latents(batch, height, width, cond.embeds.dtype, device, generator, latents)
         if reuse is not None:
             reuse = reuse.to(device=device, dtype=latents.dtype)
@@ -375,6 +448,8 @@ class SegaPipeline(DiffusionPipeline):
         unet_cond, unet_key = base, None
         with self.progress_bar(total=len(timesteps)) as bar, shift:
             for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    break
                 alive = sega.alive(i) if sega is not None else []
                 if tuple(alive) != unet_key:
                     unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in alive)])
@@ -389,7 +464,7 @@ class SegaPipeline(DiffusionPipeline):
                 if do_cfg:
                     chunks = out.chunk(branches)
                     e0, ep = chunks[0], chunks[1]
-                    guidance = guidance_scale * (ep - e0)  # classifier-free guidance
+                    guidance = self._guidance_scale * (ep - e0)  # classifier-free guidance (a step callback may change the scale)
                     if sega is not None:
                         gamma = sega(i, e0, {k: chunks[2 + j] for j, k in enumerate(alive)})
                         if gamma is not None:
@@ -401,9 +476,15 @@ class SegaPipeline(DiffusionPipeline):
                         if recorded is not None and sega is None:
                             recorded[i].copy_(reuse[i], non_blocking=True)
                     noise_pred = e0 + guidance
+                    if guidance_rescale > 0.0:
+                        noise_pred = rescale_noise_cfg(noise_pred, ep, guidance_rescale=guidance_rescale)
                 else:
                     noise_pred = out
                 latents = self.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+                if step_callback:
+                    latents, new_base = self._run_step_callback(step_callback, i, t, latents, noise_pred, base, batch, do_cfg)
+                    if new_base is not base:
+                        base, unet_key = new_base, None  # rebuild the U-Net's conditioning next step
                 if callback is not None and i % callback_steps == 0:
                     callback(i // getattr(self.scheduler, "order", 1), t, latents)
                 bar.update()
@@ -425,18 +506,4 @@ class SegaPipeline(DiffusionPipeline):
             )
         if not return_dict:
             return (images, nsfw)
-        return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec)
-
-
-def conditional_rows(offset: torch.Tensor | None, branches: int, do_cfg: bool) -> torch.Tensor | None:
-    """Per-row h-space shifts for a U-Net batch of ``branches`` x images: ``offset`` on the prompt rows only.
-
-    With classifier-free guidance the rows are [unconditional, prompt, edit concepts ...]; the shift goes to the
-    prompt rows (the conditional branch, as the directions paper's code does). Without it every row is a prompt row.
-    """
-    if offset is None:
-        return None
-    if not do_cfg:
-        return offset
-    zeros = torch.zeros_like(offset)
-    return torch.cat([zeros, offset, *([zeros] * (branches - 2))])
+        return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec, edits=edits)
