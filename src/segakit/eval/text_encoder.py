@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from segakit.world.captions import CONCEPTS, NEGATIONS, caption, parse_caption
+from segakit.world.dataset import samples
 from segakit.world.schema import ATTRIBUTES, BINARY, sample_face
 
+EMBEDDED = Path(__file__).resolve().parents[1] / "assets" / "embedded"
 PLAIN = "a face of a person"
 REFERENCE = "man/woman"
 NUISANCE = "photo/drawing"
@@ -158,12 +160,13 @@ def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int
 
     Each value's text embedding is the normalised mean of its prompts' (a prompt ensemble). AUC is
     one-vs-rest, averaged over the values present (for a binary attribute, the true-value AUC)."""
-    from segakit.train.data import batch_at
-
     device = next(clip.parameters()).device
-    batch = batch_at(seed, 0, n)
-    img = torch.cat([_features(clip.get_image_features(pixel_values=batch.images[i : i + 200].to(device)))
-                     for i in range(0, n, 200)])
+    images, labels = [], []
+    for s in samples(n, seed):
+        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
+        labels.append(s.face.labels())
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # as the CLIP was trained
+    img = torch.cat([_features(clip.get_image_features(pixel_values=pixels[i : i + 200].to(device))) for i in range(0, n, 200)])
     img = F.normalize(img.float(), dim=-1)
     out = {}
     for attr in attributes:
@@ -174,7 +177,7 @@ def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int
             ids = tokenizer(prompts[v], padding="longest", truncation=True, return_tensors="pt").input_ids.to(device)
             txt.append(F.normalize(F.normalize(_features(clip.get_text_features(input_ids=ids)).float(), dim=-1).mean(0), dim=0))
         sims = (img @ torch.stack(txt).T).cpu()  # (n, values)
-        truth = [lab[attr] for lab in batch.labels]
+        truth = [lab[attr] for lab in labels]
         known = [i for i, t in enumerate(truth) if t in values]
         pred = sims.argmax(1)
         acc = sum(values[int(pred[i])] == truth[i] for i in known) / max(1, len(known))
@@ -216,6 +219,33 @@ def measure(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, clip: CLIPMod
     return TextEncoderReport(pairs, concept_distances(text_encoder, tokenizer), sep, zs)
 
 
+@dataclass
+class GateResult:
+    passed: bool
+    failures: list[str]  # one phrase per failed check
+    separation: dict[str, float]  # per attribute, relative to the presentation's
+    pairs: dict[str, float]  # per prompt pair, relative to man/woman
+
+
+def gate_verdict(pairs: dict[str, float], separation: dict[str, float], min_ratio: float, max_nuisance: float) -> GateResult:
+    """Pass when every attribute's caption separation and every attribute prompt pair is at least ``min_ratio``
+    of the presentation's (man/woman), and the nuisance pair at most ``max_nuisance`` of it."""
+    failures = [f"{a} separation {r:.3f}" for a, r in separation.items() if r < min_ratio]
+    failures += [f"'{n}' distance {r:.3f}" for n, r in pairs.items() if n not in (REFERENCE, NUISANCE) and r < min_ratio]
+    if pairs.get(NUISANCE, 0.0) > max_nuisance:
+        failures.append(f"'{NUISANCE}' distance {pairs[NUISANCE]:.3f} (at most {max_nuisance})")
+    return GateResult(not failures, failures, separation, pairs)
+
+
+def gate(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, min_ratio: float = 0.4, max_nuisance: float = 0.1,
+         n_captions: int = 1500) -> GateResult:
+    """Can this text encoder be told every attribute? (See :func:`gate_verdict`; a few seconds on one core.)"""
+    pairs = {n: v["relative"] for n, v in pair_distances(text_encoder, tokenizer).items()}
+    sep = caption_separation(text_encoder, tokenizer, n_captions)
+    ref = sep.get("presentation", float("nan"))
+    return gate_verdict(pairs, {a: v / ref for a, v in sep.items() if a != "presentation"}, min_ratio, max_nuisance)
+
+
 def load(folder: Path) -> tuple[CLIPTextModel, CLIPTokenizer, CLIPModel | None]:
     """A folder laid out like the embedded model: ``text_encoder/``, ``tokenizer/`` and optionally ``clip/``."""
     folder = Path(folder)
@@ -243,10 +273,8 @@ def markdown(report: TextEncoderReport, title: str = "") -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from segakit.train.embedded import DEFAULT_OUT
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_OUT), help="folder with text_encoder/, tokenizer/ and clip/")
+    parser.add_argument("--model", default=str(EMBEDDED), help="folder with text_encoder/, tokenizer/ and clip/")
     parser.add_argument("--n_captions", type=int, default=3000)
     parser.add_argument("--n_images", type=int, default=600)
     parser.add_argument("--threads", type=int, default=1)

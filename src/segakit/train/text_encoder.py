@@ -114,16 +114,18 @@ def changed_face(face: Face, attr: str, rng: np.random.Generator) -> Face | None
 
 def variant_of(plan: CaptionPlan, face: Face, text: str, rng: np.random.Generator, p_drop: float) -> tuple[str, bool] | None:
     """The caption with one mentioned attribute changed (a false caption) or, with ``p_drop``, left out
-    (still true, but says less); None when no mentioned attribute yields a different text."""
+    (still true, but says less); None when no mentioned attribute yields a caption that states something else
+    (read back by ``parse_caption``: a bald head's hair colour, say, changes no word)."""
+    stated = parse_caption(text)
     for attr in [plan.attrs[i] for i in rng.permutation(len(plan.attrs))]:
         if plan.kind == "full" and rng.random() < p_drop:
             other = realize(dataclasses.replace(plan, attrs=[a for a in plan.attrs if a != attr]), face)
-            if other != text:
+            if parse_caption(other) != stated:
                 return other, False
         new = changed_face(face, attr, rng)
         if new is not None:
             other = realize(plan, new)
-            if other != text:
+            if parse_caption(other) != stated:
                 return other, True
     return None
 
@@ -295,6 +297,25 @@ def quick_eval(folder: Path) -> dict:
         "sep_rel": {a: round(rep.separation_ratio(a), 3) for a in rep.separation},
         "zs_auc": {a: round(v["auc"], 3) for a, v in rep.zero_shot.items()},
     }
+
+
+def require_text_encoder(text_encoder: Path, tokenizer: Path, min_ratio: float, max_nuisance: float) -> None:
+    """The U-Net stage's gate: exit with the failed measures unless the text encoder at ``text_encoder`` separates
+    every attribute (``segakit.eval.text_encoder.gate``). A U-Net cannot learn words its text encoder drops."""
+    from transformers import CLIPTextModel
+
+    from segakit.eval.text_encoder import gate
+
+    if not (Path(text_encoder) / "config.json").is_file():
+        raise SystemExit(f"no text encoder at {text_encoder} (no config.json); train one with python -m segakit.train.text_encoder.")
+    te = CLIPTextModel.from_pretrained(text_encoder, dtype=torch.float32, use_safetensors=True).eval()
+    result = gate(te, CLIPTokenizer.from_pretrained(tokenizer), min_ratio, max_nuisance)
+    if not result.passed:
+        raise SystemExit(
+            f"the text encoder at {text_encoder} fails the gate (each at least {min_ratio} of man/woman): "
+            + ", ".join(result.failures) + ". Train one that passes (python -m segakit.train.text_encoder), "
+            "or pass --skip_text_encoder_gate true to train on it anyway.")
+    print(f"text-encoder gate passed: {text_encoder}", flush=True)
 
 
 def train(cfg: TextEncoderConfig) -> Path:

@@ -85,6 +85,10 @@ class UnetConfig:
     p_uncond: float = 0.05
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     ema_decay: float = 0.9995
+    # the text-encoder gate (issue 15): a fresh or resumed run refuses a text encoder that drops attributes
+    skip_text_encoder_gate: bool = False
+    gate_min_ratio: float = 0.4  # every attribute's separation and prompt distance, relative to man/woman
+    gate_max_nuisance: float = 0.1  # "a photo of" vs "a drawing of", relative to man/woman
     # bookkeeping
     max_minutes: float = 0.0  # stop (checkpoint and export) after this much wall time in this run; 0 = no limit
     log_every: int = 25
@@ -239,6 +243,11 @@ def train(cfg: UnetConfig) -> Path:
     device = setup_torch(cfg.device, cfg.threads)
     root = runs_root()
     run = Path(cfg.run) if cfg.run else root / "unet"
+    if not cfg.skip_text_encoder_gate:
+        from segakit.train.text_encoder import require_text_encoder
+
+        require_text_encoder(Path(cfg.text_encoder or root / "clip" / "text_encoder"), Path(cfg.tokenizer or root / "tokenizer"),
+                             cfg.gate_min_ratio, cfg.gate_max_nuisance)
     run.mkdir(parents=True, exist_ok=True)
     cache = open_cache(Path(cfg.cache) if cfg.cache else root / "cache")
     if device.type == "cuda":  # the whole cache in GPU memory: batches are gathered there, no host round trip
