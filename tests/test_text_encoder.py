@@ -158,3 +158,55 @@ def test_measures_run_on_an_exported_folder(tmp_path):
     text = te_eval.markdown(report, "shipped")
     assert "| glasses |" in text and "man/woman" in text
     assert report.separation_ratio("presentation") == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------ fresh captions for the U-Net
+def test_fresh_captions_never_state_a_false_value_nor_a_nuisance_one():
+    from segakit.train.recaption import fresh_caption
+    from segakit.world.schema import sample_face
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(500):
+        labels = sample_face(rng).labels()
+        text = fresh_caption(labels, rng)
+        seen.add(text)
+        for attr, values in parse_caption(text).items():
+            assert values == {labels[attr]}, (text, attr, labels[attr])
+        assert " background" not in text and not any(c in text for c in ("beanie", "fedora", "round glasses", "square glasses"))
+    assert len(seen) > 300  # varied
+    again = np.random.default_rng(1)
+    labels = sample_face(again).labels()
+    assert fresh_caption(labels, np.random.default_rng(5)) == fresh_caption(labels, np.random.default_rng(5))
+
+
+def _tiny_cache(folder: Path, n: int = 8) -> None:
+    from safetensors.torch import save_file
+
+    from segakit.world.schema import sample_face
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    records = [{"caption": "a face of a person", **sample_face(rng).labels()} for _ in range(n)]
+    save_file({"latents": torch.randn(n, 4, 16, 16).half(), "hidden": torch.zeros(n, 48, 256).half(),
+               "input_ids": torch.zeros(n, 48, dtype=torch.int32)}, folder / "shard-00000.safetensors")
+    (folder / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    save_file({"hidden": torch.zeros(1, 48, 256).half()}, folder / "empty.safetensors")
+    (folder / "DONE.json").write_text(json.dumps({"n": n}))
+
+
+def test_unet_trains_on_fresh_captions(tmp_path):
+    from segakit.train import unet
+    from segakit.train.cache import open_cache
+
+    _tiny_cache(tmp_path / "cache")
+    assert open_cache(tmp_path / "cache").labels(torch.tensor([3]))[0]["caption"] == "a face of a person"
+    run = tmp_path / "unet"
+    unet.main(["--run", str(run), "--cache", str(tmp_path / "cache"), "--threads", "1", "--fresh_captions", "true",
+               "--skip_text_encoder_gate", "true", "--text_encoder", str(EMBEDDED / "text_encoder"),
+               "--tokenizer", str(EMBEDDED / "tokenizer"), "--vae", str(EMBEDDED / "vae"), "--sample_steps", "2",
+               "--block_out_channels", "32,32,32", "--attention_head_dim", "8",
+               "--batch_size", "4", "--max_steps", "2", "--log_every", "1", "--ckpt_every", "2", "--sample_every", "100"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+    assert json.loads((run / "unet_ema" / "training.json").read_text())["config"]["fresh_captions"] is True

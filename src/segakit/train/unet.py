@@ -7,6 +7,11 @@ Captions are dropped (replaced by the empty prompt) with probability ``p_uncond`
 10% empty captions, for classifier-free guidance. AdamW, warm-up then constant (or cosine) LR, an EMA of
 the weights (the EMA is what ships). Checkpoints every ``ckpt_every`` steps; a killed run resumes there.
 
+With ``--fresh_captions true`` each row's caption is drawn afresh every step from its cached labels
+(``train/recaption.py``) and encoded by the frozen text encoder, instead of the one caption the cache
+stored for it. The stage first checks its text encoder (``segakit.eval.text_encoder.gate``) and refuses one
+that cannot tell the attributes apart, unless ``--skip_text_encoder_gate true``.
+
 Attention only at 8x8 and 4x4: at 16x16 (256 tokens) it would cost most of the step on a CPU.
 
     python -m segakit.train.unet                        # the real run (resumes)
@@ -31,6 +36,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -83,6 +89,7 @@ class UnetConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     p_uncond: float = 0.05
+    fresh_captions: bool = False  # draw each row's caption afresh every step from its labels, encoded by the frozen text encoder
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     ema_decay: float = 0.9995
     # the text-encoder gate (issue 15): a fresh or resumed run refuses a text encoder that drops attributes
@@ -271,6 +278,12 @@ def train(cfg: UnetConfig) -> Path:
     print(f"unet: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, {start} -> {run}", flush=True)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     empty = cache.empty.to(device)
+    if cfg.fresh_captions:  # the frozen text encoder, to encode each step's new captions
+        from segakit.train.recaption import encode, fresh_caption
+
+        tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
+        text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+        text.requires_grad_(False)
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
     deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
@@ -278,8 +291,12 @@ def train(cfg: UnetConfig) -> Path:
         lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule)
         for group in opt.param_groups:
             group["lr"] = lr
-        latents, hidden = cache.rows(batch_indices(step, cfg.batch_size, len(cache), cfg.seed))
+        rows = batch_indices(step, cfg.batch_size, len(cache), cfg.seed)
+        latents, hidden = cache.rows(rows)
         latents, hidden = latents.to(device), hidden.to(device)
+        if cfg.fresh_captions:
+            rng = np.random.default_rng([cfg.seed, step, 15])
+            hidden = encode(text, tok, [fresh_caption(r, rng) for r in cache.labels(rows)], device)
         g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise, timesteps and dropout of this step
         noise = torch.randn(latents.shape, generator=g).to(device)
         t = torch.randint(0, cfg.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
