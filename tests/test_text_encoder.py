@@ -210,3 +210,15 @@ def test_unet_trains_on_fresh_captions(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
     assert json.loads((run / "unet_ema" / "training.json").read_text())["config"]["fresh_captions"] is True
+
+
+def test_later_stages_use_the_text_encoder_stage_once_it_finished(tmp_path):
+    from segakit.train.config import clip_path, text_encoder_path
+
+    assert text_encoder_path(tmp_path) == tmp_path / "clip" / "text_encoder" and clip_path(tmp_path) == tmp_path / "clip" / "final"
+    model = tmp_path / "text_encoder" / "model"
+    model.mkdir(parents=True)
+    (model / "training.json").write_text(json.dumps({"step": 5, "max_steps": 10}))
+    assert text_encoder_path(tmp_path) == tmp_path / "clip" / "text_encoder"  # unfinished: not yet
+    (model / "training.json").write_text(json.dumps({"step": 10, "max_steps": 10}))
+    assert text_encoder_path(tmp_path) == model / "text_encoder" and clip_path(tmp_path) == model / "clip"

@@ -34,7 +34,7 @@ from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from segakit.train.config import config_dict, parse_config, runs_root, setup_torch
+from segakit.train.config import config_dict, parse_config, runs_root, setup_torch, text_encoder_path
 from segakit.train.data import TRAIN_SEED, batch_at
 
 
@@ -42,7 +42,7 @@ from segakit.train.data import TRAIN_SEED, batch_at
 class CacheConfig:
     out: str = ""  # default: $SEGAKIT_RUNS/cache
     vae: str = ""  # default: $SEGAKIT_RUNS/autoencoder/final
-    text_encoder: str = ""  # default: $SEGAKIT_RUNS/clip/text_encoder
+    text_encoder: str = ""  # default: $SEGAKIT_RUNS/text_encoder/model/text_encoder if that stage finished, else clip/text_encoder
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     device: str = "cpu"
     threads: int = 0
@@ -64,7 +64,7 @@ class Sources:
 def load_sources(cfg: CacheConfig, device: torch.device) -> Sources:
     root = runs_root()
     vae = AutoencoderKL.from_pretrained(cfg.vae or root / "autoencoder" / "final", torch_dtype=torch.float32).to(device).eval()
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
     return Sources(vae, text, tok)
 

@@ -282,7 +282,8 @@ def export(model: Trainee, tokenizer: CLIPTokenizer, folder: Path, info: dict) -
     tokenizer.save_pretrained(tmp / "clip")
     image_processor().save_pretrained(tmp / "clip")
     clip.to(was)
-    (tmp / "training.json").write_text(json.dumps(info, indent=1))
+    for where in (tmp, tmp / "clip"):
+        (where / "training.json").write_text(json.dumps(info, indent=1))
     replace_dir(tmp, folder)
 
 

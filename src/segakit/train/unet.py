@@ -43,7 +43,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from segakit.train.cache import open_cache
 from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
-from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch, vae_path
+from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch, text_encoder_path, vae_path
 from segakit.train.data import grid, to_pil
 
 PREVIEW_PROMPTS = [
@@ -63,7 +63,7 @@ class UnetConfig:
     run: str = ""  # default: $SEGAKIT_RUNS/unet
     cache: str = ""  # default: $SEGAKIT_RUNS/cache
     vae: str = ""  # for preview samples; default: $SEGAKIT_RUNS/decoder/final, else autoencoder/final
-    text_encoder: str = ""  # for preview samples; default: $SEGAKIT_RUNS/clip/text_encoder
+    text_encoder: str = ""  # for preview samples, the gate and fresh captions; default: config.text_encoder_path
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     init: str = ""  # start from these U-Net weights ("embedded" or a diffusers folder) when no checkpoint exists
     device: str = "cpu"
@@ -171,7 +171,7 @@ def sample_grid(unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device:
     """DDIM samples of :data:`PREVIEW_PROMPTS` (one row per seed) with classifier-free guidance."""
     root = runs_root()
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
     vae = AutoencoderKL.from_pretrained(cfg.vae or vae_path(root), torch_dtype=torch.float32).to(device).eval()
     prompts = PREVIEW_PROMPTS * n_seeds
     ids = tok(prompts + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
@@ -253,7 +253,7 @@ def train(cfg: UnetConfig) -> Path:
     if not cfg.skip_text_encoder_gate:
         from segakit.train.text_encoder import require_text_encoder
 
-        require_text_encoder(Path(cfg.text_encoder or root / "clip" / "text_encoder"), Path(cfg.tokenizer or root / "tokenizer"),
+        require_text_encoder(Path(cfg.text_encoder or text_encoder_path(root)), Path(cfg.tokenizer or root / "tokenizer"),
                              cfg.gate_min_ratio, cfg.gate_max_nuisance)
     run.mkdir(parents=True, exist_ok=True)
     cache = open_cache(Path(cfg.cache) if cfg.cache else root / "cache")
@@ -282,7 +282,7 @@ def train(cfg: UnetConfig) -> Path:
         from segakit.train.recaption import encode, fresh_caption
 
         tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
-        text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+        text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
         text.requires_grad_(False)
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
