@@ -14,7 +14,8 @@ with four objectives per step, on world samples whose caption *plans* are kept s
    states, read back by ``parse_caption``, plus an "unstated" class, so "a face of a person" and
    "a face of a person with glasses" differ);
 3. **separation** of the hidden-state sequence (the measure of ``segakit.eval.text_encoder``): a hinge
-   pushes 1 - cos between a caption and its one-attribute variant (changed, or dropped) above ``margin``;
+   pushes 1 - cos between a caption and its one-attribute variant (changed, or dropped) above ``margin_ratio``
+   of the man/woman distance (measured in the same step; the eval's yardstick);
 4. **nuisance**: the same caption in another template or synonym ("a photo of" / "a drawing of",
    "glasses" / "spectacles") is pulled to the same sequence.
 
@@ -72,7 +73,8 @@ class TextEncoderConfig:
     w_attr_text: float = 1.0
     w_attr_hidden: float = 1.0
     w_sep: float = 10.0
-    margin: float = 0.08  # wanted 1 - cos between a caption's hidden sequence and its one-attribute variant
+    margin: float = 0.08  # wanted 1 - cos between a caption's hidden sequence and its one-attribute variant, at least ...
+    margin_ratio: float = 0.6  # ... and at least this share of the man/woman distance (the measure's yardstick, this step)
     w_nuisance: float = 10.0
     # optimisation
     batch_size: int = 64
@@ -87,6 +89,9 @@ class TextEncoderConfig:
     log_every: int = 25
     ckpt_every: int = 100
     eval_every: int = 250  # 0 = never (the eval costs ~20 s on one core)
+
+
+REFERENCE_PAIR = ("a face of a man", "a face of a woman")  # the yardstick of segakit.eval.text_encoder
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -226,7 +231,7 @@ def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: 
     n = len(batch)
     captions = [e.caption for e in batch]
     twins = [e for e in batch if e.twin]
-    texts = captions + [e.variant for e in batch] + [e.twin for e in twins]
+    texts = captions + [e.variant for e in batch] + [e.twin for e in twins] + list(REFERENCE_PAIR)
     # every text padded to the same length, so that sequences compare position by position
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids.to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
@@ -249,9 +254,11 @@ def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: 
     image_targets = {a: torch.tensor([ATTRIBUTES[a].index(e.labels[a]) for e in batch], device=device) for a in ATTRIBUTES}
     text_targets = {a: t.to(device) for a, t in stated_targets(texts).items()}
     # 3. separation of the hidden sequences from their variants, 4. nuisance wording kept close
-    sep = F.relu(cfg.margin - sequence_distance(hidden[:n], hidden[n : 2 * n])).mean()
+    reference = sequence_distance(hidden[-2:-1], hidden[-1:]).detach()  # man/woman
+    margin = torch.clamp(cfg.margin_ratio * reference, min=cfg.margin)
+    sep = F.relu(margin - sequence_distance(hidden[:n], hidden[n : 2 * n])).mean()
     twin_rows = [i for i, e in enumerate(batch) if e.twin]
-    nuis = sequence_distance(hidden[twin_rows], hidden[2 * n :]).mean() if twin_rows else hidden.new_zeros(())
+    nuis = sequence_distance(hidden[twin_rows], hidden[2 * n : -2]).mean() if twin_rows else hidden.new_zeros(())
     return {
         "clip": 0.5 * (i2t + t2i),
         "attr_image": heads_loss(model.image_heads, image_emb, image_targets),
@@ -260,6 +267,7 @@ def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: 
         "sep": sep,
         "nuisance": nuis,
         "top1": (same[torch.arange(n), logits.argmax(1)] > 0).float().mean().detach(),
+        "man_woman": reference[0],
     }
 
 
