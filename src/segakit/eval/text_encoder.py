@@ -10,6 +10,10 @@ Three measures (issue 15), each a few small functions over tensors:
 - **zero-shot reading** of each attribute by the CLIP (image tower against text tower) on renders:
   accuracy and AUC (one-vs-rest, macro over values for multi-valued attributes).
 
+:func:`gate` turns the first two into a verdict: the U-Net stage (``train/unet.py``) refuses a text encoder
+in which some attribute's separation or prompt distance is below ``min_ratio`` of man/woman, or in which
+"a photo of" / "a drawing of" is more than ``max_nuisance`` of it apart.
+
     python -m segakit.eval.text_encoder                                  # the shipped model
     python -m segakit.eval.text_encoder --model /work/runs-te/te/final   # any folder with text_encoder/ tokenizer/ clip/
 """
