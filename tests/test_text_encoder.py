@@ -222,3 +222,10 @@ def test_later_stages_use_the_text_encoder_stage_once_it_finished(tmp_path):
     assert text_encoder_path(tmp_path) == tmp_path / "clip" / "text_encoder"  # unfinished: not yet
     (model / "training.json").write_text(json.dumps({"step": 10, "max_steps": 10}))
     assert text_encoder_path(tmp_path) == model / "text_encoder" and clip_path(tmp_path) == model / "clip"
+
+
+def test_linear_probe_reads_presentation_from_the_image_tower(shipped):
+    _, _, clip = shipped
+    scores = te_eval.linear_probe(clip, n_train=100, n_test=50, attributes=("presentation", "hat"))
+    assert set(scores) == {"presentation", "hat"} and 0.5 <= scores["hat"]["majority"] <= 1
+    assert scores["presentation"]["accuracy"] > scores["presentation"]["majority"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +158,47 @@ def value_prompts(attr: str) -> dict[object, list[str]]:
 
 
 @torch.no_grad()
+def image_features(clip: CLIPModel, n: int, seed: int, start: int = 0) -> tuple[torch.Tensor, list[dict]]:
+    """The CLIP's image embeddings (n, projection_dim) of renders ``start .. start+n-1`` of ``seed``, and their labels."""
+    device = next(clip.parameters()).device
+    images, labels = [], []
+    for s in samples(n, seed, start):
+        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
+        labels.append(s.face.labels())
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # as the CLIP was trained
+    feats = [_features(clip.get_image_features(pixel_values=pixels[i : i + 200].to(device))) for i in range(0, n, 200)]
+    return torch.cat(feats).float().cpu(), labels
+
+
+def linear_probe(clip: CLIPModel, n_train: int = 1000, n_test: int = 500, seed: int = 4243,
+                 attributes: Sequence[str] = tuple(ATTRIBUTES)) -> dict[str, dict[str, float]]:
+    """Per attribute: held-out accuracy of a logistic-regression probe on the image embeddings, next to the
+    majority rate: does the image tower carry the attribute at all, whatever the text tower says?"""
+    x, labels = image_features(clip, n_train + n_test, seed)
+    x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-6)
+    out = {}
+    for attr in attributes:
+        values = list(ATTRIBUTES[attr])
+        y = torch.tensor([values.index(lab[attr]) for lab in labels])
+        w = torch.zeros(x.shape[1], len(values), requires_grad=True)
+        b = torch.zeros(len(values), requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(x[:n_train] @ w + b, y[:n_train]) + 1e-3 * w.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            acc = float(((x[n_train:] @ w + b).argmax(1) == y[n_train:]).float().mean())
+        majority = float(torch.bincount(y[n_train:], minlength=len(values)).max()) / n_test
+        out[attr] = {"accuracy": acc, "majority": majority}
+    return out
+
+
+@torch.no_grad()
 def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int = 4242,
               attributes: Sequence[str] = tuple(ATTRIBUTES)) -> dict[str, dict[str, float]]:
     """Per attribute: accuracy (argmax over values) and AUC of the CLIP on ``n`` renders of seed ``seed``.
@@ -165,13 +206,8 @@ def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int
     Each value's text embedding is the normalised mean of its prompts' (a prompt ensemble). AUC is
     one-vs-rest, averaged over the values present (for a binary attribute, the true-value AUC)."""
     device = next(clip.parameters()).device
-    images, labels = [], []
-    for s in samples(n, seed):
-        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
-        labels.append(s.face.labels())
-    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # as the CLIP was trained
-    img = torch.cat([_features(clip.get_image_features(pixel_values=pixels[i : i + 200].to(device))) for i in range(0, n, 200)])
-    img = F.normalize(img.float(), dim=-1)
+    img, labels = image_features(clip, n, seed)
+    img = F.normalize(img, dim=-1).to(device)
     out = {}
     for attr in attributes:
         prompts = value_prompts(attr)
@@ -209,6 +245,7 @@ class TextEncoderReport:
     concepts: dict[str, float]
     separation: dict[str, float]
     zero_shot: dict[str, dict[str, float]]
+    probe: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def separation_ratio(self, attr: str) -> float:
         """An attribute's separation relative to the presentation's (the man/woman yardstick)."""
@@ -216,11 +253,13 @@ class TextEncoderReport:
 
 
 def measure(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, clip: CLIPModel | None = None,
-            n_captions: int = 3000, n_images: int = 600) -> TextEncoderReport:
+            n_captions: int = 3000, n_images: int = 600, n_probe: int = 0) -> TextEncoderReport:
+    """All the measures; the CLIP ones only when ``clip`` is given (the probe trains on ``n_probe`` renders, tests on half as many)."""
     pairs = pair_distances(text_encoder, tokenizer)
     sep = caption_separation(text_encoder, tokenizer, n_captions)
-    zs = zero_shot(clip, tokenizer, n_images) if clip is not None else {}
-    return TextEncoderReport(pairs, concept_distances(text_encoder, tokenizer), sep, zs)
+    zs = zero_shot(clip, tokenizer, n_images) if clip is not None and n_images else {}
+    probe = linear_probe(clip, n_probe, n_probe // 2) if clip is not None and n_probe else {}
+    return TextEncoderReport(pairs, concept_distances(text_encoder, tokenizer), sep, zs, probe)
 
 
 @dataclass
@@ -264,12 +303,15 @@ def load(folder: Path) -> tuple[CLIPTextModel, CLIPTokenizer, CLIPModel | None]:
 def markdown(report: TextEncoderReport, title: str = "") -> str:
     lines = [f"### {title}" if title else "", "", "| prompt pair | 1 - cos | / man-woman |", "|---|---:|---:|"]
     lines += [f"| {n} | {v['distance']:.4f} | {v['relative']:.3f} |" for n, v in report.pairs.items()]
-    lines += ["", "| attribute | separation | / presentation | zero-shot acc | zero-shot AUC |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| attribute | separation | / presentation | zero-shot acc | zero-shot AUC | image probe acc | majority |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for attr in ATTRIBUTES:
         s = report.separation.get(attr)
         z = report.zero_shot.get(attr, {})
+        p = report.probe.get(attr, {})
         cells = [f"{s:.3f}" if s is not None else "-", f"{report.separation_ratio(attr):.3f}" if s is not None else "-",
-                 f"{z['accuracy']:.3f}" if z else "-", f"{z['auc']:.3f}" if z else "-"]
+                 f"{z['accuracy']:.3f}" if z else "-", f"{z['auc']:.3f}" if z else "-",
+                 f"{p['accuracy']:.3f}" if p else "-", f"{p['majority']:.3f}" if p else "-"]
         lines.append(f"| {attr} | " + " | ".join(cells) + " |")
     lines += ["", "nearest other single-concept prompt (/ man-woman): "
               + ", ".join(f"{p!r} {v:.3f}" for p, v in report.concepts.items())]
@@ -281,12 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=str(EMBEDDED), help="folder with text_encoder/, tokenizer/ and clip/")
     parser.add_argument("--n_captions", type=int, default=3000)
     parser.add_argument("--n_images", type=int, default=600)
+    parser.add_argument("--n_probe", type=int, default=1000, help="renders to fit the image probe on (0 = no probe)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="also write the report here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     te, tok, clip = load(Path(args.model))
-    report = measure(te, tok, clip, args.n_captions, args.n_images)
+    report = measure(te, tok, clip, args.n_captions, args.n_images, args.n_probe)
     print(markdown(report, args.model))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=1, default=str))
