@@ -15,7 +15,8 @@ with four objectives per step, on world samples whose caption *plans* are kept s
    "a face of a person with glasses" differ);
 3. **separation** of the hidden-state sequence (the measure of ``segakit.eval.text_encoder``): a hinge
    pushes 1 - cos between a caption and its one-attribute variant (changed, or dropped) above ``margin_ratio``
-   of the man/woman distance (measured in the same step; the eval's yardstick);
+   of the man/woman distance (measured in the same step; the eval's yardstick), capped at ``margin_max``;
+   variants that change the presentation are left out, so the yardstick does not chase itself;
 4. **nuisance**: the same caption in another template or synonym ("a photo of" / "a drawing of",
    "glasses" / "spectacles") is pulled to the same sequence.
 
@@ -74,7 +75,8 @@ class TextEncoderConfig:
     w_attr_hidden: float = 1.0
     w_sep: float = 10.0
     margin: float = 0.08  # wanted 1 - cos between a caption's hidden sequence and its one-attribute variant, at least ...
-    margin_ratio: float = 0.6  # ... and at least this share of the man/woman distance (the measure's yardstick, this step)
+    margin_ratio: float = 0.6  # ... and at least this share of the man/woman distance (the measure's yardstick, this step) ...
+    margin_max: float = 0.3  # ... but at most this (with no cap the yardstick ran away: man/woman 1 - cos 1.2 by step 125)
     w_nuisance: float = 10.0
     # optimisation
     batch_size: int = 64
@@ -102,6 +104,7 @@ class Example:
     caption: str
     variant: str  # the caption with one mentioned attribute changed or dropped
     changed: bool  # True: the variant is a false caption of the image (a hard negative); False: dropped
+    attr: str  # the attribute the variant changed or dropped
     twin: str  # the same caption in other nuisance wording ("" when the caption has none to vary)
 
 
@@ -117,7 +120,7 @@ def changed_face(face: Face, attr: str, rng: np.random.Generator) -> Face | None
         return None
 
 
-def variant_of(plan: CaptionPlan, face: Face, text: str, rng: np.random.Generator, p_drop: float) -> tuple[str, bool] | None:
+def variant_of(plan: CaptionPlan, face: Face, text: str, rng: np.random.Generator, p_drop: float) -> tuple[str, bool, str] | None:
     """The caption with one mentioned attribute changed (a false caption) or, with ``p_drop``, left out
     (still true, but says less); None when no mentioned attribute yields a caption that states something else
     (read back by ``parse_caption``: a bald head's hair colour, say, changes no word)."""
@@ -126,12 +129,12 @@ def variant_of(plan: CaptionPlan, face: Face, text: str, rng: np.random.Generato
         if plan.kind == "full" and rng.random() < p_drop:
             other = realize(dataclasses.replace(plan, attrs=[a for a in plan.attrs if a != attr]), face)
             if parse_caption(other) != stated:
-                return other, False
+                return other, False, attr
         new = changed_face(face, attr, rng)
         if new is not None:
             other = realize(plan, new)
             if parse_caption(other) != stated:
-                return other, True
+                return other, True, attr
     return None
 
 
@@ -165,7 +168,7 @@ def example_at(seed: int, index: int, p_drop: float) -> Example | None:
     var = variant_of(plan, face, text, aux, p_drop)
     if var is None:
         return None
-    return Example(to_tensor([render(face)])[0], face.labels(), text, var[0], var[1], twin_of(plan, face, text, aux))
+    return Example(to_tensor([render(face)])[0], face.labels(), text, var[0], var[1], var[2], twin_of(plan, face, text, aux))
 
 
 def examples_at(seed: int, start: int, n: int, p_drop: float) -> tuple[list[Example], int]:
@@ -255,8 +258,10 @@ def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: 
     text_targets = {a: t.to(device) for a, t in stated_targets(texts).items()}
     # 3. separation of the hidden sequences from their variants, 4. nuisance wording kept close
     reference = sequence_distance(hidden[-2:-1], hidden[-1:]).detach()  # man/woman
-    margin = torch.clamp(cfg.margin_ratio * reference, min=cfg.margin)
-    sep = F.relu(margin - sequence_distance(hidden[:n], hidden[n : 2 * n])).mean()
+    margin = torch.clamp(cfg.margin_ratio * reference, min=cfg.margin, max=max(cfg.margin, cfg.margin_max))
+    hinge = F.relu(margin - sequence_distance(hidden[:n], hidden[n : 2 * n]))
+    keep = torch.tensor([e.attr != "presentation" for e in batch], device=device)
+    sep = (hinge * keep).sum() / keep.sum().clamp(min=1)
     twin_rows = [i for i, e in enumerate(batch) if e.twin]
     nuis = sequence_distance(hidden[twin_rows], hidden[2 * n : -2]).mean() if twin_rows else hidden.new_zeros(())
     return {
