@@ -331,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     te, tok, clip = load(Path(args.model))
     report = measure(te, tok, clip, args.n_captions, args.n_images, args.n_probe)
     print(markdown(report, args.model))
+    verdict = gate_verdict({n: v["relative"] for n, v in report.pairs.items()},
+                           {a: report.separation_ratio(a) for a in report.separation if a != "presentation"}, 0.4, 0.1)
+    print("gate (0.4 of man/woman, nuisance at most 0.1): " + ("passed" if verdict.passed else "failed: " + ", ".join(verdict.failures)))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=1, default=str))
 
