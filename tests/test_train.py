@@ -25,8 +25,11 @@ TINY_AE = ["--block_out_channels", "32,32,32", "--batch_size", "4", "--amp", "fa
 TINY_CLIP = ["--hidden_size", "64", "--layers", "1", "--heads", "2", "--mlp_size", "128", "--vision_hidden_size", "64",
              "--vision_layers", "1", "--vision_heads", "2", "--vision_mlp_size", "128", "--batch_size", "8", "--eval_size", "16",
              "--log_every", "1", "--ckpt_every", "2", "--eval_every", "100", "--threads", "1", "--amp", "false"]
+TINY_TE = ["--batch_size", "4", "--amp", "false", "--log_every", "1", "--ckpt_every", "2", "--eval_every", "0", "--warmup", "1",
+           "--threads", "1"]
 TINY_UNET = ["--block_out_channels", "32,32,32", "--attention_head_dim", "8", "--batch_size", "4", "--log_every", "1",
-             "--ckpt_every", "2", "--sample_every", "100", "--sample_steps", "2", "--warmup", "2", "--threads", "1"]
+             "--ckpt_every", "2", "--sample_every", "100", "--sample_steps", "2", "--warmup", "2", "--threads", "1",
+             "--skip_text_encoder_gate", "true"]  # the tiny CLIP separates nothing; test_text_encoder.py tests the gate
 
 
 
@@ -37,6 +40,7 @@ def staged(stage: str, args: list[str]) -> list[str]:
 
 TINY_ALL = (["--threads", "1"] + staged("tokenizer", ["--n_captions", "3000", "--vocab_size", "700", "--min_frequency", "2"])
             + staged("autoencoder", TINY_AE + ["--max_steps", "3"]) + staged("clip", TINY_CLIP + ["--max_steps", "3"])
+            + staged("text_encoder", TINY_TE + ["--max_steps", "2"])
             + staged("cache", ["--n", "24", "--shard_size", "16", "--batch_size", "8"])
             + staged("decoder", TINY_AE + ["--max_steps", "2"]) + staged("unet", TINY_UNET + ["--max_steps", "3"]) + staged("assemble", ["--check", "false"]))
 

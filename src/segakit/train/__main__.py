@@ -1,7 +1,8 @@
 """Retrain the embedded model end to end, resuming whatever is already done (``make train-embedded``).
 
 Stages, in order, each in ``$SEGAKIT_RUNS/<stage>`` (default ``runs/embedded``):
-tokenizer -> autoencoder -> clip -> cache -> decoder (fine-tune with the encoder frozen) -> unet -> assemble
+tokenizer -> autoencoder -> clip -> text_encoder (CLIP v2, issue 15) -> cache -> decoder (fine-tune with the encoder
+frozen) -> unet -> assemble
 (into ``src/segakit/assets/embedded``).
 A stage whose result exists is skipped; an interrupted stage resumes from its checkpoint.
 
@@ -16,9 +17,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from segakit.train.config import runs_root
+from segakit.train.config import runs_root, text_encoder_done
 
-STAGES = ("tokenizer", "autoencoder", "clip", "cache", "decoder", "unet", "assemble")
+STAGES = ("tokenizer", "autoencoder", "clip", "text_encoder", "cache", "decoder", "unet", "assemble")
 # The decoder stage: the autoencoder's decoder fine-tuned with its encoder frozen (latents unchanged).
 DECODER_ARGS = ["--decoder_only", "true", "--max_steps", "4000", "--lr", "2e-4", "--warmup", "50", "--data_offset", "1000000"]
 
@@ -30,6 +31,7 @@ def _done(stage: str) -> bool:
         "autoencoder": (root / "autoencoder" / "final").is_dir(),
         "decoder": (root / "decoder" / "final").is_dir(),
         "clip": (root / "clip" / "final").is_dir() and (root / "clip" / "text_encoder").is_dir(),
+        "text_encoder": text_encoder_done(root),
         "cache": (root / "cache" / "DONE.json").is_file(),
     }.get(stage, False)
 
@@ -76,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
             from segakit.train import clip
 
             clip.main(common + extra[stage])
+        elif stage == "text_encoder":  # continues the clip stage's CLIP
+            from segakit.train import text_encoder
+
+            root = runs_root()
+            defaults = ["--init", str(root / "clip" / "final"), "--tokenizer", str(root / "tokenizer")]
+            text_encoder.main(common + defaults + extra[stage])
         elif stage == "cache":
             from segakit.train import cache
 

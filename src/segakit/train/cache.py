@@ -34,7 +34,7 @@ from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from segakit.train.config import config_dict, parse_config, runs_root, setup_torch
+from segakit.train.config import config_dict, parse_config, runs_root, setup_torch, text_encoder_path
 from segakit.train.data import TRAIN_SEED, batch_at
 
 
@@ -42,7 +42,7 @@ from segakit.train.data import TRAIN_SEED, batch_at
 class CacheConfig:
     out: str = ""  # default: $SEGAKIT_RUNS/cache
     vae: str = ""  # default: $SEGAKIT_RUNS/autoencoder/final
-    text_encoder: str = ""  # default: $SEGAKIT_RUNS/clip/text_encoder
+    text_encoder: str = ""  # default: $SEGAKIT_RUNS/text_encoder/model/text_encoder if that stage finished, else clip/text_encoder
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     device: str = "cpu"
     threads: int = 0
@@ -64,7 +64,7 @@ class Sources:
 def load_sources(cfg: CacheConfig, device: torch.device) -> Sources:
     root = runs_root()
     vae = AutoencoderKL.from_pretrained(cfg.vae or root / "autoencoder" / "final", torch_dtype=torch.float32).to(device).eval()
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
     return Sources(vae, text, tok)
 
@@ -166,9 +166,17 @@ class Cache:
     hidden: list[np.ndarray]
     empty: torch.Tensor  # (1, L, D)
     offsets: np.ndarray  # first global row of each shard
+    folder: Path | None = None  # where the shards' jsonl records are (read by ``labels``)
+    _records: list[dict] | None = None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def labels(self, idx: torch.Tensor) -> list[dict]:
+        """The caption and attribute labels of rows ``idx`` (every shard's jsonl, read on first use)."""
+        if self._records is None:
+            self._records = read_records(self.folder)
+        return [self._records[int(i)] for i in idx]
 
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = idx.numpy()
@@ -183,7 +191,7 @@ class Cache:
         """Every row read into memory on ``device`` (float16), for fast random batches on a GPU."""
         lat = torch.cat([torch.from_numpy(np.ascontiguousarray(x)) for x in self.latents]).to(device)
         hid = torch.cat([torch.from_numpy(np.ascontiguousarray(x)) for x in self.hidden]).to(device)
-        return LoadedCache(lat, hid, self.empty)
+        return LoadedCache(lat, hid, self.empty, self)
 
 
 @dataclass
@@ -193,13 +201,25 @@ class LoadedCache:
     latents: torch.Tensor
     hidden: torch.Tensor
     empty: torch.Tensor
+    source: Cache | None = None
 
     def __len__(self) -> int:
         return len(self.latents)
 
+    def labels(self, idx: torch.Tensor) -> list[dict]:
+        return self.source.labels(idx.cpu())
+
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = idx.to(self.latents.device)
         return self.latents[idx].float(), self.hidden[idx].float()
+
+
+def read_records(folder: Path) -> list[dict]:
+    """Every row's caption and labels, in row order (the shards' jsonl files)."""
+    rows: list[dict] = []
+    for path in sorted(Path(folder).glob("shard-*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
 
 
 def open_cache(folder: Path) -> Cache:
@@ -212,7 +232,7 @@ def open_cache(folder: Path) -> Cache:
     latents = [open_tensor(p, "latents") for p in paths]
     hidden = [open_tensor(p, "hidden") for p in paths]
     offsets = np.cumsum([0] + [len(x) for x in latents])
-    return Cache(latents, hidden, load_file(folder / "empty.safetensors")["hidden"].float(), offsets)
+    return Cache(latents, hidden, load_file(folder / "empty.safetensors")["hidden"].float(), offsets, folder)
 
 
 def main(argv: list[str] | None = None) -> None:

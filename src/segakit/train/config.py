@@ -83,6 +83,25 @@ def vae_path(root: Path) -> Path:
     return decoder if decoder.is_dir() else root / "autoencoder" / "final"
 
 
+def text_encoder_done(root: Path) -> bool:
+    """Has the text-encoder stage (``train/text_encoder.py``, issue 15) run to its last step under ``root``?"""
+    info = root / "text_encoder" / "model" / "training.json"
+    if not info.is_file():
+        return False
+    state = json.loads(info.read_text())
+    return state["step"] >= state["max_steps"]
+
+
+def clip_path(root: Path) -> Path:
+    """The CLIP the later stages use: the text-encoder stage's once it has finished, else the clip stage's."""
+    return root / "text_encoder" / "model" / "clip" if text_encoder_done(root) else root / "clip" / "final"
+
+
+def text_encoder_path(root: Path) -> Path:
+    """The text encoder the cache and the U-Net use: the text-encoder stage's once finished, else the clip stage's."""
+    return root / "text_encoder" / "model" / "text_encoder" if text_encoder_done(root) else root / "clip" / "text_encoder"
+
+
 def lr_at(step: int, base: float, warmup: int, max_steps: int, schedule: str, min_ratio: float = 0.1) -> float:
     """Linear warm-up, then constant (``const``) or cosine decay to ``min_ratio * base`` (``cosine``)."""
     if step < warmup:

@@ -30,7 +30,7 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from segakit.train.checkpoint import replace_dir
 from segakit.train.clip import image_processor
-from segakit.train.config import parse_config, runs_root, vae_path
+from segakit.train.config import clip_path, parse_config, runs_root, text_encoder_path, vae_path
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "assets" / "embedded"
 
@@ -58,8 +58,8 @@ class Parts:
         return cls(
             tokenizer=root / "tokenizer",
             vae=vae_path(root),
-            clip=root / "clip" / "final",
-            text_encoder=root / "clip" / "text_encoder",
+            clip=clip_path(root),
+            text_encoder=text_encoder_path(root),
             unet=root / "unet" / "unet_ema",
             scheduler=root / "unet" / "scheduler",
         )

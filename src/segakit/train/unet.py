@@ -7,6 +7,11 @@ Captions are dropped (replaced by the empty prompt) with probability ``p_uncond`
 10% empty captions, for classifier-free guidance. AdamW, warm-up then constant (or cosine) LR, an EMA of
 the weights (the EMA is what ships). Checkpoints every ``ckpt_every`` steps; a killed run resumes there.
 
+With ``--fresh_captions true`` each row's caption is drawn afresh every step from its cached labels
+(``train/recaption.py``) and encoded by the frozen text encoder, instead of the one caption the cache
+stored for it. The stage first checks its text encoder (``segakit.eval.text_encoder.gate``) and refuses one
+that cannot tell the attributes apart, unless ``--skip_text_encoder_gate true``.
+
 Attention only at 8x8 and 4x4: at 16x16 (256 tokens) it would cost most of the step on a CPU.
 
     python -m segakit.train.unet                        # the real run (resumes)
@@ -31,13 +36,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from segakit.train.cache import open_cache
 from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
-from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch, vae_path
+from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch, text_encoder_path, vae_path
 from segakit.train.data import grid, to_pil
 
 PREVIEW_PROMPTS = [
@@ -57,7 +63,7 @@ class UnetConfig:
     run: str = ""  # default: $SEGAKIT_RUNS/unet
     cache: str = ""  # default: $SEGAKIT_RUNS/cache
     vae: str = ""  # for preview samples; default: $SEGAKIT_RUNS/decoder/final, else autoencoder/final
-    text_encoder: str = ""  # for preview samples; default: $SEGAKIT_RUNS/clip/text_encoder
+    text_encoder: str = ""  # for preview samples, the gate and fresh captions; default: config.text_encoder_path
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     init: str = ""  # start from these U-Net weights ("embedded" or a diffusers folder) when no checkpoint exists
     device: str = "cpu"
@@ -83,8 +89,13 @@ class UnetConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     p_uncond: float = 0.05
+    fresh_captions: bool = False  # draw each row's caption afresh every step from its labels, encoded by the frozen text encoder
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     ema_decay: float = 0.9995
+    # the text-encoder gate (issue 15): a fresh or resumed run refuses a text encoder that drops attributes
+    skip_text_encoder_gate: bool = False
+    gate_min_ratio: float = 0.4  # every attribute's separation and prompt distance, relative to man/woman
+    gate_max_nuisance: float = 0.1  # "a photo of" vs "a drawing of", relative to man/woman
     # bookkeeping
     max_minutes: float = 0.0  # stop (checkpoint and export) after this much wall time in this run; 0 = no limit
     log_every: int = 25
@@ -160,7 +171,7 @@ def sample_grid(unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device:
     """DDIM samples of :data:`PREVIEW_PROMPTS` (one row per seed) with classifier-free guidance."""
     root = runs_root()
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or root / "clip" / "text_encoder", torch_dtype=torch.float32).to(device).eval()
+    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
     vae = AutoencoderKL.from_pretrained(cfg.vae or vae_path(root), torch_dtype=torch.float32).to(device).eval()
     prompts = PREVIEW_PROMPTS * n_seeds
     ids = tok(prompts + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
@@ -239,6 +250,11 @@ def train(cfg: UnetConfig) -> Path:
     device = setup_torch(cfg.device, cfg.threads)
     root = runs_root()
     run = Path(cfg.run) if cfg.run else root / "unet"
+    if not cfg.skip_text_encoder_gate:
+        from segakit.train.text_encoder import require_text_encoder
+
+        require_text_encoder(Path(cfg.text_encoder or text_encoder_path(root)), Path(cfg.tokenizer or root / "tokenizer"),
+                             cfg.gate_min_ratio, cfg.gate_max_nuisance)
     run.mkdir(parents=True, exist_ok=True)
     cache = open_cache(Path(cfg.cache) if cfg.cache else root / "cache")
     if device.type == "cuda":  # the whole cache in GPU memory: batches are gathered there, no host round trip
@@ -262,6 +278,12 @@ def train(cfg: UnetConfig) -> Path:
     print(f"unet: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, {start} -> {run}", flush=True)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     empty = cache.empty.to(device)
+    if cfg.fresh_captions:  # the frozen text encoder, to encode each step's new captions
+        from segakit.train.recaption import encode, fresh_caption
+
+        tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
+        text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
+        text.requires_grad_(False)
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
     deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
@@ -269,8 +291,12 @@ def train(cfg: UnetConfig) -> Path:
         lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule)
         for group in opt.param_groups:
             group["lr"] = lr
-        latents, hidden = cache.rows(batch_indices(step, cfg.batch_size, len(cache), cfg.seed))
+        rows = batch_indices(step, cfg.batch_size, len(cache), cfg.seed)
+        latents, hidden = cache.rows(rows)
         latents, hidden = latents.to(device), hidden.to(device)
+        if cfg.fresh_captions:
+            rng = np.random.default_rng([cfg.seed, step, 15])
+            hidden = encode(text, tok, [fresh_caption(r, rng) for r in cache.labels(rows)], device)
         g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise, timesteps and dropout of this step
         noise = torch.randn(latents.shape, generator=g).to(device)
         t = torch.randint(0, cfg.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
