@@ -5,8 +5,7 @@ import sys
 
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
-from tiny_models import sd_components
+from cli_runner import cli, sd_folder
 
 from segakit.cli import main
 from segakit.core.images import read_params
@@ -14,21 +13,7 @@ from segakit.core.images import read_params
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    pipe = StableDiffusionPipeline(**sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(tmp / "sd", safe_serialization=True)
-    return tmp / "sd"
-
-
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["segakit", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return sd_folder(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +64,9 @@ def test_direction_from_another_model_is_refused(learned, monkeypatch, capsys, t
 
 
 def test_learned_direction_moves_the_oracle_on_the_embedded_model(tmp_path):
-    """A short seeded run: 16 images of "a face of a bald person", 100 steps; then 16 fresh seeds of the neutral prompt."""
+    """A short seeded run: 16 images of "a face of a bald person", 100 steps; then 16 fresh seeds of the neutral
+    prompt at strength 0.5. The faces must stay faces: attributes that baldness does not touch mostly keep
+    their reading (at strength 1 and more, a direction learned this way breaks the image; docs/directions.md)."""
     from segakit import SegaPipeline
     from segakit.directions import LearnConfig, learn_direction
     from segakit.world.oracle import Oracle
@@ -88,12 +75,16 @@ def test_learned_direction_moves_the_oracle_on_the_embedded_model(tmp_path):
     d = learn_direction(pipe, LearnConfig("bald", positive="a face of a bald person", images=16, steps=100), tmp_path)
     oracle = Oracle.load()
 
-    def bald_share(directions):
+    def labels(directions):
         gens = [torch.Generator().manual_seed(9000 + i) for i in range(16)]
         images = pipe("a face of a person", num_inference_steps=25, num_images_per_prompt=16, generator=gens,
                       directions=directions, output_type="pt").images  # fmt: skip
-        return sum(lab["hair_style"] == "bald" for lab in oracle.predict(images)) / 16
+        return oracle.predict(images)
 
-    plain, steered = bald_share([]), bald_share([d.at(1.0)])
+    plain, steered = labels([]), labels([d.at(0.5)])
+    bald = [sum(lab["hair_style"] == "bald" for lab in x) / 16 for x in (plain, steered)]
+    kept = [a for a in ("presentation", "skin", "glasses", "beard", "makeup", "horror")]
+    unchanged = sum(p[a] == s[a] for p, s in zip(plain, steered) for a in kept) / (16 * len(kept))
     assert d.meta["final_loss"] < d.meta["first_loss"]
-    assert plain <= 0.25 and steered >= plain + 0.5, (plain, steered)
+    assert bald[0] <= 0.25 and bald[1] >= bald[0] + 0.5, bald
+    assert unchanged >= 0.6, unchanged

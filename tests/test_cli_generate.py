@@ -6,31 +6,16 @@ import sys
 
 import numpy as np
 import pytest
-from diffusers import StableDiffusionPipeline
+from cli_runner import cli, sd_folder
 from PIL import Image
 from tiny_models import make_embedding, make_lora, sd_components
 
-from segakit.cli import main
 from segakit.core.images import read_params
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("model")
-    pipe = StableDiffusionPipeline(**sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(tmp / "sd", safe_serialization=True)
-    return tmp / "sd"
-
-
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["segakit", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return sd_folder(tmp_path_factory.mktemp("model"))
 
 
 def _pixels(path):

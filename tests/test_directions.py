@@ -10,27 +10,30 @@ from tiny_models import sd_components, sdxl_components
 from segakit import SegaPipeline
 from segakit.core.errors import UserError
 from segakit.core.hooks import MidBlockShift, conditional_rows, mid_block_shape
-from segakit.directions import Direction, LearnConfig, learn_direction, parse_direction_spec
+from segakit.directions import (
+    Direction,
+    LearnConfig,
+    learn_direction,
+    parse_direction_spec,
+)
 from segakit.sega.guidance import Edit
 
 STEPS = 4
 
 
-def _quiet(pipe):
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    pipe = SegaPipeline.from_pipe(StableDiffusionPipeline(**sd_components(tmp_path_factory.mktemp("sd")), safety_checker=None,
+                                                          feature_extractor=None, requires_safety_checker=False))  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 @pytest.fixture(scope="module")
-def sd(tmp_path_factory):
-    c = sd_components(tmp_path_factory.mktemp("sd"))
-    return _quiet(SegaPipeline.from_pipe(StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None,
-                                                                 requires_safety_checker=False)))  # fmt: skip
-
-
-@pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
-    return _quiet(SegaPipeline.from_pipe(StableDiffusionXLPipeline(**sdxl_components(tmp_path_factory.mktemp("sdxl")))))
+    pipe = SegaPipeline.from_pipe(StableDiffusionXLPipeline(**sdxl_components(tmp_path_factory.mktemp("sdxl"))))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _gens(n, first=0):

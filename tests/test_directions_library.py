@@ -1,17 +1,14 @@
 """The direction library and its three uses: fair, safe and text-enhancing generation (issue 16)."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from cli_runner import cli, sd_folder
 from PIL import Image
-from tiny_models import sd_components
 
 from segakit import SegaPipeline
-from segakit.cli import main
 from segakit.core.errors import UserError
 from segakit.core.fingerprint import fingerprint
 from segakit.core.hooks import mid_block_shape
@@ -25,9 +22,7 @@ NAMES = ["presentation=man", "presentation=woman", "horror=false", "glasses=true
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
-    pipe = StableDiffusionPipeline(**sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(tmp / "sd", safe_serialization=True)
-    ours = SegaPipeline.from_pipe(pipe)
+    ours = SegaPipeline.from_pretrained(sd_folder(tmp))
     ours.set_progress_bar_config(disable=True)
     shape = mid_block_shape(ours.unet, 32, 32, ours.vae_scale_factor)
     lib = tmp / "lib"
@@ -38,17 +33,6 @@ def model(tmp_path_factory):
         files[name] = d.save(lib / f"{name.replace('=', '-')}.safetensors").name
     (lib / "library.json").write_text(json.dumps({"directions": files}))
     return tmp / "sd", ours, lib
-
-
-def cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["segakit", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_library_lists_values_and_enhances_what_the_prompt_names(model):

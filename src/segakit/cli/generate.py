@@ -63,7 +63,7 @@ def generate(
     safe: Annotated[bool, typer.Option("--safe", help="Add the direction library's anti-horror direction.")] = False,
     enhance: Annotated[bool, typer.Option("--enhance", help="Add the library's direction for every attribute value the prompt names.")] = False,
     library: Annotated[Path | None, typer.Option("--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's).")] = None,
-    library_strength: Annotated[float, typer.Option("--library-strength", help="Strength of the library's directions.")] = 1.0,
+    library_strength: Annotated[float | None, typer.Option("--library-strength", help="Strength of the library's directions (default: the library's).")] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,

@@ -88,6 +88,11 @@ class Library:
         data = json.loads(index.read_text())
         return cls(folder, dict(data.get("directions", {})), {k: v for k, v in data.items() if k != "directions"})
 
+    @property
+    def strength(self) -> float:
+        """The strength the library's directions are used at unless one is given (library.json's ``strength``)."""
+        return float(self.meta.get("strength", 1.0))
+
     def names(self) -> list[str]:
         return sorted(self.files)
 

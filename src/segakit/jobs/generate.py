@@ -51,7 +51,7 @@ class GenerationParams:
     safe: bool = False  # the library's anti-horror direction, always on
     enhance: bool = False  # the library's directions for the attribute values the prompt names
     library: str | None = None  # the direction library folder (default: the embedded model's)
-    library_strength: float = 1.0  # the strength of the library's directions
+    library_strength: float | None = None  # the strength of the library's directions (default: the library's own)
     loras: list[LoraWeights] = field(default_factory=list)  # loaded in order, each at its scale
     embeddings: list[str] = field(default_factory=list)  # textual-inversion files (.safetensors)
 
@@ -70,7 +70,7 @@ class GenerationParams:
             raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
-        if not math.isfinite(self.library_strength):
+        if self.library_strength is not None and not math.isfinite(self.library_strength):
             raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
             raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
@@ -137,12 +137,16 @@ def _library(params: GenerationParams):
     return Library.load(params.library)
 
 
+def _strength(library, params: GenerationParams) -> float:
+    return library.strength if params.library_strength is None else params.library_strength
+
+
 def _fair(library, params: GenerationParams, seeds: list[int], unet):
     """The per-image draws of fair generation for images with ``seeds`` (image i from seed i), or None."""
     if library is None or not params.fair:
         return None
     attribute, _, shares = params.fair.partition("=")
-    fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, params.library_strength)
+    fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params))
     for d in fair.directions.values():
         d.check_model(unet)
     return fair
@@ -191,7 +195,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         names = ([SAFE] if params.safe else []) + (library.enhance(params.prompt) if params.enhance else [])
         for name in names:
             library.direction(name).check_model(pipe.unet)
-            applied.append(library.direction(name).at(params.library_strength))
+            applied.append(library.direction(name).at(_strength(library, params)))
     fair = None
     load_adapters(pipe, params)
     # unset edit fields take the model's defaults, as in Python; the PNG stores the values used

@@ -54,6 +54,7 @@ from segakit.core.hooks import (
 from segakit.core.loading import load_pipeline
 from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
+from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.guidance import Edit, QuantileOver, SemanticGuidance
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
@@ -70,40 +71,6 @@ class SegaPipelineOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None = None
     guidance: RecordedGuidance | None = None
     edits: list[Edit] | None = None
-
-
-def _per_concept(value, k: int):
-    return value[k] if isinstance(value, (list, tuple)) else value
-
-
-def edits_from_diffusers_args(
-    editing_prompt: str | list[str] | None,
-    n_embeddings: int,
-    reverse_editing_direction: bool | list[bool] = False,
-    edit_guidance_scale: float | list[float] = 5,
-    edit_warmup_steps: int | list[int] = 10,
-    edit_cooldown_steps: int | list[int] | None = None,
-    edit_threshold: float | list[float] = 0.9,
-    edit_weights: list[float] | None = None,
-) -> list[Edit]:
-    """The deprecated pipeline's per-argument lists, as typed :class:`Edit` objects."""
-    prompts: list[str | None]
-    if editing_prompt:
-        prompts = [editing_prompt] if isinstance(editing_prompt, str) else list(editing_prompt)
-    else:
-        prompts = [None] * n_embeddings
-    return [
-        Edit(
-            prompt=p,
-            scale=float(_per_concept(edit_guidance_scale, k)),
-            threshold=float(_per_concept(edit_threshold, k)),
-            warmup=int(_per_concept(edit_warmup_steps, k)),
-            cooldown=None if _per_concept(edit_cooldown_steps, k) is None else int(_per_concept(edit_cooldown_steps, k)),
-            reverse=bool(_per_concept(reverse_editing_direction, k)),
-            weight=float(edit_weights[k]) if edit_weights else 1.0,
-        )
-        for k, p in enumerate(prompts)
-    ]
 
 
 class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):

@@ -55,7 +55,9 @@ class DirectionsConfig:
     lr: float = 0.1
     seed: int = 0
     threads: int = 0
-    strength: float = 1.0  # the strength the library is used at by default
+    # the strength the library is used at by default: a direction learned with these settings draws its concept
+    # cleanly at 0.25-0.5 on the embedded model and breaks the image from about 1 (benchmarks/directions.py's strip)
+    strength: float = 0.25
 
 
 def main(argv: list[str] | None = None) -> Path:

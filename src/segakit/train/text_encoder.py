@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
-from segakit.errors import UserError
+from segakit.core.errors import UserError
 from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
 from segakit.train.clip import ClipConfig, build_model, image_processor, text_encoder_of
 from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch
