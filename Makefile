@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench clean train-embedded train-continue
+.PHONY: install demo test test-slow bench clean train-embedded train-continue directions
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ train-continue: install
 	$(BIN)/python -m segakit.train.shipped
 	$(BIN)/python -m segakit.train --device $(TRAIN_DEVICE) --threads $(TRAIN_THREADS) --stages cache,unet,assemble \
 		--cache.start $(CONTINUE_START) --unet.init embedded $(TRAIN_ARGS)
+
+# Relearn the embedded model's direction library (what ships: presentation, skin, anti-horror) when the model
+# changes, then rerun the fairness / safety check. Resumes: finished directions and cached latents are kept.
+directions: install
+	$(BIN)/python -m segakit.train.directions --only presentation,skin,horror --cache runs/directions-cache
+	$(BIN)/python benchmarks/directions_fair.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -91,3 +91,15 @@ def test_bad_fair_is_one_sentence(model, monkeypatch, capsys, tmp_path, extra, m
 def test_library_needed_for_another_model(model, monkeypatch, capsys, tmp_path):
     code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", model[0], "--safe", "--out", tmp_path / "o")
     assert code == 2 and "--library DIR" in err
+
+
+def test_shipped_library_belongs_to_the_shipped_model():
+    """The embedded model's library was learned on the shipped U-Net: when the model is retrained, this fails
+    until `python -m segakit.train.directions` relearns it."""
+    from segakit.core.loading import embedded_path
+    from segakit.directions.library import embedded_library_path
+
+    lib = Library.load()
+    assert lib.folder == embedded_library_path()
+    assert lib.fair_attributes() == ["presentation", "skin"] and "horror=false" in lib.names()
+    assert lib.meta["unet"] == fingerprint(SegaPipeline.from_pretrained(embedded_path()).unet)

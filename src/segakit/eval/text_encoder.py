@@ -15,7 +15,7 @@ in which some attribute's separation or prompt distance is below ``min_ratio`` o
 "a photo of" / "a drawing of" is more than ``max_nuisance`` of it apart.
 
     python -m segakit.eval.text_encoder                                  # the shipped model
-    python -m segakit.eval.text_encoder --model /work/runs-te/te/final   # any folder with text_encoder/ tokenizer/ clip/
+    python -m segakit.eval.text_encoder --model runs/embedded/text_encoder/model   # any folder with text_encoder/ tokenizer/ clip/
 """
 
 from __future__ import annotations
