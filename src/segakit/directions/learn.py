@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from segakit.core.atomic import ensure_writable_dir
+from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.core.conditioning import sdxl_time_ids
 from segakit.core.errors import UserError
 from segakit.core.fingerprint import fingerprint
@@ -86,8 +86,6 @@ def cache_key(pipe, cfg: LearnConfig) -> str:
 def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | None = None) -> torch.Tensor:
     """The ``cfg.images`` clean latents (as the U-Net sees them), generated in shards or read from ``cache``."""
     from safetensors.torch import load_file, save
-
-    from segakit.core.atomic import atomic_open
 
     folder = ensure_writable_dir(Path(cache) / cache_key(pipe, cfg))
     height, width = _size(pipe, cfg)

@@ -7,6 +7,7 @@ past its cool-down leaves the batch (its estimate would never be used again). Wo
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Sequence
@@ -408,9 +409,12 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         if record_guidance and do_cfg:
             recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)
 
-        h_shape = mid_block_shape(self.unet, height, width, self.vae_scale_factor)
-        h_offset = total_offset(directions, batch, h_shape, device, latents.dtype)
-        shift = MidBlockShift(self.unet)
+        # h-space directions: a mid-block hook only when some are given, so plain calls run the U-Net untouched
+        h_offset, shift = None, contextlib.nullcontext()
+        if directions:
+            h_shape = mid_block_shape(self.unet, height, width, self.vae_scale_factor)
+            h_offset = total_offset(directions, batch, h_shape, device, latents.dtype)
+            shift = MidBlockShift(self.unet)
 
         unet_cond, unet_key = base, None
         with self.progress_bar(total=len(timesteps)) as bar, shift:
@@ -422,7 +426,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in alive)])
                     unet_key = tuple(alive)
                     row_shift = conditional_rows(h_offset, len(unet_cond) // batch, do_cfg)
-                shift.set(row_shift)
+                if h_offset is not None:
+                    shift.set(row_shift)
                 branches = len(unet_cond) // batch
                 x = torch.cat([latents] * branches) if branches > 1 else latents
                 x = self.scheduler.scale_model_input(x, t)
