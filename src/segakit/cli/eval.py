@@ -16,6 +16,19 @@ from segakit.sega.defaults import EMBEDDED_EDIT
 eval_app = typer.Typer(help="Measurements on the faces world (oracle-judged).", no_args_is_help=True)
 
 
+def _model_clip(model: str):
+    """The CLIPModel shipped beside a model (``clip/`` in its folder), or None."""
+    import torch
+    from transformers import CLIPModel
+
+    from segakit.core.loading import resolve
+
+    folder = Path(resolve(model)) / "clip"
+    if not (folder / "config.json").is_file():
+        return None
+    return CLIPModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=True).eval()
+
+
 @eval_app.command("embedded")
 def embedded(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json and report.md.")] = Path("out/eval-embedded"),
@@ -30,9 +43,13 @@ def embedded(
     edit_scale: Annotated[float, typer.Option("--edit-scale", help="SEGA edit scale of the additions.")] = EMBEDDED_EDIT.scale,
     edit_threshold: Annotated[float, typer.Option("--edit-threshold", help="SEGA threshold (quantile) of the additions.")] = EMBEDDED_EDIT.threshold,
     edit_warmup: Annotated[int, typer.Option("--edit-warmup", help="SEGA warm-up steps of the additions.")] = EMBEDDED_EDIT.warmup,
+    guidance_sweep: Annotated[str, typer.Option("--guidance-sweep", help="Comma-separated guidance scales at which text faithfulness is measured again ('' = none).")] = "3,15",
+    te_captions: Annotated[int, typer.Option("--te-captions", help="World captions for the text encoder's separation (0 = skip the text-side columns).")] = 3000,
+    te_images: Annotated[int, typer.Option("--te-images", help="Renders for the CLIP's zero-shot accuracy (needs clip/ in the model folder).")] = 600,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """The embedded model's quality table: faithfulness, prior fidelity, Frechet distance, SEGA success."""
+    """The embedded model's quality table: faithfulness (across guidance), prior fidelity, Frechet distance, SEGA
+    success, and per attribute what the text encoder separates and the CLIP reads."""
     from segakit.eval.embedded_quality import (
         QualityConfig,
         run_all,
@@ -51,16 +68,26 @@ def embedded(
         raise UserError(f"--fid-n {fid_n} is below 2; a covariance needs at least 2 images per side.")
     if edit_warmup < 0 or edit_warmup >= steps:
         raise UserError(f"--edit-warmup {edit_warmup} is outside 0..{steps - 1}; the edit must start before the last step.")
+    try:
+        sweep = tuple(float(g) for g in guidance_sweep.split(",") if g.strip())
+    except ValueError:
+        raise UserError(f"--guidance-sweep {guidance_sweep!r} is not a comma-separated list of numbers, e.g. 3,15.") from None
+    if any(g < 1 for g in sweep):
+        raise UserError(f"--guidance-sweep {guidance_sweep!r} has a scale below 1; classifier-free guidance scales are 1 or more.")
+    if te_captions < 0 or te_images < 0:
+        raise UserError(f"--te-captions {te_captions} / --te-images {te_images}: use 0 or more.")
     edit = Edit(scale=edit_scale, threshold=edit_threshold, warmup=edit_warmup)
     cfg = QualityConfig(steps=steps, n_prompts=prompts, prompt_seeds=prompt_seeds, prior_seeds=prior_seeds,
-                        fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit)  # fmt: skip
+                        fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit,
+                        guidance_sweep=sweep, te_captions=te_captions, te_images=te_images)  # fmt: skip
     pipe = SegaPipeline.from_pretrained(model).to(device)
+    clip = _model_clip(model) if te_captions and te_images else None
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load(device=device)
     with progress_bar("eval", transient=False) as bar:
         task = bar.add_task("images", total=total_images(cfg))
         figures: dict = {}
-        report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures)
+        report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures, clip=clip)
     command = "segakit eval embedded " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval embedded"
     for path in write_report(report, out, command.strip(), figures):
         typer.echo(str(path))
