@@ -25,12 +25,17 @@ KEEP_DOWNLOADS_S = 3600  # written PNGs older than this are removed when a new o
 STRIP_POINTS = 5
 
 
+DISPLAY_SIDE = 256  # small images (the embedded model's 64x64) are shown enlarged; downloads keep the original
+
+
 def _pil(image: Image):
     from io import BytesIO
 
     from PIL import Image as PILImage
 
-    return PILImage.open(BytesIO(image.png))
+    im = PILImage.open(BytesIO(image.png))
+    k = DISPLAY_SIDE // max(im.size)
+    return im.resize((im.width * k, im.height * k), PILImage.NEAREST) if k > 1 else im
 
 
 class App:
@@ -170,8 +175,8 @@ class App:
                         restore = gr.File(label="Drop a segakit PNG here to restore its settings", file_types=[".png"], elem_id="restore")
                     with gr.Column(scale=2):
                         with gr.Row():
-                            before = gr.Image(label="Before (plain)", type="pil", format="png", height=240, elem_id="before", interactive=False)
-                            after = gr.Image(label="After (with concepts)", type="pil", format="png", height=240, elem_id="after", interactive=False)
+                            before = gr.Image(label="Before (plain)", type="pil", format="png", height=280, elem_id="before", interactive=False)
+                            after = gr.Image(label="After (with concepts)", type="pil", format="png", height=280, elem_id="after", interactive=False)
                         status = gr.Markdown("", elem_id="status")
                         download = gr.File(label="Download the PNG (it carries its parameters)", elem_id="download", interactive=False)
                         strip_img = gr.Image(label="Strength strip (first concept)", type="pil", format="png", height=160, elem_id="strip-image", interactive=False)
