@@ -77,6 +77,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--max-queue", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="the server's torch threads")
+    ap.add_argument("--max-growth-mb", type=float, default=50.0, help="fail if the server's memory grows more than this")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     if not (1 <= args.clients <= 200 and 1 <= args.duration <= 900 and args.max_requests >= 1):
@@ -198,6 +199,7 @@ def main() -> int:
         "rejected_429": busy, "p50_429_s": round(percentile(busy_lat, 0.5), 3), "errors": len(errors),
         "error_examples": errors[:5], "mismatched": len(mismatched), "distinct_jobs_checked": len(expected),
         "rss_mb_before": round(mem_before, 1), "rss_mb_after": round(mem_after, 1), "rss_mb_peak": round(max(peak), 1),
+        "rss_growth_bound_mb": args.max_growth_mb, "rss_within_bound": max(peak) - mem_before <= args.max_growth_mb,
         "server_counts": {k: health[k] for k in ("served", "failed", "cancelled", "rejected_busy")},
     }  # fmt: skip
     text = json.dumps(result, indent=2)
@@ -205,7 +207,7 @@ def main() -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    return 0 if not errors and not mismatched else 1
+    return 0 if not errors and not mismatched and result["rss_within_bound"] else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from segakit.serve.guard import Guard
 from segakit.serve.service import Service
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+# Idle keep-alive connections are kept this long (uvicorn's default is 5 s): a client that waits out a 429's
+# Retry-After on its connection must not find it closed under it when it sends again.
+KEEP_ALIVE_S = 75
 
 
 def create_app(service: Service):
@@ -35,6 +38,6 @@ def serve(config: ServeConfig, log_level: str = "info") -> None:
     logging.getLogger("segakit.serve").setLevel(getattr(logging, log_level.upper(), logging.INFO))
     service = Service.load(config)
     try:
-        uvicorn.run(create_app(service), host=config.host, port=config.port, log_level=log_level)
+        uvicorn.run(create_app(service), host=config.host, port=config.port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S)
     finally:
         service.close()
