@@ -169,20 +169,18 @@ def main() -> int:
     # every received image against a direct call on the parameters the client sent
     import torch
 
+    from segakit.core.images import encode_png
+    from segakit.directions.library import Library
     from segakit.jobs.generate import render
+    from segakit.sega.pipeline import SegaPipeline
     from segakit.serve.config import Limits
     from segakit.serve.schema import GenerateRequest, to_params
-    from segakit.sega.pipeline import SegaPipeline
 
     torch.set_num_threads(args.threads)
     pipe = SegaPipeline.from_pretrained("embedded")
-    from segakit.directions.library import Library
-
     expected: dict[int, str] = {}
     for k in sorted({k for k, *_ in received}):
         params = to_params(GenerateRequest(**table[k]), "embedded", Limits(), Library.load())
-        from segakit.core.images import encode_png
-
         done = render(params, pipe)
         expected[k] = pixels_digest(encode_png(done.images[0], done.params[0]))
     mismatched = [k for k, seed, prompt, digest in received

@@ -116,7 +116,7 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
     steps.send_keys("12\t")
     find(browser, "#add-concept").click()
     wait(browser, lambda d: find(d, "#concept-0 textarea").is_displayed(), what="a concept row")
-    find(browser, "#concept-0 textarea").send_keys("glasses")
+    find(browser, "#concept-0 textarea").send_keys("bald")
     slider = find(browser, "#scale-0 input[type=range]")
     before = float(slider.get_attribute("value"))
     ActionChains(browser).click_and_hold(slider).move_by_offset(int(slider.size["width"] * 0.3), 0).release().perform()
@@ -130,10 +130,10 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
     png = downloaded(browser.downloads)
     params = png_params(png.read_bytes())
     assert params["prompt"] == "a face of a person" and params["steps"] == 12 and params["seed"] == 0
-    assert [(e["prompt"], e["scale"], e["reverse"]) for e in params["edits"]] == [("glasses", moved, False)]
+    assert [(e["prompt"], e["scale"], e["reverse"]) for e in params["edits"]] == [("bald", moved, False)]
     direct = render(GenerationParams.from_json(params), service.pipe).images[0]
     np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), np.asarray(direct.convert("RGB")))
-    assert "glasses" in find(browser, "#parameters").text
+    assert "bald" in find(browser, "#parameters").text
 
     # dropping the PNG on the app restores its settings
     from selenium.webdriver.common.keys import Keys
@@ -146,6 +146,11 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
     find(browser, "#restore input[type=file]").send_keys(str(png))
     wait(browser, lambda d: find(d, "#prompt textarea").get_attribute("value") == "a face of a person", what="the restored prompt")
     assert float(find(browser, "#scale-0 input[type=range]").get_attribute("value")) == moved
+
+    # the strength strip renders the concept at five scales up to the slider's
+    find(browser, "#strip").click()
+    strip = wait(browser, lambda d: [a for a in finds(d, "#strip-download a") if a.get_attribute("href")], what="the strip")[0]
+    assert strip.get_attribute("download").endswith(".png")
 
     shots = os.environ.get("SEGAKIT_SCREENSHOTS")
     if shots:
