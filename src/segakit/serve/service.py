@@ -66,7 +66,7 @@ class Service:
         stats = self.worker.stats
         return {
             "status": "ok", "segakit_version": __version__, "model": self.config.model,
-            "queue": self.worker.queue(), "served": stats.served, "failed": stats.failed,
+            "queue": self.worker.queue(), "served": stats.served, "failed": stats.failed, "invalid": stats.invalid,
             "cancelled": stats.cancelled, "rejected_busy": stats.rejected,
             "uptime_s": round(time.time() - self.started, 1), "editing": editing_available(),
             "directions": self.library.names() if self.library is not None else [],

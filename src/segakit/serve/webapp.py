@@ -69,7 +69,9 @@ class App:
         for old in self.downloads.glob("*.png"):
             if now - old.stat().st_mtime > KEEP_DOWNLOADS_S:
                 old.unlink(missing_ok=True)
-        path = self.downloads / f"segakit-seed{image.params['seed']}-{int(now * 1000) % 10**9}.png"
+        kind = "plain" if not image.params["edits"] and not image.params["directions"] else "edited"
+        kind = "strip" if image.params.get("sweep") else kind
+        path = self.downloads / f"segakit-{kind}-seed{image.params['seed']}-{time.time_ns() % 10**12}.png"
         path.write_bytes(image.png)
         return str(path)
 
@@ -78,7 +80,8 @@ class App:
         form = Form.from_values(list(values), self.n_rows, self.names)
         after = self._run(form)
         before = self._run(form, plain=True) if form.has_guidance() else after
-        return _pil(before), _pil(after), self._save(after), json.dumps(after.params, indent=1, sort_keys=True), "Done."
+        files = [self._save(after)] + ([self._save(before)] if before is not after else [])
+        return _pil(before), _pil(after), files, json.dumps(after.params, indent=1, sort_keys=True), "Done."
 
     def preview(self, *values):
         """The edited image at the preview's few steps (while a slider moves)."""
@@ -97,7 +100,7 @@ class App:
             raise gr.Error("Add a concept first: the strip varies the first concept's scale.", print_exception=False)
         top = max(float(concepts[0].scale), 1.0)
         image = self._run(form, sweep=[round(top * i / (STRIP_POINTS - 1), 3) for i in range(STRIP_POINTS)])
-        return _pil(image), self._save(image)
+        return _pil(image), [self._save(image)]
 
     def restore(self, file):
         if file is None:
@@ -175,12 +178,13 @@ class App:
                         restore = gr.File(label="Drop a segakit PNG here to restore its settings", file_types=[".png"], elem_id="restore")
                     with gr.Column(scale=2):
                         with gr.Row():
-                            before = gr.Image(label="Before (plain)", type="pil", format="png", height=280, elem_id="before", interactive=False)
-                            after = gr.Image(label="After (with concepts)", type="pil", format="png", height=280, elem_id="after", interactive=False)
+                            before = gr.Image(label="Before (plain)", type="pil", format="png", height=280, elem_id="before", buttons=["fullscreen"], interactive=False)
+                            after = gr.Image(label="After (with concepts)", type="pil", format="png", height=280, elem_id="after", buttons=["fullscreen"], interactive=False)
                         status = gr.Markdown("", elem_id="status")
-                        download = gr.File(label="Download the PNG (it carries its parameters)", elem_id="download", interactive=False)
-                        strip_img = gr.Image(label="Strength strip (first concept)", type="pil", format="png", height=160, elem_id="strip-image", interactive=False)
-                        strip_file = gr.File(label="Download the strip", elem_id="strip-download", interactive=False)
+                        download = gr.File(label="Download the PNGs (edited, then plain; they carry their parameters)", file_count="multiple",
+                                           elem_id="download", interactive=False)  # fmt: skip
+                        strip_img = gr.Image(label="Strength strip (first concept)", type="pil", format="png", height=160, elem_id="strip-image", buttons=["fullscreen"], interactive=False)
+                        strip_file = gr.File(label="Download the strip", file_count="multiple", elem_id="strip-download", interactive=False)
                         params_box = gr.Code(label="Parameters", language="json", elem_id="parameters", interactive=False)
             with gr.Tab("Edit", elem_id="tab-edit"):
                 if not editing_available():

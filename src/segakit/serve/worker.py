@@ -74,7 +74,8 @@ class Job:
 @dataclass
 class Stats:
     served: int = 0
-    failed: int = 0
+    failed: int = 0  # a bug or a broken model (answered 500)
+    invalid: int = 0  # refused while running (a bad direction file, ...: answered 400)
     cancelled: int = 0
     rejected: int = 0
     run_seconds: float = 0.0  # total over served jobs
@@ -179,6 +180,8 @@ class Worker:
                 self.stats.run_seconds += job.run_seconds
             elif status == "cancelled":
                 self.stats.cancelled += 1
+            elif status == "rejected":
+                self.stats.invalid += 1
             else:
                 self.stats.failed += 1
         line = {"job": job.id, "kind": job.kind, "status": status, "wait_s": round(job.wait_seconds, 3),
