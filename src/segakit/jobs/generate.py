@@ -164,6 +164,15 @@ def load_adapters(pipe, params: GenerationParams) -> None:
         pipe.load_textual_inversion(path)
 
 
+@dataclass
+class Rendered:
+    """A job's images in memory, each with the parameters its PNG stores, and the recorded guidance if asked."""
+
+    images: list  # PIL images: one per seed, or one strip for a sweep
+    params: list[dict]  # the PNG parameters of each image
+    guidance: object | None = None  # RecordedGuidance when ``record_guidance`` was asked
+
+
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
@@ -171,20 +180,37 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
     with ``apply_guidance`` on other prompts with the same seed and steps.
     """
-    import torch
-
-    from segakit import __version__
-    from segakit.core.images import grid, save_png
-    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
+    from segakit.core.images import save_png
 
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
+    n_files = 1 if params.sweep is not None else params.num_images
+    paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
+    result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None)
+    if save_guidance is not None:
+        if result.guidance is None:
+            raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
+        result.guidance.save(save_guidance)
+    return [save_png(image, path, meta) for path, image, meta in zip(paths, result.images, result.params)]
+
+
+def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
+           progress: ProgressFn | None = None, record_guidance: bool = False) -> Rendered:  # fmt: skip
+    """Generate the job's images (or sweep strip) in memory, each with the parameters its PNG stores.
+
+    ``progress`` is called after every denoising step; an exception it raises stops the job there.
+    """
+    import torch
+
+    from segakit import __version__
+    from segakit.core.images import grid
+    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
+
+    params.validate()
     reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
     directions = load_directions(params.directions)
     library = _library(params)
-    n_files = 1 if params.sweep is not None else params.num_images
-    paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -225,16 +251,11 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         edit = params.edits[0]
         labels = [f"{'-' if edit.reverse else '+'}{edit.prompt} {s:g}" for s in params.sweep]
         sheet = grid(frames, cols=len(frames), labels=labels, scale=max(1, 128 // frames[0].size[0]))
-        return [save_png(sheet, paths[0], {**meta, "num_images": 1})]
+        return Rendered([sheet], [{**meta, "num_images": 1}])
     seeds = [params.seed + i for i in range(params.num_images)]
-    result = call(list(params.edits), seeds, record=save_guidance is not None)
-    if save_guidance is not None:
-        if result.guidance is None:
-            raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
-        result.guidance.save(save_guidance)
-    images = result.images
-    written = []
-    for i, (path, image, seed) in enumerate(zip(paths, images, seeds)):
+    result = call(list(params.edits), seeds, record=record_guidance)
+    metas = []
+    for i, seed in enumerate(seeds):
         choice = {"fair_choice": fair.choices[i]} if fair is not None else {}
-        written.append(save_png(image, path, {**meta, "seed": seed, "num_images": 1, **choice}))
-    return written
+        metas.append({**meta, "seed": seed, "num_images": 1, **choice})
+    return Rendered(list(result.images), metas, result.guidance if record_guidance else None)
