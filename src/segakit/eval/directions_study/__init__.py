@@ -1,0 +1,1 @@
+"""segakit.eval.directions_study (being written)."""
