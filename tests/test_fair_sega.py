@@ -15,6 +15,15 @@ from segakit.sega.fair import FairDiffusion, fair_attributes, fair_generate, val
 from segakit.sega.guidance import Edit
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a loaded 2-core machine two threads make these tiny models many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("model")
