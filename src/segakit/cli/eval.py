@@ -170,6 +170,7 @@ def directions(
     timing_repeats: Annotated[int, typer.Option("--timing-repeats", help="Interleaved timings of plain vs a direction (median).")] = 3,
     first_seed: Annotated[int, typer.Option("--first-seed", help="The first seed.")] = 0,
     sections: Annotated[str, typer.Option(help="Comma-separated sections to run.")] = "fairness,safety,enhance,monotonicity,composition,cost",
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached images (default: DIR/cache).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
 ) -> None:
@@ -206,6 +207,6 @@ def directions(
 
     command = "segakit eval directions " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval directions"
     with progress_bar("{task.description:<28}", transient=False, elapsed=True) as bar:
-        _, paths = run_study(pipe, oracle, lib, cfg, out, command.strip(), Bar(bar), model_name=model)
+        _, paths = run_study(pipe, oracle, lib, cfg, out, command.strip(), Bar(bar), model_name=model, cache=cache)
     for path in paths:
         typer.echo(str(path))

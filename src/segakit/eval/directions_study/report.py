@@ -28,11 +28,11 @@ def _p(x) -> str:
 
 
 def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, command: str, progress: Progress | None = None,
-              model_name: str = "") -> tuple[dict, list[Path]]:  # fmt: skip
-    """Run (or resume, from ``out/cache``) the sections ``cfg.sections`` and write the report into ``out``."""
+              model_name: str = "", cache: Path | None = None) -> tuple[dict, list[Path]]:  # fmt: skip
+    """Run (or resume, from ``cache``, default ``out/cache``) the sections ``cfg.sections`` and write the report into ``out``."""
     cfg = cfg.check()
     out = ensure_writable_dir(Path(out))
-    study = Study(Bench(pipe, library, cfg), oracle, out / "cache", progress)
+    study = Study(Bench(pipe, library, cfg), oracle, Path(cache) if cache is not None else out / "cache", progress)
     t0 = time.perf_counter()
     results, walls = {}, {}
     for section in cfg.sections:
