@@ -10,7 +10,12 @@ from segakit.core.fingerprint import fingerprint
 from segakit.core.hooks import mid_block_shape
 from segakit.directions import Direction
 from segakit.directions.library import Library
-from segakit.eval.directions_study import DirectionsStudyConfig, Progress, run_study, total_images
+from segakit.eval.directions_study import (
+    DirectionsStudyConfig,
+    Progress,
+    run_study,
+    total_images,
+)
 from segakit.eval.directions_study import measures as m
 from segakit.eval.sega_study.summary import json_ready
 from segakit.sega.fair import FairDiffusion
@@ -115,7 +120,7 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     # a rerun reads every image set from the cache and reports the same numbers
     again, _ = run_study(pipe, oracle, library, cfg, tmp_path / "out", "segakit eval directions --seeds 3", Counter(), model_name="tiny")
     assert again["shots"]["made"] == 0 and again["shots"]["from_cache"] == report["shots"]["made"]
-    same = lambda key: rounded(json_ready(again["results"][key])) == rounded(json_ready(r[key]))  # noqa: E731
+    same = lambda key: rounded(json_ready(again["results"][key])) == rounded(json_ready(r[key]))
     assert same("fairness") and same("safety") and same("monotonicity")
 
 
@@ -127,3 +132,13 @@ def test_config_refuses_bad_values_in_one_sentence(kwargs, words):
 
     with pytest.raises(UserError, match=words):
         DirectionsStudyConfig(**kwargs).check()
+
+
+@pytest.mark.parametrize("args, words", [(["--seeds", "0"], "--seeds 0 is not a whole number"), (["--sections", "speed"], "choose from"),
+                                         (["--threads", "-1"], "--threads -1 is below 0")])  # fmt: skip
+def test_cli_refuses_bad_values_before_loading_anything(monkeypatch, capsys, tmp_path, args, words):
+    from cli_runner import cli
+
+    code, _, err = cli(monkeypatch, capsys, "eval", "directions", "--out", tmp_path / "r", *args)
+    assert code == 2 and words in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

@@ -11,7 +11,13 @@ from segakit.core.draws import draw_values
 from segakit.core.errors import UserError
 from segakit.core.images import read_params
 from segakit.eval.directions_study.sld import presets, sld_images, sld_pipeline
-from segakit.sega.fair import FairDiffusion, fair_attributes, fair_generate, value_edits, value_words
+from segakit.sega.fair import (
+    FairDiffusion,
+    fair_attributes,
+    fair_generate,
+    value_edits,
+    value_words,
+)
 from segakit.sega.guidance import Edit
 
 
@@ -99,12 +105,12 @@ def test_sld_runs_diffusers_pipeline_unchanged_on_the_components(model):
     sld = sld_pipeline(pipe, "a zombie")
     assert sld.safety_concept == "a zombie" and sld.unet is pipe.unet
     assert set(presets()) == {"off", "weak", "medium", "strong", "max"}
-    gens = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]
     off = sld_images(sld, "a doctor", gens(), 3, "off")
     plain = pipe("a doctor", num_inference_steps=3, num_images_per_prompt=2, generator=gens(), output_type="pt").images
     assert off.shape == plain.shape and torch.allclose(off, plain, atol=1e-4)  # safety off: classifier-free guidance
     # diffusers' presets as they ship: warm-ups of 15 / 10 / 7 / 0 steps; at 8 steps weak and medium never start, strong acts once
-    one = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
+    one = lambda: [torch.Generator().manual_seed(0)]
     off8 = sld_images(sld, "a doctor", one(), 8, "off")
     changed = {p: (sld_images(sld, "a doctor", one(), 8, p) - off8).abs().max().item() for p in ("weak", "medium", "strong", "max")}
     assert changed["weak"] == changed["medium"] == 0.0 and changed["strong"] > 0 and changed["max"] > 1e-2, changed

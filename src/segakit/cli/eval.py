@@ -177,7 +177,12 @@ def directions(
     """Self-discovered directions against Fair Diffusion, Safe Latent Diffusion, negative prompts and SEGA reverse
     edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
     from segakit.directions.library import Library
-    from segakit.eval.directions_study import DirectionsStudyConfig, Progress, run_study, total_images
+    from segakit.eval.directions_study import (
+        DirectionsStudyConfig,
+        Progress,
+        run_study,
+        total_images,
+    )
     from segakit.sega.pipeline import SegaPipeline
     from segakit.world.oracle import Oracle
 

@@ -21,7 +21,11 @@ For the same model and seeds (image i of every prompt and method from seed i), t
 ``run`` (sections, cache), ``figures``, ``report`` (:func:`run_study`, report.md/json).
 """
 
-from segakit.eval.directions_study.config import Arm, DirectionsStudyConfig, total_images
+from segakit.eval.directions_study.config import (
+    Arm,
+    DirectionsStudyConfig,
+    total_images,
+)
 from segakit.eval.directions_study.report import markdown, run_study
 from segakit.eval.directions_study.run import Progress, Study
 

@@ -47,7 +47,7 @@ def _chunk(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: floa
     pipe, lib, cfg = bench.pipe, bench.library, bench.cfg
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     s = bench.strength if strength is None else strength
-    common = dict(num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=gens, output_type="pt")
+    common = {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, "generator": gens, "output_type": "pt"}
     if arm.kind == "sld":
         return sld_images(bench.sld(), prompt, gens, cfg.steps, arm.param, cfg.guidance)
     if arm.kind == "fair-sega":

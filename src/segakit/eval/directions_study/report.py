@@ -44,10 +44,10 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
         "command": command,
         "config": asdict(cfg),
         "seeds": {"first": cfg.first_seed, "per_prompt": cfg.seeds, "sweep": cfg.sweep_seeds,
-                  "note": "image i of every prompt and arm uses seed first + i (one generator per image)"},  # fmt: skip
+                  "note": "image i of every prompt and arm uses seed first + i (one generator per image)"},
         "model": {"name": model_name, "fingerprint": study.model_id, "unet": fingerprint(pipe.unet),
                   "library": str(library.folder), "library_fingerprint": study.library_id, "library_unet": library.meta.get("unet"),
-                  "strength": study.bench.strength, "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},  # fmt: skip
+                  "strength": study.bench.strength, "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
         "wall_seconds": {"total": time.perf_counter() - t0, **walls},
         "shots": {"made": sum(not s.cached for s in study._shots.values()), "from_cache": sum(s.cached for s in study._shots.values())},
         "results": results,

@@ -45,7 +45,9 @@ def _quiet():
 
 def sld_pipeline(pipe, concept: str = SLD_CONCEPT):
     """diffusers' ``StableDiffusionPipelineSafe`` on ``pipe``'s components (shared, not copied), unsafe concept ``concept``."""
-    from diffusers.pipelines.deprecated.stable_diffusion_safe import StableDiffusionPipelineSafe
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import (
+        StableDiffusionPipelineSafe,
+    )
 
     with _quiet():
         sld = StableDiffusionPipelineSafe(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
