@@ -155,3 +155,63 @@ def sega(
         _, paths = run_study(pipe, oracle, cfg, out, command.strip(), Bar(bar), model_name=model)
     for path in paths:
         typer.echo(str(path))
+
+
+@eval_app.command("directions")
+def directions(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json, figures and cache/.")] = Path("out/eval-directions"),
+    seeds: Annotated[int, typer.Option(help="Seeds per prompt (the issue: 200).")] = 200,
+    model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder or hub id.")] = "embedded",
+    library: Annotated[Path | None, typer.Option("--library", help="Direction library folder (default: the embedded model's).")] = None,
+    strength: Annotated[float | None, typer.Option(help="Strength of the library's directions (default: the library's).")] = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    batch: Annotated[int, typer.Option(help="Images per pipeline call.")] = 16,
+    sweep_seeds: Annotated[int, typer.Option("--sweep-seeds", help="Seeds per strength in the monotonicity sweep.")] = 50,
+    timing_repeats: Annotated[int, typer.Option("--timing-repeats", help="Interleaved timings of plain vs a direction (median).")] = 3,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="The first seed.")] = 0,
+    sections: Annotated[str, typer.Option(help="Comma-separated sections to run.")] = "fairness,safety,enhance,monotonicity,composition,cost",
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached images (default: DIR/cache).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
+) -> None:
+    """Self-discovered directions against Fair Diffusion, Safe Latent Diffusion, negative prompts and SEGA reverse
+    edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
+    from segakit.directions.library import Library
+    from segakit.eval.directions_study import (
+        DirectionsStudyConfig,
+        Progress,
+        run_study,
+        total_images,
+    )
+    from segakit.sega.pipeline import SegaPipeline
+    from segakit.world.oracle import Oracle
+
+    if threads < 0:
+        raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
+    cfg = DirectionsStudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, strength=strength, sweep_seeds=sweep_seeds,
+                                timing_repeats=timing_repeats, sections=tuple(s.strip() for s in sections.split(",") if s.strip())).check()  # fmt: skip
+    lib = Library.load(library)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    pipe = SegaPipeline.from_pretrained(model).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    lib.check_model(pipe.unet)
+    oracle = Oracle.load(device=device)
+
+    class Bar(Progress):
+        def __init__(self, bar) -> None:
+            self.bar, self.task = bar, bar.add_task("directions", total=total_images(cfg))
+
+        def unit(self, name: str) -> None:
+            self.bar.update(self.task, description=name)
+
+        def advance(self, images: int) -> None:
+            self.bar.advance(self.task, images)
+
+    command = "segakit eval directions " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval directions"
+    with progress_bar("{task.description:<28}", transient=False, elapsed=True) as bar:
+        _, paths = run_study(pipe, oracle, lib, cfg, out, command.strip(), Bar(bar), model_name=model, cache=cache)
+    for path in paths:
+        typer.echo(str(path))

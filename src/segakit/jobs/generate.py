@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
@@ -17,6 +18,7 @@ from segakit.core.loading import weights_file
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
 
+FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
 
 
@@ -48,6 +50,7 @@ class GenerationParams:
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
     fair: str | None = None  # fair generation over an attribute's values: "presentation" or "skin=light:0.5,dark:0.5"
+    fair_method: str = "directions"  # "directions" (the library's h-space directions) or "sega" (Fair Diffusion's edits)
     safe: bool = False  # the library's anti-horror direction, always on
     enhance: bool = False  # the library's directions for the attribute values the prompt names
     library: str | None = None  # the direction library folder (default: the embedded model's)
@@ -74,6 +77,10 @@ class GenerationParams:
             raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
             raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
+        if self.fair_method not in FAIR_METHODS:
+            raise UserError(f"--method {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
+        if self.fair_method != "directions" and not self.fair:
+            raise UserError(f"--method {self.fair_method} chooses how --fair balances an attribute; give --fair ATTRIBUTE too.")
         for lora in self.loras:
             weights_file(lora.path, "--lora")
             if not math.isfinite(lora.scale):
@@ -127,7 +134,7 @@ def load_directions(specs: list[str]) -> list:
 
 def _library(params: GenerationParams):
     """The direction library a job's --fair / --safe / --enhance use (None when it uses none)."""
-    if not (params.fair or params.safe or params.enhance):
+    if not ((params.fair and params.fair_method == "directions") or params.safe or params.enhance):
         return None
     from segakit.directions.library import Library
 
@@ -143,9 +150,13 @@ def _strength(library, params: GenerationParams) -> float:
 
 def _fair(library, params: GenerationParams, seeds: list[int], unet):
     """The per-image draws of fair generation for images with ``seeds`` (image i from seed i), or None."""
-    if library is None or not params.fair:
+    if not params.fair:
         return None
     attribute, _, shares = params.fair.partition("=")
+    if params.fair_method == "sega":  # Fair Diffusion: the same draw, SEGA edits instead of directions
+        from segakit.sega.fair import FairDiffusion
+
+        return FairDiffusion.draw(attribute.strip(), len(seeds), seeds[0], shares or None)
     fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params))
     for d in fair.directions.values():
         d.check_model(unet)
@@ -205,6 +216,7 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
 
     from segakit import __version__
     from segakit.core.images import grid
+    from segakit.sega.fair import fair_generate
     from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
 
     params.validate()
@@ -231,13 +243,15 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
         nonlocal fair
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         fair = _fair(library, params, seeds, pipe.unet)
-        return pipe(
+        sega_fair = fair if params.fair_method == "sega" else None
+        generate = pipe if sega_fair is None else partial(fair_generate, pipe, fair=sega_fair)
+        return generate(
             params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
             guidance_scale=params.guidance, height=params.height, width=params.width, eta=params.eta,
             num_images_per_prompt=len(seeds), generator=gens, edits=edits,
             edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
             quantile_over=params.quantile_over, output_type="pil", sem_guidance=reuse, record_guidance=record,
-            directions=applied + ([fair] if fair is not None else []),
+            directions=applied + ([fair] if fair is not None and sega_fair is None else []),
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 
