@@ -84,10 +84,15 @@ def _check_writable(out: Path) -> None:
 def run(params, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool) -> None:
     import time
 
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     from segakit import __version__
     from segakit.core.images import save_png
     from segakit.editing.pipeline import EditPipeline
 
+    diffusers_logging.disable_progress_bar()  # loading bars are not for the command line user
+    transformers_logging.disable_progress_bar()
     pipe = EditPipeline.from_pretrained(params.model, captioner=captioner, caption_writer=caption_writer).to(device)
     start = time.perf_counter()
     with progress_bar() as bar:

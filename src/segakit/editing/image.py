@@ -30,12 +30,13 @@ def read_image(path: str | Path) -> Image.Image:
         raise UserError(f"Image {str(path)!r} does not exist.")
     try:
         with Image.open(p) as im:
-            if max(im.size) > MAX_SIDE:
-                raise UserError(f"Image {str(path)!r} is {im.size[0]}x{im.size[1]} pixels; segakit edits images up to {MAX_SIDE} pixels a side.")
-            im.load()
-            return im.copy()
+            size = im.size
+            if max(size) <= MAX_SIDE:
+                im.load()
+                return im.copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
         raise UserError(f"{str(path)!r} is not an image that Pillow can read (PNG, JPEG, WebP, ...).") from None
+    raise UserError(f"Image {str(path)!r} is {size[0]}x{size[1]} pixels; segakit edits images up to {MAX_SIDE} pixels a side.")
 
 
 def file_sha256(path: str | Path) -> str:
