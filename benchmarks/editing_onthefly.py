@@ -32,6 +32,7 @@ from segakit.core.atomic import atomic_open  # noqa: E402
 from segakit.core.fingerprint import pipeline_fingerprint  # noqa: E402
 from segakit.core.loading import load_pipeline  # noqa: E402
 from segakit.editing.pipeline import EditPipeline  # noqa: E402
+from segakit.world.captions import CONCEPTS  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 from segakit.world.pairs import pair_at  # noqa: E402
 
@@ -51,6 +52,13 @@ def figure(rows: list[tuple[Image.Image, ...]], labels: list[str], scale: int = 
     return sheet
 
 
+def gold_concepts(attr: str, old, new) -> list[str]:
+    """The change as SEGA concepts in the world's own words: +the new value, -the old one."""
+    if isinstance(new, bool):
+        return [("+" if new else "-") + CONCEPTS[attr][True][0]]
+    return ["+" + CONCEPTS[attr][new][0]] + (["-" + CONCEPTS[attr][old][0]] if old in CONCEPTS[attr] else [])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=6, help="single-change pairs to edit")
@@ -58,6 +66,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the pairs' seed")
     ap.add_argument("--no-regularize", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--direction-scale", type=float, default=1.0)
+    ap.add_argument("--method", choices=("onthefly", "sega"), default="onthefly",
+                    help="sega: LEDITS++'s recipe with the world's concept words for the change (+new, -old)")
+    ap.add_argument("--figure-rows", type=int, default=8, help="pairs shown in the figure")
     ap.add_argument("--out", type=Path, default=Path("docs/results/editing"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,7 +87,8 @@ def main() -> None:
         ((attr, (old, new)),) = pair.changes.items()
         start = time.perf_counter()
         out = pipe(pair.source_image, pair.instruction, source_caption=pair.source_caption, target_captions=[pair.target_caption],
-                   num_inference_steps=args.steps, regularize=not args.no_regularize, seed=0)  # fmt: skip
+                   num_inference_steps=args.steps, regularize=not args.no_regularize, direction_scale=args.direction_scale, seed=0,
+                   method=args.method, concepts=gold_concepts(attr, old, new))  # fmt: skip
         seconds = time.perf_counter() - start
         src, rec, ed = oracle.predict([pair.source_image, out.reconstructions[0], out.images[0]])
         others = [a for a in src if a != attr]
@@ -93,19 +106,21 @@ def main() -> None:
     n = len(records)
     summary = {
         "command": f"python benchmarks/editing_onthefly.py --pairs {args.pairs} --steps {args.steps} --seed {args.seed}"
-        + (" --no-regularize" if args.no_regularize else ""),
-        "model": "embedded", "model_fingerprint": pipeline_fingerprint(base), "steps": args.steps,
-        "regularize": not args.no_regularize, "guidance_scale": 5.0, "xa_guidance": 0.15, "captions": "gold (world captions)",
+        + (" --no-regularize" if args.no_regularize else "") + (f" --direction-scale {args.direction_scale:g}" if args.direction_scale != 1 else "")
+        + (" --method sega" if args.method == "sega" else ""),
+        "method": args.method, "model": "embedded", "model_fingerprint": pipeline_fingerprint(base), "steps": args.steps,
+        "regularize": not args.no_regularize, "guidance_scale": 5.0, "xa_guidance": 0.15, "direction_scale": args.direction_scale,
+        "captions": "gold (world captions)" if args.method == "onthefly" else "gold concept words", "skip": 0.15, "threshold": 0.9,
         "pairs": n, "success": sum(r["success"] for r in records) / n,
         "reconstruction_keeps_attribute": sum(r["reconstruction_keeps"] for r in records) / n,
         "others_unchanged": sum(r["others_unchanged"] for r in records) / n,
         "seconds_per_edit": round(sum(r["seconds"] for r in records) / n, 1), "threads": args.threads, "records": records,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"onthefly-{args.steps}steps" + ("-noreg" if args.no_regularize else "")
+    tag = f"{args.method}-{args.steps}steps" + ("-noreg" if args.no_regularize else "") + (f"-dir{args.direction_scale:g}" if args.direction_scale != 1 else "")
     with atomic_open(args.out / f"{tag}.json", "w") as fh:
         json.dump(summary, fh, indent=1)
-    sheet = figure(rows, labels)
+    sheet = figure(rows[: args.figure_rows], labels[: args.figure_rows])
     with atomic_open(args.out / f"{tag}.png", "wb") as fh:
         sheet.save(fh, format="PNG")
     print(json.dumps({k: v for k, v in summary.items() if k != "records"}))

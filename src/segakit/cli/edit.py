@@ -21,7 +21,11 @@ def edit(
     image: Annotated[Path | None, typer.Argument(help="The image to edit (any size or mode: converted as docs/editing.md says).")] = None,
     instruction: Annotated[str | None, typer.Argument(help="What to change, e.g. 'give her glasses'.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
-    method: Annotated[str, typer.Option(help="onthefly (cross-attention guided, the paper's) or sega (not built yet).")] = "onthefly",
+    method: Annotated[str, typer.Option(help="onthefly (Pix2Pix-OnTheFly: cross-attention guided) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion).")] = "onthefly",
+    concept: Annotated[list[str] | None, typer.Option("--concept", help="--method sega: a concept to add (+glasses) or remove (-beard), repeatable.")] = None,
+    skip: Annotated[float, typer.Option(help="--method sega: share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
+    threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
+    source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting.")] = 3.5,
     source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner).")] = None,
     captions_before: Annotated[list[str] | None, typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer"))] = None,
     captions_after: Annotated[list[str] | None, typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer"))] = None,
@@ -30,7 +34,7 @@ def edit(
     captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors).")] = None,
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2.")] = None,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale of the edit pass (negative: the source caption).")] = 5.0,
+    guidance: Annotated[float, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption); sega: each concept's scale.")] = 5.0,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
     direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
     regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,
@@ -62,7 +66,8 @@ def edit(
             instruction=instruction, model=model, method=method, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
             steps=steps, guidance_scale=guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
-            regularize=regularize, seed=seed,
+            regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
+            source_guidance=source_guidance,
         )  # fmt: skip
     params.validate()
     picture = read_image(image)
@@ -96,7 +101,7 @@ def run(params, picture, out: Path, device: str, captioner: Path | None, caption
     pipe = EditPipeline.from_pretrained(params.model, captioner=captioner, caption_writer=caption_writer).to(device)
     start = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task("editing", total=3 * params.steps)
+        task = bar.add_task("editing", total=(3 if params.method == "onthefly" else 2) * params.steps)
         result = pipe.run(params, picture, callback=lambda done, total: bar.update(task, completed=done))
     meta = {**result.params.to_json(), "kind": "edit", "segakit_version": __version__, **result.metadata}
     meta["captions_before"], meta["captions_after"] = result.captions_before, result.captions_after

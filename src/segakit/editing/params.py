@@ -26,6 +26,10 @@ class EditParams:
     direction_scale: float = 1.0
     regularize: bool = True
     seed: int = 0
+    concepts: list[str] = field(default_factory=list)  # sega: "+glasses", "-beard"
+    skip: float = 0.15  # sega: share of the schedule's first (noisiest) steps skipped
+    source_guidance: float = 3.5  # sega: guidance towards the source caption while inverting
+    threshold: float = 0.9  # sega: the masks' quantile
     image: str | None = None  # the source file, as given
     image_sha256: str | None = None
 
@@ -42,6 +46,12 @@ class EditParams:
             raise UserError(f"--guidance {self.guidance_scale} is below 1; classifier-free guidance scales start at 1.")
         if self.xa_guidance < 0:
             raise UserError(f"--xa-guidance {self.xa_guidance} is negative; use 0 (off) or more (the paper: 0.15).")
+        if self.method == "sega" and not [c for c in self.concepts if c.strip("+- ")]:
+            raise UserError("--method sega needs at least one --concept, e.g. --concept +glasses or --concept -beard.")
+        if not 0 <= self.skip < 1:
+            raise UserError(f"--skip {self.skip} is outside [0, 1).")
+        if not 0 <= self.threshold < 1:
+            raise UserError(f"--threshold {self.threshold} is outside [0, 1).")
         for name in ("captions_before", "captions_after"):
             if any(not c.strip() for c in getattr(self, name)):
                 raise UserError(f"An empty caption was given in {name.replace('_', '-')}; every caption needs words.")

@@ -25,11 +25,12 @@ import torch
 from PIL import Image
 
 from segakit.core.errors import UserError
-from segakit.core.inversion import NoiseRegularization, ddim_invert
+from segakit.core.inversion import NoiseRegularization, ddim_invert, ddpm_invert
 from segakit.editing.caption_writer import CaptionWriter
 from segakit.editing.captioner import Captioner
 from segakit.editing.direction import TextModels, edit_direction
 from segakit.editing.image import decode, encode, fit
+from segakit.editing.ledits import ConceptEdit, concept_tokens, sega_on_inversion
 from segakit.editing.onthefly import edit_with_cross_attention_guidance
 from segakit.editing.params import EditParams
 
@@ -127,7 +128,8 @@ class EditPipeline:
         target_captions: Sequence[str] | None = None, captions_before: Sequence[str] | None = None,
         method: str = "onthefly", num_inference_steps: int = 25, guidance_scale: float = 5.0,
         cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
-        num_captions: int = 3, seed: int = 0, output_type: str = "pil",
+        num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
+        source_guidance: float = 3.5, threshold: float = 0.9, output_type: str = "pil",
         callback: Callable[[int, int], None] | None = None,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step."""
@@ -136,6 +138,7 @@ class EditPipeline:
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
+            concepts=list(concepts or []), skip=skip, source_guidance=source_guidance, threshold=threshold,
         )  # fmt: skip
         return self.run(params, image, output_type=output_type, callback=callback)
 
@@ -145,11 +148,11 @@ class EditPipeline:
         params.validate()
         if output_type not in OUTPUT_TYPES:
             raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}.")
-        if params.method != "onthefly":
-            raise UserError(f"Method {params.method!r} is not built yet; use method 'onthefly'.")
         if not isinstance(image, Image.Image):
             raise UserError(f"image must be a PIL image, got {type(image).__name__}.")
         image = fit(image, self.resolution)
+        if params.method == "sega":
+            return self._run_sega(params, image, output_type, callback)
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
         source, before, after, meta = self.captions(params, image)
@@ -179,6 +182,35 @@ class EditPipeline:
             self._output(result.latents, output_type), self._output(result.reconstruction, output_type), source,
             list(before), list(after), params, result.losses, seconds, meta,
         )  # fmt: skip
+
+    def _run_sega(self, params: EditParams, image: Image.Image, output_type: str, callback) -> EditPipelineOutput:
+        """LEDITS++: edit-friendly inversion (towards the source caption, if any), then masked SEGA concepts."""
+        seconds: dict[str, float] = {}
+        source = params.source_caption or (params.captions_before[0] if params.captions_before else None)
+        if source is None and self.captioner is not None:
+            source = self.captioner(image)
+        params.source_caption = source
+        text = self.text_models()
+        step = (lambda i: callback(i + 1, 2 * params.steps)) if callback is not None else None
+        clock = time.perf_counter()
+        x0 = encode(self.vae, image)
+        uncond = text.encode([""])
+        cond = text.encode([source or ""])
+        gen = torch.Generator().manual_seed(params.seed)
+        inverted = ddpm_invert(self.unet, self.scheduler.config, x0, cond, uncond, params.steps,
+                               params.source_guidance if source else 1.0, params.skip, gen, callback=step)  # fmt: skip
+        seconds["inversion"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        edits = [ConceptEdit.parse(c, scale=params.guidance_scale, threshold=params.threshold) for c in params.concepts if c.strip("+- ")]
+        tokens = [concept_tokens(self.tokenizer, e.concept) for e in edits]
+        offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
+        latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),
+                                    edits, tokens, params.skip, cond, params.source_guidance if source else 1.0, callback=offset)  # fmt: skip
+        seconds["edit"] = time.perf_counter() - clock
+        # what the inversion alone gives back: exactly the image (the autoencoder's round trip), by construction
+        x = x0
+        return EditPipelineOutput(self._output(latents, output_type), self._output(x, output_type), source or "", [], [],
+                                  params, [], seconds, {})  # fmt: skip
 
     def _output(self, latents: torch.Tensor, output_type: str):
         if output_type == "latent":
