@@ -56,7 +56,8 @@ def gold_concepts(attr: str, old, new) -> list[str]:
     """The change as SEGA concepts in the world's own words: +the new value, -the old one."""
     if isinstance(new, bool):
         return [("+" if new else "-") + CONCEPTS[attr][True][0]]
-    return ["+" + CONCEPTS[attr][new][0]] + (["-" + CONCEPTS[attr][old][0]] if old in CONCEPTS[attr] else [])
+    words = CONCEPTS[attr]
+    return (["+" + words[new][0]] if new in words else []) + (["-" + words[old][0]] if old in words else [])
 
 
 def main() -> None:
@@ -88,7 +89,7 @@ def main() -> None:
         start = time.perf_counter()
         out = pipe(pair.source_image, pair.instruction, source_caption=pair.source_caption, target_captions=[pair.target_caption],
                    num_inference_steps=args.steps, regularize=not args.no_regularize, direction_scale=args.direction_scale, seed=0,
-                   method=args.method, concepts=gold_concepts(attr, old, new))  # fmt: skip
+                   method=args.method, concepts=gold_concepts(attr, old, new) if args.method == "sega" else None)  # fmt: skip
         seconds = time.perf_counter() - start
         src, rec, ed = oracle.predict([pair.source_image, out.reconstructions[0], out.images[0]])
         others = [a for a in src if a != attr]
