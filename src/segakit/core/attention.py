@@ -32,7 +32,7 @@ def cross_attention_layers(unet) -> list[str]:
 
 
 def attention_probs(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, attention_mask=None):
-    """(query-side input, probabilities ``(batch*heads, queries, tokens)``, values) of one attention call."""
+    """(probabilities ``(batch*heads, queries, tokens)``, values ``(batch*heads, tokens, head_dim)``) of one call."""
     batch = hidden_states.shape[0] if encoder_hidden_states is None else encoder_hidden_states.shape[0]
     tokens = hidden_states.shape[1] if encoder_hidden_states is None else encoder_hidden_states.shape[1]
     mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
