@@ -132,3 +132,16 @@ def test_cli_sega_method_runs_and_needs_a_concept(monkeypatch, capsys, tmp_path)
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
     assert params["method"] == "sega" and params["concepts"] == ["+brown hair", "-blond hair"] and params["skip"] == 0.15
+
+
+def test_edit_params_round_trip_and_refuse_other_pngs():
+    from segakit.editing.params import EditParams
+
+    p = EditParams("give her glasses", captions_after=["a woman with glasses"], concepts=["+glasses"])
+    assert EditParams.from_json({**p.to_json(), "kind": "edit", "segakit_version": "0"}) == p
+    with pytest.raises(UserError, match="not written by segakit edit"):
+        EditParams.from_json({"prompt": "a face"})
+    with pytest.raises(UserError, match="unknown fields"):
+        EditParams.from_json({**p.to_json(), "kind": "edit", "mystery": 1})
+    with pytest.raises(UserError, match="empty caption"):
+        EditParams("x", captions_after=[" "]).validate()
