@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from segakit.cli import demo, generate, serve
+from segakit.cli import demo, edit, generate, serve
 from segakit.core.errors import UserError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -36,6 +36,7 @@ def _root() -> None:
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("edit")(edit.edit)
 
 
 def main() -> None:

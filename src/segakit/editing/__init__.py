@@ -1,1 +1,15 @@
-"""segakit.editing: instruction-guided editing of real images on the fly. Not built yet."""
+"""segakit.editing: instruction-guided editing of real images, on the fly (Pix2Pix-OnTheFly).
+
+``captioner`` (image -> caption, BLIP), ``caption_writer`` (instruction -> captions before/after, a causal LM),
+``direction`` (caption sets -> an edit direction in text-embedding space), ``onthefly`` (pix2pix-zero's
+cross-attention guided editor), ``image`` (input checks and conversion), ``params`` / ``pipeline``
+(:class:`EditPipeline`). Inversion and the cross-attention capture live in ``segakit.core``.
+"""
+
+from segakit.editing.caption_writer import CaptionWriter, parse_captions
+from segakit.editing.captioner import Captioner
+from segakit.editing.direction import EditDirection, edit_direction
+from segakit.editing.params import EditParams
+from segakit.editing.pipeline import EditPipeline, EditPipelineOutput
+
+__all__ = ["CaptionWriter", "Captioner", "EditDirection", "EditParams", "EditPipeline", "EditPipelineOutput", "edit_direction", "parse_captions"]

@@ -1,0 +1,71 @@
+"""``EditParams``: every choice behind one edit, as data (stored in the output PNG so that it can be repeated)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from segakit.core.errors import UserError
+
+METHODS = ("onthefly", "sega")
+
+
+@dataclass
+class EditParams:
+    instruction: str
+    model: str = "embedded"
+    method: str = "onthefly"
+    source_caption: str | None = None
+    captions_before: list[str] = field(default_factory=list)
+    captions_after: list[str] = field(default_factory=list)
+    num_captions: int = 3
+    steps: int = 25  # inversion steps = edit steps (the paper: 100)
+    guidance_scale: float = 5.0
+    xa_guidance: float = 0.15
+    direction_scale: float = 1.0
+    regularize: bool = True
+    seed: int = 0
+    concepts: list[str] = field(default_factory=list)  # sega: "+glasses", "-beard"
+    skip: float = 0.15  # sega: share of the schedule's first (noisiest) steps skipped
+    source_guidance: float = 3.5  # sega: guidance towards the source caption while inverting
+    threshold: float = 0.9  # sega: the masks' quantile
+    image: str | None = None  # the source file, as given
+    image_sha256: str | None = None
+
+    def validate(self) -> EditParams:
+        if not self.instruction or not self.instruction.strip():
+            raise UserError("The instruction is empty; write what to change, e.g. 'give her glasses'.")
+        if self.method not in METHODS:
+            raise UserError(f"--method {self.method!r} is not one of {', '.join(METHODS)}.")
+        if not 1 <= self.steps <= 1000:
+            raise UserError(f"--steps {self.steps} is outside 1..1000.")
+        if not 1 <= self.num_captions <= 10:
+            raise UserError(f"--captions {self.num_captions} is outside 1..10.")
+        if self.guidance_scale < 1:
+            raise UserError(f"--guidance {self.guidance_scale} is below 1; classifier-free guidance scales start at 1.")
+        if self.xa_guidance < 0:
+            raise UserError(f"--xa-guidance {self.xa_guidance} is negative; use 0 (off) or more (the paper: 0.15).")
+        if self.method == "sega" and not [c for c in self.concepts if c.strip("+- ")]:
+            raise UserError("--method sega needs at least one --concept, e.g. --concept +glasses or --concept -beard.")
+        if not 0 <= self.skip < 1:
+            raise UserError(f"--skip {self.skip} is outside [0, 1).")
+        if not 0 <= self.threshold < 1:
+            raise UserError(f"--threshold {self.threshold} is outside [0, 1).")
+        for name in ("captions_before", "captions_after"):
+            if any(not c.strip() for c in getattr(self, name)):
+                raise UserError(f"An empty caption was given in {name.replace('_', '-')}; every caption needs words.")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EditParams:
+        if data.get("kind") != "edit":
+            raise UserError("This PNG was not written by segakit edit (its parameters are not an edit's); use segakit generate --from-png.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds"}
+        if unknown:
+            raise UserError(f"The edit parameters in this PNG have unknown fields {sorted(unknown)}; a newer segakit wrote them.")
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,222 @@
+"""``EditPipeline``: instruction-guided editing of a real image, on the fly (Pix2Pix-OnTheFly).
+
+>>> from segakit.editing import EditPipeline
+>>> pipe = EditPipeline.from_pretrained("embedded")
+>>> out = pipe(image, instruction="give her glasses", source_caption="a photo of a woman",
+...            target_captions=["a photo of a woman with glasses"], num_inference_steps=25)
+>>> out.images[0], out.captions_before, out.captions_after
+
+Steps: caption the image (a :class:`Captioner`, or the caption the user gives), invert it with DDIM conditioned on
+that caption (pix2pix-zero's noise regularisation on by default), get captions before/after the edit (a
+:class:`CaptionWriter`, or the captions the user gives), make the edit direction, and run the cross-attention
+guided editor. Diffusers' conventions: ``from_pretrained`` / ``from_pipe``, a callable returning an output
+dataclass with ``.images``, ``output_type`` "pil" | "np" | "pt" | "latent".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segakit.core.errors import UserError
+from segakit.core.inversion import NoiseRegularization, ddim_invert, ddpm_invert
+from segakit.editing.caption_writer import CaptionWriter
+from segakit.editing.captioner import Captioner
+from segakit.editing.direction import TextModels, edit_direction
+from segakit.editing.image import decode, encode, fit
+from segakit.editing.ledits import ConceptEdit, concept_tokens, sega_on_inversion
+from segakit.editing.onthefly import edit_with_cross_attention_guidance
+from segakit.editing.params import EditParams
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class EditPipelineOutput:
+    images: list[Image.Image] | np.ndarray | torch.Tensor
+    reconstructions: list[Image.Image] | np.ndarray | torch.Tensor  # the reference pass: what inversion keeps
+    source_caption: str
+    captions_before: list[str]
+    captions_after: list[str]
+    params: EditParams
+    losses: list[float] = field(default_factory=list)  # the cross-attention loss at each edit step
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    metadata: dict = field(default_factory=dict)  # caption writer: tries, complete
+
+
+class EditPipeline:
+    """Components of an SD 1.x/2.x/SDXL pipeline plus an optional captioner and caption writer."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, text_encoder_2=None, tokenizer_2=None,
+                 captioner: Captioner | None = None, caption_writer: CaptionWriter | None = None, model_name: str = "custom") -> None:  # fmt: skip
+        self.vae, self.unet, self.scheduler = vae, unet, scheduler
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
+        self.captioner, self.caption_writer, self.model_name = captioner, caption_writer, model_name
+        for m in (vae, unet, text_encoder, text_encoder_2):
+            if m is not None:
+                m.requires_grad_(False).eval()
+
+    @classmethod
+    def from_pipe(cls, pipe, **kwargs) -> EditPipeline:
+        """From a loaded diffusers pipeline (shares its components)."""
+        return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler,
+                   getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None), **kwargs)  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, name: str | Path = "embedded", captioner: str | Path | Captioner | None = None,
+                        caption_writer: str | Path | CaptionWriter | None = None, **kwargs) -> EditPipeline:  # fmt: skip
+        """"embedded", a hub id or a local diffusers folder (safetensors only); optional captioner / caption-writer folders."""
+        from segakit.core.loading import load_pipeline
+
+        if isinstance(captioner, (str, Path)):
+            captioner = Captioner.from_pretrained(captioner)
+        if isinstance(caption_writer, (str, Path)):
+            caption_writer = CaptionWriter.from_pretrained(caption_writer)
+        pipe = load_pipeline(name, **kwargs)
+        return cls.from_pipe(pipe, captioner=captioner, caption_writer=caption_writer, model_name=str(name))
+
+    def to(self, device: str | torch.device) -> EditPipeline:
+        for m in (self.vae, self.unet, self.text_encoder, self.text_encoder_2):
+            if m is not None:
+                m.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def resolution(self) -> int:
+        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(self.unet.config.sample_size) * scale
+
+    def text_models(self) -> TextModels:
+        return TextModels(self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2,
+                          getattr(self.unet.config, "addition_embed_type", None) == "text_time", (self.resolution, self.resolution))  # fmt: skip
+
+    def captions(self, params: EditParams, image: Image.Image) -> tuple[str, list[str], list[str], dict]:
+        """The source caption and the captions before/after, from the user where given, else from the models."""
+        meta: dict = {}
+        source = params.source_caption or (params.captions_before[0] if params.captions_before else None)
+        if source is None:
+            if self.captioner is None:
+                raise UserError(
+                    f"Model {self.model_name!r} has no captioner yet, so the image needs a caption from you: pass "
+                    "--source-caption (source_caption=) or --captions-before (captions_before=)."
+                )
+            source = self.captioner(image)
+        if params.captions_after:
+            return source, list(params.captions_before) or [source], list(params.captions_after), meta
+        if self.caption_writer is None:
+            raise UserError(
+                f"Model {self.model_name!r} has no caption writer yet, so the edited image needs captions from you: pass "
+                "--captions-after (target_captions=), or --caption-writer with a local causal language model folder."
+            )
+        written = self.caption_writer.write(params.instruction, source, params.num_captions, params.seed)
+        meta = {"tries": written.tries, "complete": written.complete}
+        return source, written.before, written.after, meta
+
+    def __call__(
+        self, image: Image.Image, instruction: str, source_caption: str | None = None,
+        target_captions: Sequence[str] | None = None, captions_before: Sequence[str] | None = None,
+        method: str = "onthefly", num_inference_steps: int = 25, guidance_scale: float = 5.0,
+        cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
+        num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
+        source_guidance: float = 3.5, threshold: float = 0.9, output_type: str = "pil",
+        callback: Callable[[int, int], None] | None = None,
+    ) -> EditPipelineOutput:  # fmt: skip
+        """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step."""
+        params = EditParams(
+            instruction=instruction, model=self.model_name, method=method, source_caption=source_caption,
+            captions_before=list(captions_before or []), captions_after=list(target_captions or []),
+            num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
+            xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
+            concepts=list(concepts or []), skip=skip, source_guidance=source_guidance, threshold=threshold,
+        )  # fmt: skip
+        return self.run(params, image, output_type=output_type, callback=callback)
+
+    def run(self, params: EditParams, image: Image.Image, output_type: str = "pil",
+            callback: Callable[[int, int], None] | None = None) -> EditPipelineOutput:  # fmt: skip
+        """The edit that ``params`` describes (what ``__call__`` and ``segakit edit --from-png`` run)."""
+        params.validate()
+        if output_type not in OUTPUT_TYPES:
+            raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}.")
+        if not isinstance(image, Image.Image):
+            raise UserError(f"image must be a PIL image, got {type(image).__name__}.")
+        image = fit(image, self.resolution)
+        if params.method == "sega":
+            return self._run_sega(params, image, output_type, callback)
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+        source, before, after, meta = self.captions(params, image)
+        params.source_caption = source
+        seconds["captions"] = time.perf_counter() - clock
+
+        total = 3 * params.steps
+        step = (lambda i: callback(i + 1, total)) if callback is not None else None
+        text = self.text_models()
+        clock = time.perf_counter()
+        x0 = encode(self.vae, image)
+        source_cond = text.encode([source])
+        reg = NoiseRegularization() if params.regularize else None
+        gen = torch.Generator().manual_seed(params.seed)
+        inverted = ddim_invert(self.unet, self.scheduler.config, x0, source_cond, params.steps, regularization=reg, generator=gen, callback=step)
+        seconds["inversion"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        direction = edit_direction(text, before, after)
+        offset = (lambda i: callback(params.steps + i + 1, total)) if callback is not None else None
+        result = edit_with_cross_attention_guidance(
+            self.unet, self.scheduler.config, inverted.latents, source_cond, source_cond, direction, params.steps,
+            params.guidance_scale, params.xa_guidance, params.direction_scale, callback=offset,
+        )  # fmt: skip
+        seconds["edit"] = time.perf_counter() - clock
+        return EditPipelineOutput(
+            self._output(result.latents, output_type), self._output(result.reconstruction, output_type), source,
+            list(before), list(after), params, result.losses, seconds, meta,
+        )  # fmt: skip
+
+    def _run_sega(self, params: EditParams, image: Image.Image, output_type: str, callback) -> EditPipelineOutput:
+        """LEDITS++: edit-friendly inversion (towards the source caption, if any), then masked SEGA concepts."""
+        seconds: dict[str, float] = {}
+        source = params.source_caption or (params.captions_before[0] if params.captions_before else None)
+        if source is None and self.captioner is not None:
+            source = self.captioner(image)
+        params.source_caption = source
+        text = self.text_models()
+        step = (lambda i: callback(i + 1, 2 * params.steps)) if callback is not None else None
+        clock = time.perf_counter()
+        x0 = encode(self.vae, image)
+        uncond = text.encode([""])
+        cond = text.encode([source or ""])
+        gen = torch.Generator().manual_seed(params.seed)
+        inverted = ddpm_invert(self.unet, self.scheduler.config, x0, cond, uncond, params.steps,
+                               params.source_guidance if source else 1.0, params.skip, gen, callback=step)  # fmt: skip
+        seconds["inversion"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        edits = [ConceptEdit.parse(c, scale=params.guidance_scale, threshold=params.threshold) for c in params.concepts if c.strip("+- ")]
+        tokens = [concept_tokens(self.tokenizer, e.concept) for e in edits]
+        offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
+        latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),
+                                    edits, tokens, params.skip, cond, params.source_guidance if source else 1.0, callback=offset)  # fmt: skip
+        seconds["edit"] = time.perf_counter() - clock
+        # what the inversion alone gives back: exactly the image (the autoencoder's round trip), by construction
+        x = x0
+        return EditPipelineOutput(self._output(latents, output_type), self._output(x, output_type), source or "", [], [],
+                                  params, [], seconds, {})  # fmt: skip
+
+    def _output(self, latents: torch.Tensor, output_type: str):
+        if output_type == "latent":
+            return latents
+        images = decode(self.vae, latents)
+        if output_type == "pil":
+            return images
+        arr = np.stack([np.asarray(im, dtype=np.float32) / 255 for im in images])
+        return arr if output_type == "np" else torch.from_numpy(arr).permute(0, 3, 1, 2)
