@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from segakit.cli import demo, generate
+from segakit.cli import batch, demo, generate
 from segakit.core.errors import UserError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,6 +35,7 @@ def _root() -> None:
 
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
+app.command("batch")(batch.batch)
 
 
 def main() -> None:
