@@ -24,7 +24,7 @@ def _lines(*objects) -> str:
 def _jobs_file(tmp_path, n=6, name="jobs.jsonl"):
     """``n`` small embedded-model jobs in two batch groups (with and without an edit)."""
     lines = [{"prompt": f"a face of a {'woman' if i % 2 else 'man'}", "seed": i, "steps": STEPS,
-              **({"edits": ["+glasses"]} if i % 3 == 0 else {})} for i in range(n)]  # fmt: skip
+              **({"edits": ["+glasses:w=1"]} if i % 3 == 0 else {})} for i in range(n)]  # fmt: skip
     path = tmp_path / name
     path.write_text(_lines(*lines))
     return path

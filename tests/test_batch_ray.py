@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a test never reports an
 
 def _jobs():
     lines = [{"prompt": f"a face of a {'woman' if i % 2 else 'man'}", "seed": i, "steps": STEPS,
-              **({"edits": ["+glasses"]} if i % 4 == 0 else {})} for i in range(16)]  # fmt: skip
+              **({"edits": ["+glasses:w=1"]} if i % 4 == 0 else {})} for i in range(16)]  # fmt: skip
     jobs, bad = parse_jobs("\n".join(json.dumps(x) for x in lines))
     assert not bad and len(jobs) == 16
     return jobs

@@ -27,7 +27,7 @@ def batch(
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per pipeline call (jobs that differ only in prompt and seed share one U-Net batch); 1 runs every job alone.")] = 8,
     max_unet_rows: Annotated[int, typer.Option("--max-unet-rows", help="Memory cap: U-Net rows per call, images x (2 + edits).")] = 64,
-    threads: Annotated[int | None, typer.Option("--threads", help="Torch threads per worker (default: this machine's cores / workers; 1 per Ray actor).")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads per worker (default 1). The thread count changes the last bits of some images: runs that must match use the same.")] = 1,
     classify: Annotated[bool, typer.Option("--classify", help="Add the faces-world oracle's reading of each image to results.jsonl.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="If any JOBS line is bad, run nothing.")] = False,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,

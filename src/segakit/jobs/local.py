@@ -50,8 +50,6 @@ class LocalWorkers:
         import multiprocessing
 
         config = config or WorkerConfig()
-        if config.threads is None:
-            config = WorkerConfig(config.device, config.dtype, config.classify, max(1, (os.cpu_count() or 1) // workers))
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start, initargs=(config,))
 

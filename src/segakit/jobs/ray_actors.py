@@ -67,14 +67,12 @@ def connect(address: str, cpus: int | None = None) -> bool:
 
 
 class RayActors:
-    """``actors`` Ray actors (one CPU each unless ``gpus``), fed one batch at a time."""
+    """``actors`` Ray actors (one CPU each, ``config.threads`` torch threads; ``gpus`` each if asked), fed one batch at a time."""
 
     def __init__(self, actors: int, config: WorkerConfig | None = None, gpus: float = 0.0) -> None:
         ray = require_ray()
         self.ray = ray
         config = config or WorkerConfig()
-        if config.threads is None:
-            config = WorkerConfig(config.device, config.dtype, config.classify, 1)
         self.config = config
         self.remote = ray.remote(BatchActor).options(num_cpus=1, num_gpus=gpus, max_restarts=0, max_task_retries=0)
         self.actors = [self.remote.remote(config) for _ in range(actors)]
