@@ -2,7 +2,7 @@
 N actors on the same embedded-model jobs, and the cost per job of batching vs one job per pipeline call.
 
 Each mode runs the whole JOBS set into its own empty folder (worker start-up and model loading included in the
-wall time) and the script checks that every mode wrote the same bytes. The overhead of the runner itself is the
+wall time, after one untimed warm-up run) and the script checks that every mode wrote the same bytes. The overhead of the runner itself is the
 wall time per job minus the generation time the workers report for it (results.jsonl ``seconds``).
 
     python benchmarks/batch_scale.py --jobs 256 --steps 4 --out out/batch-scale      # docs/scale.md
@@ -67,6 +67,8 @@ def main() -> None:
     jobs, bad = parse_jobs("\n".join(json.dumps(x) for x in job_lines(args.jobs, args.steps)))
     assert not bad
     cores = os.cpu_count() or 1
+    # warm the disk cache and the kernels once, so the first mode timed does not pay for everyone
+    timed("warm-up (not reported)", jobs[:8], args.out / "warm-up", lambda: InProcess(WorkerConfig()), args.batch_size)
     rows = []
     if "one" in modes:
         rows.append(timed("1 process", jobs, args.out / "one", lambda: InProcess(WorkerConfig()), args.batch_size))

@@ -80,8 +80,12 @@ class RayActors:
         self._inflight: dict = {}
 
     def in_flight(self) -> list:
-        """The actors that hold a batch right now."""
-        return [actor for actor, _ in self._inflight.values()]
+        """The actors working on a batch right now (not those whose result is waiting to be collected)."""
+        refs = list(self._inflight)
+        if not refs:
+            return []
+        _, working = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        return [self._inflight[ref][0] for ref in working]
 
     def run(self, batches: Iterable[Batch]) -> Iterator[list[Rendered]]:
         ray = self.ray
