@@ -59,7 +59,10 @@ class Worker:
         if batch.model != self._key:
             from diffusers.utils import logging as diffusers_logging
 
+            from transformers.utils import logging as transformers_logging
+
             diffusers_logging.disable_progress_bar()  # the run's own progress display is the one that counts
+            transformers_logging.disable_progress_bar()
             self._pipe, self._key = None, None
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.config.dtype]
             params = batch.jobs[0].params
