@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from segakit.cli import demo, edit, generate, serve
+from segakit.cli import batch, demo, edit, generate, serve
 from segakit.core.errors import UserError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,6 +37,7 @@ app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("edit")(edit.edit)
+app.command("batch")(batch.batch)
 
 
 def main() -> None:

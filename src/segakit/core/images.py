@@ -13,10 +13,11 @@ from segakit.core.atomic import atomic_open
 from segakit.core.errors import UserError
 
 PARAMS_KEY = "segakit"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
-def encode_png(image: Image.Image, params: dict | None = None) -> bytes:
-    """``image`` as PNG bytes, with ``params`` as JSON in a PNG text chunk."""
+def png_bytes(image: Image.Image, params: dict | None = None) -> bytes:
+    """The bytes of ``image`` as a PNG with ``params`` as JSON in a text chunk (what :func:`save_png` writes)."""
     info = PngImagePlugin.PngInfo()
     if params is not None:
         info.add_text(PARAMS_KEY, json.dumps(params, sort_keys=True))
@@ -28,10 +29,24 @@ def encode_png(image: Image.Image, params: dict | None = None) -> bytes:
 
 def save_png(image: Image.Image, path: str | Path, params: dict | None = None) -> Path:
     """Write ``image`` to ``path`` atomically, with ``params`` as JSON in a PNG text chunk."""
-    data = encode_png(image, params)
+    data = png_bytes(image, params)
     with atomic_open(path, "wb") as fh:
         fh.write(data)
     return Path(path)
+
+
+def complete_png_params(path: str | Path) -> dict | None:
+    """The segakit parameters of a complete PNG at ``path``, or None when it is absent, truncated or not ours."""
+    try:
+        data = Path(path).read_bytes()
+        if not data.endswith(PNG_END):
+            return None
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # decodes every row: a damaged file fails here
+            text = getattr(im, "text", {}).get(PARAMS_KEY)
+        return json.loads(text) if text else None
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def read_params(path: str | Path) -> dict:

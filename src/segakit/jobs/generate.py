@@ -184,6 +184,74 @@ class Rendered:
     guidance: object | None = None  # RecordedGuidance when ``record_guidance`` was asked
 
 
+@dataclass
+class Prepared:
+    """A job made ready on a loaded pipeline: edits with the model's defaults filled in, its h-space offsets
+    (files, library), recorded guidance, and the PNG metadata every image of the job shares."""
+
+    params: GenerationParams
+    applied: list
+    library: object | None
+    reuse: object | None
+    meta: dict
+
+
+def prepare(params: GenerationParams, pipe) -> Prepared:
+    """Check ``params`` against ``pipe`` (adapters already loaded) and load what its generation needs."""
+    from segakit import __version__
+    from segakit.sega.recorded import RecordedGuidance
+
+    reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
+    directions = load_directions(params.directions)
+    library = _library(params)
+    for d, _ in directions:
+        d.check_model(pipe.unet)
+    applied = [d.at(strength) for d, strength in directions]
+    if library is not None:
+        names = ([SAFE] if params.safe else []) + (library.enhance(params.prompt) if params.enhance else [])
+        for name in names:
+            library.direction(name).check_model(pipe.unet)
+            applied.append(library.direction(name).at(_strength(library, params)))
+    # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
+    params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
+    defaults = pipe.edit_defaults
+    meta = {**params.to_json(), "segakit_version": __version__,
+            "edit_defaults": {"scale": defaults.scale, "threshold": defaults.threshold, "warmup": defaults.warmup}}  # fmt: skip
+    return Prepared(params, applied, library, reuse, meta)
+
+
+def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: list[Edit] | None = None,
+           record: bool = False, progress: ProgressFn | None = None):  # fmt: skip
+    """One pipeline call: image ``i`` from ``prompts[i]`` and its own generator seeded ``seeds[i]``; every other
+    parameter from ``job``. Returns the pipeline's output and the fair-generation draws (or None)."""
+    import torch
+
+    from segakit.sega.fair import fair_generate
+
+    params = job.params
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    fair = _fair(job.library, params, seeds, pipe.unet)
+    sega_fair = fair if params.fair_method == "sega" else None  # Fair Diffusion: one call per drawn value
+    generate = pipe if sega_fair is None else partial(fair_generate, pipe, fair=sega_fair)
+    result = generate(
+        prompts if len(set(prompts)) > 1 else prompts[0], negative_prompt=params.negative_prompt,
+        num_inference_steps=params.steps, guidance_scale=params.guidance, height=params.height, width=params.width,
+        eta=params.eta, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
+        edits=list(params.edits) if edits is None else edits,
+        edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
+        quantile_over=params.quantile_over, output_type="pil", sem_guidance=job.reuse, record_guidance=record,
+        directions=job.applied + ([fair] if fair is not None and sega_fair is None else []),
+        callback=(lambda i, t, x: progress(1)) if progress else None,
+    )  # fmt: skip
+    return result, fair
+
+
+def image_meta(job: Prepared, seed: int, prompt: str | None = None, fair=None, index: int = 0) -> dict:
+    """The parameters a PNG of ``job`` carries: the job's, with this image's seed (and prompt, and fair draw)."""
+    choice = {"fair_choice": fair.choices[index]} if fair is not None else {}
+    return {**job.meta, "seed": seed, "num_images": 1, **({"prompt": prompt} if prompt is not None else {}), **choice}
+
+
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
@@ -196,6 +264,12 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
+    if params.apply_guidance:
+        from segakit.sega.recorded import RecordedGuidance
+
+        RecordedGuidance.load(params.apply_guidance)  # a bad file is refused before the model loads
+    load_directions(params.directions)
+    _library(params)
     n_files = 1 if params.sweep is not None else params.num_images
     paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
     result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None)
@@ -214,62 +288,26 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
     """
     import torch
 
-    from segakit import __version__
     from segakit.core.images import grid
-    from segakit.sega.fair import fair_generate
-    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
+    from segakit.sega.pipeline import SegaPipeline
 
     params.validate()
-    reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
-    directions = load_directions(params.directions)
-    library = _library(params)
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
-    for d, _ in directions:
-        d.check_model(pipe.unet)
-    applied = [d.at(strength) for d, strength in directions]
-    if library is not None:
-        names = ([SAFE] if params.safe else []) + (library.enhance(params.prompt) if params.enhance else [])
-        for name in names:
-            library.direction(name).check_model(pipe.unet)
-            applied.append(library.direction(name).at(_strength(library, params)))
-    fair = None
+    job = prepare(params, pipe)
     load_adapters(pipe, params)
-    # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
-    params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
-
-    def call(edits: list[Edit], seeds: list[int], record: bool = False):
-        nonlocal fair
-        gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-        fair = _fair(library, params, seeds, pipe.unet)
-        sega_fair = fair if params.fair_method == "sega" else None
-        generate = pipe if sega_fair is None else partial(fair_generate, pipe, fair=sega_fair)
-        return generate(
-            params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
-            guidance_scale=params.guidance, height=params.height, width=params.width, eta=params.eta,
-            num_images_per_prompt=len(seeds), generator=gens, edits=edits,
-            edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
-            quantile_over=params.quantile_over, output_type="pil", sem_guidance=reuse, record_guidance=record,
-            directions=applied + ([fair] if fair is not None and sega_fair is None else []),
-            callback=(lambda i, t, x: progress(1)) if progress else None,
-        )  # fmt: skip
-
-    defaults = pipe.edit_defaults
-    meta = {**params.to_json(), "segakit_version": __version__,
-            "edit_defaults": {"scale": defaults.scale, "threshold": defaults.threshold, "warmup": defaults.warmup}}  # fmt: skip
+    params = job.params
     if params.sweep is not None:
         frames = []
         for s in params.sweep:
-            frames.extend(call([replace(params.edits[0], scale=float(s))], [params.seed]).images)
+            frames.extend(sample(pipe, job, [params.prompt], [params.seed], [replace(params.edits[0], scale=float(s))],
+                                 progress=progress)[0].images)  # fmt: skip
         edit = params.edits[0]
         labels = [f"{'-' if edit.reverse else '+'}{edit.prompt} {s:g}" for s in params.sweep]
         sheet = grid(frames, cols=len(frames), labels=labels, scale=max(1, 128 // frames[0].size[0]))
-        return Rendered([sheet], [{**meta, "num_images": 1}])
+        return Rendered([sheet], [{**job.meta, "num_images": 1}])
     seeds = [params.seed + i for i in range(params.num_images)]
-    result = call(list(params.edits), seeds, record=record_guidance)
-    metas = []
-    for i, seed in enumerate(seeds):
-        choice = {"fair_choice": fair.choices[i]} if fair is not None else {}
-        metas.append({**meta, "seed": seed, "num_images": 1, **choice})
+    result, fair = sample(pipe, job, [params.prompt] * len(seeds), seeds, record=record_guidance, progress=progress)
+    metas = [image_meta(job, seed, fair=fair, index=i) for i, seed in enumerate(seeds)]
     return Rendered(list(result.images), metas, result.guidance if record_guidance else None)

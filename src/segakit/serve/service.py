@@ -46,12 +46,12 @@ class Service:
 
     def submit(self, params: GenerationParams, kind: str = "generate") -> Job:
         """Queue a generation; raises QueueFull when the queue is full. The job's result is a list of :class:`Image`."""
-        from segakit.core.images import encode_png
+        from segakit.core.images import png_bytes
 
         def task(check) -> list[Image]:
             check()
             done = render(params, self.pipe, progress=lambda _: check())
-            return [Image(encode_png(im, meta), meta) for im, meta in zip(done.images, done.params)]
+            return [Image(png_bytes(im, meta), meta) for im, meta in zip(done.images, done.params)]
 
         return self.worker.submit(kind, params.to_json(), task)
 
