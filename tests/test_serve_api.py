@@ -104,12 +104,56 @@ def test_bad_input_gets_one_sentence(server, name, path, body, status, words):
     assert "\n" not in message and "Traceback" not in message and message.endswith(".")
 
 
-def test_edit_says_it_is_not_available_yet(server):
-    url, _ = server
+def _world_face_b64():
+    from segakit.world.dataset import samples
+
+    face = next(iter(samples(1, seed=3)))
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), "white").save(buffer, format="PNG")
-    r = post(url, "/api/edit", {"image": base64.b64encode(buffer.getvalue()).decode(), "instruction": "give her glasses", "method": "sega"})
-    assert r.status_code == 501 and "not available" in r.json()["error"]
+    face.image.save(buffer, format="PNG")
+    return face, base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_edit_over_http_matches_a_direct_edit(server):
+    from segakit.editing.params import EditParams
+    from segakit.editing.pipeline import EditPipeline
+
+    url, service = server
+    face, data = _world_face_b64()
+    body = {"image": data, "instruction": "make the person bald", "source_caption": face.caption,
+            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1}
+    r = post(url, "/api/edit", body)
+    assert r.status_code == 200, r.text
+    out = r.json()["images"][0]
+    params = png_params(base64.b64decode(out["png"]))
+    assert params["kind"] == "edit" and params["instruction"] == "make the person bald" and params["steps"] == 4
+    assert params["captions_after"] == [face.caption + ", bald"] and params["source_caption"] == face.caption
+    direct = EditPipeline.from_pipe(service.pipe, model_name="embedded").run(
+        EditParams(instruction="make the person bald", source_caption=face.caption, captions_after=[face.caption + ", bald"], steps=4, seed=1),
+        face.image.convert("RGB"))  # fmt: skip
+    assert np.array_equal(pixels(base64.b64decode(out["png"])), np.asarray(direct.images[0].convert("RGB")))
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"instruction": "  "}, "instruction is empty"),
+    ({"steps": 500}, "server's limit"),
+    ({"captions": 40}, "outside 1 to 16"),
+])  # fmt: skip
+def test_edit_bad_input_gets_one_sentence(server, extra, words):
+    url, _ = server
+    face, data = _world_face_b64()
+    body = {"image": data, "instruction": "make the person bald", "source_caption": face.caption,
+            "captions_after": [face.caption + ", bald"], "steps": 4, **extra}
+    r = post(url, "/api/edit", body)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]
+    assert words in message and "\n" not in message and "Traceback" not in message
+
+
+def test_edit_without_captions_on_the_embedded_model_says_what_is_missing(server):
+    url, _ = server
+    _, data = _world_face_b64()
+    r = post(url, "/api/edit", {"image": data, "instruction": "give her glasses", "steps": 4})
+    assert r.status_code == 400 and "caption" in r.json()["error"], r.text
 
 
 def test_token_is_required(server):

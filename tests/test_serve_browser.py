@@ -158,7 +158,7 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(str(Path(shots) / "serve-generate.png"))
     [b for b in finds(browser, "button[role=tab]") if b.text.strip() == "Edit"][0].click()
-    wait(browser, lambda d: find(d, "#edit-missing").is_displayed(), what="the Edit tab")
-    assert "not available" in find(browser, "#edit-missing").text
+    wait(browser, lambda d: find(d, "#edit-help").is_displayed(), what="the Edit tab")
+    assert "caption" in find(browser, "#edit-help").text
     if shots:
         browser.save_screenshot(str(Path(shots) / "serve-edit.png"))

@@ -2,7 +2,7 @@
 
 Errors are ``{"error": SENTENCE}``: 400 for a value the CLI would refuse (the CLI's sentence) or over a server
 limit, 422 for a field of the wrong type or an unknown field, 401/403 for a missing/wrong token, 413 for a body
-over the size cap, 429 with Retry-After when the queue is full, 501 for editing (not wired yet).
+over the size cap, 429 with Retry-After when the queue is full, (editing runs as a queued job like generation).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from segakit.core.errors import UserError
-from segakit.serve.editing import EditingUnavailable, edit
+from segakit.serve.editing import edit_params, submit_edit
 from segakit.serve.schema import (
     EditRequest,
     ErrorResponse,
@@ -91,10 +91,6 @@ def build_api(service: Service) -> FastAPI:
     async def _busy(request: Request, exc: QueueFull):
         return error(429, str(exc), {"Retry-After": str(exc.retry_after)})
 
-    @app.exception_handler(EditingUnavailable)
-    async def _no_editing(request: Request, exc: EditingUnavailable):
-        return error(501, str(exc))
-
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException):
         return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
@@ -124,19 +120,24 @@ def build_api(service: Service) -> FastAPI:
             seconds=round(job.run_seconds, 3), queue_seconds=round(job.wait_seconds, 3),
         )  # fmt: skip
 
-    @app.post("/api/edit", responses={**ERRORS, 501: {"model": ErrorResponse}},
-              summary="Edit an image following an instruction (not available yet: 501)")  # fmt: skip
-    async def edit_image(req: EditRequest):
+    @app.post("/api/edit", response_model=GenerateResponse, responses=ERRORS,
+              summary="Edit an image following an instruction (Pix2Pix-OnTheFly or SEGA on its inversion)")  # fmt: skip
+    async def edit_image(req: EditRequest, request: Request):
         image = decode_image(req.image)
         if max(image.size) > MAX_EDIT_SIDE:
             raise UserError(f"image is {image.size[0]}x{image.size[1]} pixels; this server edits images up to {MAX_EDIT_SIDE} pixels a side.")
-        if not req.instruction.strip():
-            raise UserError("The instruction is empty; write what to change, e.g. 'give her glasses'.")
-        limits = service.config.limits
-        if req.steps is not None and not 1 <= req.steps <= limits.max_steps:
-            raise UserError(f"--steps {req.steps} is outside 1 to this server's limit of {limits.max_steps}.")
         if not 1 <= req.captions <= 16:
             raise UserError(f"--captions {req.captions} is outside 1 to 16.")
-        return edit(service, image, req.instruction, req.method, req.captions, req.seed, req.steps, req.guidance)
+        job = submit_edit(service, image, edit_params(req, service.config.model, service.config.limits))
+        try:
+            images = await wait_for(job, request)
+        except Cancelled:
+            images = None
+        if images is None:
+            return Response(status_code=499)  # nobody is listening
+        return GenerateResponse(
+            images=[ImageOut(png=base64.b64encode(im.png).decode(), seed=im.params["seed"], parameters=im.params) for im in images],
+            seconds=round(job.run_seconds, 3), queue_seconds=round(job.wait_seconds, 3),
+        )  # fmt: skip
 
     return app

@@ -1,27 +1,52 @@
-"""The edit endpoint's and the Edit tab's place: editing real images is not wired into the server yet.
+"""The edit endpoint and the Edit tab: one :class:`segakit.editing.EditPipeline` on the server's model, run as a
+worker job like a generation (queued, cancellable, logged).
 
-When ``segakit.editing`` ships its pipeline (issue 17: caption, invert, written captions, edit), wire it here:
-``editing_available`` returns True and ``edit`` runs the edit as a worker job (like ``Service.submit``),
-returning the result PNG with the instruction, the source caption and the written captions in its parameters.
+The pipeline shares the loaded model's components. The embedded model has no captioner or caption writer yet,
+so a request names the source caption and the captions after the edit (or, for ``method="sega"``, the concepts);
+a request without them gets the editing pipeline's own one-sentence 400.
 """
 
 from __future__ import annotations
 
-EDITING_MISSING = ("Editing real images is not available in this segakit yet (it is being built); "
-                   "generation with concepts works: use /api/generate or the Generate tab.")  # fmt: skip
-
-
-class EditingUnavailable(Exception):
-    """The server has no editing pipeline; the API answers 501 with :data:`EDITING_MISSING`."""
-
-    def __init__(self) -> None:
-        super().__init__(EDITING_MISSING)
+from segakit.editing.params import EditParams
 
 
 def editing_available() -> bool:
-    return False
+    return True
 
 
-def edit(service, image, instruction: str, method: str, captions: int, seed: int, steps: int | None, guidance: float | None):
-    """Edit ``image`` following ``instruction``; until editing is wired this raises :class:`EditingUnavailable`."""
-    raise EditingUnavailable()
+def edit_params(req, model: str, limits) -> EditParams:
+    """An :class:`EditParams` from an ``/api/edit`` request; checked against the server's caps."""
+    from segakit.core.errors import UserError
+
+    steps = 25 if req.steps is None else req.steps
+    if not 1 <= steps <= limits.max_steps:
+        raise UserError(f"steps {steps} is outside 1 to this server's limit of {limits.max_steps}.")
+    if len(req.concepts) > limits.max_concepts:
+        raise UserError(f"{len(req.concepts)} concepts is over this server's limit of {limits.max_concepts}.")
+    params = EditParams(
+        instruction=req.instruction, model=model, method=req.method, source_caption=req.source_caption,
+        captions_before=list(req.captions_before), captions_after=list(req.captions_after), num_captions=req.captions,
+        steps=steps, guidance_scale=5.0 if req.guidance is None else req.guidance, seed=req.seed, concepts=list(req.concepts),
+    )  # fmt: skip
+    return params.validate()
+
+
+def submit_edit(service, image, params: EditParams):
+    """Queue the edit of ``image``; the job's result is a list with one :class:`segakit.serve.service.Image`."""
+    from segakit import __version__
+    from segakit.core.images import png_bytes
+    from segakit.editing.image import to_rgb
+    from segakit.editing.pipeline import EditPipeline
+    from segakit.serve.service import Image
+
+    if getattr(service, "edit_pipe", None) is None:
+        service.edit_pipe = EditPipeline.from_pipe(service.pipe, model_name=service.config.model)
+
+    def task(check) -> list[Image]:
+        check()
+        result = service.edit_pipe.run(params, to_rgb(image), callback=lambda done, total: check())
+        meta = {**result.params.to_json(), "kind": "edit", "segakit_version": __version__, **result.metadata}
+        return [Image(png_bytes(result.images[0], meta), meta)]
+
+    return service.worker.submit("edit", params.to_json(), task)

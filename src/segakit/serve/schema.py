@@ -79,16 +79,20 @@ class GenerateRequest(BaseModel):
 
 
 class EditRequest(BaseModel):
-    """``POST /api/edit``: an image (base64 PNG or JPEG) and an instruction, as ``segakit edit`` will take them."""
+    """``POST /api/edit``: an image (base64 PNG or JPEG) and an instruction, as ``segakit edit`` takes them."""
 
     model_config = _STRICT
     image: str = Field(description="The image to edit, base64-encoded PNG or JPEG.")
     instruction: str = Field(description="What to change, e.g. 'give her glasses'.")
     method: Literal["onthefly", "sega"] = "onthefly"
-    captions: int = 4
+    source_caption: str | None = Field(None, description="What the image shows (needed on models without a captioner, such as the embedded one).")
+    captions_before: list[str] = Field(default_factory=list, description="Captions of the image before the edit (default: the source caption).")
+    captions_after: list[str] = Field(default_factory=list, description="Captions after the edit (needed on models without a caption writer).")
+    concepts: list[str] = Field(default_factory=list, description="method 'sega': the concepts to add or remove, e.g. '+glasses', '-beard'.")
+    captions: int = Field(3, description="Captions the caption writer writes per side.")
     seed: int = 0
-    steps: int | None = None
-    guidance: float | None = None
+    steps: int | None = Field(None, description="Inversion steps = edit steps (default 25).")
+    guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5).")
 
 
 class ImageOut(BaseModel):

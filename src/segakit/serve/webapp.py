@@ -16,7 +16,7 @@ import gradio as gr
 
 from segakit.core.errors import UserError
 from segakit.core.images import png_params
-from segakit.serve.editing import EDITING_MISSING, EditingUnavailable, edit, editing_available
+from segakit.serve.editing import edit_params, submit_edit
 from segakit.serve.form import ADD, NO_FAIR, REMOVE, ConceptRow, Form
 from segakit.serve.service import Image, Service
 from segakit.serve.worker import QueueFull
@@ -127,11 +127,27 @@ class App:
 
         return fn
 
-    def edit(self, image, instruction, method):
+    def edit(self, image, instruction, method, source_caption, after, concepts, steps):
+        """The Edit tab: the result, the captions used, and the PNG that carries the edit's parameters."""
+        from types import SimpleNamespace
+
+        if image is None:
+            raise gr.Error("Upload an image to edit first.", print_exception=False)
+        lines = lambda text: [t.strip() for t in (text or "").splitlines() if t.strip()]  # noqa: E731
+        req = SimpleNamespace(instruction=instruction or "", method=method, source_caption=(source_caption or "").strip() or None,
+                              captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
+                              steps=int(steps), guidance=None)  # fmt: skip
         try:
-            return edit(self.service, image, instruction, method, 4, 0, None, None)
-        except EditingUnavailable as exc:
+            params = edit_params(req, self.service.config.model, self.service.config.limits)
+            done = submit_edit(self.service, image, params).future.result()[0]
+        except (UserError, QueueFull) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        meta = done.params
+        path = self.downloads / f"segakit-edit-seed{meta['seed']}-{time.time_ns() % 10**12}.png"
+        path.write_bytes(done.png)
+        before = meta.get("captions_before") or [meta.get("source_caption") or ""]
+        written = "before: " + " | ".join(before) + "\nafter: " + " | ".join(meta.get("captions_after") or meta.get("concepts") or [])
+        return _pil(done), meta.get("source_caption") or "", written, [str(path)]
 
     # --- layout -----------------------------------------------------------------------------------------------
     def blocks(self) -> gr.Blocks:
@@ -187,19 +203,28 @@ class App:
                         strip_file = gr.File(label="Download the strip", file_count="multiple", elem_id="strip-download", interactive=False)
                         params_box = gr.Code(label="Parameters", language="json", elem_id="parameters", interactive=False)
             with gr.Tab("Edit", elem_id="tab-edit"):
-                if not editing_available():
-                    gr.Markdown(f"**{EDITING_MISSING}**", elem_id="edit-missing")
+                gr.Markdown("This model has no captioner or caption writer yet: say what the image shows and, for "
+                            "Pix2Pix-OnTheFly, what it should show after (one caption a line); for SEGA, the concepts "
+                            "(`+glasses`, `-beard`, one a line).", elem_id="edit-help")  # fmt: skip
                 with gr.Row():
                     with gr.Column():
                         source = gr.Image(label="Image to edit", type="pil", elem_id="edit-source")
                         instruction = gr.Textbox(label="Instruction", placeholder="give her glasses", elem_id="edit-instruction")
                         method = gr.Radio(["onthefly", "sega"], value="onthefly", label="Method", elem_id="edit-method")
-                        edit_btn = gr.Button("Edit", variant="primary", interactive=editing_available(), elem_id="edit-run")
+                        source_caption = gr.Textbox(label="What the image shows", placeholder="a face of a woman", elem_id="edit-source-caption")
+                        edit_after = gr.Textbox(label="Captions after the edit (onthefly)", lines=2, placeholder="a face of a woman with glasses", elem_id="edit-after")
+                        concepts = gr.Textbox(label="Concepts (sega)", lines=2, placeholder="+glasses", elem_id="edit-concepts")
+                        edit_steps = gr.Slider(1, self.service.config.limits.max_steps, value=min(25, self.service.config.limits.max_steps), step=1,
+                                               label="Steps", elem_id="edit-steps")  # fmt: skip
+                        edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-run")
                     with gr.Column():
-                        gr.Textbox(label="Caption of the image", interactive=False, elem_id="edit-caption")
-                        gr.Textbox(label="Written captions (before / after)", lines=4, interactive=False, elem_id="edit-captions")
+                        caption_box = gr.Textbox(label="Caption of the image", interactive=False, elem_id="edit-caption")
+                        captions_box = gr.Textbox(label="Captions used (before / after)", lines=4, interactive=False, elem_id="edit-captions")
                         result = gr.Image(label="Result", type="pil", interactive=False, elem_id="edit-result")
-                edit_btn.click(self.edit, [source, instruction, method], result)
+                        edit_file = gr.File(label="Download the edited PNG (it carries the edit's parameters)", file_count="multiple",
+                                            elem_id="edit-download", interactive=False)  # fmt: skip
+                edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps],
+                               [result, caption_box, captions_box, edit_file], concurrency_limit=1)  # fmt: skip
 
             flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]
             outputs = [before, after, download, params_box, status]
