@@ -11,10 +11,6 @@ from __future__ import annotations
 from segakit.editing.params import EditParams
 
 
-def editing_available() -> bool:
-    return True
-
-
 def edit_params(req, model: str, limits) -> EditParams:
     """An :class:`EditParams` from an ``/api/edit`` request; checked against the server's caps."""
     from segakit.core.errors import UserError

@@ -61,14 +61,12 @@ class Service:
 
     def health(self) -> dict:
         from segakit import __version__
-        from segakit.serve.editing import editing_available
-
         stats = self.worker.stats
         return {
             "status": "ok", "segakit_version": __version__, "model": self.config.model,
             "queue": self.worker.queue(), "served": stats.served, "failed": stats.failed, "invalid": stats.invalid,
             "cancelled": stats.cancelled, "rejected_busy": stats.rejected,
-            "uptime_s": round(time.time() - self.started, 1), "editing": editing_available(),
+            "uptime_s": round(time.time() - self.started, 1), "editing": True,
             "directions": self.library.names() if self.library is not None else [],
             "limits": {k: getattr(self.config.limits, k) for k in self.config.limits.__dataclass_fields__},
             "token_required": self.config.token is not None,
