@@ -1,9 +1,32 @@
 """segakit.cli: the ``segakit`` command, one module per sub-command group.
 
 ``app`` (the Typer app, ``main``, shared options), ``generate``, ``demo``, ``world`` (``segakit world ...``),
-``eval`` (``segakit eval ...``). Bad input prints one sentence and exits with status 2, without a traceback.
+``eval`` (``segakit eval ...``). Bad input prints one sentence and exits with status 2, without a traceback;
+Ctrl-C exits with 130 and one line, also while the command is still starting (this module imports nothing
+heavy before the handler is in place).
 """
 
-from segakit.cli.app import app, main
-
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """The ``segakit`` console script."""
+    from segakit.cli.interrupt import Interrupted, exit_interrupted, install, restore
+
+    previous = install()
+    try:
+        from segakit.cli.app import main as run_app
+
+        run_app()
+    except (KeyboardInterrupt, Interrupted):
+        exit_interrupted()
+    finally:
+        restore(previous)
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from segakit.cli.app import app
+
+        return app
+    raise AttributeError(f"module 'segakit.cli' has no attribute {name!r}")

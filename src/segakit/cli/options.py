@@ -32,3 +32,36 @@ def progress_bar(label: str = "[progress.description]{task.description}", *, tra
 
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn()]
     return Progress(*columns, transient=transient, disable=not sys.stderr.isatty())
+
+
+THREADS_HELP = "CPU threads for torch (default: the cores not busy with other work, from the load average; env SEGAKIT_THREADS)."
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's thread count for this command (``--threads``, else SEGAKIT_THREADS, else the free cores)."""
+    from segakit.core.threads import set_threads
+
+    return set_threads(threads)
+
+
+_TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "path": "PATH", "file": "FILE", "directory": "FOLDER", "bool": "BOOLEAN"}
+
+
+def readable_help(command) -> None:
+    """Give every option and argument of ``command`` (and its sub-commands) a plain metavar: TEXT, INTEGER,
+    NUMBER, PATH, an argument's name in capitals, choices as a|b; where the command set none itself."""
+    for param in getattr(command, "params", []):
+        if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = (param.name or "value").upper()
+            param.display_type_rich = lambda ctx=None: None  # typer adds "<str>" after an argument's name
+            continue
+        try:
+            shown = param.display_type(None)
+        except Exception:  # not a typer parameter, or a type it cannot show: leave it
+            continue
+        inner = shown.strip("<>").removeprefix("list[").removesuffix("]")
+        param.metavar = _TYPE_NAMES.get(inner, inner if "|" in inner else inner.upper())
+    for sub in getattr(command, "commands", {}).values():
+        readable_help(sub)

@@ -7,13 +7,15 @@ regenerated on its own from the parameters it carries (``segakit generate --from
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.errors import UserError
-from segakit.core.loading import weights_file
+from segakit.core.loading import model_key, weights_file
+from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
 
@@ -165,26 +167,34 @@ def load_adapters(pipe, params: GenerationParams) -> None:
 
 
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
-        progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
+        progress: ProgressFn | None = None, save_guidance: Path | None = None,
+        paths: list[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
 
     ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
-    with ``apply_guidance`` on other prompts with the same seed and steps.
+    with ``apply_guidance`` on other prompts with the same seed and steps. ``paths`` are the PNGs to write
+    (planned and checked by the caller; default: :func:`output_paths` of ``out``). Images are generated
+    ``chunk`` at a time and each chunk is written before the next starts, so a large count streams to disk.
     """
     import torch
 
     from segakit import __version__
     from segakit.core.images import grid, save_png
     from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
+    from segakit.sega.recorded import check_fits
 
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
+    if reuse is not None:
+        check_fits(reuse, params.apply_guidance, params.steps, 1 if params.sweep is not None else params.num_images,
+                   model_key(params.model), params.height, params.width)  # fmt: skip
     directions = load_directions(params.directions)
     library = _library(params)
     n_files = 1 if params.sweep is not None else params.num_images
-    paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
+    if paths is None:
+        paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -201,7 +211,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
     params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
 
-    def call(edits: list[Edit], seeds: list[int], record: bool = False):
+    def call(edits: list[Edit], seeds: list[int], record: bool = False, first: int = 0):
         nonlocal fair
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         fair = _fair(library, params, seeds, pipe.unet)
@@ -210,13 +220,17 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             guidance_scale=params.guidance, height=params.height, width=params.width, eta=params.eta,
             num_images_per_prompt=len(seeds), generator=gens, edits=edits,
             edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
-            quantile_over=params.quantile_over, output_type="pil", sem_guidance=reuse, record_guidance=record,
+            quantile_over=params.quantile_over, output_type="pil", record_guidance=record,
+            sem_guidance=None if reuse is None else reuse.guidance[:, first : first + len(seeds)],
             directions=applied + ([fair] if fair is not None else []),
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 
     defaults = pipe.edit_defaults
-    meta = {**params.to_json(), "segakit_version": __version__,
+    stored = params
+    if params.apply_guidance:  # stored relative to the PNG, so --from-png finds it wherever it runs
+        stored = replace(params, apply_guidance=os.path.relpath(Path(params.apply_guidance).resolve(), Path(paths[0]).resolve().parent))
+    meta = {**stored.to_json(), "segakit_version": __version__,
             "edit_defaults": {"scale": defaults.scale, "threshold": defaults.threshold, "warmup": defaults.warmup}}  # fmt: skip
     if params.sweep is not None:
         frames = []
@@ -226,15 +240,20 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         labels = [f"{'-' if edit.reverse else '+'}{edit.prompt} {s:g}" for s in params.sweep]
         sheet = grid(frames, cols=len(frames), labels=labels, scale=max(1, 128 // frames[0].size[0]))
         return [save_png(sheet, paths[0], {**meta, "num_images": 1})]
-    seeds = [params.seed + i for i in range(params.num_images)]
-    result = call(list(params.edits), seeds, record=save_guidance is not None)
-    if save_guidance is not None:
-        if result.guidance is None:
-            raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
-        result.guidance.save(save_guidance)
-    images = result.images
-    written = []
-    for i, (path, image, seed) in enumerate(zip(paths, images, seeds)):
-        choice = {"fair_choice": fair.choices[i]} if fair is not None else {}
-        written.append(save_png(image, path, {**meta, "seed": seed, "num_images": 1, **choice}))
+    record = save_guidance is not None
+    if record and (params.guidance is not None and params.guidance <= 1):
+        raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
+    written, recorded = [], []
+    for first in range(0, params.num_images, max(1, chunk)):
+        seeds = [params.seed + i for i in range(first, min(first + max(1, chunk), params.num_images))]
+        result = call(list(params.edits), seeds, record=record, first=first)
+        if record:
+            recorded.append(result.guidance)
+        for i, (image, seed) in enumerate(zip(result.images, seeds)):
+            choice = {"fair_choice": fair.choices[i]} if fair is not None else {}
+            written.append(save_png(image, paths[first + i], {**meta, "seed": seed, "num_images": 1, **choice}))
+    if record:
+        whole = RecordedGuidance(torch.cat([r.guidance.cpu() for r in recorded], dim=1),
+                                 {**recorded[0].metadata, "model": model_key(params.model), "seed": params.seed, "num_images": params.num_images})  # fmt: skip
+        whole.save(save_guidance)
     return written
