@@ -54,13 +54,15 @@ app.command("demo")(demo.demo)
 def main() -> None:
     """Console entry point: bad input prints one sentence and exits with status 2."""
     from segakit.cli.interrupt import exit_interrupted
-    from segakit.cli.options import readable_help
+    from segakit.cli.options import default_threads, readable_help
 
     if not os.environ.get("SEGAKIT_VERBOSE"):
         import warnings
 
         warnings.simplefilter("ignore")
+        _quiet_loaded_libraries()
     try:
+        default_threads(sys.argv)
         _register_subcommands()
         command = typer.main.get_command(app)
         readable_help(command)
@@ -82,6 +84,15 @@ def main() -> None:
             sys.exit(1)
         raise
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _quiet_loaded_libraries() -> None:
+    """Where diffusers or transformers were imported before this module set their variables (a caller in-process)."""
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.disable_progress_bar()
+            module.set_verbosity_error()
 
 
 def _register_subcommands() -> None:

@@ -5,6 +5,7 @@ A run that would fail later fails here, with one sentence and nothing created (d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from segakit.core.errors import UserError
 class Plan:
     """What a checked run will do: the PNGs it writes, images per pipeline call, warnings to show first."""
 
-    paths: list[Path]
+    paths: Sequence[Path]
     chunk: int
     warnings: list[str]
 
@@ -53,13 +54,11 @@ def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, de
     count = 1 if sweep else params.num_images
     if params.apply_guidance:
         recorded = RecordedGuidance.load(params.apply_guidance)
-        check_fits(recorded, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width)
+        check_fits(recorded, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width, params.seed)
     folder = local_model_folder(resolve(params.model))
     paths = plan_images(Path(out), count, "sweep" if sweep else "image", overwrite)
     if save_guidance is not None:
         plan_file(Path(save_guidance), ".safetensors", "--save-guidance", overwrite)
-        if Path(save_guidance).resolve() in {p.resolve() for p in paths}:
-            raise UserError(f"--save-guidance {str(save_guidance)!r} is also an image output; give it another name.")
     chunk = min(count, MAX_CHUNK)
     if folder is not None:
         rows = 2 + len(params.edits) if params.guidance is None or params.guidance > 1 else 1
@@ -67,5 +66,6 @@ def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, de
         need = estimate(folder, params.height, params.width, rows, params.steps, held, torch.finfo(dtype).bits // 8)
         if need is not None:
             chunk = plan_chunk(need, count, available_memory(device), "-n")
-            check_disk(paths[0].parent, count, need.height * (1 if not sweep else 2), need.width * (len(params.sweep) if sweep else 1))
+            where = Path(out).parent if Path(out).suffix.lower() == ".png" else Path(out)
+            check_disk(where, count, need.height * (1 if not sweep else 2), need.width * (len(params.sweep) if sweep else 1))
     return Plan(paths, chunk, warnings)

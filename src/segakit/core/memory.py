@@ -37,7 +37,16 @@ class MemoryNeed:
     held_per_image: int
     height: int
     width: int
-    bytes_per_pixel_image: float  # per_image / (height * width), to find the largest size that fits
+    per_pixel: float  # per_image = per_pixel * pixels + per_pixel_squared * pixels**2 (the decoder's attention)
+    per_pixel_squared: float
+
+    def largest_side(self, room: int) -> int:
+        """The largest square side (a multiple of 64) whose one image fits in ``room`` bytes besides the weights."""
+        a, b, c = self.per_pixel_squared, self.per_pixel, -(room - self.weights)
+        if c >= 0:
+            return 0
+        pixels = -c / b if a == 0 else (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+        return int(math.sqrt(pixels) // 64 * 64)
 
     def for_run(self, chunk: int, count: int) -> int:
         return self.weights + self.per_image * chunk + self.held_per_image * count
@@ -77,13 +86,14 @@ def estimate(folder: Path, height: int | None, width: int | None, rows_per_image
     width = width or int(unet.get("sample_size", 64)) * factor
     h, w = max(1, height // factor), max(1, width // factor)
     latent_channels = int(unet.get("in_channels", 4))
-    unet_row = UNET_MAPS * int(unet.get("block_out_channels", [320])[0]) * h * w * dtype_bytes
-    decoder = DECODER_MAPS * max(vae_channels[:2]) * height * width * dtype_bytes
-    if vae.get("mid_block_add_attention", True):
-        decoder += (h * w) ** 2 * dtype_bytes
-    per_image = rows_per_image * unet_row + decoder
+    # per pixel of the image: U-Net rows at latent size (factor**2 pixels per latent), decoder maps at full size
+    linear = rows_per_image * UNET_MAPS * int(unet.get("block_out_channels", [320])[0]) * dtype_bytes / factor**2
+    linear += DECODER_MAPS * max(vae_channels[:2]) * dtype_bytes
+    squared = dtype_bytes / factor**4 if vae.get("mid_block_add_attention", True) else 0.0  # (h*w)**2 attention scores
+    pixels = height * width
+    per_image = int(linear * pixels + squared * pixels**2)
     held = steps * latent_channels * h * w * 4 if held_steps else 0
-    return MemoryNeed(_weights_bytes(folder, dtype_bytes), per_image, held, height, width, per_image / (height * width))
+    return MemoryNeed(_weights_bytes(folder, dtype_bytes), per_image, held, height, width, linear, squared)
 
 
 def available_memory(device: str) -> tuple[int, str] | None:
@@ -113,7 +123,11 @@ def available_memory(device: str) -> tuple[int, str] | None:
 
 
 def gigabytes(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+    """Bytes in words: 350 kB, 12 MB, 1.8 GB, 2.9 TB, 3e+05 TB."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}" if n < 1e3 * size or unit != "TB" else f"{n / size:.1e} TB"
+    return f"{n / 1e3:.0f} kB"
 
 
 def plan_chunk(need: MemoryNeed, count: int, available: tuple[int, str] | None, what: str = "-n") -> int:
@@ -123,8 +137,7 @@ def plan_chunk(need: MemoryNeed, count: int, available: tuple[int, str] | None, 
     budget, source = int(available[0] * 0.9), available[1]
     one = need.for_run(1, 0)
     if one > budget:
-        side = math.sqrt(max(budget - need.weights, 0) / need.bytes_per_pixel_image) if need.bytes_per_pixel_image else 0
-        side = int(side // 64 * 64)
+        side = need.largest_side(budget)
         fits = f"the largest square size that fits is about {side}x{side}" if side >= 64 else "no image size fits"
         raise UserError(f"A {need.width}x{need.height} image needs about {gigabytes(one)} of memory (weights {gigabytes(need.weights)}); "
                         f"{gigabytes(available[0])} is free ({source}): {fits}.")  # fmt: skip
@@ -143,8 +156,11 @@ def check_disk(folder: Path, count: int, height: int, width: int, what: str = "-
     while not here.exists() and here != here.parent:
         here = here.parent
     try:
-        free = shutil.disk_usage(here).free
+        usage = shutil.disk_usage(here)
     except OSError:
+        return
+    free = usage.free
+    if usage.total == 0:  # a pseudo file system (/proc): writing there is refused by the output checks
         return
     each = height * width * PNG_BYTES_PER_PIXEL + PNG_OVERHEAD
     if count * each > free:

@@ -19,6 +19,8 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from segakit.core.errors import UserError
@@ -59,6 +61,26 @@ def probe_writable(folder: Path, what: str) -> None:
                 path.rmdir()
 
 
+@dataclass(frozen=True)
+class NumberedPaths(Sequence):
+    """``folder/stem-NNN.png`` for NNN = first, first + 1, ...: a million names without a list of a million paths."""
+
+    folder: Path
+    stem: str
+    first: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        return self.folder / f"{self.stem}-{self.first + (i % self.count):03d}.png"
+
+
 def _next_number(folder: Path, stem: str) -> int:
     """One more than the highest ``stem-NNN.png`` in ``folder`` (0 when there is none)."""
     if not folder.is_dir():
@@ -68,7 +90,7 @@ def _next_number(folder: Path, stem: str) -> int:
     return max(numbers, default=-1) + 1
 
 
-def plan_images(out: Path, count: int, stem: str = "image", overwrite: bool = False, what: str = "--out") -> list[Path]:
+def plan_images(out: Path, count: int, stem: str = "image", overwrite: bool = False, what: str = "--out") -> Sequence[Path]:
     """The ``count`` PNG paths ``out`` stands for, checked; nothing is created."""
     out = Path(out)
     suffix = out.suffix.lower()
@@ -80,23 +102,25 @@ def plan_images(out: Path, count: int, stem: str = "image", overwrite: bool = Fa
                             f"give a file inside it ({str(out / (stem + '.png'))!r}) or a folder name without .png.")  # fmt: skip
         folder = out.parent
         if count == 1:
-            paths = [out]
-        else:
-            first = 0 if overwrite else _next_number(folder, out.stem)
-            paths = [out.with_name(f"{out.stem}-{i:03d}.png") for i in range(first, first + count)]
+            if out.exists() and not overwrite:
+                raise UserError(f"{what} {str(out)!r} exists already; pass --overwrite to replace it, or choose another name.")
+            probe_writable(folder, what)
+            return [out]
+        stem = out.stem
     else:
         if out.exists() and not out.is_dir():
             raise UserError(f"{what} {str(out)!r} is a file, not a folder; give a folder, or a name ending in .png for one image.")
         folder = out
-        first = 0 if overwrite else _next_number(folder, stem)
-        paths = [out / f"{stem}-{i:03d}.png" for i in range(first, first + count)]
-    for path in paths:
-        if path.is_dir():
-            raise UserError(f"{what}: {str(path)!r} is a folder; move it or choose another output name.")
-        if path.exists() and not overwrite:
-            raise UserError(f"{what} {str(path)!r} exists already; pass --overwrite to replace it, or choose another name.")
+    # numbered names: new ones start after the highest there, so none exists; with overwrite from 000
+    first = 0 if overwrite else _next_number(folder, stem)
+    if overwrite and folder.is_dir():
+        pattern = re.compile(rf"^{re.escape(stem)}-(\d+)\.png$")
+        for p in folder.iterdir():
+            m = pattern.match(p.name)
+            if m and p.is_dir() and int(m.group(1)) < count:
+                raise UserError(f"{what}: {str(p)!r} is a folder; move it or choose another output name.")
     probe_writable(folder, what)
-    return paths
+    return NumberedPaths(folder, stem, first, count)
 
 
 def plan_file(path: Path, suffix: str, what: str, overwrite: bool = False) -> Path:

@@ -3,7 +3,7 @@
 torch starts one thread per core. When another process keeps a core busy (a training job, a second
 generation), those threads wait on each other and a run gets several times slower than with fewer threads
 (docs/guide.md, "Threads"). The default here is the number of cores this process may use minus the
-cores other processes keep busy, measured over a quarter of a second from ``/proc/stat`` (this process's
+cores other processes keep busy, measured over a tenth of a second from ``/proc/stat`` (this process's
 own time taken out; the one-minute load average where ``/proc`` is missing), at least 1.
 ``SEGAKIT_THREADS`` or an explicit count (``--threads``) overrides it.
 """
@@ -67,7 +67,7 @@ def _own_ticks() -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def busy_elsewhere(window: float = 0.25) -> float | None:
+def busy_elsewhere(window: float = 0.1) -> float | None:
     """How many of this process's cores other processes kept busy over ``window`` seconds; None without /proc."""
     try:
         cpus = os.sched_getaffinity(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -168,7 +168,7 @@ def load_adapters(pipe, params: GenerationParams) -> None:
 
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None,
-        paths: list[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
+        paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
 
     ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
@@ -181,15 +181,17 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     from segakit import __version__
     from segakit.core.images import grid, save_png
     from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
-    from segakit.sega.recorded import check_fits
+    from segakit.sega.recorded import check_fits, first_image
 
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
+    offset = 0
     if reuse is not None:
         check_fits(reuse, params.apply_guidance, params.steps, 1 if params.sweep is not None else params.num_images,
-                   model_key(params.model), params.height, params.width)  # fmt: skip
+                   model_key(params.model), params.height, params.width, params.seed)  # fmt: skip
+        offset = first_image(reuse, params.seed, 1 if params.sweep is not None else params.num_images)
     directions = load_directions(params.directions)
     library = _library(params)
     n_files = 1 if params.sweep is not None else params.num_images
@@ -221,7 +223,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             num_images_per_prompt=len(seeds), generator=gens, edits=edits,
             edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
             quantile_over=params.quantile_over, output_type="pil", record_guidance=record,
-            sem_guidance=None if reuse is None else reuse.guidance[:, first : first + len(seeds)],
+            sem_guidance=None if reuse is None else reuse.guidance[:, offset + first : offset + first + len(seeds)],
             directions=applied + ([fair] if fair is not None else []),
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip

@@ -63,18 +63,31 @@ def describe(recorded: RecordedGuidance) -> str:
     return ", ".join(parts)
 
 
+def first_image(recorded: RecordedGuidance, seed: int | None, num_images: int) -> int | None:
+    """Which recorded image a call's first image uses: image i of a job has seed ``seed + i``, so a call for some of
+    the recorded seeds (one PNG regenerated with --from-png) takes those; None when the call does not fit."""
+    have = int(recorded.guidance.shape[1])
+    start = recorded.metadata.get("seed")
+    if seed is None or start is None:
+        return 0 if have == num_images else None
+    offset = seed - int(start)
+    return offset if 0 <= offset and offset + num_images <= have else None
+
+
 def check_fits(recorded: RecordedGuidance, path: str | Path, steps: int, num_images: int, model: str | None = None,
-               height: int | None = None, width: int | None = None) -> None:  # fmt: skip
-    """Refuse recorded guidance that does not fit a call: other step count, image count, size or model."""
+               height: int | None = None, width: int | None = None, seed: int | None = None) -> None:  # fmt: skip
+    """Refuse recorded guidance that does not fit a call: other step count, image count (or seeds), size or model."""
     have_steps, have_images = int(recorded.guidance.shape[0]), int(recorded.guidance.shape[1])
     meta = recorded.metadata
     misfits = []
     if have_steps != steps:
         misfits.append(f"{steps} steps (use --steps {have_steps})")
-    if have_images != num_images:
-        misfits.append(f"{num_images} image{'s' if num_images != 1 else ''} (use -n {have_images})")
-    if height and width and meta.get("height") and meta.get("width") and (meta["height"], meta["width"]) != (height, width):
-        misfits.append(f"{width}x{height} (use --width {meta['width']} --height {meta['height']})")
+    if first_image(recorded, seed, num_images) is None:
+        seeds = f" with seed {seed}" if seed is not None and "seed" in meta else ""
+        misfits.append(f"{num_images} image{'s' if num_images != 1 else ''}{seeds} (use -n {have_images}"
+                       + (f" --seed {meta['seed']})" if seeds else ")"))  # fmt: skip
+    if meta.get("height") and meta.get("width") and ((height and height != meta["height"]) or (width and width != meta["width"])):
+        misfits.append(f"{width or meta['width']}x{height or meta['height']} (use --width {meta['width']} --height {meta['height']})")
     if model is not None and meta.get("model") and str(meta["model"]) != str(model):
         misfits.append(f"model {str(model)!r} (use --model {meta['model']})")
     if misfits:
