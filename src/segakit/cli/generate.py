@@ -112,7 +112,7 @@ def generate(
     params.validate()
     use_threads(threads)
     dev, torch_dtype = device_and_dtype(device, dtype)
-    plan = preflight(params, out, save_guidance, overwrite, dev, torch_dtype)
+    plan = preflight(params, out, save_guidance, overwrite, dev, torch_dtype, from_png=from_png is not None)
     for line in plan.warnings:
         typer.echo(f"warning: {line}", err=True)
 

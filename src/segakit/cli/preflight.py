@@ -35,8 +35,11 @@ def guidance_beside_png(params, png: Path):
     return params
 
 
-def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, device: str, dtype) -> Plan:
-    """Check a generation job before anything loads; returns its :class:`Plan` or raises :class:`UserError`."""
+def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, device: str, dtype, from_png: bool = False) -> Plan:
+    """Check a generation job before anything loads; returns its :class:`Plan` or raises :class:`UserError`.
+
+    ``from_png``: the job was read back from a PNG to be reproduced, so questionable edits are only warned about.
+    """
     import torch
 
     from segakit.core.loading import model_key, resolve
@@ -47,7 +50,7 @@ def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, de
     from segakit.sega.recorded import RecordedGuidance, check_fits
 
     params.validate()
-    warnings = check_edits(params.edits, edit_defaults(params.model), params.steps)
+    warnings = check_edits(params.edits, edit_defaults(params.model), params.steps, strict=not from_png)
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     sweep = params.sweep is not None

@@ -66,8 +66,20 @@ def parse_edit(spec: str, defaults: Edit | None = None) -> Edit:
     return edit
 
 
-def check_edits(edits: list[Edit], defaults: Edit, steps: int) -> list[str]:
-    """Contradictions between ``edits``, the model's ``defaults`` and the step count: refused, or returned as warnings."""
+def check_edits(edits: list[Edit], defaults: Edit, steps: int, strict: bool = True) -> list[str]:
+    """Contradictions between ``edits``, the model's ``defaults`` and the step count: refused, or returned as warnings.
+
+    ``strict=False`` (a run read back from a PNG, to be reproduced as it was) returns every finding as a warning.
+    """
+    try:
+        return _check_edits(edits, defaults, steps)
+    except UserError as exc:
+        if strict:
+            raise
+        return [str(exc)[0].lower() + str(exc)[1:].rstrip(".")]
+
+
+def _check_edits(edits: list[Edit], defaults: Edit, steps: int) -> list[str]:
     warnings = []
     for edit in edits:
         full = edit.with_defaults(defaults)
