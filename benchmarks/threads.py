@@ -3,12 +3,12 @@
 Runs side by side in one process, so the conditions are the same for every setting: first the machine as
 found (whatever else runs on it; the script prints the cores other processes kept busy), then with one more
 busy process that this script starts (a Python busy loop) and stops at the end. In each condition it times
-the call of benchmarks/embedded_speed.py (16 images, 25 DDIM steps, guidance + 2 SEGA edits, after one
-warm-up) and `segakit demo` (a fresh process: start-up, loading and the gallery) at every thread count
+the call of benchmarks/embedded_speed.py (16 images by default, 25 DDIM steps, guidance + 2 SEGA edits,
+after a small warm-up call) and `segakit demo` (a fresh process: start-up, loading and the gallery) at every thread count
 asked for, and says what segakit's default (`segakit.core.threads.choose_threads`) picks there.
 
     python benchmarks/threads.py                        # threads 2 (torch's default here: one per core) and 1
-    python benchmarks/threads.py --threads 4,2,1 --images 16 --repeats 1
+    python benchmarks/threads.py --threads 4,2,1 --images 4 --repeats 1   # a quarter of the call, on a busy machine
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def time_call(pipe, threads: int, images: int, steps: int, repeats: int) -> floa
         pipe("a face of a person", num_inference_steps=steps, num_images_per_prompt=images, generator=gens, edits=edits)
         return time.perf_counter() - t
 
-    once()  # warm-up
+    pipe("a face", num_inference_steps=2, generator=torch.Generator().manual_seed(0), edits=edits)  # warm-up, small
     return statistics.median(once() for _ in range(repeats))
 
 

@@ -65,6 +65,7 @@ def test_output_path_mistakes_are_refused_before_work(monkeypatch, capsys, tmp_p
         (["--out", "sub", "--save-guidance", "g.safetensors"], "--save-guidance 'g.safetensors' exists already"),
         (["--out", "sub", "--save-guidance", "gdir.safetensors"], "is a folder; give a file name ending in .safetensors"),
         (["--out", "sub", "--save-guidance", "g.pt"], "does not end in .safetensors"),
+        (["--out", "sub", "--save-guidance", "new.safetensors", "--guidance", 1], "needs --guidance above 1"),
     ]
     for args, needle in cases:
         line = refused(monkeypatch, capsys, tmp_path, "generate", PROMPT, *FAST, *args)

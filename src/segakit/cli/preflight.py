@@ -53,6 +53,8 @@ def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, de
     warnings = check_edits(params.edits, edit_defaults(params.model), params.steps, strict=not from_png)
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
+    if save_guidance is not None and params.guidance is not None and params.guidance <= 1:
+        raise UserError(f"--save-guidance records semantic guidance, which needs --guidance above 1 (got {params.guidance:g}).")
     sweep = params.sweep is not None
     count = 1 if sweep else params.num_images
     if params.apply_guidance:
