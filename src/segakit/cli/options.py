@@ -34,7 +34,7 @@ def progress_bar(label: str = "[progress.description]{task.description}", *, tra
     return Progress(*columns, transient=transient, disable=not sys.stderr.isatty())
 
 
-THREADS_HELP = "CPU threads for torch (default: the cores not busy with other work, from the load average; env SEGAKIT_THREADS)."
+THREADS_HELP = "CPU threads for torch (default: the cores other processes are not keeping busy; env SEGAKIT_THREADS)."
 
 
 def use_threads(threads: int | None) -> None:
