@@ -27,9 +27,23 @@ def test_a_plain_run_prints_nothing_on_stderr(tmp_path):
     assert err == "" and out.strip() == "x.png"
 
 
+def _catches_sigint(pid: int) -> bool:
+    """Python has put its SIGINT handler in place (before that, the kernel's default would kill the process)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return False
+
+
 def test_ctrl_c_during_start_up(tmp_path):
     proc = _start(tmp_path, "generate", "a face", "--steps", 2, "-n", 2, "--out", "run")
-    time.sleep(0.4)  # still importing
+    deadline = time.monotonic() + 60
+    while Path("/proc/self/status").exists() and not _catches_sigint(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # still importing (torch alone takes seconds)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err)

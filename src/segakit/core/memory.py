@@ -1,13 +1,13 @@
 """Will a generation fit? Memory and disk estimated from a model folder's configs, before anything loads.
 
-The estimate is deliberately simple and errs high (docs/guide.md, "Memory"): the weight files' sizes,
-plus for each image in a chunk the U-Net's activations (about 24 feature maps of the first block's width
-at latent size, per U-Net row: one for the unconditional branch, one for the prompt, one per edit) and
-the autoencoder decoder's (about 8 maps of its widest full-resolution block, plus its mid-block attention
-matrix, which grows with the square of the pixel count), plus what the whole run holds per image
-(recorded guidance: one latent per step). Measured against it on the embedded model at 512x512
-(``ru_maxrss`` around one call): about 70-130 MB per U-Net row (estimate 100 MB) and 1.0-1.2 GB per
-decoded image (estimate 1.6 GB).
+The estimate is deliberately simple and errs high (docs/guide.md, "Memory"): the weight files' sizes, plus
+for each image in a chunk the U-Net's activations (about 28 feature maps of the first block's width at latent
+size, per U-Net row: one for the unconditional branch, one for the prompt, one per edit) and the autoencoder
+decoder's (about 8 maps of its widest full-resolution block), plus what the whole run holds per image
+(recorded guidance: one latent per step). Attention scores are not counted: torch's
+``scaled_dot_product_attention`` does not hold the (tokens x tokens) matrix. Measured against it with
+``python benchmarks/memory_estimate.py --size 512 --images 1`` (growth of ``ru_maxrss``, embedded model, CPU):
+U-Net pass +225 MB (2 rows; estimate 235 MB), decode +193 MB (estimate 537 MB).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from segakit.core.errors import UserError
 
 MAX_CHUNK = 8  # images per pipeline call; larger batches buy nothing on a CPU and hold more in memory
-UNET_MAPS = 24
+UNET_MAPS = 28
 DECODER_MAPS = 8
 PNG_BYTES_PER_PIXEL = 3  # an upper bound: PNG never stores more than the raw RGB (plus a small header)
 PNG_OVERHEAD = 8192
@@ -89,7 +89,7 @@ def estimate(folder: Path, height: int | None, width: int | None, rows_per_image
     # per pixel of the image: U-Net rows at latent size (factor**2 pixels per latent), decoder maps at full size
     linear = rows_per_image * UNET_MAPS * int(unet.get("block_out_channels", [320])[0]) * dtype_bytes / factor**2
     linear += DECODER_MAPS * max(vae_channels[:2]) * dtype_bytes
-    squared = dtype_bytes / factor**4 if vae.get("mid_block_add_attention", True) else 0.0  # (h*w)**2 attention scores
+    squared = 0.0  # attention scores are never held whole (scaled_dot_product_attention); kept for other backends
     pixels = height * width
     per_image = int(linear * pixels + squared * pixels**2)
     held = steps * latent_channels * h * w * 4 if held_steps else 0
