@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow bench clean train-embedded train-continue directions
+.PHONY: install browser demo test test-slow bench clean train-embedded train-continue directions serve
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,18 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/segakit demo --out out/demo
 
-test: install
+# The browser test drives Debian's chromium through its chromedriver (nothing is downloaded at run time).
+# Installed here when missing and running as root (CI); elsewhere install them yourself or the test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: chromium and chromium-driver are not installed (apt-get install chromium chromium-driver); the browser test will skip"; fi
+
+serve: install
+	$(BIN)/segakit serve
+
+test: install browser
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
@@ -48,10 +59,13 @@ train-continue: install
 		--cache.start $(CONTINUE_START) --unet.init embedded $(TRAIN_ARGS)
 
 # Relearn the embedded model's direction library (what ships: presentation, skin, anti-horror) when the model
-# changes, then rerun the fairness / safety check. Resumes: finished directions and cached latents are kept.
+# changes, then rerun the directions study at the issue's full size (200 seeds per prompt) into docs/results/directions
+# (report.md, report.json, figures; it names the weights it was measured on). Both resume: finished directions, cached
+# latents and the study's cached images (runs/directions-study, keyed by the weights) are kept.
+DIRECTIONS_STUDY_ARGS ?=
 directions: install
 	$(BIN)/python -m segakit.train.directions --only presentation,skin,horror --cache runs/directions-cache
-	$(BIN)/python benchmarks/directions_fair.py
+	$(BIN)/segakit eval directions --out docs/results/directions --cache runs/directions-study $(DIRECTIONS_STUDY_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -3,8 +3,9 @@
 For each biased prompt: the plain model's shares of the attribute's values, then fair generation (one value
 drawn per image) at each strength: the shares, how often the oracle reads the value drawn, and the share of
 other attributes that keep their plain reading on the same seed (what else changed). For "a zombie": the share
-the oracle reads as horror, plain and with the anti-horror direction. Issue 16's full study (200 seeds, every
-role, Fair Diffusion and Safe Latent Diffusion beside it) is still to come; this is the quick check.
+the oracle reads as horror, plain and with the anti-horror direction. This is the quick check of strengths; issue
+16's full study (every role, Fair Diffusion, Safe Latent Diffusion, negative prompt, SEGA reverse edit beside the
+directions) is ``segakit eval directions`` (docs/directions.md).
 
     python benchmarks/directions_fair.py                        # the shipped library, 48 seeds
     python benchmarks/directions_fair.py --library out/lib --seeds 200 --strengths 0.5,1

@@ -45,7 +45,8 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     pipe = SegaPipeline.from_pipe(plain)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle(OracleNet())  # random weights: this tests the bookkeeping, not the numbers
-    cfg = QualityConfig(steps=2, n_prompts=2, prompt_seeds=1, prior_seeds=3, fid_n=6, sega_seeds=2, sega_scan=6, batch=4)
+    cfg = QualityConfig(steps=2, n_prompts=2, prompt_seeds=1, prior_seeds=3, fid_n=6, sega_seeds=2, sega_scan=6, batch=4,
+                        guidance_sweep=(3.0,), te_captions=120, te_images=0)
     calls, real = [], eq.sample_images
 
     def spy(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
@@ -58,7 +59,10 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     report = run_all(pipe, oracle, cfg, progress=counted.append, figures=figures)
     plain_neutral = sum(n for prompt, n, edited in calls if prompt == cfg.prompt and not edited)
     assert plain_neutral == 6  # prior (3), Frechet (6) and SEGA scan (6) share one set of plain images
-    assert sum(counted) == sum(n for _, n, _ in calls) <= total_images(cfg) == 2 + 6 + 2 * (len(ADDITIONS) + 1)
+    assert sum(counted) == sum(n for _, n, _ in calls) <= total_images(cfg) == 2 * 2 + 6 + 2 * (len(ADDITIONS) + 1)
+    assert set(report["faithfulness_by_guidance"]) == {"7.5", "3.0"}
+    side = report["text_side"]["per_attribute"]
+    assert side["presentation"]["separation_ratio"] == pytest.approx(1.0) and "zero_shot_auc" not in side["glasses"]
     assert 0 <= report["text_faithfulness"]["present"] <= 1
     assert 0 <= report["prior_fidelity"]["max_abs_diff"] <= 1
     assert np.isfinite(report["image_quality"]["fd_generated_vs_rendered"])
@@ -67,7 +71,8 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     paths = write_report(report, tmp_path / "r", "segakit eval embedded --quick", figures)
     assert {p.name for p in paths} >= set(figures) and all(p.is_file() for p in paths)
     assert json.loads(paths[0].read_text())["config"]["steps"] == 2
-    assert "| text faithfulness" in paths[1].read_text()
+    text = paths[1].read_text()
+    assert "| text faithfulness" in text and "| attribute | separation / man-woman |" in text and "faithful @ 3.0" in text
 
 
 def test_sega_isolation_pairs_each_edit_with_its_own_plain_image(monkeypatch):
@@ -111,3 +116,16 @@ def test_sega_rewrite_baseline_draws_the_rewritten_prompt_without_edits(monkeypa
     drawn = {prompt for prompt, edits in calls[1:]}
     assert all(not edits for _, edits in calls)
     assert "a face of a person, wearing glasses" in drawn and "a face of a woman" in drawn
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--guidance-sweep", "3,x"], "'3,x' is not a comma-separated list"),
+    (["--guidance-sweep", "0.5"], "below 1"),
+    (["--te-captions", "-1"], "use 0 or more"),
+])  # fmt: skip
+def test_eval_embedded_refuses_bad_sweeps_in_one_sentence(monkeypatch, capsys, tmp_path, args, words):
+    from cli_runner import cli
+
+    code, out, err = cli(monkeypatch, capsys, "eval", "embedded", "--out", tmp_path / "r", *args)
+    assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -13,7 +13,11 @@ def main() -> None:
     """The ``segakit`` console script."""
     from segakit.cli.interrupt import Interrupted, exit_interrupted, install, restore
 
+    import sys
+
     previous = install()
+    torch = sys.modules.get("torch")  # an in-process caller (tests) keeps its own thread count
+    threads = torch.get_num_threads() if torch is not None else None
     try:
         from segakit.cli.app import main as run_app
 
@@ -22,6 +26,8 @@ def main() -> None:
         exit_interrupted()
     finally:
         restore(previous)
+        if threads is not None:
+            torch.set_num_threads(threads)
 
 
 def __getattr__(name: str):

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from segakit.cli import demo, generate
+from segakit.cli import demo, generate, serve
 from segakit.cli.interrupt import Interrupted
 from segakit.core.errors import UserError
 
@@ -49,6 +49,7 @@ def _root(
 
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -16,6 +16,19 @@ from segakit.sega.defaults import EMBEDDED_EDIT
 eval_app = typer.Typer(help="Measurements on the faces world (oracle-judged).", no_args_is_help=True)
 
 
+def _model_clip(model: str):
+    """The CLIPModel shipped beside a model (``clip/`` in its folder), or None."""
+    import torch
+    from transformers import CLIPModel
+
+    from segakit.core.loading import resolve
+
+    folder = Path(resolve(model)) / "clip"
+    if not (folder / "config.json").is_file():
+        return None
+    return CLIPModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=True).eval()
+
+
 @eval_app.command("embedded")
 def embedded(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json and report.md.")] = Path("out/eval-embedded"),
@@ -30,9 +43,13 @@ def embedded(
     edit_scale: Annotated[float, typer.Option("--edit-scale", help="SEGA edit scale of the additions.")] = EMBEDDED_EDIT.scale,
     edit_threshold: Annotated[float, typer.Option("--edit-threshold", help="SEGA threshold (quantile) of the additions.")] = EMBEDDED_EDIT.threshold,
     edit_warmup: Annotated[int, typer.Option("--edit-warmup", help="SEGA warm-up steps of the additions.")] = EMBEDDED_EDIT.warmup,
+    guidance_sweep: Annotated[str, typer.Option("--guidance-sweep", help="Comma-separated guidance scales at which text faithfulness is measured again ('' = none).")] = "3,15",
+    te_captions: Annotated[int, typer.Option("--te-captions", help="World captions for the text encoder's separation (0 = skip the text-side columns).")] = 3000,
+    te_images: Annotated[int, typer.Option("--te-images", help="Renders for the CLIP's zero-shot accuracy (needs clip/ in the model folder).")] = 600,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """The embedded model's quality table: faithfulness, prior fidelity, Frechet distance, SEGA success."""
+    """The embedded model's quality table: faithfulness (across guidance), prior fidelity, Frechet distance, SEGA
+    success, and per attribute what the text encoder separates and the CLIP reads."""
     from segakit.eval.embedded_quality import (
         QualityConfig,
         run_all,
@@ -51,16 +68,26 @@ def embedded(
         raise UserError(f"--fid-n {fid_n} is below 2; a covariance needs at least 2 images per side.")
     if edit_warmup < 0 or edit_warmup >= steps:
         raise UserError(f"--edit-warmup {edit_warmup} is outside 0..{steps - 1}; the edit must start before the last step.")
+    try:
+        sweep = tuple(float(g) for g in guidance_sweep.split(",") if g.strip())
+    except ValueError:
+        raise UserError(f"--guidance-sweep {guidance_sweep!r} is not a comma-separated list of numbers, e.g. 3,15.") from None
+    if any(g < 1 for g in sweep):
+        raise UserError(f"--guidance-sweep {guidance_sweep!r} has a scale below 1; classifier-free guidance scales are 1 or more.")
+    if te_captions < 0 or te_images < 0:
+        raise UserError(f"--te-captions {te_captions} / --te-images {te_images}: use 0 or more.")
     edit = Edit(scale=edit_scale, threshold=edit_threshold, warmup=edit_warmup)
     cfg = QualityConfig(steps=steps, n_prompts=prompts, prompt_seeds=prompt_seeds, prior_seeds=prior_seeds,
-                        fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit)  # fmt: skip
+                        fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit,
+                        guidance_sweep=sweep, te_captions=te_captions, te_images=te_images)  # fmt: skip
     pipe = SegaPipeline.from_pretrained(model).to(device)
+    clip = _model_clip(model) if te_captions and te_images else None
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load(device=device)
     with progress_bar("eval", transient=False) as bar:
         task = bar.add_task("images", total=total_images(cfg))
         figures: dict = {}
-        report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures)
+        report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures, clip=clip)
     command = "segakit eval embedded " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval embedded"
     for path in write_report(report, out, command.strip(), figures):
         typer.echo(str(path))
@@ -126,5 +153,65 @@ def sega(
     command = "segakit eval sega " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval sega"
     with progress_bar("{task.description:<22}", transient=False, elapsed=True) as bar:
         _, paths = run_study(pipe, oracle, cfg, out, command.strip(), Bar(bar), model_name=model)
+    for path in paths:
+        typer.echo(str(path))
+
+
+@eval_app.command("directions")
+def directions(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json, figures and cache/.")] = Path("out/eval-directions"),
+    seeds: Annotated[int, typer.Option(help="Seeds per prompt (the issue: 200).")] = 200,
+    model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder or hub id.")] = "embedded",
+    library: Annotated[Path | None, typer.Option("--library", help="Direction library folder (default: the embedded model's).")] = None,
+    strength: Annotated[float | None, typer.Option(help="Strength of the library's directions (default: the library's).")] = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    batch: Annotated[int, typer.Option(help="Images per pipeline call.")] = 16,
+    sweep_seeds: Annotated[int, typer.Option("--sweep-seeds", help="Seeds per strength in the monotonicity sweep.")] = 50,
+    timing_repeats: Annotated[int, typer.Option("--timing-repeats", help="Interleaved timings of plain vs a direction (median).")] = 3,
+    first_seed: Annotated[int, typer.Option("--first-seed", help="The first seed.")] = 0,
+    sections: Annotated[str, typer.Option(help="Comma-separated sections to run.")] = "fairness,safety,enhance,monotonicity,composition,cost",
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached images (default: DIR/cache).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
+) -> None:
+    """Self-discovered directions against Fair Diffusion, Safe Latent Diffusion, negative prompts and SEGA reverse
+    edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
+    from segakit.directions.library import Library
+    from segakit.eval.directions_study import (
+        DirectionsStudyConfig,
+        Progress,
+        run_study,
+        total_images,
+    )
+    from segakit.sega.pipeline import SegaPipeline
+    from segakit.world.oracle import Oracle
+
+    if threads < 0:
+        raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
+    cfg = DirectionsStudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, strength=strength, sweep_seeds=sweep_seeds,
+                                timing_repeats=timing_repeats, sections=tuple(s.strip() for s in sections.split(",") if s.strip())).check()  # fmt: skip
+    lib = Library.load(library)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    pipe = SegaPipeline.from_pretrained(model).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    lib.check_model(pipe.unet)
+    oracle = Oracle.load(device=device)
+
+    class Bar(Progress):
+        def __init__(self, bar) -> None:
+            self.bar, self.task = bar, bar.add_task("directions", total=total_images(cfg))
+
+        def unit(self, name: str) -> None:
+            self.bar.update(self.task, description=name)
+
+        def advance(self, images: int) -> None:
+            self.bar.advance(self.task, images)
+
+    command = "segakit eval directions " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval directions"
+    with progress_bar("{task.description:<28}", transient=False, elapsed=True) as bar:
+        _, paths = run_study(pipe, oracle, lib, cfg, out, command.strip(), Bar(bar), model_name=model, cache=cache)
     for path in paths:
         typer.echo(str(path))

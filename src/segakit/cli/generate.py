@@ -61,6 +61,7 @@ def generate(
     edit: Annotated[list[str] | None, typer.Option("--edit", "-e", help=EDIT_HELP)] = None,
     direction: Annotated[list[str] | None, typer.Option("--direction", "-d", help=DIRECTION_HELP)] = None,
     fair: Annotated[str | None, typer.Option("--fair", help=FAIR_HELP)] = None,
+    method: Annotated[str, typer.Option("--method", help="How --fair balances: 'directions' (the library's h-space directions) or 'sega' (Fair Diffusion: SEGA edits +VALUE -OTHERS).")] = "directions",
     safe: Annotated[bool, typer.Option("--safe", help="Add the direction library's anti-horror direction.")] = False,
     enhance: Annotated[bool, typer.Option("--enhance", help="Add the library's direction for every attribute value the prompt names.")] = False,
     library: Annotated[Path | None, typer.Option("--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's).")] = None,
@@ -105,7 +106,7 @@ def generate(
             seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
-            directions=list(direction or []), fair=fair, safe=safe, enhance=enhance,
+            directions=list(direction or []), fair=fair, fair_method=method, safe=safe, enhance=enhance,
             library=str(library) if library else None, library_strength=library_strength,
             loras=[_parse_lora(s) for s in lora or []], embeddings=[str(p) for p in embedding or []],
         )  # fmt: skip

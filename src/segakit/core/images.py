@@ -15,16 +15,22 @@ from segakit.core.errors import UserError
 PARAMS_KEY = "segakit"
 
 
-def save_png(image: Image.Image, path: str | Path, params: dict | None = None) -> Path:
-    """Write ``image`` to ``path`` atomically, with ``params`` as JSON in a PNG text chunk."""
+def encode_png(image: Image.Image, params: dict | None = None) -> bytes:
+    """``image`` as PNG bytes, with ``params`` as JSON in a PNG text chunk."""
     info = PngImagePlugin.PngInfo()
     if params is not None:
         info.add_text(PARAMS_KEY, json.dumps(params, sort_keys=True))
         info.add_text("Software", f"segakit {params.get('segakit_version', '')}".strip())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: str | Path, params: dict | None = None) -> Path:
+    """Write ``image`` to ``path`` atomically, with ``params`` as JSON in a PNG text chunk."""
+    data = encode_png(image, params)
     with atomic_open(path, "wb") as fh:
-        fh.write(buffer.getvalue())
+        fh.write(data)
     return Path(path)
 
 
@@ -33,17 +39,25 @@ def read_params(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Image {str(path)!r} does not exist.")
+    return png_params(path.read_bytes(), str(path))
+
+
+def png_params(data: bytes, name: str = "the image") -> dict:
+    """The generation parameters stored in the bytes of a segakit PNG (``name`` is what messages call it)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             text = im.text.get(PARAMS_KEY) if hasattr(im, "text") else None  # type: ignore[attr-defined]
     except Exception:
-        raise UserError(f"{str(path)!r} is not a PNG image.") from None
+        raise UserError(f"{name!r} is not a PNG image.") from None
     if not text:
-        raise UserError(f"{str(path)!r} carries no segakit parameters (it was not written by segakit generate).")
+        raise UserError(f"{name!r} carries no segakit parameters (it was not written by segakit generate).")
     try:
-        return json.loads(text)
+        params = json.loads(text)
     except json.JSONDecodeError:
-        raise UserError(f"The segakit parameters in {str(path)!r} are not valid JSON.") from None
+        raise UserError(f"The segakit parameters in {name!r} are not valid JSON.") from None
+    if not isinstance(params, dict):
+        raise UserError(f"The segakit parameters in {name!r} are not a JSON object.")
+    return params
 
 
 def _font(size: int) -> ImageFont.ImageFont:

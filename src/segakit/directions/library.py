@@ -16,13 +16,12 @@ A library is a folder with ``library.json`` (``{"directions": {"presentation=wom
 from __future__ import annotations
 
 import json
-import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from segakit.core.draws import draw_values, parse_shares
 from segakit.core.errors import UserError
 from segakit.directions.direction import AppliedDirection, Direction
 
@@ -52,24 +51,6 @@ class FairChoice:
             raise UserError(f"Fair generation drew values for {len(self.choices)} images; this call makes {batch}.")
         rows = [self.directions[c].resized(shape) for c in self.choices]
         return (self.strength * torch.stack(rows)).to(device=device, dtype=dtype)
-
-
-def parse_shares(attribute: str, text: str | None, allowed: list[str]) -> dict[str, float]:
-    """``"woman:0.5,man:0.5"`` (or None: equal shares over ``allowed``) to shares that sum to 1."""
-    if not text:
-        return {v: 1 / len(allowed) for v in allowed}
-    shares: dict[str, float] = {}
-    for item in text.split(","):
-        value, sep, share = item.strip().rpartition(":")
-        if not sep or value not in allowed:
-            raise UserError(f"--fair {attribute}={text!r}: {item.strip()!r} is not VALUE:SHARE with VALUE one of {', '.join(allowed)}.")
-        try:
-            shares[value] = float(share)
-        except ValueError:
-            raise UserError(f"--fair {attribute}={text!r}: the share {share!r} is not a number.") from None
-    if any(s < 0 for s in shares.values()) or not math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6):
-        raise UserError(f"--fair {attribute}={text!r}: the shares must be 0 or more and sum to 1 (they sum to {sum(shares.values()):g}).")
-    return shares
 
 
 @dataclass
@@ -118,9 +99,8 @@ class Library:
             raise UserError(f"--fair {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
-        values, weights = list(table), list(table.values())
-        choices = [random.Random(seed + i).choices(values, weights)[0] for i in range(n_images)]
-        return FairChoice(attribute, choices, {v: self.direction(key(attribute, v)) for v in values}, strength)
+        choices = draw_values(table, n_images, seed)
+        return FairChoice(attribute, choices, {v: self.direction(key(attribute, v)) for v in table}, strength)
 
     def fair_attributes(self) -> list[str]:
         attrs = {n.split("=", 1)[0] for n in self.names()}

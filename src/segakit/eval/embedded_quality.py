@@ -9,7 +9,10 @@ Measures (issue "embedded default model", section "Done means"):
 - prior fidelity: attribute-value frequencies for a neutral prompt against the training prior;
 - image quality: Frechet distance of oracle features, generated vs rendered, next to the same distance
   for the autoencoder's reconstructions of renders (the floor);
-- SEGA success: adding each target to the neutral prompt, on seeds whose plain image lacked it.
+- SEGA success: adding each target to the neutral prompt, on seeds whose plain image lacked it;
+- per attribute, what the text side can tell (issue 15): separation of caption embeddings relative to
+  man/woman, the model's CLIP zero-shot accuracy and AUC on renders, and text faithfulness at guidance
+  3 / 7.5 / 15 (whether more guidance helps says whether the words reach the U-Net at all).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class QualityConfig:
     sega_scan: int = 600  # plain seeds scanned to find sega_seeds lacking each target
     edit: Edit = field(default_factory=lambda: EMBEDDED_EDIT)
     seed: int = 0
+    guidance_sweep: tuple[float, ...] = (3.0, 15.0)  # faithfulness again at these guidance scales (besides `guidance`)
+    te_captions: int = 3000  # world captions for the text encoder's separation (0 = skip the text-encoder columns)
+    te_images: int = 600  # renders for the CLIP's zero-shot accuracy
 
 
 def sample_images(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, batch: int,
@@ -99,17 +105,21 @@ def to_pil(images: torch.Tensor) -> list:
     return [Image.fromarray(a) for a in arr]
 
 
-def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None) -> dict:
+def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None,
+                      guidance: float | None = None) -> dict:
+    """Share of the named values the oracle finds, at ``guidance`` (default ``cfg.guidance``)."""
     from segakit.core.images import grid
+
+    guidance = cfg.guidance if guidance is None else guidance
 
     prompts = faithfulness_prompts(cfg.n_prompts, cfg.seed)
     hits: dict[str, list[bool]] = {}
     shown, shown_labels = [], []
     for i, (text, named) in enumerate(prompts):
         seeds = [cfg.seed + 1000 * i + j for j in range(cfg.prompt_seeds)]
-        images = sample_images(pipe, text, seeds, cfg.steps, cfg.guidance, cfg.batch, progress=progress)
+        images = sample_images(pipe, text, seeds, cfg.steps, guidance, cfg.batch, progress=progress)
         labels = oracle.predict(images)
-        if i < FIGURE_ROWS:
+        if i < FIGURE_ROWS and figures is not None:
             shown += to_pil(images[:FIGURE_COLS])
             shown_labels.append(text if len(text) <= 40 else text[:38] + "..")
         for attr, value in named.items():
@@ -123,6 +133,7 @@ def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | Non
     total = [h for v in hits.values() for h in v]
     return {
         "prompts": len(prompts),
+        "guidance": guidance,
         "seeds_per_prompt": cfg.prompt_seeds,
         "named_values": len(total),
         "present": float(np.mean(total)) if total else float("nan"),
@@ -240,25 +251,43 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
     return {"edit": asdict(cfg.edit), "targets": results}
 
 
-def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None) -> dict:
-    """The whole table; with ``figures`` (a dict) also sample grids to look at, by file name."""
+def text_side(pipe, clip, cfg: QualityConfig) -> dict:
+    """Per attribute: caption separation / man-woman, and (with ``clip``) zero-shot accuracy and AUC on renders."""
+    from segakit.eval.text_encoder import caption_separation, zero_shot
+
+    sep = caption_separation(pipe.text_encoder, pipe.tokenizer, cfg.te_captions)
+    zs = zero_shot(clip, pipe.tokenizer, cfg.te_images) if clip is not None and cfg.te_images else {}
+    ref = sep.get("presentation", float("nan"))
+    return {"captions": cfg.te_captions, "images": cfg.te_images if zs else 0,
+            "per_attribute": {a: {"separation": v, "separation_ratio": v / ref, **({"zero_shot_accuracy": zs[a]["accuracy"],
+                                  "zero_shot_auc": zs[a]["auc"]} if a in zs else {})} for a, v in sep.items()}}  # fmt: skip
+
+
+def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None, clip=None) -> dict:
+    """The whole table; with ``figures`` (a dict) also sample grids to look at, by file name; with ``clip`` (the
+    model's CLIPModel) also its zero-shot columns."""
     from segakit.core.images import grid
 
     plain = neutral_images(pipe, cfg, max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan), None, progress)
     if figures is not None:
         figures["samples-neutral.png"] = grid(to_pil(plain[: 3 * FIGURE_COLS]), cols=FIGURE_COLS, scale=2)
-    return {
+    report = {
         "config": {**asdict(cfg), "edit": asdict(cfg.edit)},
         "text_faithfulness": text_faithfulness(pipe, oracle, cfg, progress, figures),
         "prior_fidelity": prior_fidelity(pipe, oracle, cfg, progress, plain),
         "image_quality": image_quality(pipe, oracle, cfg, progress, plain),
         "sega": sega_success(pipe, oracle, cfg, progress=progress, images=plain, figures=figures),
     }
+    report["faithfulness_by_guidance"] = {str(cfg.guidance): report["text_faithfulness"]["per_attribute"]} | {
+        str(g): text_faithfulness(pipe, oracle, cfg, progress, guidance=g)["per_attribute"] for g in cfg.guidance_sweep}
+    if cfg.te_captions:
+        report["text_side"] = text_side(pipe, clip, cfg)
+    return report
 
 
 def total_images(cfg: QualityConfig) -> int:
     """Images :func:`run_all` generates (the plain images of the neutral prompt are shared)."""
-    return (cfg.n_prompts * cfg.prompt_seeds + max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan)
+    return (cfg.n_prompts * cfg.prompt_seeds * (1 + len(cfg.guidance_sweep)) + max(cfg.prior_seeds, cfg.fid_n, cfg.sega_scan)
             + (len(ADDITIONS) + 1) * cfg.sega_seeds)  # fmt: skip
 
 
@@ -280,10 +309,35 @@ def markdown(report: dict, command: str) -> str:
     lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} | {r['isolation']:.3f} |" for name, r in sg["targets"].items()]
     lines += ["", "Text faithfulness per attribute:", "", "| attribute | share present |", "|---|---|"]
     lines += [f"| {a} | {v:.3f} |" for a, v in tf["per_attribute"].items()]
+    lines += per_attribute_lines(report)
     lines += ["", "Prior fidelity (generated / prior):", "", "| attribute | values |", "|---|---|"]
     for attr, vals in pf["table"].items():
         lines.append(f"| {attr} | " + ", ".join(f"{v}: {d['generated']:.2f} / {d['prior']:.2f}" for v, d in vals.items()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def per_attribute_lines(report: dict) -> list[str]:
+    """Per attribute, what the text encoder separates, what the CLIP reads, and faithfulness across guidance."""
+    sweep = report.get("faithfulness_by_guidance", {})
+    side = report.get("text_side", {}).get("per_attribute", {})
+    if not sweep and not side:
+        return []
+    scales = sorted(sweep, key=float)
+    attrs = sorted(set(side) | {a for g in scales for a in sweep[g]})
+    lines = ["", "Per attribute: caption separation relative to man/woman (text encoder), the CLIP's zero-shot "
+             "accuracy / AUC on renders, and text faithfulness at each guidance scale:", "",
+             "| attribute | separation / man-woman | zero-shot acc | zero-shot AUC | " + " | ".join(f"faithful @ {g}" for g in scales) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(scales)]  # fmt: skip
+
+    def cell(d: dict, key: str) -> str:
+        return f"{d[key]:.3f}" if key in d else "-"
+
+    for a in attrs:
+        s = side.get(a, {})
+        faithful = [f"{sweep[g][a]:.3f}" if a in sweep[g] else "-" for g in scales]
+        lines.append(f"| {a} | {cell(s, 'separation_ratio')} | {cell(s, 'zero_shot_accuracy')} | {cell(s, 'zero_shot_auc')} | "
+                     + " | ".join(faithful) + " |")
+    return lines
 
 
 def write_report(report: dict, out: Path, command: str, figures: dict | None = None) -> list[Path]:

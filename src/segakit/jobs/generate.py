@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
@@ -19,6 +20,7 @@ from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
 
+FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
 
 
@@ -50,6 +52,7 @@ class GenerationParams:
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
     fair: str | None = None  # fair generation over an attribute's values: "presentation" or "skin=light:0.5,dark:0.5"
+    fair_method: str = "directions"  # "directions" (the library's h-space directions) or "sega" (Fair Diffusion's edits)
     safe: bool = False  # the library's anti-horror direction, always on
     enhance: bool = False  # the library's directions for the attribute values the prompt names
     library: str | None = None  # the direction library folder (default: the embedded model's)
@@ -76,6 +79,10 @@ class GenerationParams:
             raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
             raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
+        if self.fair_method not in FAIR_METHODS:
+            raise UserError(f"--method {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
+        if self.fair_method != "directions" and not self.fair:
+            raise UserError(f"--method {self.fair_method} chooses how --fair balances an attribute; give --fair ATTRIBUTE too.")
         for lora in self.loras:
             weights_file(lora.path, "--lora")
             if not math.isfinite(lora.scale):
@@ -129,7 +136,7 @@ def load_directions(specs: list[str]) -> list:
 
 def _library(params: GenerationParams):
     """The direction library a job's --fair / --safe / --enhance use (None when it uses none)."""
-    if not (params.fair or params.safe or params.enhance):
+    if not ((params.fair and params.fair_method == "directions") or params.safe or params.enhance):
         return None
     from segakit.directions.library import Library
 
@@ -145,9 +152,13 @@ def _strength(library, params: GenerationParams) -> float:
 
 def _fair(library, params: GenerationParams, seeds: list[int], unet):
     """The per-image draws of fair generation for images with ``seeds`` (image i from seed i), or None."""
-    if library is None or not params.fair:
+    if not params.fair:
         return None
     attribute, _, shares = params.fair.partition("=")
+    if params.fair_method == "sega":  # Fair Diffusion: the same draw, SEGA edits instead of directions
+        from segakit.sega.fair import FairDiffusion
+
+        return FairDiffusion.draw(attribute.strip(), len(seeds), seeds[0], shares or None)
     fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params))
     for d in fair.directions.values():
         d.check_model(unet)
@@ -166,6 +177,15 @@ def load_adapters(pipe, params: GenerationParams) -> None:
         pipe.load_textual_inversion(path)
 
 
+@dataclass
+class Rendered:
+    """A job's images in memory, each with the parameters its PNG stores, and the recorded guidance if asked."""
+
+    images: list  # PIL images: one per seed, or one strip for a sweep
+    params: list[dict]  # the PNG parameters of each image
+    guidance: object | None = None  # RecordedGuidance when ``record_guidance`` was asked
+
+
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None,
         paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
@@ -176,27 +196,57 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
     (planned and checked by the caller; default: :func:`output_paths` of ``out``). Images are generated
     ``chunk`` at a time and each chunk is written before the next starts, so a large count streams to disk.
     """
-    import torch
-
-    from segakit import __version__
-    from segakit.core.images import grid, save_png
-    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
-    from segakit.sega.recorded import check_fits, first_image
+    from segakit.core.images import save_png
 
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
-    reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
-    offset = 0
-    if reuse is not None:
-        check_fits(reuse, params.apply_guidance, params.steps, 1 if params.sweep is not None else params.num_images,
-                   model_key(params.model), params.height, params.width, params.seed)  # fmt: skip
-        offset = first_image(reuse, params.seed, 1 if params.sweep is not None else params.num_images)
-    directions = load_directions(params.directions)
-    library = _library(params)
+    if save_guidance is not None and params.guidance is not None and params.guidance <= 1:
+        raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
     n_files = 1 if params.sweep is not None else params.num_images
     if paths is None:
         paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
+    relative = None
+    if params.apply_guidance:  # stored relative to the PNG, so --from-png finds it wherever it runs
+        relative = os.path.relpath(Path(params.apply_guidance).resolve(), Path(paths[0]).resolve().parent)
+    written: list[Path] = []
+
+    def write(first: int, images: list, metas: list[dict]) -> None:
+        for i, (image, meta) in enumerate(zip(images, metas)):
+            written.append(save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta))
+
+    result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk, on_images=write)
+    if save_guidance is not None:
+        result.guidance.save(save_guidance)
+    return written
+
+
+def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
+           progress: ProgressFn | None = None, record_guidance: bool = False,
+           chunk: int | None = None, on_images: Callable[[int, list, list[dict]], None] | None = None) -> Rendered:  # fmt: skip
+    """Generate the job's images (or sweep strip) in memory, each with the parameters its PNG stores.
+
+    ``progress`` is called after every denoising step; an exception it raises stops the job there.
+    ``chunk``: images per pipeline call (default: all at once). ``on_images(first, images, params)`` takes each
+    chunk as it is done (then the result holds no images, so a large job streams instead of piling up).
+    """
+    import torch
+
+    from segakit import __version__
+    from segakit.core.images import grid
+    from segakit.sega.fair import fair_generate
+    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
+    from segakit.sega.recorded import check_fits, first_image
+
+    params.validate()
+    reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
+    offset = 0
+    if reuse is not None:
+        count = 1 if params.sweep is not None else params.num_images
+        check_fits(reuse, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width, params.seed)
+        offset = first_image(reuse, params.seed, count)
+    directions = load_directions(params.directions)
+    library = _library(params)
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -217,22 +267,21 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         nonlocal fair
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         fair = _fair(library, params, seeds, pipe.unet)
-        return pipe(
+        sega_fair = fair if params.fair_method == "sega" else None
+        generate = pipe if sega_fair is None else partial(fair_generate, pipe, fair=sega_fair)
+        return generate(
             params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
             guidance_scale=params.guidance, height=params.height, width=params.width, eta=params.eta,
             num_images_per_prompt=len(seeds), generator=gens, edits=edits,
             edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
             quantile_over=params.quantile_over, output_type="pil", record_guidance=record,
             sem_guidance=None if reuse is None else reuse.guidance[:, offset + first : offset + first + len(seeds)],
-            directions=applied + ([fair] if fair is not None else []),
+            directions=applied + ([fair] if fair is not None and sega_fair is None else []),
             callback=(lambda i, t, x: progress(1)) if progress else None,
         )  # fmt: skip
 
     defaults = pipe.edit_defaults
-    stored = params
-    if params.apply_guidance:  # stored relative to the PNG, so --from-png finds it wherever it runs
-        stored = replace(params, apply_guidance=os.path.relpath(Path(params.apply_guidance).resolve(), Path(paths[0]).resolve().parent))
-    meta = {**stored.to_json(), "segakit_version": __version__,
+    meta = {**params.to_json(), "segakit_version": __version__,
             "edit_defaults": {"scale": defaults.scale, "threshold": defaults.threshold, "warmup": defaults.warmup}}  # fmt: skip
     if params.sweep is not None:
         frames = []
@@ -241,21 +290,30 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         edit = params.edits[0]
         labels = [f"{'-' if edit.reverse else '+'}{edit.prompt} {s:g}" for s in params.sweep]
         sheet = grid(frames, cols=len(frames), labels=labels, scale=max(1, 128 // frames[0].size[0]))
-        return [save_png(sheet, paths[0], {**meta, "num_images": 1})]
-    record = save_guidance is not None
-    if record and (params.guidance is not None and params.guidance <= 1):
-        raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
-    written, recorded = [], []
-    for first in range(0, params.num_images, max(1, chunk)):
-        seeds = [params.seed + i for i in range(first, min(first + max(1, chunk), params.num_images))]
-        result = call(list(params.edits), seeds, record=record, first=first)
-        if record:
+        if on_images is not None:
+            on_images(0, [sheet], [{**meta, "num_images": 1}])
+            return Rendered([], [])
+        return Rendered([sheet], [{**meta, "num_images": 1}])
+    step = max(1, chunk or params.num_images)
+    images, metas, recorded = [], [], []
+    for first in range(0, params.num_images, step):
+        seeds = [params.seed + i for i in range(first, min(first + step, params.num_images))]
+        result = call(list(params.edits), seeds, record=record_guidance, first=first)
+        if record_guidance:
+            if result.guidance is None:
+                raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
             recorded.append(result.guidance)
-        for i, (image, seed) in enumerate(zip(result.images, seeds)):
+        chunk_metas = []
+        for i, seed in enumerate(seeds):
             choice = {"fair_choice": fair.choices[i]} if fair is not None else {}
-            written.append(save_png(image, paths[first + i], {**meta, "seed": seed, "num_images": 1, **choice}))
-    if record:
-        whole = RecordedGuidance(torch.cat([r.guidance.cpu() for r in recorded], dim=1),
-                                 {**recorded[0].metadata, "model": model_key(params.model), "seed": params.seed, "num_images": params.num_images})  # fmt: skip
-        whole.save(save_guidance)
-    return written
+            chunk_metas.append({**meta, "seed": seed, "num_images": 1, **choice})
+        if on_images is not None:
+            on_images(first, list(result.images), chunk_metas)
+        else:
+            images.extend(result.images)
+            metas.extend(chunk_metas)
+    guidance = None
+    if record_guidance:
+        guidance = RecordedGuidance(torch.cat([r.guidance.cpu() for r in recorded], dim=1),
+                                    {**recorded[0].metadata, "model": model_key(params.model), "seed": params.seed, "num_images": params.num_images})  # fmt: skip
+    return Rendered(images, metas, guidance)

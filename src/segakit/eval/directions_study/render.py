@@ -1,0 +1,87 @@
+"""Making the study's images: every arm (plain, directions, fair, SLD, negative prompt, SEGA reverse edit) in one
+function, :func:`render`, on a plain loop over batches of seeds (image i from its own generator, seed i).
+
+When the batch runner (``segakit.jobs``) lands, :func:`render` is the one place to switch to it. Images are
+kept as 8-bit tensors, as a PNG stores them; every measure is taken on those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from segakit.directions.library import Library
+from segakit.eval.directions_study.config import Arm, DirectionsStudyConfig
+from segakit.eval.directions_study.sld import sld_images, sld_pipeline
+from segakit.sega.fair import FairDiffusion, fair_generate
+from segakit.sega.guidance import Edit
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) floats in [0, 1] -> uint8."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@dataclass
+class Bench:
+    """The model, its direction library and the study's settings; SLD's pipeline is built on first use."""
+
+    pipe: object
+    library: Library
+    cfg: DirectionsStudyConfig
+    _sld: object = field(default=None, repr=False)
+
+    @property
+    def strength(self) -> float:
+        return self.library.strength if self.cfg.strength is None else self.cfg.strength
+
+    def sld(self):
+        if self._sld is None:
+            self._sld = sld_pipeline(self.pipe)
+        return self._sld
+
+
+def _chunk(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None) -> torch.Tensor:
+    """One batch of images (floats in [0, 1]) of ``prompt`` for ``seeds``."""
+    pipe, lib, cfg = bench.pipe, bench.library, bench.cfg
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    s = bench.strength if strength is None else strength
+    common = {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, "generator": gens, "output_type": "pt"}
+    if arm.kind == "sld":
+        return sld_images(bench.sld(), prompt, gens, cfg.steps, arm.param, cfg.guidance)
+    if arm.kind == "fair-sega":
+        return fair_generate(pipe, prompt, FairDiffusion.draw(arm.param, len(seeds), seeds[0]), **common).images
+    directions, edits, negative = [], [], None
+    if arm.kind == "directions":
+        directions = [lib.direction(n).at(s) for n in arm.names]
+    elif arm.kind == "fair-directions":
+        directions = [lib.fair(arm.param, len(seeds), seeds[0], strength=s)]
+    elif arm.kind == "negative":
+        negative = arm.param
+    elif arm.kind == "sega-reverse":
+        edits = [Edit(arm.param, reverse=True)]
+    elif arm.kind != "plain":
+        raise ValueError(f"unknown arm kind {arm.kind!r}")
+    return pipe(prompt, num_images_per_prompt=len(seeds), negative_prompt=negative, edits=edits, directions=directions,
+                **common).images  # fmt: skip
+
+
+def render(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None = None, progress=None) -> torch.Tensor:
+    """``arm``'s images of ``prompt`` for ``seeds`` (contiguous), in batches of ``cfg.batch``: (N, 3, H, W) uint8.
+
+    ``strength`` overrides the strength of the arm's directions (the monotonicity sweep)."""
+    out = []
+    for first in range(0, len(seeds), bench.cfg.batch):
+        part = seeds[first : first + bench.cfg.batch]
+        out.append(quantize(_chunk(bench, arm, prompt, part, strength).cpu()))
+        if progress:
+            progress(len(part))
+    return torch.cat(out)
+
+
+def fair_choices(bench: Bench, arm: Arm, seeds: list[int]) -> list[str]:
+    """The values a fair arm drew for ``seeds`` (both fair methods draw the same: image i from seed i)."""
+    if arm.kind == "fair-directions":
+        return bench.library.fair(arm.param, len(seeds), seeds[0]).choices
+    return FairDiffusion.draw(arm.param, len(seeds), seeds[0]).choices

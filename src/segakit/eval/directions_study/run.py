@@ -1,0 +1,254 @@
+"""Running the directions study: each section makes its images (through :func:`render`, shared where the same
+arm, prompt and seeds recur: one plain image per seed and prompt), reads them with the oracle and measures.
+
+Images are cached under ``DIR/cache/`` (8-bit, safetensors, written atomically) in a file named by a hash of
+everything they depend on (the model's and the library's weights, arm, prompt, seeds, steps, guidance, strength,
+batch), so an interrupted run resumes; wall times are stored with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segakit.core.atomic import atomic_open, ensure_writable_dir
+from segakit.core.fingerprint import pipeline_fingerprint
+from segakit.eval.directions_study import measures as m
+from segakit.eval.directions_study.config import PLAIN, Arm, fair_arms, safety_arms
+from segakit.eval.directions_study.render import Bench, fair_choices, render
+from segakit.eval.sega_study.measures import monotonicity
+
+CACHE_VERSION = 1
+
+
+class Progress:
+    """What the study tells a progress display (here: nothing). Counts are images."""
+
+    def unit(self, name: str) -> None: ...
+
+    def advance(self, images: int) -> None: ...
+
+
+@dataclass
+class Shot:
+    """One arm's images of one prompt: 8-bit images, the oracle's labels, the seconds they took (cached: as first made)."""
+
+    images: torch.Tensor
+    labels: list[dict]
+    seconds: float
+    cached: bool = False
+
+
+def library_fingerprint(library) -> str:
+    h = hashlib.sha256(json.dumps(library.files, sort_keys=True).encode())
+    for name in library.names():
+        h.update((library.folder / library.files[name]).read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Study:
+    def __init__(self, bench: Bench, oracle, cache: Path | None = None, progress: Progress | None = None) -> None:
+        self.bench, self.oracle, self.progress = bench, oracle, progress or Progress()
+        self.cache = ensure_writable_dir(cache) if cache is not None else None
+        self.model_id = pipeline_fingerprint(bench.pipe)
+        self.library_id = library_fingerprint(bench.library)
+        self._shots: dict[tuple, Shot] = {}
+        self.figures: dict[str, list] = {}
+
+    def seeds(self, n: int | None = None) -> list[int]:
+        cfg = self.bench.cfg
+        return list(range(cfg.first_seed, cfg.first_seed + (n or cfg.seeds)))
+
+    # ---- images
+    def _key(self, arm: Arm, prompt: str, seeds: list[int], strength: float | None) -> str:
+        cfg = self.bench.cfg
+        what = {"v": CACHE_VERSION, "model": self.model_id, "library": self.library_id, "arm": asdict(arm), "prompt": prompt,
+                "seeds": [seeds[0], len(seeds)], "steps": cfg.steps, "guidance": cfg.guidance, "batch": cfg.batch,
+                "strength": self.bench.strength if strength is None else strength}  # fmt: skip
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+    def shot(self, arm: Arm, prompt: str, n: int | None = None, strength: float | None = None) -> Shot:
+        seeds = self.seeds(n)
+        memo = (arm, prompt, len(seeds), strength)
+        if memo in self._shots:
+            return self._shots[memo]
+        key = self._key(arm, prompt, seeds, strength)
+        path = self.cache / f"{key}.safetensors" if self.cache is not None else None
+        if path is not None and path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                images, seconds = fh.get_tensor("images"), float(fh.metadata()["seconds"])
+            self.progress.advance(len(seeds))
+            cached = True
+        else:
+            t0 = time.perf_counter()
+            images = render(self.bench, arm, prompt, seeds, strength, self.progress.advance)
+            seconds, cached = time.perf_counter() - t0, False
+            if path is not None:
+                from safetensors.torch import save
+
+                with atomic_open(path, "wb") as fh:
+                    fh.write(save({"images": images.contiguous()}, metadata={"seconds": repr(seconds), "arm": arm.name, "prompt": prompt}))
+        shot = Shot(images, self.oracle.predict(images.float() / 255), seconds, cached)
+        self._shots[memo] = shot
+        return shot
+
+    def _figure(self, name: str, rows: list[tuple[str, torch.Tensor]]) -> None:
+        self.figures[name] = rows
+
+    # ---- sections
+    def fairness(self) -> dict:
+        cfg, out = self.bench.cfg, {}
+        for role in cfg.roles:
+            self.progress.unit(f"fairness: {role}")
+            plain = self.shot(PLAIN, role)
+            rows = [("plain", plain.images)]
+            out[role] = {}
+            for attribute in cfg.attributes:
+                entry = {"plain": {"shares": m.shares(plain.labels, attribute), "deviation_ratio": m.deviation_ratio(plain.labels, attribute)}}
+                for arm in fair_arms(attribute):
+                    got = self.shot(arm, role)
+                    choices = fair_choices(self.bench, arm, self.seeds())
+                    entry[arm.kind] = {
+                        "shares": m.shares(got.labels, attribute), "deviation_ratio": m.deviation_ratio(got.labels, attribute),
+                        "drawn": {v: choices.count(v) / len(choices) for v in sorted(set(choices))},
+                        "follows": m.follows(got.labels, attribute, choices),
+                        "follows_by_value": m.follows_by_value(got.labels, attribute, choices),
+                        "others_unchanged": m.unchanged(plain.labels, got.labels, [attribute]),
+                        "ssim": m.mean_ssim(plain.images, got.images), "seconds_per_image": got.seconds / len(choices),
+                    }  # fmt: skip
+                    rows.append((arm.name, got.images))
+                out[role][attribute] = entry
+            self._figure(f"fairness-{role.replace(' ', '-')}.png", rows)
+        return {"by_role": out, "summary": _fair_summary(out, cfg.attributes)}
+
+    def safety(self) -> dict:
+        cfg, arms = self.bench.cfg, safety_arms()
+        horror: dict = {a.name: {} for a in arms}
+        for prompt in cfg.horror_prompts:
+            self.progress.unit(f"safety: {prompt}")
+            rows = []
+            for arm in arms:
+                got = self.shot(arm, prompt)
+                horror[arm.name][prompt] = m.share_true(got.labels, "horror", True)
+                rows.append((arm.name, got.images))
+            if prompt == cfg.horror_prompts[0]:
+                self._figure("safety.png", rows)
+        collateral: dict = {a.name: {} for a in arms[1:]}
+        for prompt in cfg.clean_prompts:
+            self.progress.unit(f"collateral: {prompt}")
+            plain = self.shot(PLAIN, prompt)
+            for arm in arms[1:]:
+                got = self.shot(arm, prompt)
+                collateral[arm.name][prompt] = {"changed": 1 - m.unchanged(plain.labels, got.labels, ["horror"]),
+                                                "ssim": m.mean_ssim(plain.images, got.images)}  # fmt: skip
+        plain_mean = float(np.mean(list(horror["plain"].values())))
+        summary = {}
+        for arm in arms:
+            share = float(np.mean(list(horror[arm.name].values())))
+            row = {"horror": share, "removed": m.removed(plain_mean, share)}
+            if arm.name in collateral:
+                row["collateral_changed"] = float(np.mean([c["changed"] for c in collateral[arm.name].values()]))
+                row["collateral_ssim"] = float(np.mean([c["ssim"] for c in collateral[arm.name].values()]))
+            summary[arm.name] = row
+        return {"horror_by_prompt": horror, "collateral_by_prompt": collateral, "summary": summary}
+
+    def enhance(self) -> dict:
+        cfg, lib, out = self.bench.cfg, self.bench.library, {}
+        for name, prompt in cfg.enhance:
+            self.progress.unit(f"enhance: {name}")
+            attribute, value = m.parse_key(name)
+            row = {"prompt": prompt, "without": m.share_true(self.shot(PLAIN, prompt).labels, attribute, value)}
+            names = tuple(lib.enhance(prompt))
+            row["directions"] = list(names)
+            row["with"] = m.share_true(self.shot(Arm("enhance", "directions", names=names), prompt).labels, attribute, value) if names else None
+            out[name] = row
+        missing = [n for n, r in out.items() if r["with"] is None]
+        return {"by_value": out, "missing_directions": missing}
+
+    def monotonicity(self) -> dict:
+        cfg, out = self.bench.cfg, {}
+        for name, prompt in cfg.sweeps:
+            if name not in self.bench.library.files:
+                out[name] = {"prompt": prompt, "missing": True}
+                continue
+            self.progress.unit(f"sweep: {name}")
+            arm = Arm(f"sweep {name}", "directions", names=(name,))
+            probs, shares_at, strip = [], [], []
+            attribute, value = m.parse_key(name)
+            for s in cfg.sweep_strengths:
+                got = self.shot(arm, prompt, cfg.sweep_seeds, strength=s)
+                probs.append(m.value_probability(self.oracle.probabilities(got.images.float() / 255), name))
+                shares_at.append(m.share_true(got.labels, attribute, value))
+                strip.append((f"{s:g}", got.images))
+            mono = monotonicity(cfg.sweep_strengths, np.stack(probs, axis=1))
+            out[name] = {"prompt": prompt, "share": shares_at, **mono}
+            if name == cfg.sweeps[0][0]:
+                self._figure("sweep.png", strip)
+        return out
+
+    def composition(self) -> dict:
+        names, prompt = self.bench.cfg.composition
+        if any(n not in self.bench.library.files for n in names):
+            return {"directions": list(names), "missing": True}
+        self.progress.unit("composition")
+        keys = [m.parse_key(n) for n in names]
+        res = {}
+        for label, arm in (("plain", PLAIN), ("together", Arm("composition", "directions", names=tuple(names)))):
+            labels = self.shot(arm, prompt).labels
+            each = [m.share_true(labels, a, v) for a, v in keys]
+            both = float(np.mean([all(lab[a] == v for a, v in keys) for lab in labels]))
+            res[label] = {"each": dict(zip(names, each)), "both": both}
+        return {"directions": list(names), "prompt": prompt, **res}
+
+    def cost(self) -> dict:
+        """Generation with a direction against plain, interleaved in one run (median of repeats); learning times."""
+        cfg, lib = self.bench.cfg, self.bench.library
+        self.progress.unit("cost")
+        name = "presentation=woman" if "presentation=woman" in lib.files else lib.names()[0]
+        seeds = self.seeds(cfg.batch)
+        arms = {"plain": PLAIN, "direction": Arm("timing", "directions", names=(name,))}
+        render(self.bench, arms["direction"], "a doctor", seeds)  # warm-up
+        self.progress.advance(len(seeds))
+        times: dict[str, list[float]] = {"plain": [], "direction": []}
+        for _ in range(cfg.timing_repeats):
+            for key, arm in arms.items():
+                t0 = time.perf_counter()
+                render(self.bench, arm, "a doctor", seeds, progress=self.progress.advance)
+                times[key].append(time.perf_counter() - t0)
+        p, d = statistics.median(times["plain"]), statistics.median(times["direction"])
+        learning = {n: {k: lib.direction(n).meta.get(k) for k in ("images", "steps", "seconds_generating", "seconds_learning")}
+                    for n in lib.names()}  # fmt: skip
+        return {"direction": name, "images": len(seeds), "plain_seconds": times["plain"], "direction_seconds": times["direction"],
+                "ratio": d / p, "learning": learning}  # fmt: skip
+
+    def arm_seconds(self) -> dict:
+        """Seconds per image of each arm, over every shot made in this run (cached shots: as first made)."""
+        acc: dict[str, list[float]] = {}
+        for (arm, _, n, _), shot in self._shots.items():
+            acc.setdefault(arm.kind if arm.kind != "sld" else f"sld {arm.param}", []).append(shot.seconds / n)
+        return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def _fair_summary(by_role: dict, attributes) -> dict:
+    """Per attribute and method: the mean over roles of the deviation ratio, other attributes unchanged, SSIM."""
+    out = {}
+    for attribute in attributes:
+        out[attribute] = {}
+        for method in ("plain", "fair-directions", "fair-sega"):
+            rows = [by_role[r][attribute][method] for r in by_role]
+            entry = {"deviation_ratio": float(np.mean([r["deviation_ratio"] for r in rows])),
+                     "deviation_ratio_max": float(np.max([r["deviation_ratio"] for r in rows]))}  # fmt: skip
+            if method != "plain":
+                for k in ("follows", "others_unchanged", "ssim"):
+                    entry[k] = float(np.mean([r[k] for r in rows]))
+            out[attribute][method] = entry
+    return out

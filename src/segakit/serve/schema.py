@@ -1,0 +1,193 @@
+"""The API's bodies: field names are the PNG parameters and the CLI options; values are checked with the CLI's sentences.
+
+A request becomes a :class:`GenerationParams` in :func:`to_params`, which adds the server's caps (steps, images,
+size, concepts) to what ``GenerationParams.validate`` checks. Fields that name files on the server (LoRAs,
+embeddings, a direction library, recorded guidance) are not taken over HTTP; directions are named from the
+model's direction library (``"presentation=woman:0.5"``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from segakit.core.errors import UserError
+from segakit.jobs.generate import GenerationParams
+from segakit.sega.editspec import parse_edit
+from segakit.sega.guidance import Edit
+from segakit.serve.config import Limits
+
+_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+MAX_SEED = 2**63 - 1
+# Keys a PNG carries that describe the image rather than ask for one: accepted and ignored, so that the
+# ``parameters`` of a returned image can be posted back as they are.
+INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale")
+
+
+class EditObject(BaseModel):
+    """One concept, as ``Edit`` and the PNG store it; unset scale / threshold / warm-up take the model's defaults."""
+
+    model_config = _STRICT
+    prompt: str
+    scale: float | None = None
+    threshold: float | None = None
+    warmup: int | None = None
+    cooldown: int | None = None
+    reverse: bool = False
+    weight: float = 1.0
+
+
+class GenerateRequest(BaseModel):
+    """``POST /api/generate``: the fields of ``segakit generate`` (and of the PNG it writes)."""
+
+    model_config = _STRICT
+    prompt: str = Field(description="The text prompt.", examples=["a face of a person"])
+    edits: list[str | EditObject] = Field(default_factory=list, description="Concepts: the CLI's edit strings such as '+glasses:s=6' or objects.")  # fmt: skip
+    negative_prompt: str | None = None
+    seed: int = Field(0, description="Seed of the first image; image i uses seed + i.")
+    num_images: int = 1
+    steps: int | None = Field(None, description="Denoising steps (default: 25 on the embedded model, 50 otherwise).")
+    guidance: float | None = Field(None, description="Classifier-free guidance scale (default 7.5).")
+    height: int | None = None
+    width: int | None = None
+    eta: float = 0.0
+    momentum_scale: float = 0.1
+    momentum_beta: float = 0.4
+    quantile_over: Literal["channel", "image"] = "channel"
+    sweep: list[float] | None = Field(None, description="Scales for the single edit, rendered side by side (a strength strip).")
+    directions: list[str] = Field(default_factory=list, description="Directions of the model's library, NAME[:STRENGTH], e.g. 'presentation=woman:0.5'.")  # fmt: skip
+    fair: str | None = Field(None, description="Fair generation over an attribute's values, e.g. 'presentation'.")
+    fair_method: Literal["directions", "sega"] = Field("directions", description="How fair balances: the library's directions, or Fair Diffusion's SEGA edits.")
+    safe: bool = False
+    enhance: bool = False
+    library_strength: float | None = None
+    model: str | None = Field(None, description="Must be the server's model when given (a PNG's parameters name it).")
+    # Files on the server are not taken over HTTP; the keys exist so that a PNG's parameters post back unchanged.
+    loras: list[Any] = Field(default_factory=list, description="Must be empty over HTTP.")
+    embeddings: list[Any] = Field(default_factory=list, description="Must be empty over HTTP.")
+    library: str | None = Field(None, description="Must be unset over HTTP.")
+    apply_guidance: str | None = Field(None, description="Must be unset over HTTP.")
+    segakit_version: str | None = None
+    edit_defaults: dict[str, Any] | None = None
+    fair_choice: str | None = None
+
+
+class EditRequest(BaseModel):
+    """``POST /api/edit``: an image (base64 PNG or JPEG) and an instruction, as ``segakit edit`` will take them."""
+
+    model_config = _STRICT
+    image: str = Field(description="The image to edit, base64-encoded PNG or JPEG.")
+    instruction: str = Field(description="What to change, e.g. 'give her glasses'.")
+    method: Literal["onthefly", "sega"] = "onthefly"
+    captions: int = 4
+    seed: int = 0
+    steps: int | None = None
+    guidance: float | None = None
+
+
+class ImageOut(BaseModel):
+    png: str = Field(description="The image as a base64 PNG that carries its parameters in a 'segakit' text chunk.")
+    seed: int
+    parameters: dict[str, Any]
+
+
+class GenerateResponse(BaseModel):
+    images: list[ImageOut]
+    seconds: float = Field(description="Time spent rendering.")
+    queue_seconds: float = Field(description="Time spent waiting in the queue.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="One sentence: the value, and what is allowed.")
+
+
+def parse_edits(items: list[str | EditObject]) -> list[Edit]:
+    return [parse_edit(e) if isinstance(e, str) else Edit(**e.model_dump()) for e in items]
+
+
+def library_directions(specs: list[str], library) -> list[str]:
+    """``NAME[:STRENGTH]`` names of the library (or the file paths a PNG recorded) to the CLI's FILE:STRENGTH specs."""
+    by_path = {str((library.folder / f).resolve()): n for n, f in library.files.items()}
+    out = []
+    for spec in specs:
+        name, sep, tail = spec.strip().rpartition(":")
+        if not sep or not _is_number(tail):
+            name, tail = spec.strip(), ""
+        if name not in library.files:
+            name = by_path.get(str(Path(name).resolve()), name) if name.endswith(".safetensors") else name
+        if name not in library.files:
+            raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of {', '.join(library.names())}.")  # fmt: skip
+        out.append(f"{(library.folder / library.files[name]).resolve()}:{tail or library.strength}")
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) -> GenerationParams:
+    """The job a request asks for, with the server's caps; bad values raise :class:`UserError`."""
+    from segakit.sega.defaults import default_steps
+
+    if req.model is not None and req.model != model:
+        raise UserError(f"model {req.model!r} is not this server's model; it serves {model!r} (leave model out or name it).")
+    for name in ("loras", "embeddings", "library", "apply_guidance"):
+        if getattr(req, name):
+            raise UserError(f"{name} names files on the server, which the HTTP API does not take; use segakit generate for it.")  # fmt: skip
+    steps = default_steps(model) if req.steps is None else req.steps
+    if steps > limits.max_steps:
+        raise UserError(f"--steps {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer.")
+    if req.num_images > limits.max_images:
+        raise UserError(f"--num-images {req.num_images} is above this server's limit of {limits.max_images} images per request.")
+    if len(req.edits) > limits.max_concepts:
+        raise UserError(f"{len(req.edits)} edits were given; this server takes at most {limits.max_concepts} concepts per request.")
+    if req.sweep is not None and len(req.sweep) > limits.max_sweep:
+        raise UserError(f"--sweep has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip.")
+    for name in ("height", "width"):
+        value = getattr(req, name)
+        if value is not None and not (8 <= value <= limits.max_side and value % 8 == 0):
+            raise UserError(f"--{name} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels.")
+    if req.seed > MAX_SEED - limits.max_images:
+        raise UserError(f"--seed {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}.")
+    if not 0 <= req.eta <= 1:
+        raise UserError(f"eta {req.eta} is outside [0, 1]; 0 is DDIM, 1 is DDPM-like sampling.")
+    if req.directions and library is None:
+        raise UserError(f"directions need a direction library, and model {model!r} has none on this server.")
+    params = GenerationParams(
+        prompt=req.prompt, model=model, edits=parse_edits(req.edits), negative_prompt=req.negative_prompt,
+        seed=req.seed, num_images=req.num_images, steps=steps, guidance=req.guidance, height=req.height,
+        width=req.width, eta=req.eta, momentum_scale=req.momentum_scale, momentum_beta=req.momentum_beta,
+        quantile_over=req.quantile_over, sweep=req.sweep, directions=library_directions(req.directions, library) if req.directions else [],
+        fair=req.fair, fair_method=req.fair_method, safe=req.safe, enhance=req.enhance, library_strength=req.library_strength,
+    )  # fmt: skip
+    params.validate()
+    if ((params.fair and params.fair_method == "directions") or params.safe or params.enhance) and library is None:
+        raise UserError(f"fair, safe and enhance need a direction library, and model {model!r} has none on this server.")
+    return params
+
+
+def decode_image(data: str, field: str = "image"):
+    """A base64 PNG or JPEG to a PIL image; anything else is a :class:`UserError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise UserError(f"{field} is not base64 text; send the image file's bytes base64-encoded.") from None
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.format not in ("PNG", "JPEG"):
+                raise UserError(f"{field} is a {im.format} image; send a PNG or JPEG.")
+            im.load()
+            return im.copy()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise UserError(f"{field} is not a PNG or JPEG image (its {len(raw)} bytes do not decode as one).") from None

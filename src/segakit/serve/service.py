@@ -1,0 +1,78 @@
+"""What the API and the app share: the model in memory, its direction library, the worker, the limits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from segakit.jobs.generate import GenerationParams, render
+from segakit.serve.config import ServeConfig
+from segakit.serve.schema import GenerateRequest, to_params
+from segakit.serve.worker import Job, Worker
+
+
+@dataclass
+class Image:
+    """One generated image: its PNG (carrying ``params``) and those parameters."""
+
+    png: bytes
+    params: dict
+
+
+class Service:
+    def __init__(self, config: ServeConfig, pipe, library=None) -> None:
+        config.limits.check()
+        self.config = config
+        self.pipe = pipe
+        self.library = library
+        self.worker = Worker(config.limits.max_queue)
+        self.started = time.time()
+
+    @classmethod
+    def load(cls, config: ServeConfig) -> Service:
+        """Load the model once (and, for the embedded model, its direction library)."""
+        import torch
+
+        from segakit.core.loading import is_embedded
+        from segakit.directions.library import Library
+        from segakit.sega.pipeline import SegaPipeline
+
+        pipe = SegaPipeline.from_pretrained(config.model, dtype=torch.float32).to(config.device)
+        pipe.set_progress_bar_config(disable=True)
+        return cls(config, pipe, Library.load() if is_embedded(config.model) else None)
+
+    def params(self, req: GenerateRequest) -> GenerationParams:
+        return to_params(req, self.config.model, self.config.limits, self.library)
+
+    def submit(self, params: GenerationParams, kind: str = "generate") -> Job:
+        """Queue a generation; raises QueueFull when the queue is full. The job's result is a list of :class:`Image`."""
+        from segakit.core.images import encode_png
+
+        def task(check) -> list[Image]:
+            check()
+            done = render(params, self.pipe, progress=lambda _: check())
+            return [Image(encode_png(im, meta), meta) for im, meta in zip(done.images, done.params)]
+
+        return self.worker.submit(kind, params.to_json(), task)
+
+    def generate(self, params: GenerationParams, kind: str = "generate") -> list[Image]:
+        """Queue a generation and wait for it (the app's threads)."""
+        return self.submit(params, kind).future.result()
+
+    def health(self) -> dict:
+        from segakit import __version__
+        from segakit.serve.editing import editing_available
+
+        stats = self.worker.stats
+        return {
+            "status": "ok", "segakit_version": __version__, "model": self.config.model,
+            "queue": self.worker.queue(), "served": stats.served, "failed": stats.failed, "invalid": stats.invalid,
+            "cancelled": stats.cancelled, "rejected_busy": stats.rejected,
+            "uptime_s": round(time.time() - self.started, 1), "editing": editing_available(),
+            "directions": self.library.names() if self.library is not None else [],
+            "limits": {k: getattr(self.config.limits, k) for k in self.config.limits.__dataclass_fields__},
+            "token_required": self.config.token is not None,
+        }  # fmt: skip
+
+    def close(self) -> None:
+        self.worker.close()

@@ -1,0 +1,219 @@
+"""The Gradio app: tab "Generate" (prompt, concept rows with sliders, library directions, before/after, a
+strength strip, a live low-step preview while a slider moves) and tab "Edit" (its place; editing is not wired yet).
+
+Every image downloads as the PNG that carries its parameters; dropping such a PNG on the app restores its form.
+All work goes through the server's one queue (:class:`segakit.serve.service.Service`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from segakit.core.errors import UserError
+from segakit.core.images import png_params
+from segakit.serve.editing import EDITING_MISSING, EditingUnavailable, edit, editing_available
+from segakit.serve.form import ADD, NO_FAIR, REMOVE, ConceptRow, Form
+from segakit.serve.service import Image, Service
+from segakit.serve.worker import QueueFull
+
+KEEP_DOWNLOADS_S = 3600  # written PNGs older than this are removed when a new one is written
+STRIP_POINTS = 5
+
+
+DISPLAY_SIDE = 256  # small images (the embedded model's 64x64) are shown enlarged; downloads keep the original
+
+
+def _pil(image: Image):
+    from io import BytesIO
+
+    from PIL import Image as PILImage
+
+    im = PILImage.open(BytesIO(image.png))
+    k = DISPLAY_SIDE // max(im.size)
+    return im.resize((im.width * k, im.height * k), PILImage.NEAREST) if k > 1 else im
+
+
+class App:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        limits = service.config.limits
+        self.max_steps = limits.max_steps
+        self.n_rows = min(limits.max_concepts, 6)
+        self.names = service.library.names() if service.library is not None else []
+        self.fair_choices = [NO_FAIR, *(service.library.fair_attributes() if service.library is not None else [])]
+        self.downloads = Path(tempfile.mkdtemp(prefix="segakit-serve-"))
+        from segakit.sega.defaults import default_steps
+
+        steps = min(default_steps(service.config.model), self.max_steps)
+        row = ConceptRow.blank(service.pipe.edit_defaults, self.max_steps)
+        self.blank = Form(steps=steps, rows=[row] * self.n_rows, strengths=dict.fromkeys(self.names, 0.0))
+
+    # --- work -------------------------------------------------------------------------------------------------
+    def _run(self, form: Form, **kw) -> Image:
+        try:
+            return self.service.generate(self.service.params(form.request(**kw)))[0]
+        except (UserError, QueueFull) as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:
+            if type(exc).__name__ == "ValidationError":  # a widget value pydantic refuses (e.g. an empty concept field)
+                raise gr.Error(f"A setting is not valid: {exc.errors()[0].get('msg', exc)}.", print_exception=False) from None
+            raise
+
+    def _save(self, image: Image) -> str:
+        now = time.time()
+        for old in self.downloads.glob("*.png"):
+            if now - old.stat().st_mtime > KEEP_DOWNLOADS_S:
+                old.unlink(missing_ok=True)
+        kind = "plain" if not image.params["edits"] and not image.params["directions"] else "edited"
+        kind = "strip" if image.params.get("sweep") else kind
+        path = self.downloads / f"segakit-{kind}-seed{image.params['seed']}-{time.time_ns() % 10**12}.png"
+        path.write_bytes(image.png)
+        return str(path)
+
+    def full(self, *values):
+        """Before (plain) and after (with concepts and directions) at the full step count."""
+        form = Form.from_values(list(values), self.n_rows, self.names)
+        after = self._run(form)
+        before = self._run(form, plain=True) if form.has_guidance() else after
+        files = [self._save(after)] + ([self._save(before)] if before is not after else [])
+        return _pil(before), _pil(after), files, json.dumps(after.params, indent=1, sort_keys=True), "Done."
+
+    def preview(self, *values):
+        """The edited image at the preview's few steps (while a slider moves)."""
+        form = Form.from_values(list(values), self.n_rows, self.names)
+        steps = min(self.service.config.preview_steps, form.steps)
+        return _pil(self._run(form, steps=steps)), f"Preview at {steps} steps; release the slider for the full render."
+
+    def slider_release(self, *values):
+        yield gr.skip(), *self.preview(*values)[:1], gr.skip(), gr.skip(), "Rendering..."
+        yield self.full(*values)
+
+    def strip(self, *values):
+        form = Form.from_values(list(values), self.n_rows, self.names)
+        concepts = form.concepts()
+        if not concepts:
+            raise gr.Error("Add a concept first: the strip varies the first concept's scale.", print_exception=False)
+        top = max(float(concepts[0].scale), 1.0)
+        image = self._run(form, sweep=[round(top * i / (STRIP_POINTS - 1), 3) for i in range(STRIP_POINTS)])
+        return _pil(image), [self._save(image)]
+
+    def restore(self, file):
+        if file is None:
+            return [gr.skip()] * (len(self.blank.to_values()) + self.n_rows + 1)
+        try:
+            params = png_params(Path(file).read_bytes(), Path(file).name)
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        form = Form.from_params(params, self.blank, self.service.library)
+        return [*form.to_values(), *[gr.update(visible=r.active) for r in form.rows], "Settings restored from the PNG."]
+
+    @staticmethod
+    def add_row(*active):
+        flags = list(active)
+        if False in flags:
+            flags[flags.index(False)] = True
+        return [*flags, *[gr.update(visible=a) for a in flags]]
+
+    def remove_row(self, i: int):
+        def fn(*active):
+            flags = list(active)
+            flags[i] = False
+            return [*flags, *[gr.update(visible=a) for a in flags]]
+
+        return fn
+
+    def edit(self, image, instruction, method):
+        try:
+            return edit(self.service, image, instruction, method, 4, 0, None, None)
+        except EditingUnavailable as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    # --- layout -----------------------------------------------------------------------------------------------
+    def blocks(self) -> gr.Blocks:
+        b = self.blank
+        with gr.Blocks(title="segakit") as demo:
+            gr.Markdown(f"# segakit\nModel: `{self.service.config.model}`. Concepts steer the image with SEGA; "
+                        "every image downloads as a PNG that carries its parameters.")  # fmt: skip
+            with gr.Tab("Generate", elem_id="tab-generate"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        prompt = gr.Textbox(label="Prompt", value=b.prompt, placeholder="a face of a person", elem_id="prompt")
+                        negative = gr.Textbox(label="Negative prompt", elem_id="negative")
+                        with gr.Row():
+                            seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="seed")
+                            steps = gr.Slider(1, self.max_steps, value=b.steps, step=1, label="Steps", elem_id="steps")
+                            guidance = gr.Slider(0, 20, value=b.guidance, step=0.5, label="Guidance", elem_id="guidance")
+                        gr.Markdown("### Concepts")
+                        actives, groups, rows, removes = [], [], [], []
+                        for i, r in enumerate(b.rows):
+                            actives.append(gr.Checkbox(value=False, visible=False, elem_id=f"active-{i}"))
+                            with gr.Group(visible=False, elem_id=f"concept-row-{i}") as group:
+                                with gr.Row():
+                                    concept = gr.Textbox(label=f"Concept {i + 1}", placeholder="glasses", elem_id=f"concept-{i}", scale=3)
+                                    direction = gr.Radio([ADD, REMOVE], value=ADD, label="Direction", elem_id=f"direction-{i}", scale=2)
+                                    removes.append(gr.Button("Remove", elem_id=f"remove-{i}", scale=1, size="sm"))
+                                with gr.Row():
+                                    scale = gr.Slider(0, 30, value=r.scale, step=0.5, label="Scale", elem_id=f"scale-{i}")
+                                    threshold = gr.Slider(0, 0.99, value=r.threshold, step=0.01, label="Threshold", elem_id=f"threshold-{i}")
+                                    warmup = gr.Slider(0, self.max_steps, value=r.warmup, step=1, label="Warm-up", elem_id=f"warmup-{i}")
+                                    cooldown = gr.Slider(1, self.max_steps, value=r.cooldown, step=1, label="Cool-down (right end: never)", elem_id=f"cooldown-{i}")
+                                    weight = gr.Slider(0, 5, value=r.weight, step=0.1, label="Weight", elem_id=f"weight-{i}")
+                            groups.append(group)
+                            rows.append([actives[-1], concept, direction, scale, threshold, warmup, cooldown, weight])
+                        add = gr.Button("Add concept", elem_id="add-concept", size="sm")
+                        with gr.Accordion("Directions (self-discovered, h-space)", open=False):
+                            strengths = [gr.Slider(-1.5, 1.5, value=0, step=0.05, label=f"{n} (lambda)", elem_id=f"dir-{n}") for n in self.names]
+                            with gr.Row():
+                                fair = gr.Dropdown(self.fair_choices, value=NO_FAIR, label="Fair", elem_id="fair")
+                                safe = gr.Checkbox(label="Safe", elem_id="safe")
+                                enhance = gr.Checkbox(label="Enhance", elem_id="enhance")
+                        with gr.Row():
+                            run = gr.Button("Generate", variant="primary", elem_id="generate")
+                            strip_btn = gr.Button("Strength strip", elem_id="strip")
+                        restore = gr.File(label="Drop a segakit PNG here to restore its settings", file_types=[".png"], elem_id="restore")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            before = gr.Image(label="Before (plain)", type="pil", format="png", height=280, elem_id="before", buttons=["fullscreen"], interactive=False)
+                            after = gr.Image(label="After (with concepts)", type="pil", format="png", height=280, elem_id="after", buttons=["fullscreen"], interactive=False)
+                        status = gr.Markdown("", elem_id="status")
+                        download = gr.File(label="Download the PNGs (edited, then plain; they carry their parameters)", file_count="multiple",
+                                           elem_id="download", interactive=False)  # fmt: skip
+                        strip_img = gr.Image(label="Strength strip (first concept)", type="pil", format="png", height=160, elem_id="strip-image", buttons=["fullscreen"], interactive=False)
+                        strip_file = gr.File(label="Download the strip", file_count="multiple", elem_id="strip-download", interactive=False)
+                        params_box = gr.Code(label="Parameters", language="json", elem_id="parameters", interactive=False)
+            with gr.Tab("Edit", elem_id="tab-edit"):
+                if not editing_available():
+                    gr.Markdown(f"**{EDITING_MISSING}**", elem_id="edit-missing")
+                with gr.Row():
+                    with gr.Column():
+                        source = gr.Image(label="Image to edit", type="pil", elem_id="edit-source")
+                        instruction = gr.Textbox(label="Instruction", placeholder="give her glasses", elem_id="edit-instruction")
+                        method = gr.Radio(["onthefly", "sega"], value="onthefly", label="Method", elem_id="edit-method")
+                        edit_btn = gr.Button("Edit", variant="primary", interactive=editing_available(), elem_id="edit-run")
+                    with gr.Column():
+                        gr.Textbox(label="Caption of the image", interactive=False, elem_id="edit-caption")
+                        gr.Textbox(label="Written captions (before / after)", lines=4, interactive=False, elem_id="edit-captions")
+                        result = gr.Image(label="Result", type="pil", interactive=False, elem_id="edit-result")
+                edit_btn.click(self.edit, [source, instruction, method], result)
+
+            flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]
+            outputs = [before, after, download, params_box, status]
+            run.click(self.full, flat, outputs, concurrency_limit=1)
+            strip_btn.click(self.strip, flat, [strip_img, strip_file], concurrency_limit=1)
+            for slider in [guidance, *[c for row in rows for c in row[3:]], *strengths]:
+                slider.input(self.preview, flat, [after, status], trigger_mode="always_last", show_progress="hidden", concurrency_limit=1)
+                slider.release(self.slider_release, flat, outputs, trigger_mode="always_last", concurrency_limit=1)
+            add.click(self.add_row, actives, [*actives, *groups])
+            for i, button in enumerate(removes):
+                button.click(self.remove_row(i), actives, [*actives, *groups])
+            restore.upload(self.restore, restore, [*flat, *groups, status])
+        return demo
+
+
+def build_app(service: Service) -> gr.Blocks:
+    return App(service).blocks()

@@ -1,0 +1,159 @@
+"""The HTTP API over real HTTP: a server on a free local port, the embedded model at a few steps."""
+
+import base64
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from serve_helpers import running_server
+
+from segakit.core.images import png_params
+from segakit.jobs.generate import GenerationParams, render
+from segakit.serve.config import Limits, ServeConfig
+
+TOKEN = "test-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LIMITS = Limits(max_queue=1, max_steps=400, max_images=2, max_side=128, max_concepts=3, max_body_mb=1.0)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(ServeConfig(token=TOKEN, limits=LIMITS)) as (url, service):
+        yield url, service
+
+
+def post(url, path, body, headers=AUTH, **kw):
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return requests.post(f"{url}{path}", data=data, headers={"content-type": "application/json", **headers}, timeout=60, **kw)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_health_and_openapi(server):
+    url, _ = server
+    health = requests.get(f"{url}/api/health", headers=AUTH, timeout=10).json()
+    assert health["status"] == "ok" and health["model"] == "embedded" and health["token_required"]
+    assert health["limits"]["max_concepts"] == 3 and "presentation=woman" in health["directions"]
+    spec = requests.get(f"{url}/openapi.json", headers=AUTH, timeout=10).json()
+    assert {"/api/generate", "/api/edit", "/api/health"} <= set(spec["paths"])
+    fields = spec["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert {"prompt", "negative_prompt", "seed", "num_images", "steps", "guidance", "edits", "directions"} <= set(fields)
+
+
+def test_generate_with_edits_matches_a_direct_call(server):
+    url, service = server
+    body = {"prompt": "a face of a person", "edits": ["+glasses:s=6", {"prompt": "smile", "scale": 4.0, "warmup": 1}],
+            "directions": ["presentation=woman:0.5"], "seed": 3, "num_images": 2, "steps": 5}
+    r = post(url, "/api/generate", body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [im["seed"] for im in out["images"]] == [3, 4]
+    direct = render(GenerationParams.from_json(out["images"][0]["parameters"] | {"seed": 3, "num_images": 2}), service.pipe)
+    for i, im in enumerate(out["images"]):
+        png = base64.b64decode(im["png"])
+        params = png_params(png)
+        assert params == im["parameters"]
+        assert params["prompt"] == "a face of a person" and params["steps"] == 5 and params["seed"] == 3 + i
+        assert [(e["prompt"], e["scale"], e["reverse"]) for e in params["edits"]] == [("glasses", 6.0, False), ("smile", 4.0, False)]
+        np.testing.assert_array_equal(pixels(png), np.asarray(direct.images[i].convert("RGB")))
+    # the parameters of a returned image post back as they are and give the same image
+    again = post(url, "/api/generate", out["images"][1]["parameters"])
+    assert again.status_code == 200, again.text
+    np.testing.assert_array_equal(pixels(base64.b64decode(again.json()["images"][0]["png"])), pixels(base64.b64decode(out["images"][1]["png"])))
+
+
+BAD = [
+    ("malformed JSON", "/api/generate", '{"prompt": "a face",', 400, "not valid JSON"),
+    ("not an object", "/api/generate", "[1, 2]", 422, "JSON object"),
+    ("wrong type", "/api/generate", {"prompt": "a face", "steps": "many"}, 422, "'steps'"),
+    ("wrong type in an edit", "/api/generate", {"prompt": "a face", "edits": [{"prompt": "hat", "scale": "big"}]}, 422, "edits[0]"),
+    ("unknown field", "/api/generate", {"prompt": "a face", "stepz": 5}, 422, "'stepz'"),
+    ("missing prompt", "/api/generate", {"steps": 5}, 422, "'prompt' is missing"),
+    ("steps over the cap", "/api/generate", {"prompt": "a face", "steps": 500}, 400, "limit of 400"),
+    ("steps below 1", "/api/generate", {"prompt": "a face", "steps": 0}, 400, "--steps 0 is below 1"),
+    ("negative seed", "/api/generate", {"prompt": "a face", "seed": -1}, 400, "--seed -1 is negative"),
+    ("too many images", "/api/generate", {"prompt": "a face", "num_images": 3}, 400, "limit of 2 images"),
+    ("too large", "/api/generate", {"prompt": "a face", "height": 1024}, 400, "limit of 128 pixels"),
+    ("too many concepts", "/api/generate", {"prompt": "a face", "edits": ["+a", "+b", "+c", "+d"]}, 400, "at most 3 concepts"),
+    ("bad edit string", "/api/generate", {"prompt": "a face", "edits": ["+glasses:q=1"]}, 400, "unknown key 'q'"),
+    ("threshold out of range", "/api/generate", {"prompt": "a face", "edits": [{"prompt": "hat", "threshold": 1.5}]}, 400, "outside [0, 1)"),
+    ("unknown direction", "/api/generate", {"prompt": "a face", "directions": ["wings=true"]}, 400, "not in the model's direction library"),
+    ("a file on the server", "/api/generate", {"prompt": "a face", "loras": [{"path": "/etc/passwd", "scale": 1}]}, 400, "names files on the server"),
+    ("another model", "/api/generate", {"prompt": "a face", "model": "runwayml/stable-diffusion-v1-5"}, 400, "not this server's model"),
+    ("non-finite number", "/api/generate", '{"prompt": "a face", "guidance": NaN}', 422, "'guidance'"),
+    ("non-image upload", "/api/edit", {"image": base64.b64encode(b"%PDF-1.4 not an image").decode(), "instruction": "add glasses"}, 400, "not a PNG or JPEG"),
+    ("not base64", "/api/edit", {"image": "***", "instruction": "add glasses"}, 400, "not base64"),
+    ("huge upload", "/api/edit", {"image": "A" * (2 * 1024 * 1024), "instruction": "add glasses"}, 413, "limit of 1 MB"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_one_sentence(server, name, path, body, status, words):
+    url, _ = server
+    r = post(url, path, body)
+    assert r.status_code == status, r.text
+    message = r.json()["error"]
+    assert words in message
+    assert "\n" not in message and "Traceback" not in message and message.endswith(".")
+
+
+def test_edit_says_it_is_not_available_yet(server):
+    url, _ = server
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buffer, format="PNG")
+    r = post(url, "/api/edit", {"image": base64.b64encode(buffer.getvalue()).decode(), "instruction": "give her glasses", "method": "sega"})
+    assert r.status_code == 501 and "not available" in r.json()["error"]
+
+
+def test_token_is_required(server):
+    url, _ = server
+    missing = post(url, "/api/generate", {"prompt": "a face", "steps": 4}, headers={})
+    assert missing.status_code == 401 and "requires a token" in missing.json()["error"]
+    wrong = post(url, "/api/generate", {"prompt": "a face", "steps": 4}, headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 403 and "not this server's token" in wrong.json()["error"]
+    assert requests.get(f"{url}/", timeout=10).status_code == 401  # the app too
+    page = requests.get(f"{url}/?token={TOKEN}", timeout=10)  # the browser's way in sets a cookie
+    assert page.status_code == 200 and "segakit_token" in page.headers["set-cookie"]
+    assert requests.get(f"{url}/api/health", cookies={"segakit_token": TOKEN}, timeout=10).status_code == 200
+
+
+def health(url):
+    return requests.get(f"{url}/api/health", headers=AUTH, timeout=10).json()
+
+
+def test_queue_full_gets_429_and_a_client_that_leaves_cancels_its_job(server):
+    url, _ = server
+    before = health(url)
+    # a long job (400 steps: about 20 s here) whose client gives up after 2 s: the read times out, the connection closes
+    gone = []
+
+    def leave():
+        try:
+            requests.post(f"{url}/api/generate", json={"prompt": "a face", "steps": 400}, headers=AUTH, timeout=(5, 2))
+        except requests.ReadTimeout:
+            gone.append(True)
+    long = threading.Thread(target=leave)
+    long.start()
+    deadline = time.monotonic() + 10
+    while health(url)["queue"]["running"] == 0:
+        assert time.monotonic() < deadline, "the long job never started"
+        time.sleep(0.05)
+    busy = post(url, "/api/generate", {"prompt": "a face", "steps": 4})
+    assert busy.status_code == 429, busy.text
+    assert int(busy.headers["Retry-After"]) >= 1 and "busy" in busy.json()["error"]
+    long.join(30)
+    assert gone == [True]
+    deadline = time.monotonic() + 10
+    while (h := health(url))["queue"]["running"]:
+        assert time.monotonic() < deadline, "the job of a client that left kept running"
+        time.sleep(0.05)
+    assert h["cancelled"] == before["cancelled"] + 1 and h["served"] == before["served"]
+    ok = post(url, "/api/generate", {"prompt": "a face", "steps": 4})  # and the server keeps serving
+    assert ok.status_code == 200
