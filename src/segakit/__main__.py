@@ -1,5 +1,5 @@
 """``python -m segakit``: the same as the ``segakit`` command."""
 
-from segakit.cli.app import main
+from segakit.cli import main
 
 main()

@@ -1,9 +1,38 @@
 """segakit.cli: the ``segakit`` command, one module per sub-command group.
 
 ``app`` (the Typer app, ``main``, shared options), ``generate``, ``demo``, ``world`` (``segakit world ...``),
-``eval`` (``segakit eval ...``). Bad input prints one sentence and exits with status 2, without a traceback.
+``eval`` (``segakit eval ...``). Bad input prints one sentence and exits with status 2, without a traceback;
+Ctrl-C exits with 130 and one line, also while the command is still starting (this module imports nothing
+heavy before the handler is in place).
 """
 
-from segakit.cli.app import app, main
-
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """The ``segakit`` console script."""
+    from segakit.cli.interrupt import Interrupted, exit_interrupted, install, restore
+
+    import sys
+
+    previous = install()
+    torch = sys.modules.get("torch")  # an in-process caller (tests) keeps its own thread count
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        from segakit.cli.app import main as run_app
+
+        run_app()
+    except (KeyboardInterrupt, Interrupted):
+        exit_interrupted()
+    finally:
+        restore(previous)
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from segakit.cli.app import app
+
+        return app
+    raise AttributeError(f"module 'segakit.cli' has no attribute {name!r}")

@@ -11,12 +11,16 @@ import sys
 import typer
 
 from segakit.cli import batch, demo, edit, generate, serve
+from segakit.cli.interrupt import Interrupted
 from segakit.core.errors import UserError
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Library chatter (optional backends, deprecations) is not for the command line user.
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+# Library chatter a user cannot act on (optional backends such as torchvision or accelerate, dtype notices,
+# deprecations, component-loading progress bars) is not for the command line; SEGAKIT_VERBOSE=1 shows it.
+if not os.environ.get("SEGAKIT_VERBOSE"):
+    for _name, _value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
+                          ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TQDM_DISABLE", "1"), ("PYTHONWARNINGS", "ignore")):  # fmt: skip
+        os.environ.setdefault(_name, _value)
 
 app = typer.Typer(
     name="segakit",
@@ -28,8 +32,18 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from segakit import __version__
+
+        typer.echo(f"segakit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     """Semantic control over text-to-image diffusion models."""
 
 
@@ -42,25 +56,46 @@ app.command("batch")(batch.batch)
 
 def main() -> None:
     """Console entry point: bad input prints one sentence and exits with status 2."""
-    _register_subcommands()
+    from segakit.cli.interrupt import exit_interrupted
+    from segakit.cli.options import default_threads, readable_help
+
+    if not os.environ.get("SEGAKIT_VERBOSE"):
+        import warnings
+
+        warnings.simplefilter("ignore")
+        _quiet_loaded_libraries()
     try:
-        result = app(standalone_mode=False)
+        default_threads(sys.argv)
+        _register_subcommands()
+        command = typer.main.get_command(app)
+        readable_help(command)
+        result = command.main(prog_name="segakit", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, Interrupted):
+        exit_interrupted()
     except Exception as exc:
         # Usage errors (click's, or typer's own copy of click): show the message, keep their exit code.
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         if type(exc).__name__ == "Abort":
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                exit_interrupted()
             typer.echo("aborted", err=True)
             sys.exit(1)
         raise
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _quiet_loaded_libraries() -> None:
+    """Where diffusers or transformers were imported before this module set their variables (a caller in-process)."""
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.disable_progress_bar()
+            module.set_verbosity_error()
 
 
 def _register_subcommands() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, device_and_dtype, progress_bar, use_threads
 from segakit.core.errors import UserError
 
 
@@ -16,12 +16,14 @@ def demo(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 25,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
 ) -> None:
     """Write a small gallery: plain samples, SEGA edits, and an edit-strength strip."""
     from segakit.sega.demo import demo_steps, run_demo
 
     if steps < 1:
         raise UserError(f"--steps {steps} is below 1; use 1 or more denoising steps.")
+    use_threads(threads)
     dev, _ = device_and_dtype(device, "fp32")
     with progress_bar("demo") as bar:
         task = bar.add_task("demo", total=demo_steps(steps))

@@ -27,7 +27,7 @@ def learn(
     out: Annotated[Path, typer.Option("--out", "-o", help="The direction file to write (.safetensors).")],
     neutral: Annotated[str, typer.Option("--neutral", help="The prompt without the concept.")] = "a face of a person",
     negative: Annotated[str | None, typer.Option("--negative", help="The concept as a negative prompt (anti-concept).")] = None,
-    images: Annotated[int, typer.Option("--images", "-n", help="Images generated for learning.")] = 200,
+    images: Annotated[int, typer.Option("--images", "-n", "--n", help="Images generated for learning.")] = 200,
     steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 500,
     batch: Annotated[int, typer.Option("--batch", help="Latents per optimisation step.")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="Adam's learning rate.")] = 0.1,

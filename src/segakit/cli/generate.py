@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, device_and_dtype, progress_bar, use_threads
+from segakit.cli.preflight import guidance_beside_png, preflight
 from segakit.core.errors import UserError
 
 EDIT_HELP = (
@@ -67,7 +68,7 @@ def generate(
     library_strength: Annotated[float | None, typer.Option("--library-strength", help="Strength of the library's directions (default: the library's).")] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Number of images.")] = 1,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", "--n", metavar="N", help="Number of images (generated 8 at a time, each written when done).")] = 1,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 25 on the embedded model, which is tuned at 25; 50 otherwise).")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default 7.5; SDXL 5.0).")] = None,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
@@ -76,7 +77,8 @@ def generate(
     momentum_beta: Annotated[float, typer.Option("--momentum-beta", help="SEGA momentum beta_m, in [0, 1).")] = 0.4,
     quantile_over: Annotated[str, typer.Option("--quantile-over", help="'channel' (diffusers) or 'image' (one quantile per image).")] = "channel",
     sweep: Annotated[str | None, typer.Option(help="Render the single --edit at these scales side by side, e.g. 0,2,4,6,8.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder for several images.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder (images numbered after those already there).")] = Path("out"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files (--out, --save-guidance) instead of refusing.")] = False,
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Regenerate from the parameters stored in a segakit PNG.")] = None,
     save_guidance: Annotated[Path | None, typer.Option("--save-guidance", help="Record the edits' guidance to this .safetensors file.")] = None,
     apply_guidance: Annotated[Path | None, typer.Option("--apply-guidance", help="Add a recorded guidance file at every step.")] = None,
@@ -84,6 +86,7 @@ def generate(
     embedding: Annotated[list[Path] | None, typer.Option("--embedding", help=EMBEDDING_HELP)] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
 ) -> None:
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.core.images import read_params
@@ -94,7 +97,7 @@ def generate(
     if from_png is not None:
         if prompt is not None or edit or lora or embedding:
             raise UserError("--from-png takes the prompt, edits, LoRAs and embeddings from the PNG; do not give them again.")
-        params = GenerationParams.from_json(read_params(from_png))
+        params = guidance_beside_png(GenerationParams.from_json(read_params(from_png)), from_png)
     else:
         if prompt is None:
             raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
@@ -108,12 +111,16 @@ def generate(
             loras=[_parse_lora(s) for s in lora or []], embeddings=[str(p) for p in embedding or []],
         )  # fmt: skip
     params.validate()
+    use_threads(threads)
     dev, torch_dtype = device_and_dtype(device, dtype)
+    plan = preflight(params, out, save_guidance, overwrite, dev, torch_dtype, from_png=from_png is not None)
+    for line in plan.warnings:
+        typer.echo(f"warning: {line}", err=True)
 
-    frames = len(params.sweep) if params.sweep else 1
+    frames = len(params.sweep) if params.sweep else -(-params.num_images // plan.chunk)  # pipeline calls
     with progress_bar() as bar:
         task = bar.add_task("denoising", total=params.steps * frames)
         written = run(params, out, device=dev, dtype=torch_dtype, progress=lambda k: bar.advance(task, k),
-                      save_guidance=save_guidance)  # fmt: skip
+                      save_guidance=save_guidance, paths=plan.paths, chunk=plan.chunk)  # fmt: skip
     for path in written:
         typer.echo(str(path))

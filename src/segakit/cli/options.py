@@ -32,3 +32,55 @@ def progress_bar(label: str = "[progress.description]{task.description}", *, tra
 
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn()]
     return Progress(*columns, transient=transient, disable=not sys.stderr.isatty())
+
+
+THREADS_HELP = "CPU threads for torch (default: the cores other processes are not keeping busy; env SEGAKIT_THREADS)."
+
+
+def use_threads(threads: int | None) -> None:
+    """Set torch's thread count for this command: ``--threads``, else what :func:`default_threads` chose at start-up."""
+    import os
+
+    from segakit.core.threads import set_threads
+
+    if threads is not None or "OMP_NUM_THREADS" not in os.environ:
+        set_threads(threads)
+
+
+def default_threads(argv: list[str]) -> None:
+    """Before torch loads: OMP_NUM_THREADS from SEGAKIT_THREADS or the free cores, unless the user set it (or asks for help)."""
+    import os
+
+    from segakit.core.threads import choose_threads
+
+    if "torch" in sys.modules:  # too late for the variable to matter (an in-process caller); use_threads still works
+        return
+    if "OMP_NUM_THREADS" in os.environ or {"--help", "--version"} & set(argv) or len(argv) < 2:
+        return
+    try:
+        os.environ["OMP_NUM_THREADS"] = str(choose_threads())
+    except UserError:  # a bad SEGAKIT_THREADS is reported by the command that uses it
+        return
+
+
+_TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "path": "PATH", "file": "FILE", "directory": "FOLDER", "bool": "BOOLEAN"}
+
+
+def readable_help(command) -> None:
+    """Give every option and argument of ``command`` (and its sub-commands) a plain metavar: TEXT, INTEGER,
+    NUMBER, PATH, an argument's name in capitals, choices as a|b; where the command set none itself."""
+    for param in getattr(command, "params", []):
+        if param.param_type_name == "argument":
+            param.metavar = param.metavar or (param.name or "value").upper()
+            param.display_type_rich = lambda ctx=None: None  # typer adds "<str>" after an argument's name
+            continue
+        if param.metavar is not None or getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        try:
+            shown = param.display_type(None)
+        except Exception:  # not a typer parameter, or a type it cannot show: leave it
+            continue
+        inner = shown.strip("<>").removeprefix("list[").removesuffix("]")
+        param.metavar = _TYPE_NAMES.get(inner, inner if "|" in inner else inner.upper())
+    for sub in getattr(command, "commands", {}).values():
+        readable_help(sub)

@@ -104,7 +104,7 @@ def priors_markdown() -> str:
 
 @world_app.command()
 def sample(
-    n: int = typer.Option(..., "--n", help="Number of portraits (at least 1)."),
+    n: int = typer.Option(..., "-n", "--n", help="Number of portraits (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed; portrait i depends only on (seed, i)."),
     out: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
     start: int = typer.Option(0, "--start", help="Index of the first portrait."),
@@ -123,7 +123,7 @@ def sample(
 
 @world_app.command()
 def pairs(
-    n: int = typer.Option(..., "--n", help="Number of edit pairs (at least 1)."),
+    n: int = typer.Option(..., "-n", "--n", help="Number of edit pairs (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed; pair i depends only on (seed, i)."),
     out: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
     start: int = typer.Option(0, "--start", help="Index of the first pair."),
@@ -161,23 +161,28 @@ def _read_labels(path: Path) -> dict[str, dict]:
 
 @world_app.command()
 def classify(
-    folder: Path = typer.Argument(..., help="Folder of PNG images (64x64; others are resized)."),
+    folder: Path = typer.Argument(..., metavar="PATH", help="A PNG image, or a folder of them (64x64 faces; others are resized, with a warning)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     against: Optional[Path] = typer.Option(None, "--against", help="labels.jsonl to score the predictions against."),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one JSON line per image (predictions, probabilities)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
 ) -> None:
-    """Label every PNG in FOLDER with the oracle; print attribute frequencies (and accuracy with --against)."""
+    """Label a PNG, or every PNG in a folder, with the oracle; print attribute frequencies (and accuracy with --against)."""
     from PIL import Image
 
     from segakit.core.atomic import atomic_open, ensure_writable_dir
     from segakit.world.oracle import Oracle, accuracy, decode
     from segakit.world.schema import ATTRIBUTES
 
-    if not folder.is_dir():
-        raise UserError(f"Folder {str(folder)!r} does not exist or is not a folder.")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if folder.is_file():
+        if folder.suffix.lower() != ".png":
+            raise UserError(f"{str(folder)!r} is not a .png image; give a PNG image or a folder of them.")
+        files = [folder]
+    elif not folder.is_dir():
+        raise UserError(f"{str(folder)!r} does not exist; give a PNG image or a folder of them.")
+    else:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise UserError(f"Folder {str(folder)!r} holds no .png images.")
     if batch_size < 1:
@@ -194,6 +199,7 @@ def classify(
     counts = {a: Counter() for a in ATTRIBUTES}
     n_hair = 0
     scored_pred, scored_truth = [], []
+    odd: list[tuple[Path, tuple[int, int]]] = []  # images that are not 64x64
     with contextlib.ExitStack() as stack:  # on any error the --per-image file is not left behind
         per_fh = stack.enter_context(atomic_open(per_image, "wb")) if per_image is not None else None
         with progress("classifying", len(files)) as update:
@@ -204,6 +210,8 @@ def classify(
                     try:
                         with Image.open(f) as im:
                             images.append(im.convert("RGB"))
+                            if im.size != (64, 64):
+                                odd.append((f, im.size))
                     except OSError:
                         raise UserError(f"{str(f)!r} is not a readable PNG image.") from None
                 probs = oracle.probabilities(images)
@@ -222,6 +230,10 @@ def classify(
                         per_fh.write((json.dumps(rec) + "\n").encode())
                 update(min(i + batch_size, len(files)))
 
+    if odd:
+        (first, (w, h)) = odd[0]
+        err.print(f"warning: {len(odd)} of {len(files)} images are not 64x64 (e.g. {first.name}, {w}x{h}); the oracle reads the "
+                  "faces world's 64x64 portraits, so its labels for other images mean little.", highlight=False, soft_wrap=True)  # fmt: skip
     n = len(files)
     result: dict = {"n": n, "frequencies": {}}
     for a, vals in ATTRIBUTES.items():
@@ -259,7 +271,7 @@ def accuracy_markdown(res: dict[str, dict[str, float]]) -> str:
 
 @world_app.command("oracle-eval")
 def oracle_eval(
-    n: int = typer.Option(2000, "--n", help="Number of fresh renders."),
+    n: int = typer.Option(2000, "-n", "--n", help="Number of fresh renders."),
     seed: int = typer.Option(777_001, "--seed", help="Seed of the held-out renders (training used seed 1)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
     augmented: bool = typer.Option(True, "--augmented/--clean-only", help="Also score after the training augmentation."),
@@ -310,7 +322,7 @@ def sheet(
 
 @world_app.command()
 def captions(
-    n: int = typer.Option(10_000, "--n", help="Number of captions to draw."),
+    n: int = typer.Option(10_000, "-n", "--n", help="Number of captions to draw."),
     seed: int = typer.Option(0, "--seed", help="Seed (the same captions as `sample --seed`)."),
     examples: int = typer.Option(12, "--examples", help="How many example captions to print."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (statistics, vocabulary, examples)."),

@@ -13,14 +13,20 @@ from segakit.core.errors import UserError
 
 
 def ensure_writable_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and check that files can be written in it."""
+    """Create ``path`` (and parents) if needed and check, by creating a file, that files can be written in it."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"Cannot create output folder {str(path)!r}: {exc.strerror or exc}.") from None
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"Output folder {str(path)!r} is not writable; choose a folder you can write to.")
+    if not path.is_dir():
+        raise UserError(f"Output folder {str(path)!r} is not a folder; choose a folder you can write to.")
+    try:  # create a file to know (os.access says yes to root on read-only and pseudo file systems)
+        fd, probe = tempfile.mkstemp(prefix=".segakit-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"Output folder {str(path)!r} is not writable ({exc.strerror or exc}); choose a folder you can write to.") from None
     return path
 
 
@@ -38,7 +44,10 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else Path("."))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # creating the file is the test of writability (os.access says yes to root on read-only places)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"Cannot write {str(path)!r}: {exc.strerror or exc}; choose a folder you can write to.") from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual permissions
     try:
         with os.fdopen(fd, mode) as fh:

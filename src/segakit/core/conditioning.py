@@ -23,6 +23,7 @@ class Conditioning:
     embeds: torch.Tensor  # (rows, seq, dim)
     pooled: torch.Tensor | None = None  # SDXL: (rows, pooled_dim)
     time_ids: torch.Tensor | None = None  # SDXL: (rows, 6)
+    image_embeds: list[torch.Tensor] | None = None  # IP-Adapter: one (rows, ...) tensor per loaded adapter
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -33,6 +34,7 @@ class Conditioning:
             self.embeds.repeat_interleave(n, dim=0),
             None if self.pooled is None else self.pooled.repeat_interleave(n, dim=0),
             None if self.time_ids is None else self.time_ids.repeat_interleave(n, dim=0),
+            None if self.image_embeds is None else [e.repeat_interleave(n, dim=0) for e in self.image_embeds],
         )
 
     def rows(self, start: int, stop: int) -> Conditioning:
@@ -40,22 +42,30 @@ class Conditioning:
             self.embeds[start:stop],
             None if self.pooled is None else self.pooled[start:stop],
             None if self.time_ids is None else self.time_ids[start:stop],
+            None if self.image_embeds is None else [e[start:stop] for e in self.image_embeds],
         )
 
     def unet_kwargs(self) -> dict:
         kwargs: dict = {"encoder_hidden_states": self.embeds}
+        added: dict = {}
         if self.pooled is not None:
-            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled, "time_ids": self.time_ids}
+            added.update(text_embeds=self.pooled, time_ids=self.time_ids)
+        if self.image_embeds is not None:
+            added["image_embeds"] = self.image_embeds
+        if added:
+            kwargs["added_cond_kwargs"] = added
         return kwargs
 
     @staticmethod
     def cat(parts: Sequence[Conditioning]) -> Conditioning:
         pooled = [p.pooled for p in parts]
         time_ids = [p.time_ids for p in parts]
+        images = [p.image_embeds for p in parts]
         return Conditioning(
             torch.cat([p.embeds for p in parts]),
             None if pooled[0] is None else torch.cat(pooled),  # type: ignore[arg-type]
             None if time_ids[0] is None else torch.cat(time_ids),  # type: ignore[arg-type]
+            None if images[0] is None else [torch.cat([im[k] for im in images]) for k in range(len(images[0]))],  # type: ignore[index]
         )
 
 

@@ -35,6 +35,14 @@ def is_embedded(name: str | Path) -> bool:
         return False
 
 
+def model_key(name: str | Path) -> str:
+    """One spelling per model, to compare what a file was made with: "embedded", an absolute folder, or the hub id."""
+    if is_embedded(name):
+        return EMBEDDED
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(name)
+
+
 def resolve(name: str | Path) -> str:
     """The path or hub id that diffusers should load for ``name``; checks local folders."""
     name = str(name)

@@ -7,14 +7,16 @@ regenerated on its own from the parameters it carries (``segakit generate --from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.errors import UserError
-from segakit.core.loading import weights_file
+from segakit.core.loading import model_key, weights_file
+from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
 
@@ -221,9 +223,10 @@ def prepare(params: GenerationParams, pipe) -> Prepared:
 
 
 def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: list[Edit] | None = None,
-           record: bool = False, progress: ProgressFn | None = None):  # fmt: skip
+           record: bool = False, progress: ProgressFn | None = None, guidance_rows: slice | None = None):  # fmt: skip
     """One pipeline call: image ``i`` from ``prompts[i]`` and its own generator seeded ``seeds[i]``; every other
-    parameter from ``job``. Returns the pipeline's output and the fair-generation draws (or None)."""
+    parameter from ``job`` (of its recorded guidance, the images ``guidance_rows``). Returns the pipeline's output
+    and the fair-generation draws (or None)."""
     import torch
 
     from segakit.sega.fair import fair_generate
@@ -239,7 +242,8 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
         eta=params.eta, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
         edits=list(params.edits) if edits is None else edits,
         edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
-        quantile_over=params.quantile_over, output_type="pil", sem_guidance=job.reuse, record_guidance=record,
+        quantile_over=params.quantile_over, output_type="pil", record_guidance=record,
+        sem_guidance=None if job.reuse is None else job.reuse.guidance[:, guidance_rows or slice(None)],
         directions=job.applied + ([fair] if fair is not None and sega_fair is None else []),
         callback=(lambda i, t, x: progress(1)) if progress else None,
     )  # fmt: skip
@@ -253,61 +257,102 @@ def image_meta(job: Prepared, seed: int, prompt: str | None = None, fair=None, i
 
 
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
-        progress: ProgressFn | None = None, save_guidance: Path | None = None) -> list[Path]:  # fmt: skip
+        progress: ProgressFn | None = None, save_guidance: Path | None = None,
+        paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
 
     ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
-    with ``apply_guidance`` on other prompts with the same seed and steps.
+    with ``apply_guidance`` on other prompts with the same seed and steps. ``paths`` are the PNGs to write
+    (planned and checked by the caller; default: :func:`output_paths` of ``out``). Images are generated
+    ``chunk`` at a time and each chunk is written before the next starts, so a large count streams to disk.
     """
     from segakit.core.images import save_png
 
     params.validate()
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
-    if params.apply_guidance:
-        from segakit.sega.recorded import RecordedGuidance
-
-        RecordedGuidance.load(params.apply_guidance)  # a bad file is refused before the model loads
-    load_directions(params.directions)
+    if save_guidance is not None and params.guidance is not None and params.guidance <= 1:
+        raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
+    load_directions(params.directions)  # bad direction files and libraries are refused before the model loads
     _library(params)
     n_files = 1 if params.sweep is not None else params.num_images
-    paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
-    result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None)
+    if paths is None:
+        paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
+    relative = None
+    if params.apply_guidance:  # stored relative to the PNG, so --from-png finds it wherever it runs
+        relative = os.path.relpath(Path(params.apply_guidance).resolve(), Path(paths[0]).resolve().parent)
+    written: list[Path] = []
+
+    def write(first: int, images: list, metas: list[dict]) -> None:
+        for i, (image, meta) in enumerate(zip(images, metas)):
+            written.append(save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta))
+
+    result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk, on_images=write)
     if save_guidance is not None:
-        if result.guidance is None:
-            raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
         result.guidance.save(save_guidance)
-    return [save_png(image, path, meta) for path, image, meta in zip(paths, result.images, result.params)]
+    return written
 
 
 def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
-           progress: ProgressFn | None = None, record_guidance: bool = False) -> Rendered:  # fmt: skip
+           progress: ProgressFn | None = None, record_guidance: bool = False,
+           chunk: int | None = None, on_images: Callable[[int, list, list[dict]], None] | None = None) -> Rendered:  # fmt: skip
     """Generate the job's images (or sweep strip) in memory, each with the parameters its PNG stores.
 
     ``progress`` is called after every denoising step; an exception it raises stops the job there.
+    ``chunk``: images per pipeline call (default: all at once). ``on_images(first, images, params)`` takes each
+    chunk as it is done (then the result holds no images, so a large job streams instead of piling up).
     """
     import torch
 
     from segakit.core.images import grid
-    from segakit.sega.pipeline import SegaPipeline
+    from segakit.sega.pipeline import RecordedGuidance, SegaPipeline
+    from segakit.sega.recorded import check_fits, first_image
 
     params.validate()
+    offset = 0
+    if params.apply_guidance:  # checked before the model loads
+        reuse = RecordedGuidance.load(params.apply_guidance)
+        count = 1 if params.sweep is not None else params.num_images
+        check_fits(reuse, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width, params.seed)
+        offset = first_image(reuse, params.seed, count)
+    load_directions(params.directions)
+    _library(params)
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
     job = prepare(params, pipe)
     load_adapters(pipe, params)
-    params = job.params
+    params, meta = job.params, job.meta
     if params.sweep is not None:
         frames = []
         for s in params.sweep:
             frames.extend(sample(pipe, job, [params.prompt], [params.seed], [replace(params.edits[0], scale=float(s))],
-                                 progress=progress)[0].images)  # fmt: skip
+                                 progress=progress, guidance_rows=slice(offset, offset + 1))[0].images)  # fmt: skip
         edit = params.edits[0]
         labels = [f"{'-' if edit.reverse else '+'}{edit.prompt} {s:g}" for s in params.sweep]
         sheet = grid(frames, cols=len(frames), labels=labels, scale=max(1, 128 // frames[0].size[0]))
-        return Rendered([sheet], [{**job.meta, "num_images": 1}])
-    seeds = [params.seed + i for i in range(params.num_images)]
-    result, fair = sample(pipe, job, [params.prompt] * len(seeds), seeds, record=record_guidance, progress=progress)
-    metas = [image_meta(job, seed, fair=fair, index=i) for i, seed in enumerate(seeds)]
-    return Rendered(list(result.images), metas, result.guidance if record_guidance else None)
+        if on_images is not None:
+            on_images(0, [sheet], [{**meta, "num_images": 1}])
+            return Rendered([], [])
+        return Rendered([sheet], [{**meta, "num_images": 1}])
+    step = max(1, chunk or params.num_images)
+    images, metas, recorded = [], [], []
+    for first in range(0, params.num_images, step):
+        seeds = [params.seed + i for i in range(first, min(first + step, params.num_images))]
+        result, fair = sample(pipe, job, [params.prompt] * len(seeds), seeds, record=record_guidance, progress=progress,
+                              guidance_rows=slice(offset + first, offset + first + len(seeds)))  # fmt: skip
+        if record_guidance:
+            if result.guidance is None:
+                raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
+            recorded.append(result.guidance)
+        chunk_metas = [image_meta(job, seed, fair=fair, index=i) for i, seed in enumerate(seeds)]
+        if on_images is not None:
+            on_images(first, list(result.images), chunk_metas)
+        else:
+            images.extend(result.images)
+            metas.extend(chunk_metas)
+    guidance = None
+    if record_guidance:
+        guidance = RecordedGuidance(torch.cat([r.guidance.cpu() for r in recorded], dim=1),
+                                    {**recorded[0].metadata, "model": model_key(params.model), "seed": params.seed, "num_images": params.num_images})  # fmt: skip
+    return Rendered(images, metas, guidance)

@@ -110,5 +110,5 @@ class CallState:
         if "negative_prompt_embeds" in changed and do_cfg:
             embeds = torch.cat([changed["negative_prompt_embeds"], embeds[batch:]])
         if embeds is not base.embeds:
-            base = Conditioning(embeds.to(base.embeds), base.pooled, base.time_ids)
+            base = Conditioning(embeds.to(base.embeds), base.pooled, base.time_ids, base.image_embeds)
         return changed.get("latents", latents), base

@@ -9,20 +9,28 @@ door (safetensors only, errors a user can act on) and picks the SDXL variant whe
 - one-file checkpoints: ``from_single_file`` (``FromSingleFileMixin``), ``.safetensors`` only;
 - memory: ``enable_vae_slicing`` / ``enable_vae_tiling`` (the autoencoder's own switches),
   ``enable_model_cpu_offload`` (``DiffusionPipeline``, needs accelerate and an accelerator);
-- FreeU and fused QKV projections: ``enable_freeu`` / ``disable_freeu`` (``StableDiffusionMixin``).
+- FreeU and fused QKV projections: ``enable_freeu`` / ``disable_freeu`` (``StableDiffusionMixin``);
+- IP-Adapter: ``load_ip_adapter``, ``set_ip_adapter_scale``, ``unload_ip_adapter`` (``IPAdapterMixin``) and the
+  call's ``ip_adapter_image`` / ``ip_adapter_image_embeds``, encoded by diffusers' own ``encode_image`` and
+  ``prepare_ip_adapter_image_embeds``. The image prompt conditions the prompt branch; the unconditional branch
+  and every edit concept's branch get the empty image, so an edit's direction (concept minus unconditional)
+  stays the text concept's alone, as without an image prompt.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from diffusers.loaders import (
     FromSingleFileMixin,
+    IPAdapterMixin,
     StableDiffusionLoraLoaderMixin,
     StableDiffusionXLLoraLoaderMixin,
     TextualInversionLoaderMixin,
 )
 from diffusers.pipelines.pipeline_utils import StableDiffusionMixin
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 from safetensors import SafetensorError
 
 from segakit.core.errors import UserError
@@ -37,8 +45,39 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin, FromSingleFileMixin):
+class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin, IPAdapterMixin,
+                             FromSingleFileMixin):  # fmt: skip
     """diffusers' loaders and switches, with segakit's safetensors-only rule and SDXL dispatch."""
+
+    # diffusers' own image-prompt encoding (the same functions on the SD and SDXL pipelines)
+    encode_image = StableDiffusionPipeline.encode_image
+    prepare_ip_adapter_image_embeds = StableDiffusionPipeline.prepare_ip_adapter_image_embeds
+
+    def load_ip_adapter(self, pretrained_model_name_or_path_or_dict, subfolder="", weight_name=None, **kwargs) -> None:
+        """diffusers' ``load_ip_adapter``; weight files must be ``.safetensors`` (pickles are refused)."""
+        names = weight_name if isinstance(weight_name, list) else [weight_name]
+        sources = pretrained_model_name_or_path_or_dict
+        for source, name in zip(sources if isinstance(sources, list) else [sources] * len(names), names):
+            if isinstance(source, dict):
+                continue
+            if name is None or not str(name).endswith(".safetensors"):
+                raise UserError(f"IP-Adapter weights {name!r} are not a .safetensors file; segakit loads safetensors only.")
+            if looks_like_file(Path(source) / subfolder / name):
+                weights_file(Path(source) / subfolder / name, "IP-Adapter")
+        IPAdapterMixin.load_ip_adapter(self, pretrained_model_name_or_path_or_dict, subfolder, weight_name, **kwargs)
+
+    def image_prompt(self, base, edit_conds: list, image, embeds, device, batch: int, do_cfg: bool):
+        """``base`` and the edit branches' conditionings with the IP-Adapter image embeddings attached (see the module)."""
+        if image is None and embeds is None:
+            return base, edit_conds
+        if getattr(self.unet, "encoder_hid_proj", None) is None:
+            raise UserError("ip_adapter_image needs an IP-Adapter; load one first with pipe.load_ip_adapter(...).")
+        per_adapter = self.prepare_ip_adapter_image_embeds(image, embeds, device, batch, do_cfg)
+        base.image_embeds = [e.to(device) for e in per_adapter]
+        empty = [e[:batch] for e in base.image_embeds] if do_cfg else [torch.zeros_like(e) for e in base.image_embeds]
+        for c in edit_conds:
+            c.image_embeds = empty
+        return base, edit_conds
 
     @property
     def _lora_loadable_modules(self) -> list[str]:  # type: ignore[override]

@@ -35,6 +35,7 @@ from transformers import (
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionModelWithProjection,
 )
 
 from segakit.core.conditioning import (
@@ -84,8 +85,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
     pipelines (:mod:`segakit.sega.loaders`).
     """
 
-    model_cpu_offload_seq = "text_encoder->text_encoder_2->unet->vae"
-    _optional_components = ["tokenizer_2", "text_encoder_2", "safety_checker", "feature_extractor"]
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->image_encoder->unet->vae"
+    _optional_components = ["tokenizer_2", "text_encoder_2", "safety_checker", "feature_extractor", "image_encoder"]
 
     def __init__(
         self,
@@ -99,6 +100,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         safety_checker: torch.nn.Module | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
         force_zeros_for_empty_prompt: bool = True,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
     ) -> None:
         super().__init__()
         self.register_modules(
@@ -111,6 +113,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             text_encoder_2=text_encoder_2,
             safety_checker=safety_checker,
             feature_extractor=feature_extractor,
+            image_encoder=image_encoder,
         )
         self.register_to_config(force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if vae is not None else 8
@@ -290,6 +293,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         directions: Sequence[HSpaceOffset] | None = None,
+        ip_adapter_image=None,
+        ip_adapter_image_embeds: list[torch.Tensor] | None = None,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
 
@@ -304,7 +309,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         ``record_guidance`` (return the applied guidance in ``output.guidance``; it stays on the
         device unless ``record_device`` says otherwise), ``directions`` (h-space offsets such as
         :class:`segakit.directions.Direction` ``.at(strength)``, added to the conditional branch's mid-block
-        output at every step; several sum).
+        output at every step; several sum), ``ip_adapter_image`` / ``ip_adapter_image_embeds`` (after
+        ``load_ip_adapter``, as in diffusers; edit branches get the empty image, :mod:`segakit.sega.loaders`).
 
         As in diffusers' Stable Diffusion pipelines: ``guidance_rescale`` (rescale the final estimate
         towards the prompt's standard deviation, 0 = off), ``cross_attention_kwargs`` (e.g. ``{"scale": 0.5}``
@@ -377,6 +383,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         base = Conditioning.cat([uncond.repeat_rows(num_images_per_prompt), cond]) if do_cfg else cond
         # each concept is paired with every image: its row repeated once per image
         edit_conds = [c.repeat_rows(batch) for c in edit_conds]
+        base, edit_conds = self.image_prompt(base, edit_conds, ip_adapter_image, ip_adapter_image_embeds, device, batch, do_cfg)
 
         # ---- reuse of recorded guidance
         reuse = None

@@ -45,3 +45,51 @@ class RecordedGuidance:
         except Exception as exc:  # not a safetensors file, or no "guidance" tensor
             raise UserError(f"{str(path)!r} is not a segakit guidance file (safetensors with a 'guidance' tensor): {exc}") from None
         return cls(tensor, json.loads(meta.get("segakit", "{}")))
+
+
+def describe(recorded: RecordedGuidance) -> str:
+    """How a guidance file was recorded, in words: images, steps, size, model, seed, edits."""
+    steps, images = recorded.guidance.shape[:2]
+    meta = recorded.metadata
+    parts = [f"{images} image{'s' if images != 1 else ''} at {steps} steps"]
+    if meta.get("width") and meta.get("height"):
+        parts.append(f"{meta['width']}x{meta['height']}")
+    parts.append(f"model {meta['model']!r}" if meta.get("model") else "an unnamed model")
+    if "seed" in meta:
+        parts.append(f"seed {meta['seed']}")
+    edits = [("-" if e.get("reverse") else "+") + str(e.get("prompt")) for e in meta.get("edits", [])]
+    if edits:
+        parts.append("edits " + " ".join(edits))
+    return ", ".join(parts)
+
+
+def first_image(recorded: RecordedGuidance, seed: int | None, num_images: int) -> int | None:
+    """Which recorded image a call's first image uses: image i of a job has seed ``seed + i``, so a call for some of
+    the recorded seeds (one PNG regenerated with --from-png) takes those; None when the call does not fit."""
+    have = int(recorded.guidance.shape[1])
+    start = recorded.metadata.get("seed")
+    if seed is None or start is None:
+        return 0 if have == num_images else None
+    offset = seed - int(start)
+    return offset if 0 <= offset and offset + num_images <= have else None
+
+
+def check_fits(recorded: RecordedGuidance, path: str | Path, steps: int, num_images: int, model: str | None = None,
+               height: int | None = None, width: int | None = None, seed: int | None = None) -> None:  # fmt: skip
+    """Refuse recorded guidance that does not fit a call: other step count, image count (or seeds), size or model."""
+    have_steps, have_images = int(recorded.guidance.shape[0]), int(recorded.guidance.shape[1])
+    meta = recorded.metadata
+    misfits = []
+    if have_steps != steps:
+        misfits.append(f"{steps} steps (use --steps {have_steps})")
+    if first_image(recorded, seed, num_images) is None:
+        seeds = f" with seed {seed}" if seed is not None and "seed" in meta else ""
+        misfits.append(f"{num_images} image{'s' if num_images != 1 else ''}{seeds} (use -n {have_images}"
+                       + (f" --seed {meta['seed']})" if seeds else ")"))  # fmt: skip
+    if meta.get("height") and meta.get("width") and ((height and height != meta["height"]) or (width and width != meta["width"])):
+        misfits.append(f"{width or meta['width']}x{height or meta['height']} (use --width {meta['width']} --height {meta['height']})")
+    if model is not None and meta.get("model") and str(meta["model"]) != str(model):
+        misfits.append(f"model {str(model)!r} (use --model {meta['model']})")
+    if misfits:
+        raise UserError(f"Guidance file {str(path)!r} was recorded for {describe(recorded)}; this call asks for "
+                        f"{' and '.join(misfits)}.")  # fmt: skip

@@ -1,0 +1,41 @@
+"""Ctrl-C on the command line: exit status 130 and one line, at any moment, with nothing partial left.
+
+Python's own ``KeyboardInterrupt`` is caught and reworded by some libraries (click prints an empty line and
+turns it into ``Abort``); the handler installed here raises :class:`Interrupted` instead, which no library
+catches. Files are written atomically (``segakit.core.atomic``) and the output checks remove what they
+create, so an interrupted run leaves only complete files.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+class Interrupted(BaseException):  # noqa: N818 - it is not an error, the user asked for it
+    """Ctrl-C (SIGINT) during a command."""
+
+
+def _raise(signum, frame) -> None:
+    raise Interrupted
+
+
+def install():
+    """Make Ctrl-C raise :class:`Interrupted`; returns the handler it replaced."""
+    return signal.signal(signal.SIGINT, _raise)
+
+
+def restore(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def exit_interrupted() -> None:
+    """Print the one line and exit with 130; a second Ctrl-C while Python shuts down is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    sys.exit(130)
