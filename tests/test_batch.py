@@ -162,8 +162,9 @@ def test_one_job_per_call_is_byte_identical_to_segakit_generate(monkeypatch, cap
     jobs_file.write_text(_lines({"prompt": "a face of a woman", "seed": 4, "steps": STEPS, "edits": ["+glasses:s=6"]}))
     code, _, err = cli(monkeypatch, capsys, "batch", jobs_file, "--out", tmp_path / "batch", "--batch-size", 1)
     assert code == 0, err
+    # the bytes depend on torch's thread count, so generate runs with the batch runner's default of one thread
     code, _, err = cli(monkeypatch, capsys, "generate", "a face of a woman", "--seed", 4, "--steps", STEPS, "--edit", "+glasses:s=6",
-                       "--out", tmp_path / "gen.png")  # fmt: skip
+                       "--out", tmp_path / "gen.png", "--threads", 1)  # fmt: skip
     assert code == 0, err
     [batch_png] = _pngs(tmp_path / "batch").values()
     assert batch_png == (tmp_path / "gen.png").read_bytes()

@@ -9,7 +9,7 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from typer.testing import CliRunner
 
 from segakit import Edit, SegaPipeline
-from segakit.cli import app
+from segakit.cli.app import app
 from segakit.core.loading import embedded_path, vae_folder
 from segakit.train.embedded import folder_mb
 

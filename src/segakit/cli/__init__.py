@@ -1,12 +1,12 @@
 """segakit.cli: the ``segakit`` command, one module per sub-command group.
 
-``app`` (the Typer app, ``main``, shared options), ``generate``, ``demo``, ``world`` (``segakit world ...``),
+``app`` (the module with the Typer app: ``from segakit.cli.app import app``; ``main``, shared options), ``generate``, ``demo``, ``world`` (``segakit world ...``),
 ``eval`` (``segakit eval ...``). Bad input prints one sentence and exits with status 2, without a traceback;
 Ctrl-C exits with 130 and one line, also while the command is still starting (this module imports nothing
 heavy before the handler is in place).
 """
 
-__all__ = ["app", "main"]
+__all__ = ["main"]
 
 
 def main() -> None:
@@ -29,10 +29,3 @@ def main() -> None:
         if threads is not None:
             torch.set_num_threads(threads)
 
-
-def __getattr__(name: str):
-    if name == "app":
-        from segakit.cli.app import app
-
-        return app
-    raise AttributeError(f"module 'segakit.cli' has no attribute {name!r}")

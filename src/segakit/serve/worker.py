@@ -85,7 +85,12 @@ class Worker:
     """The queue and the thread that runs its jobs one at a time (the model is shared, so one at a time)."""
 
     def __init__(self, max_queue: int) -> None:
+        import torch
+
         self.max_queue = max_queue
+        # torch's thread count is per thread (OpenMP): the worker runs with the count of the thread that made it,
+        # i.e. what `segakit serve --threads` set, not whatever a fresh thread would start with
+        self.threads = torch.get_num_threads()
         self.stats = Stats()
         self._ids = itertools.count(1)
         self._waiting: deque[Job] = deque()
@@ -139,6 +144,9 @@ class Worker:
             return job
 
     def _loop(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
         while (job := self._next()) is not None:
             try:
                 self._run(job)
