@@ -65,15 +65,14 @@ def test_generate_with_edits_matches_a_direct_call(server):
         assert params == im["parameters"]
         assert params["prompt"] == "a face of a person" and params["steps"] == 5 and params["seed"] == 3 + i
         assert [(e["prompt"], e["scale"], e["reverse"]) for e in params["edits"]] == [("glasses", 6.0, False), ("smile", 4.0, False)]
-        # equal up to the last bit of a few values: with one torch thread, a request through the API and a direct
-        # render of its stored parameters were seen to differ by 1 level in 2 of 12,288 values (not yet explained;
-        # with two threads, and a request posted back below, the bytes are equal)
-        diff = np.abs(pixels(png).astype(int) - np.asarray(direct.images[i].convert("RGB")).astype(int))
-        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
+        np.testing.assert_array_equal(pixels(png), np.asarray(direct.images[i].convert("RGB")))
     # the parameters of a returned image post back as they are and give the same image
     again = post(url, "/api/generate", out["images"][1]["parameters"])
     assert again.status_code == 200, again.text
-    np.testing.assert_array_equal(pixels(base64.b64decode(again.json()["images"][0]["png"])), pixels(base64.b64decode(out["images"][1]["png"])))
+    # image 1 of a batch of 2, regenerated alone: a batched image is not bit-identical to the same image made alone
+    # on this torch (docs/scale.md; seen as 1 level in 2 of 12,288 values at one thread), so: equal up to that
+    diff = np.abs(pixels(base64.b64decode(again.json()["images"][0]["png"])).astype(int) - pixels(base64.b64decode(out["images"][1]["png"])).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
 
 
 BAD = [
