@@ -104,11 +104,8 @@ def build_api(service: Service) -> FastAPI:
     async def health() -> dict:
         return service.health()
 
-    @app.post("/api/generate", response_model=GenerateResponse, responses=ERRORS,
-              summary="Generate images with SEGA concepts and directions; PNGs carry their parameters")  # fmt: skip
-    async def generate(req: GenerateRequest, request: Request):
-        params = service.params(req)
-        job = service.submit(params)
+    async def answer(job, request: Request):
+        """The finished job's images as base64 PNGs with their parameters (499 when the client has gone)."""
         try:
             images = await wait_for(job, request)
         except Cancelled:
@@ -120,6 +117,13 @@ def build_api(service: Service) -> FastAPI:
             seconds=round(job.run_seconds, 3), queue_seconds=round(job.wait_seconds, 3),
         )  # fmt: skip
 
+    @app.post("/api/generate", response_model=GenerateResponse, responses=ERRORS,
+              summary="Generate images with SEGA concepts and directions; PNGs carry their parameters")  # fmt: skip
+    async def generate(req: GenerateRequest, request: Request):
+        params = service.params(req)
+        job = service.submit(params)
+        return await answer(job, request)
+
     @app.post("/api/edit", response_model=GenerateResponse, responses=ERRORS,
               summary="Edit an image following an instruction (Pix2Pix-OnTheFly or SEGA on its inversion)")  # fmt: skip
     async def edit_image(req: EditRequest, request: Request):
@@ -129,15 +133,6 @@ def build_api(service: Service) -> FastAPI:
         if not 1 <= req.captions <= 16:
             raise UserError(f"--captions {req.captions} is outside 1 to 16.")
         job = submit_edit(service, image, edit_params(req, service.config.model, service.config.limits))
-        try:
-            images = await wait_for(job, request)
-        except Cancelled:
-            images = None
-        if images is None:
-            return Response(status_code=499)  # nobody is listening
-        return GenerateResponse(
-            images=[ImageOut(png=base64.b64encode(im.png).decode(), seed=im.params["seed"], parameters=im.params) for im in images],
-            seconds=round(job.run_seconds, 3), queue_seconds=round(job.wait_seconds, 3),
-        )  # fmt: skip
+        return await answer(job, request)
 
     return app
