@@ -55,10 +55,7 @@ def test_generate_with_edits_matches_a_direct_call(server):
     assert r.status_code == 200, r.text
     out = r.json()
     assert [im["seed"] for im in out["images"]] == [3, 4]
-    # rendered on the server's worker thread: torch's thread count is per thread and the bytes depend on it
-    # (docs/scale.md), so a render on the test's thread may differ in the last bit after other tests changed it
-    params = GenerationParams.from_json(out["images"][0]["parameters"] | {"seed": 3, "num_images": 2})
-    direct = service.worker.submit("direct", params.to_json(), lambda check: render(params, service.pipe, progress=lambda _: check())).future.result()
+    direct = render(GenerationParams.from_json(out["images"][0]["parameters"] | {"seed": 3, "num_images": 2}), service.pipe)
     for i, im in enumerate(out["images"]):
         png = base64.b64decode(im["png"])
         params = png_params(png)
