@@ -23,13 +23,7 @@ from segakit.sega.fair import FairDiffusion
 NAMES = ["presentation=man", "presentation=woman", "skin=dark", "skin=light", "horror=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two threads make these tiny models many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_deviation_ratio_and_follows_by_hand():

@@ -21,13 +21,7 @@ from segakit.sega.fair import (
 from segakit.sega.guidance import Edit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two threads make these tiny models many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,8 @@ from segakit.sega.guidance import Edit
 
 FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
+# keys a PNG stores beside the generation parameters (what was used or drawn, not what was asked)
+INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale")
 
 
 @dataclass
@@ -104,7 +106,7 @@ class GenerationParams:
     def from_json(cls, data: dict) -> GenerationParams:
         data = dict(data)
         known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known - {"segakit_version", "image_seed", "scale", "fair_choice", "edit_defaults"}
+        unknown = set(data) - known - set(INFORMATIONAL)
         if unknown:
             raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
         data["edits"] = [Edit(**e) for e in data.get("edits", [])]
@@ -198,14 +200,20 @@ class Prepared:
     meta: dict
 
 
-def prepare(params: GenerationParams, pipe) -> Prepared:
-    """Check ``params`` against ``pipe`` (adapters already loaded) and load what its generation needs."""
-    from segakit import __version__
+def job_files(params: GenerationParams) -> tuple:
+    """The files a job reads, loaded and checked (no model needed): recorded guidance, directions, library."""
     from segakit.sega.recorded import RecordedGuidance
 
     reuse = RecordedGuidance.load(params.apply_guidance) if params.apply_guidance else None
-    directions = load_directions(params.directions)
-    library = _library(params)
+    return reuse, load_directions(params.directions), _library(params)
+
+
+def prepare(params: GenerationParams, pipe, files: tuple | None = None) -> Prepared:
+    """Check ``params`` against ``pipe`` (adapters already loaded) and load what its generation needs
+    (``files``: what :func:`job_files` returned, when the caller loaded them already)."""
+    from segakit import __version__
+
+    reuse, directions, library = files if files is not None else job_files(params)
     for d, _ in directions:
         d.check_model(pipe.unet)
     applied = [d.at(strength) for d, strength in directions]
@@ -273,8 +281,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     if save_guidance is not None and params.guidance is not None and params.guidance <= 1:
         raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
-    load_directions(params.directions)  # bad direction files and libraries are refused before the model loads
-    _library(params)
+    files = job_files(params)  # bad guidance, direction and library files are refused before anything is written
     n_files = 1 if params.sweep is not None else params.num_images
     if paths is None:
         paths = output_paths(Path(out), n_files, "sweep" if params.sweep is not None else "image")
@@ -287,7 +294,8 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
         for i, (image, meta) in enumerate(zip(images, metas)):
             written.append(save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta))
 
-    result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk, on_images=write)
+    result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk,
+                    on_images=write, files=files)  # fmt: skip
     if save_guidance is not None:
         result.guidance.save(save_guidance)
     return written
@@ -295,12 +303,14 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
 
 def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
            progress: ProgressFn | None = None, record_guidance: bool = False,
-           chunk: int | None = None, on_images: Callable[[int, list, list[dict]], None] | None = None) -> Rendered:  # fmt: skip
+           chunk: int | None = None, on_images: Callable[[int, list, list[dict]], None] | None = None,
+           files: tuple | None = None) -> Rendered:  # fmt: skip
     """Generate the job's images (or sweep strip) in memory, each with the parameters its PNG stores.
 
     ``progress`` is called after every denoising step; an exception it raises stops the job there.
     ``chunk``: images per pipeline call (default: all at once). ``on_images(first, images, params)`` takes each
     chunk as it is done (then the result holds no images, so a large job streams instead of piling up).
+    ``files``: what :func:`job_files` returned, when the caller loaded them already.
     """
     import torch
 
@@ -309,18 +319,16 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
     from segakit.sega.recorded import check_fits, first_image
 
     params.validate()
-    offset = 0
-    if params.apply_guidance:  # checked before the model loads
-        reuse = RecordedGuidance.load(params.apply_guidance)
+    files = files if files is not None else job_files(params)  # all checked before the model loads
+    reuse, offset = files[0], 0
+    if reuse is not None:
         count = 1 if params.sweep is not None else params.num_images
         check_fits(reuse, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width, params.seed)
         offset = first_image(reuse, params.seed, count)
-    load_directions(params.directions)
-    _library(params)
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
-    job = prepare(params, pipe)
+    job = prepare(params, pipe, files)
     load_adapters(pipe, params)
     params, meta = job.params, job.meta
     if params.sweep is not None:

@@ -27,7 +27,6 @@ _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 MAX_SEED = 2**63 - 1
 # Keys a PNG carries that describe the image rather than ask for one: accepted and ignored, so that the
 # ``parameters`` of a returned image can be posted back as they are.
-INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale")
 
 
 class EditObject(BaseModel):
