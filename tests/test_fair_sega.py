@@ -110,3 +110,25 @@ def test_sld_runs_diffusers_pipeline_unchanged_on_the_components(model):
     assert changed["weak"] == changed["medium"] == 0.0 and changed["strong"] > 0 and changed["max"] > 1e-2, changed
     with pytest.raises(ValueError, match="not one of"):
         sld_images(sld, "a doctor", gens(), 3, "extreme")
+
+
+def test_pipeline_fair_argument_takes_both_draws(model):
+    _, pipe = model
+    fair = FairDiffusion.draw("presentation", 4, 9, edit=Edit(scale=5.0, threshold=0.5, warmup=0))
+    gens = lambda: [torch.Generator().manual_seed(9 + i) for i in range(4)]  # noqa: E731
+    extra = [Edit("glasses", scale=3.0, warmup=0)]
+    via_call = pipe("a doctor", num_inference_steps=3, generator=gens(), edits=extra, fair=fair, output_type="pt").images
+    direct = fair_generate(pipe, "a doctor", fair, generator=gens(), edits=extra, num_inference_steps=3, output_type="pt").images
+    assert torch.equal(via_call, direct)
+
+    class Rows:  # a library's draw is an h-space offset with a row per image: it joins directions
+        def offset(self, batch, shape, device, dtype):
+            return torch.arange(batch, dtype=dtype, device=device).view(batch, 1, 1, 1).expand(batch, *shape) * 0.5
+
+    a = pipe("a doctor", num_inference_steps=3, generator=gens(), num_images_per_prompt=4, fair=Rows(), output_type="pt").images
+    b = pipe("a doctor", num_inference_steps=3, generator=gens(), num_images_per_prompt=4, directions=[Rows()], output_type="pt").images
+    assert torch.equal(a, b) and (a[3] - a[0]).abs().max() > 1e-3
+    with pytest.raises(UserError, match="one generator per image"):
+        pipe("a doctor", num_inference_steps=2, generator=torch.Generator().manual_seed(0), fair=fair)
+    with pytest.raises(UserError, match="takes a direction library's draw"):
+        pipe("a doctor", num_inference_steps=2, generator=gens(), fair="presentation")

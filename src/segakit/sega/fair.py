@@ -109,3 +109,25 @@ def fair_generate(pipe, prompt: str, fair: FairDiffusion, generator: Sequence[to
         images = torch.stack(images) if isinstance(images[0], torch.Tensor) else np.stack(images)
     out.images = images
     return out
+
+
+# what a pipeline call passes on to each of Fair Diffusion's calls: all but these
+_PER_CALL = ("self", "prompt", "fair", "generator", "edits", "editing_prompt", "editing_prompt_embeddings", "num_images_per_prompt")
+
+
+def fair_call(pipe, call: dict, edits: Sequence[Edit]):
+    """``pipe(**call)`` where ``call["fair"]`` is a :class:`FairDiffusion` draw: ``SegaPipeline.__call__(fair=...)``.
+
+    ``edits`` are the call's own edits (typed, with the model's defaults); each drawn value's edits follow them."""
+    fair, prompt, generator = call["fair"], call["prompt"], call["generator"]
+    if not isinstance(fair, FairDiffusion):
+        raise UserError(f"fair= takes a direction library's draw (Library.fair) or a FairDiffusion draw; got {type(fair).__name__}.")
+    if call["editing_prompt_embeddings"] is not None:
+        raise UserError("fair= with a FairDiffusion draw takes its edits as words; pass edits=[Edit(...)], not editing_prompt_embeddings.")
+    if not isinstance(prompt, str) and len(prompt) != 1:
+        raise UserError(f"fair= draws a value per image of one prompt; {len(prompt)} prompts were given.")
+    if not isinstance(generator, (list, tuple)):
+        raise UserError(f"fair= needs one generator per image, a list of {len(fair.choices)} (image i from its own seed), "
+                        "so that each image comes out as it would alone.")  # fmt: skip
+    kwargs = {k: v for k, v in call.items() if k not in _PER_CALL}
+    return fair_generate(pipe, prompt if isinstance(prompt, str) else prompt[0], fair, generator, edits, **kwargs)

@@ -57,6 +57,7 @@ from segakit.core.loading import load_pipeline
 from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
+from segakit.sega.fair import fair_call
 from segakit.sega.guidance import Edit, QuantileOver, SemanticGuidance
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
@@ -293,6 +294,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         directions: Sequence[HSpaceOffset] | None = None,
+        fair=None,
         ip_adapter_image=None,
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
     ) -> SegaPipelineOutput | tuple:
@@ -309,7 +311,10 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         ``record_guidance`` (return the applied guidance in ``output.guidance``; it stays on the
         device unless ``record_device`` says otherwise), ``directions`` (h-space offsets such as
         :class:`segakit.directions.Direction` ``.at(strength)``, added to the conditional branch's mid-block
-        output at every step; several sum), ``ip_adapter_image`` / ``ip_adapter_image_embeds`` (after
+        output at every step; several sum), ``fair`` (fair generation, one drawn value per image: a direction
+        library's draw ``Library.fair(...)``, added to ``directions``, or Fair Diffusion's
+        :class:`segakit.sega.fair.FairDiffusion` draw, one call per value; give one generator per image),
+        ``ip_adapter_image`` / ``ip_adapter_image_embeds`` (after
         ``load_ip_adapter``, as in diffusers; edit branches get the empty image, :mod:`segakit.sega.loaders`).
 
         As in diffusers' Stable Diffusion pipelines: ``guidance_rescale`` (rescale the final estimate
@@ -317,6 +322,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         for the LoRA scale), ``callback_on_step_end`` with ``callback_on_step_end_tensor_inputs``
         (:mod:`segakit.sega.callbacks`).
         """
+        call = dict(locals())  # this call's arguments, for Fair Diffusion's one call per drawn value
         # ---- inputs
         if prompt is None:
             raise UserError("prompt is missing; pass a string or a list of strings (an empty string is allowed).")
@@ -349,6 +355,10 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 edit_cooldown_steps, edit_threshold, edit_weights,
             )  # fmt: skip
         edits = [e.with_defaults(self.edit_defaults) for e in edits]
+        if fair is not None:
+            if not hasattr(fair, "offset"):  # Fair Diffusion: SEGA edits per drawn value
+                return fair_call(self, call, edits)
+            directions = [*(directions or ()), fair]  # a library's draw: an h-space offset whose rows differ by image
 
         if guidance_scale is None:
             guidance_scale = 5.0 if self.is_sdxl else 7.5
