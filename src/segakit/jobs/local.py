@@ -15,6 +15,7 @@ held never mixes into a later run.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -44,13 +45,18 @@ class InProcess:
 
 def _serve(conn, config: WorkerConfig) -> None:
     """A worker process's body: take an item, send back ("ok", result) or ("raise", exception); None ends it."""
+    import threading
+
+    from tqdm import tqdm
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tqdm.set_lock(threading.RLock())  # not tqdm's default process lock: a named semaphore this process would leave behind
     try:
         worker = Worker(config)
         while True:
             item = conn.recv()
             if item is None:
-                return
+                break
             try:
                 reply = ("ok", worker.do(item))
             except Exception as exc:  # a bug or a failure inside a call: raised again in the process that runs
@@ -60,7 +66,11 @@ def _serve(conn, config: WorkerConfig) -> None:
             except Exception:  # an exception that does not pickle
                 conn.send(("raise", RuntimeError("".join(traceback.format_exception(reply[1])).strip())))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):  # the run ended or was interrupted: leave quietly
-        return
+        pass
+    finally:  # a worker writes no files: skip the interpreter's teardown, which takes seconds after torch has run
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class _Process:
@@ -76,11 +86,14 @@ class _Process:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, wait: float = 5.0) -> None:
+    def ask_to_stop(self) -> None:
         try:
             self.conn.send(None)
         except (OSError, ValueError):
             pass
+
+    def stop(self, wait: float = 5.0) -> None:
+        self.ask_to_stop()
         self.process.join(wait)
         if self.process.is_alive():
             self.process.kill()
@@ -159,6 +172,8 @@ class LocalWorkers:
             self._busy.clear()
 
     def close(self) -> None:
+        for proc in self.procs:  # all at once: each process takes about a second to exit
+            proc.ask_to_stop()
         for proc in self.procs:
             proc.stop()
         self.procs = []
