@@ -65,6 +65,7 @@ def test_directions_study_on_two_workers_makes_the_images_of_one_process(workers
     from segakit.directions import Direction
     from segakit.directions.library import Library
     from segakit.eval.directions_study import DirectionsStudyConfig
+    from segakit.eval.directions_study.config import PLAIN, fair_arms, safety_arms
     from segakit.eval.directions_study.render import Bench
     from segakit.eval.directions_study.run import Study
     from segakit.sega.pipeline import SegaPipeline
@@ -87,7 +88,6 @@ def test_directions_study_on_two_workers_makes_the_images_of_one_process(workers
     cfg = DirectionsStudyConfig(seeds=3, first_seed=5, steps=2, batch=2, sweep_seeds=2, sweep_strengths=(0.0, 1.0)).check()
     here = Study(Bench(pipe, library, cfg), oracle)
     there = Study(Bench(pipe, library, cfg), oracle, runner=CallRunner(workers, model))
-    from segakit.eval.directions_study.config import PLAIN, Arm, fair_arms, safety_arms
 
     # every kind of arm: plain, directions at a strength, both fair methods, SLD, negative prompt, SEGA reverse edit
     arms = [PLAIN, *fair_arms("presentation"), *safety_arms()]

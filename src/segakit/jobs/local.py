@@ -63,8 +63,9 @@ def _serve(conn, config: WorkerConfig) -> None:
                 reply = ("raise", exc)
             try:
                 conn.send(reply)
-            except Exception:  # an exception that does not pickle
-                conn.send(("raise", RuntimeError("".join(traceback.format_exception(reply[1])).strip())))
+            except Exception as exc:  # a value or an exception that does not pickle: its text instead
+                what = reply[1] if reply[0] == "raise" else exc
+                conn.send(("raise", RuntimeError("".join(traceback.format_exception(what)).strip())))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):  # the run ended or was interrupted: leave quietly
         pass
     finally:  # a worker writes no files: skip the interpreter's teardown, which takes seconds after torch has run
