@@ -102,7 +102,7 @@ def test_direction_learner_with_workers_learns_what_one_process_does(workers, tm
     from cli_runner import sd_folder
 
     from segakit.directions import LearnConfig, learn_direction
-    from segakit.directions.learn import shard_latents
+    from segakit.directions.learn import shards_on
     from segakit.sega.pipeline import SegaPipeline
 
     model = str(sd_folder(tmp_path))
@@ -114,8 +114,7 @@ def test_direction_learner_with_workers_learns_what_one_process_does(workers, tm
 
     def make_shards(todo):
         made.extend(todo)
-        for r in runner.imap(shard_latents, [(cfg, first, n) for first, n in todo]):
-            yield todo[r.index][0], r.value
+        yield from shards_on(runner.imap, cfg)(todo)
 
     there = learn_direction(pipe, cfg, tmp_path / "there", make_shards=make_shards)
     assert made == [(0, 2), (2, 2), (4, 1)]  # the shards of one process: the cache files are the same

@@ -73,18 +73,12 @@ def _shard_maker(workers: int | None, ray: str | None, model: str, device: str, 
     if not wants_workers(workers, ray):
         yield None
         return
-    from segakit.directions.learn import shard_latents
+    from segakit.directions.learn import shards_on
     from segakit.jobs.calls import CallRunner
     from segakit.jobs.worker import WorkerConfig
 
     with executor(workers, ray, WorkerConfig(device, "fp32", False, 1)) as ex:
-        runner = CallRunner(ex, model)
-
-        def make(todo: list[tuple[int, int]]):
-            for r in runner.imap(shard_latents, [(cfg, first, n) for first, n in todo]):
-                yield todo[r.index][0], r.value
-
-        yield make
+        yield shards_on(CallRunner(ex, model).imap, cfg)
 
 
 @directions_app.command("show")

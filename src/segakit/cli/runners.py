@@ -8,6 +8,9 @@ import contextlib
 from collections.abc import Iterator
 
 from segakit.core.errors import UserError
+from segakit.jobs.executors import wants_workers
+
+__all__ = ["RAY_HELP", "WORKERS_HELP", "check", "executor", "wants_workers"]
 
 WORKERS_HELP = "Local worker processes that make the images (default 1: this process); with --ray, the number of actors (default: the cluster's CPUs)."
 RAY_HELP = (
@@ -26,37 +29,12 @@ def check(workers: int | None, ray: str | None) -> None:
         require_ray()
 
 
-def wants_workers(workers: int | None, ray: str | None) -> bool:
-    """Whether the options ask for more than this process."""
-    return ray is not None or (workers is not None and workers > 1)
-
-
 @contextlib.contextmanager
 def executor(workers: int | None, ray: str | None, config) -> Iterator:
-    """The executor the options ask for (this process when they ask for nothing more), closed on leaving, and
-    Ray shut down if this call started it."""
-    from segakit.jobs.local import InProcess, LocalWorkers
+    """The executor the options ask for (this process when they ask for nothing more), checked first, closed on
+    leaving, and Ray shut down if this call started it."""
+    from segakit.jobs.executors import open_executor
 
     check(workers, ray)
-    if ray is None:
-        ex = LocalWorkers(workers, config) if wants_workers(workers, ray) else InProcess(config)
-        try:
-            yield ex
-        finally:
-            ex.close()
-        return
-    import ray as ray_module
-
-    from segakit.jobs.ray_actors import RayActors, connect
-
-    started = connect(ray, workers)
-    try:
-        actors = workers or max(1, int(ray_module.cluster_resources().get("CPU", 1)))
-        ex = RayActors(actors, config, 1.0 if config.device.startswith("cuda") else 0.0)
-        try:
-            yield ex
-        finally:
-            ex.close()
-    finally:
-        if started:
-            ray_module.shutdown()
+    with open_executor(workers, ray, config) as ex:
+        yield ex

@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,6 +94,17 @@ def shard_latents(pipe, cfg: LearnConfig, first: int, n: int) -> torch.Tensor:
     out = pipe(cfg.positive, negative_prompt=cfg.negative, num_inference_steps=cfg.gen_steps, guidance_scale=cfg.guidance,
                num_images_per_prompt=n, generator=gens, height=height, width=width, output_type="latent")  # fmt: skip
     return out.images.float().cpu().contiguous()
+
+
+def shards_on(imap: Callable, cfg: LearnConfig) -> ShardMaker:
+    """A ``make_shards`` that hands each missing shard to ``imap(shard_latents, args)`` as one call (the batch
+    runner's ``CallRunner.imap``, which yields results with ``.index`` and ``.value`` as they finish)."""
+
+    def make(todo: list[tuple[int, int]]) -> Iterator[tuple[int, torch.Tensor]]:
+        for r in imap(shard_latents, [(cfg, first, n) for first, n in todo]):
+            yield todo[r.index][0], r.value
+
+    return make
 
 
 def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | None = None,
