@@ -122,6 +122,7 @@ def test_direction_learner_with_workers_learns_what_one_process_does(workers, tm
     assert torch.equal(there.vector, here.vector)
 
 
+@pytest.mark.slow  # about 11 s more (the killed workers are replaced): the file stays near a minute without it
 def test_an_interrupted_map_leaves_the_workers_ready_for_the_next(workers, tmp_path):
     from cli_runner import sd_folder
 
