@@ -157,6 +157,74 @@ def test_two_local_workers_write_the_bytes_of_one_process(tmp_path):
     assert len(one) == 8 and one == two
 
 
+def test_killed_local_worker_has_its_batch_rerun_and_every_png_written_once(tmp_path):
+    import os
+    import signal
+
+    jobs, _ = parse_jobs(_jobs_file(tmp_path, 8).read_text())
+    run_jobs(jobs, tmp_path / "one", InProcess(WorkerConfig(threads=1)), batch_size=2)
+    workers = LocalWorkers(2, WorkerConfig(threads=1))
+    killed = []
+
+    def kill_a_busy_worker(_):
+        if not killed and workers.in_flight():
+            killed.append(workers.in_flight()[0])
+            os.kill(killed[0], signal.SIGKILL)
+
+    try:
+        summary = run_jobs(jobs, tmp_path / "two", workers, batch_size=2, progress=kill_a_busy_worker)
+        alive = [p.pid for p in workers.procs]
+    finally:
+        workers.close()
+    assert killed and workers.retried >= 1 and killed[0] not in alive  # a fresh process took the dead one's place
+    assert summary.written == 8 and not summary.failed
+    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert files == sorted([j.file for j in jobs] + ["results.jsonl"])  # each PNG once, nothing half written
+    assert _pngs(tmp_path / "two") == _pngs(tmp_path / "one")
+    entries = [json.loads(x) for x in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
+    assert sorted(e["id"] for e in entries) == sorted(j.id for j in jobs)
+
+
+def test_a_batch_whose_workers_keep_dying_fails_alone(tmp_path, monkeypatch):
+    """MAX_ATTEMPTS deaths of the worker holding one batch: that batch's jobs fail with one sentence, the others run."""
+    import os
+    import signal
+
+    from segakit.jobs import local
+
+    jobs, _ = parse_jobs(_jobs_file(tmp_path, 4).read_text())
+    poison = plan(jobs, batch_size=2)[0]
+    real_start = local._Process.__init__
+    deaths = []
+
+    class Killer:  # the pipe to a worker process that kills the process when it is handed the poison batch
+        def __init__(self, inner, pid):
+            self.inner, self.pid = inner, pid
+
+        def send(self, item):
+            self.inner.send(item)
+            if item == poison:
+                deaths.append(self.pid)
+                os.kill(self.pid, signal.SIGKILL)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    def start(self, ctx, config):
+        real_start(self, ctx, config)
+        self.conn = Killer(self.conn, self.process.pid)
+
+    monkeypatch.setattr(local._Process, "__init__", start)
+    workers = LocalWorkers(1, WorkerConfig(threads=1))
+    try:
+        summary = run_jobs(jobs, tmp_path / "out", workers, batch_size=2)
+    finally:
+        workers.close()
+    assert len(set(deaths)) == local.MAX_ATTEMPTS  # three processes, each killed holding the batch
+    assert sorted(j.id for j, _ in summary.failed) == sorted(poison.ids) and summary.written == len(jobs) - len(poison.ids)
+    assert all(why == f"the worker running it died {local.MAX_ATTEMPTS} times." for _, why in summary.failed)
+
+
 def test_one_job_per_call_is_byte_identical_to_segakit_generate(monkeypatch, capsys, tmp_path):
     jobs_file = tmp_path / "jobs.jsonl"
     jobs_file.write_text(_lines({"prompt": "a face of a woman", "seed": 4, "steps": STEPS, "edits": ["+glasses:s=6"]}))

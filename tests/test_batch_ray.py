@@ -1,14 +1,18 @@
 """`segakit batch --ray`: a local Ray cluster (2 CPUs) started in the test, 16 jobs on 2 actors, one actor killed
-while it holds a batch; every PNG exists once, byte-identical to a run in this process. Without Ray, --ray says
-how to install it."""
+while it holds a batch; every PNG exists once, byte-identical to a run in this process; in-memory calls (a study's
+chunks) on the same actors give this process's arrays. Without Ray, --ray says how to install it."""
 
 import builtins
 import json
 import os
 
 import pytest
+import torch
 from cli_runner import cli
 
+from segakit.directions import LearnConfig
+from segakit.directions.learn import shard_latents
+from segakit.jobs.calls import CallRunner
 from segakit.jobs.jobfile import parse_jobs
 from segakit.jobs.local import InProcess
 from segakit.jobs.runner import run_jobs
@@ -44,6 +48,10 @@ def test_killed_actor_has_its_batch_rerun_and_every_png_written_once(tmp_path):
                 ray.kill(victim, no_restart=True)
 
         summary = run_jobs(jobs, tmp_path / "ray", actors, batch_size=2, progress=kill_a_busy_actor)
+        # in-memory calls (a study's chunks) on the same actors: the arrays of this process
+        runner = CallRunner(actors, "embedded")
+        args = [(LearnConfig(name="x", positive="a face", gen_steps=STEPS), first, 2) for first in (0, 2, 4)]
+        on_ray = runner.map(shard_latents, args)
         actors.close()
     finally:
         if started:
@@ -56,6 +64,8 @@ def test_killed_actor_has_its_batch_rerun_and_every_png_written_once(tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "ray").glob("*.png")} == local
     entries = [json.loads(x) for x in (tmp_path / "ray" / "results.jsonl").read_text().splitlines()]
     assert sorted(e["id"] for e in entries) == sorted(j.id for j in jobs)
+    here = CallRunner(InProcess(WorkerConfig(threads=1)), "embedded").map(shard_latents, args)
+    assert [r.index for r in on_ray] == [0, 1, 2] and all(torch.equal(a.value, b.value) for a, b in zip(on_ray, here))
 
 
 def test_ray_option_without_ray_says_how_to_install_it(monkeypatch, capsys, tmp_path):

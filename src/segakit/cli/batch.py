@@ -8,15 +8,12 @@ from typing import Annotated
 import typer
 
 from segakit.cli.options import DEVICE_HELP, device_and_dtype, progress_bar
+from segakit.cli.runners import RAY_HELP, check, executor
 from segakit.core.errors import UserError
 
 JOBS_HELP = (
     "A JSON Lines file, one job per line with the fields a segakit PNG stores: prompt, seed, steps, model, "
     "edits (CLI edit strings such as \"+glasses:s=6\" or objects), directions, num_images, ..."
-)
-RAY_HELP = (
-    "Run on Ray: 'auto' (the cluster this machine belongs to), an address such as ray://head:10001, or 'local' "
-    "(start Ray here). Needs pip install 'segakit[ray]'."
 )
 
 
@@ -38,13 +35,10 @@ def batch(
     from segakit.jobs.runner import run_jobs
     from segakit.jobs.worker import WorkerConfig
 
-    for name, value in (("--workers", workers), ("--batch-size", batch_size), ("--max-unet-rows", max_unet_rows), ("--threads", threads)):
-        if value is not None and value < 1:
+    for name, value in (("--batch-size", batch_size), ("--max-unet-rows", max_unet_rows), ("--threads", threads)):
+        if value < 1:
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
-    if ray is not None:
-        from segakit.jobs.ray_actors import require_ray
-
-        require_ray()
+    check(workers, ray)
     dev, torch_dtype = device_and_dtype(device, dtype)
     config = WorkerConfig(dev, {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(torch_dtype)], classify, threads)
     todo, bad = read_jobs(jobs)
@@ -53,17 +47,9 @@ def batch(
     if bad and strict:
         typer.echo(f"error: {len(bad)} bad line{'s' * (len(bad) != 1)} in {jobs.name} and --strict is set; nothing ran.", err=True)
         return 2
-    executor, started_ray = _executor(ray, workers, config)
-    try:
-        with progress_bar("jobs", transient=False, elapsed=True) as bar:
-            task = bar.add_task("jobs", total=len(todo))
-            summary = run_jobs(todo, out, executor, batch_size, max_unet_rows, classify, progress=lambda k: bar.advance(task, k))
-    finally:
-        executor.close()
-        if started_ray:
-            import ray as ray_module
-
-            ray_module.shutdown()
+    with executor(workers, ray, config) as ex, progress_bar("jobs", transient=False, elapsed=True) as bar:
+        task = bar.add_task("jobs", total=len(todo))
+        summary = run_jobs(todo, out, ex, batch_size, max_unet_rows, classify, progress=lambda k: bar.advance(task, k))
     for job, sentence in summary.failed:
         typer.echo(f"error: {jobs.name} line {job.line}: {sentence}", err=True)
     rate = summary.written / summary.seconds if summary.seconds else 0.0
@@ -71,18 +57,3 @@ def batch(
                f"{len(bad)} bad lines; {summary.seconds:.1f} s ({rate:.2f} jobs/s); {summary.results}")  # fmt: skip
     return 2 if bad or summary.failed else 0
 
-
-def _executor(ray: str | None, workers: int | None, config):
-    """The executor for the options, and whether this call started Ray."""
-    if ray is None:
-        from segakit.jobs.local import InProcess, LocalWorkers
-
-        return (LocalWorkers(workers, config) if workers and workers > 1 else InProcess(config)), False
-    import ray as ray_module
-
-    from segakit.jobs.ray_actors import RayActors, connect
-
-    started = connect(ray, workers)
-    actors = workers or max(1, int(ray_module.cluster_resources().get("CPU", 1)))
-    gpus = 1.0 if config.device.startswith("cuda") else 0.0
-    return RayActors(actors, config, gpus), started

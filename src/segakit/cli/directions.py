@@ -2,19 +2,23 @@
 
     segakit directions learn woman --positive "a face of a woman" --neutral "a face of a person" --out woman.safetensors
     segakit directions learn no-horror --positive "a face of a person" --negative "a zombie" --out safe.safetensors
+    segakit directions learn woman --positive "a face of a woman" --out woman.safetensors --workers 2   # images in 2 processes
     segakit directions show woman.safetensors [--json]
     segakit generate "a doctor" --direction woman.safetensors:1.0
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check, executor, wants_workers
 from segakit.core.errors import UserError
 
 directions_app = typer.Typer(help="Self-discovered h-space concept directions: learn, show.", no_args_is_help=True)
@@ -36,6 +40,8 @@ def learn(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     cache: Annotated[Path, typer.Option("--cache", help="Folder for the generated latents (a rerun resumes).")] = Path("out/directions-cache"),
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP + " Learning itself runs here.")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
 ) -> None:
     """Learn a direction from the model's own images (Li et al., CVPR 2024) and save it."""
     from segakit.directions import LearnConfig, learn_direction
@@ -47,16 +53,32 @@ def learn(
         raise UserError(f"--out {str(out)!r} is a folder; name the direction file, e.g. {str(out / (name + '.safetensors'))!r}.")
     cfg = LearnConfig(name=name, positive=positive, neutral=neutral, negative=negative, images=images, steps=steps,
                       batch=batch, lr=lr, seed=seed, gen_steps=gen_steps).check()  # fmt: skip
+    check(workers, ray)
     dev, dtype = device_and_dtype(device, "fp32")
     pipe = SegaPipeline.from_pretrained(model, dtype=dtype).to(dev)
-    with progress_bar(transient=False) as bar:
+    with _shard_maker(workers, ray, model, dev, cfg) as make_shards, progress_bar(transient=False) as bar:
         tasks = {"images": bar.add_task("generating", total=images), "steps": bar.add_task("learning", total=steps)}
-        direction = learn_direction(pipe, cfg, cache, progress=lambda phase, k, n: bar.update(tasks[phase], completed=k))
+        direction = learn_direction(pipe, cfg, cache, progress=lambda phase, k, n: bar.update(tasks[phase], completed=k),
+                                    make_shards=make_shards)  # fmt: skip
     direction.meta["model"] = model
     direction.save(out)
     m = direction.meta
     typer.echo(f"{out}  ({name}: loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}, "
                f"{m['seconds_generating']:.0f} s generating, {m['seconds_learning']:.0f} s learning)")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _shard_maker(workers: int | None, ray: str | None, model: str, device: str, cfg) -> Iterator:
+    """The learner's image shards made by the batch runner's workers (one torch thread each), or None: this process."""
+    if not wants_workers(workers, ray):
+        yield None
+        return
+    from segakit.directions.learn import shards_on
+    from segakit.jobs.calls import CallRunner
+    from segakit.jobs.worker import WorkerConfig
+
+    with executor(workers, ray, WorkerConfig(device, "fp32", False, 1)) as ex:
+        yield shards_on(CallRunner(ex, model).imap, cfg)
 
 
 @directions_app.command("show")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from segakit.cli.options import progress_bar
+from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check, executor, wants_workers
 from segakit.core.errors import UserError
 from segakit.sega.defaults import EMBEDDED_EDIT
 
@@ -109,7 +112,9 @@ def sega(
     first_seed: Annotated[int, typer.Option("--first-seed", help="The first of the N seeds.")] = 0,
     oracle_path: Annotated[Path | None, typer.Option("--oracle", help="Oracle weights (.safetensors); default: the shipped ones.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores; with --workers or --ray: 1 per worker).")] = 0,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
 ) -> None:
     """SEGA's face-attribute study with a prompt-rewrite baseline; resumes from DIR/cache."""
     from segakit.eval.sega_study import StudyConfig, StudyProgress, run_study
@@ -127,6 +132,7 @@ def sega(
             raise UserError(f"--target-scale {item!r} is not NAME=SCALE, such as 'bald=9'.")
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
+    check(workers, ray)
     cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold,
                       warmup=warmup, target_scales=tuple(overrides), sweep_seeds=sweep_seeds, unique_seeds=unique_seeds).check()  # fmt: skip
     if threads:
@@ -151,8 +157,8 @@ def sega(
             self.bar.advance(self.task, images)
 
     command = "segakit eval sega " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval sega"
-    with progress_bar("{task.description:<22}", transient=False, elapsed=True) as bar:
-        _, paths = run_study(pipe, oracle, cfg, out, command.strip(), Bar(bar), model_name=model)
+    with _runner(workers, ray, model, device, threads) as runner, progress_bar("{task.description:<22}", transient=False, elapsed=True) as bar:
+        _, paths = run_study(pipe, oracle, cfg, out, command.strip(), Bar(bar), model_name=model, runner=runner)
     for path in paths:
         typer.echo(str(path))
 
@@ -172,7 +178,9 @@ def directions(
     sections: Annotated[str, typer.Option(help="Comma-separated sections to run.")] = "fairness,safety,enhance,monotonicity,composition,cost",
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached images (default: DIR/cache).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores; with --workers or --ray: 1 per worker).")] = 0,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
 ) -> None:
     """Self-discovered directions against Fair Diffusion, Safe Latent Diffusion, negative prompts and SEGA reverse
     edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
@@ -188,6 +196,7 @@ def directions(
 
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
+    check(workers, ray)
     cfg = DirectionsStudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, strength=strength, sweep_seeds=sweep_seeds,
                                 timing_repeats=timing_repeats, sections=tuple(s.strip() for s in sections.split(",") if s.strip())).check()  # fmt: skip
     lib = Library.load(library)
@@ -211,7 +220,20 @@ def directions(
             self.bar.advance(self.task, images)
 
     command = "segakit eval directions " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval directions"
-    with progress_bar("{task.description:<28}", transient=False, elapsed=True) as bar:
-        _, paths = run_study(pipe, oracle, lib, cfg, out, command.strip(), Bar(bar), model_name=model, cache=cache)
+    with _runner(workers, ray, model, device, threads) as runner, progress_bar("{task.description:<28}", transient=False, elapsed=True) as bar:
+        _, paths = run_study(pipe, oracle, lib, cfg, out, command.strip(), Bar(bar), model_name=model, cache=cache, runner=runner)
     for path in paths:
         typer.echo(str(path))
+
+
+@contextlib.contextmanager
+def _runner(workers: int | None, ray: str | None, model: str, device: str, threads: int) -> Iterator:
+    """A CallRunner on the workers the options ask for (``threads`` torch threads each, default 1), or None: this process."""
+    if not wants_workers(workers, ray):
+        yield None
+        return
+    from segakit.jobs.calls import CallRunner
+    from segakit.jobs.worker import WorkerConfig
+
+    with executor(workers, ray, WorkerConfig(device, "fp32", False, threads or 1)) as ex:
+        yield CallRunner(ex, model)

@@ -3,6 +3,8 @@
 1. Generate ``images`` latents with the model itself from a prompt that shows the concept (``positive``, e.g.
    "a face of a woman"), or, for an anti-concept, from the neutral prompt with the concept as ``negative``.
    The latents are cached on disk in shards (safetensors, written atomically), so an interrupted run resumes.
+   A shard is one pipeline call (:func:`shard_latents`); who makes the missing shards is the caller's choice
+   (``make_shards``: the CLI hands them to the batch runner's workers; default: this process, one after another).
 2. With every weight frozen, optimise only ``c`` with the ordinary denoising loss on those latents while the
    U-Net is conditioned on the prompt *without* the concept (``neutral``, e.g. "a face of a person") and ``c``
    is added to the mid-block output: the only way to reconstruct the images is for ``c`` to carry the concept.
@@ -19,7 +21,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,6 +70,8 @@ class LearnConfig:
 
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): "images" or "steps"
+# makes the shards (first image, count) given, yielding (first image, latents) as each is done, in any order
+ShardMaker = Callable[[list[tuple[int, int]]], Iterable[tuple[int, torch.Tensor]]]
 
 
 def _size(pipe, cfg: LearnConfig) -> tuple[int, int]:
@@ -83,30 +87,50 @@ def cache_key(pipe, cfg: LearnConfig) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | None = None) -> torch.Tensor:
-    """The ``cfg.images`` clean latents (as the U-Net sees them), generated in shards or read from ``cache``."""
+def shard_latents(pipe, cfg: LearnConfig, first: int, n: int) -> torch.Tensor:
+    """Clean latents of images ``first`` .. ``first + n - 1`` (seed ``cfg.seed + i`` each) in one pipeline call."""
+    height, width = _size(pipe, cfg)
+    gens = [torch.Generator().manual_seed(cfg.seed + first + i) for i in range(n)]
+    out = pipe(cfg.positive, negative_prompt=cfg.negative, num_inference_steps=cfg.gen_steps, guidance_scale=cfg.guidance,
+               num_images_per_prompt=n, generator=gens, height=height, width=width, output_type="latent")  # fmt: skip
+    return out.images.float().cpu().contiguous()
+
+
+def shards_on(imap: Callable, cfg: LearnConfig) -> ShardMaker:
+    """A ``make_shards`` that hands each missing shard to ``imap(shard_latents, args)`` as one call (the batch
+    runner's ``CallRunner.imap``, which yields results with ``.index`` and ``.value`` as they finish)."""
+
+    def make(todo: list[tuple[int, int]]) -> Iterator[tuple[int, torch.Tensor]]:
+        for r in imap(shard_latents, [(cfg, first, n) for first, n in todo]):
+            yield todo[r.index][0], r.value
+
+    return make
+
+
+def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | None = None,
+                     make_shards: ShardMaker | None = None) -> torch.Tensor:  # fmt: skip
+    """The ``cfg.images`` clean latents (as the U-Net sees them), generated in shards or read from ``cache``;
+    ``make_shards`` makes the missing ones (default: :func:`shard_latents` on ``pipe``, one after another)."""
     from safetensors.torch import load_file, save
 
+    pipe.set_progress_bar_config(disable=True)
     folder = ensure_writable_dir(Path(cache) / cache_key(pipe, cfg))
-    height, width = _size(pipe, cfg)
-    shards = []
-    for first in range(0, cfg.images, cfg.gen_batch):
-        n = min(cfg.gen_batch, cfg.images - first)
-        path = folder / f"latents-{cfg.seed + first:07d}-{n}.safetensors"
-        if path.is_file():
-            shards.append(load_file(str(path))["latents"])
-        else:
-            gens = [torch.Generator().manual_seed(cfg.seed + first + i) for i in range(n)]
-            out = pipe(cfg.positive, negative_prompt=cfg.negative, num_inference_steps=cfg.gen_steps,
-                       guidance_scale=cfg.guidance, num_images_per_prompt=n, generator=gens, height=height,
-                       width=width, output_type="latent")  # fmt: skip
-            latents = out.images.float().cpu().contiguous()
-            with atomic_open(path, "wb") as fh:
-                fh.write(save({"latents": latents}))
-            shards.append(latents)
+    plan = [(first, min(cfg.gen_batch, cfg.images - first)) for first in range(0, cfg.images, cfg.gen_batch)]
+    path = {first: folder / f"latents-{cfg.seed + first:07d}-{n}.safetensors" for first, n in plan}
+    shards = {first: load_file(str(path[first]))["latents"] for first, _ in plan if path[first].is_file()}
+    done = sum(len(x) for x in shards.values())
+    if progress and done:
+        progress("images", done, cfg.images)
+    todo = [(first, n) for first, n in plan if first not in shards]
+    made = make_shards(todo) if make_shards is not None else ((first, shard_latents(pipe, cfg, first, n)) for first, n in todo)
+    for first, latents in made:
+        with atomic_open(path[first], "wb") as fh:
+            fh.write(save({"latents": latents.contiguous()}))
+        shards[first] = latents
+        done += len(latents)
         if progress:
-            progress("images", first + n, cfg.images)
-    return torch.cat(shards)
+            progress("images", done, cfg.images)
+    return torch.cat([shards[first] for first, _ in plan])
 
 
 def _neutral_conditioning(pipe, cfg: LearnConfig, device):
@@ -118,12 +142,13 @@ def _neutral_conditioning(pipe, cfg: LearnConfig, device):
 
 
 def learn_direction(pipe, cfg: LearnConfig, cache: str | Path = "out/directions-cache",
-                    progress: Progress | None = None) -> Direction:  # fmt: skip
-    """Learn ``cfg.name``'s direction on ``pipe`` (a :class:`segakit.SegaPipeline`); latents cached under ``cache``."""
+                    progress: Progress | None = None, make_shards: ShardMaker | None = None) -> Direction:  # fmt: skip
+    """Learn ``cfg.name``'s direction on ``pipe`` (a :class:`segakit.SegaPipeline`); latents cached under ``cache``
+    (``make_shards``: who makes the missing ones, see :func:`generate_latents`)."""
     cfg = cfg.check()
     t0 = time.perf_counter()
     pipe.set_progress_bar_config(disable=True)
-    latents = generate_latents(pipe, cfg, Path(cache), progress)
+    latents = generate_latents(pipe, cfg, Path(cache), progress, make_shards)
     t_gen = time.perf_counter() - t0
 
     device = pipe._execution_device

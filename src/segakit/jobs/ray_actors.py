@@ -2,8 +2,10 @@
 
 Fault tolerance: an actor that dies (its process killed, its node lost) has the batch it held put back at the
 front of the queue and a fresh actor started in its place; the batch runs again elsewhere. Actors only return
-PNG bytes and the driver writes each file once, so a batch that ran twice writes nothing twice and a batch
-that was lost is run again. A batch whose actor dies ``MAX_ATTEMPTS`` times comes back as an error.
+PNG bytes (or a call's arrays) and the driver writes each file once, so a batch that ran twice writes nothing twice
+and a batch that was lost is run again. A batch whose actor dies ``MAX_ATTEMPTS`` times comes back as an error.
+A run that stops early (an exception, Ctrl-C) kills the actors still working and starts fresh ones in their place,
+so what they held never mixes into a later run.
 
 Ray is optional (``pip install 'segakit[ray]'``); without it :func:`require_ray` says so in one sentence.
 """
@@ -15,9 +17,10 @@ from collections.abc import Iterable, Iterator
 
 from segakit.core.errors import UserError
 from segakit.jobs.batching import Batch
-from segakit.jobs.worker import Rendered, Worker, WorkerConfig
+from segakit.jobs.calls import Call
+from segakit.jobs.worker import MAX_ATTEMPTS, Worker, WorkerConfig, failure
 
-MAX_ATTEMPTS = 3
+__all__ = ["MAX_ATTEMPTS", "BatchActor", "RayActors", "connect", "require_ray"]
 
 
 def require_ray():
@@ -38,8 +41,8 @@ class BatchActor:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.worker = Worker(config)
 
-    def run(self, batch: Batch) -> list[Rendered]:
-        return self.worker.run(batch)
+    def run(self, item: Batch | Call):
+        return self.worker.do(item)
 
     def pid(self) -> int:
         import os
@@ -87,32 +90,43 @@ class RayActors:
         _, working = self.ray.wait(refs, num_returns=len(refs), timeout=0)
         return [self._inflight[ref][0] for ref in working]
 
-    def run(self, batches: Iterable[Batch]) -> Iterator[list[Rendered]]:
+    def _replace(self, actor):
+        self.actors.remove(actor)
+        fresh = self.remote.remote(self.config)
+        self.actors.append(fresh)
+        return fresh
+
+    def run(self, items: Iterable[Batch | Call]) -> Iterator:
         ray = self.ray
-        queue = deque((b, 1) for b in batches)
+        queue = deque((b, 1) for b in items)
         idle = list(self.actors)
-        while queue or self._inflight:
-            while queue and idle:
-                actor, (batch, attempt) = idle.pop(0), queue.popleft()
-                self._inflight[actor.run.remote(batch)] = (actor, (batch, attempt))
-            ready, _ = ray.wait(list(self._inflight), num_returns=1)
-            actor, (batch, attempt) = self._inflight.pop(ready[0])
-            try:
-                result = ray.get(ready[0])
-            except ray.exceptions.RayActorError:
-                self.retried += 1
-                self.actors.remove(actor)
-                fresh = self.remote.remote(self.config)
-                self.actors.append(fresh)
-                idle.append(fresh)
-                if attempt < MAX_ATTEMPTS:
-                    queue.appendleft((batch, attempt + 1))
-                else:
-                    why = f"the worker running it died {MAX_ATTEMPTS} times."
-                    yield [Rendered(j.id, None, 0.0, len(batch.jobs), error=why) for j in batch.jobs]
-                continue
-            idle.append(actor)
-            yield result
+        try:
+            while queue or self._inflight:
+                while queue and idle:
+                    actor, (item, attempt) = idle.pop(0), queue.popleft()
+                    self._inflight[actor.run.remote(item)] = (actor, (item, attempt))
+                ready, _ = ray.wait(list(self._inflight), num_returns=1)
+                actor, (item, attempt) = self._inflight.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except ray.exceptions.RayActorError:
+                    self.retried += 1
+                    idle.append(self._replace(actor))
+                    if attempt < MAX_ATTEMPTS:
+                        queue.appendleft((item, attempt + 1))
+                    else:
+                        yield failure(item, f"the worker running it died {MAX_ATTEMPTS} times.")
+                    continue
+                idle.append(actor)
+                yield result
+        finally:
+            for actor, _ in list(self._inflight.values()):  # stopped early: what they hold belongs to no one now
+                try:
+                    ray.kill(actor)
+                except Exception:  # an actor already gone
+                    pass
+                self._replace(actor)
+            self._inflight.clear()
 
     def close(self) -> None:
         for actor in self.actors:

@@ -1,4 +1,5 @@
-"""A worker: loads a model once, runs batches of jobs, and hands back finished PNGs as bytes.
+"""A worker: loads a model once, runs batches of jobs (handing back finished PNGs as bytes) and in-memory calls
+(:class:`segakit.jobs.calls.Call`, handing back what the call's function returned).
 
 The same object runs in the main process, in each local worker process and inside each Ray actor; it never
 writes a file. The process that started the run writes every PNG (atomically, and only if it is not there
@@ -12,6 +13,9 @@ from dataclasses import dataclass
 
 from segakit.core.errors import UserError
 from segakit.jobs.batching import Batch
+from segakit.jobs.calls import Call, Returned
+
+MAX_ATTEMPTS = 3  # a batch (or call) whose worker dies this many times comes back as an error
 
 
 @dataclass
@@ -33,30 +37,60 @@ class WorkerConfig:
     dtype: str = "fp32"  # fp32, fp16 or bf16
     classify: bool = False
     # torch intra-op threads. Part of the computation: on this torch (CPU, float32) 1 and 2 threads give
-    # different last bits for some batches, so every mode runs the same number (1) unless told otherwise
+    # different last bits for some batches, so every mode runs the same number (1) unless told otherwise.
+    # 0 leaves torch's setting as it is (a study run in its own process, as it always ran)
     threads: int = 1
 
 
+def failure(item: Batch | Call, why: str) -> list[Rendered] | Returned:
+    """What a batch or call whose worker kept dying comes back as: every job (or the call) with ``why`` as its error."""
+    if isinstance(item, Call):
+        return Returned(item.index, None, 0.0, error=why)
+    return [Rendered(j.id, None, 0.0, len(item.jobs), error=why) for j in item.jobs]
+
+
 class Worker:
-    """Keeps the last pipeline it loaded (per model, LoRAs and embeddings) and the oracle; runs batches."""
+    """Keeps the last pipeline it loaded (per model, LoRAs and embeddings) and the oracle; runs batches and calls."""
 
     def __init__(self, config: WorkerConfig | None = None) -> None:
         import torch
 
         self.config = config or WorkerConfig()
-        torch.set_num_threads(self.config.threads)
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
         self._key: tuple | None = None
         self._pipe = None
         self._oracle = None
 
+    def adopt(self, model: str, pipe) -> None:
+        """Use ``pipe`` (already loaded, no adapters) for ``model``: a study's own pipeline, in its own process."""
+        self._pipe, self._key = pipe, (model, (), ())
+
+    def do(self, item: Batch | Call) -> list[Rendered] | Returned:
+        """Run a batch of jobs or an in-memory call."""
+        return self.call(item) if isinstance(item, Call) else self.run(item)
+
+    def call(self, call: Call) -> Returned:
+        """``call.fn(pipe, *call.args)`` on the pipeline of ``call.model``, timed (loading the model is not counted)."""
+        from segakit.jobs.generate import GenerationParams
+
+        pipe = self._load((call.model, (), ()), GenerationParams("", model=call.model))
+        start = time.perf_counter()
+        value = call.fn(pipe, *call.args)
+        return Returned(call.index, value, time.perf_counter() - start)
+
     def pipeline(self, batch: Batch):
         """The pipeline for ``batch``'s model, loaded (with its adapters) only when it changes."""
+        return self._load(batch.model, batch.jobs[0].params)
+
+    def _load(self, key: tuple, params):
+        """The pipeline for load key ``key`` (model, LoRAs, embeddings as in ``params``), loaded when it changes."""
         import torch
 
         from segakit.jobs.generate import load_adapters
         from segakit.sega.pipeline import SegaPipeline
 
-        if batch.model != self._key:
+        if key != self._key:
             from diffusers.utils import logging as diffusers_logging
 
             from transformers.utils import logging as transformers_logging
@@ -65,11 +99,10 @@ class Worker:
             transformers_logging.disable_progress_bar()
             self._pipe, self._key = None, None
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.config.dtype]
-            params = batch.jobs[0].params
             pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype).to(self.config.device)
             pipe.set_progress_bar_config(disable=True)
             load_adapters(pipe, params)
-            self._pipe, self._key = pipe, batch.model
+            self._pipe, self._key = pipe, key
         return self._pipe
 
     def oracle(self):

@@ -8,10 +8,12 @@ skipped, and library.json is rewritten (atomically) after each one, naming the m
     python -m segakit.train.directions                                  # the whole library into assets/directions
     python -m segakit.train.directions --only presentation,skin,horror  # some attributes
     python -m segakit.train.directions --images 16 --steps 20 --out /tmp/lib --only presentation   # smoke
+    python -m segakit.train.directions --workers 2                      # images in 2 worker processes (or --ray auto)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -21,8 +23,11 @@ import torch
 
 from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.core.fingerprint import fingerprint
-from segakit.directions.learn import LearnConfig, learn_direction
+from segakit.directions.learn import LearnConfig, learn_direction, shards_on
 from segakit.directions.library import SAFE, embedded_library_path
+from segakit.jobs.calls import CallRunner
+from segakit.jobs.executors import open_executor, wants_workers
+from segakit.jobs.worker import WorkerConfig
 from segakit.train.config import parse_config
 
 NEUTRAL = "a face of a person"
@@ -55,6 +60,8 @@ class DirectionsConfig:
     lr: float = 0.1
     seed: int = 0
     threads: int = 0
+    workers: int = 1  # processes that make the images (the batch runner's local workers); learning runs here
+    ray: str = ""  # or the Ray cluster's actors: "auto", an address, or "local"
     # the strength the library is used at by default: on the embedded model a direction learned with these settings
     # draws its concept at 0.25-0.5 and starts to break the image from about 1 (benchmarks/directions.py's strip);
     # fair presentation on "a doctor" needs 0.5 (benchmarks/directions_fair.py)
@@ -77,21 +84,25 @@ def main(argv: list[str] | None = None) -> Path:
     if index.get("unet") != unet_id:  # another model: start the library over
         index = {"directions": {}}
     index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL})
-    for name in names:
-        file = name.replace("=", "-") + ".safetensors"
-        if name in index["directions"] and (out / file).is_file():
-            print(f"{name}: done already ({file})")
-            continue
-        positive, negative = RECIPES[name]
-        t0 = time.perf_counter()
-        d = learn_direction(pipe, LearnConfig(name, positive=positive, neutral=NEUTRAL, negative=negative, images=cfg.images,
-                                              steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, seed=cfg.seed), cfg.cache)  # fmt: skip
-        d.meta["model"] = cfg.model
-        d.save(out / file)
-        index["directions"][name] = file
-        with atomic_open(index_path, "w") as fh:
-            json.dump(index, fh, indent=2, sort_keys=True)
-        print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
+    elsewhere = wants_workers(cfg.workers, cfg.ray)  # else this process makes the images, as it always did
+    with open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1)) if elsewhere else contextlib.nullcontext() as ex:
+        runner = CallRunner(ex, cfg.model) if elsewhere else None
+        for name in names:
+            file = name.replace("=", "-") + ".safetensors"
+            if name in index["directions"] and (out / file).is_file():
+                print(f"{name}: done already ({file})")
+                continue
+            positive, negative = RECIPES[name]
+            t0 = time.perf_counter()
+            learn = LearnConfig(name, positive=positive, neutral=NEUTRAL, negative=negative, images=cfg.images, steps=cfg.steps,
+                                batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)  # fmt: skip
+            d = learn_direction(pipe, learn, cfg.cache, make_shards=shards_on(runner.imap, learn) if runner else None)
+            d.meta["model"] = cfg.model
+            d.save(out / file)
+            index["directions"][name] = file
+            with atomic_open(index_path, "w") as fh:
+                json.dump(index, fh, indent=2, sort_keys=True)
+            print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
     return out
 
 

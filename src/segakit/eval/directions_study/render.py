@@ -1,8 +1,10 @@
 """Making the study's images: every arm (plain, directions, fair, SLD, negative prompt, SEGA reverse edit) in one
 function, :func:`render`, on a plain loop over batches of seeds (image i from its own generator, seed i).
 
-When the batch runner (``segakit.jobs``) lands, :func:`render` is the one place to switch to it. Images are
-kept as 8-bit tensors, as a PNG stores them; every measure is taken on those.
+With workers (``--workers``, ``--ray``) the same chunks go through the batch runner: :func:`render_chunk` is one
+chunk as a function a worker runs (``fn(pipe, *args)``, :mod:`segakit.jobs.calls`), loading the library and SLD's
+pipeline once per worker process. Images are kept as 8-bit tensors, as a PNG stores them; every measure is taken
+on those.
 """
 
 from __future__ import annotations
@@ -85,3 +87,22 @@ def fair_choices(bench: Bench, arm: Arm, seeds: list[int]) -> list[str]:
     if arm.kind == "fair-directions":
         return bench.library.fair(arm.param, len(seeds), seeds[0]).choices
     return FairDiffusion.draw(arm.param, len(seeds), seeds[0]).choices
+
+
+_BENCHES: dict[tuple, Bench] = {}  # per worker process: the bench of each pipeline, library folder and config
+
+
+def render_chunk(pipe, library: str, cfg: DirectionsStudyConfig, arm: Arm, prompt: str, seeds: list[int],
+                 strength: float | None) -> torch.Tensor:  # fmt: skip
+    """One chunk of :func:`render` (8-bit images of ``seeds``) on ``pipe`` with the library in folder ``library``."""
+    key = (id(pipe), library, cfg)
+    if key not in _BENCHES:
+        _BENCHES.clear()  # one at a time: a worker keeps the bench of the pipeline it holds
+        _BENCHES[key] = Bench(pipe, Library.load(library), cfg)
+    return quantize(_chunk(_BENCHES[key], arm, prompt, seeds, strength).cpu())
+
+
+def chunk_args(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None = None) -> list[tuple]:
+    """The arguments of :func:`render_chunk` for :func:`render`'s chunks of ``seeds``."""
+    step = bench.cfg.batch
+    return [(str(bench.library.folder), bench.cfg, arm, prompt, seeds[i : i + step], strength) for i in range(0, len(seeds), step)]

@@ -28,11 +28,12 @@ def _p(x) -> str:
 
 
 def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, command: str, progress: Progress | None = None,
-              model_name: str = "", cache: Path | None = None) -> tuple[dict, list[Path]]:  # fmt: skip
-    """Run (or resume, from ``cache``, default ``out/cache``) the sections ``cfg.sections`` and write the report into ``out``."""
+              model_name: str = "", cache: Path | None = None, runner=None) -> tuple[dict, list[Path]]:  # fmt: skip
+    """Run (or resume, from ``cache``, default ``out/cache``) the sections ``cfg.sections`` and write the report into ``out``;
+    ``runner``: a :class:`segakit.jobs.calls.CallRunner` that makes the images elsewhere (default: this process)."""
     cfg = cfg.check()
     out = ensure_writable_dir(Path(out))
-    study = Study(Bench(pipe, library, cfg), oracle, Path(cache) if cache is not None else out / "cache", progress)
+    study = Study(Bench(pipe, library, cfg), oracle, Path(cache) if cache is not None else out / "cache", progress, runner)
     t0 = time.perf_counter()
     results, walls = {}, {}
     for section in cfg.sections:

@@ -22,7 +22,7 @@ from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.core.fingerprint import pipeline_fingerprint
 from segakit.eval.directions_study import measures as m
 from segakit.eval.directions_study.config import PLAIN, Arm, fair_arms, safety_arms
-from segakit.eval.directions_study.render import Bench, fair_choices, render
+from segakit.eval.directions_study.render import Bench, chunk_args, fair_choices, render, render_chunk
 from segakit.eval.sega_study.measures import monotonicity
 
 CACHE_VERSION = 1
@@ -54,8 +54,13 @@ def library_fingerprint(library) -> str:
 
 
 class Study:
-    def __init__(self, bench: Bench, oracle, cache: Path | None = None, progress: Progress | None = None) -> None:
+    """The study's sections on ``bench``. ``runner`` (a :class:`segakit.jobs.calls.CallRunner` on local workers or
+    Ray actors) makes the images of every shot, chunk by chunk as :func:`render` does; without one, this process
+    does. The cost section always times this process's pipeline."""
+
+    def __init__(self, bench: Bench, oracle, cache: Path | None = None, progress: Progress | None = None, runner=None) -> None:
         self.bench, self.oracle, self.progress = bench, oracle, progress or Progress()
+        self.runner = runner
         self.cache = ensure_writable_dir(cache) if cache is not None else None
         self.model_id = pipeline_fingerprint(bench.pipe)
         self.library_id = library_fingerprint(bench.library)
@@ -89,9 +94,8 @@ class Study:
             self.progress.advance(len(seeds))
             cached = True
         else:
-            t0 = time.perf_counter()
-            images = render(self.bench, arm, prompt, seeds, strength, self.progress.advance)
-            seconds, cached = time.perf_counter() - t0, False
+            images, seconds = self._render(arm, prompt, seeds, strength)
+            cached = False
             if path is not None:
                 from safetensors.torch import save
 
@@ -100,6 +104,15 @@ class Study:
         shot = Shot(images, self.oracle.predict(images.float() / 255), seconds, cached)
         self._shots[memo] = shot
         return shot
+
+    def _render(self, arm: Arm, prompt: str, seeds: list[int], strength: float | None) -> tuple[torch.Tensor, float]:
+        """The images and the seconds they took (through a runner: the seconds its calls ran, added up)."""
+        if self.runner is None:
+            t0 = time.perf_counter()
+            return render(self.bench, arm, prompt, seeds, strength, self.progress.advance), time.perf_counter() - t0
+        done = self.runner.map(render_chunk, chunk_args(self.bench, arm, prompt, seeds, strength),
+                               lambda r: self.progress.advance(len(r.value)))  # fmt: skip
+        return torch.cat([r.value for r in done]), sum(r.seconds for r in done)
 
     def _figure(self, name: str, rows: list[tuple[str, torch.Tensor]]) -> None:
         self.figures[name] = rows

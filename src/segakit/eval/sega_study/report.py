@@ -156,8 +156,9 @@ def write_report(study: Study, report: dict, out: Path, command: str) -> list[Pa
 
 
 def run_study(pipe, oracle, cfg: StudyConfig, out: Path, command: str, progress: StudyProgress | None = None,
-              model_name: str = "") -> tuple[dict, list[Path]]:  # fmt: skip
-    """Run (or resume) the study with its cache in ``out/cache`` and write the report into ``out``."""
-    study = Study(pipe, oracle, cfg, Path(out) / "cache", progress, model_name)
+              model_name: str = "", runner=None) -> tuple[dict, list[Path]]:  # fmt: skip
+    """Run (or resume) the study with its cache in ``out/cache`` and write the report into ``out``; ``runner``: a
+    :class:`segakit.jobs.calls.CallRunner` that makes the images elsewhere (default: this process, ``pipe``)."""
+    study = Study(pipe, oracle, cfg, Path(out) / "cache", progress, model_name, runner)
     report = study.run()
     return report, write_report(study, report, out, command)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
-from segakit.eval.embedded_quality import sample_images
+from segakit.eval.sega_study.chunks import generate_chunk, guided_chunk
 from segakit.eval.sega_study.config import StudyConfig, StudyProgress
 from segakit.eval.sega_study.measures import (
     ATTRS,
@@ -24,7 +24,6 @@ from segakit.eval.sega_study.measures import (
     decode,
     encode,
     goal_probability,
-    quantize,
     to_float,
 )
 from segakit.eval.sega_study.summary import json_ready, summarize
@@ -36,6 +35,9 @@ from segakit.eval.targets import (
     Target,
     by_name,
 )
+from segakit.jobs.calls import CallRunner
+from segakit.jobs.local import InProcess
+from segakit.jobs.worker import WorkerConfig
 from segakit.sega.guidance import Edit
 
 CACHE_VERSION = 1
@@ -88,11 +90,16 @@ class Cache:
 
 # ------------------------------------------------------------------------------------------ the study
 class Study:
-    """Runs the study's units (cached), then summarises them into the report and draws the figures."""
+    """Runs the study's units (cached), then summarises them into the report and draws the figures.
+
+    Images are made through the batch runner, one call per chunk of ``cfg.batch`` seeds: ``runner`` (a
+    :class:`segakit.jobs.calls.CallRunner` on local workers or Ray actors loading ``model_name``), or by default
+    this process with ``pipe``. The oracle reads them here."""
 
     def __init__(self, pipe, oracle, cfg: StudyConfig, cache_dir: Path, progress: StudyProgress | None = None,
-                 model_name: str = "") -> None:  # fmt: skip
+                 model_name: str = "", runner: CallRunner | None = None) -> None:  # fmt: skip
         self.pipe, self.oracle, self.cfg = pipe, oracle, cfg.check()
+        self.runner = runner or CallRunner(InProcess(WorkerConfig(threads=0), pipe=pipe, model=model_name), model_name)
         self.cache = Cache(cache_dir)
         self.progress = progress or StudyProgress()
         self.model_name = model_name
@@ -110,32 +117,27 @@ class Study:
         self.unrecorded = 0  # units whose cache file predates the recorded compute time
 
     # ---- generation and reading
+    def _split(self, seeds: Sequence[int]) -> list[list[int]]:
+        return [[int(s) for s in seeds[i : i + self.cfg.batch]] for i in range(0, len(seeds), self.cfg.batch)]
+
     def _generate(self, prompt: str, seeds: Sequence[int], edits: Sequence[Edit] = ()) -> np.ndarray:
         if not len(seeds):
             return np.zeros((0, 3, 64, 64), np.uint8)
-        images = sample_images(self.pipe, prompt, list(seeds), self.cfg.steps, self.cfg.guidance, self.cfg.batch,
-                               list(edits), self.progress.advance)  # fmt: skip
-        return quantize(images).numpy()
+        args = [(prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits)) for chunk in self._split(seeds)]
+        done = self.runner.map(generate_chunk, args, lambda r: self.progress.advance(len(r.value)))
+        return np.concatenate([r.value for r in done])
 
     def _chunks(self, prompt: str, seeds: Sequence[int], edits: Sequence[Edit] = (), record: bool = False,
                 reuse: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor | None]:  # fmt: skip
-        """Like :func:`sample_images`, recording the semantic guidance or re-applying a recorded one."""
-        from segakit.world.oracle import to_tensor
-
-        images, recorded = [], []
-        for start in range(0, len(seeds), self.cfg.batch):
-            chunk = list(seeds[start : start + self.cfg.batch])
-            out = self.pipe(
-                prompt, num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance, num_images_per_prompt=len(chunk),
-                generator=[torch.Generator().manual_seed(int(s)) for s in chunk], edits=list(edits), output_type="pt",
-                record_guidance=record, record_device="cpu",
-                sem_guidance=None if reuse is None else reuse[:, start : start + len(chunk)],
-            )  # fmt: skip
-            images.append(quantize(to_tensor(out.images.float().cpu())))
-            if record:
-                recorded.append(out.guidance.guidance.float().cpu())
-            self.progress.advance(len(chunk))
-        return torch.cat(images).numpy(), (torch.cat(recorded, dim=1) if record else None)
+        """Like :meth:`_generate`, recording the semantic guidance or re-applying a recorded one."""
+        chunks, args, start = self._split(seeds), [], 0
+        for chunk in chunks:
+            part = None if reuse is None else np.ascontiguousarray(reuse[:, start : start + len(chunk)].numpy())
+            args.append((prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), record, part))
+            start += len(chunk)
+        done = self.runner.map(guided_chunk, args, lambda r: self.progress.advance(len(r.value[0])))
+        images = np.concatenate([r.value[0] for r in done])
+        return images, (torch.cat([torch.from_numpy(r.value[1]) for r in done], dim=1) if record else None)
 
     def _read(self, u8: np.ndarray) -> dict[str, np.ndarray]:
         """Oracle labels (codes), probabilities (COLUMNS order) and features of uint8 images."""
