@@ -17,9 +17,9 @@ def _cell(image: Image.Image) -> Image.Image:
     return image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.NEAREST)
 
 
-def pairs_figure(turns: list[Turn], methods: list[str], images: dict, written: dict[str, list[str]]) -> Image.Image:
-    """One block per pair: three text lines (instruction, source caption, target caption; the caption writer's
-    "after" caption when it ran), then source | each method | target."""
+def pairs_figure(turns: list[Turn], methods: list[str], images: dict, notes: dict[str, str]) -> Image.Image:
+    """One block per pair: text lines (instruction, source caption, target caption, and ``notes[item]``: the SEGA
+    concepts, the caption writer's "after" caption), then source | each method | target."""
     heads = ["source", *methods, "target"]
     texts_per = 4
     block = texts_per * LINE + SIDE + 6
@@ -29,9 +29,8 @@ def pairs_figure(turns: list[Turn], methods: list[str], images: dict, written: d
         draw.text((c * SIDE + 2, 0), head[:21], fill="black")
     for r, t in enumerate(turns):
         y = LINE + 2 + r * block
-        lm = written.get(t.item)
         lines = [f"instruction: {t.instruction}", f"source caption: {t.source_caption}", f"target caption: {t.target_caption}",
-                 f"LM after: {lm[0]}" if lm else ""]  # fmt: skip
+                 notes.get(t.item, "")]  # fmt: skip
         for k, line in enumerate(lines):
             draw.text((2, y + k * LINE), line[: len(heads) * SIDE // 6], fill="black" if k else "darkblue")
         cells = [t.source_image, *(image_of(images[(m, t.item, 1)]) for m in methods), t.target_image]

@@ -52,7 +52,8 @@ def markdown(report: dict) -> str:
         f"World seed {report['seeds']['world_seed']} (single-change pairs {report['seeds']['pairs']}; sessions "
         f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
         f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "
-        f"{report['run']['edits']} edits ({report['run']['edits_from_cache']} from the cache), wall {report['run']['wall_s']} s.",
+        f"{report['run']['edits']} edits ({report['run']['edits_from_cache']} from the cache this time), which took "
+        f"{report['run']['edit_s']} s of wall time when they were computed; this run's wall time {report['run']['wall_s']} s.",
         "", "## Single turn", "",
         "| method | edits | " + " | ".join(h for _, h in COLUMNS) + " | s / edit |",
         "|---|" + "---|" * (len(COLUMNS) + 2),
@@ -88,6 +89,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def figure_notes(records: list[dict]) -> dict[str, str]:
+    """Per single-turn pair: the concepts SEGA and the peer were given, and the caption writer's first "after" caption."""
+    notes: dict[str, list[str]] = {}
+    for r in records:
+        if r["protocol"] != "single-turn":
+            continue
+        if r["method"] == "sega" and r.get("concepts"):
+            notes.setdefault(r["item"], []).insert(0, "concepts: " + ", ".join(r["concepts"]))
+        if r["method"] == "onthefly-lm" and r.get("captions_after"):
+            notes.setdefault(r["item"], []).append("LM after: " + r["captions_after"][0])
+    return {k: "; ".join(v) for k, v in notes.items()}
+
+
 def _json(path: Path, data) -> Path:
     with atomic_open(path, "w") as fh:
         json.dump(data, fh, indent=1)
@@ -105,8 +119,7 @@ def write_report(result: dict, out: Path, command: str, model_name: str) -> list
     single, multi = result["single"], result["multi"]
     rows = result["config"]["figure_rows"]
     if rows and single:
-        written = {r["item"]: r["captions_after"] for r in result["records"] if r["method"] == "onthefly-lm" and r["protocol"] == "single-turn"}
-        sheet = pairs_figure(single[:rows], shown, result["images"], written)
+        sheet = pairs_figure(single[:rows], shown, result["images"], figure_notes(result["records"]))
         with atomic_open(out / "pairs.png", "wb") as fh:
             sheet.save(fh, format="PNG")
         paths.append(out / "pairs.png")

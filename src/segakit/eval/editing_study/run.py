@@ -131,7 +131,7 @@ class EditingStudy:
             "records": records, "images": images, "single": single, "multi": multi, "available": available,
             "pairs": [p.index for p in pairs], "fingerprints": self.fingerprints, "config": asdict(self.cfg),
             "run": {"wall_s": round(time.perf_counter() - start, 1), "edits": self.units, "edits_from_cache": self.from_cache,
-                    "torch_threads": torch.get_num_threads()},
+                    "edit_s": round(sum(r.get("seconds", 0.0) for r in records), 1), "torch_threads": torch.get_num_threads()},
             "methods": {m: METHODS[m] for m in self.cfg.methods},
         }  # fmt: skip
 
