@@ -242,6 +242,7 @@ def editing(
     edit_seed: Annotated[int, typer.Option("--edit-seed", help="The methods' seed.")] = 0,
     sega_scale: Annotated[float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")] = 5.0,
     sega_threshold: Annotated[float, typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9).")] = 0.9,
+    source_guidance: Annotated[float, typer.Option("--sega-source-guidance", help="segakit SEGA: guidance towards the source caption while inverting and sampling (1: none, as the peer).")] = 3.5,
     figure_rows: Annotated[int, typer.Option("--figure-rows", help="Pairs shown in the figure.")] = 6,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached edits (default: DIR/cache).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
@@ -259,7 +260,7 @@ def editing(
         raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
     cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
-                             sega_threshold=sega_threshold, figure_rows=figure_rows).check()  # fmt: skip
+                             sega_threshold=sega_threshold, source_guidance=source_guidance, figure_rows=figure_rows).check()  # fmt: skip
     writer = caption_writer or (_default_caption_writer(model) if "onthefly-lm" in cfg.methods else None)
     if threads:
         import torch

@@ -53,7 +53,7 @@ class EditingStudyConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise UserError(f"--methods has {m!r}, which is not one of {', '.join(METHODS)}.")
-        for name, value in (("--guidance", self.guidance), ("--sega-scale", self.sega_scale)):
+        for name, value in (("--guidance", self.guidance), ("--sega-scale", self.sega_scale), ("--sega-source-guidance", self.source_guidance)):
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"{name} {value!r} is not a positive number.")
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
