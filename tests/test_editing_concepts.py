@@ -17,8 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_world_instruction_reads_back_as_its_changes():
-    """The first 300 pairs of seed 0 (one or two changes, pronouns and "the <noun>") and 20 sessions' turns."""
-    for i in range(300):
+    """The first 150 pairs of seed 0 (one or two changes, pronouns and "the <noun>") and 10 sessions' turns."""
+    for i in range(150):
         pair = pair_at(0, i)
         got = {(c.attribute, c.value) for c in instruction_changes(pair.instruction)}
         want = {(a, new) for a, (_old, new) in pair.changes.items()}
@@ -26,7 +26,7 @@ def test_every_world_instruction_reads_back_as_its_changes():
         if got & relative:  # "make his skin darker": the direction, not the value
             want = {w for w in want if w[0] != "skin"} | (got & relative)
         assert got == want, (i, pair.instruction)
-    for i in range(20):
+    for i in range(10):
         s = session_at(0, i)
         for text, (attr, _old, new) in zip(s.instructions, s.changes):
             assert {(c.attribute, c.value) for c in instruction_changes(text)} - {("skin", v) for v in RELATIVE_SKIN} <= {(attr, new)}
@@ -72,14 +72,14 @@ def _face(tmp_path):
 def test_multi_turn_edit_records_every_turn_and_repeats(monkeypatch, capsys, tmp_path):
     src, out, again = _face(tmp_path), tmp_path / "turns.png", tmp_path / "again.png"
     code, stdout, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", "--method", "sega", "--source-caption",
-                               "a woman with blonde hair", "--then", "give her glasses", "--then", "make her smile", "--steps", "1",
+                               "a woman with blonde hair", "--then", "give her glasses", "--steps", "1",
                                "--show-captions", "--out", out, "--device", "cpu")  # fmt: skip
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
     assert params["instruction"] == "turn her hair brown" and params["concepts"] == ["+brown hair", "-blond hair"]
-    assert [t["instruction"] for t in params["turns"]] == ["give her glasses", "make her smile"]
-    assert [t["concepts"] for t in params["turns"]] == [["+glasses"], ["+smile"]]
-    assert "turn 3: source caption" in stdout
+    assert [t["instruction"] for t in params["turns"]] == ["give her glasses"]
+    assert [t["concepts"] for t in params["turns"]] == [["+glasses"]]
+    assert "turn 2: source caption" in stdout
     code, _, stderr = cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again, "--device", "cpu")
     assert code == 0, stderr
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
