@@ -30,6 +30,7 @@ class MethodResult:
     captions_before: list[str] = field(default_factory=list)
     captions_after: list[str] = field(default_factory=list)
     concepts: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # OnTheFly: seconds of captions (the language model), inversion, edit
 
 
 def to_u8(image: Image.Image | torch.Tensor) -> np.ndarray:
@@ -63,7 +64,7 @@ class Methods:
         out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions,
                         num_inference_steps=c.steps, guidance_scale=c.guidance, cross_attention_guidance=c.xa_guidance,
                         num_captions=c.captions, seed=c.edit_seed)  # fmt: skip
-        return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after)
+        return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
         return self._onthefly(image, instruction, source_caption, [target_caption])

@@ -64,6 +64,12 @@ def markdown(report: dict) -> str:
             continue
         row = entry["single"]
         lines.append(f"| {method} | {row['edits']} | " + " | ".join(_fmt(row[k], k) for k, _ in COLUMNS) + f" | {_fmt(row['seconds'], 'seconds')} |")
+    for method, entry in s.items():
+        stages = entry.get("single", {}).get("stage_seconds") if entry["available"] else None
+        if stages:
+            lines.append("")
+            lines.append(f"{method}, seconds per edit by stage: " + ", ".join(f"{k} {_fmt(v, 'seconds')}" for k, v in stages.items())
+                         + (" (captions: the caption writer)" if method == "onthefly-lm" else ""))
     attrs = sorted({a for e in s.values() if e["available"] for a in e["single"]["by_attribute"]})
     shown = [k for k, e in s.items() if e["available"] and k != NO_EDIT]
     lines += ["", "Success by instructed attribute (successes / edits):", "", "| attribute | " + " | ".join(shown) + " |",

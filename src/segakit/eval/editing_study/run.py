@@ -63,7 +63,8 @@ class EditingStudy:
         def compute() -> dict[str, np.ndarray]:
             r: MethodResult = self.methods.run(method, image_of(input_u8), turn.instruction, turn.source_caption, turn.target_caption)
             return {"image": r.image, "seconds": np.array(r.seconds), "captions_before": np.array(r.captions_before, dtype=str),
-                    "captions_after": np.array(r.captions_after, dtype=str), "concepts": np.array(r.concepts, dtype=str)}  # fmt: skip
+                    "captions_after": np.array(r.captions_after, dtype=str), "concepts": np.array(r.concepts, dtype=str),
+                    "stage_names": np.array(list(r.stages), dtype=str), "stage_seconds": np.array(list(r.stages.values()), dtype=np.float64)}  # fmt: skip
 
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, compute)
 
@@ -100,6 +101,8 @@ class EditingStudy:
             rec["seconds"] = round(float(data["seconds"]), 3)
             for key in ("captions_before", "captions_after", "concepts"):
                 rec[key] = [str(s) for s in data[key]]
+            if "stage_names" in data:  # edits cached before stage times were kept have none
+                rec["stages"] = {str(k): round(float(v), 3) for k, v in zip(data["stage_names"], data["stage_seconds"])}
         return rec
 
     # ---- the run

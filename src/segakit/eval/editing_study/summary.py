@@ -37,6 +37,9 @@ def summarize(records: list[dict], methods: list[str], available: dict[str, bool
         multi = [r for r in rows if r["protocol"] == "multi-turn"]
         entry: dict = {"available": True, "single": {"edits": len(single), **{k: _mean(single, k) for k in MEASURES}}}
         entry["single"]["by_attribute"] = by_attribute(single)
+        stages = sorted({k for r in single for k in r.get("stages", {})})
+        if stages:  # OnTheFly's stages; "captions" is the language model's time when a caption writer ran
+            entry["single"]["stage_seconds"] = {k: _mean([{k: r["stages"].get(k)} for r in single if "stages" in r], k) for k in stages}
         if multi:
             steps = sorted({r["turn"] for r in multi})
             entry["multi"] = {
