@@ -10,9 +10,20 @@ from cli_runner import cli
 from PIL import Image
 
 from segakit.core.errors import UserError
-from segakit.eval.editing_study import NO_EDIT, EditingStudy, EditingStudyConfig, Methods, build_report, markdown
+from segakit.eval.editing_study import (
+    NO_EDIT,
+    EditingStudy,
+    EditingStudyConfig,
+    Methods,
+    build_report,
+    markdown,
+)
 from segakit.eval.editing_study.export import edit_mask, write_magicbrush
-from segakit.eval.editing_study.items import pair_turn, session_turns, single_change_pairs
+from segakit.eval.editing_study.items import (
+    pair_turn,
+    session_turns,
+    single_change_pairs,
+)
 from segakit.eval.editing_study.metrics import attribute_scores, cosine, l1, l2
 from segakit.world.sessions import session_at
 
@@ -65,11 +76,12 @@ def test_magicbrush_export(tmp_path):
 
 @pytest.fixture(scope="module")
 def study_parts():
+    from pathlib import Path
+
+    from segakit.core.loading import resolve
     from segakit.editing.pipeline import EditPipeline
     from segakit.eval.editing_study.metrics import ClipScorer
-    from segakit.core.loading import resolve
     from segakit.world.oracle import Oracle
-    from pathlib import Path
 
     torch.set_num_threads(1)
     return EditPipeline.from_pretrained("embedded"), Oracle.load(), ClipScorer.from_folder(Path(resolve("embedded")) / "clip")

@@ -253,7 +253,13 @@ def editing(
     import warnings
 
     from segakit.editing.pipeline import EditPipeline
-    from segakit.eval.editing_study import ClipScorer, EditingStudy, EditingStudyConfig, Methods, write_report
+    from segakit.eval.editing_study import (
+        ClipScorer,
+        EditingStudy,
+        EditingStudyConfig,
+        Methods,
+        write_report,
+    )
     from segakit.world.oracle import Oracle
 
     if threads < 0:

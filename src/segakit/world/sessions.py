@@ -16,7 +16,13 @@ from PIL import Image
 from segakit.core.errors import UserError
 from segakit.world.captions import plan_caption, realize
 from segakit.world.dataset import rng_for
-from segakit.world.pairs import PRONOUNS, _new_values, _referent, editable, instruction_for
+from segakit.world.pairs import (
+    PRONOUNS,
+    _new_values,
+    _referent,
+    editable,
+    instruction_for,
+)
 from segakit.world.render import render
 from segakit.world.schema import Face, sample_face
 

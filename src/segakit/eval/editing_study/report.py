@@ -22,8 +22,10 @@ def build_report(result: dict, command: str, model_name: str) -> dict:
     return {
         "command": command,
         "model": {"name": model_name, **result["fingerprints"]},
-        "seeds": {"world_seed": result["config"]["seed"], "edit_seed": result["config"]["edit_seed"], "pairs": result["pairs"],
-                  "sessions": list(range(result["config"]["sessions"]))},  # fmt: skip
+        "seeds": {
+            "world_seed": result["config"]["seed"], "edit_seed": result["config"]["edit_seed"],
+            "pairs": result["pairs"], "sessions": list(range(result["config"]["sessions"])),
+        },
         "config": result["config"],
         "run": result["run"],
         "methods": {m: METHODS.get(m, "the turn's input image, unedited (reference row)") for m in methods},
@@ -47,13 +49,13 @@ def markdown(report: dict) -> str:
     lines = [
         "# Editing study: faces-world edit pairs in MagicBrush's format", "",
         f"Command: `{report['command']}`", "",
-        f"Model `{m['name']}`, weights fingerprint `{m['model']}`; oracle `{m['oracle']}`; CLIP `{m['clip']}`; "
-        f"caption writer `{m['caption_writer'] or 'none'}`.",
-        f"World seed {report['seeds']['world_seed']} (single-change pairs {report['seeds']['pairs']}; sessions "
-        f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
-        f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "
-        f"{report['run']['edits']} edits ({report['run']['edits_from_cache']} from the cache this time), which took "
-        f"{report['run']['edit_s']} s of wall time when they were computed; this run's wall time {report['run']['wall_s']} s.",
+        (f"Model `{m['name']}`, weights fingerprint `{m['model']}`; oracle `{m['oracle']}`; CLIP `{m['clip']}`; "
+         f"caption writer `{m['caption_writer'] or 'none'}`."),
+        (f"World seed {report['seeds']['world_seed']} (single-change pairs {report['seeds']['pairs']}; sessions "
+         f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
+         f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "
+         f"{report['run']['edits']} edits ({report['run']['edits_from_cache']} from the cache this time), which took "
+         f"{report['run']['edit_s']} s of wall time when they were computed; this run's wall time {report['run']['wall_s']} s."),
         "", "## Single turn", "",
         "| method | edits | " + " | ".join(h for _, h in COLUMNS) + " | s / edit |",
         "|---|" + "---|" * (len(COLUMNS) + 2),
@@ -87,11 +89,11 @@ def markdown(report: dict) -> str:
                 keys = ("success", "all_so_far", "others_unchanged", "ssim_source", "l1", "l2", "clip_i", "clip_t")
                 lines.append(f"| {k} | {t['turn']} | " + " | ".join(_fmt(t[x], x) for x in keys) + " |")
     lines += ["", "## Methods", ""] + [f"- **{k}**: {v}" for k, v in report["methods"].items()]
-    lines += ["", "Success: the oracle reads the instructed value on the result. Others unchanged: the share of the attributes no "
-              "turn so far instructed that it reads as on the source. L1 / L2: mean absolute / squared pixel difference to "
-              "the target render ([0, 1] pixels); CLIP-I / CLIP-T: cosine of the embedded CLIP's image embeddings of result "
-              "and target / of the result's image and the target caption's text embedding. Seconds: wall time of the edit "
-              "alone (models loaded), when it was computed.", ""]  # fmt: skip
+    lines += ["", ("Success: the oracle reads the instructed value on the result. Others unchanged: the share of the attributes no "
+                   "turn so far instructed that it reads as on the source. L1 / L2: mean absolute / squared pixel difference to "
+                   "the target render ([0, 1] pixels); CLIP-I / CLIP-T: cosine of the embedded CLIP's image embeddings of result "
+                   "and target / of the result's image and the target caption's text embedding. Seconds: wall time of the edit "
+                   "alone (models loaded), when it was computed."), ""]  # fmt: skip
     return "\n".join(lines)
 
 

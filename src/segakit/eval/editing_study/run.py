@@ -21,9 +21,23 @@ import torch
 
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
 from segakit.eval.editing_study.config import METHODS, EditingStudyConfig
-from segakit.eval.editing_study.items import Turn, image_of, pair_turn, session_turns, sessions, single_change_pairs
-from segakit.eval.editing_study.methods import Methods, MethodResult, to_u8
-from segakit.eval.editing_study.metrics import ClipScorer, attribute_scores, l1, l2, ssim_to, to_float
+from segakit.eval.editing_study.items import (
+    Turn,
+    image_of,
+    pair_turn,
+    session_turns,
+    sessions,
+    single_change_pairs,
+)
+from segakit.eval.editing_study.methods import MethodResult, Methods, to_u8
+from segakit.eval.editing_study.metrics import (
+    ClipScorer,
+    attribute_scores,
+    l1,
+    l2,
+    ssim_to,
+    to_float,
+)
 from segakit.eval.sega_study.run import Cache, Unit
 from segakit.world.schema import ATTRIBUTES
 
