@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser demo test test-slow bench clean train-embedded train-continue directions serve
+.PHONY: install browser demo test test-slow bench clean train-embedded train-continue directions editing serve
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,15 @@ DIRECTIONS_STUDY_ARGS ?=
 directions: install
 	$(BIN)/python -m segakit.train.directions --only presentation,skin,horror --cache runs/directions-cache
 	$(BIN)/segakit eval directions --out docs/results/directions --cache runs/directions-study $(DIRECTIONS_STUDY_ARGS)
+
+# The editing study (segakit eval editing) into docs/results/editing/study: report.md, report.json (it names the
+# weights it was measured on), figures and the MagicBrush-format pairs. The edits are cached in runs/editing-study,
+# keyed by the model's, oracle's and caption writer's weights: after the embedded model changes, this reruns every
+# edit; otherwise it only rewrites the report. EDITING_ARGS adds options (e.g. --caption-writer PATH).
+EDITING_ARGS ?=
+editing: install
+	$(BIN)/segakit eval editing --pairs 24 --sessions 4 --steps 25 --threads $(TRAIN_THREADS) \
+		--out docs/results/editing/study --cache runs/editing-study $(EDITING_ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

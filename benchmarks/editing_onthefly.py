@@ -9,8 +9,8 @@ summary and a before/after figure (source | reconstruction | edit | target per r
 
     python benchmarks/editing_onthefly.py --pairs 6 --steps 10 --out docs/results/editing
 
-This is the quick check of issue 17's first part; the full study (``segakit eval editing``: MagicBrush's metrics,
-LEDITS++ beside it, multi-turn) is not built yet.
+This is the quick check of issue 17's first part; the full study is ``segakit eval editing`` (MagicBrush's metrics,
+diffusers' LEDITS++ beside it, multi-turn; docs/editing.md).
 """
 
 from __future__ import annotations

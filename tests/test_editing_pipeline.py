@@ -125,8 +125,8 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
 
 def test_cli_sega_method_runs_and_needs_a_concept(monkeypatch, capsys, tmp_path):
     src, out = _face_png(tmp_path), tmp_path / "sega.png"
-    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", "--method", "sega", "--out", out, "--device", "cpu")
-    assert code == 2 and "needs at least one --concept" in stderr and not out.exists()
+    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "make it pop", "--method", "sega", "--out", out, "--device", "cpu")
+    assert code == 2 and "No SEGA concept could be derived" in stderr and "--concept" in stderr and not out.exists()
     code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", "--method", "sega", "--concept", "+brown hair",
                           "--concept", "-blond hair", "--source-caption", "a woman with blonde hair", "--steps", "3", "--out", out, "--device", "cpu")
     assert code == 0, stderr

@@ -39,11 +39,14 @@ def edit(
     direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
     regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,
     seed: Annotated[int, typer.Option(help="Seed (noise regularisation, caption writer).")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The output .png file.")] = Path("edited.png"),
+    then: Annotated[list[str] | None, typer.Option("--then", help="A further instruction that edits the previous result (multi-turn), repeatable, in order.")] = None,
+    then_captions_after: Annotated[list[str] | None, typer.Option("--then-captions-after", help="With --then: the caption after each further turn, one per --then, in order (skips the caption writer).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The output .png file (the last turn's result; it records every turn).")] = Path("edited.png"),
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Repeat the edit stored in a PNG written by segakit edit.")] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
 ) -> None:
-    """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance."""
+    """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance.
+    With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
     from segakit.editing.image import file_sha256, read_image
     from segakit.editing.params import EditParams
@@ -53,7 +56,9 @@ def edit(
     if from_png is not None:
         if image is not None or instruction is not None:
             raise UserError("--from-png takes the image and instruction from the PNG; do not give them again.")
-        params = EditParams.from_json(read_params(from_png))
+        stored = read_params(from_png)
+        params = EditParams.from_json(stored)
+        turns = [params] + [EditParams.from_json({**t, "kind": "edit"}) for t in stored.get("turns", [])]
         if not params.image or not Path(params.image).is_file():
             raise UserError(f"The source image {params.image!r} recorded in {str(from_png)!r} is no longer there; edit it again by name.")
         if params.image_sha256 and file_sha256(params.image) != params.image_sha256:
@@ -69,12 +74,29 @@ def edit(
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
             source_guidance=source_guidance,
         )  # fmt: skip
-    params.validate()
+        turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
+    for turn in turns:
+        turn.validate()
     picture = read_image(image)
     params.image, params.image_sha256 = str(Path(image).resolve()), file_sha256(image)
     _check_writable(out)
     dev, dtype = device_and_dtype(device, "fp32")
-    run(params, picture, out, dev, captioner, caption_writer, show_captions)
+    run(turns, picture, out, dev, captioner, caption_writer, show_captions)
+
+
+def _further_turns(first, instructions: list[str], after: list[str]) -> list:
+    """The --then turns: the first turn's settings, their own instruction (and caption after, when given)."""
+    import dataclasses
+
+    if after and len(after) != len(instructions):
+        raise UserError(f"--then-captions-after was given {len(after)} times for {len(instructions)} --then instructions; give one per --then, or none.")
+    if not instructions and after:
+        raise UserError("--then-captions-after needs --then instructions to go with.")
+    turns = []
+    for k, text in enumerate(instructions):
+        turns.append(dataclasses.replace(first, instruction=text, source_caption=None, captions_before=[],
+                                         captions_after=[after[k]] if after else [], concepts=[]))  # fmt: skip
+    return turns
 
 
 def _check_writable(out: Path) -> None:
@@ -86,7 +108,7 @@ def _check_writable(out: Path) -> None:
         raise UserError(f"--out {str(out)!r} is a folder or special file; give a .png file path.")
 
 
-def run(params, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool) -> None:
+def run(turns: list, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool) -> None:
     import time
 
     from diffusers.utils import logging as diffusers_logging
@@ -95,22 +117,31 @@ def run(params, picture, out: Path, device: str, captioner: Path | None, caption
     from segakit import __version__
     from segakit.core.images import save_png
     from segakit.editing.pipeline import EditPipeline
+    from segakit.editing.turns import run_turns
 
     diffusers_logging.disable_progress_bar()  # loading bars are not for the command line user
     transformers_logging.disable_progress_bar()
-    pipe = EditPipeline.from_pretrained(params.model, captioner=captioner, caption_writer=caption_writer).to(device)
+    pipe = EditPipeline.from_pretrained(turns[0].model, captioner=captioner, caption_writer=caption_writer).to(device)
     start = time.perf_counter()
+    sizes = [(3 if t.method == "onthefly" else 2) * t.steps for t in turns]
     with progress_bar() as bar:
-        task = bar.add_task("editing", total=(3 if params.method == "onthefly" else 2) * params.steps)
-        result = pipe.run(params, picture, callback=lambda done, total: bar.update(task, completed=done))
-    meta = {**result.params.to_json(), "kind": "edit", "segakit_version": __version__, **result.metadata}
-    meta["captions_before"], meta["captions_after"] = result.captions_before, result.captions_after
+        task = bar.add_task("editing", total=sum(sizes))
+        results = run_turns(pipe, turns, picture, callback=lambda k, done, total: bar.update(task, completed=sum(sizes[:k]) + done))
+    records = []
+    for k, result in enumerate(results):
+        meta = {**result.params.to_json(), **result.metadata}
+        meta["captions_before"], meta["captions_after"] = result.captions_before, result.captions_after
+        records.append(meta)
+        if show:
+            prefix = f"turn {k + 1}: " if len(results) > 1 else ""
+            typer.echo(f"{prefix}source caption: {result.source_caption}")
+            for c in result.captions_before:
+                typer.echo(f"{prefix}before: {c}")
+            for c in result.captions_after:
+                typer.echo(f"{prefix}after: {c}")
+    meta = {**records[0], "kind": "edit", "segakit_version": __version__}
+    if len(records) > 1:
+        meta["turns"] = [{k: v for k, v in r.items() if k not in ("image", "image_sha256")} for r in records[1:]]
     meta["seconds"] = round(time.perf_counter() - start, 2)
-    if show:
-        typer.echo(f"source caption: {result.source_caption}")
-        for c in result.captions_before:
-            typer.echo(f"before: {c}")
-        for c in result.captions_after:
-            typer.echo(f"after: {c}")
-    save_png(result.images[0], out, meta)
+    save_png(results[-1].images[0], out, meta)
     typer.echo(str(out))

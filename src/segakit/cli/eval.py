@@ -237,3 +237,79 @@ def _runner(workers: int | None, ray: str | None, model: str, device: str, threa
 
     with executor(workers, ray, WorkerConfig(device, "fp32", False, threads or 1)) as ex:
         yield CallRunner(ex, model)
+
+
+def _default_caption_writer(model: str) -> Path | None:
+    """A caption writer shipped beside the model (``caption_writer/`` in its folder), if there is one."""
+    from segakit.core.loading import resolve
+
+    try:
+        folder = Path(resolve(model)) / "caption_writer"
+    except UserError:
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+@eval_app.command("editing")
+def editing(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json, figures, MagicBrush-format files and cache/.")] = Path("out/eval-editing"),
+    pairs: Annotated[int, typer.Option(help="Single-change world pairs (single-turn protocol).")] = 24,
+    sessions: Annotated[int, typer.Option(help="Multi-turn sessions (0 = skip the multi-turn protocol).")] = 4,
+    turns: Annotated[int, typer.Option(help="Instructions per session, each editing the previous result (MagicBrush: 3).")] = 3,
+    steps: Annotated[int, typer.Option(help="Inversion steps = edit steps, every method (the paper: 100).")] = 25,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods: onthefly-gold, onthefly-lm, sega, ledits-diffusers, regenerate.")] = "onthefly-gold,onthefly-lm,sega,ledits-diffusers,regenerate",
+    model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder with clip/ beside it.")] = "embedded",
+    caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal LM folder for onthefly-lm (default: the model's caption_writer/, when it ships one).")] = None,
+    seed: Annotated[int, typer.Option(help="The world's seed of the pairs and sessions.")] = 0,
+    edit_seed: Annotated[int, typer.Option("--edit-seed", help="The methods' seed.")] = 0,
+    sega_scale: Annotated[float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")] = 5.0,
+    sega_threshold: Annotated[float, typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9).")] = 0.9,
+    source_guidance: Annotated[float, typer.Option("--sega-source-guidance", help="segakit SEGA: guidance towards the source caption while inverting and sampling (1: none, as the peer).")] = 3.5,
+    figure_rows: Annotated[int, typer.Option("--figure-rows", help="Pairs shown in the figure.")] = 6,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached edits (default: DIR/cache).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Instruction-guided editing on faces-world pairs in MagicBrush's format: MagicBrush's metrics and the oracle's,
+    OnTheFly, SEGA, diffusers' LEDITS++ and regeneration side by side, single- and multi-turn. Resumes from the cache."""
+    import warnings
+
+    from segakit.editing.pipeline import EditPipeline
+    from segakit.eval.editing_study import (
+        ClipScorer,
+        EditingStudy,
+        EditingStudyConfig,
+        Methods,
+        write_report,
+    )
+    from segakit.world.oracle import Oracle
+
+    if threads < 0:
+        raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
+    cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
+                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
+                             sega_threshold=sega_threshold, source_guidance=source_guidance, figure_rows=figure_rows).check()  # fmt: skip
+    writer = caption_writer or (_default_caption_writer(model) if "onthefly-lm" in cfg.methods else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    pipe = EditPipeline.from_pretrained(model, caption_writer=writer).to(device)
+    clip_folder = _model_clip_folder(model)
+    clip = ClipScorer.from_folder(clip_folder) if clip_folder is not None else None
+    oracle = Oracle.load(device=device)
+    command = "segakit eval editing " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval editing"
+    with progress_bar("{task.description:<36}", transient=False, elapsed=True) as bar:
+        task = bar.add_task("editing", total=None)
+        study = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, cache or out / "cache", progress=lambda name: bar.update(task, description=name, advance=1))
+        result = study.run()
+    for path in write_report(result, out, command.strip(), model):
+        typer.echo(str(path))
+
+
+def _model_clip_folder(model: str) -> Path | None:
+    from segakit.core.loading import resolve
+
+    folder = Path(resolve(model)) / "clip"
+    return folder if (folder / "config.json").is_file() else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segakit.core.errors import UserError
+from segakit.editing.concepts import derive_concepts
 
 METHODS = ("onthefly", "sega")
 
@@ -47,7 +48,8 @@ class EditParams:
         if self.xa_guidance < 0:
             raise UserError(f"--xa-guidance {self.xa_guidance} is negative; use 0 (off) or more (the paper: 0.15).")
         if self.method == "sega" and not [c for c in self.concepts if c.strip("+- ")]:
-            raise UserError("--method sega needs at least one --concept, e.g. --concept +glasses or --concept -beard.")
+            # no --concept: the concepts come from the instruction (and the source caption's old value), recorded here
+            self.concepts = derive_concepts(self.instruction, self.source_caption or next(iter(self.captions_before), None))
         if not 0 <= self.skip < 1:
             raise UserError(f"--skip {self.skip} is outside [0, 1).")
         if not 0 <= self.threshold < 1:
@@ -65,7 +67,7 @@ class EditParams:
         if data.get("kind") != "edit":
             raise UserError("This PNG was not written by segakit edit (its parameters are not an edit's); use segakit generate --from-png.")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds"}
+        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds", "turns"}
         if unknown:
             raise UserError(f"The edit parameters in this PNG have unknown fields {sorted(unknown)}; a newer segakit wrote them.")
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,61 @@
+"""The editing study's parameters (:class:`EditingStudyConfig`) and its methods' names."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from segakit.core.errors import UserError
+
+# name -> what it is (the report's row labels)
+METHODS: dict[str, str] = {
+    "onthefly-gold": "OnTheFly, gold target caption (what the paper's evaluation script measures)",
+    "onthefly-lm": "OnTheFly, the caption writer's captions",
+    "sega": "segakit SEGA on the edit-friendly inversion (LEDITS++ recipe), concepts from the instruction",
+    "ledits-diffusers": "diffusers' LEditsPPPipelineStableDiffusion (peer), the same concepts",
+    "regenerate": "inversion + regeneration with the source caption (no edit)",
+}
+
+
+@dataclass(frozen=True)
+class EditingStudyConfig:
+    """Every field enters the cache key of the edits it affects."""
+
+    pairs: int = 24  # single-change world pairs (seed ``seed``, in index order)
+    sessions: int = 4  # multi-turn sessions (0 = skip the multi-turn protocol)
+    turns: int = 3  # instructions per session (MagicBrush: up to 3)
+    seed: int = 0  # the world pairs' and sessions' seed
+    edit_seed: int = 0  # the methods' seed (noise regularisation, caption writer, DDPM inversion noise)
+    steps: int = 25  # inversion steps = edit steps, every method
+    methods: tuple[str, ...] = tuple(METHODS)
+    guidance: float = 5.0  # OnTheFly's classifier-free guidance
+    xa_guidance: float = 0.15  # OnTheFly's cross-attention guidance step
+    captions: int = 3  # captions per side the caption writer writes
+    sega_scale: float = 5.0  # SEGA / LEDITS++ edit guidance scale (LEDITS++'s default)
+    sega_threshold: float = 0.9  # the masks' quantile (LEDITS++'s default)
+    skip: float = 0.15  # share of the noisiest steps skipped by the edit-friendly inversion (LEDITS++'s default)
+    source_guidance: float = 3.5  # segakit SEGA: guidance towards the source caption while inverting
+    figure_rows: int = 6
+
+    def check(self) -> EditingStudyConfig:
+        """Raise :class:`UserError` naming the first bad value; return self."""
+        for name, value, low in (("--pairs", self.pairs, 1), ("--sessions", self.sessions, 0), ("--turns", self.turns, 1),
+                                 ("--steps", self.steps, 1), ("--seed", self.seed, 0), ("--edit-seed", self.edit_seed, 0),
+                                 ("--captions", self.captions, 1), ("--figure-rows", self.figure_rows, 0)):  # fmt: skip
+            if int(value) != value or value < low:
+                raise UserError(f"{name} {value!r} is not a whole number of {low} or more.")
+        if self.turns > 6:
+            raise UserError(f"--turns {self.turns} is above 6; MagicBrush's sessions have up to 3 turns.")
+        if self.steps > 1000:
+            raise UserError(f"--steps {self.steps} is outside 1..1000.")
+        if not self.methods:
+            raise UserError(f"--methods is empty; choose from {', '.join(METHODS)}.")
+        for m in self.methods:
+            if m not in METHODS:
+                raise UserError(f"--methods has {m!r}, which is not one of {', '.join(METHODS)}.")
+        for name, value in (("--guidance", self.guidance), ("--sega-scale", self.sega_scale), ("--sega-source-guidance", self.source_guidance)):
+            if not math.isfinite(value) or value <= 0:
+                raise UserError(f"{name} {value!r} is not a positive number.")
+        if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
+            raise UserError(f"--sega-threshold {self.sega_threshold!r} and --skip {self.skip!r} must lie in [0, 1).")
+        return self

@@ -1,0 +1,105 @@
+"""The study's methods: one function per method, each editing one image as one instruction says.
+
+All get the same inputs (the image, the instruction, the gold source caption and, for OnTheFly with gold
+captions, the gold target caption), the same steps and seed, and return the result as uint8 pixels, the wall time
+of the edit (model loading excluded), and what the method used (captions written, concepts derived).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from segakit.core.errors import UserError
+from segakit.core.inversion import NoiseRegularization, ddim_invert, ddim_sample
+from segakit.editing.concepts import derive_concepts
+from segakit.editing.image import decode, encode
+from segakit.editing.pipeline import EditPipeline
+from segakit.eval.editing_study.config import EditingStudyConfig
+from segakit.eval.editing_study.peer import ledits_edit, ledits_peer
+
+
+@dataclass
+class MethodResult:
+    image: np.ndarray  # (3, H, W) uint8
+    seconds: float
+    captions_before: list[str] = field(default_factory=list)
+    captions_after: list[str] = field(default_factory=list)
+    concepts: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # OnTheFly: seconds of captions (the language model), inversion, edit
+
+
+def to_u8(image: Image.Image | torch.Tensor) -> np.ndarray:
+    """A PIL image or a (1, 3, H, W) tensor in [0, 1] -> (3, H, W) uint8."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1).copy()
+    return (image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+class Methods:
+    """The models behind the methods, loaded once: the edit pipeline (with a caption writer, when there is one)
+    and diffusers' LEDITS++ pipeline on the same components."""
+
+    def __init__(self, pipe: EditPipeline, cfg: EditingStudyConfig) -> None:
+        self.pipe, self.cfg = pipe, cfg
+        self._peer = None
+
+    def available(self, method: str) -> bool:
+        return method != "onthefly-lm" or self.pipe.caption_writer is not None
+
+    def run(self, method: str, image: Image.Image, instruction: str, source_caption: str, target_caption: str) -> MethodResult:
+        if not self.available(method):
+            raise UserError(f"Method {method!r} needs a caption writer; pass --caption-writer with a local causal LM folder.")
+        start = time.perf_counter()
+        result = getattr(self, "_" + method.replace("-", "_"))(image, instruction, source_caption, target_caption)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _onthefly(self, image, instruction, source_caption, target_captions) -> MethodResult:
+        c = self.cfg
+        out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions,
+                        num_inference_steps=c.steps, guidance_scale=c.guidance, cross_attention_guidance=c.xa_guidance,
+                        num_captions=c.captions, seed=c.edit_seed)  # fmt: skip
+        return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
+
+    def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        return self._onthefly(image, instruction, source_caption, [target_caption])
+
+    def _onthefly_lm(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        return self._onthefly(image, instruction, source_caption, None)
+
+    def _sega(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        c = self.cfg
+        concepts = derive_concepts(instruction, source_caption)
+        # source guidance 1: invert and sample without the caption (unconditionally, as the peer does); the caption
+        # still names the old value for the concepts
+        caption = source_caption if c.source_guidance != 1.0 else None
+        out = self.pipe(image, instruction, source_caption=caption, method="sega", concepts=concepts,
+                        num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
+                        source_guidance=c.source_guidance, seed=c.edit_seed)  # fmt: skip
+        return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
+
+    def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        c, p = self.cfg, self.pipe
+        if self._peer is None:
+            self._peer = ledits_peer(p.vae, p.text_encoder, p.tokenizer, p.unet, p.scheduler.config)
+        concepts = derive_concepts(instruction, source_caption)
+        pixels = ledits_edit(self._peer, image, concepts, c.steps, c.skip, c.sega_scale, c.sega_threshold, c.edit_seed, p.resolution)
+        return MethodResult(to_u8(pixels), 0.0, concepts=concepts)
+
+    def _regenerate(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        """DDIM inversion with the source caption (regularised, as OnTheFly inverts), then DDIM sampling back with
+        the source caption: OnTheFly's reference pass, alone (its guidance over [source, source] is the source's
+        prediction)."""
+        c, p = self.cfg, self.pipe
+        text = p.text_models()
+        cond = text.encode([source_caption])
+        x0 = encode(p.vae, image)
+        inverted = ddim_invert(p.unet, p.scheduler.config, x0, cond, c.steps, regularization=NoiseRegularization(),
+                               generator=torch.Generator().manual_seed(c.edit_seed))  # fmt: skip
+        x = ddim_sample(p.unet, p.scheduler.config, inverted.latents, cond, c.steps)
+        return MethodResult(to_u8(decode(p.vae, x)[0]), 0.0, [source_caption], [source_caption])

@@ -1,0 +1,157 @@
+"""Running the editing study: every (method, turn) edit is a unit of work cached under ``DIR/cache/`` in a file
+named by a hash of everything it depends on (model, caption writer and oracle weights, the method's settings, the
+turn's instruction, captions and input pixels), written atomically; a rerun computes only what is missing.
+
+A session's turn k+1 edits the method's own result of turn k (MagicBrush's multi-turn protocol), so its key holds
+that result's pixels: change turn 1 and the later turns are recomputed. Measures are taken from the cached 8-bit
+results, so a resumed run reports exactly what an uninterrupted one does (wall times: the seconds each edit took
+when it was computed, stored beside it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
+from segakit.eval.editing_study.config import METHODS, EditingStudyConfig
+from segakit.eval.editing_study.items import (
+    Turn,
+    image_of,
+    pair_turn,
+    session_turns,
+    sessions,
+    single_change_pairs,
+)
+from segakit.eval.editing_study.methods import MethodResult, Methods, to_u8
+from segakit.eval.editing_study.metrics import (
+    ClipScorer,
+    attribute_scores,
+    l1,
+    l2,
+    ssim_to,
+    to_float,
+)
+from segakit.eval.sega_study.run import Cache, Unit
+from segakit.world.schema import ATTRIBUTES
+
+NO_EDIT = "source (no edit)"  # a reference row: the turn's input handed back unchanged
+SETTINGS = ("steps", "edit_seed", "guidance", "xa_guidance", "captions", "sega_scale", "sega_threshold", "skip", "source_guidance")
+
+
+def pixels_hash(u8: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(u8).tobytes()).hexdigest()[:16]
+
+
+class EditingStudy:
+    """Edits every turn with every method (cached), then measures each result."""
+
+    def __init__(self, methods: Methods, oracle, clip: ClipScorer | None, cfg: EditingStudyConfig, cache_dir: Path,
+                 progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.methods, self.oracle, self.clip, self.cfg = methods, oracle, clip, cfg.check()
+        self.cache = Cache(cache_dir)
+        self.progress = progress or (lambda name: None)
+        writer = methods.pipe.caption_writer
+        self.fingerprints = {
+            "model": pipeline_fingerprint(methods.pipe),
+            "oracle": fingerprint(oracle.net),
+            "clip": fingerprint(clip.model) if clip is not None else None,
+            "caption_writer": fingerprint(writer.model) if writer is not None and hasattr(writer, "model") else None,
+        }
+        self.settings = {k: getattr(cfg, k) for k in SETTINGS}
+        self.units = self.from_cache = 0
+
+    # ---- one edit, cached
+    def _unit(self, method: str, turn: Turn, input_u8: np.ndarray) -> Unit:
+        spec = {"kind": "edit", "method": method, "model": self.fingerprints["model"], **self.settings,
+                "caption_writer": self.fingerprints["caption_writer"] if method == "onthefly-lm" else None,
+                "instruction": turn.instruction, "source_caption": turn.source_caption,
+                "target_caption": turn.target_caption if method == "onthefly-gold" else None, "input": pixels_hash(input_u8)}  # fmt: skip
+
+        def compute() -> dict[str, np.ndarray]:
+            r: MethodResult = self.methods.run(method, image_of(input_u8), turn.instruction, turn.source_caption, turn.target_caption)
+            return {"image": r.image, "seconds": np.array(r.seconds), "captions_before": np.array(r.captions_before, dtype=str),
+                    "captions_after": np.array(r.captions_after, dtype=str), "concepts": np.array(r.concepts, dtype=str),
+                    "stage_names": np.array(list(r.stages), dtype=str), "stage_seconds": np.array(list(r.stages.values()), dtype=np.float64)}  # fmt: skip
+
+        return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, compute)
+
+    def _edit(self, method: str, turn: Turn, input_u8: np.ndarray) -> dict[str, np.ndarray]:
+        unit = self._unit(method, turn, input_u8)
+        self.units += 1
+        self.progress(unit.name)
+        data = self.cache.load(unit)
+        if data is None:
+            data = unit.compute()
+            self.cache.save(unit, data)
+        else:
+            self.from_cache += 1
+        return data
+
+    # ---- measures
+    def _measure(self, turn: Turn, result_u8: np.ndarray) -> dict[str, float]:
+        res, tgt, src = (to_float(u[None]) for u in (result_u8, to_u8(turn.target_image), to_u8(turn.source_image)))
+        src_labels, out_labels = self.oracle.predict([turn.source_image, image_of(result_u8)])
+        unchanged = [a for a in ATTRIBUTES if a not in turn.changed_so_far]
+        row = {"l1": float(l1(res, tgt)[0]), "l2": float(l2(res, tgt)[0]), "ssim_source": float(ssim_to(res, src)[0])}
+        if self.clip is not None:
+            row["clip_i"] = float(self.clip.clip_i(res, tgt)[0])
+            row["clip_t"] = float(self.clip.clip_t(res, [turn.target_caption])[0])
+        row.update(attribute_scores(src_labels, out_labels, turn.changes, unchanged))
+        row["all_so_far"] = float(all(out_labels[a] == v for a, v in turn.changed_so_far.items()))
+        row["read"] = {a: _plain(out_labels[a]) for a in turn.changed_so_far}
+        return row
+
+    def _record(self, method: str, turn: Turn, data: dict | None, result_u8: np.ndarray) -> dict:
+        rec = {"method": method, "item": turn.item, "turn": turn.step, "instruction": turn.instruction,
+               "changes": {a: _plain(v) for a, v in turn.changes.items()}, **self._measure(turn, result_u8)}  # fmt: skip
+        if data is not None:
+            rec["seconds"] = round(float(data["seconds"]), 3)
+            for key in ("captions_before", "captions_after", "concepts"):
+                rec[key] = [str(s) for s in data[key]]
+            if "stage_names" in data:  # edits cached before stage times were kept have none
+                rec["stages"] = {str(k): round(float(v), 3) for k, v in zip(data["stage_names"], data["stage_seconds"])}
+        return rec
+
+    # ---- the run
+    def run(self) -> dict:
+        """Every method on every turn; returns the records and the images the report and figures need."""
+        start = time.perf_counter()
+        pairs = single_change_pairs(self.cfg.pairs, self.cfg.seed)
+        single = [pair_turn(p) for p in pairs]
+        multi = [session_turns(s) for s in sessions(self.cfg.sessions, self.cfg.seed, self.cfg.turns)]
+        records, images = [], {}
+        available = {m: self.methods.available(m) for m in self.cfg.methods}
+        for turn in single:
+            records.append(self._record(NO_EDIT, turn, None, to_u8(turn.input_image)))
+        for method in (m for m in self.cfg.methods if available[m]):
+            for turn in single:
+                data = self._edit(method, turn, to_u8(turn.input_image))
+                images[(method, turn.item, 1)] = data["image"]
+                records.append(self._record(method, turn, data, data["image"]))
+            for session in multi:
+                current = to_u8(session[0].input_image)
+                for turn in session:
+                    data = self._edit(method, turn, current)
+                    current = data["image"]
+                    images[(method, turn.item, turn.step)] = current
+                    records.append({**self._record(method, turn, data, current), "protocol": "multi-turn"})
+        for r in records:
+            r.setdefault("protocol", "single-turn")
+        return {
+            "records": records, "images": images, "single": single, "multi": multi, "available": available,
+            "pairs": [p.index for p in pairs], "fingerprints": self.fingerprints, "config": asdict(self.cfg),
+            "run": {"wall_s": round(time.perf_counter() - start, 1), "edits": self.units, "edits_from_cache": self.from_cache,
+                    "edit_s": round(sum(r.get("seconds", 0.0) for r in records), 1), "torch_threads": torch.get_num_threads()},
+            "methods": {m: METHODS[m] for m in self.cfg.methods},
+        }  # fmt: skip
+
+
+def _plain(v):
+    return v if isinstance(v, (bool, str, int, float)) or v is None else str(v)
