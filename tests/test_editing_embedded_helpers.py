@@ -9,7 +9,12 @@ import torch
 from cli_runner import cli
 from PIL import Image
 
-from segakit.editing.caption_writer import EMBEDDED_CAPTION_WRITER, CaptionWriter, caption_prompt, parse_captions
+from segakit.editing.caption_writer import (
+    EMBEDDED_CAPTION_WRITER,
+    CaptionWriter,
+    caption_prompt,
+    parse_captions,
+)
 from segakit.editing.captioner import EMBEDDED_CAPTIONER, Captioner
 from segakit.world.captions import parse_caption
 from segakit.world.dataset import PAIR_STREAM, sample_at

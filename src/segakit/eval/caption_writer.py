@@ -65,7 +65,7 @@ class WriterReport:
     examples: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
-        share = lambda a, b: round(a / b, 4) if b else None  # noqa: E731
+        share = lambda a, b: round(a / b, 4) if b else None
         return {
             "edits": self.n, "captions_per_side": self.captions,
             "parsed_first_try": share(self.first_try, self.n), "complete": share(self.complete, self.n),
@@ -126,7 +126,7 @@ def measure(model: str | Path | None = None, n: int = 200, captions: int = 3, se
 
 def format_report(r: WriterReport) -> str:
     s = r.summary()
-    pct = lambda v: "-" if v is None else f"{v * 100:.1f}%"  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{v * 100:.1f}%"
     lines = [
         f"caption writer on {s['edits']} held-out edits, {s['captions_per_side']} captions per side:",
         f"  parsed on the first try {pct(s['parsed_first_try'])}, complete {pct(s['complete'])}, mean tries {s['mean_tries']}, failed {s['failed']}",

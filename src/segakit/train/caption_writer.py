@@ -13,7 +13,7 @@ back exactly), wrapped as ``PreTrainedTokenizerFast``: the folder loads with ``A
 ``AutoModelForCausalLM``. A word it never saw is ``<unk>``.
 
     python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_minutes 22 \\
-        --export src/segakit/assets/caption_writer                  # the shipped run (resumes)
+        --export src/segakit/assets/caption_writer                  # the shipped run (resumes; 600 steps)
     python -m segakit.train.caption_writer --max_steps 2 --batch_size 2 --run /tmp/cw --eval_n 0   # smoke
 
 Writes ``<run>/ckpt`` (resumable), ``<run>/model`` (refreshed at each checkpoint) and ``<run>/metrics.jsonl``.
@@ -59,8 +59,8 @@ class WriterConfig:
     n_positions: int = 512
     # optimisation
     batch_size: int = 16
-    max_steps: int = 5000
-    lr: float = 1e-3
+    max_steps: int = 600
+    lr: float = 1.5e-3
     warmup: int = 100
     schedule: str = "cosine"
     weight_decay: float = 0.01
@@ -68,8 +68,8 @@ class WriterConfig:
     # bookkeeping
     max_minutes: float = 0.0  # stop (checkpoint and export) after this much wall time in this run; 0 = no limit
     log_every: int = 50
-    ckpt_every: int = 200
-    eval_n: int = 100  # held-out edits written at the end (0: none)
+    ckpt_every: int = 50
+    eval_n: int = 0  # held-out edits written at the end (0: none; python -m segakit.eval.caption_writer measures)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -149,7 +149,11 @@ def train(cfg: WriterConfig) -> Path:
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer(cfg)
+    if (run / "tokenizer" / "tokenizer.json").is_file():  # a resumed run keeps its vocabulary (and skips rebuilding it)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(run / "tokenizer")
+    else:
+        tokenizer = build_tokenizer(cfg)
+        tokenizer.save_pretrained(run / "tokenizer")
     model = build_model(cfg, tokenizer).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and ".wte" not in n and ".wpe" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and ".wte" not in n and ".wpe" not in n)]
@@ -160,7 +164,7 @@ def train(cfg: WriterConfig) -> Path:
     print(f"caption_writer: GPT-2 {n_params / 1e6:.2f}M params, vocabulary {len(tokenizer)}, "
           f"{'resuming at step ' + str(step) if state else 'step 0'} -> {run}", flush=True)  # fmt: skip
     metrics = open(run / "metrics.jsonl", "a")
-    info = lambda: {"recipe": "python -m segakit.train.caption_writer", "step": step, "max_steps": cfg.max_steps,  # noqa: E731
+    info = lambda: {"recipe": "python -m segakit.train.caption_writer", "step": step, "max_steps": cfg.max_steps,
                     "params": n_params, "config": config_dict(cfg)}  # fmt: skip
     deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
     t_last, seen = time.time(), 0

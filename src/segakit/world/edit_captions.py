@@ -64,7 +64,7 @@ def _plan(attrs: list[str], rng: np.random.Generator) -> CaptionPlan:
 
 
 def edit_captions_at(seed: int, index: int, n: int, stream: int = WRITER_STREAM, p_gold: float = P_GOLD,
-                     min_mentions: int = 3, p_keep: float = P_KEEP) -> EditCaptions:  # fmt: skip
+                     min_mentions: int = 4, p_keep: float = P_KEEP) -> EditCaptions:  # fmt: skip
     """Caption sets of edit ``index`` of ``seed`` (an edit pair's faces and instruction, own random stream)."""
     source, target, instruction, changes, rng = pair_change_at(seed, index, stream=stream)
     changed = list(changes)
