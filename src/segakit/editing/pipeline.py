@@ -130,6 +130,12 @@ class EditPipeline:
             source = self.captioner(image)
         if params.captions_after:
             return source, list(params.captions_before) or [source], list(params.captions_after), meta
+        if self.caption_writer is None and self.model_name == "embedded":
+            raise UserError(
+                "The embedded model's caption writer is not in this installation yet (segakit/assets/caption_writer), so "
+                "the edited image needs captions from you: pass --captions-after (target_captions=), or --caption-writer "
+                "(caption_writer=) with a local causal language model folder."
+            )
         if self.caption_writer is None:
             raise UserError(
                 f"Model {self.model_name!r} has no caption writer, so the edited image needs captions from you: pass "

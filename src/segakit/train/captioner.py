@@ -118,14 +118,15 @@ def vocabulary(n_captions: int, seed: int, min_mentions: int) -> list[str]:
     return list(words)
 
 
-def build_processor(words: list[str], folder: Path) -> BlipProcessor:
-    """A ``BlipProcessor``: a ``BertTokenizer`` over ``words`` and a 64 px ``BlipImageProcessor`` (pixels to [-1, 1],
-    as the embedded model's CLIP reads them)."""
+def build_processor(words: list[str], folder: Path, clip_pixels: bool = True) -> BlipProcessor:
+    """A ``BlipProcessor``: a ``BertTokenizer`` over ``words`` and a 64 px ``BlipImageProcessor`` (with
+    ``clip_pixels``, pixels to [-1, 1] as the embedded model's CLIP reads them; else BLIP's own normalisation)."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + [w for w in words if w not in SPECIALS]) + "\n")
     tokenizer = BertTokenizer(str(vocab), do_lower_case=True)
-    images = BlipImageProcessor(size={"height": 64, "width": 64}, do_resize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    norm = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3} if clip_pixels else {}
+    images = BlipImageProcessor(size={"height": 64, "width": 64}, do_resize=True, **norm)
     return BlipProcessor(image_processor=images, tokenizer=tokenizer)
 
 
@@ -214,7 +215,7 @@ def train(cfg: CaptionerConfig) -> Path:
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    processor = build_processor(vocabulary(cfg.vocab_captions, cfg.seed, cfg.min_mentions), run / "vocab")
+    processor = build_processor(vocabulary(cfg.vocab_captions, cfg.seed, cfg.min_mentions), run / "vocab", clip_folder(cfg.init_vision) is not None)
     model = build_model(cfg, processor.tokenizer)
     state = load_checkpoint(run / "ckpt", model)
     if state is None and clip_folder(cfg.init_vision) is not None:
