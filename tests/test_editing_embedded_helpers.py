@@ -177,3 +177,12 @@ def test_embedded_edit_with_only_an_instruction(monkeypatch, capsys, tmp_path):
     assert params["source_caption"] and len(params["captions_before"]) == 2 and len(params["captions_after"]) == 2
     assert params["captions_before"][0] == params["source_caption"] and f"source caption: {params['source_caption']}" in stdout
     assert all(parse_caption(c).get("glasses") == {True} for c in params["captions_after"]), params["captions_after"]
+
+
+def test_eval_commands(monkeypatch, capsys, tmp_path):
+    code, stdout, stderr = cli(monkeypatch, capsys, "eval", "captioner", "-n", "2", "--out", tmp_path / "cap.json")
+    assert code == 0, stderr
+    summary = json.loads((tmp_path / "cap.json").read_text())
+    assert summary["n"] == 2 and summary["mentions_per_caption"] > 0 and "of the attributes it mentions are right" in stdout
+    code, _, stderr = cli(monkeypatch, capsys, "eval", "caption-writer", "--model", tmp_path / "no-writer", "-n", "1")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "does not exist" in stderr, stderr

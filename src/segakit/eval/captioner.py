@@ -66,8 +66,8 @@ class CaptionerReport:
             "silent_share": round(self.silent / self.n, 4) if self.n else 0.0,
             "seconds_per_caption": round(self.seconds / self.n, 4) if self.n else 0.0,
             "per_attribute": {a: {"mentions": m, "right_share": round(self.right[a] / m, 4) if m else None}
-                              for a, m in self.mentions.items()},  # fmt: skip
-        }
+                              for a, m in self.mentions.items()},
+        }  # fmt: skip
 
 
 def measure(model: str | Path | None = None, n: int = 500, seed: int = EVAL_SEED, captioner=None) -> CaptionerReport:
@@ -86,9 +86,9 @@ def measure(model: str | Path | None = None, n: int = 500, seed: int = EVAL_SEED
 
 def format_report(report: CaptionerReport) -> str:
     s = report.summary()
-    lines = [f"captioner on {s['n']} held-out renders: {s['right_share'] * 100:.1f}% of the attributes it mentions are right, "
-             f"{s['mentions_per_caption']:.2f} mentions per caption, {s['silent_share'] * 100:.1f}% captions state none, "
-             f"{s['seconds_per_caption'] * 1000:.0f} ms per caption"]  # fmt: skip
+    lines = [(f"captioner on {s['n']} held-out renders: {s['right_share'] * 100:.1f}% of the attributes it mentions are right, "
+              f"{s['mentions_per_caption']:.2f} mentions per caption, {s['silent_share'] * 100:.1f}% captions state none, "
+              f"{s['seconds_per_caption'] * 1000:.0f} ms per caption")]  # fmt: skip
     for a, v in s["per_attribute"].items():
         share = "-" if v["right_share"] is None else f"{v['right_share'] * 100:.1f}%"
         lines.append(f"  {a:<13} mentions {v['mentions']:5d}  right {share}")
