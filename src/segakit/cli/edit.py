@@ -26,13 +26,13 @@ def edit(
     skip: Annotated[float, typer.Option(help="--method sega: share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
     threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting.")] = 3.5,
-    source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner).")] = None,
+    source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
     captions_before: Annotated[list[str] | None, typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer"))] = None,
     captions_after: Annotated[list[str] | None, typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer"))] = None,
     captions: Annotated[int, typer.Option("--captions", help="How many captions the caption writer writes per side (1..10).")] = 3,
     show_captions: Annotated[bool, typer.Option("--show-captions", help="Print the source caption and the captions before/after.")] = False,
-    captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors).")] = None,
-    caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2.")] = None,
+    captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.")] = None,
+    caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.")] = None,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
     guidance: Annotated[float, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption); sega: each concept's scale.")] = 5.0,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
@@ -66,7 +66,7 @@ def edit(
         image = Path(params.image)
     else:
         if image is None or instruction is None:
-            raise UserError("Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --captions-after '...'.")
+            raise UserError("Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --out glasses.png.")
         params = EditParams(
             instruction=instruction, model=model, method=method, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,

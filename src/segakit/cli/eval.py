@@ -313,3 +313,40 @@ def _model_clip_folder(model: str) -> Path | None:
 
     folder = Path(resolve(model)) / "clip"
     return folder if (folder / "config.json").is_file() else None
+
+
+@eval_app.command("captioner")
+def captioner(
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="A BLIP captioner folder (default: the embedded model's).")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", help="Held-out world renders to caption.")] = 500,
+    seed: Annotated[int, typer.Option(help="World seed of the renders (the shipped captioner trains on seed 0 of its own stream).")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """How right a captioner is on held-out world renders, read by the world's caption parser."""
+    from segakit.eval import captioner as measure
+
+    if n < 1:
+        raise UserError(f"-n {n} must be at least 1.")
+    argv = ["--n", str(n), "--seed", str(seed)] + (["--model", str(model)] if model else []) + (["--json", str(out)] if out else [])
+    measure.main(argv)
+
+
+@eval_app.command("caption-writer")
+def caption_writer(
+    model: Annotated[Path | None, typer.Option("--model", "-m", help="A causal LM folder (default: the embedded model's caption writer).")] = None,
+    n: Annotated[int, typer.Option("-n", "--n", help="Held-out edits (the faces and instructions of `segakit world pairs`).")] = 200,
+    captions: Annotated[int, typer.Option("--captions", help="Captions per side (1..10).")] = 3,
+    seed: Annotated[int, typer.Option(help="World seed of the edit pairs.")] = 0,
+    source: Annotated[str, typer.Option(help="Caption 1 from 'world' captions or the embedded 'captioner'.")] = "world",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """How often a caption writer's output parses and its after-captions state the instructed change and keep the rest."""
+    from segakit.eval import caption_writer as measure
+
+    if n < 1 or not 1 <= captions <= 10:
+        raise UserError(f"-n {n} must be at least 1 and --captions {captions} within 1..10.")
+    if source not in ("world", "captioner"):
+        raise UserError(f"--source {source!r} is not one of world, captioner.")
+    argv = ["--n", str(n), "--captions", str(captions), "--seed", str(seed), "--source", source]
+    argv += (["--model", str(model)] if model else []) + (["--json", str(out)] if out else [])
+    measure.main(argv)

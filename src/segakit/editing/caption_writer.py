@@ -9,7 +9,9 @@ start with ``Caption`` before the ``After transformation`` marker are the "befor
 one caption on each side; otherwise :class:`UserError` says so.
 
 Any local ``AutoModelForCausalLM`` folder with safetensors weights works (Phi-2 in the paper, a small Qwen or
-Llama); a user can skip the model and pass captions directly to the editor.
+Llama); a user can skip the model and pass captions directly to the editor. The embedded model's writer is a small
+GPT-2 trained on faces-world edits in this template (``python -m segakit.train.caption_writer``), shipped in
+``segakit/assets/caption_writer`` (:data:`EMBEDDED_CAPTION_WRITER`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from segakit.core.errors import UserError
 from segakit.core.loading import PICKLE_SUFFIXES, pickle_refusal
 
 MAX_TRIES = 10
+EMBEDDED_CAPTION_WRITER = Path(__file__).resolve().parents[1] / "assets" / "caption_writer"
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 BEFORE_MARK = "Before transformation:"
 AFTER_MARK = "After transformation:"

@@ -1,10 +1,9 @@
 """``EditPipeline``: instruction-guided editing of a real image, on the fly (Pix2Pix-OnTheFly).
 
 >>> from segakit.editing import EditPipeline
->>> pipe = EditPipeline.from_pretrained("embedded")
->>> out = pipe(image, instruction="give her glasses", source_caption="a photo of a woman",
-...            target_captions=["a photo of a woman with glasses"], num_inference_steps=25)
->>> out.images[0], out.captions_before, out.captions_after
+>>> pipe = EditPipeline.from_pretrained("embedded")     # with its own small captioner and caption writer
+>>> out = pipe(image, instruction="give her glasses", num_inference_steps=25)
+>>> out.images[0], out.source_caption, out.captions_before, out.captions_after
 
 Steps: caption the image (a :class:`Captioner`, or the caption the user gives), invert it with DDIM conditioned on
 that caption (pix2pix-zero's noise regularisation on by default), get captions before/after the edit (a
@@ -26,8 +25,8 @@ from PIL import Image
 
 from segakit.core.errors import UserError
 from segakit.core.inversion import NoiseRegularization, ddim_invert, ddpm_invert
-from segakit.editing.caption_writer import CaptionWriter
-from segakit.editing.captioner import Captioner
+from segakit.editing.caption_writer import EMBEDDED_CAPTION_WRITER, CaptionWriter
+from segakit.editing.captioner import EMBEDDED_CAPTIONER, Captioner
 from segakit.editing.direction import TextModels, edit_direction
 from segakit.editing.image import decode, encode, fit
 from segakit.editing.ledits import ConceptEdit, concept_tokens, sega_on_inversion
@@ -35,6 +34,18 @@ from segakit.editing.onthefly import edit_with_cross_attention_guidance
 from segakit.editing.params import EditParams
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+EMBEDDED_WRITER_TOKENS = 400  # room for 10 captions a side within the small writer's 512 positions
+
+
+def embedded_helpers(model_name: str, captioner: Captioner | None, caption_writer: CaptionWriter | None) -> tuple[Captioner | None, CaptionWriter | None]:
+    """The embedded model's own captioner and caption writer (``segakit/assets``) where none is given."""
+    if str(model_name) != "embedded":
+        return captioner, caption_writer
+    if captioner is None and EMBEDDED_CAPTIONER.is_dir():
+        captioner = Captioner.from_pretrained(EMBEDDED_CAPTIONER)
+    if caption_writer is None and EMBEDDED_CAPTION_WRITER.is_dir():
+        caption_writer = CaptionWriter.from_pretrained(EMBEDDED_CAPTION_WRITER, max_new_tokens=EMBEDDED_WRITER_TOKENS)
+    return captioner, caption_writer
 
 
 @dataclass
@@ -64,15 +75,20 @@ class EditPipeline:
                 m.requires_grad_(False).eval()
 
     @classmethod
-    def from_pipe(cls, pipe, **kwargs) -> EditPipeline:
-        """From a loaded diffusers pipeline (shares its components)."""
+    def from_pipe(cls, pipe, captioner: Captioner | None = None, caption_writer: CaptionWriter | None = None,
+                  model_name: str = "custom") -> EditPipeline:  # fmt: skip
+        """From a loaded diffusers pipeline (shares its components); ``model_name="embedded"`` brings the embedded
+        model's own captioner and caption writer unless others are given."""
+        captioner, caption_writer = embedded_helpers(model_name, captioner, caption_writer)
         return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler,
-                   getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None), **kwargs)  # fmt: skip
+                   getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None),
+                   captioner=captioner, caption_writer=caption_writer, model_name=model_name)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, name: str | Path = "embedded", captioner: str | Path | Captioner | None = None,
                         caption_writer: str | Path | CaptionWriter | None = None, **kwargs) -> EditPipeline:  # fmt: skip
-        """"embedded", a hub id or a local diffusers folder (safetensors only); optional captioner / caption-writer folders."""
+        """"embedded", a hub id or a local diffusers folder (safetensors only); optional captioner / caption-writer
+        folders (the embedded model has its own: ``segakit/assets/captioner``, ``segakit/assets/caption_writer``)."""
         from segakit.core.loading import load_pipeline
 
         if isinstance(captioner, (str, Path)):
@@ -108,16 +124,22 @@ class EditPipeline:
         if source is None:
             if self.captioner is None:
                 raise UserError(
-                    f"Model {self.model_name!r} has no captioner yet, so the image needs a caption from you: pass "
-                    "--source-caption (source_caption=) or --captions-before (captions_before=)."
+                    f"Model {self.model_name!r} has no captioner, so the image needs a caption from you: pass "
+                    "--source-caption (source_caption=), or --captioner (captioner=) with a local BLIP folder."
                 )
             source = self.captioner(image)
         if params.captions_after:
             return source, list(params.captions_before) or [source], list(params.captions_after), meta
+        if self.caption_writer is None and self.model_name == "embedded":
+            raise UserError(
+                "The embedded model's caption writer is not in this installation yet (segakit/assets/caption_writer), so "
+                "the edited image needs captions from you: pass --captions-after (target_captions=), or --caption-writer "
+                "(caption_writer=) with a local causal language model folder."
+            )
         if self.caption_writer is None:
             raise UserError(
-                f"Model {self.model_name!r} has no caption writer yet, so the edited image needs captions from you: pass "
-                "--captions-after (target_captions=), or --caption-writer with a local causal language model folder."
+                f"Model {self.model_name!r} has no caption writer, so the edited image needs captions from you: pass "
+                "--captions-after (target_captions=), or --caption-writer (caption_writer=) with a local causal language model folder."
             )
         written = self.caption_writer.write(params.instruction, source, params.num_captions, params.seed)
         meta = {"tries": written.tries, "complete": written.complete}

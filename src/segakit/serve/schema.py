@@ -84,9 +84,9 @@ class EditRequest(BaseModel):
     image: str = Field(description="The image to edit, base64-encoded PNG or JPEG.")
     instruction: str = Field(description="What to change, e.g. 'give her glasses'.")
     method: Literal["onthefly", "sega"] = "onthefly"
-    source_caption: str | None = Field(None, description="What the image shows (needed on models without a captioner, such as the embedded one).")
+    source_caption: str | None = Field(None, description="What the image shows (skips the captioner; needed on models without one; the embedded model has its own).")
     captions_before: list[str] = Field(default_factory=list, description="Captions of the image before the edit (default: the source caption).")
-    captions_after: list[str] = Field(default_factory=list, description="Captions after the edit (needed on models without a caption writer).")
+    captions_after: list[str] = Field(default_factory=list, description="Captions after the edit (skip the caption writer; needed on models without one; the embedded model has its own).")
     concepts: list[str] = Field(default_factory=list, description="method 'sega': the concepts to add or remove, e.g. '+glasses', '-beard'.")
     captions: int = Field(3, description="Captions the caption writer writes per side.")
     seed: int = 0

@@ -25,6 +25,27 @@ KEEP_DOWNLOADS_S = 3600  # written PNGs older than this are removed when a new o
 STRIP_POINTS = 5
 
 
+EDIT_HELP_EMBEDDED = ("Give an instruction: the embedded model captions the image and writes the captions before and after "
+                      "the edit with its own small captioner and caption writer (shown with the result). To use your own, "
+                      "say what the image shows and, for Pix2Pix-OnTheFly, what it should show after (one caption a line); "
+                      "for SEGA, the concepts (`+glasses`, `-beard`, one a line).")
+EDIT_HELP_CAPTIONER = ("The embedded model captions the image itself (its own small captioner; a caption of yours skips it). Say "
+                       "what the image should show after the edit (one caption a line) for Pix2Pix-OnTheFly: its caption "
+                       "writer is not shipped yet. For SEGA, the concepts (`+glasses`, `-beard`, one a line).")
+EDIT_HELP = ("This model has no captioner or caption writer: say what the image shows and, for Pix2Pix-OnTheFly, what it "
+             "should show after (one caption a line); for SEGA, the concepts (`+glasses`, `-beard`, one a line).")
+
+
+def edit_help(model: str) -> str:
+    """The Edit tab's first line: what the user must type on this model."""
+    from segakit.editing.caption_writer import EMBEDDED_CAPTION_WRITER
+    from segakit.editing.captioner import EMBEDDED_CAPTIONER
+
+    if model != "embedded" or not EMBEDDED_CAPTIONER.is_dir():
+        return EDIT_HELP
+    return EDIT_HELP_EMBEDDED if EMBEDDED_CAPTION_WRITER.is_dir() else EDIT_HELP_CAPTIONER
+
+
 DISPLAY_SIDE = 256  # small images (the embedded model's 64x64) are shown enlarged; downloads keep the original
 
 
@@ -203,9 +224,7 @@ class App:
                         strip_file = gr.File(label="Download the strip", file_count="multiple", elem_id="strip-download", interactive=False)
                         params_box = gr.Code(label="Parameters", language="json", elem_id="parameters", interactive=False)
             with gr.Tab("Edit", elem_id="tab-edit"):
-                gr.Markdown("This model has no captioner or caption writer yet: say what the image shows and, for "
-                            "Pix2Pix-OnTheFly, what it should show after (one caption a line); for SEGA, the concepts "
-                            "(`+glasses`, `-beard`, one a line).", elem_id="edit-help")  # fmt: skip
+                gr.Markdown(edit_help(self.service.config.model), elem_id="edit-help")
                 with gr.Row():
                     with gr.Column():
                         source = gr.Image(label="Image to edit", type="pil", elem_id="edit-source")

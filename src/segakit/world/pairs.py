@@ -178,9 +178,11 @@ def instruction_for(source: Face, attr: str, new: Any, rng: np.random.Generator,
     return text.format(**ref, hat_a=hat_a, hat_color=source.hat_color, hat_word=hat_word)
 
 
-def pair_at(seed: int, index: int, attributes: Sequence[str] | None = None) -> EditPair:
-    """Edit pair ``index`` of ``seed`` (deterministic); ``attributes`` limits which attributes may change."""
-    rng = rng_for(seed, index, PAIR_STREAM)
+def pair_change_at(seed: int, index: int, attributes: Sequence[str] | None = None, stream: int = PAIR_STREAM):
+    """The faces and words of edit pair ``index`` of ``seed``, nothing rendered: ``(source, target, instruction,
+    changes, rng)``, the generator left where the pair's captions are drawn from. ``stream`` picks another random
+    stream of the same seed (the caption writer's training data uses its own)."""
+    rng = rng_for(seed, index, stream)
     for _ in range(100):  # a face on which some allowed attribute can change (almost always the first)
         source = sample_face(rng)
         if editable(source, attributes):
@@ -202,12 +204,18 @@ def pair_at(seed: int, index: int, attributes: Sequence[str] | None = None) -> E
         parts.append(instruction_for(target, attr, new, rng, ref))
         changes[attr] = (getattr(source, attr), new)
         target = dataclasses.replace(target, **{attr: new})
+    return source, target, " and ".join(parts), changes, rng
+
+
+def pair_at(seed: int, index: int, attributes: Sequence[str] | None = None) -> EditPair:
+    """Edit pair ``index`` of ``seed`` (deterministic); ``attributes`` limits which attributes may change."""
+    source, target, instruction, changes, rng = pair_change_at(seed, index, attributes)
     plan = plan_caption(source, rng, force=list(changes), kind="full")
     return EditPair(
         index=index,
         source=source,
         target=target,
-        instruction=" and ".join(parts),
+        instruction=instruction,
         source_caption=realize(plan, source),
         target_caption=realize(plan, target),
         changes=changes,
