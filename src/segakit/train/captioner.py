@@ -44,7 +44,7 @@ from transformers import (
     BlipProcessor,
 )
 
-from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
+from segakit.train.checkpoint import copy_dir, load_checkpoint, replace_dir, save_checkpoint
 from segakit.train.config import config_dict, lr_at, parse_config, setup_torch
 from segakit.world.captions import SYNONYMS, TEMPLATES, realize
 from segakit.world.dataset import rng_for
@@ -270,13 +270,7 @@ def train(cfg: CaptionerConfig) -> Path:
 
         print("eval " + json.dumps(measure(run / "model", n=cfg.eval_n).summary()), flush=True)
     if cfg.export and step >= cfg.max_steps:
-        dest = Path(cfg.export)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(run / "model", tmp)
-        replace_dir(tmp, dest)
-        print(f"exported {dest}", flush=True)
+        print(f"exported {copy_dir(run / 'model', Path(cfg.export))}", flush=True)
     print(f"captioner done at step {step} -> {run / 'model'}", flush=True)
     return run / "model"
 

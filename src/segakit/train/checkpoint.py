@@ -118,3 +118,14 @@ def replace_dir(tmp: Path, final: Path) -> None:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_dir(src: Path, dest: Path) -> Path:
+    """Copy folder ``src`` to ``dest`` (e.g. a run's model into the package's assets), replacing it whole."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    replace_dir(tmp, dest)
+    return dest
