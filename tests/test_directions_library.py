@@ -101,5 +101,6 @@ def test_shipped_library_belongs_to_the_shipped_model():
 
     lib = Library.load()
     assert lib.folder == embedded_library_path()
-    assert lib.fair_attributes() == ["presentation", "skin"] and "horror=false" in lib.names()
+    assert lib.fair_attributes() == ["expression", "presentation", "skin"] and "horror=false" in lib.names()
+    assert {"glasses=true", "hat=true", "bangs=true", "expression=smile"} <= set(lib.names())  # enhance directions
     assert lib.meta["unet"] == fingerprint(SegaPipeline.from_pretrained(embedded_path()).unet)

@@ -63,20 +63,21 @@ def test_gate_verdict_names_every_failed_measure():
 
 
 # ----------------------------------------------------------------------------- the shipped model, measured
-def test_shipped_text_encoder_drops_glasses_hat_smile_and_bangs(shipped):
-    te, tok, _ = shipped
+def test_shipped_text_encoder_tells_glasses_hat_smile_and_bangs_apart(shipped):
+    te, tok, _ = shipped  # text encoder v2: the first model's had all of these under 0.02 of man/woman
     d = te_eval.pair_distances(te, tok)
     assert d[te_eval.REFERENCE]["relative"] == pytest.approx(1.0)
     for name in ("glasses", "hat", "smiling", "bangs", "with/without glasses", "smiling/frowning"):
-        assert d[name]["relative"] < 0.1, name  # the diagnosis
-    assert d["bald"]["relative"] > 0.5 and d["light/dark skin"]["relative"] > 0.3
+        assert d[name]["relative"] > 0.4, name
+    assert d[te_eval.NUISANCE]["relative"] < 0.1  # wording that carries no image information stays close
 
 
-def test_gate_refuses_the_shipped_text_encoder(shipped):
+def test_gate_passes_the_shipped_text_encoder_and_names_what_fails_a_stricter_one(shipped):
     te, tok, _ = shipped
-    result = te_eval.gate(te, tok, n_captions=600)
-    assert not result.passed
-    failed = " ".join(result.failures)
+    assert te_eval.gate(te, tok, n_captions=600).passed
+    strict = te_eval.gate(te, tok, min_ratio=5.0, n_captions=600)  # no attribute is 5x man/woman apart
+    assert not strict.passed
+    failed = " ".join(strict.failures)
     for attr in ("glasses", "hat", "bangs", "expression"):
         assert f"{attr} separation" in failed
 
@@ -92,7 +93,8 @@ def test_unet_stage_refuses_a_text_encoder_that_fails_the_gate(tmp_path):
     from segakit.train import unet
 
     args = ["--run", str(tmp_path / "unet"), "--cache", str(tmp_path / "no-cache"), "--threads", "1",
-            "--text_encoder", str(EMBEDDED / "text_encoder"), "--tokenizer", str(EMBEDDED / "tokenizer")]
+            "--text_encoder", str(EMBEDDED / "text_encoder"), "--tokenizer", str(EMBEDDED / "tokenizer"),
+            "--gate_min_ratio", "5.0"]  # a bar the shipped encoder cannot clear, so it fails the gate
     with pytest.raises(SystemExit, match="fails the gate.*glasses separation"):
         unet.main(args)
     assert not (tmp_path / "unet").exists()  # refused before anything was written
