@@ -21,3 +21,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hide_ray(monkeypatch):
+    """Call the returned function to make ``import ray`` fail from then on, as on a machine without the extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    return lambda: monkeypatch.setattr(builtins, "__import__", no_ray)

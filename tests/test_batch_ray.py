@@ -2,7 +2,6 @@
 while it holds a batch; every PNG exists once, byte-identical to a run in this process; in-memory calls (a study's
 chunks) on the same actors give this process's arrays. Without Ray, --ray says how to install it."""
 
-import builtins
 import json
 import os
 
@@ -68,15 +67,8 @@ def test_killed_actor_has_its_batch_rerun_and_every_png_written_once(tmp_path):
     assert [r.index for r in on_ray] == [0, 1, 2] and all(torch.equal(a.value, b.value) for a, b in zip(on_ray, here))
 
 
-def test_ray_option_without_ray_says_how_to_install_it(monkeypatch, capsys, tmp_path):
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+def test_ray_option_without_ray_says_how_to_install_it(monkeypatch, capsys, tmp_path, hide_ray):
+    hide_ray()
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text('{"prompt": "a face"}\n')
     code, _, err = cli(monkeypatch, capsys, "batch", jobs, "--ray", "auto", "--out", tmp_path / "out")

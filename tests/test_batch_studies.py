@@ -146,22 +146,13 @@ def test_an_interrupted_map_leaves_the_workers_ready_for_the_next(workers, tmp_p
 
 
 @pytest.mark.parametrize("command", [["eval", "sega"], ["eval", "directions"], ["directions", "learn", "x", "--positive", "a face"]])
-def test_worker_options_are_refused_in_one_sentence_before_anything_loads(command, monkeypatch, capsys, tmp_path):
-    import builtins
-
+def test_worker_options_are_refused_in_one_sentence_before_anything_loads(command, monkeypatch, capsys, tmp_path, hide_ray):
     from cli_runner import cli
 
     out = ["--out", tmp_path / ("x.safetensors" if command[0] == "directions" else "r")]
     code, _, err = cli(monkeypatch, capsys, *command, *out, "--workers", "0")
     assert code == 2 and "--workers 0 is below 1; use 1 or more." in err and "Traceback" not in err
-    real_import = builtins.__import__
-
-    def no_ray(name, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+    hide_ray()
     code, _, err = cli(monkeypatch, capsys, *command, *out, "--ray", "auto")
     assert code == 2 and err.strip() == "error: --ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'."
     assert not list(tmp_path.iterdir())

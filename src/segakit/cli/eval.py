@@ -239,17 +239,6 @@ def _runner(workers: int | None, ray: str | None, model: str, device: str, threa
         yield CallRunner(ex, model)
 
 
-def _default_caption_writer(model: str) -> Path | None:
-    """A caption writer shipped beside the model (``caption_writer/`` in its folder), if there is one."""
-    from segakit.core.loading import resolve
-
-    try:
-        folder = Path(resolve(model)) / "caption_writer"
-    except UserError:
-        return None
-    return folder if (folder / "config.json").is_file() else None
-
-
 @eval_app.command("editing")
 def editing(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json, figures, MagicBrush-format files and cache/.")] = Path("out/eval-editing"),
@@ -259,7 +248,7 @@ def editing(
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps, every method (the paper: 100).")] = 25,
     methods: Annotated[str, typer.Option(help="Comma-separated methods: onthefly-gold, onthefly-lm, sega, ledits-diffusers, regenerate.")] = "onthefly-gold,onthefly-lm,sega,ledits-diffusers,regenerate",
     model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder with clip/ beside it.")] = "embedded",
-    caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal LM folder for onthefly-lm (default: the model's caption_writer/, when it ships one).")] = None,
+    caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal LM folder for onthefly-lm (default: the embedded model's own caption writer, when it ships).")] = None,
     seed: Annotated[int, typer.Option(help="The world's seed of the pairs and sessions.")] = 0,
     edit_seed: Annotated[int, typer.Option("--edit-seed", help="The methods' seed.")] = 0,
     sega_scale: Annotated[float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")] = 5.0,
@@ -289,13 +278,12 @@ def editing(
     cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, figure_rows=figure_rows).check()  # fmt: skip
-    writer = caption_writer or (_default_caption_writer(model) if "onthefly-lm" in cfg.methods else None)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message=".*torchvision.*")
-    pipe = EditPipeline.from_pretrained(model, caption_writer=writer).to(device)
+    pipe = EditPipeline.from_pretrained(model, caption_writer=caption_writer).to(device)  # the embedded model brings its own
     clip_folder = _model_clip_folder(model)
     clip = ClipScorer.from_folder(clip_folder) if clip_folder is not None else None
     oracle = Oracle.load(device=device)

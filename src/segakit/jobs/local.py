@@ -22,7 +22,9 @@ from collections.abc import Iterable, Iterator
 
 from segakit.jobs.batching import Batch
 from segakit.jobs.calls import Call
-from segakit.jobs.worker import MAX_ATTEMPTS, Worker, WorkerConfig, failure
+from segakit.jobs.worker import MAX_ATTEMPTS, Worker, WorkerConfig, lost
+
+__all__ = ["MAX_ATTEMPTS", "InProcess", "LocalWorkers"]
 
 Item = Batch | Call
 
@@ -157,10 +159,8 @@ class LocalWorkers:
                         self.retried += 1
                         proc.kill()
                         idle.append(self._replace(proc))
-                        if attempt < MAX_ATTEMPTS:
-                            queue.appendleft((item, attempt + 1))
-                        else:
-                            yield failure(item, f"the worker running it died {MAX_ATTEMPTS} times.")
+                        if (failed := lost(queue, item, attempt)) is not None:
+                            yield failed
                         continue
                     idle.append(proc)
                     if kind == "raise":

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from segakit.core.errors import UserError
 from segakit.jobs.batching import Batch
 from segakit.jobs.calls import Call
-from segakit.jobs.worker import MAX_ATTEMPTS, Worker, WorkerConfig, failure
+from segakit.jobs.worker import MAX_ATTEMPTS, Worker, WorkerConfig, lost
 
 __all__ = ["MAX_ATTEMPTS", "BatchActor", "RayActors", "connect", "require_ray"]
 
@@ -112,10 +112,8 @@ class RayActors:
                 except ray.exceptions.RayActorError:
                     self.retried += 1
                     idle.append(self._replace(actor))
-                    if attempt < MAX_ATTEMPTS:
-                        queue.appendleft((item, attempt + 1))
-                    else:
-                        yield failure(item, f"the worker running it died {MAX_ATTEMPTS} times.")
+                    if (failed := lost(queue, item, attempt)) is not None:
+                        yield failed
                     continue
                 idle.append(actor)
                 yield result

@@ -49,6 +49,15 @@ def failure(item: Batch | Call, why: str) -> list[Rendered] | Returned:
     return [Rendered(j.id, None, 0.0, len(item.jobs), error=why) for j in item.jobs]
 
 
+def lost(queue, item: Batch | Call, attempt: int) -> list[Rendered] | Returned | None:
+    """An item whose worker died: back at the front of ``queue`` for another try (None), or, after
+    :data:`MAX_ATTEMPTS`, its :func:`failure`."""
+    if attempt < MAX_ATTEMPTS:
+        queue.appendleft((item, attempt + 1))
+        return None
+    return failure(item, f"the worker running it died {MAX_ATTEMPTS} times.")
+
+
 class Worker:
     """Keeps the last pipeline it loaded (per model, LoRAs and embeddings) and the oracle; runs batches and calls."""
 

@@ -22,7 +22,6 @@ Writes ``<run>/ckpt`` (resumable), ``<run>/model`` (refreshed at each checkpoint
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from segakit.editing.caption_writer import AFTER_MARK, caption_prompt
-from segakit.train.checkpoint import copy_dir, load_checkpoint, replace_dir, save_checkpoint
+from segakit.train.checkpoint import copy_dir, load_checkpoint, save_checkpoint, save_pretrained_dir
 from segakit.train.config import config_dict, lr_at, parse_config, setup_torch
 from segakit.world.edit_captions import WRITER_STREAM, edit_captions_at
 
@@ -136,12 +135,7 @@ def batch_at(cfg: WriterConfig, tokenizer, start: int, device: torch.device) -> 
 # ------------------------------------------------------------------------------------------- training
 def export(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, folder: Path, info: dict) -> None:
     """The loadable folder (safetensors, tokenizer, training.json), written whole or not at all."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps(info, indent=1))
-    replace_dir(tmp, folder)
+    save_pretrained_dir(folder, info, model, tokenizer)
 
 
 def train(cfg: WriterConfig) -> Path:
@@ -155,9 +149,9 @@ def train(cfg: WriterConfig) -> Path:
         tokenizer = build_tokenizer(cfg)
         tokenizer.save_pretrained(run / "tokenizer")
     model = build_model(cfg, tokenizer).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and ".wte" not in n and ".wpe" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and ".wte" not in n and ".wpe" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    decayed = {n: p.ndim >= 2 and ".wte" not in n and ".wpe" not in n for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([{"params": [p for n, p in model.named_parameters() if decayed[n] == d], "weight_decay": cfg.weight_decay if d else 0.0}
+                             for d in (True, False)], lr=cfg.lr)  # fmt: skip
     state = load_checkpoint(run / "ckpt", model, opt)
     step = state["step"] if state else 0
     n_params = sum(p.numel() for p in model.parameters())

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from transformers import (
     BlipProcessor,
 )
 
-from segakit.train.checkpoint import copy_dir, load_checkpoint, replace_dir, save_checkpoint
+from segakit.train.checkpoint import copy_dir, find_checkpoint, load_checkpoint, save_checkpoint, save_pretrained_dir
 from segakit.train.config import config_dict, lr_at, parse_config, setup_torch
 from segakit.world.captions import SYNONYMS, TEMPLATES, realize
 from segakit.world.dataset import rng_for
@@ -201,13 +200,8 @@ def batch_at(cfg: CaptionerConfig, processor: BlipProcessor, start: int, device:
 # ------------------------------------------------------------------------------------------- training
 def export(model: BlipForConditionalGeneration, processor: BlipProcessor, folder: Path, info: dict) -> None:
     """The loadable folder (safetensors, processor, training.json), written whole or not at all."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     half = copy.deepcopy(model).to("cpu", torch.float16)  # half the bytes; Captioner loads it as float32
-    half.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    (tmp / "training.json").write_text(json.dumps(info, indent=1))
-    replace_dir(tmp, folder)
+    save_pretrained_dir(folder, info, half, processor)
 
 
 def train(cfg: CaptionerConfig) -> Path:
@@ -217,8 +211,7 @@ def train(cfg: CaptionerConfig) -> Path:
     torch.manual_seed(cfg.seed)
     processor = build_processor(vocabulary(cfg.vocab_captions, cfg.seed, cfg.min_mentions), run / "vocab", clip_folder(cfg.init_vision) is not None)
     model = build_model(cfg, processor.tokenizer)
-    state = load_checkpoint(run / "ckpt", model)
-    if state is None and clip_folder(cfg.init_vision) is not None:
+    if find_checkpoint(run / "ckpt") is None and clip_folder(cfg.init_vision) is not None:  # a fresh run
         vision_from_clip(model, clip_folder(cfg.init_vision), batch_at(cfg, processor, 0, torch.device("cpu"))["pixel_values"])
     model.to(device)
     groups: dict[tuple[bool, bool], list] = {}

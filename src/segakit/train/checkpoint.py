@@ -120,6 +120,17 @@ def replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def save_pretrained_dir(folder: Path, info: dict, *parts) -> None:
+    """A from_pretrained folder: each of ``parts`` (model, tokenizer, processor) saved into it, plus
+    ``training.json`` with ``info``; written whole or not at all."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in parts:
+        part.save_pretrained(tmp)
+    (tmp / "training.json").write_text(json.dumps(info, indent=1))
+    replace_dir(tmp, folder)
+
+
 def copy_dir(src: Path, dest: Path) -> Path:
     """Copy folder ``src`` to ``dest`` (e.g. a run's model into the package's assets), replacing it whole."""
     dest = Path(dest)
