@@ -1,5 +1,5 @@
-"""The studies and the direction learner through the batch runner: the SEGA study, the directions study and the
-learner's latents give the same numbers in this process and on two local worker processes (one torch thread
+"""The studies and the direction learner through the batch runner: the SEGA study, the directions study, the
+editing study and the learner's latents give the same numbers in this process and on two local worker processes (one torch thread
 everywhere, small random models saved as folders the workers load), and an interrupted call map leaves the
 workers usable."""
 
@@ -96,6 +96,33 @@ def test_directions_study_on_two_workers_makes_the_images_of_one_process(workers
             a, b = here.shot(arm, "a doctor", strength=strength), there.shot(arm, "a doctor", strength=strength)
             assert torch.equal(a.images, b.images), arm.name
             assert a.labels == b.labels and b.seconds > 0
+
+
+def test_editing_study_on_two_workers_edits_what_one_process_does(workers, tmp_path):
+    from pathlib import Path
+
+    from segakit.core.loading import resolve
+    from segakit.editing.pipeline import EditPipeline
+    from segakit.eval.editing_study import EditingStudy, EditingStudyConfig, Methods
+    from segakit.eval.editing_study.metrics import ClipScorer
+    from segakit.world.oracle import Oracle
+
+    pipe, oracle = EditPipeline.from_pretrained("embedded"), Oracle.load()
+    clip = ClipScorer.from_folder(Path(resolve("embedded")) / "clip")
+    cfg = EditingStudyConfig(pairs=2, sessions=1, turns=2, steps=2, methods=("sega", "regenerate"), figure_rows=1)
+    here = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "here").run()
+    there = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "there", runner=CallRunner(workers, "embedded"), model_name="embedded").run()
+    assert there["run"]["edits"] == here["run"]["edits"] == 2 * (2 + 2) and there["run"]["edits_from_cache"] == 0
+
+    def measured(rows):  # everything but the wall times
+        return [{k: v for k, v in r.items() if k not in ("seconds", "stages")} for r in rows]
+
+    assert measured(there["records"]) == measured(here["records"])
+    a, b = sorted((tmp_path / "here").glob("*.npz")), sorted((tmp_path / "there").glob("*.npz"))
+    assert [x.name for x in a] == [y.name for y in b] and len(a) == 8  # the same edits under the same keys
+    for x, y in zip(a, b):
+        with np.load(x) as u, np.load(y) as v:
+            assert np.array_equal(u["image"], v["image"])  # turn 2 of the session edited the worker's own turn 1
 
 
 def test_direction_learner_with_workers_learns_what_one_process_does(workers, tmp_path):

@@ -256,7 +256,9 @@ def editing(
     source_guidance: Annotated[float, typer.Option("--sega-source-guidance", help="segakit SEGA: guidance towards the source caption while inverting and sampling (1: none, as the peer).")] = 3.5,
     figure_rows: Annotated[int, typer.Option("--figure-rows", help="Pairs shown in the figure.")] = 6,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached edits (default: DIR/cache).")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default; with --workers or --ray: 1 per worker).")] = 0,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Instruction-guided editing on faces-world pairs in MagicBrush's format: MagicBrush's metrics and the oracle's,
@@ -278,6 +280,7 @@ def editing(
     cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, figure_rows=figure_rows).check()  # fmt: skip
+    check(workers, ray)
     if threads:
         import torch
 
@@ -288,9 +291,10 @@ def editing(
     clip = ClipScorer.from_folder(clip_folder) if clip_folder is not None else None
     oracle = Oracle.load(device=device)
     command = "segakit eval editing " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval editing"
-    with progress_bar("{task.description:<36}", transient=False, elapsed=True) as bar:
+    with _runner(workers, ray, model, device, threads) as runner, progress_bar("{task.description:<36}", transient=False, elapsed=True) as bar:
         task = bar.add_task("editing", total=None)
-        study = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, cache or out / "cache", progress=lambda name: bar.update(task, description=name, advance=1))
+        study = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, cache or out / "cache", runner=runner, model_name=model,
+                             caption_writer=caption_writer, progress=lambda name: bar.update(task, description=name, advance=1))  # fmt: skip
         result = study.run()
     for path in write_report(result, out, command.strip(), model):
         typer.echo(str(path))

@@ -1,6 +1,6 @@
 """Where a command's images are made: ``--workers N`` local processes or ``--ray ADDRESS`` actors (the batch runner's
 executors, :mod:`segakit.jobs.local` and :mod:`segakit.jobs.ray_actors`). Shared by ``segakit batch``,
-``segakit eval sega``, ``segakit eval directions`` and ``segakit directions learn``."""
+``segakit eval sega``, ``segakit eval directions``, ``segakit eval editing`` and ``segakit directions learn``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Running the editing study: every (method, turn) edit is a unit of work cached under ``DIR/cache/`` in a file
 named by a hash of everything it depends on (model, caption writer and oracle weights, the method's settings, the
-turn's instruction, captions and input pixels), written atomically; a rerun computes only what is missing.
+turn's instruction, captions and input pixels), written atomically; a rerun computes only what is missing. The
+missing edits are computed first, as chains through the batch runner (:mod:`segakit.eval.editing_study.chains`:
+this process, ``--workers N`` or ``--ray``), then every edit is measured from the cache.
 
 A session's turn k+1 edits the method's own result of turn k (MagicBrush's multi-turn protocol), so its key holds
 that result's pixels: change turn 1 and the later turns are recomputed. Measures are taken from the cached 8-bit
@@ -29,7 +31,8 @@ from segakit.eval.editing_study.items import (
     sessions,
     single_change_pairs,
 )
-from segakit.eval.editing_study.methods import MethodResult, Methods, to_u8
+from segakit.eval.editing_study.chains import Chain, edit_arrays, edit_chain
+from segakit.eval.editing_study.methods import Methods, to_u8
 from segakit.eval.editing_study.metrics import (
     ClipScorer,
     attribute_scores,
@@ -39,6 +42,9 @@ from segakit.eval.editing_study.metrics import (
     to_float,
 )
 from segakit.eval.sega_study.run import Cache, Unit
+from segakit.jobs.calls import CallRunner
+from segakit.jobs.local import InProcess
+from segakit.jobs.worker import WorkerConfig
 from segakit.world.schema import ATTRIBUTES
 
 NO_EDIT = "source (no edit)"  # a reference row: the turn's input handed back unchanged
@@ -53,8 +59,13 @@ class EditingStudy:
     """Edits every turn with every method (cached), then measures each result."""
 
     def __init__(self, methods: Methods, oracle, clip: ClipScorer | None, cfg: EditingStudyConfig, cache_dir: Path,
-                 progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
+                 progress: Callable[[str], None] | None = None, runner: CallRunner | None = None, model_name: str = "",
+                 caption_writer: Path | None = None) -> None:  # fmt: skip
+        """Edits are made through ``runner`` (a :class:`segakit.jobs.calls.CallRunner` on local workers or Ray actors
+        loading ``model_name``, with the caption writer folder ``caption_writer`` when one was given), or by default
+        in this process on ``methods``' own pipeline."""
         self.methods, self.oracle, self.clip, self.cfg = methods, oracle, clip, cfg.check()
+        self.runner, self.model_name, self.caption_writer = runner, model_name or methods.pipe.model_name, caption_writer
         self.cache = Cache(cache_dir)
         self.progress = progress or (lambda name: None)
         writer = methods.pipe.caption_writer
@@ -65,33 +76,45 @@ class EditingStudy:
             "caption_writer": fingerprint(writer.model) if writer is not None and hasattr(writer, "model") else None,
         }
         self.settings = {k: getattr(cfg, k) for k in SETTINGS}
-        self.units = self.from_cache = 0
+        self.units = self.computed = 0
 
-    # ---- one edit, cached
+    # ---- the edits, cached
     def _unit(self, method: str, turn: Turn, input_u8: np.ndarray) -> Unit:
         spec = {"kind": "edit", "method": method, "model": self.fingerprints["model"], **self.settings,
                 "caption_writer": self.fingerprints["caption_writer"] if method == "onthefly-lm" else None,
                 "instruction": turn.instruction, "source_caption": turn.source_caption,
                 "target_caption": turn.target_caption if method == "onthefly-gold" else None, "input": pixels_hash(input_u8)}  # fmt: skip
+        return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
 
-        def compute() -> dict[str, np.ndarray]:
-            r: MethodResult = self.methods.run(method, image_of(input_u8), turn.instruction, turn.source_caption, turn.target_caption)
-            return {"image": r.image, "seconds": np.array(r.seconds), "captions_before": np.array(r.captions_before, dtype=str),
-                    "captions_after": np.array(r.captions_after, dtype=str), "concepts": np.array(r.concepts, dtype=str),
-                    "stage_names": np.array(list(r.stages), dtype=str), "stage_seconds": np.array(list(r.stages.values()), dtype=np.float64)}  # fmt: skip
+    def _missing(self, method: str, turns: list[Turn], input_u8: np.ndarray) -> Chain | None:
+        """The chain of ``turns`` (edited in order from ``input_u8``) from its first edit not in the cache on, or None."""
+        current = input_u8
+        for k, turn in enumerate(turns):
+            data = self.cache.load(self._unit(method, turn, current))
+            if data is None:
+                return Chain(method, tuple(turns[k:]), current)
+            current = data["image"]
+        return None
 
-        return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, compute)
+    def _compute(self, chains: list[Chain]) -> None:
+        """Every edit of ``chains`` through the runner, each saved to the cache as its chain comes back."""
+        runner = self.runner or CallRunner(InProcess(WorkerConfig(threads=0), pipe=self.methods.pipe, model=self.model_name), self.model_name)
+        writer = str(self.caption_writer) if self.caption_writer else None
+        for returned in runner.imap(edit_chain, [(self.model_name, writer, self.cfg, c) for c in chains]):
+            chain, current = chains[returned.index], chains[returned.index].input_u8
+            for turn, data in zip(chain.turns, returned.value):
+                self.cache.save(self._unit(chain.method, turn, current), data)
+                self.computed += 1
+                self.progress(f"{chain.method}-{turn.item}-t{turn.step}")
+                current = data["image"]
 
     def _edit(self, method: str, turn: Turn, input_u8: np.ndarray) -> dict[str, np.ndarray]:
         unit = self._unit(method, turn, input_u8)
         self.units += 1
-        self.progress(unit.name)
         data = self.cache.load(unit)
-        if data is None:
+        if data is None:  # computed by _compute a moment ago unless the cache folder lost it since
             data = unit.compute()
             self.cache.save(unit, data)
-        else:
-            self.from_cache += 1
         return data
 
     # ---- measures
@@ -128,6 +151,9 @@ class EditingStudy:
         multi = [session_turns(s) for s in sessions(self.cfg.sessions, self.cfg.seed, self.cfg.turns)]
         records, images = [], {}
         available = {m: self.methods.available(m) for m in self.cfg.methods}
+        chains = [self._missing(m, [t], to_u8(t.input_image)) for m in self.cfg.methods if available[m] for t in single]
+        chains += [self._missing(m, s, to_u8(s[0].input_image)) for m in self.cfg.methods if available[m] for s in multi]
+        self._compute([c for c in chains if c is not None])
         for turn in single:
             records.append(self._record(NO_EDIT, turn, None, to_u8(turn.input_image)))
         for method in (m for m in self.cfg.methods if available[m]):
@@ -147,7 +173,7 @@ class EditingStudy:
         return {
             "records": records, "images": images, "single": single, "multi": multi, "available": available,
             "pairs": [p.index for p in pairs], "fingerprints": self.fingerprints, "config": asdict(self.cfg),
-            "run": {"wall_s": round(time.perf_counter() - start, 1), "edits": self.units, "edits_from_cache": self.from_cache,
+            "run": {"wall_s": round(time.perf_counter() - start, 1), "edits": self.units, "edits_from_cache": self.units - self.computed,
                     "edit_s": round(sum(r.get("seconds", 0.0) for r in records), 1), "torch_threads": torch.get_num_threads()},
             "methods": {m: METHODS[m] for m in self.cfg.methods},
         }  # fmt: skip
