@@ -42,3 +42,53 @@ def test_no_concept_strength_gives_the_image_back_and_a_concept_moves_it(tmp_pat
                                   tokens, 0.0, source, 3.5)  # fmt: skip
     changed = (moved - x0).abs().amax(1)  # (1, 16, 16)
     assert float(changed.max()) > 1e-2 and 0.2 < float((changed < 1e-5).float().mean()) < 1.0
+
+
+def _three_level_unet():
+    """A small SD-shaped U-Net with cross-attention at a quarter of the latent size, where LEDITS++ reads its masks."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(3)
+    return UNet2DConditionModel(
+        block_out_channels=(32, 32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=8, norm_num_groups=32,
+    ).eval()  # fmt: skip
+
+
+def test_edit_matches_diffusers_ledits_pp(tmp_path):
+    """segakit's masked SEGA sampling against diffusers' LEditsPPPipelineStableDiffusion (0.42) on the same
+    edit-friendly inversion: one concept added, one removed, both mask regimes (attention only above t = 800, the
+    intersection below), the default mask tokens ("all", as the reference computes them). Tolerance 1e-4."""
+    from diffusers import LEditsPPPipelineStableDiffusion
+
+    from segakit.core.inversion import EditFriendlyInversion
+    from segakit.eval.editing_study.peer import IntegerTimestepsDDIM
+
+    c = dict(sd_components(tmp_path), unet=_three_level_unet())
+    for m in (c["unet"], c["vae"], c["text_encoder"]):
+        m.requires_grad_(False)
+    ref = LEditsPPPipelineStableDiffusion(**dict(c, scheduler=IntegerTimestepsDDIM.from_config(c["scheduler"].config)),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    ref.set_progress_bar_config(disable=True)
+    steps, skip, concepts = 6, 0.15, ["+glasses", "-a beard"]
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    ref.invert(image, source_prompt="", num_inversion_steps=steps, skip=skip, generator=torch.Generator().manual_seed(7))
+    edits = [ConceptEdit.parse(s, scale=6.0, threshold=0.8) for s in concepts]
+    expected = ref(editing_prompt=[e.concept for e in edits], reverse_editing_direction=[e.reverse for e in edits],
+                   edit_guidance_scale=[e.scale for e in edits], edit_threshold=[e.threshold for e in edits],
+                   output_type="latent").images  # fmt: skip
+    enc = lambda texts: Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], texts, torch.device("cpu")))  # noqa: E731
+    inv = EditFriendlyInversion(ref.init_latents, ref.zs, ref.inversion_steps, int(steps * (1 + skip)))
+    tokens = [concept_tokens(c["tokenizer"], e.concept) for e in edits]
+    with torch.no_grad():
+        ours = sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]), edits, tokens, skip)
+    assert list(ref.inversion_steps)[0] > 800 >= list(ref.inversion_steps)[-1]  # both mask regimes were used
+    assert float((ours - expected).abs().max()) <= 1e-4
+    assert float((ours - ref.init_latents).abs().max()) > 1e-2  # and the edit did something
+    literal = [concept_tokens(c["tokenizer"], e.concept, "concept") for e in edits]
+    assert tokens == [c["tokenizer"].model_max_length - 2] * 2 and all(0 < n < tokens[0] for n in literal)
+    with torch.no_grad():  # the paper's reading (the concept's own tokens) makes other masks: not the reference's edit
+        other = sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]), edits, literal, skip)
+    assert float((other - expected).abs().max()) > 1e-3

@@ -26,6 +26,7 @@ def edit(
     skip: Annotated[float, typer.Option(help="--method sega: share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
     threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting.")] = 3.5,
+    mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
     source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
     captions_before: Annotated[list[str] | None, typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer"))] = None,
     captions_after: Annotated[list[str] | None, typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer"))] = None,
@@ -72,7 +73,7 @@ def edit(
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
             steps=steps, guidance_scale=guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
-            source_guidance=source_guidance,
+            source_guidance=source_guidance, mask_tokens=mask_tokens,
         )  # fmt: skip
         turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
     for turn in turns:

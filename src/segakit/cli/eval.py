@@ -254,6 +254,7 @@ def editing(
     sega_scale: Annotated[float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")] = 5.0,
     sega_threshold: Annotated[float, typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9).")] = 0.9,
     source_guidance: Annotated[float, typer.Option("--sega-source-guidance", help="segakit SEGA: guidance towards the source caption while inverting and sampling (1: none, as the peer).")] = 3.5,
+    mask_tokens: Annotated[str, typer.Option("--sega-mask-tokens", help="segakit SEGA: whose attention makes the masks: all (LEDITS++'s code, diffusers) or concept (its paper).")] = "all",
     figure_rows: Annotated[int, typer.Option("--figure-rows", help="Pairs shown in the figure.")] = 6,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached edits (default: DIR/cache).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default; with --workers or --ray: 1 per worker).")] = 0,
@@ -279,7 +280,8 @@ def editing(
         raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
     cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
-                             sega_threshold=sega_threshold, source_guidance=source_guidance, figure_rows=figure_rows).check()  # fmt: skip
+                             sega_threshold=sega_threshold, source_guidance=source_guidance, mask_tokens=mask_tokens,
+                             figure_rows=figure_rows).check()  # fmt: skip
     check(workers, ray)
     if threads:
         import torch

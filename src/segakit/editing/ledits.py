@@ -4,9 +4,13 @@ From an edit-friendly DDPM inversion (:func:`segakit.core.inversion.ddpm_invert`
 noises; at each step every concept adds ``scale * (eps_concept - eps_uncond)`` (negated for a removal), masked
 where the edit belongs:
 
-- attention mask (eq. 6): the concept tokens' cross-attention, averaged over heads and the U-Net's down/up layers
-  at a quarter of the latent size, summed over the concept's tokens, smoothed (Gaussian, 3 x 3, sigma 0.5),
-  kept where it reaches its ``threshold`` quantile;
+- attention mask (eq. 6): the concept prompt's cross-attention, averaged over heads and the U-Net's down/up layers
+  at a quarter of the latent size, summed over its tokens, smoothed (Gaussian, 3 x 3, sigma 0.5), kept where it
+  reaches its ``threshold`` quantile. Which tokens (:data:`MASK_TOKENS`): ``"all"``, every token after the start
+  token, padding included, is what LEDITS++'s code computes (diffusers' ``LEditsPPPipelineStableDiffusion`` takes
+  ``num_edit_tokens`` from the tokenizer's padded length) and the default here; ``"concept"``, the concept's own
+  tokens, is the paper's wording. On the embedded model the shipped reading edits and the literal one barely
+  does (docs/editing.md);
 - noise mask (eq. 7): the guidance's absolute value summed over channels, kept where it reaches its quantile;
 - the intersection of both (from timestep 800 down; above it, the attention mask alone).
 
@@ -27,6 +31,7 @@ from segakit.core.conditioning import Conditioning
 from segakit.core.inversion import EditFriendlyInversion, ddpm_scheduler, ddpm_step
 
 INTERSECT_FROM_T = 800
+MASK_TOKENS = ("all", "concept")  # which tokens' attention makes the mask (see the module docs)
 
 
 @dataclass
@@ -48,9 +53,14 @@ class ConceptEdit:
 
 
 def gaussian_smooth(maps: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
-    """(N, H, W) smoothed with a normalised 3 x 3 Gaussian, reflect padding."""
+    """(N, H, W) smoothed with a normalised 3 x 3 Gaussian, reflect padding.
+
+    The kernel is the one LEDITS++'s code evaluates for its "sigma 0.5": ``exp(-(d / (2 sigma))^2)``, which is a
+    Gaussian of standard deviation ``sigma * sqrt(2)``; segakit uses the same numbers so that its masks are the
+    reference's (tests/test_editing_ledits.py checks the edit against diffusers' pipeline).
+    """
     ax = torch.tensor([-1.0, 0.0, 1.0], dtype=maps.dtype, device=maps.device)
-    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    g = torch.exp(-((ax / (2 * sigma)) ** 2))
     kernel = (g[:, None] * g[None, :]) / (g.sum() ** 2)
     padded = F.pad(maps[:, None], (1, 1, 1, 1), mode="reflect")
     return F.conv2d(padded, kernel[None, None])[:, 0]
@@ -83,8 +93,13 @@ def mask_resolution(capture: CrossAttentionCapture, latent_side: int) -> int:
     return min(sides, key=lambda s: abs(s - latent_side / 4))
 
 
-def concept_tokens(tokenizer, concept: str) -> int:
-    """How many tokens ``concept`` takes between the start and end tokens."""
+def concept_tokens(tokenizer, concept: str, mask_tokens: str = "all") -> int:
+    """How many tokens after the start token the mask sums: ``"concept"``, those ``concept`` takes before the end
+    token; ``"all"``, the padded sequence's less the start and end tokens (LEDITS++'s code)."""
+    if mask_tokens == "all":
+        return int(tokenizer.model_max_length) - 2
+    if mask_tokens != "concept":
+        raise ValueError(f"mask_tokens {mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
     return max(1, len(tokenizer(concept).input_ids) - 2)
 
 
@@ -97,12 +112,13 @@ def sega_on_inversion(
     """Sample from ``inversion`` with the masked concept guidance of ``edits`` (rows of ``concepts``, in order).
 
     The base prediction is the one the inversion used (``uncond``, guided towards ``source`` by ``source_guidance``
-    when given), so with no concepts the image comes back exactly. (diffusers' LEditsPPPipelineStableDiffusion
-    samples from the unconditional prediction alone.)
+    when given; at guidance 1, the source's own prediction, as :func:`segakit.core.inversion.guided` inverts), so
+    with no concepts the image comes back exactly. (diffusers' LEditsPPPipelineStableDiffusion samples from the
+    unconditional prediction alone.)
     """
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
-    guided = source is not None and source_guidance != 1.0
+    guided = source is not None
     rows = Conditioning.cat([uncond, source, concepts] if guided else [uncond, concepts])
     first = 2 if guided else 1
     x = inversion.latents

@@ -8,6 +8,7 @@ from typing import Any
 
 from segakit.core.errors import UserError
 from segakit.editing.concepts import derive_concepts
+from segakit.editing.ledits import MASK_TOKENS
 
 METHODS = ("onthefly", "sega")
 
@@ -31,6 +32,7 @@ class EditParams:
     skip: float = 0.15  # sega: share of the schedule's first (noisiest) steps skipped
     source_guidance: float = 3.5  # sega: guidance towards the source caption while inverting
     threshold: float = 0.9  # sega: the masks' quantile
+    mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
     image: str | None = None  # the source file, as given
     image_sha256: str | None = None
 
@@ -54,6 +56,8 @@ class EditParams:
             raise UserError(f"--skip {self.skip} is outside [0, 1).")
         if not 0 <= self.threshold < 1:
             raise UserError(f"--threshold {self.threshold} is outside [0, 1).")
+        if self.mask_tokens not in MASK_TOKENS:
+            raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         for name in ("captions_before", "captions_after"):
             if any(not c.strip() for c in getattr(self, name)):
                 raise UserError(f"An empty caption was given in {name.replace('_', '-')}; every caption needs words.")

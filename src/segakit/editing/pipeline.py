@@ -151,7 +151,7 @@ class EditPipeline:
         method: str = "onthefly", num_inference_steps: int = 25, guidance_scale: float = 5.0,
         cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
         num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
-        source_guidance: float = 3.5, threshold: float = 0.9, output_type: str = "pil",
+        source_guidance: float = 3.5, threshold: float = 0.9, mask_tokens: str = "all", output_type: str = "pil",
         callback: Callable[[int, int], None] | None = None,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step."""
@@ -161,6 +161,7 @@ class EditPipeline:
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
             concepts=list(concepts or []), skip=skip, source_guidance=source_guidance, threshold=threshold,
+            mask_tokens=mask_tokens,
         )  # fmt: skip
         return self.run(params, image, output_type=output_type, callback=callback)
 
@@ -224,7 +225,7 @@ class EditPipeline:
         seconds["inversion"] = time.perf_counter() - clock
         clock = time.perf_counter()
         edits = [ConceptEdit.parse(c, scale=params.guidance_scale, threshold=params.threshold) for c in params.concepts if c.strip("+- ")]
-        tokens = [concept_tokens(self.tokenizer, e.concept) for e in edits]
+        tokens = [concept_tokens(self.tokenizer, e.concept, params.mask_tokens) for e in edits]
         offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
         latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),
                                     edits, tokens, params.skip, cond, params.source_guidance if source else 1.0, callback=offset)  # fmt: skip

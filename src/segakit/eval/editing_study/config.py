@@ -35,6 +35,7 @@ class EditingStudyConfig:
     sega_threshold: float = 0.9  # the masks' quantile (LEDITS++'s default)
     skip: float = 0.15  # share of the noisiest steps skipped by the edit-friendly inversion (LEDITS++'s default)
     source_guidance: float = 3.5  # segakit SEGA: guidance towards the source caption while inverting
+    mask_tokens: str = "all"  # segakit SEGA: whose attention makes the masks (segakit.editing.ledits.MASK_TOKENS)
     figure_rows: int = 6
 
     def check(self) -> EditingStudyConfig:
@@ -56,6 +57,8 @@ class EditingStudyConfig:
         for name, value in (("--guidance", self.guidance), ("--sega-scale", self.sega_scale), ("--sega-source-guidance", self.source_guidance)):
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"{name} {value!r} is not a positive number.")
+        if self.mask_tokens not in ("all", "concept"):
+            raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of all, concept.")
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
             raise UserError(f"--sega-threshold {self.sega_threshold!r} and --skip {self.skip!r} must lie in [0, 1).")
         return self

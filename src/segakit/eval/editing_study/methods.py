@@ -80,7 +80,7 @@ class Methods:
         caption = source_caption if c.source_guidance != 1.0 else None
         out = self.pipe(image, instruction, source_caption=caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
-                        source_guidance=c.source_guidance, seed=c.edit_seed)  # fmt: skip
+                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
 
     def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:

@@ -48,7 +48,7 @@ from segakit.jobs.worker import WorkerConfig
 from segakit.world.schema import ATTRIBUTES
 
 NO_EDIT = "source (no edit)"  # a reference row: the turn's input handed back unchanged
-SETTINGS = ("steps", "edit_seed", "guidance", "xa_guidance", "captions", "sega_scale", "sega_threshold", "skip", "source_guidance")
+SETTINGS = ("steps", "edit_seed", "guidance", "xa_guidance", "captions", "sega_scale", "sega_threshold", "skip", "source_guidance", "mask_tokens")
 
 
 def pixels_hash(u8: np.ndarray) -> str:
