@@ -147,3 +147,5 @@ def test_edit_params_round_trip_and_refuse_other_pngs():
         EditParams.from_json({**p.to_json(), "kind": "edit", "mystery": 1})
     with pytest.raises(UserError, match="empty caption"):
         EditParams("x", captions_after=[" "]).validate()
+    with pytest.raises(UserError, match="--mask-tokens 'some' is not one of all, concept"):
+        EditParams("x", method="sega", concepts=["+glasses"], mask_tokens="some").validate()

@@ -127,6 +127,8 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
         ({"methods": ("sega", "magic")}, "--methods has 'magic', which is not one of"),
         ({"sega_threshold": 1.0}, r"--sega-threshold 1.0 .* must lie in \[0, 1\)"),
         ({"turns": 9}, "--turns 9 is above 6"),
+        ({"xa_guidance": -0.1}, "--xa-guidance -0.1 is not 0"),
+        ({"mask_tokens": "some"}, "--sega-mask-tokens 'some' is not one of all, concept"),
     ],
 )
 def test_bad_values_are_one_sentence(kwargs, message):

@@ -57,6 +57,8 @@ class EditingStudyConfig:
         for name, value in (("--guidance", self.guidance), ("--sega-scale", self.sega_scale), ("--sega-source-guidance", self.source_guidance)):
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"{name} {value!r} is not a positive number.")
+        if not math.isfinite(self.xa_guidance) or self.xa_guidance < 0:
+            raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
         if self.mask_tokens not in ("all", "concept"):
             raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of all, concept.")
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
