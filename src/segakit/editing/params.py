@@ -30,7 +30,7 @@ class EditParams:
     seed: int = 0
     concepts: list[str] = field(default_factory=list)  # sega: "+glasses", "-beard"
     skip: float = 0.15  # sega: share of the schedule's first (noisiest) steps skipped
-    source_guidance: float = 3.5  # sega: guidance towards the source caption while inverting
+    source_guidance: float = 1.0  # sega: guidance towards the source caption while inverting and sampling (1: none)
     threshold: float = 0.9  # sega: the masks' quantile
     mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
     image: str | None = None  # the source file, as given

@@ -151,7 +151,7 @@ class EditPipeline:
         method: str = "onthefly", num_inference_steps: int = 25, guidance_scale: float = 5.0,
         cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
         num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
-        source_guidance: float = 3.5, threshold: float = 0.9, mask_tokens: str = "all", output_type: str = "pil",
+        source_guidance: float = 1.0, threshold: float = 0.9, mask_tokens: str = "all", output_type: str = "pil",
         callback: Callable[[int, int], None] | None = None,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step."""
@@ -218,17 +218,20 @@ class EditPipeline:
         clock = time.perf_counter()
         x0 = encode(self.vae, image)
         uncond = text.encode([""])
-        cond = text.encode([source or ""])
+        # source guidance 1: the unconditional model throughout (diffusers' LEDITS++ with no source prompt); the
+        # caption then only names the old values for the concepts
+        guided = bool(source) and params.source_guidance != 1.0
+        cond = text.encode([source]) if guided else uncond
         gen = torch.Generator().manual_seed(params.seed)
         inverted = ddpm_invert(self.unet, self.scheduler.config, x0, cond, uncond, params.steps,
-                               params.source_guidance if source else 1.0, params.skip, gen, callback=step)  # fmt: skip
+                               params.source_guidance if guided else 1.0, params.skip, gen, callback=step)  # fmt: skip
         seconds["inversion"] = time.perf_counter() - clock
         clock = time.perf_counter()
         edits = [ConceptEdit.parse(c, scale=params.guidance_scale, threshold=params.threshold) for c in params.concepts if c.strip("+- ")]
         tokens = [concept_tokens(self.tokenizer, e.concept, params.mask_tokens) for e in edits]
         offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
         latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),
-                                    edits, tokens, params.skip, cond, params.source_guidance if source else 1.0, callback=offset)  # fmt: skip
+                                    edits, tokens, params.skip, cond if guided else None, params.source_guidance, callback=offset)  # fmt: skip
         seconds["edit"] = time.perf_counter() - clock
         # what the inversion alone gives back: exactly the image (the autoencoder's round trip), by construction
         x = x0

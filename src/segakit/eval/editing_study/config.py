@@ -34,7 +34,7 @@ class EditingStudyConfig:
     sega_scale: float = 5.0  # SEGA / LEDITS++ edit guidance scale (LEDITS++'s default)
     sega_threshold: float = 0.9  # the masks' quantile (LEDITS++'s default)
     skip: float = 0.15  # share of the noisiest steps skipped by the edit-friendly inversion (LEDITS++'s default)
-    source_guidance: float = 3.5  # segakit SEGA: guidance towards the source caption while inverting
+    source_guidance: float = 1.0  # segakit SEGA: guidance towards the source caption while inverting (1: none)
     mask_tokens: str = "all"  # segakit SEGA: whose attention makes the masks (segakit.editing.ledits.MASK_TOKENS)
     figure_rows: int = 6
 

@@ -75,10 +75,8 @@ class Methods:
     def _sega(self, image, instruction, source_caption, target_caption) -> MethodResult:
         c = self.cfg
         concepts = derive_concepts(instruction, source_caption)
-        # source guidance 1: invert and sample without the caption (unconditionally, as the peer does); the caption
-        # still names the old value for the concepts
-        caption = source_caption if c.source_guidance != 1.0 else None
-        out = self.pipe(image, instruction, source_caption=caption, method="sega", concepts=concepts,
+        # at source guidance 1 the pipeline inverts and samples without the caption (as the peer does)
+        out = self.pipe(image, instruction, source_caption=source_caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
                         source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
