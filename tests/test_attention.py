@@ -64,3 +64,23 @@ def test_match_loss_is_zero_on_the_reference_and_pulls_towards_it(tmp_path):
             unet(x, 10, **kwargs)
         token_maps = cap.token_maps(rows=2)
     assert all(v.shape[0] == 2 and v.ndim == 4 for v in token_maps.values()) and token_maps
+
+
+def test_cross_attention_step_zero_is_plain_guided_sampling(tmp_path):
+    """``xa_guidance=0`` skips the matching pass (no backward, no losses) and gives what a vanishing step gives."""
+    from segakit.core.conditioning import Conditioning, encode_sd
+    from segakit.editing.direction import TextModels, edit_direction
+    from segakit.editing.onthefly import edit_with_cross_attention_guidance
+
+    c = sd_components(tmp_path)
+    for m in (c["unet"], c["text_encoder"]):
+        m.requires_grad_(False)
+    source = Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], ["a face"], torch.device("cpu")))
+    direction = edit_direction(TextModels(c["tokenizer"], c["text_encoder"]), ["a face"], ["a face with glasses"])
+    x_t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    run = lambda xa: edit_with_cross_attention_guidance(c["unet"], c["scheduler"].config, x_t, source, source, direction, 4, xa_guidance=xa)  # noqa: E731
+    off, tiny, on = run(0.0), run(1e-9), run(5.0)
+    assert off.losses == [] and len(tiny.losses) == 4
+    assert float((off.latents - tiny.latents).abs().max()) <= 1e-5
+    assert float((off.latents - on.latents).abs().max()) > 1e-4  # a real step moves the result
+    assert torch.equal(off.reconstruction, on.reconstruction)  # the reference pass does not depend on the step

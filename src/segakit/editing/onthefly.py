@@ -6,7 +6,8 @@ From the inverted noise x_T:
    source caption itself in Pix2Pix-OnTheFly, so this pass reconstructs the image); every cross-attention map
    of every step is stored;
 2. edit pass: from the same x_T, the conditional embedding moved along the edit direction; at each step one
-   gradient step (SGD, lr ``xa_guidance`` = 0.15) on the U-Net input towards the reference maps
+   gradient step (SGD, lr ``xa_guidance`` = 0.15) on the U-Net input towards the reference maps (``xa_guidance``
+   0 skips that step's forward and backward pass: plain guided DDIM sampling along the direction)
    (loss: sum over queries and tokens of the squared difference, mean over heads and rows, summed over layers),
    then the guided noise prediction at the moved input, and the DDIM step from the first (negative) row's moved
    latent, exactly as pix2pix-zero's code steps.
@@ -68,14 +69,17 @@ def edit_with_cross_attention_guidance(
         scheduler.set_timesteps(steps, device=x_t.device)
         x = x_t
         for i, t in enumerate(scheduler.timesteps):
-            model_in = scheduler.scale_model_input(torch.cat([x, x]), t).detach().requires_grad_(True)
-            capture.match(i)
-            with torch.enable_grad():
-                unet(model_in, t, **edit_rows.unet_kwargs())
-                loss = capture.loss
-                (grad,) = torch.autograd.grad(loss, model_in)
-            losses.append(float(loss.detach()))
-            moved = (model_in - xa_guidance * grad).detach()
+            model_in = scheduler.scale_model_input(torch.cat([x, x]), t).detach()
+            if xa_guidance:  # a step of 0 moves nothing: skip its forward and backward pass
+                model_in.requires_grad_(True)
+                capture.match(i)
+                with torch.enable_grad():
+                    unet(model_in, t, **edit_rows.unet_kwargs())
+                    loss = capture.loss
+                    (grad,) = torch.autograd.grad(loss, model_in)
+                losses.append(float(loss.detach()))
+                model_in = (model_in - xa_guidance * grad).detach()
+            moved = model_in
             capture.off()
             with torch.no_grad():
                 out_n, out_c = unet(moved, t, **edit_rows.unet_kwargs()).sample.chunk(2)
