@@ -6,11 +6,11 @@ From the inverted noise x_T:
    source caption itself in Pix2Pix-OnTheFly, so this pass reconstructs the image); every cross-attention map
    of every step is stored;
 2. edit pass: from the same x_T, the conditional embedding moved along the edit direction; at each step one
-   gradient step (SGD, lr ``xa_guidance`` = 0.15) on the U-Net input towards the reference maps (``xa_guidance``
-   0 skips that step's forward and backward pass: plain guided DDIM sampling along the direction)
+   gradient step (SGD, lr ``xa_guidance`` = 0.15) on the U-Net input towards the reference maps
    (loss: sum over queries and tokens of the squared difference, mean over heads and rows, summed over layers),
    then the guided noise prediction at the moved input, and the DDIM step from the first (negative) row's moved
-   latent, exactly as pix2pix-zero's code steps.
+   latent, exactly as pix2pix-zero's code steps. ``xa_guidance`` 0 skips that step's forward and backward pass:
+   plain guided DDIM sampling along the direction.
 
 Works on any SD 1.x/2.x/SDXL-shaped U-Net (the maps come from :class:`segakit.core.attention.CrossAttentionCapture`).
 """
