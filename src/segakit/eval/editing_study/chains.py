@@ -5,7 +5,8 @@ actors while every edit computes exactly what it computes in one process.
 
 A worker's pipeline is the runner's (a :class:`segakit.sega.pipeline.SegaPipeline` of the study's model); the
 first chain a worker runs wraps it once as an :class:`segakit.editing.pipeline.EditPipeline` with the study's
-caption writer. In this process the study's own edit pipeline is used as it is.
+caption writer. In this process the study's own edit pipeline is used as it is. The methods are kept per process
+(the Methods object holds what it builds on first use, such as diffusers' LEDITS++ peer).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from segakit.eval.editing_study.config import EditingStudyConfig
 from segakit.eval.editing_study.items import Turn, image_of
 from segakit.eval.editing_study.methods import MethodResult, Methods
 
-_WRAPPED: dict[tuple, Methods] = {}  # per process: (id of the runner's pipeline, model, caption writer, config) -> Methods
+_WRAPPED: dict[tuple, Methods] = {}  # per process: (id of the pipeline, model, caption writer, config) -> Methods
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,18 @@ class Chain:
 
 
 def methods_for(pipe, model: str, caption_writer: str | None, cfg: EditingStudyConfig) -> Methods:
-    """The study's methods on ``pipe``: an edit pipeline as it is, a runner's pipeline wrapped once per process."""
+    """The study's methods on ``pipe`` (an edit pipeline as it is, a runner's pipeline wrapped), made once per
+    process and study so that what they build on first use (diffusers' LEDITS++ peer) is kept."""
     from segakit.editing.pipeline import EditPipeline
 
-    if isinstance(pipe, EditPipeline):
-        return Methods(pipe, cfg)
     key = (id(pipe), model, caption_writer, cfg)
     if key not in _WRAPPED:
-        _WRAPPED.clear()  # one study at a time: drop what an earlier one wrapped
-        writer = Path(caption_writer) if caption_writer else None
-        _WRAPPED[key] = Methods(EditPipeline.from_pipe(pipe, caption_writer=_writer(writer), model_name=model), cfg)
+        _WRAPPED.clear()  # one study at a time: drop what an earlier one made
+        if isinstance(pipe, EditPipeline):
+            edit = pipe
+        else:
+            edit = EditPipeline.from_pipe(pipe, caption_writer=_writer(Path(caption_writer) if caption_writer else None), model_name=model)
+        _WRAPPED[key] = Methods(edit, cfg)
     return _WRAPPED[key]
 
 
