@@ -15,7 +15,6 @@ A setting is ``STEPS[-noreg][-xaX]``: e.g. ``25``, ``10-noreg``, ``25-xa0.3``; `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import warnings
@@ -26,7 +25,7 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from segakit.core.atomic import atomic_open  # noqa: E402
+from segakit.core.atomic import write_json  # noqa: E402
 from segakit.core.errors import UserError  # noqa: E402
 from segakit.core.fingerprint import pipeline_fingerprint  # noqa: E402
 from segakit.editing.pipeline import EditPipeline  # noqa: E402
@@ -96,10 +95,7 @@ def main() -> None:
         print(f"| {name} | {m['success']:.3f} ({int(round(m['success'] * len(r)))}/{len(r)}) | {m['others_unchanged']:.3f} | {sec:.2f} | {m['speedup']:.1f}x |")
     report = {"command": "python benchmarks/editing_tradeoff.py " + " ".join(os.sys.argv[1:]), "model": pipeline_fingerprint(pipe),
               "pairs": [t.item for t in turns], "torch_threads": args.threads, "summary": summary, "rows": rows}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.out, "w") as fh:
-        json.dump(report, fh, indent=1)
-    print(f"\n{args.out}")
+    print(f"\n{write_json(args.out, report)}")
 
 
 if __name__ == "__main__":

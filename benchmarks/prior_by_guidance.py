@@ -14,7 +14,6 @@ off (a training question).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from segakit.core.atomic import atomic_open  # noqa: E402
+from segakit.core.atomic import write_json  # noqa: E402
 from segakit.core.fingerprint import pipeline_fingerprint  # noqa: E402
 from segakit.eval.embedded_quality import sample_images  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
@@ -67,10 +66,7 @@ def main() -> None:
         gaps = sorted(((abs(gen - pri), f"{a} {v}: {gen:.2f} / {pri:.2f}") for a, vals in table.items() for v, (gen, pri) in vals.items()), reverse=True)
         report["settings"].append({"prompt": prompt, "guidance": g, "worst_gap": gaps[0][0], "table": table})
         print(f"| {prompt!r} | {g:g} | {gaps[0][0]:.3f} | " + "; ".join(t for _, t in gaps[:3]) + " |", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.out, "w") as fh:
-        json.dump(report, fh, indent=1)
-    print(f"\n{args.out}")
+    print(f"\n{write_json(args.out, report)}")
 
 
 if __name__ == "__main__":

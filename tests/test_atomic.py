@@ -38,3 +38,14 @@ def test_permissions_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
+
+
+def test_write_json_makes_the_folder_and_replaces_whole(tmp_path):
+    import json
+
+    from segakit.core.atomic import write_json
+
+    path = write_json(tmp_path / "new" / "r.json", {"a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2]}
+    write_json(path, {"b": 1})
+    assert json.loads(path.read_text()) == {"b": 1} and [p.name for p in path.parent.iterdir()] == ["r.json"]

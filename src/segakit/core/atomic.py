@@ -59,3 +59,12 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: Path | str, data, indent: int = 1) -> Path:
+    """``data`` as JSON at ``path``, written atomically (its folder made if missing); returns the path."""
+    import json
+
+    with atomic_open(path, "w") as fh:
+        json.dump(data, fh, indent=indent)
+    return Path(path)
