@@ -88,7 +88,11 @@ def study_parts():
 
 
 def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
+    import copy
+
     pipe, oracle, clip = study_parts
+    pipe = copy.copy(pipe)
+    pipe.caption_writer = None  # a model without a caption writer: onthefly-lm is reported unavailable, never faked
     cfg = EditingStudyConfig(pairs=1, sessions=1, turns=2, steps=2, methods=("sega", "onthefly-lm", "regenerate"), figure_rows=2)
     first = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
     assert first["available"] == {"sega": True, "onthefly-lm": False, "regenerate": True}  # no caption writer: not faked

@@ -152,11 +152,15 @@ def test_edit_bad_input_gets_one_sentence(server, extra, words):
     assert words in message and "\n" not in message and "Traceback" not in message
 
 
-def test_edit_without_captions_on_the_embedded_model_says_what_is_missing(server):
+def test_edit_with_only_an_instruction_on_the_embedded_model(server):
+    """The embedded model's captioner and caption writer supply every caption; the answer records them."""
     url, _ = server
     _, data = _world_face_b64()
-    r = post(url, "/api/edit", {"image": data, "instruction": "give her glasses", "steps": 4})
-    assert r.status_code == 400 and "caption" in r.json()["error"], r.text
+    r = post(url, "/api/edit", {"image": data, "instruction": "give her glasses", "steps": 4, "captions": 2})
+    assert r.status_code == 200, r.text
+    p = r.json()["images"][0]["parameters"]
+    assert p["source_caption"] and p["captions_before"][0] == p["source_caption"]
+    assert len(p["captions_before"]) == len(p["captions_after"]) == 2
 
 
 def test_token_is_required(server):

@@ -45,6 +45,8 @@ def submit_edit(service, image, params: EditParams):
         check()
         result = service.edit_pipe.run(params, to_rgb(image), callback=lambda done, total: check())
         meta = {**result.params.to_json(), "kind": "edit", "segakit_version": __version__, **result.metadata}
+        # the captions the models wrote, as `segakit edit` records them, so the PNG shows and repeats them
+        meta["captions_before"], meta["captions_after"] = list(result.captions_before), list(result.captions_after)
         return [Image(png_bytes(result.images[0], meta), meta)]
 
     return service.worker.submit("edit", params.to_json(), task)
