@@ -64,3 +64,28 @@ def test_ctrl_c_while_images_are_written(tmp_path):
     for p in written:  # each file there is complete
         with Image.open(p) as im:
             im.load()
+
+
+def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, capsys):
+    """A library that catches the interruption and fails another way (diffusers' lazy import, interrupted half-way,
+    raises RuntimeError on the next access) still ends the command with 130 and the one line."""
+    import pytest
+
+    import segakit.cli.app as app
+    from segakit.cli import interrupt, main
+
+    def interrupted_then_reworded():
+        try:
+            interrupt._raise(2, None)
+        except interrupt.Interrupted:
+            raise RuntimeError("Failed to import diffusers.models because of the following error") from None
+
+    monkeypatch.setattr(app, "main", interrupted_then_reworded)
+    monkeypatch.setattr(interrupt, "_received", False)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    monkeypatch.setattr(interrupt, "_received", False)
+    monkeypatch.setattr(app, "main", lambda: (_ for _ in ()).throw(RuntimeError("a real bug")))
+    with pytest.raises(RuntimeError, match="a real bug"):  # without a Ctrl-C an error stays an error
+        main()

@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 def main() -> None:
     """The ``segakit`` console script."""
-    from segakit.cli.interrupt import Interrupted, exit_interrupted, install, restore
+    from segakit.cli.interrupt import Interrupted, exit_interrupted, install, received, restore
 
     import sys
 
@@ -24,6 +24,10 @@ def main() -> None:
         run_app()
     except (KeyboardInterrupt, Interrupted):
         exit_interrupted()
+    except Exception:
+        if received():  # the interruption, caught and reworded by a library on its way out
+            exit_interrupted()
+        raise
     finally:
         restore(previous)
         if threads is not None:

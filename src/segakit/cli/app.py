@@ -10,17 +10,13 @@ import sys
 
 import typer
 
-from segakit.cli import batch, demo, edit, generate, serve
-from segakit.cli.interrupt import Interrupted
-from segakit.core.errors import UserError
+from segakit.cli.quiet import quiet_environment
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Library chatter a user cannot act on (optional backends such as torchvision or accelerate, dtype notices,
-# deprecations, component-loading progress bars) is not for the command line; SEGAKIT_VERBOSE=1 shows it.
-if not os.environ.get("SEGAKIT_VERBOSE"):
-    for _name, _value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY", "error"),
-                          ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TQDM_DISABLE", "1"), ("PYTHONWARNINGS", "ignore")):  # fmt: skip
-        os.environ.setdefault(_name, _value)
+quiet_environment()  # before the sub-commands import the libraries that read it
+
+from segakit.cli import batch, demo, edit, generate, serve  # noqa: E402
+from segakit.cli.interrupt import Interrupted  # noqa: E402
+from segakit.core.errors import UserError  # noqa: E402
 
 app = typer.Typer(
     name="segakit",

@@ -16,8 +16,19 @@ class Interrupted(BaseException):  # noqa: N818 - it is not an error, the user a
     """Ctrl-C (SIGINT) during a command."""
 
 
+_received = False
+
+
 def _raise(signum, frame) -> None:
+    global _received
+    _received = True
     raise Interrupted
+
+
+def received() -> bool:
+    """Whether Ctrl-C came during this command. A library can catch the interruption and fail another way (a lazy
+    import interrupted half-way raises RuntimeError on the next access), so an error after a Ctrl-C is the Ctrl-C."""
+    return _received
 
 
 def install():
