@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 
+@torch.no_grad()  # a measurement: without it each batch's autograd graph stays alive through its output (23 GB at 2,000 images)
 def autoencoder_round_trip(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Images in [0, 1] through the autoencoder and back (latent mode, as generation decodes), in [0, 1]."""
     out = []
