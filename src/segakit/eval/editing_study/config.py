@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from segakit.core.errors import UserError
+from segakit.editing.ledits import MASK_TOKENS
 
 # name -> what it is (the report's row labels)
 METHODS: dict[str, str] = {
@@ -59,8 +60,8 @@ class EditingStudyConfig:
                 raise UserError(f"{name} {value!r} is not a positive number.")
         if not math.isfinite(self.xa_guidance) or self.xa_guidance < 0:
             raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
-        if self.mask_tokens not in ("all", "concept"):
-            raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of all, concept.")
+        if self.mask_tokens not in MASK_TOKENS:
+            raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
             raise UserError(f"--sega-threshold {self.sega_threshold!r} and --skip {self.skip!r} must lie in [0, 1).")
         return self
