@@ -9,6 +9,13 @@ training question); if it is there at guidance 1 and in the unconditional model,
 off (a training question).
 
     python benchmarks/prior_by_guidance.py --seeds 300 --guidance 1,3,7.5 --out docs/results/embedded/prior-by-guidance.json
+
+``--samplers`` repeats every setting with other diffusers schedulers and step counts (``NAME:STEPS``, NAME one of
+ddim, ddim-trailing, euler-a, ddpm, dpm): a gap that shrinks with more steps or with a stochastic sampler lies
+partly in the sampler, not in the model's weights.
+
+    python benchmarks/prior_by_guidance.py --seeds 300 --guidance 7.5 --samplers ddim:25,ddim:100,euler-a:50,ddpm:100 \
+        --out docs/results/embedded/prior-by-sampler.json
 """
 
 from __future__ import annotations
@@ -41,12 +48,30 @@ def shares(labels: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
     return out
 
 
+def schedulers() -> dict:
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+
+    return {"ddim": (DDIMScheduler, {}), "ddim-trailing": (DDIMScheduler, {"timestep_spacing": "trailing"}),
+            "euler-a": (EulerAncestralDiscreteScheduler, {}), "ddpm": (DDPMScheduler, {}), "dpm": (DPMSolverMultistepScheduler, {})}  # fmt: skip
+
+
+def parse_samplers(text: str) -> list[tuple[str, int]]:
+    out, known = [], schedulers()
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        name, _, steps = item.partition(":")
+        if name not in known or not steps.isdigit() or int(steps) < 1:
+            raise SystemExit(f"--samplers {item!r}: use NAME:STEPS with NAME one of {', '.join(known)} and STEPS 1 or more.")
+        out.append((name, int(steps)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompt", default="a face of a person")
     ap.add_argument("--seeds", type=int, default=300)
     ap.add_argument("--guidance", default="1,3,7.5")
     ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--samplers", default="", help="NAME:STEPS,... (default: the model's own scheduler at --steps)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("out/prior-by-guidance.json"))
@@ -57,15 +82,23 @@ def main() -> None:
     oracle = Oracle.load()
     seeds = [100_000 + i for i in range(args.seeds)]  # the quality table's neutral seeds
     settings = [("", 1.0)] + [(args.prompt, float(g)) for g in args.guidance.split(",")]
+    samplers = parse_samplers(args.samplers) if args.samplers else [("", args.steps)]
+    own = pipe.scheduler.config
     report = {"command": "python benchmarks/prior_by_guidance.py " + " ".join(os.sys.argv[1:]), "model": pipeline_fingerprint(pipe),
               "seeds": [seeds[0], seeds[-1]], "settings": []}  # fmt: skip
-    print("| prompt | guidance | worst gap | largest gaps (generated / prior) |\n|---|---|---|---|")
-    for prompt, g in settings:
-        labels = oracle.predict(sample_images(pipe, prompt, seeds, args.steps, g, args.batch))
-        table = shares(labels)
-        gaps = sorted(((abs(gen - pri), f"{a} {v}: {gen:.2f} / {pri:.2f}") for a, vals in table.items() for v, (gen, pri) in vals.items()), reverse=True)
-        report["settings"].append({"prompt": prompt, "guidance": g, "worst_gap": gaps[0][0], "table": table})
-        print(f"| {prompt!r} | {g:g} | {gaps[0][0]:.3f} | " + "; ".join(t for _, t in gaps[:3]) + " |", flush=True)
+    print("| sampler | prompt | guidance | worst gap | largest gaps (generated / prior) |\n|---|---|---|---|---|")
+    for sampler, steps in samplers:
+        if sampler:
+            cls, extra = schedulers()[sampler]
+            pipe.scheduler = cls.from_config(own, **extra)
+        name = f"{sampler or type(pipe.scheduler).__name__}, {steps} steps"
+        for prompt, g in settings:
+            labels = oracle.predict(sample_images(pipe, prompt, seeds, steps, g, args.batch))
+            table = shares(labels)
+            gaps = sorted(((abs(gen - pri), f"{a} {v}: {gen:.2f} / {pri:.2f}") for a, vals in table.items() for v, (gen, pri) in vals.items()), reverse=True)
+            report["settings"].append({"sampler": sampler or type(pipe.scheduler).__name__, "steps": steps, "prompt": prompt,
+                                       "guidance": g, "worst_gap": gaps[0][0], "table": table})  # fmt: skip
+            print(f"| {name} | {prompt!r} | {g:g} | {gaps[0][0]:.3f} | " + "; ".join(t for _, t in gaps[:3]) + " |", flush=True)
     print(f"\n{write_json(args.out, report)}")
 
 

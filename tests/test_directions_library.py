@@ -56,6 +56,28 @@ def test_fair_draws_are_per_image_seeded_and_follow_the_shares(model):
     assert rows.shape[0] == 2
 
 
+def test_per_direction_strengths_override_the_library_default(model, tmp_path):
+    import shutil
+
+    lib_dir = tmp_path / "lib"
+    shutil.copytree(model[2], lib_dir)
+    index = json.loads((lib_dir / "library.json").read_text())
+    index.update({"strength": 0.5, "strengths": {"horror=false": 2.0, "presentation=woman": 1.5}})
+    (lib_dir / "library.json").write_text(json.dumps(index))
+    lib = Library.load(lib_dir)
+    assert lib.strength_of("horror=false") == 2.0 and lib.strength_of("glasses=true") == 0.5
+    assert lib.safe().strength == 2.0 and lib.safe(0.25).strength == 0.25
+    shape = lib.direction("presentation=man").shape
+    fair = lib.fair("presentation", 2, 0, "man:0.5,woman:0.5")
+    rows = fair.offset(2, shape, "cpu", torch.float32)
+    for row, value in zip(rows, fair.choices):
+        factor = {"man": 0.5, "woman": 1.5}[value]
+        assert torch.allclose(row, factor * lib.direction(f"presentation={value}").vector)
+    same = lib.fair("presentation", 2, 0, "man:0.5,woman:0.5", strength=1.0).offset(2, shape, "cpu", torch.float32)
+    for row, value in zip(same, fair.choices):  # an explicit strength applies to every value
+        assert torch.allclose(row, lib.direction(f"presentation={value}").vector)
+
+
 @pytest.mark.parametrize("text, message", [("woman:0.7,man:0.7", "sum to 1"), ("nonbinary:1", "VALUE one of man, woman"),
                                            ("woman:lots", "not a number"), ("woman:-1,man:2", "0 or more")])  # fmt: skip
 def test_bad_shares(text, message):

@@ -37,6 +37,23 @@ def test_an_edit_moves_the_oracles_reading(pipe, index):
     assert len(out.losses) == 10 and out.images[0].size == (64, 64)
 
 
+@pytest.mark.parametrize("index", [2, 4], ids=["zombie", "brown-hair"])
+def test_the_ddpm_variant_gives_the_image_back_unedited_and_moves_the_oracles_reading(pipe, index):
+    """inversion="ddpm": with captions after equal to the source caption (a zero direction) the sampled latents are
+    the input's exactly; with the gold caption after, the oracle reads the new value (same pairs as above)."""
+    from segakit.editing.image import encode
+
+    pair = pair_at(0, index)
+    ((attr, (old, new)),) = pair.changes.items()
+    same = pipe(pair.source_image, pair.instruction, source_caption=pair.source_caption, target_captions=[pair.source_caption],
+                inversion="ddpm", num_inference_steps=10, output_type="latent")  # fmt: skip
+    assert torch.allclose(same.images, encode(pipe.vae, pair.source_image), atol=1e-4)
+    out = pipe(pair.source_image, pair.instruction, source_caption=pair.source_caption, target_captions=[pair.target_caption],
+               inversion="ddpm", num_inference_steps=10)  # fmt: skip
+    assert out.params.inversion == "ddpm" and out.params.guidance_scale == 5.0  # the Python API keeps the value it is given
+    assert Oracle.load().predict([out.images[0]])[0][attr] == new
+
+
 def test_a_model_without_captioner_or_writer_needs_captions(pipe):
     assert pipe.captioner is not None  # the embedded model's own (and its caption writer, once shipped)
     bare = EditPipeline.from_pipe(pipe, model_name="custom")
@@ -92,6 +109,7 @@ def test_cli_edit_writes_a_png_that_repeats_itself(monkeypatch, capsys, tmp_path
         ("unwritable", "Cannot create output folder"),
         ("not-png", "must be a .png file"),
         ("bad-steps", "--steps 0 is outside"),
+        ("bad-inversion", "--inversion 'ddpm2' is not one of ddim, ddpm"),
     ],
 )
 def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, tmp_path, case, message):
@@ -108,6 +126,7 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
         "unwritable": [face, "give her glasses", *caps],
         "not-png": [face, "give her glasses", *caps],
         "bad-steps": [face, "give her glasses", *caps, "--steps", "0"],
+        "bad-inversion": [face, "give her glasses", *caps, "--inversion", "ddpm2"],
     }[case]
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "lm").mkdir()
@@ -123,6 +142,18 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert re.search(message, stderr), stderr
     assert not out.exists() and not list(tmp_path.glob(".out.png.*"))
+
+
+def test_cli_ddpm_inversion_records_its_default_guidance_and_repeats_itself(monkeypatch, capsys, tmp_path):
+    src, out, again = _face_png(tmp_path), tmp_path / "ddpm.png", tmp_path / "again.png"
+    args = ["--source-caption", "a woman with blonde hair", "--captions-after", "a woman with brown hair", "--steps", "3"]
+    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--inversion", "ddpm", "--out", out, "--device", "cpu")
+    assert code == 0, stderr
+    params = json.loads(Image.open(out).text["segakit"])
+    assert params["inversion"] == "ddpm" and params["guidance_scale"] == 3.5 and params["skip"] == 0.15
+    code, _, stderr = cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again, "--device", "cpu")
+    assert code == 0, stderr
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
 def test_cli_sega_method_runs_and_needs_a_concept(monkeypatch, capsys, tmp_path):

@@ -1,6 +1,7 @@
 """The directions study's bookkeeping on small random components, a random library and a random oracle (issue 16)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -116,6 +117,17 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     assert again["shots"]["made"] == 0 and again["shots"]["from_cache"] == report["shots"]["made"]
     same = lambda key: rounded(json_ready(again["results"][key])) == rounded(json_ready(r[key]))
     assert same("fairness") and same("safety") and same("monotonicity")
+    # relearning one direction (here: the anti-horror one, now used at its own strength) remakes only the shots
+    # that add it; the plain model's, the peers' and the other directions' come from the cache
+    d = Direction(torch.randn(shape, generator=torch.Generator().manual_seed(99)), "horror=false", {"unet": fingerprint(pipe.unet)})
+    d.save(tmp_path / "lib" / files["horror=false"])
+    (tmp_path / "lib" / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5, "strengths": {"horror=false": 2.0}}))
+    cfg_safety = replace(cfg, sections=("safety",))
+    third, _ = run_study(pipe, oracle, Library.load(tmp_path / "lib"), cfg_safety, tmp_path / "out2", "c", Counter(), model_name="tiny",
+                        cache=tmp_path / "out" / "cache")  # fmt: skip
+    horror_shots = len(cfg.horror_prompts) + len(cfg.clean_prompts)  # the anti-horror arm on each prompt
+    assert third["shots"]["made"] == horror_shots and third["shots"]["from_cache"] > 0
+    assert third["model"]["strengths"] == {"horror=false": 2.0}
 
 
 @pytest.mark.parametrize("kwargs, words", [({"seeds": 0}, "--seeds 0"), ({"strength": -1.0}, "--strength -1.0"),

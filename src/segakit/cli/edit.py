@@ -23,7 +23,8 @@ def edit(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     method: Annotated[str, typer.Option(help="onthefly (Pix2Pix-OnTheFly: cross-attention guided) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion).")] = "onthefly",
     concept: Annotated[list[str] | None, typer.Option("--concept", help="--method sega: a concept to add (+glasses) or remove (-beard), repeatable.")] = None,
-    skip: Annotated[float, typer.Option(help="--method sega: share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
+    inversion: Annotated[str, typer.Option(help="--method onthefly: ddim (the paper's: DDIM inversion, then cross-attention guided editing) or ddpm (segakit's faster variant: the edit direction sampled on an edit-friendly DDPM inversion, which keeps more of the image).")] = "ddim",
+    skip: Annotated[float, typer.Option(help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
     threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
@@ -35,7 +36,7 @@ def edit(
     captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.")] = None,
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.")] = None,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
-    guidance: Annotated[float, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption); sega: each concept's scale.")] = 5.0,
+    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default 5 on a DDIM inversion, 3.5 on a DDPM one); sega: each concept's scale (default 5).")] = None,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
     direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
     regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,
@@ -50,7 +51,7 @@ def edit(
     With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
     from segakit.editing.image import file_sha256, read_image
-    from segakit.editing.params import EditParams
+    from segakit.editing.params import EditParams, default_guidance
 
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {str(out)!r} must be a .png file (the PNG carries the edit's parameters).")
@@ -69,9 +70,9 @@ def edit(
         if image is None or instruction is None:
             raise UserError("Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --out glasses.png.")
         params = EditParams(
-            instruction=instruction, model=model, method=method, source_caption=source_caption,
+            instruction=instruction, model=model, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
-            steps=steps, guidance_scale=guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
+            steps=steps, guidance_scale=default_guidance(method, inversion) if guidance is None else guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
             source_guidance=source_guidance, mask_tokens=mask_tokens,
         )  # fmt: skip

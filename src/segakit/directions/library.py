@@ -9,7 +9,8 @@
   the faces world's caption parser) that has a direction, that direction is added.
 
 A library is a folder with ``library.json`` (``{"directions": {"presentation=woman": "presentation-woman.safetensors",
-...}, "model": ..., "strength": 1.0}``) and the direction files. The embedded model's is shipped under
+...}, "model": ..., "strength": 0.5, "strengths": {"horror=false": 2.0}}``) and the direction files: ``strength`` is
+the default strength of its directions, ``strengths`` (optional) the strength of those that need another. The embedded model's is shipped under
 ``segakit/assets/directions``; ``python -m segakit.train.directions`` relearns it.
 """
 
@@ -45,12 +46,13 @@ class FairChoice:
     choices: list[str]  # the value drawn for each image
     directions: dict[str, Direction]
     strength: float = 1.0
+    strengths: dict[str, float] = field(default_factory=dict)  # per value, where it differs from ``strength``
 
     def offset(self, batch: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
         if batch != len(self.choices):
             raise UserError(f"Fair generation drew values for {len(self.choices)} images; this call makes {batch}.")
-        rows = [self.directions[c].resized(shape) for c in self.choices]
-        return (self.strength * torch.stack(rows)).to(device=device, dtype=dtype)
+        rows = [self.strengths.get(c, self.strength) * self.directions[c].resized(shape) for c in self.choices]
+        return torch.stack(rows).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -74,6 +76,10 @@ class Library:
         """The strength the library's directions are used at unless one is given (library.json's ``strength``)."""
         return float(self.meta.get("strength", 1.0))
 
+    def strength_of(self, name: str) -> float:
+        """The strength direction ``name`` is used at unless one is given (``strengths``, else ``strength``)."""
+        return float(self.meta.get("strengths", {}).get(name, self.strength))
+
     def names(self) -> list[str]:
         return sorted(self.files)
 
@@ -92,22 +98,26 @@ class Library:
             self.direction(name).check_model(unet)
 
     def fair(self, attribute: str, n_images: int, seed: int, shares: str | dict[str, float] | None = None,
-             strength: float = 1.0) -> FairChoice:  # fmt: skip
-        """Draw a value of ``attribute`` for each of ``n_images`` images (image i from ``seed + i``)."""
+             strength: float | None = None) -> FairChoice:  # fmt: skip
+        """Draw a value of ``attribute`` for each of ``n_images`` images (image i from ``seed + i``); ``strength``
+        None: each value's direction at the library's strength for it."""
         allowed = self.values(attribute)
         if len(allowed) < 2:
             raise UserError(f"--fair {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
         choices = draw_values(table, n_images, seed)
-        return FairChoice(attribute, choices, {v: self.direction(key(attribute, v)) for v in table}, strength)
+        directions = {v: self.direction(key(attribute, v)) for v in table}
+        if strength is not None:
+            return FairChoice(attribute, choices, directions, strength)
+        return FairChoice(attribute, choices, directions, self.strength, {v: self.strength_of(key(attribute, v)) for v in table})
 
     def fair_attributes(self) -> list[str]:
         attrs = {n.split("=", 1)[0] for n in self.names()}
         return sorted(a for a in attrs if len(self.values(a)) >= 2)
 
-    def safe(self, strength: float = 1.0) -> AppliedDirection:
-        return self.direction(SAFE).at(strength)
+    def safe(self, strength: float | None = None) -> AppliedDirection:
+        return self.direction(SAFE).at(self.strength_of(SAFE) if strength is None else strength)
 
     def enhance(self, prompt: str, strength: float = 1.0) -> list[str]:
         """The names of the library's directions for the ``attribute=value`` pairs ``prompt`` names."""

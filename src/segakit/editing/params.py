@@ -11,6 +11,15 @@ from segakit.editing.concepts import derive_concepts
 from segakit.editing.ledits import MASK_TOKENS
 
 METHODS = ("onthefly", "sega")
+INVERSIONS = ("ddim", "ddpm")  # onthefly: the paper's DDIM inversion + cross-attention guidance, or segakit's DDPM variant
+# the guidance of OnTheFly's edit pass: the paper's 5 on its DDIM inversion; 3.5 on a DDPM inversion, whose stored
+# noises already pin the image (docs/editing.md: the sweep that chose it)
+ONTHEFLY_GUIDANCE = {"ddim": 5.0, "ddpm": 3.5}
+
+
+def default_guidance(method: str, inversion: str = "ddim") -> float:
+    """The edit pass's guidance when none is given: OnTheFly's for its inversion; SEGA's concept scale (5)."""
+    return ONTHEFLY_GUIDANCE.get(inversion, 5.0) if method == "onthefly" else 5.0
 
 
 @dataclass
@@ -18,6 +27,7 @@ class EditParams:
     instruction: str
     model: str = "embedded"
     method: str = "onthefly"
+    inversion: str = "ddim"  # onthefly: "ddim" (the paper's) or "ddpm" (edit-friendly; sega always uses it)
     source_caption: str | None = None
     captions_before: list[str] = field(default_factory=list)
     captions_after: list[str] = field(default_factory=list)
@@ -29,7 +39,7 @@ class EditParams:
     regularize: bool = True
     seed: int = 0
     concepts: list[str] = field(default_factory=list)  # sega: "+glasses", "-beard"
-    skip: float = 0.15  # sega: share of the schedule's first (noisiest) steps skipped
+    skip: float = 0.15  # sega and onthefly on a DDPM inversion: share of the schedule's first (noisiest) steps skipped
     source_guidance: float = 1.0  # sega: guidance towards the source caption while inverting and sampling (1: none)
     threshold: float = 0.9  # sega: the masks' quantile
     mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
@@ -41,6 +51,10 @@ class EditParams:
             raise UserError("The instruction is empty; write what to change, e.g. 'give her glasses'.")
         if self.method not in METHODS:
             raise UserError(f"--method {self.method!r} is not one of {', '.join(METHODS)}.")
+        if self.inversion not in INVERSIONS:
+            raise UserError(f"--inversion {self.inversion!r} is not one of {', '.join(INVERSIONS)}.")
+        if self.method == "sega":
+            self.inversion = "ddpm"  # LEDITS++ always inverts edit-friendly; recorded as such
         if not 1 <= self.steps <= 1000:
             raise UserError(f"--steps {self.steps} is outside 1..1000.")
         if not 1 <= self.num_captions <= 10:

@@ -30,7 +30,7 @@ from segakit.editing.captioner import EMBEDDED_CAPTIONER, Captioner
 from segakit.editing.direction import TextModels, edit_direction
 from segakit.editing.image import decode, encode, fit
 from segakit.editing.ledits import ConceptEdit, concept_tokens, sega_on_inversion
-from segakit.editing.onthefly import edit_with_cross_attention_guidance
+from segakit.editing.onthefly import edit_on_ddpm_inversion, edit_with_cross_attention_guidance
 from segakit.editing.params import EditParams
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -148,7 +148,7 @@ class EditPipeline:
     def __call__(
         self, image: Image.Image, instruction: str, source_caption: str | None = None,
         target_captions: Sequence[str] | None = None, captions_before: Sequence[str] | None = None,
-        method: str = "onthefly", num_inference_steps: int = 25, guidance_scale: float = 5.0,
+        method: str = "onthefly", inversion: str = "ddim", num_inference_steps: int = 25, guidance_scale: float = 5.0,
         cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
         num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
         source_guidance: float = 1.0, threshold: float = 0.9, mask_tokens: str = "all", output_type: str = "pil",
@@ -156,7 +156,7 @@ class EditPipeline:
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step."""
         params = EditParams(
-            instruction=instruction, model=self.model_name, method=method, source_caption=source_caption,
+            instruction=instruction, model=self.model_name, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
@@ -188,8 +188,10 @@ class EditPipeline:
         clock = time.perf_counter()
         x0 = encode(self.vae, image)
         source_cond = text.encode([source])
-        reg = NoiseRegularization() if params.regularize else None
         gen = torch.Generator().manual_seed(params.seed)
+        if params.inversion == "ddpm":
+            return self._run_onthefly_ddpm(params, x0, text, source_cond, (source, before, after, meta), gen, output_type, callback, seconds, clock)
+        reg = NoiseRegularization() if params.regularize else None
         inverted = ddim_invert(self.unet, self.scheduler.config, x0, source_cond, params.steps, regularization=reg, generator=gen, callback=step)
         seconds["inversion"] = time.perf_counter() - clock
 
@@ -205,6 +207,23 @@ class EditPipeline:
             self._output(result.latents, output_type), self._output(result.reconstruction, output_type), source,
             list(before), list(after), params, result.losses, seconds, meta,
         )  # fmt: skip
+
+    def _run_onthefly_ddpm(self, params: EditParams, x0, text: TextModels, source_cond, captions: tuple, gen, output_type: str,
+                           callback, seconds: dict, clock: float) -> EditPipelineOutput:  # fmt: skip
+        """OnTheFly's edit direction on an edit-friendly DDPM inversion (``inversion="ddpm"``): two passes, no
+        reference pass, no cross-attention guidance; the inversion gives the image back exactly."""
+        source, before, after, meta = captions
+        step = (lambda i: callback(i + 1, 2 * params.steps)) if callback is not None else None
+        inverted = ddpm_invert(self.unet, self.scheduler.config, x0, source_cond, source_cond, params.steps, 1.0, params.skip, gen, callback=step)
+        seconds["inversion"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        direction = edit_direction(text, before, after)
+        offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
+        latents = edit_on_ddpm_inversion(self.unet, self.scheduler.config, inverted, source_cond, direction, params.skip,
+                                         params.guidance_scale, params.direction_scale, callback=offset)  # fmt: skip
+        seconds["edit"] = time.perf_counter() - clock
+        return EditPipelineOutput(self._output(latents, output_type), self._output(x0, output_type), source, list(before), list(after),
+                                  params, [], seconds, meta)  # fmt: skip
 
     def _run_sega(self, params: EditParams, image: Image.Image, output_type: str, callback) -> EditPipelineOutput:
         """LEDITS++: edit-friendly inversion (towards the source caption, if any), then masked SEGA concepts."""

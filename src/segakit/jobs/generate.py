@@ -148,8 +148,11 @@ def _library(params: GenerationParams):
     return Library.load(params.library)
 
 
-def _strength(library, params: GenerationParams) -> float:
-    return library.strength if params.library_strength is None else params.library_strength
+def _strength(library, params: GenerationParams, name: str | None = None) -> float | None:
+    """--library-strength, else the library's strength for direction ``name`` (None for fairness: per value)."""
+    if params.library_strength is not None:
+        return params.library_strength
+    return library.strength_of(name) if name is not None else None
 
 
 def _fair(library, params: GenerationParams, seeds: list[int], unet):
@@ -221,7 +224,7 @@ def prepare(params: GenerationParams, pipe, files: tuple | None = None) -> Prepa
         names = ([SAFE] if params.safe else []) + (library.enhance(params.prompt) if params.enhance else [])
         for name in names:
             library.direction(name).check_model(pipe.unet)
-            applied.append(library.direction(name).at(_strength(library, params)))
+            applied.append(library.direction(name).at(_strength(library, params, name)))
     # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
     params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
     defaults = pipe.edit_defaults

@@ -10,7 +10,7 @@ them. Other models have neither, so a request names the source caption and the c
 
 from __future__ import annotations
 
-from segakit.editing.params import EditParams
+from segakit.editing.params import EditParams, default_guidance
 
 
 def edit_params(req, model: str, limits) -> EditParams:
@@ -23,9 +23,9 @@ def edit_params(req, model: str, limits) -> EditParams:
     if len(req.concepts) > limits.max_concepts:
         raise UserError(f"{len(req.concepts)} concepts is over this server's limit of {limits.max_concepts}.")
     params = EditParams(
-        instruction=req.instruction, model=model, method=req.method, source_caption=req.source_caption,
+        instruction=req.instruction, model=model, method=req.method, inversion=req.inversion, source_caption=req.source_caption,
         captions_before=list(req.captions_before), captions_after=list(req.captions_after), num_captions=req.captions,
-        steps=steps, guidance_scale=5.0 if req.guidance is None else req.guidance, seed=req.seed, concepts=list(req.concepts),
+        steps=steps, guidance_scale=default_guidance(req.method, req.inversion) if req.guidance is None else req.guidance, seed=req.seed, concepts=list(req.concepts),
     )  # fmt: skip
     return params.validate()
 

@@ -84,6 +84,7 @@ class EditRequest(BaseModel):
     image: str = Field(description="The image to edit, base64-encoded PNG or JPEG.")
     instruction: str = Field(description="What to change, e.g. 'give her glasses'.")
     method: Literal["onthefly", "sega"] = "onthefly"
+    inversion: Literal["ddim", "ddpm"] = Field("ddim", description="method 'onthefly': ddim (the paper's) or ddpm (segakit's faster variant, keeps more of the image).")
     source_caption: str | None = Field(None, description="What the image shows (skips the captioner; needed on models without one; the embedded model has its own).")
     captions_before: list[str] = Field(default_factory=list, description="Captions of the image before the edit (default: the source caption).")
     captions_after: list[str] = Field(default_factory=list, description="Captions after the edit (skip the caption writer; needed on models without one; the embedded model has its own).")
@@ -91,7 +92,7 @@ class EditRequest(BaseModel):
     captions: int = Field(3, description="Captions the caption writer writes per side.")
     seed: int = 0
     steps: int | None = Field(None, description="Inversion steps = edit steps (default 25).")
-    guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5).")
+    guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion).")
 
 
 class ImageOut(BaseModel):
@@ -126,7 +127,7 @@ def library_directions(specs: list[str], library) -> list[str]:
             name = by_path.get(str(Path(name).resolve()), name) if name.endswith(".safetensors") else name
         if name not in library.files:
             raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of {', '.join(library.names())}.")  # fmt: skip
-        out.append(f"{(library.folder / library.files[name]).resolve()}:{tail or library.strength}")
+        out.append(f"{(library.folder / library.files[name]).resolve()}:{tail or library.strength_of(name)}")
     return out
 
 

@@ -148,7 +148,7 @@ class App:
 
         return fn
 
-    def edit(self, image, instruction, method, source_caption, after, concepts, steps):
+    def edit(self, image, instruction, method, source_caption, after, concepts, steps, inversion="ddim"):
         """The Edit tab: the result, the captions used, and the PNG that carries the edit's parameters."""
         from types import SimpleNamespace
 
@@ -157,7 +157,7 @@ class App:
         lines = lambda text: [t.strip() for t in (text or "").splitlines() if t.strip()]  # noqa: E731
         req = SimpleNamespace(instruction=instruction or "", method=method, source_caption=(source_caption or "").strip() or None,
                               captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
-                              steps=int(steps), guidance=None)  # fmt: skip
+                              steps=int(steps), guidance=None, inversion=inversion or "ddim")  # fmt: skip
         try:
             params = edit_params(req, self.service.config.model, self.service.config.limits)
             done = submit_edit(self.service, image, params).future.result()[0]
@@ -230,6 +230,8 @@ class App:
                         source = gr.Image(label="Image to edit", type="pil", elem_id="edit-source")
                         instruction = gr.Textbox(label="Instruction", placeholder="give her glasses", elem_id="edit-instruction")
                         method = gr.Radio(["onthefly", "sega"], value="onthefly", label="Method", elem_id="edit-method")
+                        inversion = gr.Radio(["ddim", "ddpm"], value="ddim", label="Inversion (onthefly: ddim is the paper's, ddpm keeps more of the image)",
+                                             elem_id="edit-inversion")  # fmt: skip
                         source_caption = gr.Textbox(label="What the image shows", placeholder="a face of a woman", elem_id="edit-source-caption")
                         edit_after = gr.Textbox(label="Captions after the edit (onthefly)", lines=2, placeholder="a face of a woman with glasses", elem_id="edit-after")
                         concepts = gr.Textbox(label="Concepts (sega)", lines=2, placeholder="+glasses", elem_id="edit-concepts")
@@ -242,7 +244,7 @@ class App:
                         result = gr.Image(label="Result", type="pil", interactive=False, elem_id="edit-result")
                         edit_file = gr.File(label="Download the edited PNG (it carries the edit's parameters)", file_count="multiple",
                                             elem_id="edit-download", interactive=False)  # fmt: skip
-                edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps],
+                edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps, inversion],
                                [result, caption_box, captions_box, edit_file], concurrency_limit=1)  # fmt: skip
 
             flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]

@@ -2,8 +2,13 @@
 
 Each direction is learned from the model's own images (segakit.directions.learn): ``attribute=value`` from
 "a face of a person <phrase>" against "a face of a person"; the anti-horror direction from the neutral prompt
-with "a zombie" as the negative prompt. Latents are cached (a killed run resumes), finished directions are
-skipped, and library.json is rewritten (atomically) after each one, naming the model weights it was learned on.
+with "a zombie" as the negative prompt (clean faces), learned while the U-Net is conditioned on "a zombie": the
+direction has to turn a horror prompt's prediction into a clean face. (Conditioned on the neutral prompt, as the
+paper words it for its anti-concepts, the clean faces are what that prompt draws anyway -- 98% of them on this
+model -- so the direction learned almost nothing: 0% of horror removed at any strength up to 1, 50% at 2; see
+docs/directions.md.) Latents are cached (a killed run resumes), finished directions are skipped, and
+library.json is rewritten (atomically) after each one, naming the model weights it was learned on and the
+strength each direction is used at.
 
     python -m segakit.train.directions                                  # the whole library into assets/directions
     python -m segakit.train.directions --only presentation,skin,horror  # some attributes
@@ -31,12 +36,12 @@ from segakit.jobs.worker import WorkerConfig
 from segakit.train.config import parse_config
 
 NEUTRAL = "a face of a person"
-# attribute=value -> (positive prompt, negative prompt)
-RECIPES: dict[str, tuple[str, str | None]] = {
+# attribute=value -> (positive prompt, negative prompt[, the prompt the U-Net is conditioned on while learning])
+RECIPES: dict[str, tuple] = {
     "presentation=man": ("a face of a man", None),
     "presentation=woman": ("a face of a woman", None),
     **{f"skin={v}": (f"a face of a person with {v} skin", None) for v in ("light", "medium-light", "medium", "medium-dark", "dark")},
-    SAFE: (NEUTRAL, "a zombie"),
+    SAFE: (NEUTRAL, "a zombie", "a zombie"),
     "glasses=true": ("a face of a person wearing glasses", None),
     "hat=true": ("a face of a person wearing a hat", None),
     "expression=smile": ("a face of a smiling person", None),
@@ -66,6 +71,9 @@ class DirectionsConfig:
     # draws its concept at 0.25-0.5 and starts to break the image from about 1 (benchmarks/directions.py's strip);
     # fair presentation on "a doctor" needs 0.5 (benchmarks/directions_fair.py)
     strength: float = 0.5
+    # the anti-horror direction's own strength: it removes every zombie of the study's four horror phrasings from
+    # about 2 on (benchmarks/directions_safety.py), and next to nothing at 0.5
+    safe_strength: float = 2.0
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -83,7 +91,8 @@ def main(argv: list[str] | None = None) -> Path:
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     if index.get("unet") != unet_id:  # another model: start the library over
         index = {"directions": {}}
-    index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL})
+    index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL,
+                  "strengths": {SAFE: cfg.safe_strength}})  # fmt: skip
     elsewhere = wants_workers(cfg.workers, cfg.ray)  # else this process makes the images, as it always did
     with open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1)) if elsewhere else contextlib.nullcontext() as ex:
         runner = CallRunner(ex, cfg.model) if elsewhere else None
@@ -92,9 +101,10 @@ def main(argv: list[str] | None = None) -> Path:
             if name in index["directions"] and (out / file).is_file():
                 print(f"{name}: done already ({file})")
                 continue
-            positive, negative = RECIPES[name]
+            positive, negative, *conditioned = RECIPES[name]
             t0 = time.perf_counter()
-            learn = LearnConfig(name, positive=positive, neutral=NEUTRAL, negative=negative, images=cfg.images, steps=cfg.steps,
+            neutral = conditioned[0] if conditioned else NEUTRAL
+            learn = LearnConfig(name, positive=positive, neutral=neutral, negative=negative, images=cfg.images, steps=cfg.steps,
                                 batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)  # fmt: skip
             d = learn_direction(pipe, learn, cfg.cache, make_shards=shards_on(runner.imap, learn) if runner else None)
             d.meta["model"] = cfg.model

@@ -38,6 +38,10 @@ class Bench:
     def strength(self) -> float:
         return self.library.strength if self.cfg.strength is None else self.cfg.strength
 
+    def strength_of(self, name: str) -> float:
+        """Direction ``name``'s strength: --strength, else the library's for it."""
+        return self.library.strength_of(name) if self.cfg.strength is None else self.cfg.strength
+
     def sld(self):
         if self._sld is None:
             self._sld = sld_pipeline(self.pipe)
@@ -48,7 +52,7 @@ def _chunk(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: floa
     """One batch of images (floats in [0, 1]) of ``prompt`` for ``seeds``."""
     pipe, lib, cfg = bench.pipe, bench.library, bench.cfg
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    s = bench.strength if strength is None else strength
+    s = strength  # None: each direction at the bench's strength for it
     common = {"num_inference_steps": cfg.steps, "guidance_scale": cfg.guidance, "generator": gens, "output_type": "pt"}
     if arm.kind == "sld":
         return sld_images(bench.sld(), prompt, gens, cfg.steps, arm.param, cfg.guidance)
@@ -56,9 +60,9 @@ def _chunk(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: floa
         return fair_generate(pipe, prompt, FairDiffusion.draw(arm.param, len(seeds), seeds[0]), **common).images
     directions, edits, negative = [], [], None
     if arm.kind == "directions":
-        directions = [lib.direction(n).at(s) for n in arm.names]
+        directions = [lib.direction(n).at(bench.strength_of(n) if s is None else s) for n in arm.names]
     elif arm.kind == "fair-directions":
-        directions = [lib.fair(arm.param, len(seeds), seeds[0], strength=s)]
+        directions = [lib.fair(arm.param, len(seeds), seeds[0], strength=cfg.strength if s is None else s)]
     elif arm.kind == "negative":
         negative = arm.param
     elif arm.kind == "sega-reverse":

@@ -48,7 +48,8 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
                   "note": "image i of every prompt and arm uses seed first + i (one generator per image)"},
         "model": {"name": model_name, "fingerprint": study.model_id, "unet": fingerprint(pipe.unet),
                   "library": str(library.folder), "library_fingerprint": study.library_id, "library_unet": library.meta.get("unet"),
-                  "strength": study.bench.strength, "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
+                  "strength": study.bench.strength,
+                  "strengths": {} if cfg.strength is not None else dict(library.meta.get("strengths", {})), "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
         "wall_seconds": {"total": time.perf_counter() - t0, **walls},
         "shots": {"made": sum(not s.cached for s in study._shots.values()), "from_cache": sum(s.cached for s in study._shots.values())},
         "results": results,
@@ -71,7 +72,8 @@ def markdown(report: dict) -> str:
         f"Produced by `{report['command']}` in {report['wall_seconds']['total']:.0f} s wall time "
         f"({report['shots']['made']} image sets made, {report['shots']['from_cache']} from the cache). Model "
         f"`{model['name']}` (weights {model['fingerprint']}, U-Net {model['unet']}); direction library {model['library_fingerprint']} "
-        f"learned on U-Net {model['library_unet']}, used at strength {model['strength']:g}; oracle {model['oracle']}.", "",
+        f"learned on U-Net {model['library_unet']}, used at strength {model['strength']:g}"
+        + "".join(f" ({n} at {v:g})" for n, v in sorted(model.get("strengths", {}).items())) + f"; oracle {model['oracle']}.", "",
         f"{cfg['seeds']} seeds per prompt ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}; image i of every prompt and "
         f"method uses seed i), {cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}. How it is measured: docs/directions.md.",
     ]  # fmt: skip

@@ -20,12 +20,13 @@ import torch
 
 from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.core.fingerprint import pipeline_fingerprint
+from segakit.directions.library import key
 from segakit.eval.directions_study import measures as m
 from segakit.eval.directions_study.config import PLAIN, Arm, fair_arms, safety_arms
 from segakit.eval.directions_study.render import Bench, chunk_args, fair_choices, render, render_chunk
 from segakit.eval.sega_study.measures import monotonicity
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the library enters the key only through the directions an arm adds
 
 
 class Progress:
@@ -46,11 +47,22 @@ class Shot:
     cached: bool = False
 
 
-def library_fingerprint(library) -> str:
-    h = hashlib.sha256(json.dumps(library.files, sort_keys=True).encode())
-    for name in library.names():
+def library_fingerprint(library, names: list[str] | None = None) -> str:
+    """The weights of the library's directions ``names`` (default: all of them)."""
+    names = library.names() if names is None else sorted(names)
+    h = hashlib.sha256(json.dumps({n: library.files[n] for n in names}, sort_keys=True).encode())
+    for name in names:
         h.update((library.folder / library.files[name]).read_bytes())
     return h.hexdigest()[:16]
+
+
+def arm_directions(library, arm: Arm) -> list[str]:
+    """The library directions ``arm`` adds (none for the plain model and the peers)."""
+    if arm.kind == "directions":
+        return list(arm.names)
+    if arm.kind == "fair-directions":
+        return [key(arm.param, v) for v in library.values(arm.param)]
+    return []
 
 
 class Study:
@@ -73,10 +85,15 @@ class Study:
 
     # ---- images
     def _key(self, arm: Arm, prompt: str, seeds: list[int], strength: float | None) -> str:
-        cfg = self.bench.cfg
-        what = {"v": CACHE_VERSION, "model": self.model_id, "library": self.library_id, "arm": asdict(arm), "prompt": prompt,
-                "seeds": [seeds[0], len(seeds)], "steps": cfg.steps, "guidance": cfg.guidance, "batch": cfg.batch,
-                "strength": self.bench.strength if strength is None else strength}  # fmt: skip
+        """What the shot's images depend on: the library enters only through the directions the arm adds (their
+        weights and strengths), so relearning one direction remakes only the shots that use it."""
+        cfg, lib = self.bench.cfg, self.bench.library
+        used = arm_directions(lib, arm)
+        what = {"v": CACHE_VERSION, "model": self.model_id, "arm": asdict(arm), "prompt": prompt,
+                "seeds": [seeds[0], len(seeds)], "steps": cfg.steps, "guidance": cfg.guidance, "batch": cfg.batch}  # fmt: skip
+        if used:
+            what["library"] = library_fingerprint(lib, used)
+            what["strengths"] = {n: self.bench.strength_of(n) if strength is None else strength for n in used}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
     def shot(self, arm: Arm, prompt: str, n: int | None = None, strength: float | None = None) -> Shot:
