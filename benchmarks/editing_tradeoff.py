@@ -9,7 +9,11 @@ recipe. Captions are the gold ones (the caption writer's time is reported by ``s
     python benchmarks/editing_tradeoff.py --pairs 24 --out docs/results/editing/tradeoff.json
     python benchmarks/editing_tradeoff.py --pairs 4 --settings paper,25-noreg     # a quick look
 
-A setting is ``STEPS[-noreg][-xaX]``: e.g. ``25``, ``10-noreg``, ``25-xa0.3``; ``paper`` is ``100``.
+A setting is ``STEPS[-noreg][-xaX][-ddpm[G]]``: e.g. ``25``, ``10-noreg``, ``25-xa0.3``; ``paper`` is ``100``;
+``25-ddpm`` is segakit's variant (``segakit edit --inversion ddpm``: the edit direction on an edit-friendly DDPM
+inversion, guidance 3.5, or G as in ``25-ddpm4``).
+
+    python benchmarks/editing_tradeoff.py --pairs 24 --settings paper,30-xa0,25-ddpm,15-ddpm --out docs/results/editing/tradeoff-d.json
 """
 
 from __future__ import annotations
@@ -41,16 +45,18 @@ def parse_setting(text: str) -> dict:
     """``"25-noreg-xa0.3"`` -> {"steps": 25, "regularize": False, "xa_guidance": 0.3}; ``"paper"``: 100 steps."""
     parts = ("100" + text[5:] if text.startswith("paper") else text).split("-")
     try:
-        out = {"steps": int(parts[0]), "regularize": True, "xa_guidance": 0.15}
+        out = {"steps": int(parts[0]), "regularize": True, "xa_guidance": 0.15, "inversion": "ddim", "guidance": 5.0}
         for p in parts[1:]:
-            if p == "noreg":
+            if p.startswith("ddpm"):
+                out.update(inversion="ddpm", guidance=float(p[4:]) if p[4:] else 3.5)
+            elif p == "noreg":
                 out["regularize"] = False
             elif p.startswith("xa"):
                 out["xa_guidance"] = float(p[2:])
             else:
                 raise ValueError(p)
     except ValueError:
-        raise UserError(f"--settings has {text!r}; write STEPS[-noreg][-xaX], e.g. 25-noreg or paper.") from None
+        raise UserError(f"--settings has {text!r}; write STEPS[-noreg][-xaX][-ddpm[G]], e.g. 25-noreg, 25-ddpm or paper.") from None
     if not 1 <= out["steps"] <= 1000:
         raise UserError(f"--settings has {text!r}: steps outside 1..1000.")
     return out
@@ -76,7 +82,8 @@ def main() -> None:
             s = settings[name]
             start = time.perf_counter()
             out = pipe(turn.input_image, turn.instruction, source_caption=turn.source_caption, target_captions=[turn.target_caption],
-                       num_inference_steps=s["steps"], regularize=s["regularize"], cross_attention_guidance=s["xa_guidance"], seed=0)  # fmt: skip
+                       num_inference_steps=s["steps"], regularize=s["regularize"], cross_attention_guidance=s["xa_guidance"], seed=0,
+                       inversion=s["inversion"], guidance_scale=s["guidance"])  # fmt: skip
             seconds = time.perf_counter() - start
             got = oracle.predict([out.images[0]])[0]
             scores = attribute_scores(src, got, turn.changes, [a for a in ATTRIBUTES if a not in turn.changes])

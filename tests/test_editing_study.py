@@ -124,6 +124,23 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
     assert len(keys) == 3  # the settings are in the key: a changed one is computed afresh
 
 
+def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance(study_parts, tmp_path):
+    pipe, oracle, clip = study_parts
+    cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=("onthefly-gold-ddpm", "onthefly-gold"), figure_rows=1)
+    result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
+    rows = {r["method"]: r for r in result["records"] if r["protocol"] == "single-turn"}
+    assert set(rows) == {NO_EDIT, "onthefly-gold-ddpm", "onthefly-gold"}
+    assert rows["onthefly-gold-ddpm"]["captions_after"] == [result["single"][0].target_caption]
+    turn = result["single"][0]
+    u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
+    names = {}
+    for g in (3.5, 5.0):
+        c = EditingStudyConfig(**{**cfg.__dict__, "ddpm_guidance": g})
+        study = EditingStudy(Methods(pipe, c), oracle, clip, c, tmp_path / "cache")
+        names[g] = [study.cache.path(study._unit(m, turn, u8)).name for m in ("onthefly-gold-ddpm", "onthefly-gold")]
+    assert names[3.5][0] != names[5.0][0] and names[3.5][1] == names[5.0][1]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

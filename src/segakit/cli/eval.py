@@ -246,13 +246,15 @@ def editing(
     sessions: Annotated[int, typer.Option(help="Multi-turn sessions (0 = skip the multi-turn protocol).")] = 4,
     turns: Annotated[int, typer.Option(help="Instructions per session, each editing the previous result (MagicBrush: 3).")] = 3,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps, every method (the paper: 100).")] = 25,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods: onthefly-gold, onthefly-lm, sega, ledits-diffusers, regenerate.")] = "onthefly-gold,onthefly-lm,sega,ledits-diffusers,regenerate",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods: onthefly-gold, onthefly-lm, onthefly-gold-ddpm, onthefly-lm-ddpm, sega, ledits-diffusers, regenerate.")] = "onthefly-gold,onthefly-lm,onthefly-gold-ddpm,onthefly-lm-ddpm,sega,ledits-diffusers,regenerate",
     model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder with clip/ beside it.")] = "embedded",
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal LM folder for onthefly-lm (default: the embedded model's own caption writer, when it ships).")] = None,
     seed: Annotated[int, typer.Option(help="The world's seed of the pairs and sessions.")] = 0,
     edit_seed: Annotated[int, typer.Option("--edit-seed", help="The methods' seed.")] = 0,
     guidance: Annotated[float, typer.Option(help="OnTheFly: classifier-free guidance of the edit pass (the paper: 5).")] = 5.0,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="OnTheFly: step size of the cross-attention guidance (the paper: 0.15).")] = 0.15,
+    ddpm_guidance: Annotated[float, typer.Option("--ddpm-guidance", help="OnTheFly on a DDPM inversion (the -ddpm methods): guidance of the edit (segakit edit --inversion ddpm: 3.5).")] = 3.5,
+    skip: Annotated[float, typer.Option(help="Share of the noisiest steps the edit-friendly DDPM inversion skips (SEGA, the peer, the -ddpm methods; LEDITS++: 0.15).")] = 0.15,
     sega_scale: Annotated[float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")] = 5.0,
     sega_threshold: Annotated[float, typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9).")] = 0.9,
     source_guidance: Annotated[float, typer.Option("--sega-source-guidance", help="segakit SEGA: guidance towards the source caption while inverting and sampling (1: none, as the peer).")] = 1.0,
@@ -281,7 +283,7 @@ def editing(
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
     cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
-                             guidance=guidance, xa_guidance=xa_guidance, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
+                             guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, skip=skip, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, mask_tokens=mask_tokens,
                              figure_rows=figure_rows).check()  # fmt: skip
     check(workers, ray)

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 from segakit.core.errors import UserError
 from segakit.editing.ledits import MASK_TOKENS
 
+GOLD = ("onthefly-gold", "onthefly-gold-ddpm")  # the methods given the gold target caption
+WRITTEN = ("onthefly-lm", "onthefly-lm-ddpm")  # the methods whose captions the caption writer writes
+DDPM = ("onthefly-gold-ddpm", "onthefly-lm-ddpm")  # OnTheFly on a DDPM inversion (segakit edit --inversion ddpm)
+
 # name -> what it is (the report's row labels)
 METHODS: dict[str, str] = {
     "onthefly-gold": "OnTheFly, gold target caption (what the paper's evaluation script measures)",
     "onthefly-lm": "OnTheFly, the caption writer's captions",
+    "onthefly-gold-ddpm": "OnTheFly's edit direction on an edit-friendly DDPM inversion (segakit's variant), gold target caption",
+    "onthefly-lm-ddpm": "OnTheFly's edit direction on an edit-friendly DDPM inversion (segakit's variant), the caption writer's captions",
     "sega": "segakit SEGA on the edit-friendly inversion (LEDITS++ recipe), concepts from the instruction",
     "ledits-diffusers": "diffusers' LEditsPPPipelineStableDiffusion (peer), the same concepts",
     "regenerate": "inversion + regeneration with the source caption (no edit)",
@@ -30,6 +36,7 @@ class EditingStudyConfig:
     steps: int = 25  # inversion steps = edit steps, every method
     methods: tuple[str, ...] = tuple(METHODS)
     guidance: float = 5.0  # OnTheFly's classifier-free guidance
+    ddpm_guidance: float = 3.5  # OnTheFly's guidance on a DDPM inversion (segakit edit --inversion ddpm's default)
     xa_guidance: float = 0.15  # OnTheFly's cross-attention guidance step
     captions: int = 3  # captions per side the caption writer writes
     sega_scale: float = 5.0  # SEGA / LEDITS++ edit guidance scale (LEDITS++'s default)
@@ -55,7 +62,8 @@ class EditingStudyConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise UserError(f"--methods has {m!r}, which is not one of {', '.join(METHODS)}.")
-        for name, value in (("--guidance", self.guidance), ("--sega-scale", self.sega_scale), ("--sega-source-guidance", self.source_guidance)):
+        for name, value in (("--guidance", self.guidance), ("--ddpm-guidance", self.ddpm_guidance), ("--sega-scale", self.sega_scale),
+                            ("--sega-source-guidance", self.source_guidance)):  # fmt: skip
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"{name} {value!r} is not a positive number.")
         if not math.isfinite(self.xa_guidance) or self.xa_guidance < 0:

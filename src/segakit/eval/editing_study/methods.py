@@ -19,7 +19,7 @@ from segakit.core.inversion import NoiseRegularization, ddim_invert, ddim_sample
 from segakit.editing.concepts import derive_concepts
 from segakit.editing.image import decode, encode
 from segakit.editing.pipeline import EditPipeline
-from segakit.eval.editing_study.config import EditingStudyConfig
+from segakit.eval.editing_study.config import WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.peer import ledits_edit, ledits_peer
 
 
@@ -49,7 +49,7 @@ class Methods:
         self._peer = None
 
     def available(self, method: str) -> bool:
-        return method != "onthefly-lm" or self.pipe.caption_writer is not None
+        return method not in WRITTEN or self.pipe.caption_writer is not None
 
     def run(self, method: str, image: Image.Image, instruction: str, source_caption: str, target_caption: str) -> MethodResult:
         if not self.available(method):
@@ -59,11 +59,11 @@ class Methods:
         result.seconds = time.perf_counter() - start
         return result
 
-    def _onthefly(self, image, instruction, source_caption, target_captions) -> MethodResult:
+    def _onthefly(self, image, instruction, source_caption, target_captions, inversion: str = "ddim") -> MethodResult:
         c = self.cfg
-        out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions,
-                        num_inference_steps=c.steps, guidance_scale=c.guidance, cross_attention_guidance=c.xa_guidance,
-                        num_captions=c.captions, seed=c.edit_seed)  # fmt: skip
+        out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions, inversion=inversion,
+                        num_inference_steps=c.steps, guidance_scale=c.ddpm_guidance if inversion == "ddpm" else c.guidance,
+                        cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
@@ -71,6 +71,12 @@ class Methods:
 
     def _onthefly_lm(self, image, instruction, source_caption, target_caption) -> MethodResult:
         return self._onthefly(image, instruction, source_caption, None)
+
+    def _onthefly_gold_ddpm(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        return self._onthefly(image, instruction, source_caption, [target_caption], inversion="ddpm")
+
+    def _onthefly_lm_ddpm(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        return self._onthefly(image, instruction, source_caption, None, inversion="ddpm")
 
     def _sega(self, image, instruction, source_caption, target_caption) -> MethodResult:
         c = self.cfg

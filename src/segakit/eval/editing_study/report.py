@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from segakit.core.atomic import atomic_open, ensure_writable_dir
-from segakit.eval.editing_study.config import METHODS
+from segakit.eval.editing_study.config import METHODS, WRITTEN
 from segakit.eval.editing_study.export import write_magicbrush, write_results
 from segakit.eval.editing_study.figures import pairs_figure, sessions_figure
 from segakit.eval.editing_study.run import NO_EDIT
@@ -71,7 +71,7 @@ def markdown(report: dict) -> str:
         if stages:
             lines.append("")
             lines.append(f"{method}, seconds per edit by stage: " + ", ".join(f"{k} {_fmt(v, 'seconds')}" for k, v in stages.items())
-                         + (" (captions: the caption writer)" if method == "onthefly-lm" else ""))
+                         + (" (captions: the caption writer)" if method in WRITTEN else ""))
     attrs = sorted({a for e in s.values() if e["available"] for a in e["single"]["by_attribute"]})
     shown = [k for k, e in s.items() if e["available"] and k != NO_EDIT]
     lines += ["", "Success by instructed attribute (successes / edits):", "", "| attribute | " + " | ".join(shown) + " |",

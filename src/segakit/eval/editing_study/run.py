@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
-from segakit.eval.editing_study.config import METHODS, EditingStudyConfig
+from segakit.eval.editing_study.config import DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.items import (
     Turn,
     image_of,
@@ -81,9 +81,11 @@ class EditingStudy:
     # ---- the edits, cached
     def _unit(self, method: str, turn: Turn, input_u8: np.ndarray) -> Unit:
         spec = {"kind": "edit", "method": method, "model": self.fingerprints["model"], **self.settings,
-                "caption_writer": self.fingerprints["caption_writer"] if method == "onthefly-lm" else None,
+                "caption_writer": self.fingerprints["caption_writer"] if method in WRITTEN else None,
                 "instruction": turn.instruction, "source_caption": turn.source_caption,
-                "target_caption": turn.target_caption if method == "onthefly-gold" else None, "input": pixels_hash(input_u8)}  # fmt: skip
+                "target_caption": turn.target_caption if method in GOLD else None, "input": pixels_hash(input_u8)}  # fmt: skip
+        if method in DDPM:  # only these depend on it (the cache of the others stays valid)
+            spec["ddpm_guidance"] = self.cfg.ddpm_guidance
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
 
     def _missing(self, method: str, turns: list[Turn], input_u8: np.ndarray) -> Chain | None:
