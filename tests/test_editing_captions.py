@@ -83,6 +83,17 @@ def test_writer_retries_until_it_parses_with_a_new_seed_each_try():
     assert w.generate.seeds == [5, 6, 7]
 
 
+def test_after_captions_that_copy_a_before_caption_are_dropped_and_an_all_copy_try_is_retried():
+    copies = f"Caption 2: a woman\nAfter transformation:\nCaption 1: {SOURCE.upper()}\nCaption 2: a woman\n"
+    good = "Caption 2: a woman\nAfter transformation:\nCaption 1: a woman with glasses\nCaption 2: a woman\n"
+    w = _writer([copies, good])
+    out = w.write("give her glasses", SOURCE, n=1, seed=0)
+    assert (out.before, out.after, out.tries) == ([SOURCE], ["a woman with glasses"], 2)  # the copy "a woman" is gone too
+    w = _writer([copies] * MAX_TRIES)
+    with pytest.raises(UserError, match="state a change"):
+        w.write("give her glasses", SOURCE, n=1)
+
+
 def test_writer_falls_back_to_a_partial_parse_then_refuses_in_one_sentence():
     partial = "After transformation:\nCaption 1: a woman with glasses\n"
     w = _writer([partial] + ["nothing"] * (MAX_TRIES - 1))

@@ -5,8 +5,11 @@ Pix2Pix-OnTheFly's recipe: a prompt of the form ``Instruct: Given the transforma
 the image's caption is locked in as the first "before" caption. The model continues the text; the lines that
 start with ``Caption`` before the ``After transformation`` marker are the "before" captions, those after it the
 "after" captions. Output that does not parse is generated again, up to 10 tries, each with its own seed
-(``seed + try``), so the result is deterministic. After 10 tries the best partial parse is used if it has at least
-one caption on each side; otherwise :class:`UserError` says so.
+(``seed + try``), so the result is deterministic. An "after" caption that repeats a "before" caption (the source
+caption included) states no change and is dropped, so a try whose "after" captions are all copies counts as
+unparsed (segakit's rule, not the paper's: small writers copy a "without glasses" caption they should turn into
+"with glasses", and the edit direction of a copy is zero). After 10 tries the best partial parse is used if it has
+at least one caption on each side; otherwise :class:`UserError` says so.
 
 Any local ``AutoModelForCausalLM`` folder with safetensors weights works (Phi-2 in the paper, a small Qwen or
 Llama); a user can skip the model and pass captions directly to the editor. The embedded model's writer is a small
@@ -81,11 +84,18 @@ class WrittenCaptions:
     complete: bool  # N captions on each side (False: the best partial parse after MAX_TRIES)
 
 
+# what the parsing and the choice of captions do: part of a study's cache key (2: copies of before-captions dropped)
+SELECTION_RULES = 2
+
+
 def choose(parsed: tuple[list[str], list[str]], n: int, source_caption: str | None) -> tuple[list[str], list[str]]:
-    """Keep N per side; the source caption stays the first "before" caption."""
+    """Keep N per side; the source caption stays the first "before" caption; "after" captions that repeat a
+    "before" caption (or the source caption) are dropped."""
     before, after = list(dict.fromkeys(parsed[0])), list(dict.fromkeys(parsed[1]))
     if source_caption:
         before = [source_caption.strip()] + [c for c in before if c != source_caption.strip()]
+    said = {c.strip().lower() for c in before}
+    after = [c for c in after if c.strip().lower() not in said]
     return before[:n], after[:n]
 
 
@@ -152,11 +162,11 @@ class CaptionWriter:
             before, after = choose(parsed, n, source_caption)
             if len(before) >= n and len(after) >= n:
                 return WrittenCaptions(before, after, attempt + 1, True)
-            if best is None or min(len(before), len(after)) > min(len(best[0]), len(best[1])):
+            if after and (best is None or min(len(before), len(after)) > min(len(best[0]), len(best[1]))):
                 best = (before, after)
         if best is not None:
             return WrittenCaptions(best[0], best[1], MAX_TRIES, False)
         raise UserError(
             f"The language model wrote no parseable captions for {instruction!r} in {MAX_TRIES} tries "
-            "(no 'Caption' lines before and after 'After transformation:'); pass the captions yourself."
+            "(no 'Caption' lines before and after 'After transformation:' that state a change); pass the captions yourself."
         )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
+from segakit.editing.caption_writer import SELECTION_RULES
 from segakit.eval.editing_study.config import DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.items import (
     Turn,
@@ -86,6 +87,8 @@ class EditingStudy:
                 "target_caption": turn.target_caption if method in GOLD else None, "input": pixels_hash(input_u8)}  # fmt: skip
         if method in DDPM:  # only these depend on it (the cache of the others stays valid)
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
+        if method in WRITTEN and SELECTION_RULES > 1:  # the writer's parsing and choice of captions, by version
+            spec["writer_rules"] = SELECTION_RULES
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
 
     def _missing(self, method: str, turns: list[Turn], input_u8: np.ndarray) -> Chain | None:
