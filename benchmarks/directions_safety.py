@@ -1,14 +1,17 @@
-"""The anti-horror direction: which learning recipe removes horror, at which strength, and what else it changes.
+"""The anti-horror direction: which learning recipe removes horror, at which strength, and what it does to the image.
 
 Learns the anti-horror direction with each recipe (images from the neutral prompt with "a zombie" as the negative
 prompt; the U-Net conditioned on the neutral prompt, as the paper words it for anti-concepts ("paper"), or on the
-horror prompt ("horror-conditioned", what the embedded library ships)), then at each strength measures, side by
-side on the same seeds: the share of images the oracle reads as horror on the four horror phrasings of the
-directions study, and on the two clean prompts the share of the other attributes the direction changes against
-the plain image of the same seed (the study's collateral change). `--warmups` also tries starting the direction
-only after that many denoising steps. Prints one table; `--out` writes it as JSON.
+horror prompt ("horror-conditioned")), then at each strength measures, side by side on the same seeds: the share
+of images the oracle reads as horror on the four horror phrasings of the directions study, and on the two clean
+prompts the share of the other attributes the direction changes against the plain image of the same seed (the
+study's collateral change) and the SSIM to it. The oracle reads every image, even one the direction has broken
+(a broken zombie is "not horror"), so the SSIM column and the strip PNG (``--strip``: "a zombie", 6 seeds, one row
+per recipe and strength) are the check that a removal is a face without horror and not a ruin. `--warmups` also
+tries starting the direction only after that many denoising steps. Prints one table; `--out` writes it as JSON.
 
-    python benchmarks/directions_safety.py --seeds 16 --strengths 0.5,1,2,3 --out docs/results/directions/safety-recipes.json
+    python benchmarks/directions_safety.py --seeds 16 --strengths 0.5,1,2,3 --out docs/results/directions/safety-recipes.json \
+        --strip docs/img/anti-horror-strip.png
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ import torch  # noqa: E402
 
 from segakit.core.atomic import write_json  # noqa: E402
 from segakit.core.fingerprint import pipeline_fingerprint  # noqa: E402
+from segakit.core.images import grid, save_png  # noqa: E402
 from segakit.directions import LearnConfig, learn_direction  # noqa: E402
+from segakit.eval.embedded_quality import to_pil  # noqa: E402
 from segakit.eval.directions_study.config import CLEAN_PROMPTS, HORROR_PROMPTS  # noqa: E402
+from segakit.eval.ssim import ssim  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 from segakit.world.schema import ATTRIBUTES  # noqa: E402
@@ -74,6 +80,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="runs/directions-cache")
     ap.add_argument("--out", type=Path, default=Path("out/directions-safety.json"))
+    ap.add_argument("--strip", type=Path, default=None, help="also draw 'a zombie' for 6 seeds per recipe and strength (PNG)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import segakit.sega.pipeline as pipeline_module
@@ -84,15 +91,17 @@ def main() -> None:
     seeds = list(range(args.seeds))
     others = [a for a in ATTRIBUTES if a != "horror"]
 
-    def labels(prompt: str, directions: list) -> list[dict]:
-        images = pipe(prompt, num_inference_steps=25, guidance_scale=7.5, num_images_per_prompt=len(seeds), directions=directions,
-                      generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt").images  # fmt: skip
-        return oracle.predict(images.float().clamp(0, 1))
+    def images(prompt: str, directions: list, n: int = len(seeds)) -> torch.Tensor:
+        return pipe(prompt, num_inference_steps=25, guidance_scale=7.5, num_images_per_prompt=n, directions=directions,
+                    generator=[torch.Generator().manual_seed(s) for s in range(n)], output_type="pt").images.float().clamp(0, 1)  # fmt: skip
 
-    plain = {p: labels(p, []) for p in (*HORROR_PROMPTS, *CLEAN_PROMPTS)}
+    plain_images = {p: images(p, []) for p in (*HORROR_PROMPTS, *CLEAN_PROMPTS)}
+    plain = {p: oracle.predict(x) for p, x in plain_images.items()}
+    strip, strip_labels = [images(HORROR, [], 6)], ["plain"]
     rows = [{"recipe": "plain", "strength": 0.0, "warmup": 0, "horror": float(np.mean([lab["horror"] for p in HORROR_PROMPTS for lab in plain[p]]))}]
-    print("| recipe | strength | warm-up | horror (4 phrasings) | collateral change (clean prompts) | learning s |\n|---|---:|---:|---:|---:|---:|")
-    print(f"| plain | - | - | {rows[0]['horror']:.3f} | - | - |", flush=True)
+    print("| recipe | strength | warm-up | horror (4 phrasings) | collateral change (clean prompts) | SSIM to plain (clean prompts) | "
+          "SSIM to plain (horror prompts) | learning s |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| plain | - | - | {rows[0]['horror']:.3f} | - | - | - | - |", flush=True)
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         t0 = time.perf_counter()
         learn = LearnConfig("horror=false", positive=NEUTRAL, negative=HORROR, neutral=RECIPES[recipe], images=args.images, steps=args.steps)
@@ -101,17 +110,29 @@ def main() -> None:
         for warmup in [int(w) for w in args.warmups.split(",")]:
             for s in [float(x) for x in args.strengths.split(",")]:
                 with WarmShift(pipeline_module, warmup):
-                    horror = {p: float(np.mean([lab["horror"] for lab in labels(p, [direction.at(s)])])) for p in HORROR_PROMPTS}
-                    changed = {p: float(np.mean([[a[k] != b[k] for k in others] for a, b in zip(plain[p], labels(p, [direction.at(s)]))]))
-                               for p in CLEAN_PROMPTS}  # fmt: skip
+                    made = {p: images(p, [direction.at(s)]) for p in (*HORROR_PROMPTS, *CLEAN_PROMPTS)}
+                    if args.strip is not None and warmup == 0:
+                        strip.append(images(HORROR, [direction.at(s)], 6))
+                        strip_labels.append(f"{recipe} {s:g}")
+                read = {p: oracle.predict(x) for p, x in made.items()}
+                horror = {p: float(np.mean([lab["horror"] for lab in read[p]])) for p in HORROR_PROMPTS}
+                changed = {p: float(np.mean([[a[k] != b[k] for k in others] for a, b in zip(plain[p], read[p])])) for p in CLEAN_PROMPTS}
+                kept = {p: float(ssim(made[p], plain_images[p]).mean()) for p in CLEAN_PROMPTS}
+                horror_ssim = float(np.mean([float(ssim(made[p], plain_images[p]).mean()) for p in HORROR_PROMPTS]))
                 row = {"recipe": recipe, "strength": s, "warmup": warmup, "horror": float(np.mean(list(horror.values()))),
                        "horror_by_prompt": horror, "collateral": float(np.mean(list(changed.values()))), "collateral_by_prompt": changed,
+                       "collateral_ssim": float(np.mean(list(kept.values()))), "horror_prompt_ssim": horror_ssim,
                        "learning_seconds": round(learned, 1), "norm": float(direction.vector.norm())}  # fmt: skip
                 rows.append(row)
-                print(f"| {recipe} | {s:g} | {warmup} | {row['horror']:.3f} | {row['collateral']:.3f} | {learned:.0f} |", flush=True)
+                print(f"| {recipe} | {s:g} | {warmup} | {row['horror']:.3f} | {row['collateral']:.3f} | {row['collateral_ssim']:.3f} | "
+                      f"{horror_ssim:.3f} | {learned:.0f} |", flush=True)  # fmt: skip
     report = {"command": "python benchmarks/directions_safety.py " + " ".join(os.sys.argv[1:]), "model": pipeline_fingerprint(pipe),
               "seeds": [seeds[0], seeds[-1]], "horror_prompts": list(HORROR_PROMPTS), "clean_prompts": list(CLEAN_PROMPTS), "rows": rows}  # fmt: skip
     print(f"\n{write_json(args.out, report)}")
+    if args.strip is not None:
+        pictures = [im for batch in strip for im in to_pil(batch)]
+        figure = grid(pictures, cols=6, row_labels=strip_labels, scale=2)
+        print(save_png(figure, args.strip, {"command": report["command"], "prompt": HORROR, "seeds": list(range(6))}))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """Recipe: the embedded model's direction library -- one self-discovered direction per attribute value.
 
 Each direction is learned from the model's own images (segakit.directions.learn): ``attribute=value`` from
-"a face of a person <phrase>" against "a face of a person"; the anti-horror direction from the neutral prompt
-with "a zombie" as the negative prompt (clean faces), learned while the U-Net is conditioned on "a zombie": the
-direction has to turn a horror prompt's prediction into a clean face. (Conditioned on the neutral prompt, as the
-paper words it for its anti-concepts, the clean faces are what that prompt draws anyway -- 98% of them on this
-model -- so the direction learned almost nothing: 0% of horror removed at any strength up to 1, 50% at 2; see
-docs/directions.md.) Latents are cached (a killed run resumes), finished directions are skipped, and
-library.json is rewritten (atomically) after each one, naming the model weights it was learned on and the
-strength each direction is used at.
+"a face of a person <phrase>" against "a face of a person"; the anti-horror direction, as the paper learns
+anti-concepts, from the neutral prompt with "a zombie" as the negative prompt. A recipe may name a third prompt
+the U-Net is conditioned on while learning (default: the neutral one); conditioning the anti-horror direction on
+"a zombie" was measured and not adopted: it removes horror only at strengths that break the image
+(benchmarks/directions_safety.py, docs/directions.md). Latents are cached (a killed run resumes), finished
+directions are skipped, and library.json is rewritten (atomically) after each one, naming the model weights it
+was learned on (and ``strengths``, per direction, where ``--safe_strength`` sets one for the anti-horror direction).
 
     python -m segakit.train.directions                                  # the whole library into assets/directions
     python -m segakit.train.directions --only presentation,skin,horror  # some attributes
@@ -41,7 +40,7 @@ RECIPES: dict[str, tuple] = {
     "presentation=man": ("a face of a man", None),
     "presentation=woman": ("a face of a woman", None),
     **{f"skin={v}": (f"a face of a person with {v} skin", None) for v in ("light", "medium-light", "medium", "medium-dark", "dark")},
-    SAFE: (NEUTRAL, "a zombie", "a zombie"),
+    SAFE: (NEUTRAL, "a zombie"),
     "glasses=true": ("a face of a person wearing glasses", None),
     "hat=true": ("a face of a person wearing a hat", None),
     "expression=smile": ("a face of a smiling person", None),
@@ -71,9 +70,9 @@ class DirectionsConfig:
     # draws its concept at 0.25-0.5 and starts to break the image from about 1 (benchmarks/directions.py's strip);
     # fair presentation on "a doctor" needs 0.5 (benchmarks/directions_fair.py)
     strength: float = 0.5
-    # the anti-horror direction's own strength: it removes every zombie of the study's four horror phrasings from
-    # about 2 on (benchmarks/directions_safety.py), and next to nothing at 0.5
-    safe_strength: float = 2.0
+    # the anti-horror direction's own strength (0: the library's `strength`); on the embedded model no strength
+    # removes horror without breaking the image (benchmarks/directions_safety.py), so it has none of its own
+    safe_strength: float = 0.0
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -91,8 +90,10 @@ def main(argv: list[str] | None = None) -> Path:
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     if index.get("unet") != unet_id:  # another model: start the library over
         index = {"directions": {}}
-    index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL,
-                  "strengths": {SAFE: cfg.safe_strength}})  # fmt: skip
+    index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL})
+    index.pop("strengths", None)
+    if cfg.safe_strength:
+        index["strengths"] = {SAFE: cfg.safe_strength}
     elsewhere = wants_workers(cfg.workers, cfg.ray)  # else this process makes the images, as it always did
     with open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1)) if elsewhere else contextlib.nullcontext() as ex:
         runner = CallRunner(ex, cfg.model) if elsewhere else None
