@@ -94,6 +94,7 @@ BAD = [
     ("non-image upload", "/api/edit", {"image": base64.b64encode(b"%PDF-1.4 not an image").decode(), "instruction": "add glasses"}, 400, "not a PNG or JPEG"),
     ("not base64", "/api/edit", {"image": "***", "instruction": "add glasses"}, 400, "not base64"),
     ("huge upload", "/api/edit", {"image": "A" * (2 * 1024 * 1024), "instruction": "add glasses"}, 413, "limit of 1 MB"),
+    ("unknown inversion", "/api/edit", {"image": "AAAA", "instruction": "add glasses", "inversion": "ddpm2"}, 422, "'inversion' got 'ddpm2'"),
 ]
 
 
@@ -116,22 +117,25 @@ def _world_face_b64():
     return face, base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_edit_over_http_matches_a_direct_edit(server):
+@pytest.mark.parametrize("inversion, guidance", [("ddim", 5.0), ("ddpm", 3.5)])
+def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance):
     from segakit.editing.params import EditParams
     from segakit.editing.pipeline import EditPipeline
 
     url, service = server
     face, data = _world_face_b64()
     body = {"image": data, "instruction": "make the person bald", "source_caption": face.caption,
-            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1}
+            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1, "inversion": inversion}
     r = post(url, "/api/edit", body)
     assert r.status_code == 200, r.text
     out = r.json()["images"][0]
     params = png_params(base64.b64decode(out["png"]))
     assert params["kind"] == "edit" and params["instruction"] == "make the person bald" and params["steps"] == 4
     assert params["captions_after"] == [face.caption + ", bald"] and params["source_caption"] == face.caption
+    assert params["inversion"] == inversion and params["guidance_scale"] == guidance  # the inversion's default guidance
     direct = EditPipeline.from_pipe(service.pipe, model_name="embedded").run(
-        EditParams(instruction="make the person bald", source_caption=face.caption, captions_after=[face.caption + ", bald"], steps=4, seed=1),
+        EditParams(instruction="make the person bald", source_caption=face.caption, captions_after=[face.caption + ", bald"], steps=4, seed=1,
+                   inversion=inversion, guidance_scale=guidance),
         face.image.convert("RGB"))  # fmt: skip
     assert np.array_equal(pixels(base64.b64decode(out["png"])), np.asarray(direct.images[0].convert("RGB")))
 
