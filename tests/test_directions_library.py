@@ -126,3 +126,14 @@ def test_shipped_library_belongs_to_the_shipped_model():
     assert lib.fair_attributes() == ["expression", "presentation", "skin"] and "horror=false" in lib.names()
     assert {"glasses=true", "hat=true", "bangs=true", "expression=smile"} <= set(lib.names())  # enhance directions
     assert lib.meta["unet"] == fingerprint(SegaPipeline.from_pretrained(embedded_path()).unet)
+
+
+def test_recipe_strengths_parse_and_refuse_unknown_names():
+    from segakit.train.directions import parse_strengths
+
+    assert parse_strengths("presentation=man:0.75, presentation=woman:1") == {"presentation=man": 0.75, "presentation=woman": 1.0}
+    assert parse_strengths("") == {}
+    with pytest.raises(UserError, match="NAME:STRENGTH"):
+        parse_strengths("presentation=man:lots")
+    with pytest.raises(UserError, match="not one of the recipe's directions"):
+        parse_strengths("wings=true:1")

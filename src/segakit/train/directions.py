@@ -7,7 +7,7 @@ the U-Net is conditioned on while learning (default: the neutral one); condition
 "a zombie" was measured and not adopted: it removes horror only at strengths that break the image
 (benchmarks/directions_safety.py, docs/directions.md). Latents are cached (a killed run resumes), finished
 directions are skipped, and library.json is rewritten (atomically) after each one, naming the model weights it
-was learned on (and ``strengths``, per direction, where ``--safe_strength`` sets one for the anti-horror direction).
+was learned on and the strengths of the directions used at another strength than the rest (``--strengths``).
 
     python -m segakit.train.directions                                  # the whole library into assets/directions
     python -m segakit.train.directions --only presentation,skin,horror  # some attributes
@@ -70,9 +70,27 @@ class DirectionsConfig:
     # draws its concept at 0.25-0.5 and starts to break the image from about 1 (benchmarks/directions.py's strip);
     # fair presentation on "a doctor" needs 0.5 (benchmarks/directions_fair.py)
     strength: float = 0.5
-    # the anti-horror direction's own strength (0: the library's `strength`); on the embedded model no strength
-    # removes horror without breaking the image (benchmarks/directions_safety.py), so it has none of its own
-    safe_strength: float = 0.0
+    # directions used at another strength than `strength` ("NAME:S,..."): the presentation directions at 0.75, where
+    # they draw the value on the roles the model draws as the other one (a doctor drawn "woman" read as a woman in
+    # 96% of 24 seeds, 71% at 0.5) and the image stays a face (docs/directions.md). The anti-horror direction has
+    # none: no strength removes horror without breaking the image (benchmarks/directions_safety.py).
+    strengths: str = "presentation=man:0.75,presentation=woman:0.75"
+
+
+def parse_strengths(text: str) -> dict[str, float]:
+    """``"presentation=man:0.75,..."`` -> {"presentation=man": 0.75, ...}; a bad item is a UserError."""
+    from segakit.core.errors import UserError
+
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.rpartition(":")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UserError(f"--strengths {item!r}: write NAME:STRENGTH, e.g. presentation=woman:0.75.") from None
+        if name not in RECIPES:
+            raise UserError(f"--strengths {item!r}: {name!r} is not one of the recipe's directions ({', '.join(RECIPES)}).")
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -92,8 +110,8 @@ def main(argv: list[str] | None = None) -> Path:
         index = {"directions": {}}
     index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL})
     index.pop("strengths", None)
-    if cfg.safe_strength:
-        index["strengths"] = {SAFE: cfg.safe_strength}
+    if parse_strengths(cfg.strengths):
+        index["strengths"] = parse_strengths(cfg.strengths)
     elsewhere = wants_workers(cfg.workers, cfg.ray)  # else this process makes the images, as it always did
     with open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1)) if elsewhere else contextlib.nullcontext() as ex:
         runner = CallRunner(ex, cfg.model) if elsewhere else None
