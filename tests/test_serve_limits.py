@@ -41,9 +41,15 @@ def test_caps_and_cli_checks(kw, words):
 
 
 def test_a_request_at_the_caps_passes_and_names_library_directions():
-    p = params(steps=30, num_images=2, width=128, edits=["+glasses:s=6", "-beard"], directions=["skin=dark:0.25", "presentation=man"])
+    from segakit.directions.library import Library
+
+    p = params(steps=30, num_images=2, width=128, edits=["+glasses:s=6", "-beard"],
+               directions=["skin=dark:0.25", "presentation=man", "glasses=true"])  # fmt: skip
     assert p.steps == 30 and [e.prompt for e in p.edits] == ["glasses", "beard"] and p.edits[1].reverse
-    assert p.directions[0].endswith("skin-dark.safetensors:0.25") and p.directions[1].endswith("presentation-man.safetensors:0.5")
+    lib = Library.load()  # a direction without a strength gets the library's for it
+    assert p.directions[0].endswith("skin-dark.safetensors:0.25")
+    assert p.directions[1].endswith(f"presentation-man.safetensors:{lib.strength_of('presentation=man')}")
+    assert p.directions[2].endswith(f"glasses-true.safetensors:{lib.strength}")
     assert params(directions=p.directions).directions == p.directions  # the paths a PNG recorded name the same directions
 
 
