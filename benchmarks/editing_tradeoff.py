@@ -13,7 +13,7 @@ A setting is ``STEPS[-noreg][-xaX][-ddpm[G]]``: e.g. ``25``, ``10-noreg``, ``25-
 ``25-ddpm`` is segakit's variant (``segakit edit --inversion ddpm``: the edit direction on an edit-friendly DDPM
 inversion, guidance 3.5, or G as in ``25-ddpm4``).
 
-    python benchmarks/editing_tradeoff.py --pairs 24 --settings paper,30-xa0,25-ddpm,15-ddpm --out docs/results/editing/tradeoff-d.json
+    python benchmarks/editing_tradeoff.py --pairs 24 --settings paper,25-ddpm,50-ddpm,25-ddpm4 --out docs/results/editing/tradeoff-d.json
 """
 
 from __future__ import annotations

@@ -76,13 +76,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("out/prior-by-guidance.json"))
     args = ap.parse_args()
+    samplers = parse_samplers(args.samplers) if args.samplers else [("", args.steps)]  # a bad one fails before loading
     torch.set_num_threads(args.threads)
     pipe = SegaPipeline.from_pretrained("embedded")
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load()
     seeds = [100_000 + i for i in range(args.seeds)]  # the quality table's neutral seeds
     settings = [("", 1.0)] + [(args.prompt, float(g)) for g in args.guidance.split(",")]
-    samplers = parse_samplers(args.samplers) if args.samplers else [("", args.steps)]
     own = pipe.scheduler.config
     report = {"command": "python benchmarks/prior_by_guidance.py " + " ".join(os.sys.argv[1:]), "model": pipeline_fingerprint(pipe),
               "seeds": [seeds[0], seeds[-1]], "settings": []}  # fmt: skip

@@ -9,7 +9,7 @@
   the faces world's caption parser) that has a direction, that direction is added.
 
 A library is a folder with ``library.json`` (``{"directions": {"presentation=woman": "presentation-woman.safetensors",
-...}, "model": ..., "strength": 0.5, "strengths": {"horror=false": 2.0}}``) and the direction files: ``strength`` is
+...}, "model": ..., "strength": 0.5, "strengths": {"presentation=woman": 0.75}}``) and the direction files: ``strength`` is
 the default strength of its directions, ``strengths`` (optional) the strength of those that need another. The embedded model's is shipped under
 ``segakit/assets/directions``; ``python -m segakit.train.directions`` relearns it.
 """
@@ -108,9 +108,8 @@ class Library:
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
         choices = draw_values(table, n_images, seed)
         directions = {v: self.direction(key(attribute, v)) for v in table}
-        if strength is not None:
-            return FairChoice(attribute, choices, directions, strength)
-        return FairChoice(attribute, choices, directions, self.strength, {v: self.strength_of(key(attribute, v)) for v in table})
+        per_value = {} if strength is not None else {v: self.strength_of(key(attribute, v)) for v in table}
+        return FairChoice(attribute, choices, directions, self.strength if strength is None else strength, per_value)
 
     def fair_attributes(self) -> list[str]:
         attrs = {n.split("=", 1)[0] for n in self.names()}

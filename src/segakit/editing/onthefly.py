@@ -100,16 +100,16 @@ def edit_with_cross_attention_guidance(
 @torch.no_grad()
 def edit_on_ddpm_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, source: Conditioning, direction: EditDirection,
-    skip: float, guidance_scale: float = 4.0, direction_scale: float = 1.0, callback: Callable[[int], None] | None = None,
+    skip: float, guidance_scale: float = 3.5, direction_scale: float = 1.0, callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` (made with ``source`` at guidance 1 and ``skip``) along ``direction``: at each step
     e = e(source) + s (e(source + direction) - e(source)), then the DDPM step with the step's stored noise."""
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
-    rows = Conditioning.cat([source, direction.add_to(source, direction_scale)])
+    kwargs = Conditioning.cat([source, direction.add_to(source, direction_scale)]).unet_kwargs()
     x = inversion.latents
     for i, t in enumerate(timesteps):
-        out_s, out_e = unet(torch.cat([x, x]), t, **rows.unet_kwargs()).sample.chunk(2)
+        out_s, out_e = unet(torch.cat([x, x]), t, **kwargs).sample.chunk(2)
         x = ddpm_step(scheduler, cfg(out_s, out_e, guidance_scale), t, x, inversion.noises[i])
         if callback is not None:
             callback(i)

@@ -182,48 +182,39 @@ class EditPipeline:
         params.source_caption = source
         seconds["captions"] = time.perf_counter() - clock
 
-        total = 3 * params.steps
+        ddpm = params.inversion == "ddpm"
+        total = (2 if ddpm else 3) * params.steps  # DDPM: inversion, edit; DDIM: inversion, reference pass, edit
         step = (lambda i: callback(i + 1, total)) if callback is not None else None
         text = self.text_models()
         clock = time.perf_counter()
         x0 = encode(self.vae, image)
         source_cond = text.encode([source])
         gen = torch.Generator().manual_seed(params.seed)
-        if params.inversion == "ddpm":
-            return self._run_onthefly_ddpm(params, x0, text, source_cond, (source, before, after, meta), gen, output_type, callback, seconds, clock)
-        reg = NoiseRegularization() if params.regularize else None
-        inverted = ddim_invert(self.unet, self.scheduler.config, x0, source_cond, params.steps, regularization=reg, generator=gen, callback=step)
+        if ddpm:
+            inverted = ddpm_invert(self.unet, self.scheduler.config, x0, source_cond, source_cond, params.steps, 1.0, params.skip, gen, callback=step)
+        else:
+            reg = NoiseRegularization() if params.regularize else None
+            inverted = ddim_invert(self.unet, self.scheduler.config, x0, source_cond, params.steps, regularization=reg, generator=gen, callback=step)
         seconds["inversion"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
         direction = edit_direction(text, before, after)
         offset = (lambda i: callback(params.steps + i + 1, total)) if callback is not None else None
-        result = edit_with_cross_attention_guidance(
-            self.unet, self.scheduler.config, inverted.latents, source_cond, source_cond, direction, params.steps,
-            params.guidance_scale, params.xa_guidance, params.direction_scale, callback=offset,
-        )  # fmt: skip
+        if ddpm:  # no reference pass, no cross-attention guidance; the inversion alone gives the input back exactly
+            latents = edit_on_ddpm_inversion(self.unet, self.scheduler.config, inverted, source_cond, direction, params.skip,
+                                             params.guidance_scale, params.direction_scale, callback=offset)  # fmt: skip
+            reconstruction, losses = x0, []
+        else:
+            result = edit_with_cross_attention_guidance(
+                self.unet, self.scheduler.config, inverted.latents, source_cond, source_cond, direction, params.steps,
+                params.guidance_scale, params.xa_guidance, params.direction_scale, callback=offset,
+            )  # fmt: skip
+            latents, reconstruction, losses = result.latents, result.reconstruction, result.losses
         seconds["edit"] = time.perf_counter() - clock
         return EditPipelineOutput(
-            self._output(result.latents, output_type), self._output(result.reconstruction, output_type), source,
-            list(before), list(after), params, result.losses, seconds, meta,
+            self._output(latents, output_type), self._output(reconstruction, output_type), source,
+            list(before), list(after), params, losses, seconds, meta,
         )  # fmt: skip
-
-    def _run_onthefly_ddpm(self, params: EditParams, x0, text: TextModels, source_cond, captions: tuple, gen, output_type: str,
-                           callback, seconds: dict, clock: float) -> EditPipelineOutput:  # fmt: skip
-        """OnTheFly's edit direction on an edit-friendly DDPM inversion (``inversion="ddpm"``): two passes, no
-        reference pass, no cross-attention guidance; the inversion gives the image back exactly."""
-        source, before, after, meta = captions
-        step = (lambda i: callback(i + 1, 2 * params.steps)) if callback is not None else None
-        inverted = ddpm_invert(self.unet, self.scheduler.config, x0, source_cond, source_cond, params.steps, 1.0, params.skip, gen, callback=step)
-        seconds["inversion"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        direction = edit_direction(text, before, after)
-        offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
-        latents = edit_on_ddpm_inversion(self.unet, self.scheduler.config, inverted, source_cond, direction, params.skip,
-                                         params.guidance_scale, params.direction_scale, callback=offset)  # fmt: skip
-        seconds["edit"] = time.perf_counter() - clock
-        return EditPipelineOutput(self._output(latents, output_type), self._output(x0, output_type), source, list(before), list(after),
-                                  params, [], seconds, meta)  # fmt: skip
 
     def _run_sega(self, params: EditParams, image: Image.Image, output_type: str, callback) -> EditPipelineOutput:
         """LEDITS++: edit-friendly inversion (towards the source caption, if any), then masked SEGA concepts."""

@@ -2,10 +2,9 @@
 
 Each direction is learned from the model's own images (segakit.directions.learn): ``attribute=value`` from
 "a face of a person <phrase>" against "a face of a person"; the anti-horror direction, as the paper learns
-anti-concepts, from the neutral prompt with "a zombie" as the negative prompt. A recipe may name a third prompt
-the U-Net is conditioned on while learning (default: the neutral one); conditioning the anti-horror direction on
-"a zombie" was measured and not adopted: it removes horror only at strengths that break the image
-(benchmarks/directions_safety.py, docs/directions.md). Latents are cached (a killed run resumes), finished
+anti-concepts, from the neutral prompt with "a zombie" as the negative prompt (conditioning the U-Net on "a zombie"
+instead while learning was measured and not adopted: it removes horror only at strengths that break the image;
+benchmarks/directions_safety.py, docs/directions.md). Latents are cached (a killed run resumes), finished
 directions are skipped, and library.json is rewritten (atomically) after each one, naming the model weights it
 was learned on and the strengths of the directions used at another strength than the rest (``--strengths``).
 
@@ -35,8 +34,8 @@ from segakit.jobs.worker import WorkerConfig
 from segakit.train.config import parse_config
 
 NEUTRAL = "a face of a person"
-# attribute=value -> (positive prompt, negative prompt[, the prompt the U-Net is conditioned on while learning])
-RECIPES: dict[str, tuple] = {
+# attribute=value -> (positive prompt, negative prompt)
+RECIPES: dict[str, tuple[str, str | None]] = {
     "presentation=man": ("a face of a man", None),
     "presentation=woman": ("a face of a woman", None),
     **{f"skin={v}": (f"a face of a person with {v} skin", None) for v in ("light", "medium-light", "medium", "medium-dark", "dark")},
@@ -95,6 +94,7 @@ def parse_strengths(text: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = parse_config(DirectionsConfig, argv)
+    strengths = parse_strengths(cfg.strengths)  # a bad item fails before the model loads
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     from segakit.sega.pipeline import SegaPipeline
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> Path:
         index = {"directions": {}}
     index.update({"model": cfg.model, "unet": unet_id, "strength": cfg.strength, "neutral": NEUTRAL})
     index.pop("strengths", None)
-    if parse_strengths(cfg.strengths):
-        index["strengths"] = parse_strengths(cfg.strengths)
+    if strengths:
+        index["strengths"] = strengths
     elsewhere = wants_workers(cfg.workers, cfg.ray)  # else this process makes the images, as it always did
     with open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1)) if elsewhere else contextlib.nullcontext() as ex:
         runner = CallRunner(ex, cfg.model) if elsewhere else None
@@ -120,10 +120,9 @@ def main(argv: list[str] | None = None) -> Path:
             if name in index["directions"] and (out / file).is_file():
                 print(f"{name}: done already ({file})")
                 continue
-            positive, negative, *conditioned = RECIPES[name]
+            positive, negative = RECIPES[name]
             t0 = time.perf_counter()
-            neutral = conditioned[0] if conditioned else NEUTRAL
-            learn = LearnConfig(name, positive=positive, neutral=neutral, negative=negative, images=cfg.images, steps=cfg.steps,
+            learn = LearnConfig(name, positive=positive, neutral=NEUTRAL, negative=negative, images=cfg.images, steps=cfg.steps,
                                 batch=cfg.batch, lr=cfg.lr, seed=cfg.seed)  # fmt: skip
             d = learn_direction(pipe, learn, cfg.cache, make_shards=shards_on(runner.imap, learn) if runner else None)
             d.meta["model"] = cfg.model

@@ -87,7 +87,7 @@ class EditingStudy:
                 "target_caption": turn.target_caption if method in GOLD else None, "input": pixels_hash(input_u8)}  # fmt: skip
         if method in DDPM:  # only these depend on it (the cache of the others stays valid)
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
-        if method in WRITTEN and SELECTION_RULES > 1:  # the writer's parsing and choice of captions, by version
+        if method in WRITTEN and SELECTION_RULES > 1:  # the writer's rules, by version (edits cached under version 1 had no key)
             spec["writer_rules"] = SELECTION_RULES
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
 
