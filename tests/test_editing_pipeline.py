@@ -110,6 +110,8 @@ def test_cli_edit_writes_a_png_that_repeats_itself(monkeypatch, capsys, tmp_path
         ("not-png", "must be a .png file"),
         ("bad-steps", "--steps 0 is outside"),
         ("bad-inversion", "--inversion 'ddpm2' is not one of ddim, ddpm"),
+        ("bad-mask", r"--mask 1\.0 is outside \[0, 1\)"),
+        ("mask-on-ddim", "--mask 0.5 applies to --method onthefly --inversion ddpm only"),
     ],
 )
 def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, tmp_path, case, message):
@@ -127,6 +129,8 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
         "not-png": [face, "give her glasses", *caps],
         "bad-steps": [face, "give her glasses", *caps, "--steps", "0"],
         "bad-inversion": [face, "give her glasses", *caps, "--inversion", "ddpm2"],
+        "bad-mask": [face, "give her glasses", *caps, "--inversion", "ddpm", "--mask", "1"],
+        "mask-on-ddim": [face, "give her glasses", *caps, "--mask", "0.5"],
     }[case]
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "lm").mkdir()
@@ -150,7 +154,7 @@ def test_cli_ddpm_inversion_records_its_default_guidance_and_repeats_itself(monk
     code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--inversion", "ddpm", "--out", out, "--device", "cpu")
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
-    assert params["inversion"] == "ddpm" and params["guidance_scale"] == 3.5 and params["skip"] == 0.15
+    assert params["inversion"] == "ddpm" and params["guidance_scale"] == 5.0 and params["skip"] == 0.15 and params["mask"] == 0.95
     code, _, stderr = cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again, "--device", "cpu")
     assert code == 0, stderr
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))

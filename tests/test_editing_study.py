@@ -124,7 +124,7 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
     assert len(keys) == 3  # the settings are in the key: a changed one is computed afresh
 
 
-def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance(study_parts, tmp_path):
+def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance_and_mask(study_parts, tmp_path):
     pipe, oracle, clip = study_parts
     cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=("onthefly-gold-ddpm", "onthefly-gold"), figure_rows=1)
     result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
@@ -134,11 +134,11 @@ def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance(study_parts, tmp
     turn = result["single"][0]
     u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
     names = {}
-    for g in (3.5, 5.0):
-        c = EditingStudyConfig(**{**cfg.__dict__, "ddpm_guidance": g})
+    for g, m in ((3.5, 0.95), (5.0, 0.95), (5.0, 0.0)):
+        c = EditingStudyConfig(**{**cfg.__dict__, "ddpm_guidance": g, "ddpm_mask": m})
         study = EditingStudy(Methods(pipe, c), oracle, clip, c, tmp_path / "cache")
-        names[g] = [study.cache.path(study._unit(m, turn, u8)).name for m in ("onthefly-gold-ddpm", "onthefly-gold")]
-    assert names[3.5][0] != names[5.0][0] and names[3.5][1] == names[5.0][1]
+        names[g, m] = [study.cache.path(study._unit(k, turn, u8)).name for k in ("onthefly-gold-ddpm", "onthefly-gold")]
+    assert len({n[0] for n in names.values()}) == 3 and len({n[1] for n in names.values()}) == 1
 
 
 @pytest.mark.parametrize(

@@ -253,7 +253,8 @@ def editing(
     edit_seed: Annotated[int, typer.Option("--edit-seed", help="The methods' seed.")] = 0,
     guidance: Annotated[float, typer.Option(help="OnTheFly: classifier-free guidance of the edit pass (the paper: 5).")] = 5.0,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="OnTheFly: step size of the cross-attention guidance (the paper: 0.15).")] = 0.15,
-    ddpm_guidance: Annotated[float, typer.Option("--ddpm-guidance", help="OnTheFly on a DDPM inversion (the -ddpm methods): guidance of the edit (segakit edit --inversion ddpm: 3.5).")] = 3.5,
+    ddpm_guidance: Annotated[float, typer.Option("--ddpm-guidance", help="OnTheFly on a DDPM inversion (the -ddpm methods): guidance of the edit (segakit edit --inversion ddpm: 5).")] = 5.0,
+    ddpm_mask: Annotated[float, typer.Option("--ddpm-mask", help="OnTheFly on a DDPM inversion: edit only where the direction's change reaches this quantile (segakit edit --mask: 0.95; 0: everywhere).")] = 0.95,
     skip: Annotated[float, typer.Option(help="Share of the noisiest steps the edit-friendly DDPM inversion skips (SEGA, the peer, the -ddpm methods; LEDITS++: 0.15).")] = 0.15,
     sega_scale: Annotated[float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")] = 5.0,
     sega_threshold: Annotated[float, typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9).")] = 0.9,
@@ -283,7 +284,7 @@ def editing(
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
     cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
-                             guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, skip=skip, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
+                             guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, ddpm_mask=ddpm_mask, skip=skip, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, mask_tokens=mask_tokens,
                              figure_rows=figure_rows).check()  # fmt: skip
     check(workers, ray)

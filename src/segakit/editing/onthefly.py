@@ -32,6 +32,7 @@ from segakit.core.attention import CrossAttentionCapture
 from segakit.core.conditioning import Conditioning
 from segakit.core.inversion import EditFriendlyInversion, ddpm_scheduler, ddpm_step
 from segakit.editing.direction import EditDirection
+from segakit.editing.ledits import noise_mask
 
 
 @dataclass
@@ -100,17 +101,25 @@ def edit_with_cross_attention_guidance(
 @torch.no_grad()
 def edit_on_ddpm_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, source: Conditioning, direction: EditDirection,
-    skip: float, guidance_scale: float = 3.5, direction_scale: float = 1.0, callback: Callable[[int], None] | None = None,
+    skip: float, guidance_scale: float = 5.0, direction_scale: float = 1.0, mask: float = 0.0,
+    callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` (made with ``source`` at guidance 1 and ``skip``) along ``direction``: at each step
-    e = e(source) + s (e(source + direction) - e(source)), then the DDPM step with the step's stored noise."""
+    e = e(source) + s m (e(source + direction) - e(source)), then the DDPM step with the step's stored noise.
+
+    m is 1 everywhere when ``mask`` is 0; otherwise LEDITS++'s noise mask (its eq. 7) of the direction's change at
+    that step: 1 where the change's absolute value, summed over channels, reaches its ``mask`` quantile. Outside the
+    mask the step is the inversion's own, so those pixels come back as they were."""
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
     kwargs = Conditioning.cat([source, direction.add_to(source, direction_scale)]).unet_kwargs()
     x = inversion.latents
     for i, t in enumerate(timesteps):
         out_s, out_e = unet(torch.cat([x, x]), t, **kwargs).sample.chunk(2)
-        x = ddpm_step(scheduler, cfg(out_s, out_e, guidance_scale), t, x, inversion.noises[i])
+        change = out_e - out_s
+        if mask > 0:
+            change = change * noise_mask(change, mask)
+        x = ddpm_step(scheduler, out_s + guidance_scale * change, t, x, inversion.noises[i])
         if callback is not None:
             callback(i)
     return x

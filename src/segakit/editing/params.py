@@ -12,14 +12,20 @@ from segakit.editing.ledits import MASK_TOKENS
 
 METHODS = ("onthefly", "sega")
 INVERSIONS = ("ddim", "ddpm")  # onthefly: the paper's DDIM inversion + cross-attention guidance, or segakit's DDPM variant
-# the guidance of OnTheFly's edit pass: the paper's 5 on its DDIM inversion; 3.5 on a DDPM inversion, whose stored
-# noises already pin the image (docs/editing.md: the sweep that chose it)
-ONTHEFLY_GUIDANCE = {"ddim": 5.0, "ddpm": 3.5}
+# the guidance of OnTheFly's edit pass: the paper's 5 on its DDIM inversion; 5 on a DDPM inversion too, with the
+# edit kept to the 5% of the latent it moves most (mask 0.95; docs/editing.md: the sweeps that chose both)
+ONTHEFLY_GUIDANCE = {"ddim": 5.0, "ddpm": 5.0}
+ONTHEFLY_MASK = {"ddim": 0.0, "ddpm": 0.95}
 
 
 def default_guidance(method: str, inversion: str = "ddim") -> float:
     """The edit pass's guidance when none is given: OnTheFly's for its inversion; SEGA's concept scale (5)."""
     return ONTHEFLY_GUIDANCE.get(inversion, 5.0) if method == "onthefly" else 5.0
+
+
+def default_mask(method: str, inversion: str = "ddim") -> float:
+    """The noise mask's quantile when none is given: 0.95 for OnTheFly on a DDPM inversion, else 0 (no mask)."""
+    return ONTHEFLY_MASK.get(inversion, 0.0) if method == "onthefly" else 0.0
 
 
 @dataclass
@@ -42,6 +48,7 @@ class EditParams:
     skip: float = 0.15  # sega and onthefly on a DDPM inversion: share of the schedule's first (noisiest) steps skipped
     source_guidance: float = 1.0  # sega: guidance towards the source caption while inverting and sampling (1: none)
     threshold: float = 0.9  # sega: the masks' quantile
+    mask: float = 0.0  # onthefly on a DDPM inversion: edit only where the direction's change reaches this quantile (0: everywhere)
     mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
     image: str | None = None  # the source file, as given
     image_sha256: str | None = None
@@ -70,6 +77,10 @@ class EditParams:
             raise UserError(f"--skip {self.skip} is outside [0, 1).")
         if not 0 <= self.threshold < 1:
             raise UserError(f"--threshold {self.threshold} is outside [0, 1).")
+        if not 0 <= self.mask < 1:
+            raise UserError(f"--mask {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most.")
+        if self.mask and not (self.method == "onthefly" and self.inversion == "ddpm"):
+            raise UserError(f"--mask {self.mask} applies to --method onthefly --inversion ddpm only; sega masks with --threshold.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         for name in ("captions_before", "captions_after"):

@@ -36,7 +36,8 @@ class EditingStudyConfig:
     steps: int = 25  # inversion steps = edit steps, every method
     methods: tuple[str, ...] = tuple(METHODS)
     guidance: float = 5.0  # OnTheFly's classifier-free guidance
-    ddpm_guidance: float = 3.5  # OnTheFly's guidance on a DDPM inversion (segakit edit --inversion ddpm's default)
+    ddpm_guidance: float = 5.0  # OnTheFly's guidance on a DDPM inversion (segakit edit --inversion ddpm's default)
+    ddpm_mask: float = 0.95  # OnTheFly on a DDPM inversion: the edit's noise-mask quantile (segakit edit --mask's default; 0: off)
     xa_guidance: float = 0.15  # OnTheFly's cross-attention guidance step
     captions: int = 3  # captions per side the caption writer writes
     sega_scale: float = 5.0  # SEGA / LEDITS++ edit guidance scale (LEDITS++'s default)
@@ -70,6 +71,8 @@ class EditingStudyConfig:
             raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
+        if not 0 <= self.ddpm_mask < 1:
+            raise UserError(f"--ddpm-mask {self.ddpm_mask!r} is outside [0, 1).")
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
             raise UserError(f"--sega-threshold {self.sega_threshold!r} and --skip {self.skip!r} must lie in [0, 1).")
         return self

@@ -63,7 +63,8 @@ class Methods:
         c = self.cfg
         out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions, inversion=inversion,
                         num_inference_steps=c.steps, guidance_scale=c.ddpm_guidance if inversion == "ddpm" else c.guidance,
-                        cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip)  # fmt: skip
+                        cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip,
+                        mask=c.ddpm_mask if inversion == "ddpm" else 0.0)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:

@@ -87,6 +87,8 @@ class EditingStudy:
                 "target_caption": turn.target_caption if method in GOLD else None, "input": pixels_hash(input_u8)}  # fmt: skip
         if method in DDPM:  # only these depend on it (the cache of the others stays valid)
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
+            if self.cfg.ddpm_mask:  # absent when off, so edits cached before the option existed stay valid
+                spec["ddpm_mask"] = self.cfg.ddpm_mask
         if method in WRITTEN and SELECTION_RULES > 1:  # the writer's rules, by version (edits cached under version 1 had no key)
             spec["writer_rules"] = SELECTION_RULES
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
@@ -134,6 +136,7 @@ class EditingStudy:
         row.update(attribute_scores(src_labels, out_labels, turn.changes, unchanged))
         row["all_so_far"] = float(all(out_labels[a] == v for a, v in turn.changed_so_far.items()))
         row["read"] = {a: _plain(out_labels[a]) for a in turn.changed_so_far}
+        row["others_changed"] = [a for a in unchanged if out_labels[a] != src_labels[a]]
         return row
 
     def _record(self, method: str, turn: Turn, data: dict | None, result_u8: np.ndarray) -> dict:
