@@ -9,9 +9,10 @@ recipe. Captions are the gold ones (the caption writer's time is reported by ``s
     python benchmarks/editing_tradeoff.py --pairs 24 --out docs/results/editing/tradeoff.json
     python benchmarks/editing_tradeoff.py --pairs 4 --settings paper,25-noreg     # a quick look
 
-A setting is ``STEPS[-noreg][-xaX][-ddpm[G]]``: e.g. ``25``, ``10-noreg``, ``25-xa0.3``; ``paper`` is ``100``;
+A setting is ``STEPS[-noreg][-xaX][-ddpm[G]][-mQ]``: e.g. ``25``, ``10-noreg``, ``25-xa0.3``; ``paper`` is ``100``;
 ``25-ddpm`` is segakit's variant (``segakit edit --inversion ddpm``: the edit direction on an edit-friendly DDPM
-inversion, guidance 3.5, or G as in ``25-ddpm4``).
+inversion at its default guidance 3.5, no mask; G as in ``25-ddpm5`` sets the guidance, ``-mQ`` LEDITS++'s noise
+mask at quantile Q, as in ``25-ddpm5-m0.95``).
 
     python benchmarks/editing_tradeoff.py --pairs 24 --settings paper,25-ddpm,50-ddpm,25-ddpm4 --out docs/results/editing/tradeoff-d.json
 """
@@ -32,6 +33,7 @@ import torch  # noqa: E402
 from segakit.core.atomic import write_json  # noqa: E402
 from segakit.core.errors import UserError  # noqa: E402
 from segakit.core.fingerprint import pipeline_fingerprint  # noqa: E402
+from segakit.editing.params import default_guidance  # noqa: E402
 from segakit.editing.pipeline import EditPipeline  # noqa: E402
 from segakit.eval.editing_study.items import pair_turn, single_change_pairs  # noqa: E402
 from segakit.eval.editing_study.metrics import attribute_scores  # noqa: E402
@@ -42,13 +44,16 @@ DEFAULT_SETTINGS = "paper,50,25,25-noreg,10-noreg"
 
 
 def parse_setting(text: str) -> dict:
-    """``"25-noreg-xa0.3"`` -> {"steps": 25, "regularize": False, "xa_guidance": 0.3}; ``"paper"``: 100 steps."""
+    """``"25-noreg-xa0.3"`` -> {"steps": 25, "regularize": False, "xa_guidance": 0.3, ...}; ``"paper"``: 100 steps."""
     parts = ("100" + text[5:] if text.startswith("paper") else text).split("-")
     try:
-        out = {"steps": int(parts[0]), "regularize": True, "xa_guidance": 0.15, "inversion": "ddim", "guidance": 5.0}
+        out = {"steps": int(parts[0]), "regularize": True, "xa_guidance": 0.15, "inversion": "ddim", "guidance": 5.0, "mask": 0.0}
         for p in parts[1:]:
             if p.startswith("ddpm"):
-                out.update(inversion="ddpm", guidance=float(p[4:]) if p[4:] else 3.5)
+                g = float(p[4:]) if p[4:] else default_guidance("onthefly", "ddpm")
+                out.update(inversion="ddpm", guidance=g)
+            elif p.startswith("m") and out["inversion"] == "ddpm":
+                out["mask"] = float(p[1:])
             elif p == "noreg":
                 out["regularize"] = False
             elif p.startswith("xa"):
@@ -56,7 +61,7 @@ def parse_setting(text: str) -> dict:
             else:
                 raise ValueError(p)
     except ValueError:
-        raise UserError(f"--settings has {text!r}; write STEPS[-noreg][-xaX][-ddpm[G]], e.g. 25-noreg, 25-ddpm or paper.") from None
+        raise UserError(f"--settings has {text!r}; write STEPS[-noreg][-xaX][-ddpm[G][-mQ]], e.g. 25-noreg, 25-ddpm or paper.") from None
     if not 1 <= out["steps"] <= 1000:
         raise UserError(f"--settings has {text!r}: steps outside 1..1000.")
     return out
@@ -83,7 +88,7 @@ def main() -> None:
             start = time.perf_counter()
             out = pipe(turn.input_image, turn.instruction, source_caption=turn.source_caption, target_captions=[turn.target_caption],
                        num_inference_steps=s["steps"], regularize=s["regularize"], cross_attention_guidance=s["xa_guidance"], seed=0,
-                       inversion=s["inversion"], guidance_scale=s["guidance"])  # fmt: skip
+                       inversion=s["inversion"], guidance_scale=s["guidance"], mask=s["mask"])  # fmt: skip
             seconds = time.perf_counter() - start
             got = oracle.predict([out.images[0]])[0]
             scores = attribute_scores(src, got, turn.changes, [a for a in ATTRIBUTES if a not in turn.changes])

@@ -154,7 +154,7 @@ def test_cli_ddpm_inversion_records_its_default_guidance_and_repeats_itself(monk
     code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--inversion", "ddpm", "--out", out, "--device", "cpu")
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
-    assert params["inversion"] == "ddpm" and params["guidance_scale"] == 5.0 and params["skip"] == 0.15 and params["mask"] == 0.95
+    assert params["inversion"] == "ddpm" and params["guidance_scale"] == 3.5 and params["skip"] == 0.15 and params["mask"] == 0.0
     code, _, stderr = cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again, "--device", "cpu")
     assert code == 0, stderr
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))

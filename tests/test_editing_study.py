@@ -12,6 +12,7 @@ from PIL import Image
 from segakit.core.errors import UserError
 from segakit.eval.editing_study import (
     NO_EDIT,
+    TARGET,
     EditingStudy,
     EditingStudyConfig,
     Methods,
@@ -98,7 +99,7 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
     assert first["available"] == {"sega": True, "onthefly-lm": False, "regenerate": True}  # no caption writer: not faked
     assert first["run"]["edits"] == 2 * (1 + 2) and first["run"]["edits_from_cache"] == 0
     rows = first["records"]
-    assert {r["method"] for r in rows} == {NO_EDIT, "sega", "regenerate"}
+    assert {r["method"] for r in rows} == {NO_EDIT, TARGET, "sega", "regenerate"}
     multi = [r for r in rows if r["protocol"] == "multi-turn" and r["method"] == "sega"]
     assert [r["turn"] for r in multi] == [1, 2]
     assert all(r["concepts"] for r in rows if r["method"] == "sega")
@@ -106,6 +107,8 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
         assert 0 <= r["success"] <= 1 and 0 <= r["others_unchanged"] <= 1 and r["l2"] <= r["l1"] + 1e-12
     no_edit = [r for r in rows if r["method"] == NO_EDIT]
     assert all(r["ssim_source"] == pytest.approx(1.0) and r["success"] == 0 for r in no_edit)
+    target = [r for r in rows if r["method"] == TARGET]  # single turns only; the oracle reads the gold render's change
+    assert len(target) == 1 and target[0]["success"] == 1 and target[0]["l1"] == 0
     again = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
     assert again["run"]["edits_from_cache"] == again["run"]["edits"] == first["run"]["edits"]
     assert again["records"] == first["records"]  # the same numbers, wall times included
@@ -129,12 +132,12 @@ def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance_and_mask(study_p
     cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=("onthefly-gold-ddpm", "onthefly-gold"), figure_rows=1)
     result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
     rows = {r["method"]: r for r in result["records"] if r["protocol"] == "single-turn"}
-    assert set(rows) == {NO_EDIT, "onthefly-gold-ddpm", "onthefly-gold"}
+    assert set(rows) == {NO_EDIT, TARGET, "onthefly-gold-ddpm", "onthefly-gold"}
     assert rows["onthefly-gold-ddpm"]["captions_after"] == [result["single"][0].target_caption]
     turn = result["single"][0]
     u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
     names = {}
-    for g, m in ((3.5, 0.95), (5.0, 0.95), (5.0, 0.0)):
+    for g, m in ((3.5, 0.0), (5.0, 0.0), (5.0, 0.95)):
         c = EditingStudyConfig(**{**cfg.__dict__, "ddpm_guidance": g, "ddpm_mask": m})
         study = EditingStudy(Methods(pipe, c), oracle, clip, c, tmp_path / "cache")
         names[g, m] = [study.cache.path(study._unit(k, turn, u8)).name for k in ("onthefly-gold-ddpm", "onthefly-gold")]

@@ -117,7 +117,7 @@ def _world_face_b64():
     return face, base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.mark.parametrize("inversion, guidance, mask", [("ddim", 5.0, 0.0), ("ddpm", 5.0, 0.95)])
+@pytest.mark.parametrize("inversion, guidance, mask", [("ddim", 5.0, 0.0), ("ddpm", 3.5, 0.0), ("ddpm", 5.0, 0.95)])
 def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance, mask):
     from segakit.editing.params import EditParams
     from segakit.editing.pipeline import EditPipeline
@@ -125,14 +125,14 @@ def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance, mask)
     url, service = server
     face, data = _world_face_b64()
     body = {"image": data, "instruction": "make the person bald", "source_caption": face.caption,
-            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1, "inversion": inversion}
+            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1, "inversion": inversion, **({"mask": mask, "guidance": guidance} if mask else {})}
     r = post(url, "/api/edit", body)
     assert r.status_code == 200, r.text
     out = r.json()["images"][0]
     params = png_params(base64.b64decode(out["png"]))
     assert params["kind"] == "edit" and params["instruction"] == "make the person bald" and params["steps"] == 4
     assert params["captions_after"] == [face.caption + ", bald"] and params["source_caption"] == face.caption
-    assert params["inversion"] == inversion and params["guidance_scale"] == guidance  # the inversion's defaults
+    assert params["inversion"] == inversion and params["guidance_scale"] == guidance  # the inversion's default, or as asked
     assert params["mask"] == mask
     direct = EditPipeline.from_pipe(service.pipe, model_name="embedded").run(
         EditParams(instruction="make the person bald", source_caption=face.caption, captions_after=[face.caption + ", bald"], steps=4, seed=1,

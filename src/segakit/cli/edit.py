@@ -26,7 +26,7 @@ def edit(
     inversion: Annotated[str, typer.Option(help="--method onthefly: ddim (the paper's: DDIM inversion, then cross-attention guided editing) or ddpm (segakit's faster variant: the edit direction sampled on an edit-friendly DDPM inversion, which keeps more of the image).")] = "ddim",
     skip: Annotated[float, typer.Option(help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
     threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
-    mask: Annotated[float | None, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; default 0.95; 0: everywhere).")] = None,
+    mask: Annotated[float, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.95 with --guidance 5 keeps more of the image, docs/editing.md).")] = 0.0,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
     source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
@@ -37,7 +37,7 @@ def edit(
     captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.")] = None,
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.")] = None,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
-    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default 5); sega: each concept's scale (default 5).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default 5 on a DDIM inversion, 3.5 on a DDPM one); sega: each concept's scale (default 5 on a DDIM inversion, 3.5 on a DDPM one).")] = None,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
     direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
     regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,
@@ -52,7 +52,7 @@ def edit(
     With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
     from segakit.editing.image import file_sha256, read_image
-    from segakit.editing.params import EditParams, default_guidance, default_mask
+    from segakit.editing.params import EditParams, default_guidance
 
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {str(out)!r} must be a .png file (the PNG carries the edit's parameters).")
@@ -75,7 +75,7 @@ def edit(
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
             steps=steps, guidance_scale=default_guidance(method, inversion) if guidance is None else guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
-            source_guidance=source_guidance, mask_tokens=mask_tokens, mask=default_mask(method, inversion) if mask is None else mask,
+            source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask,
         )  # fmt: skip
         turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
     for turn in turns:

@@ -31,7 +31,7 @@ from segakit.editing.direction import TextModels, edit_direction
 from segakit.editing.image import decode, encode, fit
 from segakit.editing.ledits import ConceptEdit, concept_tokens, sega_on_inversion
 from segakit.editing.onthefly import edit_on_ddpm_inversion, edit_with_cross_attention_guidance
-from segakit.editing.params import EditParams, default_mask
+from segakit.editing.params import EditParams
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 EMBEDDED_WRITER_TOKENS = 400  # room for 10 captions a side within the small writer's 512 positions
@@ -151,19 +151,19 @@ class EditPipeline:
         method: str = "onthefly", inversion: str = "ddim", num_inference_steps: int = 25, guidance_scale: float = 5.0,
         cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
         num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
-        source_guidance: float = 1.0, threshold: float = 0.9, mask_tokens: str = "all", mask: float | None = None,
+        source_guidance: float = 1.0, threshold: float = 0.9, mask_tokens: str = "all", mask: float = 0.0,
         output_type: str = "pil", callback: Callable[[int, int], None] | None = None,
     ) -> EditPipelineOutput:  # fmt: skip
-        """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step. ``mask``: OnTheFly
-        on a DDPM inversion keeps its edit where the direction moves the noise prediction most (this quantile;
-        None: :func:`segakit.editing.params.default_mask`, 0.95 there and 0 elsewhere)."""
+        """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step. ``mask`` (OnTheFly
+        on a DDPM inversion): keep the edit where the direction moves the noise prediction most, this quantile of
+        the latent (LEDITS++'s noise mask; 0: everywhere; docs/editing.md: 0.95 with guidance 5 keeps more)."""
         params = EditParams(
             instruction=instruction, model=self.model_name, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
             concepts=list(concepts or []), skip=skip, source_guidance=source_guidance, threshold=threshold,
-            mask_tokens=mask_tokens, mask=default_mask(method, inversion) if mask is None else mask,
+            mask_tokens=mask_tokens, mask=mask,
         )  # fmt: skip
         return self.run(params, image, output_type=output_type, callback=callback)
 

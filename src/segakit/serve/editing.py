@@ -10,7 +10,7 @@ them. Other models have neither, so a request names the source caption and the c
 
 from __future__ import annotations
 
-from segakit.editing.params import EditParams, default_guidance, default_mask
+from segakit.editing.params import EditParams, default_guidance
 
 
 def edit_params(req, model: str, limits) -> EditParams:
@@ -26,7 +26,7 @@ def edit_params(req, model: str, limits) -> EditParams:
         instruction=req.instruction, model=model, method=req.method, inversion=req.inversion, source_caption=req.source_caption,
         captions_before=list(req.captions_before), captions_after=list(req.captions_after), num_captions=req.captions,
         steps=steps, guidance_scale=default_guidance(req.method, req.inversion) if req.guidance is None else req.guidance, seed=req.seed, concepts=list(req.concepts),
-        mask=default_mask(req.method, req.inversion) if req.mask is None else req.mask,
+        mask=req.mask,
     )  # fmt: skip
     return params.validate()
 

@@ -36,8 +36,8 @@ class EditingStudyConfig:
     steps: int = 25  # inversion steps = edit steps, every method
     methods: tuple[str, ...] = tuple(METHODS)
     guidance: float = 5.0  # OnTheFly's classifier-free guidance
-    ddpm_guidance: float = 5.0  # OnTheFly's guidance on a DDPM inversion (segakit edit --inversion ddpm's default)
-    ddpm_mask: float = 0.95  # OnTheFly on a DDPM inversion: the edit's noise-mask quantile (segakit edit --mask's default; 0: off)
+    ddpm_guidance: float = 3.5  # OnTheFly's guidance on a DDPM inversion (segakit edit --inversion ddpm's default)
+    ddpm_mask: float = 0.0  # OnTheFly on a DDPM inversion: the edit's noise-mask quantile (segakit edit --mask; 0: off)
     xa_guidance: float = 0.15  # OnTheFly's cross-attention guidance step
     captions: int = 3  # captions per side the caption writer writes
     sega_scale: float = 5.0  # SEGA / LEDITS++ edit guidance scale (LEDITS++'s default)

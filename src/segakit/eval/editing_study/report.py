@@ -10,15 +10,19 @@ from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.eval.editing_study.config import METHODS, WRITTEN
 from segakit.eval.editing_study.export import write_magicbrush, write_results
 from segakit.eval.editing_study.figures import pairs_figure, sessions_figure
-from segakit.eval.editing_study.run import NO_EDIT
+from segakit.eval.editing_study.run import NO_EDIT, TARGET
 from segakit.eval.editing_study.summary import summarize
 
 COLUMNS = (("success", "success"), ("others_unchanged", "others unchanged"), ("ssim_source", "SSIM to source"),
            ("l1", "L1"), ("l2", "L2"), ("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"))  # fmt: skip
 
 
+REFERENCES = {NO_EDIT: "the turn's input image, unedited (reference row)",
+              TARGET: "the world's render of the instructed change, the pair's gold target (reference row: what the oracle reads on a perfect edit)"}
+
+
 def build_report(result: dict, command: str, model_name: str) -> dict:
-    methods = [NO_EDIT, *result["config"]["methods"]]
+    methods = [NO_EDIT, TARGET, *result["config"]["methods"]]
     return {
         "command": command,
         "model": {"name": model_name, **result["fingerprints"]},
@@ -28,7 +32,7 @@ def build_report(result: dict, command: str, model_name: str) -> dict:
         },
         "config": result["config"],
         "run": result["run"],
-        "methods": {m: METHODS.get(m, "the turn's input image, unedited (reference row)") for m in methods},
+        "methods": {m: METHODS.get(m, REFERENCES.get(m)) for m in methods},
         "summary": summarize(result["records"], methods, result["available"]),
         "records": result["records"],
     }
@@ -73,12 +77,13 @@ def markdown(report: dict) -> str:
             lines.append(f"{method}, seconds per edit by stage: " + ", ".join(f"{k} {_fmt(v, 'seconds')}" for k, v in stages.items())
                          + (" (captions: the caption writer)" if method in WRITTEN else ""))
     attrs = sorted({a for e in s.values() if e["available"] for a in e["single"]["by_attribute"]})
-    shown = [k for k, e in s.items() if e["available"] and k != NO_EDIT]
+    shown = [k for k, e in s.items() if e["available"] and k not in REFERENCES]
     lines += ["", "Success by instructed attribute (successes / edits):", "", "| attribute | " + " | ".join(shown) + " |",
               "|---|" + "---|" * len(shown)]  # fmt: skip
     for a in attrs:
         cells = [s[k]["single"]["by_attribute"].get(a) for k in shown]
         lines.append(f"| {a} | " + " | ".join(f"{c[0]}/{c[1]}" if c else "-" for c in cells) + " |")
+    lines += collateral_table(report["records"], shown)
     multi = {k: e["multi"] for k, e in s.items() if e["available"] and "multi" in e}
     if multi:
         lines += ["", "## Multi-turn (each turn edits the method's previous result)", "",
@@ -95,6 +100,22 @@ def markdown(report: dict) -> str:
                    "and target / of the result's image and the target caption's text embedding. Seconds: wall time of the edit "
                    "alone (models loaded), when it was computed."), ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def collateral_table(records: list[dict], methods: list[str]) -> list[str]:
+    """Markdown lines: per attribute, how many single-turn edits of each method changed it though no turn asked."""
+    counts = {m: {} for m in methods}
+    for r in records:
+        if r["protocol"] == "single-turn" and r["method"] in counts:
+            for a in r.get("others_changed", []):
+                counts[r["method"]][a] = counts[r["method"]].get(a, 0) + 1
+    attrs = sorted({a for c in counts.values() for a in c}, key=lambda a: -sum(c.get(a, 0) for c in counts.values()))
+    if not attrs:
+        return []
+    lines = ["", "What else changed: single-turn edits whose result the oracle reads differently from the source on an "
+             "attribute the instruction did not name (most changed first):", "",
+             "| attribute | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]  # fmt: skip
+    return lines + [f"| {a} | " + " | ".join(str(counts[m].get(a, 0)) for m in methods) + " |" for a in attrs]
 
 
 def figure_notes(records: list[dict]) -> dict[str, str]:

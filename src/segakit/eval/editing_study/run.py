@@ -49,6 +49,7 @@ from segakit.jobs.worker import WorkerConfig
 from segakit.world.schema import ATTRIBUTES
 
 NO_EDIT = "source (no edit)"  # a reference row: the turn's input handed back unchanged
+TARGET = "target (gold render)"  # a reference row: the world's own render of the edit (what a perfect edit scores)
 SETTINGS = ("steps", "edit_seed", "guidance", "xa_guidance", "captions", "sega_scale", "sega_threshold", "skip", "source_guidance", "mask_tokens")
 
 
@@ -164,6 +165,7 @@ class EditingStudy:
         self._compute([c for c in chains if c is not None])
         for turn in single:
             records.append(self._record(NO_EDIT, turn, None, to_u8(turn.input_image)))
+            records.append(self._record(TARGET, turn, None, to_u8(turn.target_image)))
         for method in (m for m in self.cfg.methods if available[m]):
             for turn in single:
                 data = self._edit(method, turn, to_u8(turn.input_image))
