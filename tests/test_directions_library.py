@@ -91,7 +91,8 @@ def test_generate_fair_records_the_draw_and_regenerates_it(model, monkeypatch, c
                        "--library", lib, "--safe", "--enhance", "--out", tmp_path / "fair")  # fmt: skip
     assert code == 0, err
     choices = [read_params(tmp_path / "fair" / f"image-{i:03d}.png")["fair_choice"] for i in range(4)]
-    assert set(choices) <= {"man", "woman"}
+    assert sorted(choices) == ["man", "man", "woman", "woman"]  # the spread draw: seeds 0-3 split evenly
+    assert read_params(tmp_path / "fair" / "image-000.png")["fair_draw"] == "spread"
     code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "fair" / "image-002.png", "--out", tmp_path / "again.png")
     assert code == 0, err
     assert read_params(tmp_path / "again.png")["fair_choice"] == choices[2]
@@ -101,7 +102,8 @@ def test_generate_fair_records_the_draw_and_regenerates_it(model, monkeypatch, c
 
 @pytest.mark.parametrize("extra, message", [(["--fair", "hat"], "fairness needs two or more"),
                                             (["--fair", "presentation=woman:2"], "sum to 1"),
-                                            (["--fair", "=x"], "names no attribute")])  # fmt: skip
+                                            (["--fair", "=x"], "names no attribute"),
+                                            (["--fair", "presentation", "--fair-draw", "even"], "--fair-draw 'even' is not one of spread, random")])  # fmt: skip
 def test_bad_fair_is_one_sentence(model, monkeypatch, capsys, tmp_path, extra, message):
     folder, _, lib = model
     code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", folder, "--steps", "2", "--library", lib, *extra,
@@ -137,3 +139,12 @@ def test_recipe_strengths_parse_and_refuse_unknown_names():
         parse_strengths("presentation=man:lots")
     with pytest.raises(UserError, match="not one of the recipe's directions"):
         parse_strengths("wings=true:1")
+
+
+def test_pngs_written_before_the_spread_draw_repeat_the_random_draw():
+    from segakit.jobs.generate import GenerationParams
+
+    old = GenerationParams.from_json({"prompt": "a doctor", "fair": "presentation", "seed": 3})
+    assert old.fair_draw == "random"
+    assert GenerationParams.from_json({"prompt": "a doctor", "fair": "presentation", "fair_draw": "spread"}).fair_draw == "spread"
+    assert GenerationParams.from_json({"prompt": "a doctor"}).fair_draw == "spread"  # no fairness: nothing to repeat

@@ -64,6 +64,7 @@ def generate(
     method: Annotated[str, typer.Option("--method", help="How --fair balances: 'directions' (the library's h-space directions) or 'sega' (Fair Diffusion: SEGA edits +VALUE -OTHERS).")] = "directions",
     safe: Annotated[bool, typer.Option("--safe", help="Add the direction library's anti-horror direction.")] = False,
     enhance: Annotated[bool, typer.Option("--enhance", help="Add the library's direction for every attribute value the prompt names.")] = False,
+    fair_draw: Annotated[str, typer.Option("--fair-draw", help="How --fair draws each image's value from its seed: spread (the shares come out as asked over consecutive seeds: 12/12 of 24) or random (each seed on its own, as segakit drew before the spread draw; PNGs written then repeat it).")] = "spread",
     library: Annotated[Path | None, typer.Option("--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's).")] = None,
     library_strength: Annotated[float | None, typer.Option("--library-strength", help="Strength of the library's directions (default: the library's).")] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
@@ -106,7 +107,7 @@ def generate(
             seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
-            directions=list(direction or []), fair=fair, fair_method=method, safe=safe, enhance=enhance,
+            directions=list(direction or []), fair=fair, fair_method=method, fair_draw=fair_draw, safe=safe, enhance=enhance,
             library=str(library) if library else None, library_strength=library_strength,
             loras=[_parse_lora(s) for s in lora or []], embeddings=[str(p) for p in embedding or []],
         )  # fmt: skip

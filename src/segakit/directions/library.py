@@ -98,15 +98,15 @@ class Library:
             self.direction(name).check_model(unet)
 
     def fair(self, attribute: str, n_images: int, seed: int, shares: str | dict[str, float] | None = None,
-             strength: float | None = None) -> FairChoice:  # fmt: skip
-        """Draw a value of ``attribute`` for each of ``n_images`` images (image i from ``seed + i``); ``strength``
-        None: each value's direction at the library's strength for it."""
+             strength: float | None = None, draw: str = "spread") -> FairChoice:  # fmt: skip
+        """Draw a value of ``attribute`` for each of ``n_images`` images (image i from ``seed + i``, by ``draw``:
+        :data:`segakit.core.draws.DRAWS`); ``strength`` None: each value's direction at the library's strength for it."""
         allowed = self.values(attribute)
         if len(allowed) < 2:
             raise UserError(f"--fair {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
-        choices = draw_values(table, n_images, seed)
+        choices = draw_values(table, n_images, seed, draw)
         directions = {v: self.direction(key(attribute, v)) for v in table}
         per_value = {} if strength is not None else {v: self.strength_of(key(attribute, v)) for v in table}
         return FairChoice(attribute, choices, directions, self.strength if strength is None else strength, per_value)

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
+from segakit.core.draws import DRAWS
 from segakit.core.errors import UserError
 from segakit.core.loading import model_key, weights_file
 from segakit.core.memory import MAX_CHUNK
@@ -55,6 +56,7 @@ class GenerationParams:
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
     fair: str | None = None  # fair generation over an attribute's values: "presentation" or "skin=light:0.5,dark:0.5"
     fair_method: str = "directions"  # "directions" (the library's h-space directions) or "sega" (Fair Diffusion's edits)
+    fair_draw: str = "spread"  # how each image's value is drawn from its seed (segakit.core.draws.DRAWS)
     safe: bool = False  # the library's anti-horror direction, always on
     enhance: bool = False  # the library's directions for the attribute values the prompt names
     library: str | None = None  # the direction library folder (default: the embedded model's)
@@ -83,6 +85,8 @@ class GenerationParams:
             raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
         if self.fair_method not in FAIR_METHODS:
             raise UserError(f"--method {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
+        if self.fair_draw not in DRAWS:
+            raise UserError(f"--fair-draw {self.fair_draw!r} is not one of {', '.join(DRAWS)}.")
         if self.fair_method != "directions" and not self.fair:
             raise UserError(f"--method {self.fair_method} chooses how --fair balances an attribute; give --fair ATTRIBUTE too.")
         for lora in self.loras:
@@ -109,6 +113,8 @@ class GenerationParams:
         unknown = set(data) - known - set(INFORMATIONAL)
         if unknown:
             raise UserError(f"Unknown generation parameters {sorted(unknown)} in the PNG; is it from a newer segakit?")
+        if data.get("fair") and "fair_draw" not in data:  # written before the spread draw: each seed drew at random
+            data["fair_draw"] = "random"
         data["edits"] = [Edit(**e) for e in data.get("edits", [])]
         data["loras"] = [LoraWeights(**x) for x in data.get("loras", [])]
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -163,8 +169,8 @@ def _fair(library, params: GenerationParams, seeds: list[int], unet):
     if params.fair_method == "sega":  # Fair Diffusion: the same draw, SEGA edits instead of directions
         from segakit.sega.fair import FairDiffusion
 
-        return FairDiffusion.draw(attribute.strip(), len(seeds), seeds[0], shares or None)
-    fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params))
+        return FairDiffusion.draw(attribute.strip(), len(seeds), seeds[0], shares or None, draw=params.fair_draw)
+    fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params), params.fair_draw)
     for d in fair.directions.values():
         d.check_model(unet)
     return fair

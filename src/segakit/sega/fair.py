@@ -63,11 +63,12 @@ class FairDiffusion:
 
     @classmethod
     def draw(cls, attribute: str, n_images: int, seed: int, shares: str | dict[str, float] | None = None,
-             edit: Edit | None = None) -> FairDiffusion:  # fmt: skip
-        """Draw a value for each of ``n_images`` images (image i from ``seed + i``), equal shares unless given."""
+             edit: Edit | None = None, draw: str = "spread") -> FairDiffusion:  # fmt: skip
+        """Draw a value for each of ``n_images`` images (image i from ``seed + i``, by ``draw``: spread or random),
+        equal shares unless given."""
         words = value_words(attribute)
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, list(words))
-        return cls(attribute, draw_values(table, n_images, seed), words, edit)
+        return cls(attribute, draw_values(table, n_images, seed, draw), words, edit)
 
     def groups(self) -> dict[str, list[int]]:
         """The images of each drawn value, in order: one pipeline call each."""

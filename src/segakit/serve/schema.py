@@ -63,6 +63,7 @@ class GenerateRequest(BaseModel):
     directions: list[str] = Field(default_factory=list, description="Directions of the model's library, NAME[:STRENGTH], e.g. 'presentation=woman:0.5'.")  # fmt: skip
     fair: str | None = Field(None, description="Fair generation over an attribute's values, e.g. 'presentation'.")
     fair_method: Literal["directions", "sega"] = Field("directions", description="How fair balances: the library's directions, or Fair Diffusion's SEGA edits.")
+    fair_draw: Literal["spread", "random"] = Field("spread", description="How each image's value is drawn from its seed: spread (the shares come out as asked over consecutive seeds) or random (each seed on its own, as segakit drew before).")
     safe: bool = False
     enhance: bool = False
     library_strength: float | None = None
@@ -172,7 +173,7 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
         seed=req.seed, num_images=req.num_images, steps=steps, guidance=req.guidance, height=req.height,
         width=req.width, eta=req.eta, momentum_scale=req.momentum_scale, momentum_beta=req.momentum_beta,
         quantile_over=req.quantile_over, sweep=req.sweep, directions=library_directions(req.directions, library) if req.directions else [],
-        fair=req.fair, fair_method=req.fair_method, safe=req.safe, enhance=req.enhance, library_strength=req.library_strength,
+        fair=req.fair, fair_method=req.fair_method, fair_draw=req.fair_draw, safe=req.safe, enhance=req.enhance, library_strength=req.library_strength,
     )  # fmt: skip
     params.validate()
     if ((params.fair and params.fair_method == "directions") or params.safe or params.enhance) and library is None:

@@ -91,6 +91,8 @@ class Study:
         used = arm_directions(lib, arm)
         what = {"v": CACHE_VERSION, "model": self.model_id, "arm": asdict(arm), "prompt": prompt,
                 "seeds": [seeds[0], len(seeds)], "steps": cfg.steps, "guidance": cfg.guidance, "batch": cfg.batch}  # fmt: skip
+        if arm.kind.startswith("fair-"):  # the spread draw (absent: the random draw of the images cached before it)
+            what["draw"] = "spread"
         if used:
             what["library"] = library_fingerprint(lib, used)
             what["strengths"] = {n: self.bench.strength_of(n) if strength is None else strength for n in used}
