@@ -37,7 +37,7 @@ def edit(
     captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.")] = None,
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.")] = None,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
-    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default 5 on a DDIM inversion, 3.5 on a DDPM one); sega: each concept's scale (default 5 on a DDIM inversion, 3.5 on a DDPM one).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default 5 on a DDIM inversion, 3.5 on a DDPM one); sega: each concept's scale (default 5).")] = None,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
     direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
     regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,

@@ -101,7 +101,7 @@ def edit_with_cross_attention_guidance(
 @torch.no_grad()
 def edit_on_ddpm_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, source: Conditioning, direction: EditDirection,
-    skip: float, guidance_scale: float = 5.0, direction_scale: float = 1.0, mask: float = 0.0,
+    skip: float, guidance_scale: float = 3.5, direction_scale: float = 1.0, mask: float = 0.0,
     callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` (made with ``source`` at guidance 1 and ``skip``) along ``direction``: at each step
