@@ -1,8 +1,6 @@
 """The anti-horror direction: which learning recipe removes horror, at which strength, and what it does to the image.
 
-Learns the anti-horror direction with each recipe (images from the neutral prompt with "a zombie" as the negative
-prompt; the U-Net conditioned on the neutral prompt, as the paper words it for anti-concepts ("paper"), or on the
-horror prompt ("horror-conditioned")), then at each strength measures, side by side on the same seeds: the share
+Learns the anti-horror direction with each recipe, then at each strength measures, side by side on the same seeds: the share
 of images the oracle reads as horror on the four horror phrasings of the directions study, and on the two clean
 prompts the share of the other attributes the direction changes against the plain image of the same seed (the
 study's collateral change) and the SSIM to it. The oracle reads every image, even one the direction has broken
@@ -35,12 +33,23 @@ from segakit.directions import LearnConfig, learn_direction  # noqa: E402
 from segakit.eval.embedded_quality import to_pil  # noqa: E402
 from segakit.eval.directions_study.config import CLEAN_PROMPTS, HORROR_PROMPTS  # noqa: E402
 from segakit.eval.ssim import ssim  # noqa: E402
+from segakit.sega.guidance import Edit  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 from segakit.world.schema import ATTRIBUTES  # noqa: E402
 
 NEUTRAL, HORROR = "a face of a person", "a zombie"
-RECIPES = {"paper": NEUTRAL, "horror-conditioned": HORROR}  # recipe -> the prompt the U-Net is conditioned on
+# recipe -> (the images: positive prompt, negative prompt, SEGA edits; the prompt the U-Net is conditioned on)
+RECIPES = {
+    # the paper's anti-concept: clean faces from the neutral prompt with the concept as the negative, learned on it
+    "paper": ((NEUTRAL, HORROR, ()), NEUTRAL),
+    # the same clean faces, the U-Net conditioned on the horror prompt (measured and withdrawn: it removes horror by
+    # breaking the image)
+    "horror-conditioned": ((NEUTRAL, HORROR, ()), HORROR),
+    # segakit's: faces drawn from the horror prompt with a SEGA reverse edit of it (so the images keep the horror
+    # prompt's composition and only lose the horror), the U-Net conditioned on the horror prompt
+    "sega-cleaned": ((HORROR, None, (Edit(HORROR, reverse=True),)), HORROR),
+}
 
 
 def main() -> None:
@@ -76,7 +85,9 @@ def main() -> None:
     print(f"| plain | - | {rows[0]['horror']:.3f} | - | - | - | - |", flush=True)
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         t0 = time.perf_counter()
-        learn = LearnConfig("horror=false", positive=NEUTRAL, negative=HORROR, neutral=RECIPES[recipe], images=args.images, steps=args.steps)
+        (positive, negative, edits), conditioned = RECIPES[recipe]
+        learn = LearnConfig("horror=false", positive=positive, negative=negative, edits=edits, neutral=conditioned, images=args.images,
+                            steps=args.steps)  # fmt: skip
         direction = learn_direction(pipe, learn, args.cache)
         learned = time.perf_counter() - t0
         for s in [float(x) for x in args.strengths.split(",")]:

@@ -213,6 +213,23 @@ def test_learning_on_small_components_resumes_from_its_cache(sd, tmp_path, monke
     torch.testing.assert_close(again.vector, first.vector)  # same latents, same seeded draws
 
 
+def test_sega_edits_while_generating_the_images_are_applied_and_keyed(sd, tmp_path):
+    """LearnConfig.edits: the images are the pipeline's with those SEGA edits (the "sega-cleaned" recipe), and the
+    cache keeps them apart from the same prompt's images without edits."""
+    from segakit.directions.learn import cache_key, shard_latents
+
+    plain = LearnConfig(name="x", positive="a zombie", neutral="a zombie", images=2, gen_steps=2, gen_batch=2)
+    cleaned = LearnConfig(**{**plain.__dict__, "edits": (Edit("a zombie", reverse=True, scale=5.0, warmup=0),)})
+    assert cache_key(sd, plain) != cache_key(sd, cleaned)
+    with_edits = shard_latents(sd, cleaned, 0, 2)
+    expected = sd("a zombie", num_inference_steps=2, guidance_scale=7.5, num_images_per_prompt=2, generator=_gens(2),
+                  edits=[Edit("a zombie", reverse=True, scale=5.0, warmup=0)], output_type="latent").images
+    torch.testing.assert_close(with_edits, expected.float())
+    assert not torch.allclose(with_edits, shard_latents(sd, plain, 0, 2))
+    direction = learn_direction(sd, LearnConfig(**{**cleaned.__dict__, "steps": 2, "batch": 2}), tmp_path)
+    assert direction.meta["edits"][0]["reverse"] is True  # the file says how its images were made
+
+
 @pytest.mark.parametrize("kw, message", [({"images": 0}, "--images"), ({"steps": -1}, "--steps"), ({"lr": 0.0}, "--lr"),
                                          ({"name": " "}, "name")])  # fmt: skip
 def test_bad_learning_config(kw, message):

@@ -1,7 +1,8 @@
 """Self-discovery of a concept direction (Li et al., CVPR 2024): the model's own images teach one h-space vector.
 
 1. Generate ``images`` latents with the model itself from a prompt that shows the concept (``positive``, e.g.
-   "a face of a woman"), or, for an anti-concept, from the neutral prompt with the concept as ``negative``.
+   "a face of a woman"), or, for an anti-concept, from the neutral prompt with the concept as ``negative`` (or
+   from a prompt with the concept and SEGA ``edits`` that take it out: segakit's "sega-cleaned" recipe).
    The latents are cached on disk in shards (safetensors, written atomically), so an interrupted run resumes.
    A shard is one pipeline call (:func:`shard_latents`); who makes the missing shards is the caller's choice
    (``make_shards``: the CLI hands them to the batch runner's workers; default: this process, one after another).
@@ -22,7 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ class LearnConfig:
     positive: str  # a prompt that shows the concept (or the neutral prompt, with the concept as `negative`)
     neutral: str = "a face of a person"  # the prompt without the concept: what the U-Net is conditioned on
     negative: str | None = None  # the concept as a negative prompt: learns an anti-concept direction
+    edits: tuple = ()  # SEGA edits (segakit.Edit) applied while generating the images, e.g. the concept reversed
     images: int = 200  # images generated for learning (the paper: 1,000)
     steps: int = 500  # optimisation steps (the paper: about 2,500)
     batch: int = 8  # latents per optimisation step (the paper: 8)
@@ -84,6 +86,8 @@ def cache_key(pipe, cfg: LearnConfig) -> str:
     what = {"unet": fingerprint(pipe.unet), "text": fingerprint(pipe.text_encoder), "positive": cfg.positive,
             "negative": cfg.negative, "seed": cfg.seed, "gen_steps": cfg.gen_steps, "guidance": cfg.guidance,
             "size": _size(pipe, cfg), "scheduler": type(pipe.scheduler).__name__}  # fmt: skip
+    if cfg.edits:  # absent without edits, so latents cached before edits existed stay valid
+        what["edits"] = [asdict(e) if is_dataclass(e) else repr(e) for e in cfg.edits]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -92,7 +96,8 @@ def shard_latents(pipe, cfg: LearnConfig, first: int, n: int) -> torch.Tensor:
     height, width = _size(pipe, cfg)
     gens = [torch.Generator().manual_seed(cfg.seed + first + i) for i in range(n)]
     out = pipe(cfg.positive, negative_prompt=cfg.negative, num_inference_steps=cfg.gen_steps, guidance_scale=cfg.guidance,
-               num_images_per_prompt=n, generator=gens, height=height, width=width, output_type="latent")  # fmt: skip
+               num_images_per_prompt=n, generator=gens, height=height, width=width, output_type="latent",
+               **({"edits": list(cfg.edits)} if cfg.edits else {}))  # fmt: skip
     return out.images.float().cpu().contiguous()
 
 
