@@ -213,3 +213,19 @@ def test_queue_full_gets_429_and_a_client_that_leaves_cancels_its_job(server):
     assert h["cancelled"] == before["cancelled"] + 1 and h["served"] == before["served"]
     ok = post(url, "/api/generate", {"prompt": "a face", "steps": 4})  # and the server keeps serving
     assert ok.status_code == 200
+
+
+def test_the_edit_tabs_handler_passes_mask_and_guidance(server):
+    """The Edit tab's handler (what its button calls): mask and guidance reach the edit; 0 guidance is the default."""
+    from segakit.serve.webapp import App
+
+    _, service = server
+    face, _ = _world_face_b64()
+    app = App(service)
+    args = (face.image.convert("RGB"), "make the person bald", "onthefly", face.caption, face.caption + ", bald", "", 3, "ddpm")
+    _, _, _, [path] = app.edit(*args, mask=0.95, guidance=5.0)
+    params = png_params(open(path, "rb").read())
+    assert params["mask"] == 0.95 and params["guidance_scale"] == 5.0 and params["inversion"] == "ddpm"
+    _, _, _, [path] = app.edit(*args)
+    params = png_params(open(path, "rb").read())
+    assert params["mask"] == 0.0 and params["guidance_scale"] == 3.5

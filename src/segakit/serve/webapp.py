@@ -148,7 +148,7 @@ class App:
 
         return fn
 
-    def edit(self, image, instruction, method, source_caption, after, concepts, steps, inversion="ddim"):
+    def edit(self, image, instruction, method, source_caption, after, concepts, steps, inversion="ddim", mask=0.0, guidance=0.0):
         """The Edit tab: the result, the captions used, and the PNG that carries the edit's parameters."""
         from types import SimpleNamespace
 
@@ -157,7 +157,8 @@ class App:
         lines = lambda text: [t.strip() for t in (text or "").splitlines() if t.strip()]  # noqa: E731
         req = SimpleNamespace(instruction=instruction or "", method=method, source_caption=(source_caption or "").strip() or None,
                               captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
-                              steps=int(steps), guidance=None, inversion=inversion or "ddim")  # fmt: skip
+                              steps=int(steps), guidance=float(guidance) if guidance else None, inversion=inversion or "ddim",
+                              mask=float(mask or 0.0))  # fmt: skip
         try:
             params = edit_params(req, self.service.config.model, self.service.config.limits)
             done = submit_edit(self.service, image, params).future.result()[0]
@@ -237,6 +238,10 @@ class App:
                         concepts = gr.Textbox(label="Concepts (sega)", lines=2, placeholder="+glasses", elem_id="edit-concepts")
                         edit_steps = gr.Slider(1, self.service.config.limits.max_steps, value=min(25, self.service.config.limits.max_steps), step=1,
                                                label="Steps", elem_id="edit-steps")  # fmt: skip
+                        with gr.Row():
+                            edit_guidance = gr.Number(0, label="Guidance (0: the method's default)", minimum=0, elem_id="edit-guidance")
+                            edit_mask = gr.Slider(0, 0.99, value=0, step=0.01, label="Mask (onthefly on ddpm; 0.95 with guidance 5 keeps more)",
+                                                  elem_id="edit-mask")  # fmt: skip
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-run")
                     with gr.Column():
                         caption_box = gr.Textbox(label="Caption of the image", interactive=False, elem_id="edit-caption")
@@ -244,7 +249,7 @@ class App:
                         result = gr.Image(label="Result", type="pil", interactive=False, elem_id="edit-result")
                         edit_file = gr.File(label="Download the edited PNG (it carries the edit's parameters)", file_count="multiple",
                                             elem_id="edit-download", interactive=False)  # fmt: skip
-                edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps, inversion],
+                edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps, inversion, edit_mask, edit_guidance],
                                [result, caption_box, captions_box, edit_file], concurrency_limit=1)  # fmt: skip
 
             flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]
