@@ -26,6 +26,7 @@ from segakit.eval.editing_study.items import (
     single_change_pairs,
 )
 from segakit.eval.editing_study.metrics import attribute_scores, cosine, l1, l2
+from segakit.world.schema import ATTRIBUTES
 from segakit.world.sessions import session_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,6 +106,9 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
     assert all(r["concepts"] for r in rows if r["method"] == "sega")
     for r in rows:
         assert 0 <= r["success"] <= 1 and 0 <= r["others_unchanged"] <= 1 and r["l2"] <= r["l1"] + 1e-12
+        others = len(ATTRIBUTES) - len(r["changes"]) if r["turn"] == 1 else None  # single turns and first turns
+        if others:  # the attributes it lists as changed are exactly what "others unchanged" misses
+            assert r["others_unchanged"] == pytest.approx(1 - len(r["others_changed"]) / others)
     no_edit = [r for r in rows if r["method"] == NO_EDIT]
     assert all(r["ssim_source"] == pytest.approx(1.0) and r["success"] == 0 for r in no_edit)
     target = [r for r in rows if r["method"] == TARGET]  # single turns only; the oracle reads the gold render's change
