@@ -219,13 +219,22 @@ def test_the_edit_tabs_handler_passes_mask_and_guidance(server):
     """The Edit tab's handler (what its button calls): mask and guidance reach the edit; 0 guidance is the default."""
     from segakit.serve.webapp import App
 
-    _, service = server
+    url, service = server
     face, _ = _world_face_b64()
     app = App(service)
+
+    def idle():  # the queue holds one job, and a finished job's result comes a moment before its slot frees
+        deadline = time.monotonic() + 30
+        while (q := health(url)["queue"])["running"] or q.get("waiting"):
+            assert time.monotonic() < deadline, "the server never became idle"
+            time.sleep(0.05)
+
     args = (face.image.convert("RGB"), "make the person bald", "onthefly", face.caption, face.caption + ", bald", "", 3, "ddpm")
+    idle()
     _, _, _, [path] = app.edit(*args, mask=0.95, guidance=5.0)
     params = png_params(open(path, "rb").read())
     assert params["mask"] == 0.95 and params["guidance_scale"] == 5.0 and params["inversion"] == "ddpm"
+    idle()
     _, _, _, [path] = app.edit(*args)
     params = png_params(open(path, "rb").read())
     assert params["mask"] == 0.0 and params["guidance_scale"] == 3.5
