@@ -22,17 +22,13 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 from segakit.directions.library import Library, key  # noqa: E402
+from segakit.eval.embedded_quality import sample_images  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 
 
-def images(pipe, prompt: str, seeds: list[int], directions: list, batch: int = 8) -> torch.Tensor:
-    out = []
-    for start in range(0, len(seeds), batch):
-        chunk = seeds[start : start + batch]
-        out.append(pipe(prompt, num_inference_steps=25, guidance_scale=7.5, num_images_per_prompt=len(chunk), output_type="pt",
-                        generator=[torch.Generator().manual_seed(s) for s in chunk], directions=directions).images.float().clamp(0, 1))  # fmt: skip
-    return torch.cat(out)
+def images(pipe, prompt: str, seeds: list[int], directions: list) -> torch.Tensor:
+    return sample_images(pipe, prompt, seeds, steps=25, guidance=7.5, batch=8, directions=directions)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ fingerprints), ``report.md`` (the tables), the figures, and the MagicBrush-forma
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from segakit.core.atomic import atomic_open, ensure_writable_dir
@@ -104,18 +105,18 @@ def markdown(report: dict) -> str:
 
 def collateral_table(records: list[dict], methods: list[str]) -> list[str]:
     """Markdown lines: per attribute, how many single-turn edits of each method changed it though no turn asked."""
-    counts = {m: {} for m in methods}
+    counts = {m: Counter() for m in methods}
     for r in records:
         if r["protocol"] == "single-turn" and r["method"] in counts:
-            for a in r.get("others_changed", []):
-                counts[r["method"]][a] = counts[r["method"]].get(a, 0) + 1
-    attrs = sorted({a for c in counts.values() for a in c}, key=lambda a: -sum(c.get(a, 0) for c in counts.values()))
+            counts[r["method"]].update(r.get("others_changed", []))
+    total = sum(counts.values(), Counter())
+    attrs = sorted(total, key=lambda a: (-total[a], a))
     if not attrs:
         return []
     lines = ["", "What else changed: single-turn edits whose result the oracle reads differently from the source on an "
              "attribute the instruction did not name (most changed first):", "",
              "| attribute | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]  # fmt: skip
-    return lines + [f"| {a} | " + " | ".join(str(counts[m].get(a, 0)) for m in methods) + " |" for a in attrs]
+    return lines + [f"| {a} | " + " | ".join(str(counts[m][a]) for m in methods) + " |" for a in attrs]
 
 
 def figure_notes(records: list[dict]) -> dict[str, str]:

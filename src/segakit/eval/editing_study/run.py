@@ -90,7 +90,7 @@ class EditingStudy:
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
             if self.cfg.ddpm_mask:  # absent when off, so edits cached before the option existed stay valid
                 spec["ddpm_mask"] = self.cfg.ddpm_mask
-        if method in WRITTEN and SELECTION_RULES > 1:  # the writer's rules, by version (edits cached under version 1 had no key)
+        if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
             spec["writer_rules"] = SELECTION_RULES
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
 
