@@ -223,7 +223,7 @@ def test_the_edit_tabs_handler_passes_mask_and_guidance(server):
     face, _ = _world_face_b64()
     app = App(service)
 
-    def idle():  # the queue holds one job, and a finished job's result comes a moment before its slot frees
+    def idle():  # the queue holds one job: wait for other tests' requests to finish
         deadline = time.monotonic() + 30
         while (q := health(url)["queue"])["running"] or q.get("waiting"):
             assert time.monotonic() < deadline, "the server never became idle"

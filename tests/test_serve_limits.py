@@ -1,5 +1,6 @@
 """The server's limits and rules without a server: request caps, the token rule, the queue, the app's form."""
 
+import contextlib
 import threading
 import time
 
@@ -108,6 +109,27 @@ def test_worker_bounds_runs_in_order_and_cancels():
     assert worker.submit("t", {}, lambda check: 7).future.result(5) == 7
     assert order == ["slow"] and worker.stats.served == 2 and worker.stats.cancelled == 2 and worker.stats.rejected == 1
     worker.close()
+
+
+def test_worker_frees_the_slot_before_the_result_arrives():
+    # on a one-job worker, a client that submits again the moment its result (or error) arrives is never told
+    # "busy": when the outcome is handed over (a done-callback runs right then, on the worker's thread), the
+    # slot is already free
+    worker = Worker(max_queue=1)
+    try:
+        for task in (lambda check: 7, lambda check: 1 / 0):
+            gate, seen = threading.Event(), []
+            job = worker.submit("t", {}, lambda check, task=task: gate.wait(5) and task(check))
+            job.future.add_done_callback(lambda f: seen.append(worker.queue()))
+            gate.set()
+            with contextlib.suppress(ZeroDivisionError):
+                job.future.result(5)
+            assert seen == [{"running": 0, "waiting": 0, "max": 1}]
+            again = worker.submit("t", {}, lambda check: 8)  # at once: not QueueFull
+            assert again.future.result(5) == 8
+        assert worker.stats.rejected == 0 and worker.stats.served == 3 and worker.stats.failed == 1
+    finally:
+        worker.close()
 
 
 def test_form_round_trips_through_png_parameters():

@@ -164,22 +164,27 @@ class Worker:
             job.check()
             result = job.task(job.check)
         except Cancelled as exc:
-            job.finished = time.monotonic()
-            job.future.set_exception(exc)
-            self._record(job, "cancelled")
+            self._resolve(job, "cancelled", exc=exc)
         except UserError as exc:
-            job.finished = time.monotonic()
-            job.future.set_exception(exc)
-            self._record(job, "rejected", str(exc))
+            self._resolve(job, "rejected", str(exc), exc=exc)
         except Exception as exc:  # a bug or a broken model: logged with its traceback, reported, and the worker goes on
-            job.finished = time.monotonic()
             log.exception("job %d (%s) failed", job.id, job.kind)
-            job.future.set_exception(exc)
-            self._record(job, "failed", f"{type(exc).__name__}: {exc}")
+            self._resolve(job, "failed", f"{type(exc).__name__}: {exc}", exc=exc)
         else:
-            job.finished = time.monotonic()
+            self._resolve(job, "ok", result=result)
+
+    def _resolve(self, job: Job, status: str, message: str | None = None, *, exc: BaseException | None = None,
+                 result: object = None) -> None:
+        """Record the job, free its slot, then hand its outcome to the waiting request: a client that submits again
+        the moment its result arrives finds the slot free (resolving first let it be told "busy")."""
+        job.finished = time.monotonic()
+        self._record(job, status, message)
+        with self._cond:
+            self._running = None
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
             job.future.set_result(result)
-            self._record(job, "ok")
 
     def _record(self, job: Job, status: str, message: str | None = None) -> None:
         with self._cond:
