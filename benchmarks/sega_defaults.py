@@ -5,7 +5,7 @@ hat, beard, bald, makeup, gray hair, bangs, curls, the other gender) to "a face 
 seeds whose plain image lacks it, and prints the oracle's success rate per target, the mean and the worst, and
 the isolation: the share of the attributes an edit did not target that the oracle still reads the same. It
 first measures the baseline, the prompt rewritten to ask for the target ("a face of a person, wearing
-glasses") on the same seeds. The pick is the setting with the best worst target (then the best mean) among
+glasses") on the same seeds. The pick is the setting with the best worst target (then the best mean, then the best isolation) among
 those whose mean isolation is at least --min-isolation, by default the rewrite's: an edit that changes more
 of the face than rewriting the prompt would is not what SEGA promises, however often its target shows.
 It uses seeds from 500,000 on, apart from the quality table's (100,000 on) and the SEGA study's (0 on),
@@ -86,8 +86,8 @@ def main() -> None:
     eligible = [r for r in rows if r[5] >= min_isolation]
     if not eligible:
         print(f"no setting keeps a mean isolation of {min_isolation:.3f}; picking from all", flush=True)
-    best = max(eligible or rows, key=lambda r: (r[4], r[3]))
-    print(f"best (isolation >= {min_isolation:.3f}, worst target first, then mean): scale {best[0]:g} "
+    best = max(eligible or rows, key=lambda r: (r[4], r[3], r[5]))
+    print(f"best (isolation >= {min_isolation:.3f}, worst target first, then mean, then isolation): scale {best[0]:g} "
           f"threshold {best[1]:g} warm-up {best[2]} -> worst {best[4]:.3f}, mean {best[3]:.3f}, isolation {best[5]:.3f}; "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -73,6 +73,9 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     assert json.loads(paths[0].read_text())["config"]["steps"] == 2
     text = paths[1].read_text()
     assert "| text faithfulness" in text and "| attribute | separation / man-woman |" in text and "faithful @ 3.0" in text
+    assert "fingerprint" not in text  # no model field: no words about it
+    named = write_report({"model": {"name": "embedded", "fingerprint": "abc123"}, **report}, tmp_path / "m", "c", {})
+    assert "Produced by `c`. Model `embedded`, weights fingerprint `abc123`." in named[1].read_text()
 
 
 def test_sega_isolation_pairs_each_edit_with_its_own_plain_image(monkeypatch):

@@ -53,6 +53,7 @@ def embedded(
 ) -> None:
     """The embedded model's quality table: faithfulness (across guidance), prior fidelity, Frechet distance, SEGA
     success, and per attribute what the text encoder separates and the CLIP reads."""
+    from segakit.core.fingerprint import pipeline_fingerprint
     from segakit.eval.embedded_quality import (
         QualityConfig,
         run_all,
@@ -91,6 +92,7 @@ def embedded(
         task = bar.add_task("images", total=total_images(cfg))
         figures: dict = {}
         report = run_all(pipe, oracle, cfg, progress=lambda k: bar.advance(task, k), figures=figures, clip=clip)
+    report = {"model": {"name": model, "fingerprint": pipeline_fingerprint(pipe)}, **report}
     command = "segakit eval embedded " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "segakit eval embedded"
     for path in write_report(report, out, command.strip(), figures):
         typer.echo(str(path))

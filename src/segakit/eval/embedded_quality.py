@@ -296,7 +296,7 @@ def markdown(report: dict, command: str) -> str:
     tf, pf, iq, sg = (report[k] for k in ("text_faithfulness", "prior_fidelity", "image_quality", "sega"))
     e = sg["edit"]
     lines = [
-        "# Embedded model quality", "", f"Produced by `{command}`.", "",
+        "# Embedded model quality", "", f"Produced by `{command}`." + model_words(report.get("model")), "",
         "| measure | value | target |", "|---|---|---|",
         f"| text faithfulness ({tf['prompts']} prompts x {tf['seeds_per_prompt']} seeds, {tf['named_values']} named values) | {tf['present']:.3f} | >= 0.90 |",
         f"| prior fidelity: max abs difference over {pf['seeds']} seeds of '{pf['prompt']}' | {pf['max_abs_diff']:.3f} | <= 0.08 |",
@@ -315,6 +315,11 @@ def markdown(report: dict, command: str) -> str:
     for attr, vals in pf["table"].items():
         lines.append(f"| {attr} | " + ", ".join(f"{v}: {d['generated']:.2f} / {d['prior']:.2f}" for v, d in vals.items()) + " |")
     return "\n".join(lines) + "\n"
+
+
+def model_words(model: dict | None) -> str:
+    """The report's words naming the weights it was measured on (reports written before that field have none)."""
+    return f" Model `{model['name']}`, weights fingerprint `{model['fingerprint']}`." if model else ""
 
 
 def per_attribute_lines(report: dict) -> list[str]:
