@@ -180,7 +180,7 @@ def test_cache_is_keyed_by_what_a_unit_depends_on(first_run, models, tmp_path):
 
     shutil.copytree(out / "cache", tmp_path / "cache")
     before = set(p.name for p in (tmp_path / "cache").glob("*.npz"))
-    changed = replace(TINY, scale=6.0)  # edits change; plain images, prompt rewrites and plain prompts do not
+    changed = replace(TINY, scale=TINY.scale + 2.0)  # edits change; plain images, prompt rewrites and plain prompts do not
     progress = Counter()
     report, _ = run_study(*models, changed, tmp_path, "x", progress)
     computed = {p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npz") if p.name not in before}
@@ -188,7 +188,7 @@ def test_cache_is_keyed_by_what_a_unit_depends_on(first_run, models, tmp_path):
     assert not computed & {"plain", "rewrite", "sweep"}  # the sweep names its own scales
     assert report["run"]["units_from_cache"] > 0
     assert progress.done == progress.expected
-    assert report["results"]["additions"]["glasses"]["edit"]["scale"] == 6.0
+    assert report["results"]["additions"]["glasses"]["edit"]["scale"] == TINY.scale + 2.0
 
 
 def test_command_line_end_to_end(models, tmp_path, monkeypatch, capsys):
