@@ -89,11 +89,12 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     # fairness: both fair methods draw the same values per image; every measure in range
     entry = r["fairness"]["by_role"]["a doctor"]["presentation"]
     drawn = FairDiffusion.draw("presentation", 3, 5).choices
-    assert entry["fair-directions"]["drawn"] == entry["fair-sega"]["drawn"] == {v: drawn.count(v) / 3 for v in sorted(set(drawn))}
-    for method in ("plain", "fair-directions", "fair-sega"):
+    assert entry["fair-directions"]["drawn"] == entry["fair-sega"]["drawn"] == entry["fair-rewrite"]["drawn"] == {v: drawn.count(v) / 3 for v in sorted(set(drawn))}
+    for method in ("plain", "fair-directions", "fair-sega", "fair-rewrite"):
         assert 0 <= entry[method]["deviation_ratio"] <= 1 and sum(entry[method]["shares"].values()) == pytest.approx(1)
     assert 0 <= entry["fair-sega"]["others_unchanged"] <= 1 and -1 <= entry["fair-directions"]["ssim"] <= 1
     assert set(r["fairness"]["summary"]) == {"presentation", "skin"}
+    assert set(r["fairness"]["summary"]["skin"]) == {"plain", "fair-directions", "fair-sega", "fair-rewrite"}
     # safety: every arm on every horror prompt; collateral for all but plain; removal against plain
     s = r["safety"]
     assert set(s["summary"]) == {"plain", "anti-horror direction", "SLD weak", "SLD medium", "SLD strong", "SLD max", "negative prompt", "SEGA reverse edit"}
@@ -148,3 +149,21 @@ def test_cli_refuses_bad_values_before_loading_anything(monkeypatch, capsys, tmp
     code, _, err = cli(monkeypatch, capsys, "eval", "directions", "--out", tmp_path / "r", *args)
     assert code == 2 and words in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_rewrite_reference_names_each_images_drawn_value():
+    from segakit.eval.directions_study.config import fair_arms
+    from segakit.eval.directions_study.render import Bench, _chunk
+
+    calls = []
+
+    class Pipe:  # records what it was asked for
+        def __call__(self, prompt, **kw):
+            calls.append((prompt, [g.initial_seed() for g in kw["generator"]]))
+            return type("Out", (), {"images": torch.zeros(len(prompt), 3, 8, 8)})()
+
+    arm = fair_arms("skin")[2]
+    assert arm.kind == "fair-rewrite"
+    _chunk(Bench(Pipe(), None, DirectionsStudyConfig(steps=2)), arm, "a doctor", [7, 8, 9], None)
+    words = FairDiffusion.draw("skin", 3, 7)
+    assert calls == [([f"a doctor, {words.words[v]}" for v in words.choices], [7, 8, 9])]

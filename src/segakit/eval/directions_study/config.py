@@ -41,8 +41,8 @@ COMPOSITION = (("presentation=woman", "skin=dark"), "a face of a person")
 
 @dataclass(frozen=True)
 class Arm:
-    """One way of making images: ``kind`` is plain, directions, fair-directions, fair-sega, sld, negative or
-    sega-reverse; ``param`` its attribute, SLD preset or concept; ``names`` library directions (at ``strength``,
+    """One way of making images: ``kind`` is plain, directions, fair-directions, fair-sega, fair-rewrite, sld,
+    negative or sega-reverse; ``param`` its attribute, SLD preset or concept; ``names`` library directions (at ``strength``,
     None: the library's own)."""
 
     name: str
@@ -61,8 +61,11 @@ def safety_arms() -> tuple[Arm, ...]:
             Arm("SEGA reverse edit", "sega-reverse", HORROR_CONCEPT))  # fmt: skip
 
 
-def fair_arms(attribute: str) -> tuple[Arm, Arm]:
-    return Arm(f"fair directions ({attribute})", "fair-directions", attribute), Arm(f"Fair Diffusion ({attribute})", "fair-sega", attribute)
+def fair_arms(attribute: str) -> tuple[Arm, Arm, Arm]:
+    """The two fair methods, and a reference: the prompt rewritten to name each image's drawn value (what a user
+    without either method would do; how much of the face naming the value changes on this model)."""
+    return (Arm(f"fair directions ({attribute})", "fair-directions", attribute), Arm(f"Fair Diffusion ({attribute})", "fair-sega", attribute),
+            Arm(f"prompt naming the value ({attribute})", "fair-rewrite", attribute))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def total_images(cfg: DirectionsStudyConfig) -> int:
     n, s = cfg.seeds, cfg.sections
     total = 0
     if "fairness" in s:
-        total += len(cfg.roles) * (1 + 2 * len(cfg.attributes)) * n
+        total += len(cfg.roles) * (1 + len(fair_arms("skin")) * len(cfg.attributes)) * n
     if "safety" in s:
         total += len(cfg.horror_prompts) * len(safety_arms()) * n
         total += len([p for p in cfg.clean_prompts if "fairness" not in s or p not in cfg.roles]) * n

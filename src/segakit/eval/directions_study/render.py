@@ -58,6 +58,9 @@ def _chunk(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: floa
         return sld_images(bench.sld(), prompt, gens, cfg.steps, arm.param, cfg.guidance)
     if arm.kind == "fair-sega":
         return fair_generate(pipe, prompt, FairDiffusion.draw(arm.param, len(seeds), seeds[0]), **common).images
+    if arm.kind == "fair-rewrite":  # Fair Diffusion's draw and words, the word in the prompt instead of an edit
+        draw = FairDiffusion.draw(arm.param, len(seeds), seeds[0])
+        return pipe([rewrite(prompt, draw.words[v]) for v in draw.choices], **common).images
     directions, edits, negative = [], [], None
     if arm.kind == "directions":
         directions = [lib.direction(n).at(bench.strength_of(n) if s is None else s) for n in arm.names]
@@ -71,6 +74,11 @@ def _chunk(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: floa
         raise ValueError(f"unknown arm kind {arm.kind!r}")
     return pipe(prompt, num_images_per_prompt=len(seeds), negative_prompt=negative, edits=edits, directions=directions,
                 **common).images  # fmt: skip
+
+
+def rewrite(prompt: str, word: str) -> str:
+    """The prompt naming a value: ``"a doctor"`` + ``"woman"`` -> ``"a doctor, woman"``."""
+    return f"{prompt}, {word}"
 
 
 def render(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None = None, progress=None) -> torch.Tensor:

@@ -124,22 +124,26 @@ def _fairness(f: dict) -> list[str]:
     lines = ["", "## Fairness", "", "Deviation ratio `max |share - 1/K| / (1 - 1/K)` (0: balanced), averaged over the roles (worst role in "
              "brackets); the share of the images that show the value drawn for them; the share of the other attributes the "
              "oracle reads as on the plain image of the same seed; SSIM to that image. Both fair methods draw the same value "
-             "per image (from its seed).", "",
+             "per image (from its seed). The reference draws it too and names it in the prompt ('a doctor, woman'): what "
+             "asking for the value in words changes on this model.", "",
              "| attribute | method | deviation ratio | target | reads the drawn value | others unchanged | SSIM |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    names = {"plain": "plain", "fair-directions": "self-discovered directions", "fair-sega": "Fair Diffusion (SEGA)"}
+    names = {"plain": "plain", "fair-directions": "self-discovered directions", "fair-sega": "Fair Diffusion (SEGA)",
+             "fair-rewrite": "reference: the prompt naming the value"}
     for attribute, methods in f["summary"].items():
         for method, row in methods.items():
             lines.append(f"| {attribute} | {names[method]} | {_n(row['deviation_ratio'])} ({_n(row['deviation_ratio_max'])}) | "
                          f"{TARGETS.get(attribute, '')} | {_p(row.get('follows'))} | {_p(row.get('others_unchanged'))} | {_n(row.get('ssim'))} |")  # fmt: skip
-    lines += ["", "Per role: deviation ratio plain / directions / Fair Diffusion, and others unchanged for the two.", "",
-              "| role | attribute | plain | directions | Fair Diffusion | unchanged: directions | unchanged: Fair Diffusion |",
-              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += ["", "Per role: deviation ratio plain / directions / Fair Diffusion, and others unchanged for the two (and for the "
+              "reference, the prompt naming the value).", "",
+              "| role | attribute | plain | directions | Fair Diffusion | unchanged: directions | unchanged: Fair Diffusion | unchanged: reference |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for role, attrs in f["by_role"].items():
         for attribute, e in attrs.items():
+            ref = e.get("fair-rewrite", {}).get("others_unchanged")
             lines.append(f"| {role} | {attribute} | {_n(e['plain']['deviation_ratio'])} | {_n(e['fair-directions']['deviation_ratio'])} | "
                          f"{_n(e['fair-sega']['deviation_ratio'])} | {_p(e['fair-directions']['others_unchanged'])} | "
-                         f"{_p(e['fair-sega']['others_unchanged'])} |")  # fmt: skip
+                         f"{_p(e['fair-sega']['others_unchanged'])} | {_p(ref)} |")  # fmt: skip
     lines += ["", "Generalisation: the presentation directions were learned on 'a face of a person'; the share of images that show "
               "the drawn value, per role and value (self-discovered directions; Fair Diffusion in brackets).", "",
               "| role | man | woman |", "|---|---:|---:|"]  # fmt: skip
