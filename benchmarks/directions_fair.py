@@ -27,7 +27,7 @@ from segakit.directions.library import Library  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 
-CASES = (("a doctor", "presentation"), ("a nurse", "presentation"), ("a face of a person", "skin"))
+CASES = (("a doctor", "presentation"), ("a nurse", "presentation"), ("a firefighter", "presentation"), ("a face of a person", "skin"))
 OTHERS = ("glasses", "hat", "expression", "beard", "role", "hair_style", "presentation", "skin")
 
 

@@ -141,6 +141,20 @@ def test_recipe_strengths_parse_and_refuse_unknown_names():
         parse_strengths("wings=true:1")
 
 
+def test_recipe_rewrites_the_strengths_of_a_finished_library(tmp_path, capsys):
+    import shutil
+
+    from segakit.directions.library import embedded_library_path
+    from segakit.train.directions import main
+
+    lib = shutil.copytree(embedded_library_path(), tmp_path / "lib")
+    main(["--out", str(lib), "--only", "presentation", "--strengths", "presentation=woman:0.6", "--threads", "1"])
+    assert "presentation=woman: done already" in capsys.readouterr().out  # nothing relearned
+    meta = json.loads((lib / "library.json").read_text())
+    assert meta["strengths"] == {"presentation=woman": 0.6} and Library.load(lib).strength_of("presentation=woman") == 0.6
+    assert set(meta["directions"]) == set(Library.load().names())  # the rest of the library kept
+
+
 def test_pngs_written_before_the_spread_draw_repeat_the_random_draw():
     from segakit.jobs.generate import GenerationParams
 

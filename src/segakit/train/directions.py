@@ -69,11 +69,13 @@ class DirectionsConfig:
     # draws its concept at 0.25-0.5 and starts to break the image from about 1 (benchmarks/directions.py's strip);
     # fair presentation on "a doctor" needs 0.5 (benchmarks/directions_fair.py)
     strength: float = 0.5
-    # directions used at another strength than `strength` ("NAME:S,..."): the presentation directions at 0.75, where
-    # they draw the value on the roles the model draws as the other one (a doctor drawn "woman" read as a woman in
-    # 96% of 24 seeds, 71% at 0.5) and the image stays a face (docs/directions.md). The anti-horror direction has
-    # none: no strength removes horror without breaking the image (benchmarks/directions_safety.py).
-    strengths: str = "presentation=man:0.75,presentation=woman:0.75"
+    # directions used at another strength than `strength` ("NAME:S,..."): the presentation directions at 1.0, where
+    # they draw the value on the roles the model draws as the other one and the image stays a face. On model v3
+    # (`python benchmarks/directions_fair.py --seeds 24 --strengths 0.5,0.75,1,1.25`): firefighters drawn "woman"
+    # read as women in 96% of 24 seeds at 1.0, 83% at 0.75 (v2's strength), 58% at 0.5; doctors and nurses 100% from
+    # 1.0. The anti-horror direction has none: no strength removes horror without breaking the image
+    # (benchmarks/directions_safety.py).
+    strengths: str = "presentation=man:1.0,presentation=woman:1.0"
 
 
 def parse_strengths(text: str) -> dict[str, float]:
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> Path:
             with atomic_open(index_path, "w") as fh:
                 json.dump(index, fh, indent=2, sort_keys=True)
             print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
+    with atomic_open(index_path, "w") as fh:  # also when nothing was learned: new --strengths take effect
+        json.dump(index, fh, indent=2, sort_keys=True)
     return out
 
 
