@@ -130,12 +130,15 @@ def main(argv: list[str] | None = None) -> Path:
             d.meta["model"] = cfg.model
             d.save(out / file)
             index["directions"][name] = file
-            with atomic_open(index_path, "w") as fh:
-                json.dump(index, fh, indent=2, sort_keys=True)
+            _save_index(index_path, index)
             print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
-    with atomic_open(index_path, "w") as fh:  # also when nothing was learned: new --strengths take effect
-        json.dump(index, fh, indent=2, sort_keys=True)
+    _save_index(index_path, index)  # also when nothing was learned: new --strengths take effect
     return out
+
+
+def _save_index(path: Path, index: dict) -> None:
+    with atomic_open(path, "w") as fh:
+        json.dump(index, fh, indent=2, sort_keys=True)
 
 
 if __name__ == "__main__":

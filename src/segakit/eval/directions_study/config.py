@@ -110,7 +110,7 @@ def total_images(cfg: DirectionsStudyConfig) -> int:
     n, s = cfg.seeds, cfg.sections
     total = 0
     if "fairness" in s:
-        total += len(cfg.roles) * (1 + len(fair_arms("skin")) * len(cfg.attributes)) * n
+        total += len(cfg.roles) * (1 + sum(len(fair_arms(a)) for a in cfg.attributes)) * n
     if "safety" in s:
         total += len(cfg.horror_prompts) * len(safety_arms()) * n
         total += len([p for p in cfg.clean_prompts if "fairness" not in s or p not in cfg.roles]) * n

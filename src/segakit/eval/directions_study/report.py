@@ -140,10 +140,9 @@ def _fairness(f: dict) -> list[str]:
               "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for role, attrs in f["by_role"].items():
         for attribute, e in attrs.items():
-            ref = e.get("fair-rewrite", {}).get("others_unchanged")
             lines.append(f"| {role} | {attribute} | {_n(e['plain']['deviation_ratio'])} | {_n(e['fair-directions']['deviation_ratio'])} | "
                          f"{_n(e['fair-sega']['deviation_ratio'])} | {_p(e['fair-directions']['others_unchanged'])} | "
-                         f"{_p(e['fair-sega']['others_unchanged'])} | {_p(ref)} |")  # fmt: skip
+                         f"{_p(e['fair-sega']['others_unchanged'])} | {_p(e['fair-rewrite']['others_unchanged'])} |")  # fmt: skip
     lines += ["", "Generalisation: the presentation directions were learned on 'a face of a person'; the share of images that show "
               "the drawn value, per role and value (self-discovered directions; Fair Diffusion in brackets).", "",
               "| role | man | woman |", "|---|---:|---:|"]  # fmt: skip

@@ -275,10 +275,8 @@ def _fair_summary(by_role: dict, attributes) -> dict:
     out = {}
     for attribute in attributes:
         out[attribute] = {}
-        for method in ("plain", "fair-directions", "fair-sega", "fair-rewrite"):
-            rows = [by_role[r][attribute][method] for r in by_role if method in by_role[r][attribute]]
-            if not rows:  # a report written before the rewrite reference existed
-                continue
+        for method in ("plain", *(arm.kind for arm in fair_arms(attribute))):
+            rows = [by_role[r][attribute][method] for r in by_role]
             entry = {"deviation_ratio": float(np.mean([r["deviation_ratio"] for r in rows])),
                      "deviation_ratio_max": float(np.max([r["deviation_ratio"] for r in rows]))}  # fmt: skip
             if method != "plain":
