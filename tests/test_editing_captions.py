@@ -62,17 +62,29 @@ class _Scripted:
     """A stand-in for a language model's text generation: the outputs of successive tries, in order."""
 
     def __init__(self, outputs):
-        self.outputs, self.seeds = list(outputs), []
+        self.outputs, self.seeds, self.temperatures = list(outputs), [], []
 
-    def __call__(self, prompt, seed):
+    def __call__(self, prompt, seed, temperature=None):
         self.seeds.append(seed)
+        self.temperatures.append(temperature)
         return prompt + self.outputs.pop(0)
 
 
-def _writer(outputs):
+def _writer(outputs, temperature=1.0):
     w = CaptionWriter.__new__(CaptionWriter)
-    w.generate = _Scripted(outputs)
+    w.generate, w.temperature = _Scripted(outputs), temperature
     return w
+
+
+def test_a_writer_below_temperature_one_samples_each_retry_a_little_hotter():
+    good = "Caption 2: a woman\nAfter transformation:\nCaption 1: a woman with glasses\nCaption 2: glasses on a woman\n"
+    w = _writer(["garbage"] * 9 + [good], temperature=0.4)
+    assert w.write("give her glasses", SOURCE, n=2, seed=0).complete
+    assert w.generate.temperatures[0] == 0.4 and w.generate.temperatures[-1] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(w.generate.temperatures, w.generate.temperatures[1:]))
+    hot = _writer(["garbage", good], temperature=1.3)
+    hot.write("give her glasses", SOURCE, n=2, seed=0)
+    assert hot.generate.temperatures == [1.3, 1.3]  # at 1 or above it stays
 
 
 def test_writer_retries_until_it_parses_with_a_new_seed_each_try():
@@ -132,6 +144,22 @@ def test_a_random_local_lm_is_deterministic_and_its_unparseable_output_is_refuse
     assert a == b and a != c and a.startswith(prompt)
     with pytest.raises(UserError, match="no parseable captions"):
         writer.write("give her glasses", SOURCE, n=1)
+
+
+def test_the_sampling_temperature_comes_from_the_folder_unless_given_and_must_be_positive(tmp_path):
+    from transformers import GenerationConfig
+
+    folder = _tiny_lm(tmp_path / "lm")
+    assert CaptionWriter.from_pretrained(folder).temperature == 1.0  # the folder sets none
+    GenerationConfig(do_sample=True, temperature=0.4).save_pretrained(folder)
+    writer = CaptionWriter.from_pretrained(folder, max_new_tokens=40)
+    assert writer.temperature == 0.4 and CaptionWriter.from_pretrained(folder, temperature=1.5).temperature == 1.5
+    prompt = caption_prompt("give her glasses", 1, SOURCE)
+    hot = CaptionWriter.from_pretrained(folder, temperature=1.0, max_new_tokens=40)
+    assert writer.generate(prompt, 0) == writer.generate(prompt, 0) != hot.generate(prompt, 0)  # it is used
+    for bad in (0, -1.0):
+        with pytest.raises(UserError, match="temperature .* not positive"):
+            CaptionWriter.from_pretrained(folder, temperature=bad)
 
 
 def test_missing_or_pickled_model_folders_are_refused(tmp_path):

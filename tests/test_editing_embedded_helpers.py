@@ -63,6 +63,7 @@ def test_caption_writer_recipe_trains_and_saves_a_stock_causal_lm_folder(tmp_pat
     ids = tokenizer(prompt + rest).input_ids
     assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids) == prompt + rest  # word-level, exact round trip
     writer = CaptionWriter.from_pretrained(folder, max_new_tokens=8)
+    assert writer.temperature == 0.4  # the recipe's sampling temperature travels in generation_config.json
     assert writer.generate(prompt, seed=3) == writer.generate(prompt, seed=3)
 
 
@@ -134,7 +135,10 @@ def test_shipped_caption_writer_parses_is_deterministic_and_writes_the_change(wr
     first = writer.write("give her glasses", "a photo of a woman with long hair", n=3, seed=0)
     again = writer.write("give her glasses", "a photo of a woman with long hair", n=3, seed=0)
     assert first == again and first.complete and first.before[0] == "a photo of a woman with long hair"
-    assert all(parse_caption(c).get("glasses") == {True} for c in first.after), first.after
+    assert writer.temperature == 0.4  # the shipped folder's generation_config.json
+    stated = [parse_caption(c).get("glasses") == {True} for seed in range(4)
+              for c in writer.write("put glasses on her", "a face of a woman with long hair and no glasses", n=3, seed=seed).after]  # fmt: skip
+    assert sum(stated) / len(stated) >= 0.5, stated
     prompt = caption_prompt(ec.instruction, 3, ec.before[0])
     text = writer.generate(prompt, seed=1)
     assert text.startswith(prompt) and parse_captions(text) is not None

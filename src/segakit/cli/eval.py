@@ -339,6 +339,7 @@ def caption_writer(
     captions: Annotated[int, typer.Option("--captions", help="Captions per side (1..10).")] = 3,
     seed: Annotated[int, typer.Option(help="World seed of the edit pairs.")] = 0,
     source: Annotated[str, typer.Option(help="Caption 1 from 'world' captions or the embedded 'captioner'.")] = "world",
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the model folder's generation_config.json, else 1).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the summary as JSON here.")] = None,
 ) -> None:
     """How often a caption writer's output parses and its after-captions state the instructed change and keep the rest."""
@@ -348,6 +349,9 @@ def caption_writer(
         raise UserError(f"-n {n} must be at least 1 and --captions {captions} within 1..10.")
     if source not in ("world", "captioner"):
         raise UserError(f"--source {source!r} is not one of world, captioner.")
+    if temperature is not None and not temperature > 0:
+        raise UserError(f"--temperature {temperature} is not positive; use a number above 0.")
     argv = ["--n", str(n), "--captions", str(captions), "--seed", str(seed), "--source", source]
+    argv += ["--temperature", str(temperature)] if temperature is not None else []
     argv += (["--model", str(model)] if model else []) + (["--json", str(out)] if out else [])
     measure.main(argv)

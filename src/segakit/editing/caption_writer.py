@@ -11,6 +11,11 @@ unparsed (segakit's rule, not the paper's: small writers copy a "without glasses
 "with glasses", and the edit direction of a copy is zero). After 10 tries the best partial parse is used if it has
 at least one caption on each side; otherwise :class:`UserError` says so.
 
+Sampling uses the folder's ``generation_config.json`` temperature (transformers' convention; 1 when it sets none,
+or ``temperature=``) on the first try; below 1, each retry samples a little hotter, reaching 1 on the last (a sharp
+writer that keeps copying gets looser draws). The embedded writer's is 0.4, which states the change and keeps the
+rest more often than sampling at 1 (docs/editing.md, ``python -m segakit.eval.caption_writer --temperature``).
+
 Any local ``AutoModelForCausalLM`` folder with safetensors weights works (Phi-2 in the paper, a small Qwen or
 Llama); a user can skip the model and pass captions directly to the editor. The embedded model's writer is a small
 GPT-2 trained on faces-world edits in this template (``python -m segakit.train.caption_writer``), shipped in
@@ -116,9 +121,14 @@ def check_model_folder(folder: str | Path, what: str = "Language model") -> Path
 class CaptionWriter:
     """``CaptionWriter.from_pretrained(folder).write(instruction, source_caption, n=3, seed=0)``."""
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 160, temperature: float = 1.0) -> None:
+    def __init__(self, model, tokenizer, max_new_tokens: int = 160, temperature: float | None = None) -> None:
+        """``temperature``: of the sampling; None takes the model folder's (``generation_config.json``), else 1."""
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        if temperature is None:
+            temperature = getattr(getattr(model, "generation_config", None), "temperature", None) or 1.0
+        if not temperature > 0:
+            raise UserError(f"Sampling temperature {temperature} is not positive; use a number above 0 (1 samples the model as it is).")
+        self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs) -> CaptionWriter:
@@ -134,7 +144,14 @@ class CaptionWriter:
         return cls(model, tokenizer, **kwargs)
 
     @torch.no_grad()
-    def generate(self, prompt: str, seed: int) -> str:
+    def try_temperature(self, attempt: int) -> float:
+        """The temperature of try ``attempt`` (0-based): the writer's own on the first, rising evenly to 1 by the
+        last when it is below 1 (a sharp writer that keeps copying a before-caption gets looser draws)."""
+        if self.temperature >= 1.0:
+            return self.temperature
+        return self.temperature + (1.0 - self.temperature) * attempt / (MAX_TRIES - 1)
+
+    def generate(self, prompt: str, seed: int, temperature: float | None = None) -> str:
         """The prompt and the model's sampled continuation (seeded: the same seed gives the same text)."""
         inputs = self.tokenizer(prompt, return_tensors="pt")
         device = next(self.model.parameters()).device
@@ -142,7 +159,7 @@ class CaptionWriter:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            out = self.model.generate(**inputs, do_sample=True, temperature=self.temperature, top_k=0,
+            out = self.model.generate(**inputs, do_sample=True, temperature=temperature or self.temperature, top_k=0,
                                       max_new_tokens=self.max_new_tokens, pad_token_id=pad)  # fmt: skip
         new = out[0, inputs["input_ids"].shape[1] :]
         return prompt + self.tokenizer.decode(new, skip_special_tokens=True)
@@ -156,7 +173,7 @@ class CaptionWriter:
         prompt = caption_prompt(instruction, n, source_caption)
         best = None
         for attempt in range(MAX_TRIES):
-            parsed = parse_captions(self.generate(prompt, seed + attempt))
+            parsed = parse_captions(self.generate(prompt, seed + attempt, self.try_temperature(attempt)))
             if parsed is None:
                 continue
             before, after = choose(parsed, n, source_caption)

@@ -14,6 +14,7 @@ The writer writes N captions per side (seeded). Reported:
 
     python -m segakit.eval.caption_writer                          # the shipped writer, 200 edits, N = 3
     python -m segakit.eval.caption_writer --model runs/writer/model --n 100 --source captioner
+    python -m segakit.eval.caption_writer --temperature 1                # sampling at another temperature
 """
 
 from __future__ import annotations
@@ -148,13 +149,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="world seed of the edit pairs")
     parser.add_argument("--write-seed", type=int, default=0, help="the writer's seed of edit 0 (edit i: + i)")
     parser.add_argument("--source", choices=["world", "captioner"], default="world", help="where caption 1 comes from")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: the model folder's generation_config.json, else 1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    report = measure(args.model, args.n, args.captions, args.seed, args.write_seed, args.source)
+    from segakit.editing.caption_writer import CaptionWriter
+
+    writer = CaptionWriter.from_pretrained(args.model or SHIPPED, temperature=args.temperature)
+    report = measure(args.model, args.n, args.captions, args.seed, args.write_seed, args.source, writer=writer)
     print(format_report(report))
     if args.json:
         from segakit.core.atomic import atomic_open

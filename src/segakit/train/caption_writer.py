@@ -56,6 +56,7 @@ class WriterConfig:
     n_layer: int = 4
     n_head: int = 4
     n_positions: int = 512
+    temperature: float = 0.4  # the sampling temperature written into the folder's generation_config.json
     # optimisation
     batch_size: int = 16
     max_steps: int = 600
@@ -110,7 +111,11 @@ def build_model(cfg: WriterConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LM
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                         n_head=cfg.n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    # how CaptionWriter samples by default (transformers' convention: the folder's generation_config.json);
+    # python -m segakit.eval.caption_writer --temperature T measures other values
+    model.generation_config.do_sample, model.generation_config.temperature = True, cfg.temperature
+    return model
 
 
 def batch_at(cfg: WriterConfig, tokenizer, start: int, device: torch.device) -> dict[str, torch.Tensor]:

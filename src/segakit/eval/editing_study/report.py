@@ -55,7 +55,8 @@ def markdown(report: dict) -> str:
         "# Editing study: faces-world edit pairs in MagicBrush's format", "",
         f"Command: `{report['command']}`", "",
         (f"Model `{m['name']}`, weights fingerprint `{m['model']}`; oracle `{m['oracle']}`; CLIP `{m['clip']}`; "
-         f"caption writer `{m['caption_writer'] or 'none'}`."),
+         f"caption writer `{m['caption_writer'] or 'none'}`"
+         + (f" sampling at temperature {m['caption_writer_temperature']:g}." if m.get("caption_writer_temperature") else ".")),
         (f"World seed {report['seeds']['world_seed']} (single-change pairs {report['seeds']['pairs']}; sessions "
          f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
          f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "

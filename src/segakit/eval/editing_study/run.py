@@ -77,6 +77,8 @@ class EditingStudy:
             "clip": fingerprint(clip.model) if clip is not None else None,
             "caption_writer": fingerprint(writer.model) if writer is not None and hasattr(writer, "model") else None,
         }
+        self.writer_temperature = getattr(writer, "temperature", None)
+        self.fingerprints["caption_writer_temperature"] = self.writer_temperature
         self.settings = {k: getattr(cfg, k) for k in SETTINGS}
         self.units = self.computed = 0
 
@@ -92,6 +94,8 @@ class EditingStudy:
                 spec["ddpm_mask"] = self.cfg.ddpm_mask
         if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
             spec["writer_rules"] = SELECTION_RULES
+            if self.writer_temperature not in (None, 1.0):  # absent at 1: edits cached before it was kept stay valid
+                spec["writer_sampling"] = {"temperature": self.writer_temperature, "retries_rise_to": 1.0}
         return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
 
     def _missing(self, method: str, turns: list[Turn], input_u8: np.ndarray) -> Chain | None:
