@@ -59,12 +59,13 @@ train-continue: install
 		--cache.start $(CONTINUE_START) --unet.init embedded $(TRAIN_ARGS)
 
 # Relearn the embedded model's direction library (what ships: presentation, skin, anti-horror) when the model
-# changes, then rerun the directions study at the issue's full size (200 seeds per prompt) into docs/results/directions
+# changes, calibrate fair skin (which directions to add per drawn tone, and how often to draw each), then rerun the directions study at the issue's full size (200 seeds per prompt) into docs/results/directions
 # (report.md, report.json, figures; it names the weights it was measured on). Both resume: finished directions, cached
 # latents and the study's cached images (runs/directions-study, keyed by the weights) are kept.
 DIRECTIONS_STUDY_ARGS ?=
 directions: install
 	$(BIN)/python -m segakit.train.directions --only presentation,skin,horror --cache runs/directions-cache
+	$(BIN)/python -m segakit.train.calibrate_directions --attribute skin
 	$(BIN)/segakit eval directions --out docs/results/directions --cache runs/directions-study $(DIRECTIONS_STUDY_ARGS)
 
 # The editing study (segakit eval editing) into docs/results/editing/study: report.md, report.json (it names the

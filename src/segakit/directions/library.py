@@ -12,6 +12,13 @@ A library is a folder with ``library.json`` (``{"directions": {"presentation=wom
 ...}, "model": ..., "strength": 0.5, "strengths": {"presentation=woman": 0.75}}``) and the direction files: ``strength`` is
 the default strength of its directions, ``strengths`` (optional) the strength of those that need another. The embedded model's is shipped under
 ``segakit/assets/directions``; ``python -m segakit.train.directions`` relearns it.
+
+``recipes`` (optional, written by ``python -m segakit.train.calibrate_directions``) says, for a value whose own
+direction does not draw it, what fair generation adds instead when that value is drawn: a list of ``[name,
+strength]`` (``{"skin=medium-light": [["skin=medium", 0.5]]}``), chosen by reading the model's own images of each
+candidate. With them, ``draws`` (optional, the same command) gives the shares to draw the values at by default
+(``{"skin": {"light": 0.1, ...}}``) so that the shares the images show come out even. An explicit strength
+(``--library-strength``) skips both: every value's own direction at it, equal shares unless given.
 """
 
 from __future__ import annotations
@@ -40,18 +47,16 @@ def key(attribute: str, value: object) -> str:
 
 @dataclass
 class FairChoice:
-    """One drawn value per image and its direction: an h-space offset whose rows differ by image."""
+    """One drawn value per image and what it adds: an h-space offset whose rows differ by image."""
 
     attribute: str
     choices: list[str]  # the value drawn for each image
-    directions: dict[str, Direction]
-    strength: float = 1.0
-    strengths: dict[str, float] = field(default_factory=dict)  # per value, where it differs from ``strength``
+    recipes: dict[str, list[tuple[Direction, float]]]  # per value: the directions added, each at its strength
 
     def offset(self, batch: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
         if batch != len(self.choices):
             raise UserError(f"Fair generation drew values for {len(self.choices)} images; this call makes {batch}.")
-        rows = [self.strengths.get(c, self.strength) * self.directions[c].resized(shape) for c in self.choices]
+        rows = [sum(s * d.resized(shape) for d, s in self.recipes[c]) for c in self.choices]
         return torch.stack(rows).to(device=device, dtype=dtype)
 
 
@@ -80,6 +85,19 @@ class Library:
         """The strength direction ``name`` is used at unless one is given (``strengths``, else ``strength``)."""
         return float(self.meta.get("strengths", {}).get(name, self.strength))
 
+    def recipe(self, name: str) -> list[tuple[str, float]]:
+        """What fair generation adds when ``name``'s value is drawn: ``recipes`` where calibration set one, else
+        the direction itself at its strength."""
+        given = self.meta.get("recipes", {}).get(name)
+        if given is None:
+            return [(name, self.strength_of(name))]
+        return [(str(n), float(st)) for n, st in given]
+
+    def draw_shares(self, attribute: str) -> dict[str, float] | None:
+        """The calibrated default shares of ``attribute``'s values (``draws``), or None: equal shares."""
+        given = self.meta.get("draws", {}).get(attribute)
+        return {str(v): float(p) for v, p in given.items()} if given else None
+
     def names(self) -> list[str]:
         return sorted(self.files)
 
@@ -100,16 +118,18 @@ class Library:
     def fair(self, attribute: str, n_images: int, seed: int, shares: str | dict[str, float] | None = None,
              strength: float | None = None, draw: str = "spread") -> FairChoice:  # fmt: skip
         """Draw a value of ``attribute`` for each of ``n_images`` images (image i from ``seed + i``, by ``draw``:
-        :data:`segakit.core.draws.DRAWS`); ``strength`` None: each value's direction at the library's strength for it."""
+        :data:`segakit.core.draws.DRAWS`); ``strength`` None: each value's recipe (:meth:`recipe`), else every
+        value's own direction at ``strength``."""
         allowed = self.values(attribute)
         if len(allowed) < 2:
             raise UserError(f"--fair {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
+        if shares is None and strength is None:
+            shares = self.draw_shares(attribute)
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
         choices = draw_values(table, n_images, seed, draw)
-        directions = {v: self.direction(key(attribute, v)) for v in table}
-        per_value = {} if strength is not None else {v: self.strength_of(key(attribute, v)) for v in table}
-        return FairChoice(attribute, choices, directions, self.strength if strength is None else strength, per_value)
+        plan = {v: [(key(attribute, v), strength)] if strength is not None else self.recipe(key(attribute, v)) for v in table}
+        return FairChoice(attribute, choices, {v: [(self.direction(n), st) for n, st in r] for v, r in plan.items()})
 
     def fair_attributes(self) -> list[str]:
         attrs = {n.split("=", 1)[0] for n in self.names()}

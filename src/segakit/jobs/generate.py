@@ -171,8 +171,9 @@ def _fair(library, params: GenerationParams, seeds: list[int], unet):
 
         return FairDiffusion.draw(attribute.strip(), len(seeds), seeds[0], shares or None, draw=params.fair_draw)
     fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params), params.fair_draw)
-    for d in fair.directions.values():
-        d.check_model(unet)
+    for recipe in fair.recipes.values():
+        for d, _ in recipe:
+            d.check_model(unet)
     return fair
 
 

@@ -130,10 +130,22 @@ def main(argv: list[str] | None = None) -> Path:
             d.meta["model"] = cfg.model
             d.save(out / file)
             index["directions"][name] = file
+            _drop_calibration(index, name.split("=", 1)[0])
             _save_index(index_path, index)
             print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
     _save_index(index_path, index)  # also when nothing was learned: new --strengths take effect
     return out
+
+
+def _drop_calibration(index: dict, attribute: str) -> None:
+    """A relearned direction voids its attribute's calibration (python -m segakit.train.calibrate_directions)."""
+    recipes = index.get("recipes", {})
+    dropped = [n for n in recipes if n.split("=", 1)[0] == attribute]
+    for n in dropped:
+        del recipes[n]
+    drew = index.get("draws", {}).pop(attribute, None) is not None
+    if index.get("calibration", {}).pop(attribute, None) is not None or dropped or drew:
+        print(f"{attribute}: its calibration no longer holds; rerun python -m segakit.train.calibrate_directions --attribute {attribute}")
 
 
 def _save_index(path: Path, index: dict) -> None:

@@ -95,9 +95,10 @@ def render(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: floa
 
 
 def fair_choices(bench: Bench, arm: Arm, seeds: list[int]) -> list[str]:
-    """The values a fair arm drew for ``seeds`` (both fair methods draw the same: image i from seed i)."""
+    """The values a fair arm drew for ``seeds`` (image i from seed i; both fair methods draw the same unless the
+    library's calibration gives its own draw shares, ``draws`` in library.json)."""
     if arm.kind == "fair-directions":
-        return bench.library.fair(arm.param, len(seeds), seeds[0]).choices
+        return bench.library.fair(arm.param, len(seeds), seeds[0], strength=bench.cfg.strength).choices
     return FairDiffusion.draw(arm.param, len(seeds), seeds[0]).choices
 
 

@@ -49,7 +49,9 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
         "model": {"name": model_name, "fingerprint": study.model_id, "unet": fingerprint(pipe.unet),
                   "library": str(library.folder), "library_fingerprint": study.library_id, "library_unet": library.meta.get("unet"),
                   "strength": study.bench.strength,
-                  "strengths": {} if cfg.strength is not None else dict(library.meta.get("strengths", {})), "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
+                  "strengths": {} if cfg.strength is not None else dict(library.meta.get("strengths", {})),
+                  "recipes": {} if cfg.strength is not None else dict(library.meta.get("recipes", {})),
+                  "draws": {} if cfg.strength is not None else dict(library.meta.get("draws", {})), "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
         "wall_seconds": {"total": time.perf_counter() - t0, **walls},
         "shots": {"made": sum(not s.cached for s in study._shots.values()), "from_cache": sum(s.cached for s in study._shots.values())},
         "results": results,
@@ -73,7 +75,10 @@ def markdown(report: dict) -> str:
         f"({report['shots']['made']} image sets made, {report['shots']['from_cache']} from the cache). Model "
         f"`{model['name']}` (weights {model['fingerprint']}, U-Net {model['unet']}); direction library {model['library_fingerprint']} "
         f"learned on U-Net {model['library_unet']}, used at strength {model['strength']:g}"
-        + "".join(f" ({n} at {v:g})" for n, v in sorted(model.get("strengths", {}).items())) + f"; oracle {model['oracle']}.", "",
+        + "".join(f" ({n} at {v:g})" for n, v in sorted(model.get("strengths", {}).items()))
+        + "".join(f"; fair draws of {n} add {' + '.join(f'{d} at {st:g}' for d, st in r)} (calibrated)" for n, r in sorted(model.get("recipes", {}).items()))
+        + "".join(f"; {a} drawn at calibrated shares " + ", ".join(f"{v} {p:.3f}" for v, p in d.items()) for a, d in sorted(model.get("draws", {}).items()))
+        + f"; oracle {model['oracle']}.", "",
         f"{cfg['seeds']} seeds per prompt ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}; image i of every prompt and "
         f"method uses seed i), {cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}. How it is measured: docs/directions.md.",
     ]  # fmt: skip
@@ -124,7 +129,8 @@ def _fairness(f: dict) -> list[str]:
     lines = ["", "## Fairness", "", "Deviation ratio `max |share - 1/K| / (1 - 1/K)` (0: balanced), averaged over the roles (worst role in "
              "brackets); the share of the images that show the value drawn for them; the share of the other attributes the "
              "oracle reads as on the plain image of the same seed; SSIM to that image. Both fair methods draw the same value "
-             "per image (from its seed). The reference draws it too and names it in the prompt ('a doctor, woman'): what "
+             "per image (from its seed), with equal shares, unless the header names calibrated draw shares for the directions. "
+             "The reference draws as Fair Diffusion does and names it in the prompt ('a doctor, woman'): what "
              "asking for the value in words changes on this model.", "",
              "| attribute | method | deviation ratio | target | reads the drawn value | others unchanged | SSIM |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
