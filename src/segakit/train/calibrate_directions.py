@@ -130,4 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # one sentence, exit 2, as the CLI does
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(2)
