@@ -148,6 +148,25 @@ def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance_and_mask(study_p
     assert len({n[0] for n in names.values()}) == 3 and len({n[1] for n in names.values()}) == 1
 
 
+def test_the_whole_chain_captions_the_image_itself_and_keys_its_cache_on_the_captioner(study_parts, tmp_path):
+    import copy
+
+    pipe, oracle, clip = study_parts
+    cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=("onthefly-auto-ddpm",), figure_rows=1)
+    result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
+    turn = result["single"][0]
+    row = next(r for r in result["records"] if r["method"] == "onthefly-auto-ddpm")
+    assert row["captions_before"][0] == pipe.captioner(turn.input_image)  # caption 1 is the captioner's, not the world's
+    assert result["fingerprints"]["captioner"]
+    u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
+    study = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache")
+    spec = study._unit("onthefly-auto-ddpm", turn, u8).spec
+    assert spec["captioner"] == result["fingerprints"]["captioner"] and spec["source_caption"] is None
+    bare = copy.copy(pipe)
+    bare.captioner = None  # a model without a captioner: the chain is reported unavailable, never faked
+    assert not Methods(bare, cfg).available("onthefly-auto-ddpm") and Methods(bare, cfg).available("onthefly-lm-ddpm")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

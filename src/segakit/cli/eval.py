@@ -248,7 +248,7 @@ def editing(
     sessions: Annotated[int, typer.Option(help="Multi-turn sessions (0 = skip the multi-turn protocol).")] = 4,
     turns: Annotated[int, typer.Option(help="Instructions per session, each editing the previous result (MagicBrush: 3).")] = 3,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps, every method (the paper: 100).")] = 25,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods: onthefly-gold, onthefly-lm, onthefly-gold-ddpm, onthefly-lm-ddpm, sega, ledits-diffusers, regenerate.")] = "onthefly-gold,onthefly-lm,onthefly-gold-ddpm,onthefly-lm-ddpm,sega,ledits-diffusers,regenerate",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods: onthefly-gold, onthefly-lm, onthefly-gold-ddpm, onthefly-lm-ddpm, sega, ledits-diffusers, regenerate; also onthefly-auto-ddpm (captions the image itself: the whole chain).")] = "onthefly-gold,onthefly-lm,onthefly-gold-ddpm,onthefly-lm-ddpm,sega,ledits-diffusers,regenerate",
     model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder with clip/ beside it.")] = "embedded",
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal LM folder for onthefly-lm (default: the embedded model's own caption writer, when it ships).")] = None,
     seed: Annotated[int, typer.Option(help="The world's seed of the pairs and sessions.")] = 0,

@@ -9,8 +9,9 @@ from segakit.core.errors import UserError
 from segakit.editing.ledits import MASK_TOKENS
 
 GOLD = ("onthefly-gold", "onthefly-gold-ddpm")  # the methods given the gold target caption
-WRITTEN = ("onthefly-lm", "onthefly-lm-ddpm")  # the methods whose captions the caption writer writes
-DDPM = ("onthefly-gold-ddpm", "onthefly-lm-ddpm")  # OnTheFly on a DDPM inversion (segakit edit --inversion ddpm)
+WRITTEN = ("onthefly-lm", "onthefly-lm-ddpm", "onthefly-auto-ddpm")  # the methods whose captions the caption writer writes
+DDPM = ("onthefly-gold-ddpm", "onthefly-lm-ddpm", "onthefly-auto-ddpm")  # OnTheFly on a DDPM inversion (segakit edit --inversion ddpm)
+CAPTIONED = ("onthefly-auto-ddpm",)  # the methods that caption the image themselves (not given the world's caption)
 
 # name -> what it is (the report's row labels)
 METHODS: dict[str, str] = {
@@ -18,6 +19,7 @@ METHODS: dict[str, str] = {
     "onthefly-lm": "OnTheFly, the caption writer's captions",
     "onthefly-gold-ddpm": "OnTheFly's edit direction on an edit-friendly DDPM inversion (segakit's variant), gold target caption",
     "onthefly-lm-ddpm": "OnTheFly's edit direction on an edit-friendly DDPM inversion (segakit's variant), the caption writer's captions",
+    "onthefly-auto-ddpm": "OnTheFly on an edit-friendly DDPM inversion from the image and the instruction alone: the captioner's caption, then the caption writer's captions (the paper's whole chain)",
     "sega": "segakit SEGA on the edit-friendly inversion (LEDITS++ recipe), concepts from the instruction",
     "ledits-diffusers": "diffusers' LEditsPPPipelineStableDiffusion (peer), the same concepts",
     "regenerate": "inversion + regeneration with the source caption (no edit)",

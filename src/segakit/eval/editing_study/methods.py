@@ -19,7 +19,7 @@ from segakit.core.inversion import NoiseRegularization, ddim_invert, ddim_sample
 from segakit.editing.concepts import derive_concepts
 from segakit.editing.image import decode, encode
 from segakit.editing.pipeline import EditPipeline
-from segakit.eval.editing_study.config import WRITTEN, EditingStudyConfig
+from segakit.eval.editing_study.config import CAPTIONED, WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.peer import ledits_edit, ledits_peer
 
 
@@ -49,11 +49,12 @@ class Methods:
         self._peer = None
 
     def available(self, method: str) -> bool:
-        return method not in WRITTEN or self.pipe.caption_writer is not None
+        return (method not in WRITTEN or self.pipe.caption_writer is not None) and (method not in CAPTIONED or self.pipe.captioner is not None)
 
     def run(self, method: str, image: Image.Image, instruction: str, source_caption: str, target_caption: str) -> MethodResult:
         if not self.available(method):
-            raise UserError(f"Method {method!r} needs a caption writer; pass --caption-writer with a local causal LM folder.")
+            raise UserError(f"Method {method!r} needs a caption writer (and, for onthefly-auto-ddpm, a captioner); pass "
+                            "--caption-writer with a local causal LM folder.")  # fmt: skip
         start = time.perf_counter()
         result = getattr(self, "_" + method.replace("-", "_"))(image, instruction, source_caption, target_caption)
         result.seconds = time.perf_counter() - start
@@ -78,6 +79,9 @@ class Methods:
 
     def _onthefly_lm_ddpm(self, image, instruction, source_caption, target_caption) -> MethodResult:
         return self._onthefly(image, instruction, source_caption, None, inversion="ddpm")
+
+    def _onthefly_auto_ddpm(self, image, instruction, source_caption, target_caption) -> MethodResult:
+        return self._onthefly(image, instruction, None, None, inversion="ddpm")  # the pipeline captions the image
 
     def _sega(self, image, instruction, source_caption, target_caption) -> MethodResult:
         c = self.cfg

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from segakit.core.atomic import atomic_open, ensure_writable_dir
-from segakit.eval.editing_study.config import METHODS, WRITTEN
+from segakit.eval.editing_study.config import CAPTIONED, METHODS, WRITTEN
 from segakit.eval.editing_study.export import write_magicbrush, write_results
 from segakit.eval.editing_study.figures import pairs_figure, sessions_figure
 from segakit.eval.editing_study.run import NO_EDIT, TARGET
@@ -56,7 +56,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`", "",
         (f"Model `{m['name']}`, weights fingerprint `{m['model']}`; oracle `{m['oracle']}`; CLIP `{m['clip']}`; "
          f"caption writer `{m['caption_writer'] or 'none'}`"
-         + (f" sampling at temperature {m['caption_writer_temperature']:g}." if m.get("caption_writer_temperature") else ".")),
+         + (f" sampling at temperature {m['caption_writer_temperature']:g}" if m.get("caption_writer_temperature") else "")
+         + (f"; captioner `{m['captioner']}`." if m.get("captioner") else ".")),
         (f"World seed {report['seeds']['world_seed']} (single-change pairs {report['seeds']['pairs']}; sessions "
          f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
          f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "
@@ -77,7 +78,8 @@ def markdown(report: dict) -> str:
         if stages:
             lines.append("")
             lines.append(f"{method}, seconds per edit by stage: " + ", ".join(f"{k} {_fmt(v, 'seconds')}" for k, v in stages.items())
-                         + (" (captions: the caption writer)" if method in WRITTEN else ""))
+                         + (" (captions: the captioner and the caption writer)" if method in CAPTIONED else
+                            " (captions: the caption writer)" if method in WRITTEN else ""))
     attrs = sorted({a for e in s.values() if e["available"] for a in e["single"]["by_attribute"]})
     shown = [k for k, e in s.items() if e["available"] and k not in REFERENCES]
     lines += ["", "Success by instructed attribute (successes / edits):", "", "| attribute | " + " | ".join(shown) + " |",

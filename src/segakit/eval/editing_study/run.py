@@ -23,7 +23,7 @@ import torch
 
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
 from segakit.editing.caption_writer import SELECTION_RULES
-from segakit.eval.editing_study.config import DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
+from segakit.eval.editing_study.config import CAPTIONED, DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.items import (
     Turn,
     image_of,
@@ -77,8 +77,12 @@ class EditingStudy:
             "clip": fingerprint(clip.model) if clip is not None else None,
             "caption_writer": fingerprint(writer.model) if writer is not None and hasattr(writer, "model") else None,
         }
+        captioner = methods.pipe.captioner
+        self.captioner_id = fingerprint(captioner.model) if captioner is not None and hasattr(captioner, "model") else None
         self.writer_temperature = getattr(writer, "temperature", None)
         self.fingerprints["caption_writer_temperature"] = self.writer_temperature
+        if any(m in CAPTIONED for m in cfg.methods):
+            self.fingerprints["captioner"] = self.captioner_id
         self.settings = {k: getattr(cfg, k) for k in SETTINGS}
         self.units = self.computed = 0
 
@@ -92,6 +96,8 @@ class EditingStudy:
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
             if self.cfg.ddpm_mask:  # absent when off, so edits cached before the option existed stay valid
                 spec["ddpm_mask"] = self.cfg.ddpm_mask
+        if method in CAPTIONED:  # captions the image itself: the captioner's weights, not the world's caption
+            spec["captioner"], spec["source_caption"] = self.captioner_id, None
         if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
             spec["writer_rules"] = SELECTION_RULES
             if self.writer_temperature not in (None, 1.0):  # absent at 1: edits cached before it was kept stay valid
