@@ -156,13 +156,18 @@ def test_the_calibration_recipe_writes_recipes_draws_and_what_it_read(tmp_path):
         d = Direction(3 * torch.randn(shape, generator=torch.Generator().manual_seed(k)), f"skin={v}", {"unet": fingerprint(pipe.unet)})
         files[f"skin={v}"] = d.save(lib / f"skin-{v}.safetensors").name
     (lib / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5, "recipes": {"glasses=true": [["glasses=true", 1.0]]}}))
-    argv = ["--attribute", "skin", "--library", str(lib), "--model", str(folder), "--seeds", "2", "--steps", "2", "--strengths", "0.5"]
+    argv = ["--attribute", "skin", "--library", str(lib), "--model", str(folder), "--seeds", "2", "--steps", "2", "--strengths", "0.5",
+            "--figure", str(tmp_path / "cal.png")]
     summary = main(argv)
     index = json.loads((lib / "library.json").read_text())
     assert index["calibration"]["skin"]["command"] == "python -m segakit.train.calibrate_directions " + " ".join(argv)
     assert sum(sum(c.values()) for c in summary["reads"].values()) == 2 * 3  # 2 singles + 1 pair, 2 seeds each
     assert set(index["draws"]["skin"]) == {"light", "dark"} and sum(index["draws"]["skin"].values()) == pytest.approx(1, abs=1e-3)
     assert "glasses=true" in index["recipes"]  # another attribute's recipes stay
+    from PIL import Image
+
+    with Image.open(tmp_path / "cal.png") as im:  # two rows (own, calibrated) per value, one column per seed shown
+        assert im.height >= 4 * 2 * 32 and im.width >= 2 * 2 * 32
     assert all(n.startswith("skin=") for r in summary["chosen"].values() for n, _ in r["recipe"])
     with pytest.raises(UserError, match="--attribute 'hat'"):
         main(["--attribute", "hat", "--library", str(lib), "--model", str(folder)])

@@ -42,6 +42,8 @@ class CalibrateConfig:
     pair_strength: float = 0.5  # 0: no pairs
     margin: float = 0.1  # a recipe within this share of the best that is simpler wins (32 seeds: a share's noise ~0.08)
     balance: bool = True  # also write the draw shares that even out what the images show (library.json's draws)
+    figure: str = ""  # also draw, per value, its own direction's images and the chosen recipe's (same seeds) as a PNG here
+    figure_seeds: int = 8
     steps: int = 25
     threads: int = 0
 
@@ -80,11 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
     recipes = candidates(names, strengths, cfg.pair_strength or None)
     t0 = time.perf_counter()
     reads: dict = {}
+    shown: dict = {}  # the first images of each recipe, for --figure
     for k, recipe in enumerate(recipes):
         gens = [torch.Generator().manual_seed(cfg.first_seed + i) for i in range(cfg.seeds)]
         images = pipe(cfg.prompt, num_inference_steps=cfg.steps, num_images_per_prompt=cfg.seeds, generator=gens,
                       directions=[lib.direction(n).at(s) for n, s in recipe], output_type="pt").images  # fmt: skip
         reads[recipe] = [key(cfg.attribute, lab[cfg.attribute]).split("=", 1)[1] for lab in oracle.predict(images)]
+        shown[recipe] = images[: cfg.figure_seeds].cpu()
         print(f"[{k + 1}/{len(recipes)}] {' + '.join(f'{n}@{s:g}' for n, s in recipe)}: "
               + ", ".join(f"{v} {share(reads[recipe], v):.2f}" for v in values), flush=True)  # fmt: skip
     own = {v: ((key(cfg.attribute, v), lib.strength_of(key(cfg.attribute, v))),) for v in values}
@@ -126,7 +130,28 @@ def main(argv: list[str] | None = None) -> dict:
         print("balanced draw: " + ", ".join(f"{v} {p:.3f}" for v, p in summary["draw"].items()) + "; expected shares then: "
               + ", ".join(f"{w} {x:.2f}" for w, x in summary["expected_shares_balanced"].items()))  # fmt: skip
     print(f"wrote {index_path}")
+    if cfg.figure:
+        print(f"wrote {_figure(Path(cfg.figure), shown, own, plan, reads, values)}")
     return summary
+
+
+def _figure(path: Path, shown: dict, own: dict, plan: dict, reads: dict, values: list[str]) -> Path:
+    """Two rows per value: its own direction's images, then the chosen recipe's (the same seeds), each labelled with
+    the share of all calibration images that show the value."""
+    from PIL import Image
+
+    from segakit.core.images import grid, save_png
+
+    def pil(x: torch.Tensor) -> Image.Image:
+        return Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+
+    images, rows = [], []
+    for v in values:
+        for label, recipe in (("own", own[v]), ("calibrated", plan[v])):
+            images += [pil(x) for x in shown[recipe]]
+            parts = " + ".join(f"{n.split('=', 1)[1]}@{x:g}" for n, x in recipe)
+            rows.append(f"{v}, {label}: {parts} ({share(reads[recipe], v):.2f})")
+    return save_png(grid(images, len(next(iter(shown.values()))), row_labels=rows, scale=2), path)
 
 
 if __name__ == "__main__":
