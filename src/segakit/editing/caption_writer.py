@@ -143,7 +143,6 @@ class CaptionWriter:
             raise UserError(f"Could not load the language model in {str(folder)!r}: {first}") from None
         return cls(model, tokenizer, **kwargs)
 
-    @torch.no_grad()
     def try_temperature(self, attempt: int) -> float:
         """The temperature of try ``attempt`` (0-based): the writer's own on the first, rising evenly to 1 by the
         last when it is below 1 (a sharp writer that keeps copying a before-caption gets looser draws)."""
@@ -151,6 +150,7 @@ class CaptionWriter:
             return self.temperature
         return self.temperature + (1.0 - self.temperature) * attempt / (MAX_TRIES - 1)
 
+    @torch.no_grad()
     def generate(self, prompt: str, seed: int, temperature: float | None = None) -> str:
         """The prompt and the model's sampled continuation (seeded: the same seed gives the same text)."""
         inputs = self.tokenizer(prompt, return_tensors="pt")

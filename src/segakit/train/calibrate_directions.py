@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from segakit.core.atomic import atomic_open
 from segakit.core.errors import UserError
 from segakit.directions.calibrate import balanced_draw, candidates, choose, expected_shares, share
 from segakit.directions.library import Library, embedded_library_path, key
 from segakit.train.config import parse_config
+from segakit.train.directions import save_index
 
 
 @dataclass
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     draws.pop(cfg.attribute, None)
     if summary["draw"]:
         draws[cfg.attribute] = summary["draw"]
-    with atomic_open(index_path, "w") as fh:
-        json.dump(index, fh, indent=2, sort_keys=True)
+    save_index(index_path, index)
     for v, (r, s) in chosen.items():
         was = f"{own_reads[v]:.2f}" if own_reads[v] is not None else "-"
         print(f"{key(cfg.attribute, v)}: {' + '.join(f'{n}@{x:g}' for n, x in r)} shows it in {s:.2f} (its own direction {was})")

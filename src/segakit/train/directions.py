@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> Path:
             d.save(out / file)
             index["directions"][name] = file
             _drop_calibration(index, name.split("=", 1)[0])
-            _save_index(index_path, index)
+            save_index(index_path, index)
             print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
-    _save_index(index_path, index)  # also when nothing was learned: new --strengths take effect
+    save_index(index_path, index)  # also when nothing was learned: new --strengths take effect
     return out
 
 
@@ -148,7 +148,7 @@ def _drop_calibration(index: dict, attribute: str) -> None:
         print(f"{attribute}: its calibration no longer holds; rerun python -m segakit.train.calibrate_directions --attribute {attribute}")
 
 
-def _save_index(path: Path, index: dict) -> None:
+def save_index(path: Path, index: dict) -> None:
     with atomic_open(path, "w") as fh:
         json.dump(index, fh, indent=2, sort_keys=True)
 

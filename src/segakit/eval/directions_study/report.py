@@ -49,9 +49,9 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
         "model": {"name": model_name, "fingerprint": study.model_id, "unet": fingerprint(pipe.unet),
                   "library": str(library.folder), "library_fingerprint": study.library_id, "library_unet": library.meta.get("unet"),
                   "strength": study.bench.strength,
-                  "strengths": {} if cfg.strength is not None else dict(library.meta.get("strengths", {})),
-                  "recipes": {} if cfg.strength is not None else dict(library.meta.get("recipes", {})),
-                  "draws": {} if cfg.strength is not None else dict(library.meta.get("draws", {})), "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
+                  # what the library says beyond its strength, unless --strength overrides it all
+                  **{k: {} if cfg.strength is not None else dict(library.meta.get(k, {})) for k in ("strengths", "recipes", "draws")},
+                  "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
         "wall_seconds": {"total": time.perf_counter() - t0, **walls},
         "shots": {"made": sum(not s.cached for s in study._shots.values()), "from_cache": sum(s.cached for s in study._shots.values())},
         "results": results,

@@ -96,12 +96,14 @@ class Study:
         if used:
             what["library"] = library_fingerprint(lib, used)
             what["strengths"] = {n: self.bench.strength_of(n) if strength is None else strength for n in used}
+        if used and arm.kind == "fair-directions" and cfg.strength is None and strength is None:
+            # calibration, where there is any (absent without it: the images cached before it stay valid)
             recipes = {n: lib.recipe(n) for n in used if n in lib.meta.get("recipes", {})}
-            calibrated = arm.kind == "fair-directions" and self.bench.cfg.strength is None and strength is None
-            if calibrated and recipes:
-                what["recipes"] = recipes  # absent without calibration: the images cached before it stay valid
-            if calibrated and lib.draw_shares(arm.param):
-                what["draw_shares"] = lib.draw_shares(arm.param)
+            shares = lib.draw_shares(arm.param)
+            if recipes:
+                what["recipes"] = recipes
+            if shares:
+                what["draw_shares"] = shares
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
     def shot(self, arm: Arm, prompt: str, n: int | None = None, strength: float | None = None) -> Shot:
