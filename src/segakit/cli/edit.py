@@ -27,6 +27,7 @@ def edit(
     skip: Annotated[float, typer.Option(help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
     threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
     mask: Annotated[float, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.95 with --guidance 5 keeps more of the image, docs/editing.md).")] = 0.0,
+    blend: Annotated[bool, typer.Option("--blend", help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md).")] = False,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
     source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
@@ -75,7 +76,7 @@ def edit(
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
             steps=steps, guidance_scale=default_guidance(method, inversion) if guidance is None else guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
-            source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask,
+            source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask, blend=blend,
         )  # fmt: skip
         turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
     for turn in turns:

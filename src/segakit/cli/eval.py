@@ -245,6 +245,7 @@ def _runner(workers: int | None, ray: str | None, model: str, device: str, threa
 def editing(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md, report.json, figures, MagicBrush-format files and cache/.")] = Path("out/eval-editing"),
     pairs: Annotated[int, typer.Option(help="Single-change world pairs (single-turn protocol).")] = 24,
+    attributes: Annotated[str, typer.Option("--attributes", help="Comma-separated: only the single-change pairs that change one of these attributes (the same pairs as without it, the others left out; default: all).")] = "",
     sessions: Annotated[int, typer.Option(help="Multi-turn sessions (0 = skip the multi-turn protocol).")] = 4,
     turns: Annotated[int, typer.Option(help="Instructions per session, each editing the previous result (MagicBrush: 3).")] = 3,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps, every method (the paper: 100).")] = 25,
@@ -262,6 +263,7 @@ def editing(
     sega_threshold: Annotated[float, typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9).")] = 0.9,
     source_guidance: Annotated[float, typer.Option("--sega-source-guidance", help="segakit SEGA: guidance towards the source caption while inverting and sampling (1: none, as the peer).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--sega-mask-tokens", help="segakit SEGA: whose attention makes the masks: all (LEDITS++'s code, diffusers) or concept (its paper).")] = "all",
+    blend: Annotated[bool, typer.Option("--blend", help="segakit SEGA and the -ddpm methods with --ddpm-mask: outside the masks of the steps so far, hold the inversion's latents (segakit edit --blend).")] = False,
     figure_rows: Annotated[int, typer.Option("--figure-rows", help="Pairs shown in the figure.")] = 6,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached edits (default: DIR/cache).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default; with --workers or --ray: 1 per worker).")] = 0,
@@ -285,10 +287,10 @@ def editing(
 
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
-    cfg = EditingStudyConfig(pairs=pairs, sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
+    cfg = EditingStudyConfig(pairs=pairs, attributes=tuple(a.strip() for a in attributes.split(",") if a.strip()), sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
                              guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, ddpm_mask=ddpm_mask, skip=skip, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, mask_tokens=mask_tokens,
-                             figure_rows=figure_rows).check()  # fmt: skip
+                             blend=blend, figure_rows=figure_rows).check()  # fmt: skip
     check(workers, ray)
     if threads:
         import torch

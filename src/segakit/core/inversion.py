@@ -46,6 +46,7 @@ class EditFriendlyInversion:
     noises: torch.Tensor  # z_t, (steps, *latent shape), in sampling order (first row: the first sampling step)
     timesteps: torch.Tensor  # the sampling timesteps (descending)
     num_train_steps: int  # the scheduler's set_timesteps count (steps * (1 + skip))
+    targets: torch.Tensor | None = None  # (steps, *latent shape): the latent each sampling step lands on (x_0 last)
 
 
 def epsilon(model_output: torch.Tensor, sample: torch.Tensor, alpha_prod: torch.Tensor | float, prediction_type: str) -> torch.Tensor:
@@ -204,7 +205,8 @@ def ddpm_invert(
             xs[i + 1] = mu + sigma * noises[i]  # the corrected x_{t-1}: no error accumulates
         if callback is not None:
             callback(i)
-    return EditFriendlyInversion(xs[0], noises, timesteps, int(steps * (1 + skip)))
+    targets = torch.stack([*xs[1:], latents])
+    return EditFriendlyInversion(xs[0], noises, timesteps, int(steps * (1 + skip)), targets)
 
 
 def ddpm_step(scheduler, model_output: torch.Tensor, t, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from segakit.core.attention import CrossAttentionCapture
 from segakit.core.conditioning import Conditioning
 from segakit.core.inversion import EditFriendlyInversion, ddpm_scheduler, ddpm_step
+from segakit.editing.blend import blend_step
 
 INTERSECT_FROM_T = 800
 MASK_TOKENS = ("all", "concept")  # which tokens' attention makes the mask (see the module docs)
@@ -107,21 +108,22 @@ def concept_tokens(tokenizer, concept: str, mask_tokens: str = "all") -> int:
 def sega_on_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, uncond: Conditioning, concepts: Conditioning,
     edits: Sequence[ConceptEdit], tokens: Sequence[int], skip: float, source: Conditioning | None = None,
-    source_guidance: float = 1.0, callback: Callable[[int], None] | None = None,
+    source_guidance: float = 1.0, blend: bool = False, callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` with the masked concept guidance of ``edits`` (rows of ``concepts``, in order).
 
     The base prediction is the one the inversion used (``uncond``, guided towards ``source`` by ``source_guidance``
     when given; at guidance 1, the source's own prediction, as :func:`segakit.core.inversion.guided` inverts), so
     with no concepts the image comes back exactly. (diffusers' LEditsPPPipelineStableDiffusion samples from the
-    unconditional prediction alone.)
+    unconditional prediction alone.) ``blend`` (:mod:`segakit.editing.blend`): outside the union of the concepts'
+    masks, hold the sample on the inversion's trajectory.
     """
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
     guided = source is not None
     rows = Conditioning.cat([uncond, source, concepts] if guided else [uncond, concepts])
     first = 2 if guided else 1
-    x = inversion.latents
+    x, region = inversion.latents, None
     with CrossAttentionCapture(unet) as capture:
         for i, t in enumerate(timesteps):
             capture.record(i)
@@ -131,7 +133,7 @@ def sega_on_inversion(
             maps = capture.token_maps(len(rows))
             side = mask_resolution(capture, x.shape[-1])
             at_side = [m[first:] for name, m in maps.items() if m.shape[2] == side * side and not name.startswith("mid_block")]
-            guidance = torch.zeros_like(eps_u)
+            guidance, edited = torch.zeros_like(eps_u), torch.zeros_like(eps_u[:, :1])
             for c, edit in enumerate(edits):
                 if i < edit.warmup:
                     continue
@@ -139,8 +141,10 @@ def sega_on_inversion(
                 mask = attention_mask([m[c : c + 1] for m in at_side], tokens[c], side, edit.threshold, x.shape[-2:])
                 if int(t) <= INTERSECT_FROM_T:
                     mask = mask * noise_mask(g, edit.threshold)
-                guidance = guidance + g * mask
+                guidance, edited = guidance + g * mask, torch.maximum(edited, mask)
             x = ddpm_step(scheduler, base + guidance, t, x, inversion.noises[i])
+            if blend:
+                x, region = blend_step(x, inversion, i, edited, region)
             if callback is not None:
                 callback(i)
     return x

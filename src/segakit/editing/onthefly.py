@@ -31,6 +31,7 @@ import torch
 from segakit.core.attention import CrossAttentionCapture
 from segakit.core.conditioning import Conditioning
 from segakit.core.inversion import EditFriendlyInversion, ddpm_scheduler, ddpm_step
+from segakit.editing.blend import blend_step
 from segakit.editing.direction import EditDirection
 from segakit.editing.ledits import noise_mask
 
@@ -101,7 +102,7 @@ def edit_with_cross_attention_guidance(
 @torch.no_grad()
 def edit_on_ddpm_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, source: Conditioning, direction: EditDirection,
-    skip: float, guidance_scale: float = 3.5, direction_scale: float = 1.0, mask: float = 0.0,
+    skip: float, guidance_scale: float = 3.5, direction_scale: float = 1.0, mask: float = 0.0, blend: bool = False,
     callback: Callable[[int], None] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` (made with ``source`` at guidance 1 and ``skip``) along ``direction``: at each step
@@ -109,17 +110,19 @@ def edit_on_ddpm_inversion(
 
     m is 1 everywhere when ``mask`` is 0; otherwise LEDITS++'s noise mask (its eq. 7) of the direction's change at
     that step: 1 where the change's absolute value, summed over channels, reaches its ``mask`` quantile. Outside the
-    mask the step is the inversion's own, so those pixels come back as they were."""
+    mask the step is the inversion's own, so those pixels come back nearly as they were; ``blend``
+    (:mod:`segakit.editing.blend`) holds them on the inversion's trajectory, so they come back exactly."""
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
     kwargs = Conditioning.cat([source, direction.add_to(source, direction_scale)]).unet_kwargs()
-    x = inversion.latents
+    x, region = inversion.latents, None
     for i, t in enumerate(timesteps):
         out_s, out_e = unet(torch.cat([x, x]), t, **kwargs).sample.chunk(2)
         change = out_e - out_s
-        if mask > 0:
-            change = change * noise_mask(change, mask)
-        x = ddpm_step(scheduler, out_s + guidance_scale * change, t, x, inversion.noises[i])
+        edited = noise_mask(change, mask) if mask > 0 else torch.ones_like(change[:, :1])
+        x = ddpm_step(scheduler, out_s + guidance_scale * change * edited, t, x, inversion.noises[i])
+        if blend:
+            x, region = blend_step(x, inversion, i, edited, region)
         if callback is not None:
             callback(i)
     return x

@@ -43,6 +43,7 @@ class EditParams:
     source_guidance: float = 1.0  # sega: guidance towards the source caption while inverting and sampling (1: none)
     threshold: float = 0.9  # sega: the masks' quantile
     mask: float = 0.0  # onthefly on a DDPM inversion: edit only where the direction's change reaches this quantile (0: everywhere)
+    blend: bool = False  # sega, onthefly on a DDPM inversion: outside the edit's masks, hold the inversion's latents (segakit.editing.blend)
     mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
     image: str | None = None  # the source file, as given
     image_sha256: str | None = None
@@ -75,6 +76,8 @@ class EditParams:
             raise UserError(f"--mask {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most.")
         if self.mask and not (self.method == "onthefly" and self.inversion == "ddpm"):
             raise UserError(f"--mask {self.mask} applies to --method onthefly --inversion ddpm only; sega masks with --threshold.")
+        if self.blend and not (self.method == "sega" or (self.inversion == "ddpm" and self.mask)):
+            raise UserError("--blend needs a masked edit: --method sega, or --inversion ddpm with --mask.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         for name in ("captions_before", "captions_after"):

@@ -152,18 +152,20 @@ class EditPipeline:
         cross_attention_guidance: float = 0.15, direction_scale: float = 1.0, regularize: bool = True,
         num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
         source_guidance: float = 1.0, threshold: float = 0.9, mask_tokens: str = "all", mask: float = 0.0,
-        output_type: str = "pil", callback: Callable[[int, int], None] | None = None,
+        blend: bool = False, output_type: str = "pil", callback: Callable[[int, int], None] | None = None,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step. ``mask`` (OnTheFly
         on a DDPM inversion): keep the edit where the direction moves the noise prediction most, this quantile of
-        the latent (LEDITS++'s noise mask; 0: everywhere; docs/editing.md: 0.95 with guidance 5 keeps more)."""
+        the latent (LEDITS++'s noise mask; 0: everywhere; docs/editing.md: 0.95 with guidance 5 keeps more).
+        ``blend`` (SEGA, or a masked DDPM edit): outside the masks of the steps so far, hold the inversion's own
+        latents (:mod:`segakit.editing.blend`)."""
         params = EditParams(
             instruction=instruction, model=self.model_name, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
             concepts=list(concepts or []), skip=skip, source_guidance=source_guidance, threshold=threshold,
-            mask_tokens=mask_tokens, mask=mask,
+            mask_tokens=mask_tokens, mask=mask, blend=blend,
         )  # fmt: skip
         return self.run(params, image, output_type=output_type, callback=callback)
 
@@ -204,7 +206,7 @@ class EditPipeline:
         offset = (lambda i: callback(params.steps + i + 1, total)) if callback is not None else None
         if ddpm:  # no reference pass, no cross-attention guidance; the inversion alone gives the input back exactly
             latents = edit_on_ddpm_inversion(self.unet, self.scheduler.config, inverted, source_cond, direction, params.skip,
-                                             params.guidance_scale, params.direction_scale, params.mask, callback=offset)  # fmt: skip
+                                             params.guidance_scale, params.direction_scale, params.mask, params.blend, callback=offset)  # fmt: skip
             reconstruction, losses = x0, []
         else:
             result = edit_with_cross_attention_guidance(
@@ -243,7 +245,7 @@ class EditPipeline:
         tokens = [concept_tokens(self.tokenizer, e.concept, params.mask_tokens) for e in edits]
         offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
         latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),
-                                    edits, tokens, params.skip, cond if guided else None, params.source_guidance, callback=offset)  # fmt: skip
+                                    edits, tokens, params.skip, cond if guided else None, params.source_guidance, params.blend, callback=offset)  # fmt: skip
         seconds["edit"] = time.perf_counter() - clock
         # what the inversion alone gives back: exactly the image (the autoencoder's round trip), by construction
         x = x0

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from segakit.core.errors import UserError
 from segakit.editing.ledits import MASK_TOKENS
+from segakit.world.schema import ATTRIBUTES
 
 GOLD = ("onthefly-gold", "onthefly-gold-ddpm")  # the methods given the gold target caption
 WRITTEN = ("onthefly-lm", "onthefly-lm-ddpm", "onthefly-auto-ddpm")  # the methods whose captions the caption writer writes
@@ -31,6 +32,7 @@ class EditingStudyConfig:
     """Every field enters the cache key of the edits it affects."""
 
     pairs: int = 24  # single-change world pairs (seed ``seed``, in index order)
+    attributes: tuple[str, ...] = ()  # only the single-change pairs that change one of these (empty: all)
     sessions: int = 4  # multi-turn sessions (0 = skip the multi-turn protocol)
     turns: int = 3  # instructions per session (MagicBrush: up to 3)
     seed: int = 0  # the world pairs' and sessions' seed
@@ -46,6 +48,7 @@ class EditingStudyConfig:
     sega_threshold: float = 0.9  # the masks' quantile (LEDITS++'s default)
     skip: float = 0.15  # share of the noisiest steps skipped by the edit-friendly inversion (LEDITS++'s default)
     source_guidance: float = 1.0  # segakit SEGA: guidance towards the source caption while inverting (1: none)
+    blend: bool = False  # segakit SEGA and the masked -ddpm methods: latent blending (segakit.editing.blend)
     mask_tokens: str = "all"  # segakit SEGA: whose attention makes the masks (segakit.editing.ledits.MASK_TOKENS)
     figure_rows: int = 6
 
@@ -73,6 +76,9 @@ class EditingStudyConfig:
             raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
+        for a in self.attributes:
+            if a not in ATTRIBUTES:
+                raise UserError(f"--attributes has {a!r}, which is not one of {', '.join(ATTRIBUTES)}.")
         if not 0 <= self.ddpm_mask < 1:
             raise UserError(f"--ddpm-mask {self.ddpm_mask!r} is outside [0, 1).")
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import dataclass
 
 from PIL import Image
@@ -26,13 +28,14 @@ class Turn:
     target_image: Image.Image
 
 
-def single_change_pairs(n: int, seed: int) -> list[EditPair]:
-    """The first ``n`` pairs of ``seed`` that change one attribute (in index order)."""
+def single_change_pairs(n: int, seed: int, attributes: Sequence[str] = ()) -> list[EditPair]:
+    """The first ``n`` pairs of ``seed`` that change one attribute (in index order), of ``attributes`` only when
+    given (the same pairs as without it, those that change another attribute left out)."""
     found, index = [], 0
     while len(found) < n:
         pair = pair_at(seed, index)
         index += 1
-        if len(pair.changes) == 1:
+        if len(pair.changes) == 1 and (not attributes or next(iter(pair.changes)) in attributes):
             found.append(pair)
     return found
 

@@ -65,7 +65,8 @@ class Methods:
         out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions, inversion=inversion,
                         num_inference_steps=c.steps, guidance_scale=c.ddpm_guidance if inversion == "ddpm" else c.guidance,
                         cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip,
-                        mask=c.ddpm_mask if inversion == "ddpm" else 0.0)  # fmt: skip
+                        mask=c.ddpm_mask if inversion == "ddpm" else 0.0,
+                        blend=c.blend and inversion == "ddpm" and bool(c.ddpm_mask))  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
@@ -89,7 +90,7 @@ class Methods:
         # at source guidance 1 the pipeline inverts and samples without the caption (as the peer does)
         out = self.pipe(image, instruction, source_caption=source_caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
-                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed)  # fmt: skip
+                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blend)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
 
     def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:

@@ -58,7 +58,9 @@ def markdown(report: dict) -> str:
          f"caption writer `{m['caption_writer'] or 'none'}`"
          + (f" sampling at temperature {m['caption_writer_temperature']:g}" if m.get("caption_writer_temperature") else "")
          + (f"; captioner `{m['captioner']}`." if m.get("captioner") else ".")),
-        (f"World seed {report['seeds']['world_seed']} (single-change pairs {report['seeds']['pairs']}; sessions "
+        (f"World seed {report['seeds']['world_seed']} (single-change pairs"
+         + (f" of {', '.join(cfg['attributes'])}" if cfg.get("attributes") else "")
+         + f" {report['seeds']['pairs']}; sessions "
          f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
          f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "
          f"{report['run']['edits']} edits ({report['run']['edits_from_cache']} from the cache this time), which took "

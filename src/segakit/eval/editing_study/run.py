@@ -96,6 +96,10 @@ class EditingStudy:
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
             if self.cfg.ddpm_mask:  # absent when off, so edits cached before the option existed stay valid
                 spec["ddpm_mask"] = self.cfg.ddpm_mask
+                if self.cfg.blend:
+                    spec["blend"] = "union"
+        if method == "sega" and self.cfg.blend:  # absent when off: the cached edits stay valid
+            spec["blend"] = "union"
         if method in CAPTIONED:  # captions the image itself: the captioner's weights, not the world's caption
             spec["captioner"], spec["source_caption"] = self.captioner_id, None
         if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
@@ -165,7 +169,7 @@ class EditingStudy:
     def run(self) -> dict:
         """Every method on every turn; returns the records and the images the report and figures need."""
         start = time.perf_counter()
-        pairs = single_change_pairs(self.cfg.pairs, self.cfg.seed)
+        pairs = single_change_pairs(self.cfg.pairs, self.cfg.seed, self.cfg.attributes)
         single = [pair_turn(p) for p in pairs]
         multi = [session_turns(s) for s in sessions(self.cfg.sessions, self.cfg.seed, self.cfg.turns)]
         records, images = [], {}
