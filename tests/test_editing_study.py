@@ -12,6 +12,7 @@ from PIL import Image
 from segakit.core.errors import UserError
 from segakit.eval.editing_study import (
     NO_EDIT,
+    ROUND_TRIP,
     TARGET,
     EditingStudy,
     EditingStudyConfig,
@@ -100,7 +101,7 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
     assert first["available"] == {"sega": True, "onthefly-lm": False, "regenerate": True}  # no caption writer: not faked
     assert first["run"]["edits"] == 2 * (1 + 2) and first["run"]["edits_from_cache"] == 0
     rows = first["records"]
-    assert {r["method"] for r in rows} == {NO_EDIT, TARGET, "sega", "regenerate"}
+    assert {r["method"] for r in rows} == {NO_EDIT, ROUND_TRIP, TARGET, "sega", "regenerate"}
     multi = [r for r in rows if r["protocol"] == "multi-turn" and r["method"] == "sega"]
     assert [r["turn"] for r in multi] == [1, 2]
     assert all(r["concepts"] for r in rows if r["method"] == "sega")
@@ -111,6 +112,8 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
             assert r["others_unchanged"] == pytest.approx(1 - len(r["others_changed"]) / others)
     no_edit = [r for r in rows if r["method"] == NO_EDIT]
     assert all(r["ssim_source"] == pytest.approx(1.0) and r["success"] == 0 for r in no_edit)
+    (trip,) = [r for r in rows if r["method"] == ROUND_TRIP]  # single turns only: the autoencoder alone
+    assert trip["success"] == 0 and 0.5 < trip["ssim_source"] < 1
     target = [r for r in rows if r["method"] == TARGET]  # single turns only; the oracle reads the gold render's change
     assert len(target) == 1 and target[0]["success"] == 1 and target[0]["l1"] == 0
     again = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
@@ -136,7 +139,7 @@ def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance_and_mask(study_p
     cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=("onthefly-gold-ddpm", "onthefly-gold"), figure_rows=1)
     result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
     rows = {r["method"]: r for r in result["records"] if r["protocol"] == "single-turn"}
-    assert set(rows) == {NO_EDIT, TARGET, "onthefly-gold-ddpm", "onthefly-gold"}
+    assert set(rows) == {NO_EDIT, ROUND_TRIP, TARGET, "onthefly-gold-ddpm", "onthefly-gold"}
     assert rows["onthefly-gold-ddpm"]["captions_after"] == [result["single"][0].target_caption]
     turn = result["single"][0]
     u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
@@ -187,3 +190,12 @@ def test_cli_bad_value_exit_2_before_loading(monkeypatch, capsys, tmp_path):
     code, _, stderr = cli(monkeypatch, capsys, "eval", "editing", "--methods", "sega,nope", "--out", tmp_path / "o")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert "'nope'" in stderr and not (tmp_path / "o").exists()
+
+
+def test_attributes_pick_the_same_pairs_and_refuse_an_unknown_one():
+    every = single_change_pairs(30, 0)
+    hats = single_change_pairs(3, 0, ("hat", "glasses"))
+    assert all(next(iter(p.changes)) in ("hat", "glasses") for p in hats)
+    assert [p.index for p in hats] == [p.index for p in every if next(iter(p.changes)) in ("hat", "glasses")][:3]
+    with pytest.raises(UserError, match="--attributes has 'hats', which is not one of"):
+        EditingStudyConfig(attributes=("hats",)).check()

@@ -117,15 +117,16 @@ def _world_face_b64():
     return face, base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.mark.parametrize("inversion, guidance, mask", [("ddim", 5.0, 0.0), ("ddpm", 3.5, 0.0), ("ddpm", 5.0, 0.95)])
-def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance, mask):
+@pytest.mark.parametrize("inversion, guidance, mask, blend", [("ddim", 5.0, 0.0, False), ("ddpm", 3.5, 0.0, False), ("ddpm", 5.0, 0.95, False),
+                                                      ("ddpm", 5.0, 0.95, True)])  # fmt: skip
+def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance, mask, blend):
     from segakit.editing.params import EditParams
     from segakit.editing.pipeline import EditPipeline
 
     url, service = server
     face, data = _world_face_b64()
     body = {"image": data, "instruction": "make the person bald", "source_caption": face.caption,
-            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1, "inversion": inversion, **({"mask": mask, "guidance": guidance} if mask else {})}
+            "captions_after": [face.caption + ", bald"], "steps": 4, "seed": 1, "inversion": inversion, **({"mask": mask, "guidance": guidance, "blend": blend} if mask else {})}
     r = post(url, "/api/edit", body)
     assert r.status_code == 200, r.text
     out = r.json()["images"][0]
@@ -133,10 +134,10 @@ def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance, mask)
     assert params["kind"] == "edit" and params["instruction"] == "make the person bald" and params["steps"] == 4
     assert params["captions_after"] == [face.caption + ", bald"] and params["source_caption"] == face.caption
     assert params["inversion"] == inversion and params["guidance_scale"] == guidance  # the inversion's default, or as asked
-    assert params["mask"] == mask
+    assert params["mask"] == mask and params["blend"] == blend
     direct = EditPipeline.from_pipe(service.pipe, model_name="embedded").run(
         EditParams(instruction="make the person bald", source_caption=face.caption, captions_after=[face.caption + ", bald"], steps=4, seed=1,
-                   inversion=inversion, guidance_scale=guidance, mask=mask),
+                   inversion=inversion, guidance_scale=guidance, mask=mask, blend=blend),
         face.image.convert("RGB"))  # fmt: skip
     assert np.array_equal(pixels(base64.b64decode(out["png"])), np.asarray(direct.images[0].convert("RGB")))
 
@@ -231,9 +232,9 @@ def test_the_edit_tabs_handler_passes_mask_and_guidance(server):
 
     args = (face.image.convert("RGB"), "make the person bald", "onthefly", face.caption, face.caption + ", bald", "", 3, "ddpm")
     idle()
-    _, _, _, [path] = app.edit(*args, mask=0.95, guidance=5.0)
+    _, _, _, [path] = app.edit(*args, mask=0.95, guidance=5.0, blend=True)
     params = png_params(open(path, "rb").read())
-    assert params["mask"] == 0.95 and params["guidance_scale"] == 5.0 and params["inversion"] == "ddpm"
+    assert params["mask"] == 0.95 and params["guidance_scale"] == 5.0 and params["inversion"] == "ddpm" and params["blend"]
     idle()
     _, _, _, [path] = app.edit(*args)
     params = png_params(open(path, "rb").read())

@@ -161,5 +161,6 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
     wait(browser, lambda d: find(d, "#edit-help").is_displayed(), what="the Edit tab")
     assert "caption" in find(browser, "#edit-help").text
     assert find(browser, "#edit-mask").is_displayed() and find(browser, "#edit-guidance").is_displayed()
+    assert find(browser, "#edit-blend").is_displayed()
     if shots:
         browser.save_screenshot(str(Path(shots) / "serve-edit.png"))

@@ -11,7 +11,7 @@ from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.eval.editing_study.config import CAPTIONED, METHODS, WRITTEN
 from segakit.eval.editing_study.export import write_magicbrush, write_results
 from segakit.eval.editing_study.figures import pairs_figure, sessions_figure
-from segakit.eval.editing_study.run import NO_EDIT, TARGET
+from segakit.eval.editing_study.run import NO_EDIT, ROUND_TRIP, TARGET
 from segakit.eval.editing_study.summary import summarize
 
 COLUMNS = (("success", "success"), ("others_unchanged", "others unchanged"), ("ssim_source", "SSIM to source"),
@@ -19,11 +19,12 @@ COLUMNS = (("success", "success"), ("others_unchanged", "others unchanged"), ("s
 
 
 REFERENCES = {NO_EDIT: "the turn's input image, unedited (reference row)",
+              ROUND_TRIP: "the turn's input encoded and decoded by the model's autoencoder (reference row: an edit-friendly inversion with nothing to edit gives exactly this, so no editor in the latent space keeps more)",
               TARGET: "the world's render of the instructed change, the pair's gold target (reference row: what the oracle reads on a perfect edit)"}
 
 
 def build_report(result: dict, command: str, model_name: str) -> dict:
-    methods = [NO_EDIT, TARGET, *result["config"]["methods"]]
+    methods = [NO_EDIT, ROUND_TRIP, TARGET, *result["config"]["methods"]]
     return {
         "command": command,
         "model": {"name": model_name, **result["fingerprints"]},

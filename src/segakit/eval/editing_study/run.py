@@ -23,6 +23,7 @@ import torch
 
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
 from segakit.editing.caption_writer import SELECTION_RULES
+from segakit.editing.image import decode, encode, fit
 from segakit.eval.editing_study.config import CAPTIONED, DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.items import (
     Turn,
@@ -50,6 +51,7 @@ from segakit.world.schema import ATTRIBUTES
 
 NO_EDIT = "source (no edit)"  # a reference row: the turn's input handed back unchanged
 TARGET = "target (gold render)"  # a reference row: the world's own render of the edit (what a perfect edit scores)
+ROUND_TRIP = "source, autoencoder round trip"  # a reference row: what an editor in the model's latent space keeps at best
 SETTINGS = ("steps", "edit_seed", "guidance", "xa_guidance", "captions", "sega_scale", "sega_threshold", "skip", "source_guidance", "mask_tokens")
 
 
@@ -139,6 +141,13 @@ class EditingStudy:
             self.cache.save(unit, data)
         return data
 
+    def _round_trip(self, turn: Turn) -> np.ndarray:
+        """The turn's input encoded and decoded by the model's autoencoder: an edit-friendly inversion with nothing
+        to edit gives exactly this back, so no latent editor keeps more of the image."""
+        pipe = self.methods.pipe
+        with torch.no_grad():
+            return to_u8(decode(pipe.vae, encode(pipe.vae, fit(turn.input_image, pipe.resolution)))[0])
+
     # ---- measures
     def _measure(self, turn: Turn, result_u8: np.ndarray) -> dict[str, float]:
         res, tgt, src = (to_float(u[None]) for u in (result_u8, to_u8(turn.target_image), to_u8(turn.source_image)))
@@ -180,6 +189,7 @@ class EditingStudy:
         for turn in single:
             records.append(self._record(NO_EDIT, turn, None, to_u8(turn.input_image)))
             records.append(self._record(TARGET, turn, None, to_u8(turn.target_image)))
+            records.append(self._record(ROUND_TRIP, turn, None, self._round_trip(turn)))
         for method in (m for m in self.cfg.methods if available[m]):
             for turn in single:
                 data = self._edit(method, turn, to_u8(turn.input_image))
