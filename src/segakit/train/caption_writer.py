@@ -12,8 +12,11 @@ line break of the training texts, each word carrying its leading space byte-leve
 back exactly), wrapped as ``PreTrainedTokenizerFast``: the folder loads with ``AutoTokenizer`` and
 ``AutoModelForCausalLM``. A word it never saw is ``<unk>``.
 
-    python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_minutes 22 \\
-        --export src/segakit/assets/caption_writer                  # the shipped run (resumes; 600 steps)
+    # the shipped writer: 5,000 steps, then the same run folder continued to 10,000 (on resume the cosine schedule is
+    # recomputed for the new --max_steps: the learning rate rose to 8e-4 at step 5,000 and decayed again)
+    python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_steps 5000
+    python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_steps 10000 \\
+        --export src/segakit/assets/caption_writer
     python -m segakit.train.caption_writer --max_steps 2 --batch_size 2 --run /tmp/cw --eval_n 0   # smoke
 
 Writes ``<run>/ckpt`` (resumable), ``<run>/model`` (refreshed at each checkpoint) and ``<run>/metrics.jsonl``.
