@@ -14,11 +14,7 @@ from segakit.editing.blend import blend, grow
 from segakit.editing.direction import EditDirection
 from segakit.editing.onthefly import edit_on_ddpm_inversion
 from segakit.editing.params import EditParams
-
-SHAPE = (1, 4, 8, 8)
-CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-          "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}  # fmt: skip
-PATTERN = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+from test_onthefly_mask import CONFIG, PATTERN, SHAPE  # the same schedule, shape and pattern as the mask's test
 
 
 def coupled_unet(x, t, encoder_hidden_states, **_):
