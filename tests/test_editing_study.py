@@ -199,3 +199,18 @@ def test_attributes_pick_the_same_pairs_and_refuse_an_unknown_one():
     assert [p.index for p in hats] == [p.index for p in every if next(iter(p.changes)) in ("hat", "glasses")][:3]
     with pytest.raises(UserError, match="--attributes has 'hats', which is not one of"):
         EditingStudyConfig(attributes=("hats",)).check()
+
+
+def test_skin_direction_script_tells_the_gold_tone_from_the_instructed_side():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "editing_skin_direction.py"
+    spec = importlib.util.spec_from_file_location("editing_skin_direction", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # SKIN_ORDER runs light .. dark: from medium, "darker" (gold: dark) is met exactly by dark, on its side by medium-dark
+    assert module.verdict("medium", "dark", "dark") == "exact"
+    assert module.verdict("medium", "dark", "medium-dark") == "right side"
+    assert module.verdict("medium", "dark", "medium") == "wrong" and module.verdict("medium", "dark", "light") == "wrong"
+    assert module.verdict("medium", "light", "medium-light") == "right side"
