@@ -27,6 +27,7 @@ from segakit.eval.editing_study.items import (
     single_change_pairs,
 )
 from segakit.eval.editing_study.metrics import attribute_scores, cosine, l1, l2
+from segakit.world.pairs import instructed_values
 from segakit.world.schema import ATTRIBUTES
 from segakit.world.sessions import session_at
 
@@ -48,8 +49,16 @@ def test_l1_l2_cosine_by_hand():
 def test_attribute_scores_by_hand():
     source = {"glasses": False, "hat": True, "beard": False, "expression": "smile"}
     result = {"glasses": True, "hat": True, "beard": True, "expression": "smile"}
-    assert attribute_scores(source, result, {"glasses": True}, ["hat", "beard", "expression"]) == {"success": 1.0, "others_unchanged": 2 / 3}
-    assert attribute_scores(source, result, {"glasses": True, "beard": False}, ["hat"]) == {"success": 0.0, "others_unchanged": 1.0}
+    assert attribute_scores(source, result, {"glasses": True}, ["hat", "beard", "expression"]) == {"success": 1.0, "follows": 1.0, "others_unchanged": 2 / 3}
+    assert attribute_scores(source, result, {"glasses": True, "beard": False}, ["hat"]) == {"success": 0.0, "follows": 0.0, "others_unchanged": 1.0}
+    # "give her darker skin" from medium, gold tone dark: medium-dark misses the gold tone but follows the instruction
+    darker = instructed_values("skin", "medium", "dark", "give her darker skin")
+    assert darker == ("medium-dark", "dark") and instructed_values("skin", "medium", "light", "make her skin lighter") == ("light", "medium-light")
+    assert instructed_values("skin", "medium", "dark", "give her dark skin") == ("dark",)  # it names the tone
+    assert instructed_values("glasses", False, True, "give her glasses") == (True,)
+    got = attribute_scores({"skin": "medium"}, {"skin": "medium-dark"}, {"skin": "dark"}, [], {"skin": darker})
+    assert got["success"] == 0.0 and got["follows"] == 1.0
+    assert attribute_scores({"skin": "medium"}, {"skin": "medium"}, {"skin": "dark"}, [], {"skin": darker})["follows"] == 0.0
 
 
 def test_magicbrush_export(tmp_path):

@@ -161,6 +161,16 @@ def _referent(face: Face, rng: np.random.Generator) -> dict[str, str]:
     return {"subj": f"the {noun}", "obj": f"the {noun}", "pos": f"the {noun}'s"}
 
 
+def instructed_values(attr: str, old: Any, new: Any, instruction: str) -> tuple:
+    """The values of ``attr`` that follow ``instruction``: ``(new,)``; for a relative skin instruction ("darker",
+    "lighter"), which names a side and whose pair's ``new`` is one tone on it drawn at random, every tone on that side
+    of ``old``."""
+    if attr == "skin" and ("darker" in instruction or "lighter" in instruction):
+        i = SKIN_ORDER.index(old)
+        return tuple(SKIN_ORDER[i + 1 :] if SKIN_ORDER.index(new) > i else SKIN_ORDER[:i])
+    return (new,)
+
+
 def instruction_for(source: Face, attr: str, new: Any, rng: np.random.Generator, ref: dict[str, str]) -> str:
     old = getattr(source, attr)
     if attr in BINARY:

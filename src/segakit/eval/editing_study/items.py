@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
-from segakit.world.pairs import EditPair, pair_at
+from segakit.world.pairs import EditPair, instructed_values, pair_at
 from segakit.world.sessions import EditSession, session_at
 
 
@@ -26,6 +26,7 @@ class Turn:
     source_image: Image.Image  # the item's original source (turn 0)
     input_image: Image.Image  # the gold input of this turn
     target_image: Image.Image
+    instructed: dict[str, tuple] = field(default_factory=dict)  # attribute -> every value that follows the instruction
 
 
 def single_change_pairs(n: int, seed: int, attributes: Sequence[str] = ()) -> list[EditPair]:
@@ -42,17 +43,18 @@ def single_change_pairs(n: int, seed: int, attributes: Sequence[str] = ()) -> li
 
 def pair_turn(pair: EditPair) -> Turn:
     changes = {a: new for a, (_old, new) in pair.changes.items()}
+    instructed = {a: instructed_values(a, old, new, pair.instruction) for a, (old, new) in pair.changes.items()}
     return Turn(f"pair-{pair.index:06d}", 1, pair.instruction, pair.source_caption, pair.target_caption, changes, changes,
-                pair.source_image, pair.source_image, pair.target_image)  # fmt: skip
+                pair.source_image, pair.source_image, pair.target_image, instructed)  # fmt: skip
 
 
 def session_turns(session: EditSession) -> list[Turn]:
     turns, so_far = [], {}
-    for k, (attr, _old, new) in enumerate(session.changes):
+    for k, (attr, old, new) in enumerate(session.changes):
         so_far = {**so_far, attr: new}
         turns.append(Turn(f"session-{session.index:06d}", k + 1, session.instructions[k], session.captions[k],
                           session.captions[k + 1], {attr: new}, dict(so_far), session.images[0], session.images[k],
-                          session.images[k + 1]))  # fmt: skip
+                          session.images[k + 1], {attr: instructed_values(attr, old, new, session.instructions[k])}))  # fmt: skip
     return turns
 
 

@@ -46,12 +46,16 @@ def ssim_to(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ssim(x, y, data_range=1.0)
 
 
-def attribute_scores(source: dict, result: dict, changes: dict[str, object], unchanged: Sequence[str]) -> dict[str, float]:
-    """Success: the oracle reads every instructed value on the result; kept: the share of ``unchanged`` attributes it
-    reads on the result as on the source."""
+def attribute_scores(source: dict, result: dict, changes: dict[str, object], unchanged: Sequence[str],
+                     instructed: dict[str, tuple] | None = None) -> dict[str, float]:  # fmt: skip
+    """Success: the oracle reads every instructed value (the pair's gold one) on the result; follows: it reads, for
+    every changed attribute, one of the values that follow the instruction (``instructed``; default: the gold one;
+    a relative skin instruction accepts every tone on its side); kept: the share of ``unchanged`` attributes it reads
+    on the result as on the source."""
     success = all(result[a] == v for a, v in changes.items())
+    follows = all(result[a] in (instructed or {}).get(a, (v,)) for a, v in changes.items())
     kept = sum(result[a] == source[a] for a in unchanged) / max(1, len(unchanged))
-    return {"success": float(success), "others_unchanged": float(kept)}
+    return {"success": float(success), "follows": float(follows), "others_unchanged": float(kept)}
 
 
 class ClipScorer:

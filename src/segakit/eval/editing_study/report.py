@@ -14,7 +14,7 @@ from segakit.eval.editing_study.figures import pairs_figure, sessions_figure
 from segakit.eval.editing_study.run import NO_EDIT, ROUND_TRIP, TARGET
 from segakit.eval.editing_study.summary import summarize
 
-COLUMNS = (("success", "success"), ("others_unchanged", "others unchanged"), ("ssim_source", "SSIM to source"),
+COLUMNS = (("success", "success"), ("follows", "follows the instruction"), ("others_unchanged", "others unchanged"), ("ssim_source", "SSIM to source"),
            ("l1", "L1"), ("l2", "L2"), ("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"))  # fmt: skip
 
 
@@ -101,7 +101,9 @@ def markdown(report: dict) -> str:
                 keys = ("success", "all_so_far", "others_unchanged", "ssim_source", "l1", "l2", "clip_i", "clip_t")
                 lines.append(f"| {k} | {t['turn']} | " + " | ".join(_fmt(t[x], x) for x in keys) + " |")
     lines += ["", "## Methods", ""] + [f"- **{k}**: {v}" for k, v in report["methods"].items()]
-    lines += ["", ("Success: the oracle reads the instructed value on the result. Others unchanged: the share of the attributes no "
+    lines += ["", ("Success: the oracle reads the instructed value (the pair's gold one) on the result. Follows the instruction: "
+                   "it reads a value the instruction asks for (the gold one; for a relative skin instruction, 'give him darker "
+                   "skin', any tone on that side: the gold tone is one of them drawn at random). Others unchanged: the share of the attributes no "
                    "turn so far instructed that it reads as on the source. L1 / L2: mean absolute / squared pixel difference to "
                    "the target render ([0, 1] pixels); CLIP-I / CLIP-T: cosine of the embedded CLIP's image embeddings of result "
                    "and target / of the result's image and the target caption's text embedding. Seconds: wall time of the edit "

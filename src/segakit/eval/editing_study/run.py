@@ -157,7 +157,7 @@ class EditingStudy:
         if self.clip is not None:
             row["clip_i"] = float(self.clip.clip_i(res, tgt)[0])
             row["clip_t"] = float(self.clip.clip_t(res, [turn.target_caption])[0])
-        row.update(attribute_scores(src_labels, out_labels, turn.changes, unchanged))
+        row.update(attribute_scores(src_labels, out_labels, turn.changes, unchanged, turn.instructed))
         row["all_so_far"] = float(all(out_labels[a] == v for a, v in turn.changed_so_far.items()))
         row["read"] = {a: _plain(out_labels[a]) for a in turn.changed_so_far}
         row["others_changed"] = [a for a in unchanged if out_labels[a] != src_labels[a]]

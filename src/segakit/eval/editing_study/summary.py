@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-MEASURES = ("success", "others_unchanged", "ssim_source", "l1", "l2", "clip_i", "clip_t", "seconds")
+MEASURES = ("success", "follows", "others_unchanged", "ssim_source", "l1", "l2", "clip_i", "clip_t", "seconds")
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
