@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from segakit.eval.editing_study.items import single_change_pairs
-from segakit.world.pairs import SKIN_ORDER
+from segakit.world.pairs import SKIN_ORDER, relative_skin
 
 
 def verdict(old: str, new: str, read: str) -> str:
@@ -40,7 +40,7 @@ def main() -> None:
         if rec.get("protocol") != "single-turn" or pair is None or "skin" not in pair.changes or "skin" not in rec["read"]:
             continue
         old, new = pair.changes["skin"]
-        kind = "relative" if ("darker" in pair.instruction or "lighter" in pair.instruction) else "absolute"
+        kind = "relative" if relative_skin(pair.instruction) else "absolute"
         counts[(rec["method"], kind, verdict(old, new, rec["read"]["skin"]))] += 1
     print("| method | instruction | exact | right side | wrong |\n|---|---|---|---|---|")
     for method in dict.fromkeys(m for m, _, _ in counts):

@@ -27,7 +27,6 @@ def grow(region: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
     return mask.clone() if region is None else torch.maximum(region, mask)
 
 
-
 def blend_step(x: torch.Tensor, inversion, i: int, mask: torch.Tensor, region: torch.Tensor | None):
     """After sampling step ``i`` with this step's ``mask``: the grown region, and ``x`` blended onto the inversion's
     latent there."""

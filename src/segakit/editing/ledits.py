@@ -133,7 +133,8 @@ def sega_on_inversion(
             maps = capture.token_maps(len(rows))
             side = mask_resolution(capture, x.shape[-1])
             at_side = [m[first:] for name, m in maps.items() if m.shape[2] == side * side and not name.startswith("mid_block")]
-            guidance, edited = torch.zeros_like(eps_u), torch.zeros_like(eps_u[:, :1])
+            guidance = torch.zeros_like(eps_u)
+            edited = torch.zeros_like(eps_u[:, :1]) if blend else None  # the union of this step's masks
             for c, edit in enumerate(edits):
                 if i < edit.warmup:
                     continue
@@ -141,7 +142,9 @@ def sega_on_inversion(
                 mask = attention_mask([m[c : c + 1] for m in at_side], tokens[c], side, edit.threshold, x.shape[-2:])
                 if int(t) <= INTERSECT_FROM_T:
                     mask = mask * noise_mask(g, edit.threshold)
-                guidance, edited = guidance + g * mask, torch.maximum(edited, mask)
+                guidance = guidance + g * mask
+                if blend:
+                    edited = torch.maximum(edited, mask)
             x = ddpm_step(scheduler, base + guidance, t, x, inversion.noises[i])
             if blend:
                 x, region = blend_step(x, inversion, i, edited, region)

@@ -119,9 +119,11 @@ def edit_on_ddpm_inversion(
     for i, t in enumerate(timesteps):
         out_s, out_e = unet(torch.cat([x, x]), t, **kwargs).sample.chunk(2)
         change = out_e - out_s
-        edited = noise_mask(change, mask) if mask > 0 else torch.ones_like(change[:, :1])
-        x = ddpm_step(scheduler, out_s + guidance_scale * change * edited, t, x, inversion.noises[i])
-        if blend:
+        if mask > 0:
+            edited = noise_mask(change, mask)
+            change = change * edited
+        x = ddpm_step(scheduler, out_s + guidance_scale * change, t, x, inversion.noises[i])
+        if blend and mask > 0:  # unmasked, the edit's region is everywhere: nothing to hold
             x, region = blend_step(x, inversion, i, edited, region)
         if callback is not None:
             callback(i)

@@ -161,11 +161,17 @@ def _referent(face: Face, rng: np.random.Generator) -> dict[str, str]:
     return {"subj": f"the {noun}", "obj": f"the {noun}", "pos": f"the {noun}'s"}
 
 
+def relative_skin(instruction: str) -> bool:
+    """Whether ``instruction`` asks for skin by side ("darker", "lighter": :func:`instruction_for`'s relative
+    phrasings) rather than naming a tone."""
+    return "darker" in instruction or "lighter" in instruction
+
+
 def instructed_values(attr: str, old: Any, new: Any, instruction: str) -> tuple:
     """The values of ``attr`` that follow ``instruction``: ``(new,)``; for a relative skin instruction ("darker",
     "lighter"), which names a side and whose pair's ``new`` is one tone on it drawn at random, every tone on that side
     of ``old``."""
-    if attr == "skin" and ("darker" in instruction or "lighter" in instruction):
+    if attr == "skin" and relative_skin(instruction):
         i = SKIN_ORDER.index(old)
         return tuple(SKIN_ORDER[i + 1 :] if SKIN_ORDER.index(new) > i else SKIN_ORDER[:i])
     return (new,)

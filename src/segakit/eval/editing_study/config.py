@@ -52,6 +52,10 @@ class EditingStudyConfig:
     mask_tokens: str = "all"  # segakit SEGA: whose attention makes the masks (segakit.editing.ledits.MASK_TOKENS)
     figure_rows: int = 6
 
+    def blends(self, method: str) -> bool:
+        """Whether ``--blend`` applies to ``method``: segakit's SEGA, and the -ddpm methods when masked."""
+        return self.blend and (method == "sega" or (method in DDPM and self.ddpm_mask > 0))
+
     def check(self) -> EditingStudyConfig:
         """Raise :class:`UserError` naming the first bad value; return self."""
         for name, value, low in (("--pairs", self.pairs, 1), ("--sessions", self.sessions, 0), ("--turns", self.turns, 1),

@@ -90,7 +90,7 @@ class Methods:
         # at source guidance 1 the pipeline inverts and samples without the caption (as the peer does)
         out = self.pipe(image, instruction, source_caption=source_caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
-                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blend)  # fmt: skip
+                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blends("sega"))  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
 
     def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:

@@ -98,9 +98,7 @@ class EditingStudy:
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
             if self.cfg.ddpm_mask:  # absent when off, so edits cached before the option existed stay valid
                 spec["ddpm_mask"] = self.cfg.ddpm_mask
-                if self.cfg.blend:
-                    spec["blend"] = "union"
-        if method == "sega" and self.cfg.blend:  # absent when off: the cached edits stay valid
+        if self.cfg.blends(method):  # absent when off: the cached edits stay valid
             spec["blend"] = "union"
         if method in CAPTIONED:  # captions the image itself: the captioner's weights, not the world's caption
             spec["captioner"], spec["source_caption"] = self.captioner_id, None
