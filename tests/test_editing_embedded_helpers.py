@@ -98,6 +98,16 @@ def test_the_measures_judge_by_the_world_parser():
     assert judge_after("a man with glasses", face, changes) == (True, False)
     assert judge_after("a woman without glasses", face, changes) == (False, True)
     assert judge_before("a woman with red hair", face) and not judge_before("a woman with glasses", face)
+    # a relative skin instruction names a side: any tone on it follows it, the gold tone alone is the change
+    face = Face(presentation="woman", skin="medium-light")
+    changes = {"skin": ("medium-light", "dark")}
+    for instruction, caption, want in [("give her darker skin", "a woman with brown skin", (False, True)),
+                                       ("give her darker skin", "a woman with dark skin", (True, True)),
+                                       ("give her darker skin", "a woman with pale skin", (False, False)),
+                                       ("give her dark skin", "a woman with brown skin", (False, False))]:  # fmt: skip
+        change, _ = judge_after(caption, face, changes)
+        follows, _ = judge_after(caption, face, changes, instruction)
+        assert (change, follows) == want, (instruction, caption)
 
 
 # ------------------------------------------------------------------------------------------ shipped assets

@@ -223,3 +223,18 @@ def test_skin_direction_script_tells_the_gold_tone_from_the_instructed_side():
     assert module.verdict("medium", "dark", "medium-dark") == "right side"
     assert module.verdict("medium", "dark", "medium") == "wrong" and module.verdict("medium", "dark", "light") == "wrong"
     assert module.verdict("medium", "light", "medium-light") == "right side"
+
+
+def test_by_attribute_counts_success_and_what_follows_the_instruction():
+    from segakit.eval.editing_study.report import _attribute_cell
+    from segakit.eval.editing_study.summary import summarize
+
+    rows = [{"method": "m", "protocol": "single-turn", "changes": {a: v}, "success": s, "follows": f}
+            for a, v, s, f in [("skin", "dark", 0.0, 1.0), ("skin", "dark", 1.0, 1.0), ("skin", "light", 0.0, 0.0),
+                               ("hat", True, 1.0, 1.0), ("hat", True, 0.0, 0.0)]]  # fmt: skip
+    single = summarize(rows, ["m"], {})["m"]["single"]
+    assert single["by_attribute"] == {"hat": [1, 2], "skin": [1, 3]}
+    assert single["follows_by_attribute"] == {"hat": [1, 2], "skin": [2, 3]}
+    assert single["success"] == pytest.approx(0.4) and single["follows"] == pytest.approx(0.6)
+    assert _attribute_cell(single, "skin") == "1/3 (2)" and _attribute_cell(single, "hat") == "1/2"
+    assert _attribute_cell(single, "glasses") == "-"

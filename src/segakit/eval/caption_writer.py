@@ -10,6 +10,9 @@ The writer writes N captions per side (seeded). Reported:
 * **after: rest kept**: share of after-captions in which every other attribute stated is the source face's value;
 * **after: both**: the two together (the issue's measure); **before: right**: before-captions that state only the
   source face's values;
+* **after: follows** and **both (follows)**: the same, counting for the change every value that follows the instruction
+  (``segakit.world.pairs.instructed_values``: a relative skin instruction, "give him darker skin", names a side, and
+  the pair's gold tone is one tone on it drawn at random, which no writer can know);
 * **seconds per write** (the language model step's wall time).
 
     python -m segakit.eval.caption_writer                          # the shipped writer, 200 edits, N = 3
@@ -28,16 +31,22 @@ from pathlib import Path
 from segakit.world.captions import parse_caption
 from segakit.world.dataset import PAIR_STREAM
 from segakit.world.edit_captions import edit_captions_at
+from segakit.world.pairs import instructed_values
 from segakit.world.schema import Face
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "caption_writer"
 
 
-def judge_after(caption: str, source: Face, changes: dict[str, tuple]) -> tuple[bool, bool]:
-    """(states every change's new value, states nothing else against the source face)."""
+def judge_after(caption: str, source: Face, changes: dict[str, tuple], instruction: str | None = None) -> tuple[bool, bool]:
+    """(states every change's new value, states nothing else against the source face). With ``instruction``, a change
+    counts as stated when the caption names one value that follows it (``instructed_values``), not only the gold one."""
     stated = parse_caption(caption)
     labels = source.labels()
-    change = all(stated.get(a) == {new} for a, (_, new) in changes.items())
+    if instruction is None:
+        change = all(stated.get(a) == {new} for a, (_, new) in changes.items())
+    else:
+        allowed = {a: instructed_values(a, old, new, instruction) for a, (old, new) in changes.items()}
+        change = all(len(stated.get(a, ())) == 1 and next(iter(stated[a])) in allowed[a] for a in changes)
     rest = all(values == {labels[a]} for a, values in stated.items() if a not in changes)
     return change, rest
 
@@ -59,10 +68,12 @@ class WriterReport:
     after_change: int = 0
     after_rest: int = 0
     after_both: int = 0
+    after_follows: int = 0
+    after_both_follows: int = 0
     before: int = 0
     before_right: int = 0
     seconds: float = 0.0
-    by_attribute: dict[str, list[int]] = field(default_factory=dict)  # attribute -> [after captions, with the change]
+    by_attribute: dict[str, list[int]] = field(default_factory=dict)  # attribute -> [after captions, change, follows]
     examples: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -72,9 +83,11 @@ class WriterReport:
             "parsed_first_try": share(self.first_try, self.n), "complete": share(self.complete, self.n),
             "mean_tries": share(self.tries, self.n - self.failed), "failed": self.failed,
             "after_change": share(self.after_change, self.after), "after_rest_kept": share(self.after_rest, self.after),
-            "after_both": share(self.after_both, self.after), "before_right": share(self.before_right, self.before),
+            "after_both": share(self.after_both, self.after), "after_follows": share(self.after_follows, self.after),
+            "after_both_follows": share(self.after_both_follows, self.after), "before_right": share(self.before_right, self.before),
             "seconds_per_write": share(self.seconds, self.n),
             "change_by_attribute": {a: share(v[1], v[0]) for a, v in sorted(self.by_attribute.items())},
+            "follows_by_attribute": {a: share(v[2], v[0]) for a, v in sorted(self.by_attribute.items())},
         }  # fmt: skip
 
 
@@ -114,9 +127,14 @@ def measure(model: str | Path | None = None, n: int = 200, captions: int = 3, se
             report.after_change += change
             report.after_rest += rest
             report.after_both += change and rest
+            follows, _ = judge_after(c, ec.source, ec.changes, ec.instruction)
+            report.after_follows += follows
+            report.after_both_follows += follows and rest
             for a in ec.changes:
-                report.by_attribute.setdefault(a, [0, 0])[0] += 1
-                report.by_attribute[a][1] += change
+                counts = report.by_attribute.setdefault(a, [0, 0, 0])
+                counts[0] += 1
+                counts[1] += change
+                counts[2] += follows
         for c in written.before[1:]:
             report.before += 1
             report.before_right += judge_before(c, ec.source)
@@ -132,9 +150,11 @@ def format_report(r: WriterReport) -> str:
         f"caption writer on {s['edits']} held-out edits, {s['captions_per_side']} captions per side:",
         f"  parsed on the first try {pct(s['parsed_first_try'])}, complete {pct(s['complete'])}, mean tries {s['mean_tries']}, failed {s['failed']}",
         f"  after-captions: change stated {pct(s['after_change'])}, rest kept {pct(s['after_rest_kept'])}, both {pct(s['after_both'])}",
+        f"  counting every value that follows the instruction: change {pct(s['after_follows'])}, both {pct(s['after_both_follows'])}",
         f"  before-captions (2..N) right {pct(s['before_right'])}",
         f"  {s['seconds_per_write']} s per write",
         "  change stated, by attribute: " + ", ".join(f"{a} {pct(v)}" for a, v in s["change_by_attribute"].items()),
+        "  follows the instruction, by attribute: " + ", ".join(f"{a} {pct(v)}" for a, v in s["follows_by_attribute"].items()),
     ]
     for e in r.examples[:2]:
         lines.append(f"  e.g. {e['instruction']!r}: {e['before']} -> {e['after']}")

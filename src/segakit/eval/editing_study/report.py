@@ -85,11 +85,11 @@ def markdown(report: dict) -> str:
                             " (captions: the caption writer)" if method in WRITTEN else ""))
     attrs = sorted({a for e in s.values() if e["available"] for a in e["single"]["by_attribute"]})
     shown = [k for k, e in s.items() if e["available"] and k not in REFERENCES]
-    lines += ["", "Success by instructed attribute (successes / edits):", "", "| attribute | " + " | ".join(shown) + " |",
-              "|---|" + "---|" * len(shown)]  # fmt: skip
+    lines += ["", "Success by instructed attribute (successes / edits; in brackets, where it differs: edits that follow the instruction):",
+              "", "| attribute | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]  # fmt: skip
     for a in attrs:
-        cells = [s[k]["single"]["by_attribute"].get(a) for k in shown]
-        lines.append(f"| {a} | " + " | ".join(f"{c[0]}/{c[1]}" if c else "-" for c in cells) + " |")
+        cells = [_attribute_cell(s[k]["single"], a) for k in shown]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
     lines += collateral_table(report["records"], shown)
     multi = {k: e["multi"] for k, e in s.items() if e["available"] and "multi" in e}
     if multi:
@@ -109,6 +109,14 @@ def markdown(report: dict) -> str:
                    "and target / of the result's image and the target caption's text embedding. Seconds: wall time of the edit "
                    "alone (models loaded), when it was computed."), ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _attribute_cell(single: dict, attr: str) -> str:
+    c = single["by_attribute"].get(attr)
+    if not c:
+        return "-"
+    f = single.get("follows_by_attribute", {}).get(attr, c)
+    return f"{c[0]}/{c[1]}" + (f" ({f[0]})" if f[0] != c[0] else "")
 
 
 def collateral_table(records: list[dict], methods: list[str]) -> list[str]:

@@ -15,12 +15,12 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def by_attribute(rows: list[dict]) -> dict[str, list[int]]:
-    """attribute -> [successes, edits] (single-change turns)."""
+def by_attribute(rows: list[dict], measure: str = "success") -> dict[str, list[int]]:
+    """attribute -> [edits that score on ``measure`` ("success" or "follows"), edits] (single-change turns)."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in rows:
         (attr,) = r["changes"]
-        out[attr][0] += int(r["success"])
+        out[attr][0] += int(r.get(measure, r["success"]))
         out[attr][1] += 1
     return dict(sorted(out.items()))
 
@@ -37,6 +37,7 @@ def summarize(records: list[dict], methods: list[str], available: dict[str, bool
         multi = [r for r in rows if r["protocol"] == "multi-turn"]
         entry: dict = {"available": True, "single": {"edits": len(single), **{k: _mean(single, k) for k in MEASURES}}}
         entry["single"]["by_attribute"] = by_attribute(single)
+        entry["single"]["follows_by_attribute"] = by_attribute(single, "follows")
         stages = sorted({k for r in single for k in r.get("stages", {})})
         if stages:  # OnTheFly's stages; "captions" is the language model's time when a caption writer ran
             entry["single"]["stage_seconds"] = {k: _mean([{k: r["stages"].get(k)} for r in single if "stages" in r], k) for k in stages}
