@@ -73,6 +73,7 @@ def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, caps
 
     import segakit.cli.app as app
     from segakit.cli import interrupt, main
+    from segakit.core import interrupt as flag
 
     def interrupted_then_reworded():
         try:
@@ -81,11 +82,40 @@ def test_an_error_after_ctrl_c_is_reported_as_the_interruption(monkeypatch, caps
             raise RuntimeError("Failed to import diffusers.models because of the following error") from None
 
     monkeypatch.setattr(app, "main", interrupted_then_reworded)
-    monkeypatch.setattr(interrupt, "_received", False)
+    monkeypatch.setattr(flag, "_received", False)
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 130 and capsys.readouterr().err == "interrupted\n"
-    monkeypatch.setattr(interrupt, "_received", False)
+    monkeypatch.setattr(flag, "_received", False)
     monkeypatch.setattr(app, "main", lambda: (_ for _ in ()).throw(RuntimeError("a real bug")))
     with pytest.raises(RuntimeError, match="a real bug"):  # without a Ctrl-C an error stays an error
         main()
+
+
+def test_a_ctrl_c_a_library_swallows_still_ends_the_command_and_commits_nothing(monkeypatch, capsys, tmp_path):
+    """A library on the way that catches the interruption and carries on (a bare ``except:``): no file is committed
+    after it, and the command still ends with 130 and the one line."""
+    import pytest
+
+    import segakit.cli.app as app
+    from segakit.cli import interrupt, main
+    from segakit.core.atomic import atomic_open
+
+    def swallowed_then_writes():
+        try:
+            interrupt._raise(2, None)
+        except BaseException:  # noqa: BLE001 - the careless library
+            pass
+        with atomic_open(tmp_path / "out.png") as fh:
+            fh.write(b"half a run")
+
+    monkeypatch.setattr(app, "main", swallowed_then_writes)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+    monkeypatch.setattr(app, "main", lambda: None)
+    main()  # the next command starts without the last one's Ctrl-C
+    with atomic_open(tmp_path / "x.txt", "w") as fh:
+        fh.write("ok")
+    assert (tmp_path / "x.txt").read_text() == "ok"

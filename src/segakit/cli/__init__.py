@@ -24,10 +24,13 @@ def main() -> None:
         run_app()
     except (KeyboardInterrupt, Interrupted):
         exit_interrupted()
-    except Exception:
-        if received():  # the interruption, caught and reworded by a library on its way out
-            exit_interrupted()
+    except (Exception, SystemExit) as exc:
+        if received() and not (isinstance(exc, SystemExit) and exc.code == 130):  # 130: already reported
+            exit_interrupted()  # the interruption, caught and reworded by a library on its way out
         raise
+    else:
+        if received():  # the interruption, swallowed by a library that then carried on
+            exit_interrupted()
     finally:
         restore(previous)
         if threads is not None:

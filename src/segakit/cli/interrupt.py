@@ -3,7 +3,8 @@
 Python's own ``KeyboardInterrupt`` is caught and reworded by some libraries (click prints an empty line and
 turns it into ``Abort``); the handler installed here raises :class:`Interrupted` instead, which no library
 catches. Files are written atomically (``segakit.core.atomic``) and the output checks remove what they
-create, so an interrupted run leaves only complete files.
+create, so an interrupted run leaves only complete files. The flag lives in :mod:`segakit.core.interrupt`, where
+the atomic writer reads it: after a Ctrl-C that a library swallowed, no new file is committed.
 """
 
 from __future__ import annotations
@@ -11,28 +12,27 @@ from __future__ import annotations
 import signal
 import sys
 
+from segakit.core import interrupt as flag
+from segakit.core.interrupt import Interrupted
 
-class Interrupted(BaseException):  # noqa: N818 - it is not an error, the user asked for it
-    """Ctrl-C (SIGINT) during a command."""
-
-
-_received = False
+__all__ = ["Interrupted", "exit_interrupted", "install", "received", "restore"]
 
 
 def _raise(signum, frame) -> None:
-    global _received
-    _received = True
+    flag.mark()
     raise Interrupted
 
 
 def received() -> bool:
     """Whether Ctrl-C came during this command. A library can catch the interruption and fail another way (a lazy
-    import interrupted half-way raises RuntimeError on the next access), so an error after a Ctrl-C is the Ctrl-C."""
-    return _received
+    import interrupted half-way raises RuntimeError on the next access) or carry on as if nothing came, so an error,
+    or the end of the command, after a Ctrl-C is the Ctrl-C."""
+    return flag.received()
 
 
 def install():
-    """Make Ctrl-C raise :class:`Interrupted`; returns the handler it replaced."""
+    """Make Ctrl-C raise :class:`Interrupted` (a new command: no Ctrl-C yet); returns the handler it replaced."""
+    flag.clear()
     return signal.signal(signal.SIGINT, _raise)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from segakit.core import interrupt
 from segakit.core.errors import UserError
 
 
@@ -40,7 +41,8 @@ def _umask() -> int:
 def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched; after a Ctrl-C (even one a
+    library swallowed, :mod:`segakit.core.interrupt`) nothing is committed.
     """
     path = Path(path)
     ensure_writable_dir(path.parent if str(path.parent) else Path("."))
@@ -54,6 +56,7 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        interrupt.check()  # a Ctrl-C a library swallowed: commit nothing more
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
