@@ -119,3 +119,21 @@ def test_a_ctrl_c_a_library_swallows_still_ends_the_command_and_commits_nothing(
     with atomic_open(tmp_path / "x.txt", "w") as fh:
         fh.write("ok")
     assert (tmp_path / "x.txt").read_text() == "ok"
+
+
+def test_after_the_command_a_ctrl_c_ends_the_process_at_once(monkeypatch):
+    """The console script: once the command is done, Python's shutdown runs exit handlers (torch's, the workers');
+    a Ctrl-C there exits with 130 and the one line, not a traceback from whichever handler was running."""
+    import segakit.cli.app as app
+    from segakit.cli import console, interrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(app, "main", lambda: None)
+    try:
+        console()
+        assert signal.getsignal(signal.SIGINT) is interrupt.exit_at_once
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    code = subprocess.run([sys.executable, "-c", "from segakit.cli.interrupt import exit_at_once; exit_at_once()"],
+                          env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True)  # fmt: skip
+    assert code.returncode == 130 and code.stderr == "interrupted\n"

@@ -1,5 +1,5 @@
 """``python -m segakit``: the same as the ``segakit`` command."""
 
-from segakit.cli import main
+from segakit.cli import console
 
-main()
+console()

@@ -6,7 +6,7 @@ Ctrl-C exits with 130 and one line, also while the command is still starting (th
 heavy before the handler is in place).
 """
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 
 def main() -> None:
@@ -36,3 +36,16 @@ def main() -> None:
         if threads is not None:
             torch.set_num_threads(threads)
 
+
+
+def console() -> None:
+    """The ``segakit`` console script and ``python -m segakit``: :func:`main`, after which a Ctrl-C while Python shuts
+    down ends the process at once with 130 and the one line instead of a traceback from an exit handler."""
+    try:
+        main()
+    finally:
+        import signal
+
+        from segakit.cli.interrupt import exit_at_once
+
+        signal.signal(signal.SIGINT, exit_at_once)

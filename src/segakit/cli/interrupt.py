@@ -9,13 +9,14 @@ the atomic writer reads it: after a Ctrl-C that a library swallowed, no new file
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 from segakit.core import interrupt as flag
 from segakit.core.interrupt import Interrupted
 
-__all__ = ["Interrupted", "exit_interrupted", "install", "received", "restore"]
+__all__ = ["Interrupted", "exit_interrupted", "exit_at_once", "install", "received", "restore"]
 
 
 def _raise(signum, frame) -> None:
@@ -50,3 +51,13 @@ def exit_interrupted() -> None:
     except (OSError, ValueError):
         pass
     sys.exit(130)
+
+
+def exit_at_once(signum=None, frame=None) -> None:
+    """SIGINT handler for after the command (Python shutting down): the one line and 130, at once. Raising there
+    would print a traceback from whatever runs at exit; the command's files are complete by then."""
+    try:
+        os.write(2, b"interrupted\n")
+    except OSError:
+        pass
+    os._exit(130)
