@@ -156,8 +156,8 @@ class EditPipeline:
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step. ``mask`` (OnTheFly
         on a DDPM inversion): keep the edit where the direction moves the noise prediction most, this quantile of
-        the latent (LEDITS++'s noise mask; 0: everywhere; docs/editing.md: 0.95 with guidance 5 keeps more).
-        ``blend`` (SEGA, or a masked DDPM edit): outside the masks of the steps so far, hold the inversion's own
+        the latent (LEDITS++'s noise mask; 0: everywhere; docs/editing.md: 0.98 with guidance 5 keeps more of the
+        rest at 0.90 success or more). ``blend`` (SEGA, or a masked DDPM edit): outside the masks of the steps so far, hold the inversion's own
         latents (:mod:`segakit.editing.blend`)."""
         params = EditParams(
             instruction=instruction, model=self.model_name, method=method, inversion=inversion, source_caption=source_caption,

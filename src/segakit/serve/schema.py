@@ -94,7 +94,7 @@ class EditRequest(BaseModel):
     seed: int = 0
     steps: int | None = Field(None, description="Inversion steps = edit steps (default 25).")
     guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion).")
-    mask: float = Field(0.0, ge=0, lt=1, description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.95 with guidance 5 keeps more of the image).")
+    mask: float = Field(0.0, ge=0, lt=1, description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image).")
     blend: bool = Field(False, description="method 'sega', or onthefly on a DDPM inversion with a mask: outside the masks of the steps so far, hold the inversion's own latents (keeps more of the image, edits less often).")
 
 

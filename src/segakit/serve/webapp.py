@@ -240,7 +240,7 @@ class App:
                                                label="Steps", elem_id="edit-steps")  # fmt: skip
                         with gr.Row():
                             edit_guidance = gr.Number(0, label="Guidance (0: the method's default)", minimum=0, elem_id="edit-guidance")
-                            edit_mask = gr.Slider(0, 0.99, value=0, step=0.01, label="Mask (onthefly on ddpm; 0.95 with guidance 5 keeps more)",
+                            edit_mask = gr.Slider(0, 0.99, value=0, step=0.01, label="Mask (onthefly on ddpm; 0.98 with guidance 5 keeps more)",
                                                   elem_id="edit-mask")  # fmt: skip
                             edit_blend = gr.Checkbox(False, label="Blend (sega, or a mask: hold the rest on the input)", elem_id="edit-blend")
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-run")
