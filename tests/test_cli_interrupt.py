@@ -137,3 +137,27 @@ def test_after_the_command_a_ctrl_c_ends_the_process_at_once(monkeypatch):
     code = subprocess.run([sys.executable, "-c", "from segakit.cli.interrupt import exit_at_once; exit_at_once()"],
                           env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True)  # fmt: skip
     assert code.returncode == 130 and code.stderr == "interrupted\n"
+
+
+def test_clean_up_while_the_interruption_propagates_still_commits(tmp_path):
+    """The guard stops only code that carries on after swallowing a Ctrl-C: a ``finally`` on the interruption's way
+    out (the batch runner rewrites results.jsonl there) still writes its file."""
+    import pytest
+
+    from segakit.cli import interrupt
+    from segakit.core import interrupt as flag
+    from segakit.core.atomic import atomic_open
+
+    def run():
+        try:
+            interrupt._raise(2, None)
+        finally:
+            with atomic_open(tmp_path / "results.jsonl", "w") as fh:
+                fh.write("{}\n")
+
+    try:
+        with pytest.raises(interrupt.Interrupted):
+            run()
+        assert (tmp_path / "results.jsonl").read_text() == "{}\n"
+    finally:
+        flag.clear()

@@ -37,7 +37,6 @@ def main() -> None:
             torch.set_num_threads(threads)
 
 
-
 def console() -> None:
     """The ``segakit`` console script and ``python -m segakit``: :func:`main`, after which a Ctrl-C while Python shuts
     down ends the process at once with 130 and the one line instead of a traceback from an exit handler."""
