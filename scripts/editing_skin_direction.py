@@ -16,15 +16,14 @@ from collections import Counter
 from pathlib import Path
 
 from segakit.eval.editing_study.items import single_change_pairs
-from segakit.world.pairs import SKIN_ORDER, relative_skin
+from segakit.world.pairs import relative_skin, skin_side
 
 
 def verdict(old: str, new: str, read: str) -> str:
     """'exact', 'right side' (another tone on the side of ``old`` that ``new`` lies on) or 'wrong'."""
     if read == new:
         return "exact"
-    side = (SKIN_ORDER.index(read) - SKIN_ORDER.index(old)) * (SKIN_ORDER.index(new) - SKIN_ORDER.index(old))
-    return "right side" if side > 0 else "wrong"
+    return "right side" if read in skin_side(old, new) else "wrong"
 
 
 def main() -> None:

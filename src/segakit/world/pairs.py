@@ -167,13 +167,18 @@ def relative_skin(instruction: str) -> bool:
     return "darker" in instruction or "lighter" in instruction
 
 
+def skin_side(old: str, new: str) -> tuple[str, ...]:
+    """Every tone on the side of ``old`` that ``new`` lies on (darker or lighter), in :data:`SKIN_ORDER`."""
+    i = SKIN_ORDER.index(old)
+    return tuple(SKIN_ORDER[i + 1 :] if SKIN_ORDER.index(new) > i else SKIN_ORDER[:i])
+
+
 def instructed_values(attr: str, old: Any, new: Any, instruction: str) -> tuple:
     """The values of ``attr`` that follow ``instruction``: ``(new,)``; for a relative skin instruction ("darker",
     "lighter"), which names a side and whose pair's ``new`` is one tone on it drawn at random, every tone on that side
-    of ``old``."""
+    of ``old`` (:func:`skin_side`)."""
     if attr == "skin" and relative_skin(instruction):
-        i = SKIN_ORDER.index(old)
-        return tuple(SKIN_ORDER[i + 1 :] if SKIN_ORDER.index(new) > i else SKIN_ORDER[:i])
+        return skin_side(old, new)
     return (new,)
 
 
