@@ -1,5 +1,6 @@
 """SEGA on an edit-friendly inversion (LEDITS++'s recipe): masks by hand, exact reconstruction, edits inside masks."""
 
+import pytest
 import torch
 from tiny_models import sd_components
 
@@ -92,3 +93,54 @@ def test_edit_matches_diffusers_ledits_pp(tmp_path):
     with torch.no_grad():  # the paper's reading (the concept's own tokens) makes other masks: not the reference's edit
         other = sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]), edits, literal, skip)
     assert float((other - expected).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("masks", ["attention", "noise"])
+def test_other_mask_regimes_match_diffusers_flags(tmp_path, masks):
+    """``masks="attention"`` is diffusers' LEDITS++ with ``use_cross_attn_mask=True, use_intersect_mask=False``;
+    ``"noise"`` (SEGA's own quantile mask) is both flags off. Tolerance 1e-4; each differs from the default's edit."""
+    from diffusers import LEditsPPPipelineStableDiffusion
+
+    from segakit.core.inversion import EditFriendlyInversion
+    from segakit.eval.editing_study.peer import IntegerTimestepsDDIM
+
+    c = dict(sd_components(tmp_path), unet=_three_level_unet())
+    for m in (c["unet"], c["vae"], c["text_encoder"]):
+        m.requires_grad_(False)
+    ref = LEditsPPPipelineStableDiffusion(**dict(c, scheduler=IntegerTimestepsDDIM.from_config(c["scheduler"].config)),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    ref.set_progress_bar_config(disable=True)
+    steps, skip = 6, 0.15
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    ref.invert(image, source_prompt="", num_inversion_steps=steps, skip=skip, generator=torch.Generator().manual_seed(7))
+    edits = [ConceptEdit.parse(s, scale=6.0, threshold=0.8) for s in ["+glasses", "-a beard"]]
+    expected = ref(editing_prompt=[e.concept for e in edits], reverse_editing_direction=[e.reverse for e in edits],
+                   edit_guidance_scale=[e.scale for e in edits], edit_threshold=[e.threshold for e in edits],
+                   output_type="latent", use_cross_attn_mask=masks == "attention", use_intersect_mask=False).images  # fmt: skip
+    enc = lambda texts: Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], texts, torch.device("cpu")))  # noqa: E731
+    inv = EditFriendlyInversion(ref.init_latents, ref.zs, ref.inversion_steps, int(steps * (1 + skip)))
+    tokens = [concept_tokens(c["tokenizer"], e.concept) for e in edits]
+    run = lambda regime: sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]),  # noqa: E731
+                                           edits, tokens, skip, masks=regime)  # fmt: skip
+    with torch.no_grad():
+        ours, default = run(masks), run("intersect")
+    assert float((ours - expected).abs().max()) <= 1e-4
+    assert float((ours - default).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="masks 'both' is not one of intersect, attention, noise"):
+        run("both")
+
+
+def test_concept_mask_regimes_by_hand():
+    """The noise regime ignores attention; the intersection applies the noise mask from t = 800 down only."""
+    from segakit.editing.ledits import concept_mask
+
+    i, j = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    g = (i + j).expand(1, 4, 4, 4)  # the guidance grows towards the bottom right, largest at (3, 3)
+    maps = torch.zeros(1, 1, 4, 3)  # a 2 x 2 attention grid, three tokens; the concept token attends the top left
+    maps[0, 0, 0, 1] = 1.0
+    noise = concept_mask("noise", g, [], 1, 0.95, 500)
+    assert noise[0, 0, 3, 3] == 1 and noise.sum() == 1
+    attention = concept_mask("attention", g, [maps], 1, 0.7, 500)
+    assert attention[0, 0, :2, :2].min() == 1 and attention.sum() == 4
+    assert concept_mask("intersect", g, [maps], 1, 0.7, 900).equal(attention)  # above 800: the attention mask alone
+    assert concept_mask("intersect", g, [maps], 1, 0.7, 500).sum() == 0  # below: the intersection (disjoint here)

@@ -184,3 +184,7 @@ def test_edit_params_round_trip_and_refuse_other_pngs():
         EditParams("x", captions_after=[" "]).validate()
     with pytest.raises(UserError, match="--mask-tokens 'some' is not one of all, concept"):
         EditParams("x", method="sega", concepts=["+glasses"], mask_tokens="some").validate()
+    with pytest.raises(UserError, match="--sega-mask 'both' is not one of intersect, attention, noise"):
+        EditParams("x", method="sega", concepts=["+glasses"], sega_mask="both").validate()
+    with pytest.raises(UserError, match="--sega-mask noise applies to --method sega only"):
+        EditParams("x", sega_mask="noise").validate()

@@ -188,6 +188,7 @@ def test_the_whole_chain_captions_the_image_itself_and_keys_its_cache_on_the_cap
         ({"turns": 9}, "--turns 9 is above 6"),
         ({"xa_guidance": -0.1}, "--xa-guidance -0.1 is not 0"),
         ({"mask_tokens": "some"}, "--sega-mask-tokens 'some' is not one of all, concept"),
+        ({"sega_mask": "both"}, "--sega-mask 'both' is not one of intersect, attention, noise"),
     ],
 )
 def test_bad_values_are_one_sentence(kwargs, message):

@@ -142,10 +142,33 @@ def test_edit_over_http_matches_a_direct_edit(server, inversion, guidance, mask,
     assert np.array_equal(pixels(base64.b64decode(out["png"])), np.asarray(direct.images[0].convert("RGB")))
 
 
+def test_sega_edit_over_http_with_noise_masks_matches_a_direct_edit(server):
+    """``sega_mask`` and ``threshold`` reach the edit and its PNG (the measured setting: SEGA's own noise masks at
+    0.98, blended)."""
+    from segakit.editing.params import EditParams
+    from segakit.editing.pipeline import EditPipeline
+
+    url, service = server
+    face, data = _world_face_b64()
+    body = {"image": data, "instruction": "give the person glasses", "method": "sega", "source_caption": face.caption,
+            "concepts": ["+glasses"], "steps": 4, "seed": 1, "sega_mask": "noise", "threshold": 0.98, "blend": True}  # fmt: skip
+    r = post(url, "/api/edit", body)
+    assert r.status_code == 200, r.text
+    out = r.json()["images"][0]
+    params = png_params(base64.b64decode(out["png"]))
+    assert params["sega_mask"] == "noise" and params["threshold"] == 0.98 and params["blend"] and params["method"] == "sega"
+    direct = EditPipeline.from_pipe(service.pipe, model_name="embedded").run(
+        EditParams(instruction="give the person glasses", method="sega", source_caption=face.caption, concepts=["+glasses"],
+                   steps=4, seed=1, sega_mask="noise", threshold=0.98, blend=True),
+        face.image.convert("RGB"))  # fmt: skip
+    assert np.array_equal(pixels(base64.b64decode(out["png"])), np.asarray(direct.images[0].convert("RGB")))
+
+
 @pytest.mark.parametrize("extra, words", [
     ({"instruction": "  "}, "instruction is empty"),
     ({"steps": 500}, "server's limit"),
     ({"captions": 40}, "outside 1 to 16"),
+    ({"sega_mask": "noise"}, "--sega-mask noise applies to --method sega only"),
 ])  # fmt: skip
 def test_edit_bad_input_gets_one_sentence(server, extra, words):
     url, _ = server
@@ -239,3 +262,8 @@ def test_the_edit_tabs_handler_passes_mask_and_guidance(server):
     _, _, _, [path] = app.edit(*args)
     params = png_params(open(path, "rb").read())
     assert params["mask"] == 0.0 and params["guidance_scale"] == 3.5
+    idle()
+    sega = (face.image.convert("RGB"), "give the person glasses", "sega", face.caption, "", "+glasses", 3, "ddim")
+    _, _, _, [path] = app.edit(*sega, sega_mask="noise", threshold=0.98)
+    params = png_params(open(path, "rb").read())
+    assert params["sega_mask"] == "noise" and params["threshold"] == 0.98 and params["method"] == "sega"

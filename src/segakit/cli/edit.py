@@ -30,6 +30,7 @@ def edit(
     blend: Annotated[bool, typer.Option("--blend", help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md).")] = False,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
+    sega_mask: Annotated[str, typer.Option("--sega-mask", help="--method sega: the masks each concept's guidance goes through: intersect (LEDITS++'s: attention mask and noise mask), attention or noise alone (noise: SEGA's own quantile mask; with --threshold 0.98 it keeps more of the image at higher success on the embedded model, docs/editing.md).")] = "intersect",
     source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
     captions_before: Annotated[list[str] | None, typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer"))] = None,
     captions_after: Annotated[list[str] | None, typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer"))] = None,
@@ -76,7 +77,7 @@ def edit(
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
             steps=steps, guidance_scale=default_guidance(method, inversion) if guidance is None else guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
-            source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask, blend=blend,
+            source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask, blend=blend, sega_mask=sega_mask,
         )  # fmt: skip
         turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
     for turn in turns:

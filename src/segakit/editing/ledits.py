@@ -14,12 +14,19 @@ where the edit belongs:
 - noise mask (eq. 7): the guidance's absolute value summed over channels, kept where it reaches its quantile;
 - the intersection of both (from timestep 800 down; above it, the attention mask alone).
 
+``masks`` (:data:`SEGA_MASKS`) picks among the three regimes diffusers' pipeline offers: ``"intersect"`` (the above,
+LEDITS++'s default, ``use_intersect_mask=True``), ``"attention"`` (the attention mask alone at every step,
+``use_cross_attn_mask=True, use_intersect_mask=False``) and ``"noise"`` (the noise mask alone at every step, SEGA's
+own quantile mask, both flags off; no attention is captured). On the embedded model, ``"noise"`` at a high quantile
+keeps more of the rest at higher success than the default (docs/editing.md, "SEGA's own masks").
+
 The math here is LEDITS++'s own (its masks replace SEGA's quantile-only mask and momentum), written from the paper;
 ``segakit.sega`` is not imported (editing and sega are sibling layers).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +40,7 @@ from segakit.editing.blend import blend_step
 
 INTERSECT_FROM_T = 800
 MASK_TOKENS = ("all", "concept")  # which tokens' attention makes the mask (see the module docs)
+SEGA_MASKS = ("intersect", "attention", "noise")  # which masks a concept's guidance goes through (see the module docs)
 
 
 @dataclass
@@ -87,6 +95,18 @@ def noise_mask(guidance: torch.Tensor, q: float) -> torch.Tensor:
     return quantile_mask(guidance.abs().sum(1), q)[:, None]
 
 
+def concept_mask(masks: str, guidance: torch.Tensor, token_maps: Sequence[torch.Tensor], tokens: int, q: float, t: int) -> torch.Tensor:
+    """(N, 1, h, w): the mask of one concept's ``guidance`` at timestep ``t`` under the regime ``masks``
+    (:data:`SEGA_MASKS`); ``token_maps`` (each (N, heads, side*side, seq)) are unused for ``"noise"``."""
+    if masks == "noise":
+        return noise_mask(guidance, q)
+    side = int(round(token_maps[0].shape[2] ** 0.5))
+    mask = attention_mask(token_maps, tokens, side, q, guidance.shape[-2:])
+    if masks == "intersect" and t <= INTERSECT_FROM_T:
+        mask = mask * noise_mask(guidance, q)
+    return mask
+
+
 def mask_resolution(capture: CrossAttentionCapture, latent_side: int) -> int:
     """The down/up blocks' cross-attention grid nearest a quarter of the latent side (LEDITS++: 16 for SD's 64),
     larger on ties."""
@@ -109,6 +129,7 @@ def sega_on_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, uncond: Conditioning, concepts: Conditioning,
     edits: Sequence[ConceptEdit], tokens: Sequence[int], skip: float, source: Conditioning | None = None,
     source_guidance: float = 1.0, blend: bool = False, callback: Callable[[int], None] | None = None,
+    masks: str = "intersect",
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` with the masked concept guidance of ``edits`` (rows of ``concepts``, in order).
 
@@ -116,32 +137,35 @@ def sega_on_inversion(
     when given; at guidance 1, the source's own prediction, as :func:`segakit.core.inversion.guided` inverts), so
     with no concepts the image comes back exactly. (diffusers' LEditsPPPipelineStableDiffusion samples from the
     unconditional prediction alone.) ``blend`` (:mod:`segakit.editing.blend`): outside the union of the concepts'
-    masks, hold the sample on the inversion's trajectory.
+    masks, hold the sample on the inversion's trajectory. ``masks``: one of :data:`SEGA_MASKS`.
     """
+    if masks not in SEGA_MASKS:
+        raise ValueError(f"masks {masks!r} is not one of {', '.join(SEGA_MASKS)}.")
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
     guided = source is not None
     rows = Conditioning.cat([uncond, source, concepts] if guided else [uncond, concepts])
     first = 2 if guided else 1
     x, region = inversion.latents, None
-    with CrossAttentionCapture(unet) as capture:
+    attend = masks != "noise"
+    with CrossAttentionCapture(unet) if attend else contextlib.nullcontext() as capture:
         for i, t in enumerate(timesteps):
-            capture.record(i)
+            if attend:
+                capture.record(i)
             out = unet(x.expand(len(rows), -1, -1, -1), t, **rows.unet_kwargs()).sample
             eps_u, eps_c = out[:1], out[first:]
             base = eps_u + source_guidance * (out[1:2] - eps_u) if guided else eps_u
-            maps = capture.token_maps(len(rows))
-            side = mask_resolution(capture, x.shape[-1])
-            at_side = [m[first:] for name, m in maps.items() if m.shape[2] == side * side and not name.startswith("mid_block")]
+            if attend:
+                maps = capture.token_maps(len(rows))
+                side = mask_resolution(capture, x.shape[-1])
+                at_side = [m[first:] for name, m in maps.items() if m.shape[2] == side * side and not name.startswith("mid_block")]
             guidance = torch.zeros_like(eps_u)
             edited = torch.zeros_like(eps_u[:, :1]) if blend else None  # the union of this step's masks
             for c, edit in enumerate(edits):
                 if i < edit.warmup:
                     continue
                 g = (eps_c[c : c + 1] - eps_u) * (-edit.scale if edit.reverse else edit.scale)
-                mask = attention_mask([m[c : c + 1] for m in at_side], tokens[c], side, edit.threshold, x.shape[-2:])
-                if int(t) <= INTERSECT_FROM_T:
-                    mask = mask * noise_mask(g, edit.threshold)
+                mask = concept_mask(masks, g, [m[c : c + 1] for m in at_side] if attend else [], tokens[c], edit.threshold, int(t))
                 guidance = guidance + g * mask
                 if blend:
                     edited = torch.maximum(edited, mask)

@@ -8,7 +8,7 @@ from typing import Any
 
 from segakit.core.errors import UserError
 from segakit.editing.concepts import derive_concepts
-from segakit.editing.ledits import MASK_TOKENS
+from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 
 METHODS = ("onthefly", "sega")
 INVERSIONS = ("ddim", "ddpm")  # onthefly: the paper's DDIM inversion + cross-attention guidance, or segakit's DDPM variant
@@ -45,6 +45,7 @@ class EditParams:
     mask: float = 0.0  # onthefly on a DDPM inversion: edit only where the direction's change reaches this quantile (0: everywhere)
     blend: bool = False  # sega, onthefly on a DDPM inversion: outside the edit's masks, hold the inversion's latents (segakit.editing.blend)
     mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
+    sega_mask: str = "intersect"  # sega: the masks: "intersect" (LEDITS++'s), "attention" alone, "noise" alone (SEGA's own)
     image: str | None = None  # the source file, as given
     image_sha256: str | None = None
 
@@ -80,6 +81,10 @@ class EditParams:
             raise UserError("--blend needs a masked edit: --method sega, or --inversion ddpm with --mask.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
+        if self.sega_mask not in SEGA_MASKS:
+            raise UserError(f"--sega-mask {self.sega_mask!r} is not one of {', '.join(SEGA_MASKS)}.")
+        if self.sega_mask != "intersect" and self.method != "sega":
+            raise UserError(f"--sega-mask {self.sega_mask} applies to --method sega only; onthefly masks with --mask.")
         for name in ("captions_before", "captions_after"):
             if any(not c.strip() for c in getattr(self, name)):
                 raise UserError(f"An empty caption was given in {name.replace('_', '-')}; every caption needs words.")

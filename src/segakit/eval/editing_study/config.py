@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from segakit.core.errors import UserError
-from segakit.editing.ledits import MASK_TOKENS
+from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 from segakit.world.schema import ATTRIBUTES
 
 GOLD = ("onthefly-gold", "onthefly-gold-ddpm")  # the methods given the gold target caption
@@ -50,6 +50,7 @@ class EditingStudyConfig:
     source_guidance: float = 1.0  # segakit SEGA: guidance towards the source caption while inverting (1: none)
     blend: bool = False  # segakit SEGA and the masked -ddpm methods: latent blending (segakit.editing.blend)
     mask_tokens: str = "all"  # segakit SEGA: whose attention makes the masks (segakit.editing.ledits.MASK_TOKENS)
+    sega_mask: str = "intersect"  # segakit SEGA and the peer: which masks (segakit.editing.ledits.SEGA_MASKS)
     figure_rows: int = 6
 
     def blends(self, method: str) -> bool:
@@ -80,6 +81,8 @@ class EditingStudyConfig:
             raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
+        if self.sega_mask not in SEGA_MASKS:
+            raise UserError(f"--sega-mask {self.sega_mask!r} is not one of {', '.join(SEGA_MASKS)}.")
         for a in self.attributes:
             if a not in ATTRIBUTES:
                 raise UserError(f"--attributes has {a!r}, which is not one of {', '.join(ATTRIBUTES)}.")

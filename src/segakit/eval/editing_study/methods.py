@@ -90,7 +90,8 @@ class Methods:
         # at source guidance 1 the pipeline inverts and samples without the caption (as the peer does)
         out = self.pipe(image, instruction, source_caption=source_caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
-                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blends("sega"))  # fmt: skip
+                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blends("sega"),
+                        sega_mask=c.sega_mask)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
 
     def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:
@@ -98,7 +99,7 @@ class Methods:
         if self._peer is None:
             self._peer = ledits_peer(p.vae, p.text_encoder, p.tokenizer, p.unet, p.scheduler.config)
         concepts = derive_concepts(instruction, source_caption)
-        pixels = ledits_edit(self._peer, image, concepts, c.steps, c.skip, c.sega_scale, c.sega_threshold, c.edit_seed, p.resolution)
+        pixels = ledits_edit(self._peer, image, concepts, c.steps, c.skip, c.sega_scale, c.sega_threshold, c.edit_seed, p.resolution, c.sega_mask)
         return MethodResult(to_u8(pixels), 0.0, concepts=concepts)
 
     def _regenerate(self, image, instruction, source_caption, target_caption) -> MethodResult:

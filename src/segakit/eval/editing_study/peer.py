@@ -40,12 +40,14 @@ def ledits_peer(vae, text_encoder, tokenizer, unet, scheduler_config) -> LEditsP
 
 
 def ledits_edit(pipe: LEditsPPPipelineStableDiffusion, image, concepts: Sequence[str], steps: int, skip: float,
-                scale: float, threshold: float, seed: int, size: int) -> torch.Tensor:  # fmt: skip
-    """One edit: invert ``image`` (PIL), apply the concepts; the result as (1, 3, H, W) in [0, 1]."""
+                scale: float, threshold: float, seed: int, size: int, masks: str = "intersect") -> torch.Tensor:  # fmt: skip
+    """One edit: invert ``image`` (PIL), apply the concepts; the result as (1, 3, H, W) in [0, 1]. ``masks``: the
+    pipeline's flags for segakit's ``"intersect"`` (its defaults), ``"attention"`` and ``"noise"`` (both off)."""
     prompts = [c.lstrip("+-").strip() for c in concepts]
     reverse = [c.strip().startswith("-") for c in concepts]
     pipe.invert(image=image, source_prompt="", num_inversion_steps=steps, skip=skip,
                 generator=torch.Generator().manual_seed(seed), height=size, width=size)  # fmt: skip
     out = pipe(editing_prompt=prompts, reverse_editing_direction=reverse, edit_guidance_scale=[scale] * len(prompts),
-               edit_threshold=[threshold] * len(prompts), generator=torch.Generator().manual_seed(seed), output_type="pt")  # fmt: skip
+               edit_threshold=[threshold] * len(prompts), generator=torch.Generator().manual_seed(seed), output_type="pt",
+               use_cross_attn_mask=masks == "attention", use_intersect_mask=masks == "intersect")  # fmt: skip
     return out.images.float().cpu().clamp(0, 1)

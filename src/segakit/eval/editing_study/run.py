@@ -98,6 +98,8 @@ class EditingStudy:
             spec["ddpm_guidance"] = self.cfg.ddpm_guidance
             if self.cfg.ddpm_mask:  # absent when off, so edits cached before the option existed stay valid
                 spec["ddpm_mask"] = self.cfg.ddpm_mask
+        if method in ("sega", "ledits-diffusers") and self.cfg.sega_mask != "intersect":  # absent at the default
+            spec["sega_mask"] = self.cfg.sega_mask
         if self.cfg.blends(method):  # absent when off: the cached edits stay valid
             spec["blend"] = "union"
         if method in CAPTIONED:  # captions the image itself: the captioner's weights, not the world's caption
