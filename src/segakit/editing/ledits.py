@@ -18,7 +18,7 @@ where the edit belongs:
 LEDITS++'s default, ``use_intersect_mask=True``), ``"attention"`` (the attention mask alone at every step,
 ``use_cross_attn_mask=True, use_intersect_mask=False``) and ``"noise"`` (the noise mask alone at every step, SEGA's
 own quantile mask, both flags off; no attention is captured). On the embedded model, ``"noise"`` at a high quantile
-keeps more of the rest at higher success than the default (docs/editing.md, "SEGA's own masks").
+with latent blending edits more and keeps more of the rest than the default (docs/editing.md, "SEGA's own masks").
 
 The math here is LEDITS++'s own (its masks replace SEGA's quantile-only mask and momentum), written from the paper;
 ``segakit.sega`` is not imported (editing and sega are sibling layers).

@@ -161,7 +161,7 @@ class EditPipeline:
         rest at 0.90 success or more). ``blend`` (SEGA, or a masked DDPM edit): outside the masks of the steps so far, hold the inversion's own
         latents (:mod:`segakit.editing.blend`). ``sega_mask`` (SEGA): ``"intersect"`` (LEDITS++'s masks),
         ``"attention"`` or ``"noise"`` alone (SEGA's own quantile mask; docs/editing.md: ``"noise"`` at ``threshold``
-        0.98 keeps more of the rest at higher success on the embedded model)."""
+        0.99 with ``blend`` edits more and keeps more of the rest than LEDITS++'s defaults on the embedded model)."""
         params = EditParams(
             instruction=instruction, model=self.model_name, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),

@@ -246,7 +246,7 @@ class App:
                                                   elem_id="edit-mask")  # fmt: skip
                             edit_blend = gr.Checkbox(False, label="Blend (sega, or a mask: hold the rest on the input)", elem_id="edit-blend")
                         with gr.Row():
-                            sega_mask = gr.Radio(["intersect", "attention", "noise"], value="intersect", label="SEGA masks (noise at 0.98 keeps more)",
+                            sega_mask = gr.Radio(["intersect", "attention", "noise"], value="intersect", label="SEGA masks (noise, threshold 0.99, blend: keeps more)",
                                                  elem_id="edit-sega-mask")  # fmt: skip
                             threshold = gr.Slider(0, 0.99, value=0.9, step=0.01, label="Threshold (sega)", elem_id="edit-threshold")
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-run")
