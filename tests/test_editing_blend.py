@@ -10,7 +10,7 @@ import torch
 from segakit.core.conditioning import Conditioning
 from segakit.core.errors import UserError
 from segakit.core.inversion import EditFriendlyInversion, ddpm_invert
-from segakit.editing.blend import blend, grow
+from segakit.editing.blend import blend, dilate, grow
 from segakit.editing.direction import EditDirection
 from segakit.editing.onthefly import edit_on_ddpm_inversion
 from segakit.editing.params import EditParams
@@ -39,10 +39,10 @@ def _inversion(steps=5):
     return x0, source, ddpm_invert(coupled_unet, CONFIG, x0, source, source, steps, 1.0, 0.0, gen)
 
 
-def _edit(inversion, source, q, blend_mode, strength=1.0):
+def _edit(inversion, source, q, blend_mode, strength=1.0, dilate_by=0):
     direction = EditDirection(torch.full((1, 3, 2), strength))
     return edit_on_ddpm_inversion(coupled_unet, CONFIG, inversion, source, direction, skip=0.0, guidance_scale=5.0,
-                                  mask=q, blend=blend_mode)  # fmt: skip
+                                  mask=q, blend=blend_mode, blend_dilate=dilate_by)  # fmt: skip
 
 
 def test_the_inversion_stores_where_each_step_lands():
@@ -79,3 +79,35 @@ def test_edit_params_refuse_a_blend_without_a_mask():
         EditParams("give her glasses", blend=True).validate()  # the paper's DDIM recipe has no mask
     EditParams("give her glasses", inversion="ddpm", mask=0.9, blend=True).validate()
     EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True).validate()
+
+
+def test_dilate_by_hand():
+    """A single pixel grows to the (2r+1)-square around it, clipped at the border; 0 leaves the mask alone."""
+    mask = torch.zeros(1, 1, 5, 5)
+    mask[0, 0, 0, 2] = 1.0
+    assert torch.equal(dilate(mask, 0), mask)
+    grown = dilate(mask, 1)[0, 0]
+    assert grown[:2, 1:4].min() == 1 and grown.sum() == 6  # rows 0-1, columns 1-3
+    assert dilate(mask, 2)[0, 0].sum() == 15  # rows 0-2, columns 0-4
+
+
+def test_a_dilated_blend_frees_the_ring_around_the_mask():
+    """With dilation 1, the pixels next to the mask are no longer held on the input; the far ones still are."""
+    x0, source, inversion = _inversion()
+    q = 0.95
+    energy = PATTERN.abs().sum(1)[0]
+    keep = energy >= torch.quantile(energy.flatten(), q)
+    ring = dilate(keep[None, None].float(), 1)[0, 0].bool()
+    assert (~ring).any() and (ring & ~keep).any()
+    plain, grown = _edit(inversion, source, q, True), _edit(inversion, source, q, True, dilate_by=1)
+    assert torch.equal(grown[..., ~ring], inversion.targets[-1][..., ~ring])
+    assert torch.equal(plain[..., ring & ~keep], inversion.targets[-1][..., ring & ~keep])
+    assert (grown[..., ring & ~keep] - x0[..., ring & ~keep]).abs().max() > 1e-4  # free to drift with the edit
+
+
+def test_edit_params_check_the_blend_dilation():
+    with pytest.raises(UserError, match="--blend-dilate 2 grows the blend's masks; it needs --blend"):
+        EditParams("give her glasses", method="sega", concepts=["+glasses"], blend_dilate=2).validate()
+    with pytest.raises(UserError, match="--blend-dilate 9 is not a whole number of latent pixels from 0 to 8"):
+        EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True, blend_dilate=9).validate()
+    EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True, blend_dilate=1).validate()

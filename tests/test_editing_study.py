@@ -189,6 +189,8 @@ def test_the_whole_chain_captions_the_image_itself_and_keys_its_cache_on_the_cap
         ({"xa_guidance": -0.1}, "--xa-guidance -0.1 is not 0"),
         ({"mask_tokens": "some"}, "--sega-mask-tokens 'some' is not one of all, concept"),
         ({"sega_mask": "both"}, "--sega-mask 'both' is not one of intersect, attention, noise"),
+        ({"blend_dilate": 1}, "--blend-dilate 1 grows the blend's masks; it needs --blend"),
+        ({"blend": True, "blend_dilate": 1.5}, "--blend-dilate 1.5 is not a whole number of latent pixels from 0 to 8"),
     ],
 )
 def test_bad_values_are_one_sentence(kwargs, message):

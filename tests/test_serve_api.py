@@ -151,15 +151,16 @@ def test_sega_edit_over_http_with_noise_masks_matches_a_direct_edit(server):
     url, service = server
     face, data = _world_face_b64()
     body = {"image": data, "instruction": "give the person glasses", "method": "sega", "source_caption": face.caption,
-            "concepts": ["+glasses"], "steps": 4, "seed": 1, "sega_mask": "noise", "threshold": 0.98, "blend": True}  # fmt: skip
+            "concepts": ["+glasses"], "steps": 4, "seed": 1, "sega_mask": "noise", "threshold": 0.98, "blend": True, "blend_dilate": 1}  # fmt: skip
     r = post(url, "/api/edit", body)
     assert r.status_code == 200, r.text
     out = r.json()["images"][0]
     params = png_params(base64.b64decode(out["png"]))
     assert params["sega_mask"] == "noise" and params["threshold"] == 0.98 and params["blend"] and params["method"] == "sega"
+    assert params["blend_dilate"] == 1
     direct = EditPipeline.from_pipe(service.pipe, model_name="embedded").run(
         EditParams(instruction="give the person glasses", method="sega", source_caption=face.caption, concepts=["+glasses"],
-                   steps=4, seed=1, sega_mask="noise", threshold=0.98, blend=True),
+                   steps=4, seed=1, sega_mask="noise", threshold=0.98, blend=True, blend_dilate=1),
         face.image.convert("RGB"))  # fmt: skip
     assert np.array_equal(pixels(base64.b64decode(out["png"])), np.asarray(direct.images[0].convert("RGB")))
 
@@ -264,6 +265,6 @@ def test_the_edit_tabs_handler_passes_mask_and_guidance(server):
     assert params["mask"] == 0.0 and params["guidance_scale"] == 3.5
     idle()
     sega = (face.image.convert("RGB"), "give the person glasses", "sega", face.caption, "", "+glasses", 3, "ddim")
-    _, _, _, [path] = app.edit(*sega, sega_mask="noise", threshold=0.98)
+    _, _, _, [path] = app.edit(*sega, blend=True, sega_mask="noise", threshold=0.98, blend_dilate=1)
     params = png_params(open(path, "rb").read())
-    assert params["sega_mask"] == "noise" and params["threshold"] == 0.98 and params["method"] == "sega"
+    assert params["sega_mask"] == "noise" and params["threshold"] == 0.98 and params["method"] == "sega" and params["blend_dilate"] == 1

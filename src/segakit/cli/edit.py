@@ -28,6 +28,7 @@ def edit(
     threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
     mask: Annotated[float, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md; --skip 0 for clothes).")] = 0.0,
     blend: Annotated[bool, typer.Option("--blend", help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md).")] = False,
+    blend_dilate: Annotated[int, typer.Option("--blend-dilate", help="With --blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (0..8), so the scattered pixels of noise masks make one region and the edit stays in one piece (with --sega-mask noise: docs/editing.md).")] = 0,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
     sega_mask: Annotated[str, typer.Option("--sega-mask", help="--method sega: the masks each concept's guidance goes through: intersect (LEDITS++'s: attention mask and noise mask), attention or noise alone (noise: SEGA's own quantile mask; with --threshold 0.99 --blend it edits more and keeps more of the image than LEDITS++'s defaults on the embedded model, with patchier edits: docs/editing.md).")] = "intersect",
@@ -78,6 +79,7 @@ def edit(
             steps=steps, guidance_scale=default_guidance(method, inversion) if guidance is None else guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
             source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask, blend=blend, sega_mask=sega_mask,
+            blend_dilate=blend_dilate,
         )  # fmt: skip
         turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
     for turn in turns:

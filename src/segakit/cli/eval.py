@@ -265,6 +265,7 @@ def editing(
     mask_tokens: Annotated[str, typer.Option("--sega-mask-tokens", help="segakit SEGA: whose attention makes the masks: all (LEDITS++'s code, diffusers) or concept (its paper).")] = "all",
     sega_mask: Annotated[str, typer.Option("--sega-mask", help="segakit SEGA and diffusers' LEDITS++: intersect (LEDITS++'s default), attention or noise alone (SEGA's own; the peer with use_intersect_mask=False).")] = "intersect",
     blend: Annotated[bool, typer.Option("--blend", help="segakit SEGA and the -ddpm methods with --ddpm-mask: outside the masks of the steps so far, hold the inversion's latents (segakit edit --blend).")] = False,
+    blend_dilate: Annotated[int, typer.Option("--blend-dilate", help="With --blend: grow each step's mask by this many latent pixels (segakit edit --blend-dilate).")] = 0,
     figure_rows: Annotated[int, typer.Option("--figure-rows", help="Pairs shown in the figure.")] = 6,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached edits (default: DIR/cache).")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default; with --workers or --ray: 1 per worker).")] = 0,
@@ -291,7 +292,7 @@ def editing(
     cfg = EditingStudyConfig(pairs=pairs, attributes=tuple(a.strip() for a in attributes.split(",") if a.strip()), sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
                              guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, ddpm_mask=ddpm_mask, skip=skip, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, mask_tokens=mask_tokens,
-                             sega_mask=sega_mask, blend=blend, figure_rows=figure_rows).check()  # fmt: skip
+                             sega_mask=sega_mask, blend=blend, blend_dilate=blend_dilate, figure_rows=figure_rows).check()  # fmt: skip
     check(workers, ray)
     if threads:
         import torch

@@ -129,7 +129,7 @@ def sega_on_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, uncond: Conditioning, concepts: Conditioning,
     edits: Sequence[ConceptEdit], tokens: Sequence[int], skip: float, source: Conditioning | None = None,
     source_guidance: float = 1.0, blend: bool = False, callback: Callable[[int], None] | None = None,
-    masks: str = "intersect",
+    masks: str = "intersect", blend_dilate: int = 0,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` with the masked concept guidance of ``edits`` (rows of ``concepts``, in order).
 
@@ -137,7 +137,8 @@ def sega_on_inversion(
     when given; at guidance 1, the source's own prediction, as :func:`segakit.core.inversion.guided` inverts), so
     with no concepts the image comes back exactly. (diffusers' LEditsPPPipelineStableDiffusion samples from the
     unconditional prediction alone.) ``blend`` (:mod:`segakit.editing.blend`): outside the union of the concepts'
-    masks, hold the sample on the inversion's trajectory. ``masks``: one of :data:`SEGA_MASKS`.
+    masks, each grown by ``blend_dilate`` latent pixels, hold the sample on the inversion's trajectory. ``masks``: one
+    of :data:`SEGA_MASKS`.
     """
     if masks not in SEGA_MASKS:
         raise ValueError(f"masks {masks!r} is not one of {', '.join(SEGA_MASKS)}.")
@@ -171,7 +172,7 @@ def sega_on_inversion(
                     edited = torch.maximum(edited, mask)
             x = ddpm_step(scheduler, base + guidance, t, x, inversion.noises[i])
             if blend:
-                x, region = blend_step(x, inversion, i, edited, region)
+                x, region = blend_step(x, inversion, i, edited, region, blend_dilate)
             if callback is not None:
                 callback(i)
     return x

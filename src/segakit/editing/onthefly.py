@@ -103,7 +103,7 @@ def edit_with_cross_attention_guidance(
 def edit_on_ddpm_inversion(
     unet, scheduler_config, inversion: EditFriendlyInversion, source: Conditioning, direction: EditDirection,
     skip: float, guidance_scale: float = 3.5, direction_scale: float = 1.0, mask: float = 0.0, blend: bool = False,
-    callback: Callable[[int], None] | None = None,
+    callback: Callable[[int], None] | None = None, blend_dilate: int = 0,
 ) -> torch.Tensor:  # fmt: skip
     """Sample from ``inversion`` (made with ``source`` at guidance 1 and ``skip``) along ``direction``: at each step
     e = e(source) + s m (e(source + direction) - e(source)), then the DDPM step with the step's stored noise.
@@ -111,7 +111,8 @@ def edit_on_ddpm_inversion(
     m is 1 everywhere when ``mask`` is 0; otherwise LEDITS++'s noise mask (its eq. 7) of the direction's change at
     that step: 1 where the change's absolute value, summed over channels, reaches its ``mask`` quantile. Outside the
     mask the step is the inversion's own, so those pixels come back nearly as they were; ``blend``
-    (:mod:`segakit.editing.blend`) holds them on the inversion's trajectory, so they come back exactly."""
+    (:mod:`segakit.editing.blend`) holds them on the inversion's trajectory, so they come back exactly (outside the
+    masks grown by ``blend_dilate`` latent pixels)."""
     steps = len(inversion.timesteps)
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
     kwargs = Conditioning.cat([source, direction.add_to(source, direction_scale)]).unet_kwargs()
@@ -124,7 +125,7 @@ def edit_on_ddpm_inversion(
             change = change * edited
         x = ddpm_step(scheduler, out_s + guidance_scale * change, t, x, inversion.noises[i])
         if blend and mask > 0:  # unmasked, the edit's region is everywhere: nothing to hold
-            x, region = blend_step(x, inversion, i, edited, region)
+            x, region = blend_step(x, inversion, i, edited, region, blend_dilate)
         if callback is not None:
             callback(i)
     return x

@@ -44,6 +44,7 @@ class EditParams:
     threshold: float = 0.9  # sega: the masks' quantile
     mask: float = 0.0  # onthefly on a DDPM inversion: edit only where the direction's change reaches this quantile (0: everywhere)
     blend: bool = False  # sega, onthefly on a DDPM inversion: outside the edit's masks, hold the inversion's latents (segakit.editing.blend)
+    blend_dilate: int = 0  # with blend: grow each step's mask by this many latent pixels before it joins the held-free region
     mask_tokens: str = "all"  # sega: whose attention makes the masks: "all" (LEDITS++'s code) or "concept" (its paper)
     sega_mask: str = "intersect"  # sega: the masks: "intersect" (LEDITS++'s), "attention" alone, "noise" alone (SEGA's own)
     image: str | None = None  # the source file, as given
@@ -79,6 +80,10 @@ class EditParams:
             raise UserError(f"--mask {self.mask} applies to --method onthefly --inversion ddpm only; sega masks with --threshold.")
         if self.blend and not (self.method == "sega" or (self.inversion == "ddpm" and self.mask)):
             raise UserError("--blend needs a masked edit: --method sega, or --inversion ddpm with --mask.")
+        if isinstance(self.blend_dilate, bool) or not isinstance(self.blend_dilate, int) or not 0 <= self.blend_dilate <= 8:
+            raise UserError(f"--blend-dilate {self.blend_dilate!r} is not a whole number of latent pixels from 0 to 8.")
+        if self.blend_dilate and not self.blend:
+            raise UserError(f"--blend-dilate {self.blend_dilate} grows the blend's masks; it needs --blend.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         if self.sega_mask not in SEGA_MASKS:

@@ -153,13 +153,13 @@ class EditPipeline:
         num_captions: int = 3, seed: int = 0, concepts: Sequence[str] | None = None, skip: float = 0.15,
         source_guidance: float = 1.0, threshold: float = 0.9, mask_tokens: str = "all", mask: float = 0.0,
         blend: bool = False, output_type: str = "pil", callback: Callable[[int, int], None] | None = None,
-        sega_mask: str = "intersect",
+        sega_mask: str = "intersect", blend_dilate: int = 0,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says; ``callback(done, total)`` after each U-Net step. ``mask`` (OnTheFly
         on a DDPM inversion): keep the edit where the direction moves the noise prediction most, this quantile of
         the latent (LEDITS++'s noise mask; 0: everywhere; docs/editing.md: 0.98 with guidance 5 keeps more of the
         rest at 0.90 success or more). ``blend`` (SEGA, or a masked DDPM edit): outside the masks of the steps so far, hold the inversion's own
-        latents (:mod:`segakit.editing.blend`). ``sega_mask`` (SEGA): ``"intersect"`` (LEDITS++'s masks),
+        latents (:mod:`segakit.editing.blend`), each step's mask grown by ``blend_dilate`` latent pixels. ``sega_mask`` (SEGA): ``"intersect"`` (LEDITS++'s masks),
         ``"attention"`` or ``"noise"`` alone (SEGA's own quantile mask; docs/editing.md: ``"noise"`` at ``threshold``
         0.99 with ``blend`` edits more and keeps more of the rest than LEDITS++'s defaults on the embedded model)."""
         params = EditParams(
@@ -168,7 +168,7 @@ class EditPipeline:
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             xa_guidance=cross_attention_guidance, direction_scale=direction_scale, regularize=regularize, seed=seed,
             concepts=list(concepts or []), skip=skip, source_guidance=source_guidance, threshold=threshold,
-            mask_tokens=mask_tokens, mask=mask, blend=blend, sega_mask=sega_mask,
+            mask_tokens=mask_tokens, mask=mask, blend=blend, sega_mask=sega_mask, blend_dilate=blend_dilate,
         )  # fmt: skip
         return self.run(params, image, output_type=output_type, callback=callback)
 
@@ -209,7 +209,8 @@ class EditPipeline:
         offset = (lambda i: callback(params.steps + i + 1, total)) if callback is not None else None
         if ddpm:  # no reference pass, no cross-attention guidance; the inversion alone gives the input back exactly
             latents = edit_on_ddpm_inversion(self.unet, self.scheduler.config, inverted, source_cond, direction, params.skip,
-                                             params.guidance_scale, params.direction_scale, params.mask, params.blend, callback=offset)  # fmt: skip
+                                             params.guidance_scale, params.direction_scale, params.mask, params.blend, callback=offset,
+                                             blend_dilate=params.blend_dilate)  # fmt: skip
             reconstruction, losses = x0, []
         else:
             result = edit_with_cross_attention_guidance(
@@ -249,7 +250,7 @@ class EditPipeline:
         offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
         latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),
                                     edits, tokens, params.skip, cond if guided else None, params.source_guidance, params.blend, callback=offset,
-                                    masks=params.sega_mask)  # fmt: skip
+                                    masks=params.sega_mask, blend_dilate=params.blend_dilate)  # fmt: skip
         seconds["edit"] = time.perf_counter() - clock
         # what the inversion alone gives back: exactly the image (the autoencoder's round trip), by construction
         x = x0

@@ -27,6 +27,7 @@ def edit_params(req, model: str, limits) -> EditParams:
         captions_before=list(req.captions_before), captions_after=list(req.captions_after), num_captions=req.captions,
         steps=steps, guidance_scale=default_guidance(req.method, req.inversion) if req.guidance is None else req.guidance, seed=req.seed, concepts=list(req.concepts),
         mask=req.mask, blend=req.blend, threshold=req.threshold, sega_mask=req.sega_mask,
+        blend_dilate=req.blend_dilate,
     )  # fmt: skip
     return params.validate()
 

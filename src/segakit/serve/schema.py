@@ -95,6 +95,7 @@ class EditRequest(BaseModel):
     steps: int | None = Field(None, description="Inversion steps = edit steps (default 25).")
     guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion).")
     mask: float = Field(0.0, ge=0, lt=1, description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image).")
+    blend_dilate: int = Field(0, ge=0, le=8, description="with blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (keeps a noise-masked edit in one piece).")
     threshold: float = Field(0.9, ge=0, lt=1, description="method 'sega': the masks' quantile (LEDITS++: 0.9; with sega_mask 'noise' and blend, 0.99 edits more and keeps more of the image than LEDITS++'s defaults on the embedded model).")
     sega_mask: Literal["intersect", "attention", "noise"] = Field("intersect", description="method 'sega': the masks each concept's guidance goes through: intersect (LEDITS++'s: attention and noise mask), attention or noise alone (SEGA's own quantile mask).")
     blend: bool = Field(False, description="method 'sega', or onthefly on a DDPM inversion with a mask: outside the masks of the steps so far, hold the inversion's own latents (keeps more of the image, edits less often).")

@@ -149,7 +149,7 @@ class App:
         return fn
 
     def edit(self, image, instruction, method, source_caption, after, concepts, steps, inversion="ddim", mask=0.0, guidance=0.0, blend=False,
-             sega_mask="intersect", threshold=0.9):  # fmt: skip
+             sega_mask="intersect", threshold=0.9, blend_dilate=0):  # fmt: skip
         """The Edit tab: the result, the captions used, and the PNG that carries the edit's parameters."""
         from types import SimpleNamespace
 
@@ -160,7 +160,7 @@ class App:
                               captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
                               steps=int(steps), guidance=float(guidance) if guidance else None, inversion=inversion or "ddim",
                               mask=float(mask or 0.0), blend=bool(blend), sega_mask=sega_mask or "intersect",
-                              threshold=0.9 if threshold is None else float(threshold))  # fmt: skip
+                              threshold=0.9 if threshold is None else float(threshold), blend_dilate=int(blend_dilate or 0))  # fmt: skip
         try:
             params = edit_params(req, self.service.config.model, self.service.config.limits)
             done = submit_edit(self.service, image, params).future.result()[0]
@@ -248,7 +248,8 @@ class App:
                         with gr.Row():
                             sega_mask = gr.Radio(["intersect", "attention", "noise"], value="intersect", label="SEGA masks (noise, threshold 0.99, blend: keeps more)",
                                                  elem_id="edit-sega-mask")  # fmt: skip
-                            threshold = gr.Slider(0, 0.99, value=0.9, step=0.01, label="Threshold (sega)", elem_id="edit-threshold")
+                            threshold = gr.Slider(0, 0.995, value=0.9, step=0.005, label="Threshold (sega)", elem_id="edit-threshold")
+                            blend_dilate = gr.Slider(0, 8, value=0, step=1, label="Blend dilation (latent pixels)", elem_id="edit-blend-dilate")
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-run")
                     with gr.Column():
                         caption_box = gr.Textbox(label="Caption of the image", interactive=False, elem_id="edit-caption")
@@ -257,7 +258,7 @@ class App:
                         edit_file = gr.File(label="Download the edited PNG (it carries the edit's parameters)", file_count="multiple",
                                             elem_id="edit-download", interactive=False)  # fmt: skip
                 edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps, inversion, edit_mask, edit_guidance, edit_blend,
-                                        sega_mask, threshold],
+                                        sega_mask, threshold, blend_dilate],
                                [result, caption_box, captions_box, edit_file], concurrency_limit=1)  # fmt: skip
 
             flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]

@@ -51,6 +51,7 @@ class EditingStudyConfig:
     blend: bool = False  # segakit SEGA and the masked -ddpm methods: latent blending (segakit.editing.blend)
     mask_tokens: str = "all"  # segakit SEGA: whose attention makes the masks (segakit.editing.ledits.MASK_TOKENS)
     sega_mask: str = "intersect"  # segakit SEGA and the peer: which masks (segakit.editing.ledits.SEGA_MASKS)
+    blend_dilate: int = 0  # with blend: each step's mask grown by this many latent pixels (segakit edit --blend-dilate)
     figure_rows: int = 6
 
     def blends(self, method: str) -> bool:
@@ -81,6 +82,10 @@ class EditingStudyConfig:
             raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
+        if isinstance(self.blend_dilate, bool) or int(self.blend_dilate) != self.blend_dilate or not 0 <= self.blend_dilate <= 8:
+            raise UserError(f"--blend-dilate {self.blend_dilate!r} is not a whole number of latent pixels from 0 to 8.")
+        if self.blend_dilate and not self.blend:
+            raise UserError(f"--blend-dilate {self.blend_dilate} grows the blend's masks; it needs --blend.")
         if self.sega_mask not in SEGA_MASKS:
             raise UserError(f"--sega-mask {self.sega_mask!r} is not one of {', '.join(SEGA_MASKS)}.")
         for a in self.attributes:

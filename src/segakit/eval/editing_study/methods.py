@@ -66,7 +66,8 @@ class Methods:
                         num_inference_steps=c.steps, guidance_scale=c.ddpm_guidance if inversion == "ddpm" else c.guidance,
                         cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip,
                         mask=c.ddpm_mask if inversion == "ddpm" else 0.0,
-                        blend=c.blend and inversion == "ddpm" and bool(c.ddpm_mask))  # fmt: skip
+                        blend=c.blend and inversion == "ddpm" and bool(c.ddpm_mask),
+                        blend_dilate=c.blend_dilate if c.blend and inversion == "ddpm" and c.ddpm_mask else 0)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
@@ -91,7 +92,7 @@ class Methods:
         out = self.pipe(image, instruction, source_caption=source_caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
                         source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blends("sega"),
-                        sega_mask=c.sega_mask)  # fmt: skip
+                        sega_mask=c.sega_mask, blend_dilate=c.blend_dilate if c.blends("sega") else 0)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
 
     def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:

@@ -102,6 +102,8 @@ class EditingStudy:
             spec["sega_mask"] = self.cfg.sega_mask
         if self.cfg.blends(method):  # absent when off: the cached edits stay valid
             spec["blend"] = "union"
+            if self.cfg.blend_dilate:  # absent at 0, likewise
+                spec["blend_dilate"] = self.cfg.blend_dilate
         if method in CAPTIONED:  # captions the image itself: the captioner's weights, not the world's caption
             spec["captioner"], spec["source_caption"] = self.captioner_id, None
         if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
