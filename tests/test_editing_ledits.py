@@ -58,47 +58,9 @@ def _three_level_unet():
     ).eval()  # fmt: skip
 
 
-def test_edit_matches_diffusers_ledits_pp(tmp_path):
-    """segakit's masked SEGA sampling against diffusers' LEditsPPPipelineStableDiffusion (0.42) on the same
-    edit-friendly inversion: one concept added, one removed, both mask regimes (attention only above t = 800, the
-    intersection below), the default mask tokens ("all", as the reference computes them). Tolerance 1e-4."""
-    from diffusers import LEditsPPPipelineStableDiffusion
-
-    from segakit.core.inversion import EditFriendlyInversion
-    from segakit.eval.editing_study.peer import IntegerTimestepsDDIM
-
-    c = dict(sd_components(tmp_path), unet=_three_level_unet())
-    for m in (c["unet"], c["vae"], c["text_encoder"]):
-        m.requires_grad_(False)
-    ref = LEditsPPPipelineStableDiffusion(**dict(c, scheduler=IntegerTimestepsDDIM.from_config(c["scheduler"].config)),
-                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
-    ref.set_progress_bar_config(disable=True)
-    steps, skip, concepts = 6, 0.15, ["+glasses", "-a beard"]
-    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    ref.invert(image, source_prompt="", num_inversion_steps=steps, skip=skip, generator=torch.Generator().manual_seed(7))
-    edits = [ConceptEdit.parse(s, scale=6.0, threshold=0.8) for s in concepts]
-    expected = ref(editing_prompt=[e.concept for e in edits], reverse_editing_direction=[e.reverse for e in edits],
-                   edit_guidance_scale=[e.scale for e in edits], edit_threshold=[e.threshold for e in edits],
-                   output_type="latent").images  # fmt: skip
-    enc = lambda texts: Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], texts, torch.device("cpu")))  # noqa: E731
-    inv = EditFriendlyInversion(ref.init_latents, ref.zs, ref.inversion_steps, int(steps * (1 + skip)))
-    tokens = [concept_tokens(c["tokenizer"], e.concept) for e in edits]
-    with torch.no_grad():
-        ours = sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]), edits, tokens, skip)
-    assert list(ref.inversion_steps)[0] > 800 >= list(ref.inversion_steps)[-1]  # both mask regimes were used
-    assert float((ours - expected).abs().max()) <= 1e-4
-    assert float((ours - ref.init_latents).abs().max()) > 1e-2  # and the edit did something
-    literal = [concept_tokens(c["tokenizer"], e.concept, "concept") for e in edits]
-    assert tokens == [c["tokenizer"].model_max_length - 2] * 2 and all(0 < n < tokens[0] for n in literal)
-    with torch.no_grad():  # the paper's reading (the concept's own tokens) makes other masks: not the reference's edit
-        other = sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]), edits, literal, skip)
-    assert float((other - expected).abs().max()) > 1e-3
-
-
-@pytest.mark.parametrize("masks", ["attention", "noise"])
-def test_other_mask_regimes_match_diffusers_flags(tmp_path, masks):
-    """``masks="attention"`` is diffusers' LEDITS++ with ``use_cross_attn_mask=True, use_intersect_mask=False``;
-    ``"noise"`` (SEGA's own quantile mask) is both flags off. Tolerance 1e-4; each differs from the default's edit."""
+def _reference(tmp_path):
+    """diffusers' LEditsPPPipelineStableDiffusion (0.42) on small random components, an image inverted by it (6 steps,
+    skip 0.15), the same inversion as segakit's, two concepts (one added, one removed) and their mask token counts."""
     from diffusers import LEditsPPPipelineStableDiffusion
 
     from segakit.core.inversion import EditFriendlyInversion
@@ -114,20 +76,52 @@ def test_other_mask_regimes_match_diffusers_flags(tmp_path, masks):
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     ref.invert(image, source_prompt="", num_inversion_steps=steps, skip=skip, generator=torch.Generator().manual_seed(7))
     edits = [ConceptEdit.parse(s, scale=6.0, threshold=0.8) for s in ["+glasses", "-a beard"]]
-    expected = ref(editing_prompt=[e.concept for e in edits], reverse_editing_direction=[e.reverse for e in edits],
-                   edit_guidance_scale=[e.scale for e in edits], edit_threshold=[e.threshold for e in edits],
-                   output_type="latent", use_cross_attn_mask=masks == "attention", use_intersect_mask=False).images  # fmt: skip
-    enc = lambda texts: Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], texts, torch.device("cpu")))  # noqa: E731
     inv = EditFriendlyInversion(ref.init_latents, ref.zs, ref.inversion_steps, int(steps * (1 + skip)))
     tokens = [concept_tokens(c["tokenizer"], e.concept) for e in edits]
-    run = lambda regime: sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]),  # noqa: E731
-                                           edits, tokens, skip, masks=regime)  # fmt: skip
+    return c, ref, inv, skip, edits, tokens
+
+
+def _reference_edit(ref, edits, **flags):
+    return ref(editing_prompt=[e.concept for e in edits], reverse_editing_direction=[e.reverse for e in edits],
+               edit_guidance_scale=[e.scale for e in edits], edit_threshold=[e.threshold for e in edits],
+               output_type="latent", **flags).images  # fmt: skip
+
+
+def _ours(c, inv, skip, edits, tokens, masks="intersect"):
+    enc = lambda texts: Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], texts, torch.device("cpu")))  # noqa: E731
     with torch.no_grad():
-        ours, default = run(masks), run("intersect")
+        return sega_on_inversion(c["unet"], c["scheduler"].config, inv, enc([""]), enc([e.concept for e in edits]), edits, tokens,
+                                 skip, masks=masks)  # fmt: skip
+
+
+def test_edit_matches_diffusers_ledits_pp(tmp_path):
+    """segakit's masked SEGA sampling against diffusers' LEditsPPPipelineStableDiffusion (0.42) on the same
+    edit-friendly inversion: one concept added, one removed, both mask regimes (attention only above t = 800, the
+    intersection below), the default mask tokens ("all", as the reference computes them). Tolerance 1e-4."""
+    c, ref, inv, skip, edits, tokens = _reference(tmp_path)
+    expected = _reference_edit(ref, edits)
+    ours = _ours(c, inv, skip, edits, tokens)
+    assert list(ref.inversion_steps)[0] > 800 >= list(ref.inversion_steps)[-1]  # both mask regimes were used
+    assert float((ours - expected).abs().max()) <= 1e-4
+    assert float((ours - ref.init_latents).abs().max()) > 1e-2  # and the edit did something
+    literal = [concept_tokens(c["tokenizer"], e.concept, "concept") for e in edits]
+    assert tokens == [c["tokenizer"].model_max_length - 2] * 2 and all(0 < n < tokens[0] for n in literal)
+    # the paper's reading (the concept's own tokens) makes other masks: not the reference's edit
+    other = _ours(c, inv, skip, edits, literal)
+    assert float((other - expected).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("masks", ["attention", "noise"])
+def test_other_mask_regimes_match_diffusers_flags(tmp_path, masks):
+    """``masks="attention"`` is diffusers' LEDITS++ with ``use_cross_attn_mask=True, use_intersect_mask=False``;
+    ``"noise"`` (SEGA's own quantile mask) is both flags off. Tolerance 1e-4; each differs from the default's edit."""
+    c, ref, inv, skip, edits, tokens = _reference(tmp_path)
+    expected = _reference_edit(ref, edits, use_cross_attn_mask=masks == "attention", use_intersect_mask=False)
+    ours, default = _ours(c, inv, skip, edits, tokens, masks), _ours(c, inv, skip, edits, tokens)
     assert float((ours - expected).abs().max()) <= 1e-4
     assert float((ours - default).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="masks 'both' is not one of intersect, attention, noise"):
-        run("both")
+        _ours(c, inv, skip, edits, tokens, "both")
 
 
 def test_concept_mask_regimes_by_hand():
