@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from segakit.core.errors import UserError
+
+MAX_DILATE = 8  # latent pixels
+
 
 def blend(x: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """``x`` where ``region`` is 1, ``target`` where it is 0 (``region`` broadcasts over channels)."""
@@ -34,6 +38,15 @@ def dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
     if r <= 0:
         return mask
     return torch.nn.functional.max_pool2d(mask, 2 * r + 1, stride=1, padding=r)
+
+
+def check_dilate(r, blend: bool) -> None:
+    """Raise :class:`UserError` unless ``r`` is a whole number of latent pixels in 0..MAX_DILATE, and 0 without
+    ``blend`` (the dilation grows the blend's masks)."""
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= MAX_DILATE:
+        raise UserError(f"--blend-dilate {r!r} is not a whole number of latent pixels from 0 to {MAX_DILATE}.")
+    if r and not blend:
+        raise UserError(f"--blend-dilate {r} grows the blend's masks; it needs --blend.")
 
 
 def blend_step(x: torch.Tensor, inversion, i: int, mask: torch.Tensor, region: torch.Tensor | None, dilate_by: int = 0):

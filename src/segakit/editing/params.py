@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segakit.core.errors import UserError
+from segakit.editing.blend import check_dilate
 from segakit.editing.concepts import derive_concepts
 from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 
@@ -80,10 +81,7 @@ class EditParams:
             raise UserError(f"--mask {self.mask} applies to --method onthefly --inversion ddpm only; sega masks with --threshold.")
         if self.blend and not (self.method == "sega" or (self.inversion == "ddpm" and self.mask)):
             raise UserError("--blend needs a masked edit: --method sega, or --inversion ddpm with --mask.")
-        if isinstance(self.blend_dilate, bool) or not isinstance(self.blend_dilate, int) or not 0 <= self.blend_dilate <= 8:
-            raise UserError(f"--blend-dilate {self.blend_dilate!r} is not a whole number of latent pixels from 0 to 8.")
-        if self.blend_dilate and not self.blend:
-            raise UserError(f"--blend-dilate {self.blend_dilate} grows the blend's masks; it needs --blend.")
+        check_dilate(self.blend_dilate, self.blend)
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         if self.sega_mask not in SEGA_MASKS:

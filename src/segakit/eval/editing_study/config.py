@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from segakit.core.errors import UserError
+from segakit.editing.blend import check_dilate
 from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 from segakit.world.schema import ATTRIBUTES
 
@@ -82,10 +83,7 @@ class EditingStudyConfig:
             raise UserError(f"--xa-guidance {self.xa_guidance!r} is not 0 (off) or a positive number.")
         if self.mask_tokens not in MASK_TOKENS:
             raise UserError(f"--sega-mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
-        if isinstance(self.blend_dilate, bool) or int(self.blend_dilate) != self.blend_dilate or not 0 <= self.blend_dilate <= 8:
-            raise UserError(f"--blend-dilate {self.blend_dilate!r} is not a whole number of latent pixels from 0 to 8.")
-        if self.blend_dilate and not self.blend:
-            raise UserError(f"--blend-dilate {self.blend_dilate} grows the blend's masks; it needs --blend.")
+        check_dilate(self.blend_dilate, self.blend)
         if self.sega_mask not in SEGA_MASKS:
             raise UserError(f"--sega-mask {self.sega_mask!r} is not one of {', '.join(SEGA_MASKS)}.")
         for a in self.attributes:

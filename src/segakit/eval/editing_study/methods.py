@@ -62,12 +62,12 @@ class Methods:
 
     def _onthefly(self, image, instruction, source_caption, target_captions, inversion: str = "ddim") -> MethodResult:
         c = self.cfg
+        blend = c.blend and inversion == "ddpm" and bool(c.ddpm_mask)
         out = self.pipe(image, instruction, source_caption=source_caption, target_captions=target_captions, inversion=inversion,
                         num_inference_steps=c.steps, guidance_scale=c.ddpm_guidance if inversion == "ddpm" else c.guidance,
                         cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip,
                         mask=c.ddpm_mask if inversion == "ddpm" else 0.0,
-                        blend=c.blend and inversion == "ddpm" and bool(c.ddpm_mask),
-                        blend_dilate=c.blend_dilate if c.blend and inversion == "ddpm" and c.ddpm_mask else 0)  # fmt: skip
+                        blend=blend, blend_dilate=c.blend_dilate if blend else 0)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
@@ -86,13 +86,13 @@ class Methods:
         return self._onthefly(image, instruction, None, None, inversion="ddpm")  # the pipeline captions the image
 
     def _sega(self, image, instruction, source_caption, target_caption) -> MethodResult:
-        c = self.cfg
+        c, blend = self.cfg, self.cfg.blends("sega")
         concepts = derive_concepts(instruction, source_caption)
         # at source guidance 1 the pipeline inverts and samples without the caption (as the peer does)
         out = self.pipe(image, instruction, source_caption=source_caption, method="sega", concepts=concepts,
                         num_inference_steps=c.steps, guidance_scale=c.sega_scale, threshold=c.sega_threshold, skip=c.skip,
-                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=c.blends("sega"),
-                        sega_mask=c.sega_mask, blend_dilate=c.blend_dilate if c.blends("sega") else 0)  # fmt: skip
+                        source_guidance=c.source_guidance, mask_tokens=c.mask_tokens, seed=c.edit_seed, blend=blend,
+                        sega_mask=c.sega_mask, blend_dilate=c.blend_dilate if blend else 0)  # fmt: skip
         return MethodResult(to_u8(out.images[0]), 0.0, concepts=concepts)
 
     def _ledits_diffusers(self, image, instruction, source_caption, target_caption) -> MethodResult:
