@@ -7,11 +7,26 @@ family adapter (:mod:`segakit.core.families`). ``SegaPipeline.from_pretrained(fo
 ``SegaPipeline.from_pipe(pipe)`` return one of these when the model is one of these families.
 """
 
-from __future__ import annotations
-
-import torch
-from diffusers import DiffusionPipeline
+# no `from __future__ import annotations`: diffusers' from_pipe reads these __init__ annotations as classes
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+)
 from diffusers.image_processor import VaeImageProcessor
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+    SiglipImageProcessor,
+    SiglipVisionModel,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 from segakit.core.errors import UserError
 from segakit.core.loading import looks_like_file, weights_file
@@ -30,7 +45,7 @@ class _TransformerPipeline(SegaPipeline):
     def is_sdxl(self) -> bool:
         return False
 
-    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs) -> None:
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, **kwargs) -> None:
         """diffusers' LoRA loader of this family (into the same modules); ``.safetensors`` only."""
         source = pretrained_model_name_or_path_or_dict
         if looks_like_file(source):
@@ -56,8 +71,11 @@ class SegaSD3Pipeline(_TransformerPipeline):
     model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->transformer->vae"
     _optional_components = ["text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor"]
 
-    def __init__(self, transformer, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
-                 text_encoder_3=None, tokenizer_3=None, image_encoder=None, feature_extractor=None) -> None:  # fmt: skip
+    def __init__(self, transformer: SD3Transformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler, vae: AutoencoderKL,
+                 text_encoder: CLIPTextModelWithProjection, tokenizer: CLIPTokenizer,
+                 text_encoder_2: CLIPTextModelWithProjection, tokenizer_2: CLIPTokenizer,
+                 text_encoder_3: T5EncoderModel = None, tokenizer_3: T5TokenizerFast = None,
+                 image_encoder: SiglipVisionModel = None, feature_extractor: SiglipImageProcessor = None) -> None:  # fmt: skip
         DiffusionPipeline.__init__(self)
         self.register_modules(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, text_encoder_3=text_encoder_3,
@@ -74,8 +92,10 @@ class SegaFluxPipeline(_TransformerPipeline):
     model_cpu_offload_seq = "text_encoder->text_encoder_2->image_encoder->transformer->vae"
     _optional_components = ["image_encoder", "feature_extractor"]
 
-    def __init__(self, scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer,
-                 image_encoder=None, feature_extractor=None) -> None:  # fmt: skip
+    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 tokenizer: CLIPTokenizer, text_encoder_2: T5EncoderModel, tokenizer_2: T5TokenizerFast,
+                 transformer: FluxTransformer2DModel, image_encoder: CLIPVisionModelWithProjection = None,
+                 feature_extractor: CLIPImageProcessor = None) -> None:  # fmt: skip
         DiffusionPipeline.__init__(self)
         self.register_modules(
             vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
@@ -86,4 +106,3 @@ class SegaFluxPipeline(_TransformerPipeline):
 
 
 __all__ = ["SegaFluxPipeline", "SegaSD3Pipeline"]
-_ = torch  # typing only
