@@ -148,3 +148,23 @@ def test_flux_thresholds_are_per_latent_channel_over_the_image(flux):
     gamma = out.guidance.guidance[0]  # step 0: the concept alone, no momentum yet
     kept = (gamma != 0).flatten(start_dim=2).sum(-1)  # (batch, channels): 25% of 16 x 16 per channel
     assert kept.tolist() == [[64, 64, 64, 64]]
+
+
+def test_per_token_quantile_of_packed_latents_is_not_segas_threshold():
+    """diffusers' community FLUX SEGA pipeline takes the quantile over dim 2 of the packed latents (per token,
+    over its 64 packed channels); SEGA's threshold (segakit's) is per latent channel over the image. On the same
+    direction they keep different elements: per token, every token keeps the same share; per channel, a region
+    where the concept acts keeps all of its elements."""
+    from segakit.sega.guidance import keep_tails
+
+    torch.manual_seed(0)
+    psi = torch.randn(1, 16, 8, 8) * 0.1
+    psi[..., :2, :2] += 3.0  # the concept acts in one corner (2 x 2 latent pixels = one packed token)
+    ours = keep_tails(psi, 0.9, "channel")
+    packed = pack(psi)
+    eta = torch.quantile(packed.abs(), 0.9, dim=2, keepdim=True)
+    theirs = unpack(torch.where(packed.abs() >= eta, packed, torch.zeros_like(packed)), 8, 8)
+    assert (ours[..., :2, :2] != 0).all()  # the whole corner in every channel
+    assert (theirs != 0).float().mean() > (ours != 0).float().mean() - 0.01  # same overall share ...
+    assert (theirs[..., :2, :2] != 0).float().mean() < 0.2  # ... but per token: 10% of the corner's token
+    assert not torch.equal(ours != 0, theirs != 0)
