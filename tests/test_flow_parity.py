@@ -168,3 +168,21 @@ def test_per_token_quantile_of_packed_latents_is_not_segas_threshold():
     assert (theirs != 0).float().mean() > (ours != 0).float().mean() - 0.01  # same overall share ...
     assert (theirs[..., :2, :2] != 0).float().mean() < 0.2  # ... but per token: 10% of the corner's token
     assert not torch.equal(ours != 0, theirs != 0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"negative_prompt": "a hat"}, "only under true CFG"),
+    ({"true_cfg_scale": 3.0}, "needs a negative_prompt"),
+])  # fmt: skip
+def test_flux_refuses_what_would_silently_do_nothing(flux, kwargs, match):
+    from segakit.core.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        flux[1](PROMPT, num_inference_steps=1, height=32, width=32, **kwargs)
+
+
+def test_true_cfg_scale_is_refused_off_flux(sd3):
+    from segakit.core.errors import UserError
+
+    with pytest.raises(UserError, match="for FLUX models"):
+        sd3[1](PROMPT, num_inference_steps=1, true_cfg_scale=2.0)

@@ -65,6 +65,20 @@ class SegaPipelineOutput(BaseOutput):
     edits: list[Edit] | None = None
 
 
+def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
+    """Refuse the settings that would silently do nothing: FLUX's negative prompt acts only under true CFG."""
+    if not fam.guidance_embedded:
+        if true_cfg_scale != 1.0:
+            raise UserError(f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale.")
+        return
+    if negative_prompt is not None and true_cfg_scale <= 1.0:
+        raise UserError(
+            "negative_prompt acts on FLUX only under true CFG; pass true_cfg_scale above 1 (e.g. 4) with it, or leave it out."
+        )
+    if true_cfg_scale > 1.0 and negative_prompt is None:
+        raise UserError(f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed).")
+
+
 class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
     """Semantic guidance for any Stable-Diffusion-family model that diffusers loads.
 
@@ -329,6 +343,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             raise UserError(
                 f"h-space directions and IP-Adapter images work on U-Net models (SD 1.x/2.x, SDXL); this is a {fam.name.upper()} model."
             )
+        check_true_cfg(fam, negative_prompt, true_cfg_scale)
         device = self._execution_device
         batch = len(prompts) * num_images_per_prompt
         do_cfg = fam.has_uncond(guidance_scale, negative_prompt, true_cfg_scale)
