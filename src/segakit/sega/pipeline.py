@@ -37,9 +37,8 @@ from segakit.core.families import Family, family_for, family_name
 from segakit.core.errors import UserError
 from segakit.core.hooks import (
     HSpaceOffset,
-    MidBlockShift,
+    BlockShift,
     conditional_rows,
-    mid_block_shape,
     total_offset,
 )
 from segakit.core.loading import load_pipeline
@@ -63,6 +62,14 @@ class SegaPipelineOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None = None
     guidance: RecordedGuidance | None = None
     edits: list[Edit] | None = None
+
+
+def directions_site(directions) -> str | None:
+    """The one h-space site that the directions were learned at (None: the family's default)."""
+    sites = {s for s in (getattr(d, "site", None) for d in directions) if s is not None}
+    if len(sites) > 1:
+        raise UserError(f"The directions were learned at different sites ({', '.join(sorted(sites))}); apply them in separate calls.")
+    return sites.pop() if sites else None
 
 
 def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
@@ -339,10 +346,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
 
         if guidance_scale is None:
             guidance_scale = fam.default_guidance_scale
-        if (directions or ip_adapter_image is not None or ip_adapter_image_embeds is not None) and fam.flow:
-            raise UserError(
-                f"h-space directions and IP-Adapter images work on U-Net models (SD 1.x/2.x, SDXL); this is a {fam.name.upper()} model."
-            )
+        if (ip_adapter_image is not None or ip_adapter_image_embeds is not None) and fam.flow:
+            raise UserError(f"IP-Adapter images work on U-Net models (SD 1.x/2.x, SDXL); this is a {fam.name.upper()} model.")
         check_true_cfg(fam, negative_prompt, true_cfg_scale)
         device = self._execution_device
         batch = len(prompts) * num_images_per_prompt
@@ -410,9 +415,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         # h-space directions: a mid-block hook only when some are given, so plain calls run the U-Net untouched
         h_offset, shift = None, contextlib.nullcontext()
         if directions:
-            h_shape = mid_block_shape(self.unet, height, width, self.vae_scale_factor)
-            h_offset = total_offset(directions, batch, h_shape, device, latents.dtype)
-            shift = MidBlockShift(self.unet)
+            site = fam.hspace_site(height, width, directions_site(directions))
+            h_offset = total_offset(directions, batch, site.shape, device, latents.dtype)
+            shift = BlockShift(site.module)
 
         first = 1 if do_cfg else 0  # the prompt's rows; concepts follow them
         unet_cond, unet_key = base, None

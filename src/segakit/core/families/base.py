@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from segakit.core.conditioning import Conditioning
 from segakit.core.errors import UserError
+from segakit.core.hooks import HSpaceSite, mid_block_shape
 
 
 class Family:
@@ -129,6 +130,15 @@ class Family:
 
     def _call(self, x: torch.Tensor, t, cond: Conditioning, extra: dict) -> torch.Tensor:
         raise NotImplementedError
+
+    # ---- h-space
+
+    def hspace_site(self, height: int, width: int, site: str | None = None) -> HSpaceSite:
+        """Where h-space directions act: the U-Net's mid block."""
+        if site not in (None, "mid_block"):
+            raise UserError(f"site {site!r} is a transformer block; this U-Net model's h-space is its mid block.")
+        unet = self.denoiser
+        return HSpaceSite("mid_block", unet.mid_block, mid_block_shape(unet, height, width, self.pipe.vae_scale_factor))
 
     # ---- decoding
 

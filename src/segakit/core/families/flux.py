@@ -20,6 +20,7 @@ import torch
 from diffusers import FluxPipeline
 
 from segakit.core.conditioning import Conditioning
+from segakit.core.errors import UserError
 from segakit.core.families.rectified import RectifiedFlowFamily
 
 
@@ -70,6 +71,11 @@ class FluxFamily(RectifiedFlowFamily):
     def image_seq_len(self, height: int, width: int) -> int:
         f = self.pipe.vae_scale_factor * 2
         return (height // f) * (width // f)
+
+    def hspace_site(self, height: int, width: int, site: str | None = None):
+        if site is not None and site.startswith("single_transformer_blocks."):
+            raise UserError("FLUX's single-stream blocks mix text and image tokens; h-space sites are transformer_blocks.K.")
+        return super().hspace_site(height, width, site)
 
     def shift_mu(self, height: int, width: int) -> float | None:
         # FluxPipeline always passes mu (schedulers without dynamic shifting ignore it)

@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from segakit.core.errors import UserError
 from segakit.core.families.base import Family
+from segakit.core.hooks import HSpaceSite, transformer_site
 
 
 class RectifiedFlowFamily(Family):
@@ -40,6 +41,20 @@ class RectifiedFlowFamily(Family):
         names = self.reference_class._get_signature_keys(self.reference_class)[0]
         components = {n: getattr(self.pipe, n, None) for n in names}
         return self.reference_class(**components)
+
+    def default_block(self) -> int:
+        """The block whose image tokens are h-space when a call or file names none: the middle joint block
+        (provisional, until the embedded flow model's measurement picks one; docs/flow.md)."""
+        return (len(self.denoiser.transformer_blocks) - 1) // 2
+
+    def hspace_site(self, height: int, width: int, site: str | None = None) -> HSpaceSite:
+        if site is None:
+            block = self.default_block()
+        elif site.startswith("transformer_blocks."):
+            block = int(site.rpartition(".")[2])
+        else:
+            raise UserError(f"site {site!r} is a U-Net's; on this {self.name.upper()} model h-space is a transformer block (transformer_blocks.K).")
+        return transformer_site(self.denoiser, block, self.image_seq_len(height, width))
 
     def prepare_latents(self, batch, height, width, dtype, device, generator, latents=None) -> torch.Tensor:
         shape = self.latent_shape(batch, height, width)
