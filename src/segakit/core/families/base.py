@@ -142,6 +142,16 @@ class Family:
 
     # ---- decoding
 
+    def from_vae(self, z: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's latents as the denoiser sees them: the inverse of :meth:`to_vae`."""
+        config = self.pipe.vae.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(z.device, z.dtype)
+            std_t = torch.tensor(std).view(1, -1, 1, 1).to(z.device, z.dtype)
+            return (z - mean_t) * config.scaling_factor / std_t
+        return (z - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
+
     def to_vae(self, latents: torch.Tensor) -> torch.Tensor:
         """Final latents to what the autoencoder decodes (its scaling, shift, or per-channel statistics)."""
         config = self.pipe.vae.config
