@@ -186,3 +186,26 @@ def test_true_cfg_scale_is_refused_off_flux(sd3):
 
     with pytest.raises(UserError, match="for FLUX models"):
         sd3[1](PROMPT, num_inference_steps=1, true_cfg_scale=2.0)
+
+
+def test_sd3_lora_loads_through_diffusers_family_loader(tmp_path):
+    """A LoRA saved by diffusers' SD3 loader loads into SegaSD3Pipeline (same modules) and gives diffusers' image."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    parts = sd3_components(tmp_path / "parts")
+    torch.manual_seed(5)
+    parts["transformer"].add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False))
+    layers = get_peft_model_state_dict(parts["transformer"])
+    StableDiffusion3Pipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=layers, safe_serialization=True)
+    fresh = sd3_components(tmp_path / "parts2")
+    reference = StableDiffusion3Pipeline(**fresh)
+    reference.set_progress_bar_config(disable=True)
+    plain = reference(PROMPT, num_inference_steps=2, output_type="latent", generator=_gen()).images
+    ours = SegaPipeline.from_pipe(reference)
+    ours.set_progress_bar_config(disable=True)
+    ours.load_lora_weights(tmp_path / "lora" / "pytorch_lora_weights.safetensors", adapter_name="style")
+    got = ours(PROMPT, num_inference_steps=2, output_type="latent", generator=_gen()).images
+    want = reference(PROMPT, num_inference_steps=2, output_type="latent", generator=_gen()).images  # same modules
+    _same(got, want)
+    assert (got - plain).abs().max() > 1e-4  # the LoRA acts
