@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--max-batch", type=int, default=None, help="segakit's max_unet_batch: rows per transformer call")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = flux_shaped()
@@ -105,7 +106,7 @@ def main() -> None:
 
     def ours(cooldown):
         edits = [Edit(c, scale=5, threshold=0.9, warmup=args.warmup, cooldown=cooldown) for c in concepts]
-        return lambda: pipe(**common, edits=edits, generator=torch.Generator().manual_seed(0))
+        return lambda: pipe(**common, edits=edits, max_unet_batch=args.max_batch, generator=torch.Generator().manual_seed(0))
 
     def theirs(cooldown):
         return lambda: community_schedule(pipe, common["prompt"], concepts, [args.warmup] * 2, [cooldown] * 2,

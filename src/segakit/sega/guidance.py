@@ -10,6 +10,11 @@ the estimate for edit concept k.
     nu     <- beta_m nu + (1 - beta_m) gamma                 momentum update
     eps     = e0 + g + gamma                                 the estimate the scheduler sees
 
+Concept refresh (segakit's addition, :class:`ConceptRefresh`): a concept's estimate is computed only every
+``K`` steps; in between it is rebuilt from the concept's last direction and the current unconditional
+estimate, ``ee_k ~ e0 + (ee_k - e0)|last refresh``, so the concept's row leaves the denoiser batch on those steps.
+``K = 1`` is exact SEGA.
+
 :class:`SemanticGuidance` holds the only state (the momentum ``nu``) and applies the exact rules of
 diffusers' deprecated ``SemanticStableDiffusionPipeline``: quantiles per image and per latent channel;
 while only some concepts are past warm-up, those are applied with weights normalised to sum 1 and
@@ -233,3 +238,29 @@ class SemanticGuidance:
         if n_warm == len(self.edits):
             applied = gamma
         return applied
+
+
+class ConceptRefresh:
+    """Reuse each concept's direction ``ee_k - e0`` between refreshes every ``every`` steps (see the module).
+
+    A concept is refreshed the first step it is alive and then every ``every`` steps; :meth:`due` says which
+    alive concepts need a denoiser estimate at a step, :meth:`estimates` completes the rest.
+    """
+
+    def __init__(self, every: int) -> None:
+        if int(every) != every or every < 1:
+            raise UserError(f"edit_refresh {every!r} must be a whole number of 1 or more (1 is exact SEGA).")
+        self.every = int(every)
+        self._direction: dict[int, torch.Tensor] = {}
+        self._last: dict[int, int] = {}
+
+    def due(self, step: int, alive: Sequence[int]) -> list[int]:
+        """The alive concepts whose estimate is computed at ``step``."""
+        return [k for k in alive if k not in self._last or step - self._last[k] >= self.every]
+
+    def estimates(self, step: int, e0: torch.Tensor, computed: Mapping[int, torch.Tensor], alive: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Every alive concept's estimate: the computed ones (their direction stored), the others rebuilt."""
+        for k, ee in computed.items():
+            self._direction[k] = ee - e0
+            self._last[k] = step
+        return {k: computed[k] if k in computed else e0 + self._direction[k] for k in alive}

@@ -46,7 +46,7 @@ from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.fair import fair_call
-from segakit.sega.guidance import Edit, QuantileOver, SemanticGuidance
+from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
 
@@ -278,6 +278,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         true_cfg_scale: float = 1.0,
         max_sequence_length: int | None = None,
+        edit_refresh: int = 1,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
 
@@ -295,6 +296,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         output at every step; several sum), ``fair`` (fair generation, one drawn value per image: a direction
         library's draw ``Library.fair(...)``, added to ``directions``, or Fair Diffusion's
         :class:`segakit.sega.fair.FairDiffusion` draw, one call per value; give one generator per image),
+        ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between,
+        :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``true_cfg_scale`` and
+        ``max_sequence_length`` (FLUX / SD3, as in their diffusers pipelines; docs/flow.md),
         ``ip_adapter_image`` / ``ip_adapter_image_embeds`` (after
         ``load_ip_adapter``, as in diffusers; edit branches get the empty image, :mod:`segakit.sega.loaders`).
 
@@ -408,6 +412,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 )
         extra = fam.step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
+        refresh = ConceptRefresh(edit_refresh) if edit_refresh != 1 else None  # checks the value too
         recorded = None
         if record_guidance and guided:
             recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)
@@ -426,9 +431,10 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 if self.interrupt:
                     break
                 alive = sega.alive(i) if sega is not None else []
-                if tuple(alive) != unet_key:
-                    unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in alive)])
-                    unet_key = tuple(alive)
+                rows = refresh.due(i, alive) if refresh is not None else alive  # the concepts computed at this step
+                if tuple(rows) != unet_key:
+                    unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in rows)])
+                    unet_key = tuple(rows)
                     row_shift = conditional_rows(h_offset, len(unet_cond) // batch, do_cfg)
                 if h_offset is not None:
                     shift.set(row_shift)
@@ -441,7 +447,12 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 # classifier-free guidance (a step callback may change pipe's scale; FLUX's is true CFG's)
                 scale = cfg_scale if fam.guidance_embedded else self._guidance_scale
                 guidance = scale * (ep - e0) if do_cfg else None
-                gamma = sega(i, e0, {k: chunks[first + 1 + j] for j, k in enumerate(alive)}) if sega is not None else None
+                gamma = None
+                if sega is not None:
+                    estimates = {k: chunks[first + 1 + j] for j, k in enumerate(rows)}
+                    if refresh is not None:
+                        estimates = refresh.estimates(i, e0, estimates, alive)
+                    gamma = sega(i, e0, estimates)
                 if gamma is not None:
                     guidance = gamma if guidance is None else guidance + gamma
                     if recorded is not None:

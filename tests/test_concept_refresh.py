@@ -1,0 +1,57 @@
+"""Concept refresh (``edit_refresh=K``): a concept's estimate every K steps, its direction reused in between."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import sd_components
+
+from segakit import Edit, SegaPipeline
+from segakit.core.errors import UserError
+from segakit.sega.guidance import ConceptRefresh
+
+
+def test_due_and_rebuilt_estimates_by_hand():
+    r = ConceptRefresh(2)
+    e0 = torch.tensor([1.0, 2.0])
+    assert r.due(0, [0, 1]) == [0, 1]
+    out = r.estimates(0, e0, {0: torch.tensor([2.0, 2.0]), 1: torch.tensor([0.0, 5.0])}, [0, 1])
+    assert torch.equal(out[0], torch.tensor([2.0, 2.0]))
+    assert r.due(1, [0, 1]) == []  # both reused at step 1
+    later = torch.tensor([3.0, 3.0])  # the unconditional estimate moved
+    out = r.estimates(1, later, {}, [0, 1])
+    assert torch.equal(out[0], torch.tensor([4.0, 3.0])) and torch.equal(out[1], torch.tensor([2.0, 6.0]))  # e0 + (ee - e0)|step 0
+    assert r.due(2, [1]) == [1]  # concept 0 cooled down, concept 1 refreshed
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_bad_refresh_is_refused(bad):
+    with pytest.raises(UserError, match="edit_refresh"):
+        ConceptRefresh(bad)
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    pipe = SegaPipeline(**sd_components(tmp_path_factory.mktemp("sd")))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _run(pipe, **kw):
+    edits = [Edit("glasses", scale=5, threshold=0.5, warmup=1), Edit("beard", scale=4, threshold=0.6, warmup=0, reverse=True)]
+    return pipe("a face", edits=edits, num_inference_steps=6, output_type="latent", generator=torch.Generator().manual_seed(1), **kw).images
+
+
+def test_refresh_one_is_exact_sega(sd):
+    assert torch.equal(_run(sd), _run(sd, edit_refresh=1))
+
+
+def test_concept_rows_leave_the_batch_between_refreshes(sd):
+    rows = []
+    handle = sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        refreshed = _run(sd, edit_refresh=3)
+    finally:
+        handle.remove()
+    assert rows == [4, 2, 2, 4, 2, 2]  # uncond + prompt (+ 2 concepts on steps 0 and 3)
+    assert not torch.equal(refreshed, _run(sd))  # an approximation, not exact SEGA
