@@ -1,0 +1,72 @@
+"""SEGA's cost over plain classifier-free guidance, exact and with concept refresh (``edit_refresh=K``).
+
+Same model, prompt, seeds, steps and threads in one run; medians of --repeats interleaved runs; decoding left
+out (output_type="latent") so the numbers compare the sampling loops.
+
+    python benchmarks/sega_refresh_speed.py                       # embedded model, 16 images x 25 steps
+    python benchmarks/sega_refresh_speed.py --refresh 2,3,4 --threads 1 --repeats 3
+
+Prints, for 2 and 4 edits, the time over plain CFG for exact SEGA and each K
+(issue targets: 2 edits <= 1.25x, 4 edits <= 1.5x, moonshot 2 edits <= 1.0x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+
+from segakit import Edit, SegaPipeline  # noqa: E402
+
+CONCEPTS = ["glasses", "a hat", "smiling", "beard"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--refresh", default="2,3,4")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = SegaPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    ks = [int(k) for k in args.refresh.split(",")]
+
+    def run(n_edits: int, k: int):
+        edits = [Edit(c) for c in CONCEPTS[:n_edits]]
+        return lambda: pipe("a face of a person", edits=edits, edit_refresh=k, num_inference_steps=args.steps,
+                            num_images_per_prompt=args.images, output_type="latent",
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    cases = {"plain CFG": run(0, 1)}
+    for n in (2, 4):
+        cases[f"{n} edits, exact"] = run(n, 1)
+        for k in ks:
+            cases[f"{n} edits, refresh {k}"] = run(n, k)
+    for fn in cases.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["plain CFG"])
+    print(f"model {args.model}; {args.images} images x {args.steps} steps; threads {torch.get_num_threads()}; median of {args.repeats}")
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        print(f"  {name:22s} {m:7.2f} s   {m / base:5.2f}x plain CFG")
+
+
+if __name__ == "__main__":
+    main()
