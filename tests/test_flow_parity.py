@@ -124,13 +124,6 @@ def test_sd3_folder_without_t5_loads(sd3, tmp_path):
     _same(loaded(PROMPT, generator=_gen(), **kwargs).images, reference(PROMPT, generator=_gen(), **kwargs).images)
 
 
-def test_directions_are_refused_on_transformers(sd3):
-    from segakit.core.errors import UserError
-
-    with pytest.raises(UserError, match="U-Net models"):
-        sd3[1](PROMPT, num_inference_steps=1, directions=[object()])
-
-
 def test_pack_and_unpack_are_inverse():
     x = torch.randn(2, 4, 6, 8)
     tokens = pack(x)

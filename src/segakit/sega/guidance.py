@@ -154,6 +154,16 @@ def keep_tails(psi: torch.Tensor, threshold: float, over: QuantileOver = "channe
     return torch.where(mag >= eta, psi, torch.zeros_like(psi))
 
 
+def guided_estimate(e0: torch.Tensor, ep: torch.Tensor, scale: float | None, *terms: torch.Tensor | None) -> torch.Tensor:
+    """eps = e0 + (s_g (ep - e0) + gamma + ...): classifier-free guidance plus the given terms (``None`` terms are
+    absent). With ``scale=None`` there is no unconditional branch (``e0`` is the prompt's own estimate): eps = ep + terms."""
+    guidance = scale * (ep - e0) if scale is not None else None
+    for term in terms:
+        if term is not None:
+            guidance = term if guidance is None else guidance + term
+    return ep if guidance is None else e0 + guidance
+
+
 def weighted_sum(weights: torch.Tensor, psis: torch.Tensor) -> torch.Tensor:
     """sum_k w_k psi_k for ``weights`` (K,) and ``psis`` (K, B, C, H, W)."""
     return torch.einsum("k,k...->...", weights.to(psis.dtype), psis)

@@ -46,7 +46,7 @@ from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.fair import fair_call
-from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance
+from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance, guided_estimate
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
 
@@ -444,24 +444,17 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 chunks = out.chunk(branches)
                 ep = chunks[first]
                 e0 = chunks[0]  # the unconditional estimate, or the prompt's own where there is none
-                # classifier-free guidance (a step callback may change pipe's scale; FLUX's is true CFG's)
-                scale = cfg_scale if fam.guidance_embedded else self._guidance_scale
-                guidance = scale * (ep - e0) if do_cfg else None
                 gamma = None
                 if sega is not None:
                     estimates = {k: chunks[first + 1 + j] for j, k in enumerate(rows)}
-                    if refresh is not None:
-                        estimates = refresh.estimates(i, e0, estimates, alive)
-                    gamma = sega(i, e0, estimates)
-                if gamma is not None:
-                    guidance = gamma if guidance is None else guidance + gamma
-                    if recorded is not None:
-                        recorded[i].copy_(gamma, non_blocking=True)
-                if reuse is not None:
-                    guidance = reuse[i] if guidance is None else guidance + reuse[i]
-                    if recorded is not None and sega is None:
-                        recorded[i].copy_(reuse[i], non_blocking=True)
-                noise_pred = ep if guidance is None else e0 + guidance
+                    gamma = sega(i, e0, refresh.estimates(i, e0, estimates, alive) if refresh is not None else estimates)
+                step_reuse = None if reuse is None else reuse[i]
+                record = gamma if gamma is not None else (step_reuse if sega is None else None)  # what this step adds
+                if recorded is not None and record is not None:
+                    recorded[i].copy_(record, non_blocking=True)
+                # classifier-free guidance (a step callback may change the pipe's scale; FLUX's is true CFG's)
+                scale = cfg_scale if fam.guidance_embedded else self._guidance_scale
+                noise_pred = guided_estimate(e0, ep, scale if do_cfg else None, gamma, step_reuse)
                 if do_cfg and guidance_rescale > 0.0:
                     noise_pred = rescale_noise_cfg(noise_pred, ep, guidance_rescale=guidance_rescale)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
