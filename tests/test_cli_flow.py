@@ -51,3 +51,21 @@ def test_edit_changes_the_image_and_guidance_round_trips(monkeypatch, capsys, fo
     assert code == 0, err
     again = np.asarray(Image.open(tmp_path / "again.png"), dtype=np.int16)
     assert np.abs(again - edit).max() <= 1
+
+
+def test_directions_learn_and_apply_on_sd3(monkeypatch, capsys, folders, tmp_path):
+    direction = tmp_path / "glasses.safetensors"
+    code, _, err = cli(monkeypatch, capsys, "directions", "learn", "glasses", "--positive", "a face with glasses", "--neutral", "a face",
+                       "--model", folders / "sd3", "-n", 2, "--steps", 2, "--batch", 2, "--gen-steps", 2,
+                       "--cache", tmp_path / "cache", "--out", direction)  # fmt: skip
+    assert code == 0, err
+    base = ["generate", "a face", "--model", folders / "sd3", "--steps", 2, "--height", 32, "--width", 32, "--seed", 1]
+    code, _, err = cli(monkeypatch, capsys, *base, "--direction", f"{direction}:40", "--out", tmp_path / "d.png")
+    assert code == 0, err
+    assert cli(monkeypatch, capsys, *base, "--out", tmp_path / "plain.png")[0] == 0
+    a, b = (np.asarray(Image.open(tmp_path / n), dtype=np.int16) for n in ("d.png", "plain.png"))
+    assert np.abs(a - b).max() > 0
+    # the same file on the FLUX model is refused in one sentence, exit 2
+    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--model", folders / "flux", "--steps", 2, "--height", 32,
+                       "--width", 32, "--direction", str(direction), "--out", tmp_path / "f.png")  # fmt: skip
+    assert code == 2 and "Traceback" not in err and "learned on" in err
