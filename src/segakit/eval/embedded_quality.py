@@ -57,15 +57,18 @@ class QualityConfig:
 
 
 def sample_images(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, batch: int,
-                  edits: Sequence[Edit] = (), progress: Progress | None = None, directions: Sequence = ()) -> torch.Tensor:  # fmt: skip
+                  edits: Sequence[Edit] = (), progress: Progress | None = None, directions: Sequence = (),
+                  edit_refresh: int = 1) -> torch.Tensor:  # fmt: skip
     """Images (N, 3, 64, 64) in [0, 1], one generator per seed so each image is its seed's alone; ``directions``:
-    h-space offsets (``Direction.at(strength)``) added as ``SegaPipeline`` adds them."""
+    h-space offsets (``Direction.at(strength)``) added as ``SegaPipeline`` adds them; ``edit_refresh``: concept
+    refresh (1: exact SEGA)."""
     out = []
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start : start + batch])
         images = pipe(
             prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=len(chunk),
             generator=[torch.Generator().manual_seed(int(s)) for s in chunk], edits=list(edits), directions=list(directions), output_type="pt",
+            edit_refresh=edit_refresh,
         ).images.float().cpu()  # fmt: skip
         if images.shape[-1] != ORACLE_SIZE:
             images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True, align_corners=False)

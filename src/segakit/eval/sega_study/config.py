@@ -50,6 +50,7 @@ class StudyConfig:
     figure_seeds: int = 2  # seeds per combination in the successive-combination figure
     grid_concepts: tuple[str, str] = ("glasses", "smile")  # the two-concept grid
     grid_strengths: tuple[float, ...] = (0, 3, 5, 7)
+    edit_refresh: int = 1  # concept refresh every K steps (1: exact SEGA; segakit.sega.guidance.ConceptRefresh)
 
     def check(self) -> StudyConfig:
         """Raise :class:`UserError` naming the first bad value; return self."""
@@ -63,6 +64,8 @@ class StudyConfig:
         for name, value in (("edit scale", self.scale), ("guidance", self.guidance)):
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"The {name} {value!r} is not a positive number.")
+        if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
+            raise UserError(f"--edit-refresh {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA).")
         if not 0 <= self.threshold < 1:
             raise UserError(f"Threshold {self.threshold!r} is outside [0, 1).")
         if len(set(self.sweep)) < 3 or min(self.sweep) < 0 or 0 not in self.sweep or list(self.sweep) != sorted(self.sweep):

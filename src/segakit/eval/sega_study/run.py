@@ -110,6 +110,8 @@ class Study:
             "guidance": cfg.guidance,
             "batch": cfg.batch,
         }
+        if cfg.edit_refresh != 1:  # absent at 1, so exact SEGA's cached units stay valid
+            self.common["edit_refresh"] = cfg.edit_refresh
         self.seeds = cfg.seed_list()
         self.cached = 0
         self.units = 0
@@ -123,7 +125,7 @@ class Study:
     def _generate(self, prompt: str, seeds: Sequence[int], edits: Sequence[Edit] = ()) -> np.ndarray:
         if not len(seeds):
             return np.zeros((0, 3, 64, 64), np.uint8)
-        args = [(prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits)) for chunk in self._split(seeds)]
+        args = [(prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), self.cfg.edit_refresh) for chunk in self._split(seeds)]
         done = self.runner.map(generate_chunk, args, lambda r: self.progress.advance(len(r.value)))
         return np.concatenate([r.value for r in done])
 
@@ -133,7 +135,7 @@ class Study:
         chunks, args, start = self._split(seeds), [], 0
         for chunk in chunks:
             part = None if reuse is None else np.ascontiguousarray(reuse[:, start : start + len(chunk)].numpy())
-            args.append((prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), record, part))
+            args.append((prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), record, part, self.cfg.edit_refresh))
             start += len(chunk)
         done = self.runner.map(guided_chunk, args, lambda r: self.progress.advance(len(r.value[0])))
         images = np.concatenate([r.value[0] for r in done])
