@@ -108,6 +108,7 @@ def sega(
     scale: Annotated[float, typer.Option(help="SEGA edit scale of every edit.")] = EMBEDDED_EDIT.scale,
     threshold: Annotated[float, typer.Option(help="SEGA threshold (quantile of |guidance| kept).")] = EMBEDDED_EDIT.threshold,
     warmup: Annotated[int, typer.Option(help="First step at which an edit acts.")] = EMBEDDED_EDIT.warmup,
+    edit_refresh: Annotated[int, typer.Option("--edit-refresh", help="Compute each concept every K steps, reuse its direction in between (1: exact SEGA).")] = 1,
     target_scale: Annotated[list[str] | None, typer.Option("--target-scale", help="Per-target scale, repeatable: NAME=SCALE, e.g. 'bald=9'.")] = None,
     sweep_seeds: Annotated[int, typer.Option("--sweep-seeds", help="Seeds per target in the scale sweep (monotonicity).")] = 20,
     unique_seeds: Annotated[int, typer.Option("--unique-seeds", help="Seeds of the uniqueness test.")] = 50,
@@ -135,7 +136,7 @@ def sega(
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
     check(workers, ray)
-    cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold,
+    cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold, edit_refresh=edit_refresh,
                       warmup=warmup, target_scales=tuple(overrides), sweep_seeds=sweep_seeds, unique_seeds=unique_seeds).check()  # fmt: skip
     if threads:
         import torch
