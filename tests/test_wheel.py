@@ -71,7 +71,9 @@ def test_the_wheel_installs_into_a_fresh_venv_and_generates_with_an_edit(wheel, 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
     py = venv / "bin" / "python"
-    own = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).stdout.strip())
+    own = Path(
+        _run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).stdout.strip()
+    )
     (own / "zz_segakit_test_dependencies.pth").write_text("\n".join(_dependency_folders()) + "\n")
     _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", wheel], cwd=tmp_path)
 
@@ -79,7 +81,9 @@ def test_the_wheel_installs_into_a_fresh_venv_and_generates_with_an_edit(wheel, 
     elsewhere.mkdir()
     where = _run([py, "-c", "import segakit; print(segakit.__file__)"], cwd=elsewhere).stdout.strip()
     assert Path(where).is_relative_to(venv), where
-    assert _run([venv / "bin" / "segakit", "--version"], cwd=elsewhere).stdout.strip() == f"segakit {segakit.__version__}"
+    assert (
+        _run([venv / "bin" / "segakit", "--version"], cwd=elsewhere).stdout.strip() == f"segakit {segakit.__version__}"
+    )
 
     out = elsewhere / "face.png"
     _run([venv / "bin" / "segakit", "generate", "a face of a person", "--edit", "+glasses", "--steps", "2",
