@@ -11,7 +11,7 @@ __version__ = "0.3.0"
 
 from segakit.core.errors import UserError
 
-__all__ = ["Edit", "SegaPipeline", "SegaPipelineOutput", "RecordedGuidance", "UserError", "__version__"]
+__all__ = ["Edit", "SegaPipeline", "SegaPipelineOutput", "SegaSD3Pipeline", "SegaFluxPipeline", "RecordedGuidance", "UserError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -28,4 +28,8 @@ def __getattr__(name: str):
         from segakit.sega import pipeline
 
         return getattr(pipeline, name)
+    if name in ("SegaSD3Pipeline", "SegaFluxPipeline"):
+        from segakit.sega import flow_pipelines
+
+        return getattr(flow_pipelines, name)
     raise AttributeError(f"module 'segakit' has no attribute {name!r}")

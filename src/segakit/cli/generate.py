@@ -71,7 +71,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     num_images: Annotated[int, typer.Option("--num-images", "-n", "--n", metavar="N", help="Number of images (generated 8 at a time, each written when done).")] = 1,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 25 on the embedded model, which is tuned at 25; 50 otherwise).")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default 7.5; SDXL 5.0).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Guidance scale (the family's default: 7.5 SD, 5.0 SDXL, 7.0 SD3, 3.5 FLUX's distilled guidance).")] = None,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
     momentum: Annotated[float, typer.Option(help="SEGA momentum scale s_m.")] = 0.1,

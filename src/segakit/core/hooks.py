@@ -1,10 +1,14 @@
-"""U-Net hooks: a shift of the mid-block output ("h-space"), added by a forward hook, no patched diffusers.
+"""Denoiser hooks: a shift of one block's output ("h-space"), added by a forward hook, no patched diffusers.
 
 The U-Net bottleneck, the output of ``unet.mid_block``, is where Kwon et al. ("Diffusion Models Already Have
 a Semantic Latent Space") and Li et al. ("Self-Discovering Interpretable Diffusion Latent Directions") edit:
 ``h <- h + delta`` at every denoising step. :class:`MidBlockShift` adds a per-row ``delta`` to that output.
 A pipeline sets the rows' deltas before each U-Net call (:meth:`MidBlockShift.set`); when the call is split
 into sub-batches, each sub-batch takes the next rows.
+
+On a transformer (SD3, FLUX) the site is one joint / double-stream block's image-token output, (tokens, width):
+:class:`BlockShift` adds the rows there, leaving the text tokens alone; :class:`HSpaceSite` names a site the way a
+direction file records it ("mid_block", "transformer_blocks.3").
 
 Anything with an ``offset(batch, shape, device, dtype)`` method returning a ``(batch, *shape)`` tensor is an
 :class:`HSpaceOffset` (a self-discovered direction with its strength, a per-image fair choice); a pipeline
@@ -13,6 +17,7 @@ sums those it is given.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -58,15 +63,36 @@ def conditional_rows(offset: torch.Tensor | None, branches: int, do_cfg: bool) -
     return torch.cat([zeros, offset, *([zeros] * (branches - 2))])
 
 
-class MidBlockShift:
-    """``with MidBlockShift(unet) as shift: shift.set(deltas); unet(...)`` adds ``deltas`` to the mid-block output.
+@dataclass(frozen=True)
+class HSpaceSite:
+    """Where h-space is on one denoiser: the module whose output is shifted, its name, the per-row shape."""
 
-    ``deltas`` has one row per U-Net input row (``None`` rows: leave a call unchanged). Gradients flow through
+    name: str  # "mid_block" (U-Net) or "transformer_blocks.K" (SD3 / FLUX)
+    module: torch.nn.Module
+    shape: tuple[int, ...]  # (C, h, w) on a U-Net; (tokens, width) on a transformer
+
+
+def transformer_site(transformer, block: int, tokens: int) -> HSpaceSite:
+    """Block ``block`` of ``transformer.transformer_blocks`` (SD3's joint blocks, FLUX's double-stream blocks)."""
+    blocks = transformer.transformer_blocks
+    if not 0 <= block < len(blocks):
+        from segakit.core.errors import UserError
+
+        raise UserError(f"block {block} is not one of this transformer's {len(blocks)} blocks (0 to {len(blocks) - 1}).")
+    width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    return HSpaceSite(f"transformer_blocks.{block}", blocks[block], (tokens, width))
+
+
+class BlockShift:
+    """``with BlockShift(module) as shift: shift.set(deltas); denoiser(...)`` adds ``deltas`` to ``module``'s output
+    (to its image tokens where the block returns (text, image) as transformer blocks do).
+
+    ``deltas`` has one row per denoiser input row (``None``: leave a call unchanged). Gradients flow through
     ``deltas``, so the same hook serves learning a direction and applying it.
     """
 
-    def __init__(self, unet) -> None:
-        self.unet = unet
+    def __init__(self, module) -> None:
+        self.module = module
         self.deltas: torch.Tensor | None = None
         self.cursor = 0
         self._handle = None
@@ -74,18 +100,23 @@ class MidBlockShift:
     def set(self, deltas: torch.Tensor | None) -> None:
         self.deltas, self.cursor = deltas, 0
 
+    def _rows(self, n: int) -> torch.Tensor:
+        rows = self.deltas[self.cursor : self.cursor + n]
+        if rows.shape[0] != n:
+            raise ValueError(f"BlockShift holds {self.deltas.shape[0]} rows; the denoiser asked for rows {self.cursor}..{self.cursor + n}.")
+        self.cursor += n
+        return rows
+
     def _hook(self, module, args, output):
         if self.deltas is None:
             return output
-        n = output.shape[0]
-        rows = self.deltas[self.cursor : self.cursor + n]
-        if rows.shape[0] != n:
-            raise ValueError(f"MidBlockShift holds {self.deltas.shape[0]} rows; the U-Net asked for rows {self.cursor}..{self.cursor + n}.")
-        self.cursor += n
-        return output + rows.to(output.dtype)
+        if isinstance(output, tuple):  # transformer blocks: (text tokens, image tokens)
+            text, image = output
+            return text, image + self._rows(image.shape[0]).to(image.dtype)
+        return output + self._rows(output.shape[0]).to(output.dtype)
 
-    def __enter__(self) -> MidBlockShift:
-        self._handle = self.unet.mid_block.register_forward_hook(self._hook)
+    def __enter__(self) -> BlockShift:
+        self._handle = self.module.register_forward_hook(self._hook)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -93,3 +124,11 @@ class MidBlockShift:
             self._handle.remove()
             self._handle = None
         self.set(None)
+
+
+class MidBlockShift(BlockShift):
+    """:class:`BlockShift` on a U-Net's mid block."""
+
+    def __init__(self, unet) -> None:
+        super().__init__(unet.mid_block)
+        self.unet = unet

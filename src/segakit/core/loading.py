@@ -6,6 +6,7 @@ segakit refuses it and says so; diffusers is always called with ``use_safetensor
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -92,6 +93,16 @@ def _refuse_pickles(folder: Path) -> None:
             )
 
 
+def absent_components(folder: Path) -> list[str]:
+    """Components a folder's ``model_index.json`` lists as saved without weights (``[null, null]``), such as an
+    SD3 pipeline saved with ``text_encoder_3=None``: diffusers wants them passed as ``None``; segakit does it."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and all(x is None for x in v)]
+
+
 def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     """Load ``name`` with diffusers and convert it to ``pipeline_class`` (with ``from_pipe``) if given.
 
@@ -106,6 +117,8 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     target = resolve(name)
     if str(name) == EMBEDDED or Path(target).is_dir():
         kwargs.setdefault("local_files_only", True)
+        for component in absent_components(Path(target)):
+            kwargs.setdefault(component, None)
     try:
         loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:

@@ -7,6 +7,10 @@ branch at every step. Saved as safetensors only: the tensor ``direction`` plus J
 
 Applied at another latent size than it was learned at, the vector is resized spatially (bilinear), as the
 h-space is spatial; a different channel count (another model family) is refused.
+
+On a transformer (SD3, FLUX) the vector has the image-token output shape of one block, ``(tokens, width)``, and
+the file records the block (``meta["site"]``, e.g. "transformer_blocks.2"); it is applied there and only at the
+size it was learned at.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class Direction:
     meta: dict = field(default_factory=dict)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.vector.shape)  # type: ignore[return-value]
 
     def at(self, strength: float = 1.0) -> AppliedDirection:
@@ -44,8 +48,21 @@ class Direction:
             raise UserError(f"Direction strength {strength!r} is not a finite number.")
         return AppliedDirection(self, float(strength))
 
+    @property
+    def site(self) -> str:
+        """Where the vector is added: "mid_block" (U-Nets) or "transformer_blocks.K" (SD3, FLUX)."""
+        return self.meta.get("site", "mid_block")
+
     def resized(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """The vector at mid-block shape ``shape`` (C, h, w): resized spatially if h, w differ; refused if C does."""
+        """The vector at mid-block shape ``shape`` (C, h, w): resized spatially if h, w differ; refused if C does.
+        On a transformer block (tokens, width) the shape must be the one learned."""
+        if len(shape) != 3 or self.vector.ndim != 3:
+            if tuple(shape) != self.shape:
+                raise UserError(
+                    f"Direction {self.name!r} has shape {self.shape} at {self.site}; this model needs {tuple(shape)} there. "
+                    "A direction works only on the model and image size it was learned on; learn it again."
+                )
+            return self.vector
         c, h, w = (int(x) for x in shape)
         if self.shape[0] != c:
             raise UserError(
@@ -56,12 +73,13 @@ class Direction:
             return self.vector
         return F.interpolate(self.vector[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0].to(self.vector.dtype)
 
-    def check_model(self, unet) -> None:
-        """Refuse (UserError) a direction learned on other U-Net weights than ``unet``'s."""
-        want = self.meta.get("unet")
-        if want and want != fingerprint(unet):
+    def check_model(self, denoiser) -> None:
+        """Refuse (UserError) a direction learned on other denoiser weights (U-Net or transformer) than ``denoiser``'s."""
+        want = self.meta.get("unet") or self.meta.get("denoiser")
+        kind = "U-Net" if self.site == "mid_block" else "transformer"
+        if want and want != fingerprint(denoiser):
             raise UserError(
-                f"Direction {self.name!r} was learned on U-Net weights {want}; this model's are {fingerprint(unet)}. "
+                f"Direction {self.name!r} was learned on {kind} weights {want}; this model's are {fingerprint(denoiser)}. "
                 "Learn it again on this model (segakit directions learn)."
             )
 
@@ -93,7 +111,7 @@ class Direction:
                 vector = fh.get_tensor("direction")
         except Exception as exc:  # not safetensors, or no "direction" tensor
             raise UserError(f"{str(path)!r} is not a segakit direction file (safetensors with a 'direction' tensor): {exc}") from None
-        if meta.get("format") != FORMAT or vector.ndim != 3:
+        if meta.get("format") != FORMAT or vector.ndim not in (2, 3):
             raise UserError(f"{str(path)!r} is not a segakit direction file (format {meta.get('format')!r}, shape {tuple(vector.shape)}).")
         return cls(vector, meta.get("name", ""), json.loads(meta.get("segakit", "{}")))
 
@@ -104,6 +122,10 @@ class AppliedDirection:
 
     direction: Direction
     strength: float = 1.0
+
+    @property
+    def site(self) -> str:
+        return self.direction.site
 
     def offset(self, batch: int, shape: tuple[int, ...], device, dtype) -> torch.Tensor:
         v = self.direction.resized(shape).to(device=device, dtype=dtype)

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from segakit.core.atomic import atomic_open, ensure_writable_dir
-from segakit.core.conditioning import sdxl_time_ids
 from segakit.core.errors import UserError
 from segakit.core.fingerprint import fingerprint
-from segakit.core.hooks import MidBlockShift, mid_block_shape
+from segakit.core.hooks import BlockShift
 from segakit.directions.direction import Direction
 
 
@@ -54,6 +53,7 @@ class LearnConfig:
     gen_batch: int = 16  # images per generation call (one cache shard)
     height: int | None = None  # default: the model's
     width: int | None = None
+    site: str | None = None  # transformers: the block, "transformer_blocks.K" (default: the family's); U-Nets: mid_block
 
     def check(self) -> LearnConfig:
         if not self.name.strip():
@@ -77,13 +77,13 @@ ShardMaker = Callable[[list[tuple[int, int]]], Iterable[tuple[int, torch.Tensor]
 
 
 def _size(pipe, cfg: LearnConfig) -> tuple[int, int]:
-    default = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    default = pipe.family.default_size()
     return cfg.height or default, cfg.width or default
 
 
 def cache_key(pipe, cfg: LearnConfig) -> str:
     """Everything the cached latents depend on: the model's weights, prompts, seeds, steps, guidance, size."""
-    what = {"unet": fingerprint(pipe.unet), "text": fingerprint(pipe.text_encoder), "positive": cfg.positive,
+    what = {"unet": fingerprint(pipe.family.denoiser), "text": fingerprint(pipe.text_encoder), "positive": cfg.positive,
             "negative": cfg.negative, "seed": cfg.seed, "gen_steps": cfg.gen_steps, "guidance": cfg.guidance,
             "size": _size(pipe, cfg), "scheduler": type(pipe.scheduler).__name__}  # fmt: skip
     if cfg.edits:  # absent without edits, so latents cached before edits existed stay valid
@@ -138,12 +138,28 @@ def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | N
     return torch.cat([shards[first] for first, _ in plan])
 
 
-def _neutral_conditioning(pipe, cfg: LearnConfig, device):
-    cond = pipe.encode_texts([cfg.neutral], device)
-    if cond.pooled is not None:
-        height, width = _size(pipe, cfg)
-        cond.time_ids = sdxl_time_ids(height, width, cond.embeds.dtype, device)
+def _neutral_conditioning(pipe, fam, cfg: LearnConfig, device):
+    cond = fam.encode([cfg.neutral], device)
+    fam.finish([cond], *_size(pipe, cfg))
     return cond
+
+
+def _noisy(fam, scheduler, x0, noise, gen, device):
+    """A training example of the denoising loss at a random time: (x_t, t, target).
+
+    U-Nets: t uniform over the training schedule, target the noise (the velocity for v-prediction), as the paper.
+    Rectified flows: sigma uniform in (0, 1), x_t = (1 - sigma) x0 + sigma noise, target the velocity noise - x0.
+    """
+    b = x0.shape[0]
+    if fam.flow:
+        sigma = torch.rand(b, generator=gen).to(device, x0.dtype)
+        s = sigma.view(-1, 1, 1, 1)
+        return (1 - s) * x0 + s * noise, sigma * scheduler.config.num_train_timesteps, noise - x0
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)
+    a = scheduler.alphas_cumprod.to(device)[t].view(-1, 1, 1, 1).to(x0.dtype)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    target = a.sqrt() * noise - (1 - a).sqrt() * x0 if scheduler.config.prediction_type == "v_prediction" else noise
+    return xt, t, target
 
 
 def learn_direction(pipe, cfg: LearnConfig, cache: str | Path = "out/directions-cache",
@@ -157,34 +173,34 @@ def learn_direction(pipe, cfg: LearnConfig, cache: str | Path = "out/directions-
     t_gen = time.perf_counter() - t0
 
     device = pipe._execution_device
-    unet, scheduler = pipe.unet, pipe.scheduler
+    fam, scheduler = pipe.family, pipe.scheduler
+    fam.guidance(cfg.guidance, 1.0)  # FLUX.1-dev: the distilled guidance the images were made with
+    denoiser = fam.denoiser
     height, width = _size(pipe, cfg)
-    shape = mid_block_shape(unet, height, width, pipe.vae_scale_factor)
+    site = fam.hspace_site(height, width, cfg.site)
+    shape = site.shape
     with torch.no_grad():
-        cond = _neutral_conditioning(pipe, cfg, device)
-    frozen = [p.requires_grad for p in unet.parameters()]
-    unet.requires_grad_(False)
+        cond = _neutral_conditioning(pipe, fam, cfg, device)
+    frozen = [p.requires_grad for p in denoiser.parameters()]
+    denoiser.requires_grad_(False)
     c = torch.zeros(shape, device=device, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([c], lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    alphas = scheduler.alphas_cumprod.to(device)
-    T = scheduler.config.num_train_timesteps
-    prediction = scheduler.config.prediction_type
     losses: list[float] = []
     b = min(cfg.batch, latents.shape[0])
     try:
-        with MidBlockShift(unet) as shift, torch.enable_grad():
+        with BlockShift(site.module) as shift, torch.enable_grad():
             for step in range(cfg.steps):
                 idx = torch.randint(0, latents.shape[0], (b,), generator=gen)
-                x0 = latents[idx].to(device, unet.dtype)
-                noise = torch.randn(x0.shape, generator=gen).to(device, unet.dtype)
-                t = torch.randint(0, T, (b,), generator=gen).to(device)
-                a = alphas[t].view(-1, 1, 1, 1).to(unet.dtype)
-                xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-                target = a.sqrt() * noise - (1 - a).sqrt() * x0 if prediction == "v_prediction" else noise
-                shift.set(c.to(unet.dtype).expand(b, *shape))
+                x0 = latents[idx].to(device, denoiser.dtype)
+                noise = torch.randn(x0.shape, generator=gen).to(device, denoiser.dtype)
+                xt, t, target = _noisy(fam, scheduler, x0, noise, gen, device)
+                shift.set(c.to(denoiser.dtype).expand(b, *shape))
                 rows = cond.repeat_rows(b)
-                pred = unet(xt, t, **rows.unet_kwargs(), return_dict=False)[0]
+                if fam.flow:
+                    pred = fam.predict(xt, t, rows)
+                else:  # the U-Net called directly, as the paper (no scheduler input scaling)
+                    pred = denoiser(xt, t, **rows.unet_kwargs(), return_dict=False)[0]
                 loss = F.mse_loss(pred.float(), target.float())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -193,10 +209,11 @@ def learn_direction(pipe, cfg: LearnConfig, cache: str | Path = "out/directions-
                 if progress:
                     progress("steps", step + 1, cfg.steps)
     finally:
-        for p, g in zip(unet.parameters(), frozen):
+        for p, g in zip(denoiser.parameters(), frozen):
             p.requires_grad_(g)
     tail = losses[-max(1, len(losses) // 10):]
-    meta = {**asdict(cfg), "unet": fingerprint(unet), "shape": list(shape), "size": [height, width],
+    model = {"denoiser" if fam.flow else "unet": fingerprint(denoiser), "site": site.name}
+    meta = {**asdict(cfg), **model, "shape": list(shape), "size": [height, width],
             "final_loss": sum(tail) / len(tail), "first_loss": losses[0], "seconds_generating": round(t_gen, 1),
             "seconds_learning": round(time.perf_counter() - t0 - t_gen, 1)}  # fmt: skip
     return Direction(c.detach().cpu(), cfg.name, meta)

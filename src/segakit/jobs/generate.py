@@ -225,12 +225,12 @@ def prepare(params: GenerationParams, pipe, files: tuple | None = None) -> Prepa
 
     reuse, directions, library = files if files is not None else job_files(params)
     for d, _ in directions:
-        d.check_model(pipe.unet)
+        d.check_model(pipe.family.denoiser)
     applied = [d.at(strength) for d, strength in directions]
     if library is not None:
         names = ([SAFE] if params.safe else []) + (library.enhance(params.prompt) if params.enhance else [])
         for name in names:
-            library.direction(name).check_model(pipe.unet)
+            library.direction(name).check_model(pipe.family.denoiser)
             applied.append(library.direction(name).at(_strength(library, params, name)))
     # unset edit fields take the model's defaults, as in Python; the PNG stores the values used
     params = replace(params, edits=[e.with_defaults(pipe.edit_defaults) for e in params.edits])
@@ -251,7 +251,7 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
 
     params = job.params
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    fair = _fair(job.library, params, seeds, pipe.unet)
+    fair = _fair(job.library, params, seeds, pipe.family.denoiser)
     sega_fair = fair if params.fair_method == "sega" else None  # Fair Diffusion: one call per drawn value
     generate = pipe if sega_fair is None else partial(fair_generate, pipe, fair=sega_fair)
     result = generate(

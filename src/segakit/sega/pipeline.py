@@ -8,7 +8,7 @@ past its cool-down leaves the batch (its estimate would never be used again). Wo
 from __future__ import annotations
 
 import contextlib
-import inspect
+import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,13 +23,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
     rescale_noise_cfg,
 )
 from diffusers.schedulers import KarrasDiffusionSchedulers
-from diffusers.utils import (
-    USE_PEFT_BACKEND,
-    BaseOutput,
-    scale_lora_layers,
-    unscale_lora_layers,
-)
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils import BaseOutput
 from transformers import (
     CLIPImageProcessor,
     CLIPTextModel,
@@ -38,19 +32,13 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from segakit.core.conditioning import (
-    Conditioning,
-    encode_sd,
-    encode_sdxl,
-    is_sdxl,
-    sdxl_time_ids,
-)
+from segakit.core.conditioning import Conditioning
+from segakit.core.families import Family, family_for, family_name
 from segakit.core.errors import UserError
 from segakit.core.hooks import (
     HSpaceOffset,
-    MidBlockShift,
+    BlockShift,
     conditional_rows,
-    mid_block_shape,
     total_offset,
 )
 from segakit.core.loading import load_pipeline
@@ -74,6 +62,28 @@ class SegaPipelineOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None = None
     guidance: RecordedGuidance | None = None
     edits: list[Edit] | None = None
+
+
+def directions_site(directions) -> str | None:
+    """The one h-space site that the directions were learned at (None: the family's default)."""
+    sites = {s for s in (getattr(d, "site", None) for d in directions) if s is not None}
+    if len(sites) > 1:
+        raise UserError(f"The directions were learned at different sites ({', '.join(sorted(sites))}); apply them in separate calls.")
+    return sites.pop() if sites else None
+
+
+def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
+    """Refuse the settings that would silently do nothing: FLUX's negative prompt acts only under true CFG."""
+    if not fam.guidance_embedded:
+        if true_cfg_scale != 1.0:
+            raise UserError(f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale.")
+        return
+    if negative_prompt is not None and true_cfg_scale <= 1.0:
+        raise UserError(
+            "negative_prompt acts on FLUX only under true CFG; pass true_cfg_scale above 1 (e.g. 4) with it, or leave it out."
+        )
+    if true_cfg_scale > 1.0 and negative_prompt is None:
+        raise UserError(f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed).")
 
 
 class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
@@ -128,6 +138,27 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         """Load from "embedded", a hub id or a local folder; weights from safetensors only."""
         return load_pipeline(pretrained_model_name_or_path, pipeline_class=cls, **kwargs)
 
+    #: the model families this class runs; a subclass for other families registers itself here
+    family_names: tuple[str, ...] = ("sd", "sdxl")
+    _by_family: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("family_names", ()):
+            SegaPipeline._by_family[name] = cls
+
+    @classmethod
+    def from_pipe(cls, pipeline, **kwargs) -> SegaPipeline:
+        """A SegaPipeline over ``pipeline``'s components (shared, not copied); for an SD3 or FLUX pipeline, the
+        family's subclass (:mod:`segakit.sega.flow_pipelines`)."""
+        target = cls
+        if cls is SegaPipeline:
+            family = family_name(pipeline.components)
+            if family not in cls.family_names:
+                importlib.import_module("segakit.sega.flow_pipelines")  # registers the transformer families' classes
+            target = SegaPipeline._by_family.get(family, SegaPipeline)
+        return super(SegaPipeline, target).from_pipe.__func__(target, pipeline, **kwargs)
+
     _edit_defaults: Edit | None = None
 
     @property
@@ -142,111 +173,59 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
 
     @property
     def is_sdxl(self) -> bool:
-        return is_sdxl(self.unet)
+        return self.family.name == "sdxl"
+
+    @property
+    def family(self) -> Family:
+        """This pipeline's model-family adapter (:mod:`segakit.core.families`): a new one on each access."""
+        return family_for(self)
 
     # -----------------------------------------------------------------------------------------
     # Conditioning
 
     def encode_texts(self, texts: list[str], device: torch.device, lora_scale: float | None = None) -> Conditioning:
-        """One conditioning row per text, for this pipeline's model family (time ids set later).
+        """One conditioning row per text, for this pipeline's model family (SDXL's time ids are set later).
 
         Multi-vector textual-inversion tokens are expanded (diffusers' ``maybe_convert_prompt``); ``lora_scale``
         scales the text encoders' LoRA layers for this encoding, as diffusers does.
         """
-        encoders = [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
-        scaled = lora_scale is not None and USE_PEFT_BACKEND
-        if scaled:
-            self._lora_scale = lora_scale
-            for e in encoders:
-                scale_lora_layers(e, lora_scale)
-        try:
-            if self.is_sdxl:
-                tokenizers = [t for t in (self.tokenizer, self.tokenizer_2) if t is not None]
-                embeds, pooled = encode_sdxl(tokenizers, encoders, texts, device, convert=self.maybe_convert_prompt)
-                dtype = (self.text_encoder_2 or self.unet).dtype
-                return Conditioning(embeds.to(dtype=dtype, device=device), pooled.to(dtype=dtype, device=device))
-            embeds = encode_sd(self.tokenizer, self.text_encoder, self.maybe_convert_prompt(texts, self.tokenizer), device)
-            return Conditioning(embeds.to(dtype=self.text_encoder.dtype, device=device))
-        finally:
-            if scaled:
-                for e in encoders:
-                    unscale_lora_layers(e, lora_scale)
+        return self.family.encode(texts, device, lora_scale)
 
+    @staticmethod
     def _edit_conditioning(
-        self, edits: Sequence[Edit], embeddings: torch.Tensor | None, pooled: torch.Tensor | None, device, lora_scale=None
+        fam: Family, edits: Sequence[Edit], embeddings: torch.Tensor | None, pooled: torch.Tensor | None, device, lora_scale=None
     ) -> list[Conditioning]:
         """One single-row conditioning per concept (text or precomputed embeddings)."""
         if embeddings is None:
-            cond = self.encode_texts([e.prompt or "" for e in edits], device, lora_scale)
+            cond = fam.encode([e.prompt or "" for e in edits], device, lora_scale)
             return [cond.rows(k, k + 1) for k in range(len(edits))]
-        if self.is_sdxl and pooled is None:
-            raise UserError("SDXL models need editing_pooled_embeddings together with editing_prompt_embeddings.")
-        embeddings = embeddings.to(device=device, dtype=self.unet.dtype)
-        return [
-            Conditioning(embeddings[k : k + 1], None if pooled is None else pooled[k : k + 1].to(device, self.unet.dtype))
-            for k in range(embeddings.shape[0])
-        ]
+        cond = fam.precomputed(embeddings, pooled, device)
+        return [cond.rows(k, k + 1) for k in range(len(cond))]
 
     # -----------------------------------------------------------------------------------------
     # Sampling pieces
 
     def prepare_latents(self, batch, height, width, dtype, device, generator, latents=None) -> torch.Tensor:
-        shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        if isinstance(generator, list) and len(generator) != batch:
-            raise UserError(f"{len(generator)} generators were passed for {batch} images; pass one per image.")
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            if tuple(latents.shape) != shape:
-                raise UserError(f"latents have shape {tuple(latents.shape)}; expected {shape}.")
-            latents = latents.to(device)
-        return latents * self.scheduler.init_noise_sigma
+        return self.family.prepare_latents(batch, height, width, dtype, device, generator, latents)
 
-    def _extra_step_kwargs(self, generator, eta: float) -> dict:
-        params = set(inspect.signature(self.scheduler.step).parameters)
-        kwargs: dict = {}
-        if "eta" in params:
-            kwargs["eta"] = eta
-        if "generator" in params:
-            kwargs["generator"] = generator
-        return kwargs
-
-    def _unet(self, x: torch.Tensor, t, cond: Conditioning, max_batch: int | None) -> torch.Tensor:
-        """The U-Net on all rows, in sub-batches of at most ``max_batch`` rows."""
-        extra = {"cross_attention_kwargs": self._cross_attention_kwargs} if self._cross_attention_kwargs else {}
-        if not max_batch or x.shape[0] <= max_batch:
-            return self.unet(x, t, **cond.unet_kwargs(), **extra, return_dict=False)[0]
-        outs = [
-            self.unet(x[s : s + max_batch], t, **cond.rows(s, s + max_batch).unet_kwargs(), **extra, return_dict=False)[0]
-            for s in range(0, x.shape[0], max_batch)
-        ]
-        return torch.cat(outs)
-
-    def decode(self, latents: torch.Tensor, output_type: str, device) -> tuple:
+    def decode(self, latents: torch.Tensor, output_type: str, device, fam: Family | None = None) -> tuple:
         """Latents to images in ``output_type``; runs the safety checker if the model has one."""
         if output_type == "latent":
             return latents, None
+        fam = fam or self.family
         vae = self.vae
         upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
         dtype = torch.float32 if upcast else vae.dtype
         if upcast:
             vae.to(torch.float32)
         try:
-            z = latents.to(dtype)
-            mean = getattr(vae.config, "latents_mean", None)
-            std = getattr(vae.config, "latents_std", None)
-            if mean is not None and std is not None:
-                mean_t = torch.tensor(mean).view(1, -1, 1, 1).to(z.device, z.dtype)
-                std_t = torch.tensor(std).view(1, -1, 1, 1).to(z.device, z.dtype)
-                z = z * std_t / vae.config.scaling_factor + mean_t
-            else:
-                z = z / vae.config.scaling_factor
+            z = fam.to_vae(latents.to(dtype))
             image = vae.decode(z, return_dict=False)[0]
         finally:
             if upcast:
                 vae.to(torch.float16)
         nsfw = None
-        if self.safety_checker is not None and self.feature_extractor is not None:
+        if getattr(self, "safety_checker", None) is not None and getattr(self, "feature_extractor", None) is not None:
             features = self.feature_extractor(self.image_processor.postprocess(image, output_type="pil"), return_tensors="pt")
             image, nsfw = self.safety_checker(images=image, clip_input=features.pixel_values.to(device, image.dtype))
         denorm = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
@@ -297,6 +276,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         fair=None,
         ip_adapter_image=None,
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+        true_cfg_scale: float = 1.0,
+        max_sequence_length: int | None = None,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
 
@@ -340,9 +321,12 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         step_callback = StepCallback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         if max_unet_batch is not None and max_unet_batch < 1:
             raise UserError(f"max_unet_batch {max_unet_batch!r} must be 1 or more (or None for no cap).")
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        multiple = self.vae_scale_factor
+        fam = self.family
+        if max_sequence_length is not None and fam.flow:
+            fam.max_sequence_length = int(max_sequence_length)
+        height = height or fam.default_size()
+        width = width or fam.default_size()
+        multiple = fam.size_multiple
         if height % multiple or width % multiple or height < multiple or width < multiple:
             raise UserError(f"height x width {height}x{width} must be positive multiples of {multiple} for this model.")
 
@@ -361,34 +345,39 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             directions = [*(directions or ()), fair]  # a library's draw: an h-space offset whose rows differ by image
 
         if guidance_scale is None:
-            guidance_scale = 5.0 if self.is_sdxl else 7.5
+            guidance_scale = fam.default_guidance_scale
+        if (ip_adapter_image is not None or ip_adapter_image_embeds is not None) and fam.flow:
+            raise UserError(f"IP-Adapter images work on U-Net models (SD 1.x/2.x, SDXL); this is a {fam.name.upper()} model.")
+        check_true_cfg(fam, negative_prompt, true_cfg_scale)
         device = self._execution_device
         batch = len(prompts) * num_images_per_prompt
-        do_cfg = guidance_scale > 1.0
+        do_cfg = fam.has_uncond(guidance_scale, negative_prompt, true_cfg_scale)
+        cfg_scale = fam.guidance(guidance_scale, true_cfg_scale)
         self._guidance_scale, self._guidance_rescale, self._interrupt = guidance_scale, guidance_rescale, False
         self._cross_attention_kwargs = cross_attention_kwargs
         lora_scale = (cross_attention_kwargs or {}).get("scale")
-        if edits and not do_cfg:
+        # Without an unconditional branch a flow model's concepts are taken against the prompt's own estimate
+        # (FLUX's distilled guidance, docs/flow.md); on U-Nets SEGA lives on classifier-free guidance, as in diffusers.
+        guided = do_cfg or fam.flow
+        if edits and not guided:
             logger.warning("guidance_scale <= 1 turns classifier-free guidance off, and with it semantic guidance.")
-        use_sega = do_cfg and bool(edits)
+        use_sega = guided and bool(edits)
 
         # ---- conditioning: rows [uncond x batch, prompt x batch, edit_k x batch ...]
-        cond = self.encode_texts(prompts, device, lora_scale)
+        cond = fam.encode(prompts, device, lora_scale)
+        conds = [cond]
         if do_cfg:
-            if negative_prompt is None and self.is_sdxl and self.config.force_zeros_for_empty_prompt:
-                uncond = Conditioning(torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled))
-            else:
-                negs = [negative_prompt or ""] * len(prompts) if not isinstance(negative_prompt, list) else negative_prompt
+            negs = None
+            if negative_prompt is not None:
+                negs = [negative_prompt] * len(prompts) if not isinstance(negative_prompt, list) else negative_prompt
                 if len(negs) != len(prompts):
                     raise UserError(f"{len(negs)} negative prompts were given for {len(prompts)} prompts; give one per prompt.")
-                uncond = self.encode_texts(negs, device, lora_scale)
+            uncond = fam.uncond(negs, cond, device, lora_scale)
+            conds.append(uncond)
         edit_conds = (
-            self._edit_conditioning(edits, editing_prompt_embeddings, editing_pooled_embeddings, device, lora_scale) if use_sega else []
+            self._edit_conditioning(fam, edits, editing_prompt_embeddings, editing_pooled_embeddings, device, lora_scale) if use_sega else []
         )
-        if self.is_sdxl:
-            time_ids = sdxl_time_ids(height, width, cond.embeds.dtype, device)
-            for c in [cond, *([uncond] if do_cfg else []), *edit_conds]:
-                c.time_ids = time_ids.repeat(len(c), 1)
+        fam.finish([*conds, *edit_conds], height, width)
         cond = cond.repeat_rows(num_images_per_prompt)
         base = Conditioning.cat([uncond.repeat_rows(num_images_per_prompt), cond]) if do_cfg else cond
         # each concept is paired with every image: its row repeated once per image
@@ -397,7 +386,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
 
         # ---- reuse of recorded guidance
         reuse = None
-        if sem_guidance is not None and do_cfg:
+        if sem_guidance is not None and guided:
             if isinstance(sem_guidance, RecordedGuidance):
                 reuse = sem_guidance.guidance
             elif isinstance(sem_guidance, (list, tuple)):
@@ -408,31 +397,29 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 raise UserError(f"sem_guidance holds {reuse.shape[0]} steps; {num_inference_steps} are needed.")
 
         # ---- sampling
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        if hasattr(self.scheduler, "set_begin_index"):
-            self.scheduler.set_begin_index(0)
-        timesteps = self.scheduler.timesteps
+        timesteps = fam.set_timesteps(num_inference_steps, device, height, width)
         self._num_timesteps = len(timesteps)
-        latents = self.prepare_latents(batch, height, width, cond.embeds.dtype, device, generator, latents)
+        latents = fam.prepare_latents(batch, height, width, cond.embeds.dtype, device, generator, latents)
         if reuse is not None:
             reuse = reuse.to(device=device, dtype=latents.dtype)
             if reuse.shape[1:] != latents.shape:
                 raise UserError(
                     f"sem_guidance has per-step shape {tuple(reuse.shape[1:])}; this call's latents are {tuple(latents.shape)}."
                 )
-        extra = self._extra_step_kwargs(generator, eta)
+        extra = fam.step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
         recorded = None
-        if record_guidance and do_cfg:
+        if record_guidance and guided:
             recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)
 
         # h-space directions: a mid-block hook only when some are given, so plain calls run the U-Net untouched
         h_offset, shift = None, contextlib.nullcontext()
         if directions:
-            h_shape = mid_block_shape(self.unet, height, width, self.vae_scale_factor)
-            h_offset = total_offset(directions, batch, h_shape, device, latents.dtype)
-            shift = MidBlockShift(self.unet)
+            site = fam.hspace_site(height, width, directions_site(directions))
+            h_offset = total_offset(directions, batch, site.shape, device, latents.dtype)
+            shift = BlockShift(site.module)
 
+        first = 1 if do_cfg else 0  # the prompt's rows; concepts follow them
         unet_cond, unet_key = base, None
         with self.progress_bar(total=len(timesteps)) as bar, shift:
             for i, t in enumerate(timesteps):
@@ -447,38 +434,35 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     shift.set(row_shift)
                 branches = len(unet_cond) // batch
                 x = torch.cat([latents] * branches) if branches > 1 else latents
-                x = self.scheduler.scale_model_input(x, t)
-                out = self._unet(x, t, unet_cond, max_unet_batch)
-
-                if do_cfg:
-                    chunks = out.chunk(branches)
-                    e0, ep = chunks[0], chunks[1]
-                    guidance = self._guidance_scale * (ep - e0)  # classifier-free guidance (a step callback may change the scale)
-                    if sega is not None:
-                        gamma = sega(i, e0, {k: chunks[2 + j] for j, k in enumerate(alive)})
-                        if gamma is not None:
-                            guidance = guidance + gamma
-                            if recorded is not None:
-                                recorded[i].copy_(gamma, non_blocking=True)
-                    if reuse is not None:
-                        guidance = guidance + reuse[i]
-                        if recorded is not None and sega is None:
-                            recorded[i].copy_(reuse[i], non_blocking=True)
-                    noise_pred = e0 + guidance
-                    if guidance_rescale > 0.0:
-                        noise_pred = rescale_noise_cfg(noise_pred, ep, guidance_rescale=guidance_rescale)
-                else:
-                    noise_pred = out
+                out = fam.predict(x, t, unet_cond, max_unet_batch, {"cross_attention_kwargs": self._cross_attention_kwargs})
+                chunks = out.chunk(branches)
+                ep = chunks[first]
+                e0 = chunks[0]  # the unconditional estimate, or the prompt's own where there is none
+                # classifier-free guidance (a step callback may change pipe's scale; FLUX's is true CFG's)
+                scale = cfg_scale if fam.guidance_embedded else self._guidance_scale
+                guidance = scale * (ep - e0) if do_cfg else None
+                gamma = sega(i, e0, {k: chunks[first + 1 + j] for j, k in enumerate(alive)}) if sega is not None else None
+                if gamma is not None:
+                    guidance = gamma if guidance is None else guidance + gamma
+                    if recorded is not None:
+                        recorded[i].copy_(gamma, non_blocking=True)
+                if reuse is not None:
+                    guidance = reuse[i] if guidance is None else guidance + reuse[i]
+                    if recorded is not None and sega is None:
+                        recorded[i].copy_(reuse[i], non_blocking=True)
+                noise_pred = ep if guidance is None else e0 + guidance
+                if do_cfg and guidance_rescale > 0.0:
+                    noise_pred = rescale_noise_cfg(noise_pred, ep, guidance_rescale=guidance_rescale)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
                 if step_callback:
                     latents, new_base = self._run_step_callback(step_callback, i, t, latents, noise_pred, base, batch, do_cfg)
                     if new_base is not base:
-                        base, unet_key = new_base, None  # rebuild the U-Net's conditioning next step
+                        base, unet_key = new_base, None  # rebuild the denoiser's conditioning next step
                 if callback is not None and i % callback_steps == 0:
                     callback(i // getattr(self.scheduler, "order", 1), t, latents)
                 bar.update()
 
-        images, nsfw = self.decode(latents, output_type, device)
+        images, nsfw = self.decode(latents, output_type, device, fam)
         self.maybe_free_model_hooks()
         rec = None
         if recorded is not None:
