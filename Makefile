@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install browser demo test test-slow bench clean train-embedded train-continue directions editing serve
+.PHONY: install browser demo test lint docs test-slow bench clean train-embedded train-continue directions editing serve
 
 install: $(VENV)/.installed
 
@@ -31,9 +32,19 @@ browser:
 serve: install
 	$(BIN)/segakit serve
 
-test: install browser
+test: install browser lint docs
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# ruff (configured in pyproject.toml): lint, and the formatter in check mode (it changes nothing)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The docs site (mkdocs.yml) into site/: --strict turns a broken link, a missing page or a docstring the API
+# reference cannot render into a failure. It builds offline (no fonts or plugins fetched).
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
@@ -78,4 +89,4 @@ editing: install
 		--out docs/results/editing/study --cache runs/editing-study $(EDITING_ARGS)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache

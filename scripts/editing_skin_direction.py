@@ -1,11 +1,14 @@
 """Skin edits of an editing report, split by how the instruction names the tone and what the oracle read.
 
-    python scripts/editing_skin_direction.py docs/results/editing/v3-skin-role60/report.json
+    python scripts/editing_skin_direction.py out/v3-skin-role60/report.json
+
+(the report of the run v3-skin-role60, whose command is in docs/results/editing/report.md, "Settings sweep", with
+--out out/v3-skin-role60)
 
 An absolute instruction ("give him dark skin") names its tone; a relative one ("give him darker skin") names only a
 side, and the pair's gold target is one tone on that side drawn at random, so an edit can follow the instruction
 and still miss the gold tone. Per method: absolute / relative, and whether the result reads the gold tone exactly,
-another tone on the instructed side, or neither (docs/editing.md, "Expression, skin and role, on more pairs").
+another tone on the instructed side, or neither (docs/results/editing/report.md, "Expression, skin and role, on more pairs").
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def test_shipped_captioner_says_what_the_world_parser_reads(captioner):
         verdicts = judge(text, s.face)
         assert len(verdicts) >= 3, text  # it names several attributes the parser reads
         right, total = right + sum(verdicts.values()), total + len(verdicts)
-    assert right / total >= 0.9  # docs/editing.md: 99.0% on 300 renders (segakit eval captioner -n 300)
+    assert right / total >= 0.9  # docs/results/editing/report.md: 99.0% on 300 renders (segakit eval captioner -n 300)
 
 
 @needs_writer
@@ -191,7 +191,7 @@ def test_embedded_edit_with_only_an_instruction(monkeypatch, capsys, tmp_path):
     assert params["source_caption"] and len(params["captions_before"]) == 2 and len(params["captions_after"]) == 2
     assert params["captions_before"][0] == params["source_caption"] and f"source caption: {params['source_caption']}" in stdout
     # the writer wrote after-captions of its own; how often they state the change is measured, not asserted on one
-    # face (62% of after-captions, 67% after the captioner's captions: docs/editing.md, segakit eval caption-writer)
+    # face (62% of after-captions, 67% after the captioner's captions: docs/results/editing/report.md, segakit eval caption-writer)
     assert params["captions_after"] != params["captions_before"] and all(parse_caption(c) for c in params["captions_after"])
 
 

@@ -25,7 +25,7 @@ def pipe():
 @pytest.mark.parametrize("index", [2, 4], ids=["zombie", "brown-hair"])
 def test_an_edit_moves_the_oracles_reading(pipe, index):
     """Pairs 2 and 4 of seed 0 (gold captions, 10 steps): two of the three successes of
-    benchmarks/editing_onthefly.py --pairs 8 --steps 10 (see docs/editing.md for the rate over all eight)."""
+    benchmarks/editing_onthefly.py --pairs 8 --steps 10 (see docs/results/editing/report.md for the rate over all eight)."""
     pair = pair_at(0, index)
     ((attr, (old, new)),) = pair.changes.items()
     out = pipe(pair.source_image, pair.instruction, source_caption=pair.source_caption, target_captions=[pair.target_caption],

@@ -1,4 +1,4 @@
-"""The package layout: the import contracts hold (and can fail), and the module paths of 0.1 still import."""
+"""The package layout: the import contracts hold (and can fail), and the module paths of 0.1 are gone (removed in 0.3)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
-MOVED = {
+# The flat module paths of 0.1 (moved in 0.2, kept with a DeprecationWarning until 0.3) are gone in 0.3.
+REMOVED_IN_0_3 = {
     "segakit.guidance": "segakit.sega.guidance",
     "segakit.pipeline": "segakit.sega.pipeline",
     "segakit.editspec": "segakit.sega.editspec",
@@ -24,25 +25,16 @@ MOVED = {
     "segakit.atomic": "segakit.core.atomic",
     "segakit.errors": "segakit.core.errors",
     "segakit.generate": "segakit.jobs.generate",
+    "segakit.models": "segakit.core.loading",
 }
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_old_module_path_warns_and_is_the_new_module(old):
+@pytest.mark.parametrize("old", sorted(REMOVED_IN_0_3))
+def test_module_path_of_0_1_is_gone_and_its_new_home_imports(old):
     sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED[old]}"):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(MOVED[old])
-
-
-def test_old_models_module_keeps_its_names_and_default_class():
-    sys.modules.pop("segakit.models", None)
-    with pytest.warns(DeprecationWarning, match="segakit.models moved"):
-        models = importlib.import_module("segakit.models")
-    from segakit.sega.defaults import EMBEDDED_EDIT
-
-    assert models.EMBEDDED_EDIT is EMBEDDED_EDIT and models.edit_defaults("embedded") is EMBEDDED_EDIT
-    assert models.resolve("embedded").endswith("embedded")
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+    assert importlib.import_module(REMOVED_IN_0_3[old]).__name__ == REMOVED_IN_0_3[old]
 
 
 def test_top_level_api_is_unchanged():

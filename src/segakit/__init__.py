@@ -7,7 +7,7 @@ Packages, lowest layer first (a layer imports only the ones below it; ``lint-imp
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from segakit.core.errors import UserError
 

@@ -11,7 +11,7 @@ from segakit.sega.guidance import DIFFUSERS_EDIT, Edit
 # paper's warm-up of 10 of 50 steps halved, chosen for the shipped U-Net (v3: v2 continued 4,500 steps) by
 # `python benchmarks/sega_defaults.py --scales 4,6,8,10 --thresholds 0.8 --warmups 5 --seeds 16 --scan 100` on seeds
 # apart from the reported ones (its rule: among the settings that change no more of the untargeted attributes
-# than rewriting the prompt does, best worst target, then best mean, then isolation; docs/embedded-model.md).
+# than rewriting the prompt does, best worst target, then best mean, then isolation; docs/results/embedded/notes.md).
 # Scales 6, 8 and 10 all drew every target on all 16 seeds; 6 kept the most of the rest (isolation 0.735,
 # against 0.712 at 8 and the rewrite's 0.659). Version 2 got scale 8 by the same command.
 # Other models get diffusers' defaults (DIFFUSERS_EDIT: scale 5, threshold 0.9, warm-up 10).

@@ -2,9 +2,8 @@
 worker job like a generation (queued, cancellable, logged).
 
 The pipeline shares the loaded model's components. On the embedded model it brings the model's own small
-captioner and caption writer where they are shipped (``segakit/assets``; the writer is not yet), so the request
-needs no caption of the image, and no captions after the edit once the writer ships; captions in the request skip
-them. Other models have neither, so a request names the source caption and the captions after the edit (or, for
+captioner and caption writer (``segakit/assets``), so the request needs only the image and the instruction;
+captions in the request skip them. Other models have neither, so a request names the source caption and the captions after the edit (or, for
 ``method="sega"``, the concepts); a request without them gets the editing pipeline's own one-sentence 400.
 """
 

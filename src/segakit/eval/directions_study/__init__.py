@@ -1,6 +1,6 @@
 """segakit.eval.directions_study: self-discovered directions measured against their peers on the faces world (issue 16).
 
-    segakit eval directions --out docs/results/directions          # 200 seeds per prompt; see docs/directions.md
+    segakit eval directions --out docs/results/directions          # 200 seeds per prompt; see docs/results/directions/notes.md
 
 For the same model and seeds (image i of every prompt and method from seed i), the oracle reads:
 

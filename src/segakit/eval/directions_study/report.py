@@ -80,7 +80,7 @@ def markdown(report: dict) -> str:
         + "".join(f"; {a} drawn at calibrated shares " + ", ".join(f"{v} {p:.3f}" for v, p in d.items()) for a, d in sorted(model.get("draws", {}).items()))
         + f"; oracle {model['oracle']}.", "",
         f"{cfg['seeds']} seeds per prompt ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}; image i of every prompt and "
-        f"method uses seed i), {cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}. How it is measured: docs/directions.md.",
+        f"method uses seed i), {cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}. How it is measured: docs/results/directions/notes.md.",
     ]  # fmt: skip
     if "fairness" in r:
         lines += _fairness(r["fairness"])

@@ -1,6 +1,6 @@
 """segakit.eval.sega_study: SEGA's face-attribute study (the paper's Tables 1-2 and Figures 1, 5, 10) on the faces world, with a baseline.
 
-    segakit eval sega --out docs/results/sega          # N = 250 seeds; see docs/sega-study.md
+    segakit eval sega --out docs/results/sega          # N = 250 seeds; see docs/results/sega/notes.md
 
 The paper asked people to judge 250 generated faces; here the faces world's oracle judges them, which also
 turns what the paper showed only in pictures into numbers. For N seeds of a neutral prompt:

@@ -45,7 +45,7 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
         + (f", not counting {run['units_without_compute_time']} units cached before compute times were recorded" if run.get("units_without_compute_time") else "")
         + "). "
         f"Model `{report.get('model', {}).get('name', '')}` (weights {report.get('model', {}).get('fingerprint', '')}), "
-        f"oracle weights {report.get('model', {}).get('oracle', '')}. How it is measured: docs/sega-study.md.", "",
+        f"oracle weights {report.get('model', {}).get('oracle', '')}. How it is measured: docs/results/sega/notes.md.", "",
         f"{cfg['seeds']} seeds ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}) of '{cfg['prompt']}', "
         f"{cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}; every edit: scale {cfg['scale']:g}, threshold "
         f"{cfg['threshold']:g}, warm-up {cfg['warmup']}" + (f", per-target scales {dict(cfg['target_scales'])}" if cfg["target_scales"] else "") + ".",

@@ -1,4 +1,0 @@
-"""Moved to segakit.core.conditioning (segakit 0.2); this alias goes in 0.3."""
-from segakit._moved import alias
-
-alias(__name__, "segakit.core.conditioning")
