@@ -55,3 +55,21 @@ def test_concept_rows_leave_the_batch_between_refreshes(sd):
         handle.remove()
     assert rows == [4, 2, 2, 4, 2, 2]  # uncond + prompt (+ 2 concepts on steps 0 and 3)
     assert not torch.equal(refreshed, _run(sd))  # an approximation, not exact SEGA
+
+
+def test_cli_edit_refresh_is_recorded_and_regenerates(monkeypatch, capsys, tmp_path):
+    from cli_runner import cli, sd_folder
+    from PIL import Image
+
+    from segakit.core.images import read_params
+
+    model = sd_folder(tmp_path)
+    base = ["generate", "a face", "--model", model, "--steps", 4, "--seed", 2, "--edit", "+glasses:w=0,t=0.5"]
+    assert cli(monkeypatch, capsys, *base, "--edit-refresh", 2, "--out", tmp_path / "k2.png")[0] == 0
+    assert cli(monkeypatch, capsys, *base, "--out", tmp_path / "exact.png")[0] == 0
+    assert read_params(tmp_path / "k2.png")["edit_refresh"] == 2
+    assert "edit_refresh" not in read_params(tmp_path / "exact.png")  # exact SEGA's parameters are as before
+    assert cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "k2.png", "--out", tmp_path / "again.png")[0] == 0
+    assert Image.open(tmp_path / "again.png").tobytes() == Image.open(tmp_path / "k2.png").tobytes()
+    code, _, err = cli(monkeypatch, capsys, *base, "--edit-refresh", 0, "--out", tmp_path / "bad.png")
+    assert code == 2 and "--edit-refresh 0" in err and not (tmp_path / "bad.png").exists()

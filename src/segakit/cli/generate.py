@@ -77,6 +77,7 @@ def generate(
     momentum: Annotated[float, typer.Option(help="SEGA momentum scale s_m.")] = 0.1,
     momentum_beta: Annotated[float, typer.Option("--momentum-beta", help="SEGA momentum beta_m, in [0, 1).")] = 0.4,
     quantile_over: Annotated[str, typer.Option("--quantile-over", help="'channel' (diffusers) or 'image' (one quantile per image).")] = "channel",
+    edit_refresh: Annotated[int, typer.Option("--edit-refresh", help="Compute each concept every K steps and reuse its direction in between (1: exact SEGA).")] = 1,
     sweep: Annotated[str | None, typer.Option(help="Render the single --edit at these scales side by side, e.g. 0,2,4,6,8.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder (images numbered after those already there).")] = Path("out"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files (--out, --save-guidance) instead of refusing.")] = False,
@@ -105,7 +106,7 @@ def generate(
         params = GenerationParams(
             prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
             seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
-            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over,
+            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over, edit_refresh=edit_refresh,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
             directions=list(direction or []), fair=fair, fair_method=method, fair_draw=fair_draw, safe=safe, enhance=enhance,
             library=str(library) if library else None, library_strength=library_strength,

@@ -51,6 +51,7 @@ class GenerationParams:
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: str = "channel"
+    edit_refresh: int = 1  # each concept computed every K steps, its direction reused in between (1: exact SEGA)
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
@@ -79,6 +80,8 @@ class GenerationParams:
             raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
+        if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
+            raise UserError(f"--edit-refresh {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA).")
         if self.library_strength is not None and not math.isfinite(self.library_strength):
             raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
@@ -104,6 +107,8 @@ class GenerationParams:
     def to_json(self) -> dict:
         data = asdict(self)
         data["edits"] = [asdict(e) for e in self.edits]
+        if self.edit_refresh == 1:  # exact SEGA: absent, so files and job keys from before concept refresh stay the same
+            del data["edit_refresh"]
         return data
 
     @classmethod
@@ -260,7 +265,7 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
         eta=params.eta, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
         edits=list(params.edits) if edits is None else edits,
         edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
-        quantile_over=params.quantile_over, output_type="pil", record_guidance=record,
+        quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, output_type="pil", record_guidance=record,
         sem_guidance=None if job.reuse is None else job.reuse.guidance[:, guidance_rows or slice(None)],
         directions=job.applied + ([fair] if fair is not None and sega_fair is None else []),
         callback=(lambda i, t, x: progress(1)) if progress else None,
