@@ -183,7 +183,19 @@ def export_ema(ema: EMA, cfg: FlowConfig, text_dim: int, run: Path, step: int) -
     replace_dir(tmp, run / "transformer_ema")
 
 
+def check_config(cfg: FlowConfig) -> None:
+    """One sentence per bad value, naming the flag and what it allows."""
+    if cfg.timestep_sampling not in ("logit_normal", "uniform"):
+        raise SystemExit(f"--timestep_sampling must be logit_normal or uniform, got {cfg.timestep_sampling!r}.")
+    for name in ("shift", "train_shift", "logit_std"):
+        if getattr(cfg, name) <= 0:
+            raise SystemExit(f"--{name} must be above 0, got {getattr(cfg, name)}.")
+    if not 0 <= cfg.p_uncond < 1:
+        raise SystemExit(f"--p_uncond must be in [0, 1), got {cfg.p_uncond}.")
+
+
 def train(cfg: FlowConfig) -> Path:
+    check_config(cfg)
     device = setup_torch(cfg.device, cfg.threads)
     root = runs_root()
     run = Path(cfg.run) if cfg.run else root / "flow"
