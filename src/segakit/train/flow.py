@@ -89,7 +89,7 @@ class FlowConfig:
     max_minutes: float = 0.0  # stop (checkpoint and export) after this much wall time in this run; 0 = no limit
     log_every: int = 25
     ckpt_every: int = 100
-    sample_every: int = 1000
+    sample_every: int = 500
     sample_steps: int = 28
     guidance_scale: float = 7.0
 
