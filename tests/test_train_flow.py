@@ -28,7 +28,7 @@ def tiny(tmp_path_factory) -> Path:
     """A 16-row latent cache and a 3-step run of a one-block transformer."""
     root = tmp_path_factory.mktemp("flow")
     cache.main(["--n", "16", "--shard_size", "16", "--batch_size", "8", "--out", str(root / "cache"), "--threads", "1"] + SOURCES)
-    flow.main(TINY + ["--max_steps", "3", "--sample_every", "3", "--run", str(root / "run"), "--cache", str(root / "cache")])
+    flow.main(TINY + ["--max_steps", "3", "--sample_every", "3", "--run", str(root / "flow"), "--cache", str(root / "cache")])
     return root
 
 
@@ -78,7 +78,7 @@ def test_noise_levels_lie_in_the_unit_interval_and_shift_moves_them_up():
 
 
 def test_tiny_run_checkpoints_previews_and_resumes(tiny, tmp_path, capsys):
-    run = tiny / "run"
+    run = tiny / "flow"
     assert json.loads((run / "ckpt" / "state.json").read_text())["step"] == 3
     assert (run / "samples" / "step-0000003.png").is_file()
     assert json.loads((run / "transformer_ema" / "training.json").read_text())["step"] == 3
@@ -96,7 +96,7 @@ def test_tiny_run_checkpoints_previews_and_resumes(tiny, tmp_path, capsys):
 def test_export_loads_in_stock_diffusers_and_samples_as_the_recipe_does(tiny, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tiny / "export"
-    flow.main(TINY + ["--run", str(tiny / "run"), "--export", str(out)])
+    flow.main(TINY + ["--run", str(tiny / "flow"), "--export", str(out)])
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
     assert json.loads((out / "vae" / "config.json").read_text())["shift_factor"] == 0.0
     pipe = StableDiffusion3Pipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None, use_safetensors=True)
@@ -117,10 +117,19 @@ def test_export_loads_in_stock_diffusers_and_samples_as_the_recipe_does(tiny, mo
 def test_export_refuses_a_folder_it_did_not_write(tiny, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="--export"):
-        flow.main(TINY + ["--run", str(tiny / "run"), "--export", str(tmp_path)])
+        flow.main(TINY + ["--run", str(tiny / "flow"), "--export", str(tmp_path)])
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_unknown_timestep_sampling_is_refused_in_one_sentence(tiny, tmp_path):
     with pytest.raises(SystemExit, match="--timestep_sampling"):
         flow.main(TINY + ["--timestep_sampling", "cosine", "--run", str(tmp_path / "r"), "--cache", str(tiny / "cache")])
+
+
+def test_training_curves_draw_the_flow_run_on_request(tiny, tmp_path):
+    from segakit.train import curves
+
+    assert "flow" not in curves.DEFAULT_STAGES
+    out = curves.plot(tiny, tmp_path / "flow.png", ("flow",))
+    assert out.stat().st_size > 0
+    assert curves.read_metrics(tiny / "flow" / "metrics.jsonl", "loss")[0] == [1, 2, 3]
