@@ -9,8 +9,8 @@
 #    (python -m segakit.train.shipped): the flow model shares the U-Net's text encoder and autoencoder.
 # 2. The latent cache: N world samples (default 100,000, the CPU run's), rendered by WORKERS processes (the cache
 #    skips the shards already written; its shards hold the same world samples as the CPU run's).
-# 3. The flow transformer in RUNS/flow, stopping 30 s before the budget ends (run again to resume); then
-#    python -m segakit.train.flow --run RUNS/flow --export RUNS/flow/export writes the stock SD3 folder.
+# 3. The flow transformer in RUNS/flow, stopping 45 s before the budget ends (run again to resume).
+# 4. Its EMA exported as a stock StableDiffusion3Pipeline folder, RUNS/flow/export (a few seconds).
 # Environment: PYTHON (python3), DEVICE (cuda), N, WORKERS (14), BATCH (512), LR (5e-4), STEPS (12000),
 # FLOW_ARGS (extra flags for the recipe).
 set -euo pipefail
@@ -33,9 +33,10 @@ $PYTHON -m segakit.train.shipped
 echo "== cache: $N samples, $WORKERS render workers ($(date -u +%T))"
 $PYTHON -m segakit.train.cache --device "$DEVICE" --n "$N" --shard_size 5000 --batch_size 500 --workers "$WORKERS"
 
-MINUTES_LEFT=$($PYTHON -c "print(max(0.1, ($DEADLINE - $(date +%s) - 30) / 60))")
+MINUTES_LEFT=$($PYTHON -c "print(max(0.1, ($DEADLINE - $(date +%s) - 45) / 60))")
 echo "== flow: up to step $STEPS, at most $MINUTES_LEFT minutes ($(date -u +%T))"
 # shellcheck disable=SC2086
 $PYTHON -m segakit.train.flow --device "$DEVICE" --run "$RUNS/flow" --batch_size "$BATCH" --lr "$LR" --amp true \
   --max_steps "$STEPS" --max_minutes "$MINUTES_LEFT" --log_every 100 --ckpt_every 1000 --sample_every 2000 $FLOW_ARGS
+$PYTHON -m segakit.train.flow --run "$RUNS/flow" --export "$RUNS/flow/export"
 echo "== done ($(date -u +%T)), $(( $(date +%s) - START )) s"
