@@ -6,7 +6,8 @@ layer), and ``hidden_states[-2]`` of the SD3 slot with the identity 5th layer (t
 
 ``time``: seconds per training step (forward, backward, AdamW; batch 64, one thread) of the flow transformer with
 the text rows SD3's pipeline builds at its defaults (48 CLIP rows + 256 zero rows), the same computation with the
-zero rows folded into one row counted 256 times (what ``train/flow.py`` does), and with no zero rows at all.
+zero rows folded into one row counted 256 times (what ``train/flow.py`` does), and with no zero rows at all; and,
+for scale, a step of the shipped U-Net's architecture (``train/unet.py``'s defaults, 6.9M parameters) on its 48 rows.
 
     python benchmarks/flow_choices.py text
     python benchmarks/flow_choices.py time --steps 5
@@ -73,12 +74,31 @@ def step_seconds(rows: int, repeated: bool, steps: int, batch: int) -> float:
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
+def unet_step_seconds(steps: int, batch: int) -> float:
+    from segakit.train.unet import UnetConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(UnetConfig(), 256)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, c, t = torch.randn(batch, 4, 16, 16), torch.randn(batch, 48, 256), torch.randint(0, 1000, (batch,))
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = model(x, t, encoder_hidden_states=c).sample.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
 def timing(steps: int, batch: int) -> None:
     print(f"| text rows | s/step (median of {steps}, batch {batch}, 1 thread) |\n|---|---|")
     for label, rows, repeated in [(f"48 + {T5_ROWS} zero rows (stock default)", T5_ROWS, False),
                                   (f"48 + 1 row counted {T5_ROWS} times (same computation)", 1, True),
                                   ("48 (no zero rows)", 0, False)]:
         print(f"| {label} | {step_seconds(rows, repeated, steps, batch):.2f} |", flush=True)
+    print(f"| the U-Net (train/unet.py, 6.9M), 48 rows | {unet_step_seconds(steps, batch):.2f} |", flush=True)
 
 
 def main() -> None:
