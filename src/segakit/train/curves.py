@@ -2,6 +2,7 @@
 
     python -m segakit.train.curves --out docs/img/embedded-training-curves.png
     python -m segakit.train.curves --stages unet --out docs/img/embedded-unet-continued.png
+    python -m segakit.train.curves --runs /work/runs --stages flow --out docs/img/flow-training.png
 
 A run that started from earlier weights (``--init``) is drawn at its total step count.
 """
@@ -18,14 +19,16 @@ PANELS = (
     ("autoencoder", "loss", "autoencoder: L1 + 0.5 edge L1 (+KL)"),
     ("clip", "loss", "CLIP: contrastive loss"),
     ("unet", "loss", "U-Net: epsilon MSE (Min-SNR-5 weighted)"),
+    ("flow", "loss", "flow transformer: velocity MSE"),
 )
+DEFAULT_STAGES = ("autoencoder", "clip", "unet")  # the U-Net model's parts; the flow run is drawn on request
 
 
 @dataclass
 class CurvesConfig:
     runs: str = ""  # default: $SEGAKIT_RUNS
     out: str = "docs/img/embedded-training-curves.png"
-    stages: tuple[str, ...] = tuple(p[0] for p in PANELS)  # which panels to draw
+    stages: tuple[str, ...] = DEFAULT_STAGES  # which panels to draw (also: flow)
 
 
 def read_metrics(path: Path, key: str) -> tuple[list[int], list[float]]:
@@ -47,7 +50,7 @@ def earlier_steps(run: Path) -> int:
     return int(init["steps"]) if init else 0
 
 
-def plot(runs: Path, out: Path, stages: tuple[str, ...] = tuple(p[0] for p in PANELS)) -> Path:
+def plot(runs: Path, out: Path, stages: tuple[str, ...] = DEFAULT_STAGES) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,0 +1,66 @@
+"""Export a flow run as a stock ``StableDiffusion3Pipeline`` folder (safetensors only, no T5).
+
+    python -m segakit.train.flow --run /work/runs/flow --export /work/runs/flow/export
+
+The folder holds the run's EMA transformer, a ``FlowMatchEulerDiscreteScheduler`` with the run's ``shift``, the
+autoencoder with ``shift_factor`` 0.0 (SD3's pipeline decodes ``latents / scaling_factor + shift_factor``; the latent
+cache stores ``latent * scaling_factor`` with no shift, the U-Net's convention), the SD3 slot of the text encoder
+(:func:`segakit.train.flow_text.sd3_text_encoder`) as both ``text_encoder`` and ``text_encoder_2`` with the tokenizer
+twice, and ``text_encoder_3`` / ``tokenizer_3`` left empty. ``StableDiffusion3Pipeline.from_pretrained(folder)(prompt)``
+at its defaults then samples 64x64 images exactly as the model was trained (its 256 zero T5 rows included).
+``segakit.json`` records the training steps and config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3Pipeline
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from segakit.train.checkpoint import replace_dir
+from segakit.train.config import runs_root, text_encoder_path, vae_path
+from segakit.train.flow_model import build_scheduler
+from segakit.train.flow_text import sd3_text_encoder
+
+
+def flow_vae(folder: Path) -> AutoencoderKL:
+    """The autoencoder at ``folder`` with ``shift_factor`` 0.0 (null in the U-Net's folder; SD3's pipeline needs a number)."""
+    vae = AutoencoderKL.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+    vae.register_to_config(shift_factor=0.0)
+    return vae
+
+
+def export(cfg) -> Path:
+    """Write ``cfg.export`` from the run at ``cfg.run`` (a :class:`segakit.train.flow.FlowConfig`); returns the folder."""
+    root = runs_root()
+    run = Path(cfg.run) if cfg.run else root / "flow"
+    source = run / "transformer_ema"
+    if not (source / "config.json").is_file():
+        raise SystemExit(f"--run {str(run)!r} has no transformer_ema/ to export; train it first (python -m segakit.train.flow).")
+    out = Path(cfg.export)
+    if out.exists() and not (out / "model_index.json").is_file():
+        raise SystemExit(f"--export {str(out)!r} exists and is not an SD3 folder this command wrote; choose another place.")
+    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), dtype=torch.float32, use_safetensors=True)
+    tokenizer = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
+    slot = sd3_text_encoder(text)
+    pipe = StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel.from_pretrained(source, dtype=torch.float32, use_safetensors=True),
+        scheduler=build_scheduler(cfg.shift),
+        vae=flow_vae(Path(cfg.vae or vae_path(root))),
+        text_encoder=slot, tokenizer=tokenizer, text_encoder_2=slot, tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    training = json.loads((source / "training.json").read_text()) if (source / "training.json").is_file() else {}
+    info = {"name": "segakit embedded flow model (SD3 MMDiT on the faces world)", "image_size": 64,
+            "latent_shape": [4, 16, 16], "t5_rows": "256 zero rows (the pipeline's default max_sequence_length)",
+            "training": {"flow": training}}
+    (tmp / "segakit.json").write_text(json.dumps(info, indent=1))
+    replace_dir(tmp, out)
+    return out
