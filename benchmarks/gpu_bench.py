@@ -190,12 +190,12 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
         for n in (2, 4):
             for cool in (False, True):
                 label = f"{n} edits{', cooling down halfway' if cool else ''}"
-                cases[f"segakit, {label}"] = lambda n=n, cool=cool: ours("a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch))
+                cases[f"segakit, {label}"] = lambda n=n, cool=cool, batch=batch: ours("a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch))
                 if theirs is not None:
-                    cases[f"diffusers, {label}"] = lambda n=n, cool=cool: theirs("a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch))
+                    cases[f"diffusers, {label}"] = lambda n=n, cool=cool, batch=batch: theirs("a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch))
             cases[f"bare U-Net, {n} edits"] = bare_unet(ours, batch * (2 + n), steps, size, device, dtype)
-        cases["segakit, reused guidance"] = lambda: ours("a face", **common, sem_guidance=record.guidance, num_images_per_prompt=batch, generator=gens(batch))
-        cases["diffusers, plain CFG"] = lambda: plain("a face", **common, num_images_per_prompt=batch, generator=gens(batch))
+        cases["segakit, reused guidance"] = lambda batch=batch, record=record: ours("a face", **common, sem_guidance=record.guidance, num_images_per_prompt=batch, generator=gens(batch))
+        cases["diffusers, plain CFG"] = lambda batch=batch: plain("a face", **common, num_images_per_prompt=batch, generator=gens(batch))
         cases["bare U-Net, plain CFG"] = bare_unet(ours, batch * 2, steps, size, device, dtype)
         times = clock.median(cases)
         prefix = f"{kind} batch {batch}"

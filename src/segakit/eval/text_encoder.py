@@ -184,7 +184,7 @@ def linear_probe(clip: CLIPModel, n_train: int = 1000, n_test: int = 500, seed: 
         b = torch.zeros(len(values), requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
 
-        def closure() -> torch.Tensor:
+        def closure(opt=opt, w=w, b=b, y=y) -> torch.Tensor:  # bound now: LBFGS calls it within this iteration
             opt.zero_grad()
             loss = F.cross_entropy(x[:n_train] @ w + b, y[:n_train]) + 1e-3 * w.pow(2).sum()
             loss.backward()

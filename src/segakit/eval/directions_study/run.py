@@ -260,10 +260,10 @@ class Study:
         self.progress.advance(len(seeds))
         times: dict[str, list[float]] = {"plain": [], "direction": []}
         for _ in range(cfg.timing_repeats):
-            for key, arm in arms.items():
+            for arm_name, arm in arms.items():
                 t0 = time.perf_counter()
                 render(self.bench, arm, "a doctor", seeds, progress=self.progress.advance)
-                times[key].append(time.perf_counter() - t0)
+                times[arm_name].append(time.perf_counter() - t0)
         p, d = statistics.median(times["plain"]), statistics.median(times["direction"])
         learning = {n: {k: lib.direction(n).meta.get(k) for k in ("images", "steps", "seconds_generating", "seconds_learning")}
                     for n in lib.names()}  # fmt: skip
