@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import Quiet, DEVICE_HELP, device_and_dtype, progress_bar
 from segakit.cli.runners import RAY_HELP, check, executor
 from segakit.core.errors import UserError
 
@@ -29,6 +29,7 @@ def batch(
     strict: Annotated[bool, typer.Option("--strict", help="If any JOBS line is bad, run nothing.")] = False,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
+    quiet: Quiet = False,
 ) -> int:
     """Run a file of generation jobs: one PNG per job, results.jsonl, resumable, byte-identical in every mode."""
     from segakit.jobs.jobfile import read_jobs

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import Quiet, DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
 from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check, executor, wants_workers
 from segakit.core.errors import UserError
 
@@ -42,6 +42,7 @@ def learn(
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP + " Learning itself runs here.")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Learn a direction from the model's own images (Li et al., CVPR 2024) and save it."""
     from segakit.directions import LearnConfig, learn_direction

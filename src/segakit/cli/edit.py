@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import Quiet, DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
 from segakit.core.errors import UserError
 
 CAPTIONS_HELP = "A caption of the image {when} the edit, repeatable (skips the {what})."
@@ -50,6 +50,7 @@ def edit(
     out: Annotated[Path, typer.Option("--out", "-o", help="The output .png file (the last turn's result; it records every turn).")] = Path("edited.png"),
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Repeat the edit stored in a PNG written by segakit edit.")] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance.
     With --then, further instructions edit the previous result in turn."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, device_and_dtype, progress_bar, use_threads
+from segakit.cli.options import Quiet, DEVICE_HELP, MODEL_HELP, THREADS_HELP, device_and_dtype, progress_bar, use_threads
 from segakit.cli.preflight import guidance_beside_png, preflight
 from segakit.core.errors import UserError
 
@@ -88,6 +88,7 @@ def generate(
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.core.images import read_params

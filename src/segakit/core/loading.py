@@ -7,9 +7,10 @@ segakit refuses it and says so; diffusers is always called with ``use_safetensor
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 
 EMBEDDED = "embedded"
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -109,13 +110,30 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     try:
         loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set, so the hub is not asked)" if offline else ""
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"Could not load model {str(name)!r}{hint}: {first}") from None
+        raise UserError(load_failure(name, target, exc)) from None
     if pipeline_class is None or isinstance(loaded, pipeline_class):
         return loaded
     return pipeline_class.from_pipe(loaded)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_failure(name: str | Path, target: str, exc: BaseException) -> str:
+    """The sentence for a model diffusers could not load: a hub id that is not on this machine says so and what to
+    pass instead; otherwise the library's first line, without its pointers to a stack trace nobody is shown."""
+    text = str(exc).strip()
+    first = re.sub(r"\s*Please check out the root cause in the stacktrace above\.?", "", text.splitlines()[0] if text else "")
+    first = first.strip() or type(exc).__name__
+    if Path(target).is_dir():
+        return f"Could not load model {str(name)!r}: {first}"
+    if _offline():
+        return (f"Model {str(name)!r} is a hub id, and it is not in this machine's hub cache while HF_HUB_OFFLINE=1 keeps "
+                f"segakit off the hub; pass {arg('model')} FOLDER with a diffusers model folder (or 'embedded'), or "
+                f"download it once with internet (HF_HUB_OFFLINE unset).")  # fmt: skip
+    return (f"Model {str(name)!r} could not be loaded from the hub ({first}); check the id and the connection, or pass "
+            f"{arg('model')} FOLDER with a diffusers model folder (or 'embedded'); with HF_HUB_OFFLINE=1 only the local cache is used.")  # fmt: skip
 
 
 def weights_file(path: str | Path, what: str) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 from segakit.core.loading import PICKLE_SUFFIXES, pickle_refusal
 
 MAX_TRIES = 10
@@ -185,5 +185,7 @@ class CaptionWriter:
             return WrittenCaptions(best[0], best[1], MAX_TRIES, False)
         raise UserError(
             f"The language model wrote no parseable captions for {instruction!r} in {MAX_TRIES} tries "
-            "(no 'Caption' lines before and after 'After transformation:' that state a change); pass the captions yourself."
+            f"(no 'Caption' lines before and after 'After transformation:' that state a change); write them yourself: "
+            f"{arg('captions_after')} 'A CAPTION OF THE EDITED IMAGE' (and {arg('captions_before')} 'A CAPTION OF THIS IMAGE'), "
+            f"or try another {arg('seed')}."
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.draws import DRAWS
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 from segakit.core.loading import model_key, weights_file
 from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
@@ -66,40 +66,40 @@ class GenerationParams:
 
     def validate(self) -> None:
         if not self.prompt.strip() and not self.edits:
-            raise UserError("The prompt is empty and no --edit is given; write a prompt or at least one edit.")
+            raise UserError(f"The prompt is empty and no {arg('edits')} is given; write a prompt or at least one edit.")
         if self.steps < 1:
-            raise UserError(f"--steps {self.steps} is below 1; use 1 or more denoising steps (25-50 is usual).")
+            raise UserError(f"{arg('steps')} {self.steps} is below 1; use 1 or more denoising steps (25-50 is usual).")
         if self.num_images < 1:
-            raise UserError(f"--num-images {self.num_images} is below 1; ask for at least one image.")
+            raise UserError(f"{arg('num_images')} {self.num_images} is below 1; ask for at least one image.")
         if self.seed < 0:
-            raise UserError(f"--seed {self.seed} is negative; use a whole number of 0 or more.")
+            raise UserError(f"{arg('seed')} {self.seed} is negative; use a whole number of 0 or more.")
         if self.guidance is not None and self.guidance < 0:
-            raise UserError(f"--guidance {self.guidance} is negative; use 0 or more (7.5 is usual).")
+            raise UserError(f"{arg('guidance')} {self.guidance} is negative; use 0 or more (7.5 is usual).")
         if self.quantile_over not in ("channel", "image"):
-            raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
+            raise UserError(f"{arg('quantile_over')} {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
-            raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
+            raise UserError(f"{arg('momentum_beta')} {self.momentum_beta} is outside [0, 1).")
         if self.library_strength is not None and not math.isfinite(self.library_strength):
-            raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
+            raise UserError(f"{arg('library_strength')} {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
-            raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
+            raise UserError(f"{arg('fair')} {self.fair!r} names no attribute; write an attribute such as presentation, or shares such as skin=light:0.5,dark:0.5.")
         if self.fair_method not in FAIR_METHODS:
-            raise UserError(f"--method {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
+            raise UserError(f"{arg('fair_method')} {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
         if self.fair_draw not in DRAWS:
-            raise UserError(f"--fair-draw {self.fair_draw!r} is not one of {', '.join(DRAWS)}.")
+            raise UserError(f"{arg('fair_draw')} {self.fair_draw!r} is not one of {', '.join(DRAWS)}.")
         if self.fair_method != "directions" and not self.fair:
-            raise UserError(f"--method {self.fair_method} chooses how --fair balances an attribute; give --fair ATTRIBUTE too.")
+            raise UserError(f"{arg('fair_method')} {self.fair_method} chooses how {arg('fair')} balances an attribute; give {arg('fair')} ATTRIBUTE too.")
         for lora in self.loras:
-            weights_file(lora.path, "--lora")
+            weights_file(lora.path, arg("loras"))
             if not math.isfinite(lora.scale):
-                raise UserError(f"--lora {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
+                raise UserError(f"{arg('loras')} {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
         for path in self.embeddings:
-            weights_file(path, "--embedding")
+            weights_file(path, arg("embeddings"))
         if self.sweep is not None:
             if len(self.edits) != 1:
-                raise UserError(f"--sweep varies the strength of exactly one edit; {len(self.edits)} edits were given.")
+                raise UserError(f"{arg('sweep')} varies the strength of exactly one edit; {len(self.edits)} edits were given.")
             if len(self.sweep) < 2:
-                raise UserError("--sweep needs at least two scales, for example --sweep 0,2,4,6.")
+                raise UserError(f"{arg('sweep')} needs at least two scales, for example 0,2,4,6.")
 
     def to_json(self) -> dict:
         data = asdict(self)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg, closest
 from segakit.jobs.generate import GenerationParams
 from segakit.sega.editspec import parse_edit
 from segakit.sega.guidance import Edit
@@ -132,7 +132,8 @@ def library_directions(specs: list[str], library) -> list[str]:
         if name not in library.files:
             name = by_path.get(str(Path(name).resolve()), name) if name.endswith(".safetensors") else name
         if name not in library.files:
-            raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of {', '.join(library.names())}.")  # fmt: skip
+            raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of "
+                            f"{', '.join(library.names())}.{closest(name, library.names())}")  # fmt: skip
         out.append(f"{(library.folder / library.files[name]).resolve()}:{tail or library.strength_of(name)}")
     return out
 
@@ -155,21 +156,21 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
             raise UserError(f"{name} names files on the server, which the HTTP API does not take; use segakit generate for it.")  # fmt: skip
     steps = default_steps(model) if req.steps is None else req.steps
     if steps > limits.max_steps:
-        raise UserError(f"--steps {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer.")
+        raise UserError(f"{arg('steps')} {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer.")
     if req.num_images > limits.max_images:
-        raise UserError(f"--num-images {req.num_images} is above this server's limit of {limits.max_images} images per request.")
+        raise UserError(f"{arg('num_images')} {req.num_images} is above this server's limit of {limits.max_images} images per request.")
     if len(req.edits) > limits.max_concepts:
-        raise UserError(f"{len(req.edits)} edits were given; this server takes at most {limits.max_concepts} concepts per request.")
+        raise UserError(f"{len(req.edits)} {arg('edits')} were given; this server takes at most {limits.max_concepts} concepts per request.")
     if req.sweep is not None and len(req.sweep) > limits.max_sweep:
-        raise UserError(f"--sweep has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip.")
+        raise UserError(f"{arg('sweep')} has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip.")
     for name in ("height", "width"):
         value = getattr(req, name)
         if value is not None and not (8 <= value <= limits.max_side and value % 8 == 0):
-            raise UserError(f"--{name} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels.")
+            raise UserError(f"{arg(name)} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels.")
     if req.seed > MAX_SEED - limits.max_images:
-        raise UserError(f"--seed {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}.")
+        raise UserError(f"{arg('seed')} {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}.")
     if not 0 <= req.eta <= 1:
-        raise UserError(f"eta {req.eta} is outside [0, 1]; 0 is DDIM, 1 is DDPM-like sampling.")
+        raise UserError(f"{arg('eta')} {req.eta} is outside [0, 1]; 0 is DDIM, 1 is DDPM-like sampling.")
     if req.directions and library is None:
         raise UserError(f"directions need a direction library, and model {model!r} has none on this server.")
     params = GenerationParams(

@@ -259,19 +259,21 @@ class App:
                                             elem_id="edit-download", interactive=False)  # fmt: skip
                 edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps, inversion, edit_mask, edit_guidance, edit_blend,
                                         sega_mask, threshold, blend_dilate],
-                               [result, caption_box, captions_box, edit_file], concurrency_limit=1)  # fmt: skip
+                               [result, caption_box, captions_box, edit_file], concurrency_limit=1, api_name="edit")  # fmt: skip
 
             flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]
             outputs = [before, after, download, params_box, status]
-            run.click(self.full, flat, outputs, concurrency_limit=1)
-            strip_btn.click(self.strip, flat, [strip_img, strip_file], concurrency_limit=1)
+            # the endpoints meant for callers (gradio_client: /generate, /strip, /edit); the UI's own events are private
+            run.click(self.full, flat, outputs, concurrency_limit=1, api_name="generate")
+            strip_btn.click(self.strip, flat, [strip_img, strip_file], concurrency_limit=1, api_name="strip")
             for slider in [guidance, *[c for row in rows for c in row[3:]], *strengths]:
-                slider.input(self.preview, flat, [after, status], trigger_mode="always_last", show_progress="hidden", concurrency_limit=1)
-                slider.release(self.slider_release, flat, outputs, trigger_mode="always_last", concurrency_limit=1)
-            add.click(self.add_row, actives, [*actives, *groups])
+                slider.input(self.preview, flat, [after, status], trigger_mode="always_last", show_progress="hidden", concurrency_limit=1,
+                             api_visibility="private")  # fmt: skip
+                slider.release(self.slider_release, flat, outputs, trigger_mode="always_last", concurrency_limit=1, api_visibility="private")
+            add.click(self.add_row, actives, [*actives, *groups], api_visibility="private")
             for i, button in enumerate(removes):
-                button.click(self.remove_row(i), actives, [*actives, *groups])
-            restore.upload(self.restore, restore, [*flat, *groups, status])
+                button.click(self.remove_row(i), actives, [*actives, *groups], api_visibility="private")
+            restore.upload(self.restore, restore, [*flat, *groups, status], api_visibility="private")
         return demo
 
 
