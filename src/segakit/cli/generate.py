@@ -120,9 +120,12 @@ def generate(
         typer.echo(f"warning: {line}", err=True)
 
     frames = len(params.sweep) if params.sweep else -(-params.num_images // plan.chunk)  # pipeline calls
+    said: list[str] = []
     with progress_bar() as bar:
         task = bar.add_task("denoising", total=params.steps * frames)
         written = run(params, out, device=dev, dtype=torch_dtype, progress=lambda k: bar.advance(task, k),
-                      save_guidance=save_guidance, paths=plan.paths, chunk=plan.chunk)  # fmt: skip
+                      save_guidance=save_guidance, paths=plan.paths, chunk=plan.chunk, warn=said.append)  # fmt: skip
+    for line in said:  # honest results: a concept that never acted (the PNGs record it too)
+        typer.echo(f"warning: {line}", err=True)
     for path in written:
         typer.echo(str(path))

@@ -6,8 +6,10 @@ segakit refuses it and says so; diffusers is always called with ``use_safetensor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from segakit.core.errors import UserError, arg
@@ -108,12 +110,45 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     if str(name) == EMBEDDED or Path(target).is_dir():
         kwargs.setdefault("local_files_only", True)
     try:
-        loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
+        with quiet_loading():
+            loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise UserError(load_failure(name, target, exc)) from None
-    if pipeline_class is None or isinstance(loaded, pipeline_class):
-        return loaded
-    return pipeline_class.from_pipe(loaded)
+    if pipeline_class is not None and not isinstance(loaded, pipeline_class):
+        with quiet_loading():
+            loaded = pipeline_class.from_pipe(loaded)
+    loaded.set_progress_bar_config(disable=True)  # quiet library: pipe.set_progress_bar_config(disable=False) shows it
+    return loaded
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Loading says nothing unasked: no loading bars, no notices from diffusers and transformers (a missing
+    torchvision, casting a model with ``to()``), unless the user turned their logging up (``set_verbosity_info``)
+    or set SEGAKIT_VERBOSE."""
+    import warnings
+
+    from diffusers.utils import logging as d_log
+    from transformers.utils import logging as t_log
+
+    if os.environ.get("SEGAKIT_VERBOSE"):
+        yield
+        return
+    saved = [(m, m.get_verbosity(), m.is_progress_bar_enabled()) for m in (d_log, t_log)]
+    for module, level, _ in saved:
+        if level >= module.WARNING:  # the user's own louder setting (info, debug) is kept
+            module.set_verbosity_error()
+        module.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torchvision.*")
+            warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
+            yield
+    finally:
+        for module, level, bar in saved:
+            module.set_verbosity(level)
+            if bar:
+                module.enable_progress_bar()
 
 
 def _offline() -> bool:

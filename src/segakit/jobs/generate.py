@@ -20,11 +20,12 @@ from segakit.core.loading import model_key, weights_file
 from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
+from segakit.sega.honest import idle_concepts, idle_warning
 
 FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
 # keys a PNG stores beside the generation parameters (what was used or drawn, not what was asked)
-INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale")
+INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale", "warnings")
 
 
 @dataclass
@@ -276,7 +277,7 @@ def image_meta(job: Prepared, seed: int, prompt: str | None = None, fair=None, i
 
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None,
-        paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
+        paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK, warn: Callable[[str], None] | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
 
     ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
@@ -305,7 +306,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             written.append(save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta))
 
     result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk,
-                    on_images=write, files=files)  # fmt: skip
+                    on_images=write, files=files, warn=warn)  # fmt: skip
     if save_guidance is not None:
         result.guidance.save(save_guidance)
     return written
@@ -314,7 +315,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
 def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
            progress: ProgressFn | None = None, record_guidance: bool = False,
            chunk: int | None = None, on_images: Callable[[int, list, list[dict]], None] | None = None,
-           files: tuple | None = None) -> Rendered:  # fmt: skip
+           files: tuple | None = None, warn: Callable[[str], None] | None = None) -> Rendered:  # fmt: skip
     """Generate the job's images (or sweep strip) in memory, each with the parameters its PNG stores.
 
     ``progress`` is called after every denoising step; an exception it raises stops the job there.
@@ -355,6 +356,7 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
         return Rendered([sheet], [{**meta, "num_images": 1}])
     step = max(1, chunk or params.num_images)
     images, metas, recorded = [], [], []
+    warned: set[str] = set()
     for first in range(0, params.num_images, step):
         seeds = [params.seed + i for i in range(first, min(first + step, params.num_images))]
         result, fair = sample(pipe, job, [params.prompt] * len(seeds), seeds, record=record_guidance, progress=progress,
@@ -364,6 +366,12 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
                 raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
             recorded.append(result.guidance)
         chunk_metas = [image_meta(job, seed, fair=fair, index=i) for i, seed in enumerate(seeds)]
+        idle = idle_warning(idle_concepts(pipe))
+        if idle is not None:  # honest results: the PNGs record it, and the caller hears it once
+            chunk_metas = [{**m, "warnings": [idle]} for m in chunk_metas]
+            if warn is not None and idle not in warned:
+                warned.add(idle)
+                warn(idle)
         if on_images is not None:
             on_images(first, list(result.images), chunk_metas)
         else:

@@ -422,6 +422,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 )
         extra = self._extra_step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
+        self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
         recorded = None
         if record_guidance and do_cfg:
             recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)

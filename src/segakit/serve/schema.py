@@ -76,6 +76,7 @@ class GenerateRequest(BaseModel):
     segakit_version: str | None = None
     edit_defaults: dict[str, Any] | None = None
     fair_choice: str | None = None
+    warnings: list[str] | None = Field(None, description="What a returned image's parameters say went wrong (a concept that never acted); ignored.")
 
 
 class EditRequest(BaseModel):
