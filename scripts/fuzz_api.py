@@ -1,6 +1,6 @@
 """Fuzz the HTTP API from its own OpenAPI schema with schemathesis, on 127.0.0.1 only.
 
-    python scripts/fuzz_api.py                      # 60 examples per operation, seed 1
+    python scripts/fuzz_api.py                      # 60 examples per operation, seed 1, schema-following requests
     python scripts/fuzz_api.py --examples 200 --seed 2 --json out/fuzz.json
 
 Starts ``segakit serve`` on a free local port with small limits (2 steps, 1 image, 32 pixels a side, so that the
@@ -58,6 +58,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=60, help="schemathesis --max-examples (per operation and phase)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mode", default="positive", choices=("positive", "negative", "all"),
+                    help="schemathesis --mode: positive (default) sends only what the schema allows, so every refusal is "
+                         "one the schema did not announce; all adds requests that break the schema on purpose")
     ap.add_argument("--json", type=Path, default=None, help="also write the counts here")
     args = ap.parse_args()
 
@@ -73,7 +76,7 @@ def main() -> int:
             har = Path(tmp) / "run.har"
             cmd = [str(bin_dir / "schemathesis"), "run", f"{url}/openapi.json", "--max-examples", str(args.examples),
                    "--seed", str(args.seed), "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance",
-                   "--phases", "examples,coverage,fuzzing", "--request-timeout", "120", "--workers", "1",
+                   "--phases", "examples,coverage,fuzzing", "--mode", args.mode, "--request-timeout", "120", "--workers", "1",
                    "--report", "har", "--report-har-path", str(har), "--no-color"]  # fmt: skip
             run = subprocess.run(cmd, env=env, capture_output=True, text=True)
             tail = "\n".join(run.stdout.splitlines()[-25:])
@@ -88,7 +91,7 @@ def main() -> int:
     refused = sum(k for s, k in by_status.items() if 400 <= s < 500)
     server_errors = sum(k for s, k in by_status.items() if s >= 500)
     summary = {
-        "examples": args.examples, "seed": args.seed, "schemathesis_exit": run.returncode, "requests": total,
+        "examples": args.examples, "seed": args.seed, "mode": args.mode, "schemathesis_exit": run.returncode, "requests": total,
         "refused_4xx": refused, "refused_share": round(refused / total, 3) if total else None, "server_errors_5xx": server_errors,
         "by_status": {str(s): k for s, k in sorted(by_status.items())},
         "by_endpoint": {f"{ep} {s}": k for (ep, s), k in sorted(counts.items())},

@@ -101,7 +101,7 @@ class EditParams:
         if data.get("kind") != "edit":
             raise UserError("This PNG was not written by segakit edit (its parameters are not an edit's); use segakit generate --from-png.")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds", "turns"}
+        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds", "turns", "warnings"}
         if unknown:
             raise UserError(f"The edit parameters in this PNG have unknown fields {sorted(unknown)}; a newer segakit wrote them.")
         return cls(**{k: v for k, v in data.items() if k in known})
