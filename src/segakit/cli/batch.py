@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import Quiet, DEVICE_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import DEVICE_HELP, Quiet, device_and_dtype, progress_bar
 from segakit.cli.runners import RAY_HELP, check, executor
 from segakit.core.errors import UserError
 
@@ -40,6 +40,9 @@ def batch(
         if value < 1:
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
     check(workers, ray)
+    from segakit.core.outputs import plan_folder
+
+    plan_folder(out, "--out")  # a folder: job PNGs already there are kept (a rerun resumes), results.jsonl keeps their lines
     dev, torch_dtype = device_and_dtype(device, dtype)
     config = WorkerConfig(dev, {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(torch_dtype)], classify, threads)
     todo, bad = read_jobs(jobs)
