@@ -49,9 +49,19 @@ def wait_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
     raise SystemExit("the server did not answer within two minutes")
 
 
-def count_statuses(har: Path) -> collections.Counter:
+def count_statuses(har: Path) -> tuple[collections.Counter, collections.Counter]:
+    """(endpoint, status) counts, and the refusals' sentences (their first words, to group them)."""
     entries = json.loads(har.read_text())["log"]["entries"]
-    return collections.Counter((e["request"]["url"].split("?")[0].rsplit("/", 2)[-2:][-1], e["response"]["status"]) for e in entries)
+    counts = collections.Counter((e["request"]["url"].split("?")[0].rsplit("/", 1)[-1], e["response"]["status"]) for e in entries)
+    reasons = collections.Counter()
+    for e in entries:
+        if 400 <= e["response"]["status"] < 500:
+            try:
+                text = json.loads(e["response"].get("content", {}).get("text") or "{}").get("error", "")
+            except (ValueError, AttributeError):
+                text = ""
+            reasons[" ".join(str(text).split()[:7])] += 1
+    return counts, reasons
 
 
 def main() -> int:
@@ -80,7 +90,7 @@ def main() -> int:
                    "--report", "har", "--report-har-path", str(har), "--no-color"]  # fmt: skip
             run = subprocess.run(cmd, env=env, capture_output=True, text=True)
             tail = "\n".join(run.stdout.splitlines()[-25:])
-            counts = count_statuses(har) if har.exists() else collections.Counter()
+            counts, reasons = count_statuses(har) if har.exists() else (collections.Counter(), collections.Counter())
     finally:
         server.terminate()
         server.wait(30)
@@ -95,6 +105,7 @@ def main() -> int:
         "refused_4xx": refused, "refused_share": round(refused / total, 3) if total else None, "server_errors_5xx": server_errors,
         "by_status": {str(s): k for s, k in sorted(by_status.items())},
         "by_endpoint": {f"{ep} {s}": k for (ep, s), k in sorted(counts.items())},
+        "top_refusals": dict(reasons.most_common(12)),
     }  # fmt: skip
     print(tail)
     print(json.dumps(summary, indent=1))

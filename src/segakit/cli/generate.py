@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -125,7 +126,9 @@ def generate(
         task = bar.add_task("denoising", total=params.steps * frames)
         written = run(params, out, device=dev, dtype=torch_dtype, progress=lambda k: bar.advance(task, k),
                       save_guidance=save_guidance, paths=plan.paths, chunk=plan.chunk, warn=said.append)  # fmt: skip
-    for line in said:  # honest results: a concept that never acted (the PNGs record it too)
-        typer.echo(f"warning: {line}", err=True)
+    for line in said:  # honest results: a concept that never acted (the PNGs record it too), unless said already
+        named = re.findall(r"'[+-][^']*'", line)
+        if not any("never act" in w and all(n in w for n in named) for w in plan.warnings):
+            typer.echo(f"warning: {line}", err=True)
     for path in written:
         typer.echo(str(path))

@@ -321,7 +321,7 @@ def oracle_eval(
 
 @world_app.command()
 def sheet(
-    out: Path = typer.Option(Path("docs/img"), "--out", help="Folder for the PNG figures."),
+    out: Path = typer.Option(Path("out/world-sheet"), "--out", help="Folder for the PNG figures (the documentation's: docs/img, with --overwrite)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the portraits shown."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the figures already in --out."),
 ) -> None:

@@ -17,7 +17,7 @@ def edit_params(req, model: str, limits) -> EditParams:
     """An :class:`EditParams` from an ``/api/edit`` request; checked against the server's caps."""
     from segakit.core.errors import UserError, arg
 
-    steps = 25 if req.steps is None else req.steps
+    steps = min(25, limits.max_steps) if req.steps is None else req.steps  # left out: what the server allows
     if not 1 <= steps <= limits.max_steps:
         raise UserError(f"{arg('steps')} {steps} is outside 1 to this server's limit of {limits.max_steps}.")
     if len(req.concepts) > limits.max_concepts:

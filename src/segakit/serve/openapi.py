@@ -3,7 +3,7 @@
 FastAPI writes the schema from the request models, which know the types but not what this server will take:
 its steps, images, size and concepts caps are set at start-up (``segakit serve --max-steps ...``). So
 :func:`with_limits` adds them to the schema as JSON Schema keywords (``minimum``, ``maximum``, ``multipleOf``,
-``maxItems``, ``enum``, ``pattern``), the values the request checks in :mod:`segakit.serve.schema` refuse
+``maxItems``, ``enum``, ``pattern``, and ``if`` / ``then`` for a strength strip's one concept), the values the request checks in :mod:`segakit.serve.schema` refuse
 outside of; a generated client or a fuzzer reading ``/openapi.json`` then knows what the server will refuse.
 The checks themselves stay where they are (a request outside still gets the one-sentence 400).
 
@@ -19,6 +19,8 @@ from pathlib import Path
 from segakit.serve.config import Limits
 
 ASSETS = "/docs/assets"
+_KEY = "(scale|s|threshold|t|warmup|w|cooldown|c|weight|wt)=(-?[0-9]+(\\.[0-9]+)?|none)"
+EDIT_SPEC = rf"^[+-]?[A-Za-z][^:]*(:{_KEY}(,{_KEY})*)?$"  # the CLI's edit strings: [+|-]CONCEPT[:KEY=VALUE,...]
 MAX_SEED = 2**63 - 1
 
 
@@ -63,9 +65,25 @@ def with_limits(schema: dict, limits: Limits, model: str, directions: list[str])
         _set(gen, "directions", "array", items={"type": "string", "pattern": rf"^({names})(:-?[0-9]+(\.[0-9]+)?)?$"})
     else:
         _set(gen, "directions", "array", maxItems=0)
-    attributes = sorted({d.split("=", 1)[0] for d in directions if "=" in d})
-    if attributes:
-        _set(gen, "fair", "string", pattern=rf"^({'|'.join(map(re.escape, attributes))})$")
+    values: dict[str, int] = {}
+    for d in directions:
+        if "=" in d:
+            values[d.split("=", 1)[0]] = values.get(d.split("=", 1)[0], 0) + 1
+    fair = sorted(a for a, n in values.items() if n >= 2)  # what fair generation can balance: two values or more
+    if fair:
+        _set(gen, "fair", "string", pattern=rf"^({'|'.join(map(re.escape, fair))})$")
+    _set(gen, "edits", "array", items={"anyOf": [{"type": "string", "pattern": EDIT_SPEC}, {"$ref": "#/components/schemas/EditObject"}]})
+    concept = bodies.get("EditObject", {}).get("properties", {})
+    if "prompt" in concept:
+        concept["prompt"]["pattern"] = r"\S"
+    _set(concept, "threshold", "number", minimum=0, exclusiveMaximum=1)
+    _set(concept, "warmup", "integer", minimum=0)
+    _set(concept, "cooldown", "integer", minimum=1)
+    # a strength strip varies the one concept it is given
+    body = bodies.get("GenerateRequest", {})
+    if "sweep" in gen:
+        body["if"] = {"properties": {"sweep": {"type": "array"}}, "required": ["sweep"]}
+        body["then"] = {"properties": {"edits": {"minItems": 1, "maxItems": 1}}, "required": ["edits"]}
     edit = bodies.get("EditRequest", {}).get("properties", {})
     _set(edit, "steps", "integer", minimum=1, maximum=limits.max_steps)
     _set(edit, "captions", "integer", minimum=1, maximum=10)
@@ -76,8 +94,22 @@ def with_limits(schema: dict, limits: Limits, model: str, directions: list[str])
         if name in edit:
             edit[name]["pattern"] = r"\S"
     if "image" in edit:
-        edit["image"].update({"contentEncoding": "base64", "contentMediaType": "image/png"})
+        edit["image"].update({"contentEncoding": "base64", "contentMediaType": "image/png", "examples": [_example_png()]})
+    if "instruction" in edit:
+        edit["instruction"]["examples"] = ["give her glasses"]
     return schema
+
+
+def _example_png() -> str:
+    """A small grey 64 x 64 PNG as base64: an image the edit endpoint takes, for the schema's example."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def swagger_assets() -> Path | None:

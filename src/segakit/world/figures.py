@@ -1,6 +1,6 @@
 """Figures for docs/world.md: a contact sheet with captions, one row per attribute, edit pairs, augmentation.
 
-    segakit world sheet --out docs/img
+    segakit world sheet --out docs/img --overwrite
 
 Thumbnails are the real 64x64 renders, enlarged with nearest-neighbour so every pixel shows.
 """
