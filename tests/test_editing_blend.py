@@ -106,8 +106,10 @@ def test_a_dilated_blend_frees_the_ring_around_the_mask():
 
 
 def test_edit_params_check_the_blend_dilation():
-    with pytest.raises(UserError, match="--blend-dilate 2 grows the blend's masks; it needs --blend"):
+    from segakit.core.errors import spelling
+
+    with spelling("cli"), pytest.raises(UserError, match="--blend-dilate 2 grows the blend's masks; it needs --blend"):
         EditParams("give her glasses", method="sega", concepts=["+glasses"], blend_dilate=2).validate()
-    with pytest.raises(UserError, match="--blend-dilate 9 is not a whole number of latent pixels from 0 to 8"):
+    with pytest.raises(UserError, match="blend_dilate 9 is not a whole number of latent pixels from 0 to 8"):
         EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True, blend_dilate=9).validate()
     EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True, blend_dilate=1).validate()

@@ -182,9 +182,9 @@ def test_edit_params_round_trip_and_refuse_other_pngs():
         EditParams.from_json({**p.to_json(), "kind": "edit", "mystery": 1})
     with pytest.raises(UserError, match="empty caption"):
         EditParams("x", captions_after=[" "]).validate()
-    with pytest.raises(UserError, match="--mask-tokens 'some' is not one of all, concept"):
+    with pytest.raises(UserError, match="mask_tokens 'some' is not one of all, concept"):
         EditParams("x", method="sega", concepts=["+glasses"], mask_tokens="some").validate()
-    with pytest.raises(UserError, match="--sega-mask 'both' is not one of intersect, attention, noise"):
+    with pytest.raises(UserError, match="sega_mask 'both' is not one of intersect, attention, noise"):
         EditParams("x", method="sega", concepts=["+glasses"], sega_mask="both").validate()
-    with pytest.raises(UserError, match="--sega-mask noise applies to --method sega only"):
+    with pytest.raises(UserError, match="sega_mask noise applies to method sega only"):
         EditParams("x", sega_mask="noise").validate()

@@ -90,7 +90,7 @@ class EditParams:
             raise UserError(f"{arg('sega_mask')} {self.sega_mask} applies to {arg('method')} sega only; onthefly masks with {arg('mask')}.")
         for name in ("captions_before", "captions_after"):
             if any(not c.strip() for c in getattr(self, name)):
-                raise UserError(f"An empty caption was given in {name.replace('_', '-')}; every caption needs words.")
+                raise UserError(f"An empty caption was given in {arg(name)}; every caption needs words.")
         return self
 
     def to_json(self) -> dict[str, Any]:
