@@ -72,7 +72,11 @@ def test_unparseable_captions_name_the_flags(monkeypatch):
 def test_quiet_library_prints_nothing(tmp_path):
     code = ("from segakit import SegaPipeline, Edit\n"
             "pipe = SegaPipeline.from_pretrained('embedded')\n"
-            "pipe('a face of a person', num_inference_steps=2, edits=[Edit('glasses')])\n")  # fmt: skip
+            "pipe('a face of a person', num_inference_steps=2, edits=[Edit('glasses')])\n"
+            "from PIL import Image\n"
+            "from segakit.editing import EditPipeline\n"
+            "EditPipeline.from_pretrained('embedded')(Image.new('RGB', (64, 64), (200, 180, 160)),\n"
+            "    instruction='give her glasses', num_inference_steps=2, seed=0)\n")  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     env.pop("SEGAKIT_VERBOSE", None)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
