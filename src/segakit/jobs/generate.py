@@ -269,6 +269,13 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
     return result, fair
 
 
+def with_idle_warning(metas: list[dict], pipe) -> tuple[list[dict], str | None]:
+    """``metas`` with the sentence for concepts that never acted in ``pipe``'s last call (``warnings``), and that
+    sentence (None when every concept acted): every writer of PNGs (generate, batch) records it the same way."""
+    idle = idle_warning(idle_concepts(pipe))
+    return ([{**m, "warnings": [idle]} for m in metas] if idle is not None else metas), idle
+
+
 def image_meta(job: Prepared, seed: int, prompt: str | None = None, fair=None, index: int = 0) -> dict:
     """The parameters a PNG of ``job`` carries: the job's, with this image's seed (and prompt, and fair draw)."""
     choice = {"fair_choice": fair.choices[index]} if fair is not None else {}
@@ -366,9 +373,8 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
                 raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
             recorded.append(result.guidance)
         chunk_metas = [image_meta(job, seed, fair=fair, index=i) for i, seed in enumerate(seeds)]
-        idle = idle_warning(idle_concepts(pipe))
+        chunk_metas, idle = with_idle_warning(chunk_metas, pipe)
         if idle is not None:  # honest results: the PNGs record it, and the caller hears it once
-            chunk_metas = [{**m, "warnings": [idle]} for m in chunk_metas]
             if warn is not None and idle not in warned:
                 warned.add(idle)
                 warn(idle)
