@@ -88,7 +88,7 @@ def main() -> int:
                    "--seed", str(args.seed), "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance",
                    "--phases", "examples,coverage,fuzzing", "--mode", args.mode, "--request-timeout", "120", "--workers", "1",
                    "--report", "har", "--report-har-path", str(har), "--no-color"]  # fmt: skip
-            run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)  # its cache stays out of the tree
             tail = "\n".join(run.stdout.splitlines()[-25:])
             counts, reasons = count_statuses(har) if har.exists() else (collections.Counter(), collections.Counter())
     finally:
