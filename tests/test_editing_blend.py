@@ -73,9 +73,9 @@ def test_blending_needs_the_trajectory():
 
 
 def test_edit_params_refuse_a_blend_without_a_mask():
-    with pytest.raises(UserError, match="--blend needs a masked edit"):
+    with pytest.raises(UserError, match="blend needs a masked edit: method sega"):
         EditParams("give her glasses", inversion="ddpm", blend=True).validate()
-    with pytest.raises(UserError, match="--blend needs a masked edit"):
+    with pytest.raises(UserError, match="blend needs a masked edit"):
         EditParams("give her glasses", blend=True).validate()  # the paper's DDIM recipe has no mask
     EditParams("give her glasses", inversion="ddpm", mask=0.9, blend=True).validate()
     EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True).validate()
