@@ -123,8 +123,8 @@ class Library:
         allowed = self.values(attribute)
         known = sorted({n.split("=", 1)[0] for n in self.names() if "=" in n})
         if not allowed and attribute not in known:
-            raise UserError(f"{arg('fair')} {attribute!r} is not an attribute of the direction library; it has "
-                            f"{', '.join(self.fair_attributes()) or 'none'} for fairness.{closest(attribute, known)}")  # fmt: skip
+            raise UserError(f"{arg('fair')} {attribute!r} is not an attribute of the direction library; fairness needs two or more "
+                            f"of an attribute's values, which it has for {', '.join(self.fair_attributes()) or 'none'}.{closest(attribute, known)}")  # fmt: skip
         if len(allowed) < 2:
             raise UserError(f"{arg('fair')} {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
