@@ -40,12 +40,12 @@ def test_the_same_refusal_in_python_and_on_the_command_line(monkeypatch, capsys)
 
 
 def test_closest_names_are_suggested(monkeypatch, capsys):
-    assert closest("hairstyle", ["hair_style", "hair_color", "hat"]).startswith(" Did you mean 'hair_style'")
+    assert closest("hairstyle", ["hair_style", "hair_color", "hat"]).startswith(" (the closest: 'hair_style'")
     assert closest("zzz", ["hat"]) == ""
     code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--fair", "hairstyle", "--steps", "1", "--out", "/tmp/never.png")
     assert code == 2 and "'hair_style'" in err and "0 of its values" not in err
     code, _, err = cli(monkeypatch, capsys, "world", "sample", "-n", "1", "--out", "/tmp/never-ws", "--set", "hairstyle=long")
-    assert code == 2 and "Did you mean 'hair_style'?" in err
+    assert code == 2 and "(the closest: 'hair_style')" in err and err.rstrip().endswith(".")
 
 
 def test_a_hub_id_offline_says_what_to_pass(monkeypatch, capsys, tmp_path):

@@ -8,7 +8,7 @@ One message, three spellings: a sentence names the thing the user typed with :fu
 and the name is spelled when the message is shown, the way the person who typed it wrote it: ``--num-images``
 on the command line, ``num_images`` (the JSON field) in the HTTP API, ``num_images`` (the argument) in Python.
 Each front end says which it is with :func:`spelling` (the CLI and the API set theirs; Python is the default).
-:func:`closest` suggests the nearest of the allowed names for a misspelt one.
+:func:`closest` names the nearest of the allowed names for a misspelt one.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def spelling(style: str) -> Iterator[None]:
 
 
 def closest(word: str, choices: Iterable[str], n: int = 2) -> str:
-    """" Did you mean 'x'?" for the nearest of ``choices`` to ``word`` (spaces, dashes and case ignored), or ""."""
+    """" (the closest: 'x')" for the nearest of ``choices`` to ``word`` (spaces, dashes and case ignored), or "";
+    it goes before the sentence's full stop."""
     choices = [str(c) for c in choices]
     norm = {c.lower().replace("-", "_").replace(" ", "_"): c for c in choices}
     key = str(word).lower().replace("-", "_").replace(" ", "_")
@@ -81,7 +82,7 @@ def closest(word: str, choices: Iterable[str], n: int = 2) -> str:
     names = list(dict.fromkeys(norm[k] for k in found))[:n]
     if not names:
         return ""
-    return " Did you mean " + " or ".join(repr(x) for x in names) + "?"
+    return " (the closest: " + " or ".join(repr(x) for x in names) + ")"
 
 
 class UserError(ValueError):

@@ -103,7 +103,7 @@ class Library:
 
     def direction(self, name: str) -> Direction:
         if name not in self.files:
-            raise UserError(f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}.{closest(name, self.names())}")
+            raise UserError(f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}{closest(name, self.names())}.")
         if name not in self._cache:
             self._cache[name] = Direction.load(self.folder / self.files[name])
         return self._cache[name]
@@ -124,7 +124,7 @@ class Library:
         known = sorted({n.split("=", 1)[0] for n in self.names() if "=" in n})
         if not allowed and attribute not in known:
             raise UserError(f"{arg('fair')} {attribute!r} is not an attribute of the direction library; fairness needs two or more "
-                            f"of an attribute's values, which it has for {', '.join(self.fair_attributes()) or 'none'}.{closest(attribute, known)}")  # fmt: skip
+                            f"of an attribute's values, which it has for {', '.join(self.fair_attributes()) or 'none'}{closest(attribute, known)}.")  # fmt: skip
         if len(allowed) < 2:
             raise UserError(f"{arg('fair')} {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip

@@ -142,7 +142,7 @@ def library_directions(specs: list[str], library) -> list[str]:
             name = by_path.get(str(Path(name).resolve()), name) if name.endswith(".safetensors") else name
         if name not in library.files:
             raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of "
-                            f"{', '.join(library.names())}.{closest(name, library.names())}")  # fmt: skip
+                            f"{', '.join(library.names())}{closest(name, library.names())}.")  # fmt: skip
         out.append(f"{(library.folder / library.files[name]).resolve()}:{tail or library.strength_of(name)}")
     return out
 

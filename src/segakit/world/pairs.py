@@ -250,7 +250,7 @@ def check_attributes(attributes: Sequence[str] | None) -> list[str] | None:
         return None
     for a in attributes:
         if a not in ATTRIBUTES:
-            raise UserError(f"Unknown attribute {a!r}; allowed: {', '.join(ATTRIBUTES)}.{closest(a, ATTRIBUTES)}")
+            raise UserError(f"Unknown attribute {a!r}; allowed: {', '.join(ATTRIBUTES)}{closest(a, ATTRIBUTES)}.")
     return list(attributes)
 
 
