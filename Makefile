@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/segakit demo --out out/demo
+	$(BIN)/segakit demo --out out/demo --overwrite
 
 # The browser test drives Debian's chromium through its chromedriver (nothing is downloaded at run time).
 # Installed here when missing and running as root (CI); elsewhere install them yourself or the test skips.

@@ -66,7 +66,7 @@ def test_num_images_expands_to_one_job_per_seed():
         ('{"prompt": "a face", "edits": ["+glasses:q=3"]}', "unknown key 'q'"),
         ('{"prompt": "a face", "edits": [{"prompt": "glasses", "size": 3}]}', "unknown field 'size'"),
         ('{"prompt": "a face", "seed": "seven"}', "seed 'seven' is not a whole number"),
-        ('{"prompt": "a face", "steps": 0}', "--steps 0 is below 1"),
+        ('{"prompt": "a face", "steps": 0}', "steps 0 is below 1"),
         ('{"prompt": "a face", "guidance": "high"}', "guidance 'high' is not a finite number"),
     ],
 )

@@ -45,7 +45,7 @@ def test_learn_writes_a_direction_that_show_and_generate_use(learned, model_dir,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["directions", "learn", "x", "--positive", "p", "--out", "x.pt"], "must end in .safetensors"),
+    (["directions", "learn", "x", "--positive", "p", "--out", "x.pt"], "does not end in .safetensors"),
     (["directions", "learn", "x", "--positive", "p", "--images", "0", "--out", "x.safetensors"], "--images 0"),
     (["directions", "show", "missing.safetensors"], "does not exist"),
     (["generate", "a face", "--direction", "missing.safetensors"], "does not exist"),

@@ -73,9 +73,9 @@ def test_blending_needs_the_trajectory():
 
 
 def test_edit_params_refuse_a_blend_without_a_mask():
-    with pytest.raises(UserError, match="--blend needs a masked edit"):
+    with pytest.raises(UserError, match="blend needs a masked edit: method sega"):
         EditParams("give her glasses", inversion="ddpm", blend=True).validate()
-    with pytest.raises(UserError, match="--blend needs a masked edit"):
+    with pytest.raises(UserError, match="blend needs a masked edit"):
         EditParams("give her glasses", blend=True).validate()  # the paper's DDIM recipe has no mask
     EditParams("give her glasses", inversion="ddpm", mask=0.9, blend=True).validate()
     EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True).validate()
@@ -106,8 +106,10 @@ def test_a_dilated_blend_frees_the_ring_around_the_mask():
 
 
 def test_edit_params_check_the_blend_dilation():
-    with pytest.raises(UserError, match="--blend-dilate 2 grows the blend's masks; it needs --blend"):
+    from segakit.core.errors import spelling
+
+    with spelling("cli"), pytest.raises(UserError, match="--blend-dilate 2 grows the blend's masks; it needs --blend"):
         EditParams("give her glasses", method="sega", concepts=["+glasses"], blend_dilate=2).validate()
-    with pytest.raises(UserError, match="--blend-dilate 9 is not a whole number of latent pixels from 0 to 8"):
+    with pytest.raises(UserError, match="blend_dilate 9 is not a whole number of latent pixels from 0 to 8"):
         EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True, blend_dilate=9).validate()
     EditParams("give her glasses", method="sega", concepts=["+glasses"], blend=True, blend_dilate=1).validate()

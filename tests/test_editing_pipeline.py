@@ -106,8 +106,8 @@ def test_cli_edit_writes_a_png_that_repeats_itself(monkeypatch, capsys, tmp_path
         ("bad-captions", "--captions 11 is outside 1..10"),
         ("lm-missing", "Language model folder .* does not exist"),
         ("lm-pickle", "pickle checkpoint"),
-        ("unwritable", "Cannot create output folder"),
-        ("not-png", "must be a .png file"),
+        ("unwritable", "is a file, so no folder can be made inside it"),
+        ("not-png", "segakit writes PNG images"),
         ("bad-steps", "--steps 0 is outside"),
         ("bad-inversion", "--inversion 'ddpm2' is not one of ddim, ddpm"),
         ("bad-mask", r"--mask 1\.0 is outside \[0, 1\)"),
@@ -130,7 +130,7 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
         "bad-steps": [face, "give her glasses", *caps, "--steps", "0"],
         "bad-inversion": [face, "give her glasses", *caps, "--inversion", "ddpm2"],
         "bad-mask": [face, "give her glasses", *caps, "--inversion", "ddpm", "--mask", "1"],
-        "mask-on-ddim": [face, "give her glasses", *caps, "--mask", "0.5"],
+        "mask-on-ddim": [face, "give her glasses", *caps, "--inversion", "ddim", "--mask", "0.5"],
     }[case]
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "lm").mkdir()
@@ -151,7 +151,8 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
 def test_cli_ddpm_inversion_records_its_default_guidance_and_repeats_itself(monkeypatch, capsys, tmp_path):
     src, out, again = _face_png(tmp_path), tmp_path / "ddpm.png", tmp_path / "again.png"
     args = ["--source-caption", "a woman with blonde hair", "--captions-after", "a woman with brown hair", "--steps", "3"]
-    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--inversion", "ddpm", "--out", out, "--device", "cpu")
+    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--recipe", "paper", "--inversion", "ddpm",
+                          "--out", out, "--device", "cpu")  # fmt: skip
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
     assert params["inversion"] == "ddpm" and params["guidance_scale"] == 3.5 and params["skip"] == 0.15 and params["mask"] == 0.0
@@ -182,9 +183,9 @@ def test_edit_params_round_trip_and_refuse_other_pngs():
         EditParams.from_json({**p.to_json(), "kind": "edit", "mystery": 1})
     with pytest.raises(UserError, match="empty caption"):
         EditParams("x", captions_after=[" "]).validate()
-    with pytest.raises(UserError, match="--mask-tokens 'some' is not one of all, concept"):
+    with pytest.raises(UserError, match="mask_tokens 'some' is not one of all, concept"):
         EditParams("x", method="sega", concepts=["+glasses"], mask_tokens="some").validate()
-    with pytest.raises(UserError, match="--sega-mask 'both' is not one of intersect, attention, noise"):
+    with pytest.raises(UserError, match="sega_mask 'both' is not one of intersect, attention, noise"):
         EditParams("x", method="sega", concepts=["+glasses"], sega_mask="both").validate()
-    with pytest.raises(UserError, match="--sega-mask noise applies to --method sega only"):
+    with pytest.raises(UserError, match="sega_mask noise applies to method sega only"):
         EditParams("x", sega_mask="noise").validate()

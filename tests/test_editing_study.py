@@ -194,7 +194,9 @@ def test_the_whole_chain_captions_the_image_itself_and_keys_its_cache_on_the_cap
     ],
 )
 def test_bad_values_are_one_sentence(kwargs, message):
-    with pytest.raises(UserError, match=message):
+    from segakit.core.errors import spelling
+
+    with spelling("cli"), pytest.raises(UserError, match=message):  # the study's options are the CLI's
         EditingStudyConfig(**kwargs).check()
 
 

@@ -79,9 +79,9 @@ BAD = [
     ("wrong type in an edit", "/api/generate", {"prompt": "a face", "edits": [{"prompt": "hat", "scale": "big"}]}, 422, "edits[0]"),
     ("unknown field", "/api/generate", {"prompt": "a face", "stepz": 5}, 422, "'stepz'"),
     ("missing prompt", "/api/generate", {"steps": 5}, 422, "'prompt' is missing"),
-    ("steps over the cap", "/api/generate", {"prompt": "a face", "steps": 500}, 400, "limit of 400"),
-    ("steps below 1", "/api/generate", {"prompt": "a face", "steps": 0}, 400, "--steps 0 is below 1"),
-    ("negative seed", "/api/generate", {"prompt": "a face", "seed": -1}, 400, "--seed -1 is negative"),
+    ("steps over the cap", "/api/generate", {"prompt": "a face", "steps": 500}, 400, "steps 500 is above this server's limit of 400"),
+    ("steps below 1", "/api/generate", {"prompt": "a face", "steps": 0}, 400, "steps 0 is below 1"),
+    ("negative seed", "/api/generate", {"prompt": "a face", "seed": -1}, 400, "seed -1 is negative"),
     ("too many images", "/api/generate", {"prompt": "a face", "num_images": 3}, 400, "limit of 2 images"),
     ("too large", "/api/generate", {"prompt": "a face", "height": 1024}, 400, "limit of 128 pixels"),
     ("too many concepts", "/api/generate", {"prompt": "a face", "edits": ["+a", "+b", "+c", "+d"]}, 400, "at most 3 concepts"),
@@ -168,8 +168,8 @@ def test_sega_edit_over_http_with_noise_masks_matches_a_direct_edit(server):
 @pytest.mark.parametrize("extra, words", [
     ({"instruction": "  "}, "instruction is empty"),
     ({"steps": 500}, "server's limit"),
-    ({"captions": 40}, "outside 1 to 16"),
-    ({"sega_mask": "noise"}, "--sega-mask noise applies to --method sega only"),
+    ({"captions": 40}, "captions 40 is outside 1..10"),
+    ({"sega_mask": "noise"}, "sega_mask noise applies to method sega only"),
 ])  # fmt: skip
 def test_edit_bad_input_gets_one_sentence(server, extra, words):
     url, _ = server

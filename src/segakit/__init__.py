@@ -9,7 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.3.0"
 
+from segakit.core import quiet as _quiet
 from segakit.core.errors import UserError
+
+_quiet.install()  # no notices about torchvision or dtype casting from our own loading (segakit.core.quiet)
 
 __all__ = ["Edit", "SegaPipeline", "SegaPipelineOutput", "SegaSD3Pipeline", "SegaFluxPipeline", "RecordedGuidance", "UserError", "__version__"]
 

@@ -60,6 +60,11 @@ def main() -> None:
 
         warnings.simplefilter("ignore")
         _quiet_loaded_libraries()
+    from segakit.cli.options import set_quiet
+    from segakit.core.errors import set_spelling
+
+    set_quiet(False)
+    set_spelling("cli")  # sentences name the flags the user typed (segakit.core.errors)
     try:
         default_threads(sys.argv)
         _register_subcommands()
@@ -82,6 +87,8 @@ def main() -> None:
             typer.echo("aborted", err=True)
             sys.exit(1)
         raise
+    finally:
+        set_spelling("python")  # an in-process caller (a test) goes on in Python
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import DEVICE_HELP, Quiet, device_and_dtype, progress_bar
 from segakit.cli.runners import RAY_HELP, check, executor
 from segakit.core.errors import UserError
 
@@ -29,6 +29,7 @@ def batch(
     strict: Annotated[bool, typer.Option("--strict", help="If any JOBS line is bad, run nothing.")] = False,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
+    quiet: Quiet = False,
 ) -> int:
     """Run a file of generation jobs: one PNG per job, results.jsonl, resumable, byte-identical in every mode."""
     from segakit.jobs.jobfile import read_jobs
@@ -39,6 +40,9 @@ def batch(
         if value < 1:
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
     check(workers, ray)
+    from segakit.core.outputs import plan_folder
+
+    plan_folder(out, "--out")  # a folder: job PNGs already there are kept (a rerun resumes), results.jsonl keeps their lines
     dev, torch_dtype = device_and_dtype(device, dtype)
     config = WorkerConfig(dev, {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}[str(torch_dtype)], classify, threads)
     todo, bad = read_jobs(jobs)

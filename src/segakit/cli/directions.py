@@ -4,6 +4,7 @@
     segakit directions learn no-horror --positive "a face of a person" --negative "a zombie" --out safe.safetensors
     segakit directions learn woman --positive "a face of a woman" --out woman.safetensors --workers 2   # images in 2 processes
     segakit directions show woman.safetensors [--json]
+    segakit directions list [--library DIR] [--json]                       # the shipped library's directions
     segakit generate "a doctor" --direction woman.safetensors:1.0
 """
 
@@ -17,11 +18,11 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, Quiet, device_and_dtype, progress_bar
 from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check, executor, wants_workers
 from segakit.core.errors import UserError
 
-directions_app = typer.Typer(help="Self-discovered h-space concept directions: learn, show.", no_args_is_help=True)
+directions_app = typer.Typer(help="Self-discovered h-space concept directions: learn, show, list.", no_args_is_help=True)
 
 
 @directions_app.command("learn")
@@ -42,15 +43,18 @@ def learn(
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP + " Learning itself runs here.")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Learn a direction from the model's own images (Li et al., CVPR 2024) and save it."""
     from segakit.directions import LearnConfig, learn_direction
     from segakit.sega.pipeline import SegaPipeline
 
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {str(out)!r} must end in .safetensors.")
+    from segakit.core.outputs import plan_file
+
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a folder; name the direction file, e.g. {str(out / (name + '.safetensors'))!r}.")
+    plan_file(out, ".safetensors", "--out", overwrite)  # never replaces a learned direction unasked
     cfg = LearnConfig(name=name, positive=positive, neutral=neutral, negative=negative, images=images, steps=steps,
                       batch=batch, lr=lr, seed=seed, gen_steps=gen_steps).check()  # fmt: skip
     check(workers, ray)
@@ -96,3 +100,24 @@ def show(
         return
     for key, value in info.items():
         typer.echo(f"{key:>20}: {value}")
+
+
+@directions_app.command("list")
+def list_directions(
+    library: Annotated[Path | None, typer.Option("--library", help="A direction library folder (default: the embedded model's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the names, strengths and files as JSON.")] = False,
+) -> None:
+    """List a direction library's directions (NAME for --direction in the API, FILE for --direction here), with
+    the strength each is used at and the attributes --fair can balance."""
+    from segakit.directions.library import Library
+
+    lib = Library.load(library)
+    rows = [{"name": n, "strength": lib.strength_of(n), "file": str(lib.folder / lib.files[n])} for n in lib.names()]
+    if as_json:
+        typer.echo(json.dumps({"library": str(lib.folder), "directions": rows, "fair": lib.fair_attributes()}, indent=2))
+        return
+    typer.echo(f"{len(rows)} directions in {lib.folder}:")
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        typer.echo(f"  {r['name']:<{width}}  strength {r['strength']:g}  {r['file']}")
+    typer.echo(f"--fair can balance: {', '.join(lib.fair_attributes()) or 'nothing'}")

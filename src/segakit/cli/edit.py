@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, device_and_dtype, progress_bar
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, Quiet, device_and_dtype, progress_bar, use_threads
 from segakit.core.errors import UserError
 
 CAPTIONS_HELP = "A caption of the image {when} the edit, repeatable (skips the {what})."
@@ -22,16 +22,17 @@ def edit(
     instruction: Annotated[str | None, typer.Argument(help="What to change, e.g. 'give her glasses'.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     method: Annotated[str, typer.Option(help="onthefly (Pix2Pix-OnTheFly: cross-attention guided) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion).")] = "onthefly",
+    recipe: Annotated[str, typer.Option("--recipe", help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9). docs/guide.md, \"Editing defaults\".")] = "measured",
     concept: Annotated[list[str] | None, typer.Option("--concept", help="--method sega: a concept to add (+glasses) or remove (-beard), repeatable.")] = None,
-    inversion: Annotated[str, typer.Option(help="--method onthefly: ddim (the paper's: DDIM inversion, then cross-attention guided editing) or ddpm (segakit's faster variant: the edit direction sampled on an edit-friendly DDPM inversion, which keeps more of the image).")] = "ddim",
+    inversion: Annotated[str | None, typer.Option(help="--method onthefly: ddim (the paper's: DDIM inversion, then cross-attention guided editing) or ddpm (segakit's faster variant: the edit direction sampled on an edit-friendly DDPM inversion, which keeps more of the image; --recipe measured's).")] = None,
     skip: Annotated[float, typer.Option(help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
-    threshold: Annotated[float, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9).")] = 0.9,
-    mask: Annotated[float, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md; --skip 0 for clothes).")] = 0.0,
-    blend: Annotated[bool, typer.Option("--blend", help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md).")] = False,
+    threshold: Annotated[float | None, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99).")] = None,
+    mask: Annotated[float | None, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes).")] = None,
+    blend: Annotated[bool | None, typer.Option("--blend/--no-blend", help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md; --recipe measured blends with --method sega).", show_default=False)] = None,
     blend_dilate: Annotated[int, typer.Option("--blend-dilate", help="With --blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (0..8), so the scattered pixels of noise masks make one region and the edit stays in one piece (with --sega-mask noise: docs/editing.md).")] = 0,
     source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
     mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
-    sega_mask: Annotated[str, typer.Option("--sega-mask", help="--method sega: the masks each concept's guidance goes through: intersect (LEDITS++'s: attention mask and noise mask), attention or noise alone (noise: SEGA's own quantile mask; with --threshold 0.99 --blend it edits more and keeps more of the image than LEDITS++'s defaults on the embedded model, with patchier edits: docs/editing.md).")] = "intersect",
+    sega_mask: Annotated[str | None, typer.Option("--sega-mask", help="--method sega: the masks each concept's guidance goes through: intersect (LEDITS++'s: attention mask and noise mask), attention or noise alone (noise: SEGA's own quantile mask; with --threshold 0.99 --blend it edits more and keeps more of the image than LEDITS++'s defaults on the embedded model, with patchier edits: docs/editing.md; --recipe measured's).")] = None,
     source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
     captions_before: Annotated[list[str] | None, typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer"))] = None,
     captions_after: Annotated[list[str] | None, typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer"))] = None,
@@ -40,25 +41,29 @@ def edit(
     captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.")] = None,
     caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.")] = None,
     steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
-    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default 5 on a DDIM inversion, 3.5 on a DDPM one); sega: each concept's scale (default 5).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5).")] = None,
     xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
     direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
     regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,
     seed: Annotated[int, typer.Option(help="Seed (noise regularisation, caption writer).")] = 0,
     then: Annotated[list[str] | None, typer.Option("--then", help="A further instruction that edits the previous result (multi-turn), repeatable, in order.")] = None,
     then_captions_after: Annotated[list[str] | None, typer.Option("--then-captions-after", help="With --then: the caption after each further turn, one per --then, in order (skips the caption writer).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The output .png file (the last turn's result; it records every turn).")] = Path("edited.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="The output: a .png file, or a folder where it is numbered after the edits already there (edited-000.png, ...); it is the last turn's result and records every turn.")] = Path("out"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")] = False,
     from_png: Annotated[Path | None, typer.Option("--from-png", help="Repeat the edit stored in a PNG written by segakit edit.")] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance.
     With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
     from segakit.editing.image import file_sha256, read_image
-    from segakit.editing.params import EditParams, default_guidance
+    from segakit.editing.params import EditParams
 
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out {str(out)!r} must be a .png file (the PNG carries the edit's parameters).")
+    from segakit.core.outputs import plan_images
+
+    out = plan_images(out, 1, "edited", overwrite)[0]  # the output policy: checked before anything loads
     if from_png is not None:
         if image is not None or instruction is not None:
             raise UserError("--from-png takes the image and instruction from the PNG; do not give them again.")
@@ -73,10 +78,12 @@ def edit(
     else:
         if image is None or instruction is None:
             raise UserError("Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --out glasses.png.")
+        chosen = _recipe_defaults(method, recipe, inversion, mask, guidance, threshold, sega_mask, blend)
+        inversion, mask, guidance, threshold, sega_mask, blend = chosen
         params = EditParams(
             instruction=instruction, model=model, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
-            steps=steps, guidance_scale=default_guidance(method, inversion) if guidance is None else guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
+            steps=steps, guidance_scale=guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
             source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask, blend=blend, sega_mask=sega_mask,
             blend_dilate=blend_dilate,
@@ -86,9 +93,26 @@ def edit(
         turn.validate()
     picture = read_image(image)
     params.image, params.image_sha256 = str(Path(image).resolve()), file_sha256(image)
-    _check_writable(out)
+    use_threads(threads)
     dev, dtype = device_and_dtype(device, "fp32")
     run(turns, picture, out, dev, captioner, caption_writer, show_captions)
+
+
+def _recipe_defaults(method: str, recipe: str, inversion, mask, guidance, threshold, sega_mask, blend) -> tuple:
+    """The options left out, from ``--recipe`` (segakit.editing.recipes); a given option always wins. Where the user's
+    --inversion is not the recipe's, the mask and guidance are that inversion's own defaults (no mask)."""
+    from segakit.editing.params import default_guidance
+    from segakit.editing.recipes import recipe as recipe_of
+
+    r = recipe_of(method, recipe)
+    inversion = inversion or r.inversion
+    ours = method == "sega" or inversion == r.inversion
+    mask = mask if mask is not None else (r.mask if ours and method == "onthefly" else 0.0)
+    guidance = guidance if guidance is not None else (r.guidance if ours else default_guidance(method, inversion))
+    threshold = threshold if threshold is not None else r.threshold
+    sega_mask = sega_mask or (r.sega_mask if method == "sega" else "intersect")
+    blend = blend if blend is not None else (r.blend if method == "sega" else False)
+    return inversion, mask, guidance, threshold, sega_mask, blend
 
 
 def _further_turns(first, instructions: list[str], after: list[str]) -> list:
@@ -106,49 +130,67 @@ def _further_turns(first, instructions: list[str], after: list[str]) -> list:
     return turns
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before the (slow) edit if the output cannot be written."""
-    from segakit.core.atomic import ensure_writable_dir
+STAGES = {"onthefly-ddim": ("inverting", "reconstructing", "editing"), "onthefly-ddpm": ("inverting", "editing"), "sega": ("inverting", "editing")}
 
-    ensure_writable_dir(out.parent if str(out.parent) else Path("."))
-    if out.exists() and (out.is_dir() or not out.is_file()):
-        raise UserError(f"--out {str(out)!r} is a folder or special file; give a .png file path.")
+
+def stage_of(turn, done: int) -> str:
+    """The stage of ``turn`` after ``done`` U-Net steps: the editing chain's names (before the first step, the
+    captions are being made: captioning, writing captions)."""
+    key = "sega" if turn.method == "sega" else f"onthefly-{turn.inversion}"
+    names = STAGES[key]
+    return names[min(done // max(turn.steps, 1), len(names) - 1)]
 
 
 def run(turns: list, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool) -> None:
     import time
 
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
     from segakit import __version__
     from segakit.core.images import save_png
+    from segakit.editing.honest import image_change, unchanged_warning
+    from segakit.editing.image import fit
     from segakit.editing.pipeline import EditPipeline
     from segakit.editing.turns import run_turns
 
-    diffusers_logging.disable_progress_bar()  # loading bars are not for the command line user
-    transformers_logging.disable_progress_bar()
-    pipe = EditPipeline.from_pretrained(turns[0].model, captioner=captioner, caption_writer=caption_writer).to(device)
-    start = time.perf_counter()
-    sizes = [(3 if t.method == "onthefly" else 2) * t.steps for t in turns]
-    with progress_bar() as bar:
-        task = bar.add_task("editing", total=sum(sizes))
-        results = run_turns(pipe, turns, picture, callback=lambda k, done, total: bar.update(task, completed=sum(sizes[:k]) + done))
+    with progress_bar(transient=True) as bar:  # loading, then the chain's stages, each named
+        task = bar.add_task("loading the model", total=None)
+        pipe = EditPipeline.from_pretrained(turns[0].model, captioner=captioner, caption_writer=caption_writer).to(device)
+        start = time.perf_counter()
+        sizes = [(3 if t.method == "onthefly" and t.inversion == "ddim" else 2) * t.steps for t in turns]
+        first = turns[0]
+        needs_caption = not (first.source_caption or first.captions_before)
+        needs_writer = first.method == "onthefly" and not first.captions_after
+        opening = " and ".join(n for n, on in (("captioning", needs_caption), ("writing captions", needs_writer)) if on) or "inverting"
+        bar.update(task, description=opening, total=sum(sizes), completed=0)
+        prefix = (lambda k: f"turn {k + 1}/{len(turns)}: ") if len(turns) > 1 else (lambda k: "")
+
+        def step(k: int, done: int, total: int) -> None:
+            label = prefix(k) + stage_of(turns[k], done)
+            if done >= total and k + 1 < len(turns):
+                label = prefix(k + 1) + "captioning and writing captions"
+            bar.update(task, completed=sum(sizes[:k]) + done, description=label)
+
+        results = run_turns(pipe, turns, picture, callback=step)
     records = []
     for k, result in enumerate(results):
         meta = {**result.params.to_json(), **result.metadata}
         meta["captions_before"], meta["captions_after"] = result.captions_before, result.captions_after
         records.append(meta)
         if show:
-            prefix = f"turn {k + 1}: " if len(results) > 1 else ""
-            typer.echo(f"{prefix}source caption: {result.source_caption}")
+            prefix_k = f"turn {k + 1}: " if len(results) > 1 else ""
+            typer.echo(f"{prefix_k}source caption: {result.source_caption}")
             for c in result.captions_before:
-                typer.echo(f"{prefix}before: {c}")
+                typer.echo(f"{prefix_k}before: {c}")
             for c in result.captions_after:
-                typer.echo(f"{prefix}after: {c}")
+                typer.echo(f"{prefix_k}after: {c}")
     meta = {**records[0], "kind": "edit", "segakit_version": __version__}
     if len(records) > 1:
         meta["turns"] = [{k: v for k, v in r.items() if k not in ("image", "image_sha256")} for r in records[1:]]
     meta["seconds"] = round(time.perf_counter() - start, 2)
+    # honest results: an edit that changed (almost) nothing says so, here and in the PNG
+    warning = unchanged_warning(image_change(fit(picture, pipe.resolution), results[-1].images[0]), turns[-1].method)
+    if warning is not None:
+        meta["warnings"] = [warning]
     save_png(results[-1].images[0], out, meta)
+    if warning is not None:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(str(out))

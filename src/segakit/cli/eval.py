@@ -11,12 +11,16 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import progress_bar
+from segakit.cli.options import DEVICE_HELP, Quiet, progress_bar, resolve_device
 from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check, executor, wants_workers
 from segakit.core.errors import UserError
+from segakit.core.outputs import plan_file, plan_folder
 from segakit.sega.defaults import EMBEDDED_EDIT
 
 eval_app = typer.Typer(help="Measurements on the faces world (oracle-judged).", no_args_is_help=True)
+
+
+REPORT_FILES = ("report.md", "report.json")  # what every study writes into --out; refused there unless --overwrite
 
 
 def _model_clip(model: str):
@@ -49,10 +53,14 @@ def embedded(
     guidance_sweep: Annotated[str, typer.Option("--guidance-sweep", help="Comma-separated guidance scales at which text faithfulness is measured again ('' = none).")] = "3,15",
     te_captions: Annotated[int, typer.Option("--te-captions", help="World captions for the text encoder's separation (0 = skip the text-side columns).")] = 3000,
     te_images: Annotated[int, typer.Option("--te-images", help="Renders for the CLIP's zero-shot accuracy (needs clip/ in the model folder).")] = 600,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the report already in --out (the cache is reused either way).")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """The embedded model's quality table: faithfulness (across guidance), prior fidelity, Frechet distance, SEGA
     success, and per attribute what the text encoder separates and the CLIP reads."""
+    device = resolve_device(device)
+    plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
     from segakit.core.fingerprint import pipeline_fingerprint
     from segakit.eval.embedded_quality import (
         QualityConfig,
@@ -114,12 +122,16 @@ def sega(
     unique_seeds: Annotated[int, typer.Option("--unique-seeds", help="Seeds of the uniqueness test.")] = 50,
     first_seed: Annotated[int, typer.Option("--first-seed", help="The first of the N seeds.")] = 0,
     oracle_path: Annotated[Path | None, typer.Option("--oracle", help="Oracle weights (.safetensors); default: the shipped ones.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores; with --workers or --ray: 1 per worker).")] = 0,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the report already in --out (the cache is reused either way).")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """SEGA's face-attribute study with a prompt-rewrite baseline; resumes from DIR/cache."""
+    device = resolve_device(device)
+    plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
     from segakit.eval.sega_study import StudyConfig, StudyProgress, run_study
     from segakit.sega.pipeline import SegaPipeline
     from segakit.world.oracle import Oracle
@@ -180,13 +192,17 @@ def directions(
     first_seed: Annotated[int, typer.Option("--first-seed", help="The first seed.")] = 0,
     sections: Annotated[str, typer.Option(help="Comma-separated sections to run.")] = "fairness,safety,enhance,monotonicity,composition,cost",
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of the cached images (default: DIR/cache).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (default: all cores; with --workers or --ray: 1 per worker).")] = 0,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the report already in --out (the cache is reused either way).")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Self-discovered directions against Fair Diffusion, Safe Latent Diffusion, negative prompts and SEGA reverse
     edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
+    device = resolve_device(device)
+    plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
     from segakit.directions.library import Library
     from segakit.eval.directions_study import (
         DirectionsStudyConfig,
@@ -272,10 +288,14 @@ def editing(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default; with --workers or --ray: 1 per worker).")] = 0,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP)] = None,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the report already in --out (the cache is reused either way).")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Instruction-guided editing on faces-world pairs in MagicBrush's format: MagicBrush's metrics and the oracle's,
     OnTheFly, SEGA, diffusers' LEDITS++ and regeneration side by side, single- and multi-turn. Resumes from the cache."""
+    device = resolve_device(device)
+    plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
     import warnings
 
     from segakit.editing.pipeline import EditPipeline
@@ -327,8 +347,12 @@ def captioner(
     n: Annotated[int, typer.Option("-n", "--n", help="Held-out world renders to caption.")] = 500,
     seed: Annotated[int, typer.Option(help="World seed of the renders (the shipped captioner trains on seed 0 of its own stream).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the summary as JSON here.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """How right a captioner is on held-out world renders, read by the world's caption parser."""
+    if out is not None:
+        plan_file(out, ".json", "--out", overwrite)
     from segakit.eval import captioner as measure
 
     if n < 1:
@@ -346,8 +370,12 @@ def caption_writer(
     source: Annotated[str, typer.Option(help="Caption 1 from 'world' captions or the embedded 'captioner'.")] = "world",
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the model folder's generation_config.json, else 1).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the summary as JSON here.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """How often a caption writer's output parses and its after-captions state the instructed change and keep the rest."""
+    if out is not None:
+        plan_file(out, ".json", "--out", overwrite)
     from segakit.eval import caption_writer as measure
 
     if n < 1 or not 1 <= captions <= 10:

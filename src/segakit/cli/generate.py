@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, device_and_dtype, progress_bar, use_threads
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, Quiet, device_and_dtype, progress_bar, use_threads
 from segakit.cli.preflight import guidance_beside_png, preflight
 from segakit.core.errors import UserError
 
@@ -89,6 +90,7 @@ def generate(
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: fp16 on GPU, fp32 on CPU).")] = "auto",
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Generate images with SEGA semantic guidance and write PNGs that carry every parameter."""
     from segakit.core.images import read_params
@@ -120,9 +122,14 @@ def generate(
         typer.echo(f"warning: {line}", err=True)
 
     frames = len(params.sweep) if params.sweep else -(-params.num_images // plan.chunk)  # pipeline calls
+    said: list[str] = []
     with progress_bar() as bar:
         task = bar.add_task("denoising", total=params.steps * frames)
         written = run(params, out, device=dev, dtype=torch_dtype, progress=lambda k: bar.advance(task, k),
-                      save_guidance=save_guidance, paths=plan.paths, chunk=plan.chunk)  # fmt: skip
+                      save_guidance=save_guidance, paths=plan.paths, chunk=plan.chunk, warn=said.append)  # fmt: skip
+    for line in said:  # honest results: a concept that never acted (the PNGs record it too), unless said already
+        named = re.findall(r"'[+-][^']*'", line)
+        if not any("never act" in w and all(n in w for n in named) for w in plan.warnings):
+            typer.echo(f"warning: {line}", err=True)
     for path in written:
         typer.echo(str(path))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
+
+import typer
 
 from segakit.core.errors import UserError
 
@@ -10,7 +13,13 @@ MODEL_HELP = "'embedded', a hub id, or a local diffusers folder."
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda if present)."
 
 
+def resolve_device(device: str | None) -> str:
+    """The one default device rule of every command: ``--device`` if given, else cuda when present, else cpu."""
+    return device_and_dtype(device, "fp32")[0]
+
+
 def device_and_dtype(device: str | None, dtype: str):
+    """``--device`` (default: cuda when present, else cpu) and ``--dtype`` (auto: fp16 on a GPU, fp32 otherwise)."""
     import torch
 
     if device is None:
@@ -26,12 +35,34 @@ def device_and_dtype(device: str | None, dtype: str):
     return device, chosen
 
 
+QUIET_HELP = "No progress bars (they are also off when stderr is not a terminal)."
+_quiet = False
+
+
+def set_quiet(value: bool) -> bool:
+    """``--quiet``: no progress bars for the rest of this command (every long command takes it, :data:`Quiet`)."""
+    global _quiet
+    _quiet = bool(value)
+    return value
+
+
+# a command that can run longer than a few seconds takes ``quiet: Quiet = False`` (tests/test_output_policy.py checks)
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP, callback=set_quiet, is_eager=True)]
+
+
+def progress_shown() -> bool:
+    """Whether progress bars are drawn: stderr is a terminal and --quiet was not given."""
+    return not _quiet and sys.stderr.isatty()
+
+
 def progress_bar(label: str = "[progress.description]{task.description}", *, transient: bool = True, elapsed: bool = False):
-    """A rich progress bar on stderr (bar, done/total, time left; ``elapsed`` adds time spent); silent off a terminal."""
+    """A rich progress bar on stderr (bar, done/total, time left; ``elapsed`` adds time spent); silent off a terminal
+    and with ``--quiet``."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn()]
-    return Progress(*columns, transient=transient, disable=not sys.stderr.isatty())
+    return Progress(*columns, transient=transient, disable=not progress_shown(), console=Console(stderr=True))
 
 
 THREADS_HELP = "CPU threads for torch (default: the cores other processes are not keeping busy; env SEGAKIT_THREADS)."

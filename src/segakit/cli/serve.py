@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import MODEL_HELP
+from segakit.cli.options import DEVICE_HELP, MODEL_HELP
 from segakit.core.errors import UserError
 
 
@@ -15,7 +15,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback requires a token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     token: Annotated[str | None, typer.Option(help="Token every request must carry (default: $SEGAKIT_TOKEN; required off loopback).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, mps ...")] = "cpu",
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests admitted at once (running + waiting); more get 429.")] = 8,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Most denoising steps per request.")] = 50,
     max_images: Annotated[int, typer.Option("--max-images", help="Most images per request.")] = 4,
@@ -27,6 +27,7 @@ def serve(
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
 ) -> None:
     """Serve a web app (Gradio) and an HTTP API (FastAPI; /docs) for generation with concepts and directions."""
+    from segakit.cli.options import device_and_dtype
     from segakit.serve.config import Limits, ServeConfig, resolve_token
     from segakit.serve.server import serve as run
 
@@ -37,6 +38,7 @@ def serve(
     limits = Limits(max_queue=max_queue, max_steps=max_steps, max_images=max_images, max_side=max_side,
                     max_concepts=max_concepts, max_body_mb=max_body_mb)  # fmt: skip
     limits.check()
+    device, _ = device_and_dtype(device, "fp32")  # the one rule of every command: cuda when present
     config = ServeConfig(model=model, host=host, port=port, token=resolve_token(host, token), device=device,
                          limits=limits, preview_steps=preview_steps)  # fmt: skip
     if threads is not None:

@@ -29,6 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from segakit.cli.options import Quiet
 from segakit.core.errors import UserError
 
 world_app = typer.Typer(
@@ -42,9 +43,11 @@ err = Console(stderr=True)
 
 @contextmanager
 def progress(description: str, total: int) -> Iterator:
+    from segakit.cli.options import progress_shown
+
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        console=err, transient=True, disable=not (err.is_terminal and progress_shown()),
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)
@@ -106,16 +109,21 @@ def priors_markdown() -> str:
 def sample(
     n: int = typer.Option(..., "-n", "--n", help="Number of portraits (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed; portrait i depends only on (seed, i)."),
-    out: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
-    start: int = typer.Option(0, "--start", help="Index of the first portrait."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created if needed; numbering continues after the portraits already there, labels.jsonl gets them appended)."),
+    start: Optional[int] = typer.Option(None, "--start", help="Index of the first portrait (default: after the highest already in --out; 0 in a new folder)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Pin attributes, e.g. --set role=doctor --set glasses=true."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --start: replace the portraits of that range already there."),
+    quiet: Quiet = False,
 ) -> None:
     """Write N portraits as PNGs plus labels.jsonl (file, caption, every attribute)."""
-    from segakit.world.dataset import check_count, write_samples
+    from segakit.core.outputs import plan_series
+    from segakit.world.dataset import SAMPLE_PATTERN, check_count, write_samples
     from segakit.world.schema import parse_assignments
 
-    check_count(n, seed, start)
+    check_count(n, seed, start or 0)
     fixed = parse_assignments(set_)
+    start = plan_series(out, SAMPLE_PATTERN, start, n, overwrite)
+    check_count(n, seed, start)
     with progress("rendering", n) as update:
         path = write_samples(out, n, seed, start, fixed, on_item=update)
     err.print(f"wrote {n} portraits and {path}")
@@ -125,17 +133,22 @@ def sample(
 def pairs(
     n: int = typer.Option(..., "-n", "--n", help="Number of edit pairs (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed; pair i depends only on (seed, i)."),
-    out: Path = typer.Option(..., "--out", help="Output folder (created if needed)."),
-    start: int = typer.Option(0, "--start", help="Index of the first pair."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created if needed; numbering continues after the pairs already there, pairs.jsonl gets them appended)."),
+    start: Optional[int] = typer.Option(None, "--start", help="Index of the first pair (default: after the highest already in --out; 0 in a new folder)."),
     attribute: Optional[list[str]] = typer.Option(None, "--attribute", help="Only change these attributes (repeatable)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --start: replace the pairs of that range already there."),
+    quiet: Quiet = False,
 ) -> None:
     """Write N edit pairs (source/target PNGs) plus pairs.jsonl (instruction, captions, changes)."""
+    from segakit.core.outputs import plan_series
     from segakit.world.dataset import check_count
-    from segakit.world.pairs import check_attributes, write_pairs
+    from segakit.world.pairs import PAIRS_PATTERN, check_attributes, write_pairs
 
-    check_count(n, seed, start)
+    check_count(n, seed, start or 0)
     attrs = [a.strip() for item in (attribute or []) for a in item.split(",") if a.strip()]
     attrs = check_attributes(attrs)
+    start = plan_series(out, PAIRS_PATTERN, start, n, overwrite)
+    check_count(n, seed, start)
     with progress("rendering pairs", n) as update:
         path = write_pairs(out, n, seed, start, attrs, on_item=update)
     err.print(f"wrote {n} pairs and {path}")
@@ -167,6 +180,7 @@ def classify(
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one JSON line per image (predictions, probabilities)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
+    quiet: Quiet = False,
 ) -> None:
     """Label a PNG, or every PNG in a folder, with the oracle; print attribute frequencies (and accuracy with --against)."""
     from PIL import Image
@@ -279,6 +293,7 @@ def oracle_eval(
     autoencoder: Optional[str] = typer.Option(
         None, "--autoencoder", help="Also score the renders after this autoencoder's round trip: 'embedded' or a diffusers AutoencoderKL folder."
     ),
+    quiet: Quiet = False,
 ) -> None:
     """Held-out accuracy of the oracle per attribute (clean renders, after augmentation, after an autoencoder)."""
     import torch
@@ -306,15 +321,18 @@ def oracle_eval(
 
 @world_app.command()
 def sheet(
-    out: Path = typer.Option(Path("docs/img"), "--out", help="Folder for the PNG figures."),
+    out: Path = typer.Option(Path("out/world-sheet"), "--out", help="Folder for the PNG figures (the documentation's: docs/img, with --overwrite)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the portraits shown."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the figures already in --out."),
 ) -> None:
     """Draw the documentation figures: contact sheet, attribute rows, edit pairs, augmentation."""
     from segakit.core.atomic import ensure_writable_dir
-    from segakit.world.figures import all_figures
+    from segakit.core.outputs import plan_folder
+    from segakit.world.figures import FIGURES, all_figures
 
     if seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {seed}.")
+    plan_folder(out, "--out", FIGURES, overwrite)
     ensure_writable_dir(out)
     for p in all_figures(out, seed):
         err.print(f"wrote {p}")

@@ -64,6 +64,23 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_append(path: Path | str, keep=None) -> Iterator[IO]:
+    """Open ``path`` for appending, atomically: the new file holds the old lines (those ``keep(line)`` says yes to,
+    every one when ``keep`` is None) and then what is written; on any failure the old file stays as it was.
+
+    The labels files of numbered outputs (``labels.jsonl``, ``pairs.jsonl``) grow this way and are never rewritten.
+    """
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        if path.is_file():
+            with open(path, "rb") as old:
+                for line in old:
+                    if keep is None or keep(line):
+                        fh.write(line if line.endswith(b"\n") else line + b"\n")
+        yield fh
+
+
 def write_json(path: Path | str, data, indent: int = 1) -> Path:
     """``data`` as JSON at ``path``, written atomically (its folder made if missing); returns the path."""
     import json

@@ -6,11 +6,14 @@ segakit refuses it and says so; diffusers is always called with ``use_safetensor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 
 EMBEDDED = "embedded"
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -120,15 +123,65 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
         for component in absent_components(Path(target)):
             kwargs.setdefault(component, None)
     try:
-        loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
+        with quiet_loading():
+            loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1 is set, so the hub is not asked)" if offline else ""
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"Could not load model {str(name)!r}{hint}: {first}") from None
-    if pipeline_class is None or isinstance(loaded, pipeline_class):
-        return loaded
-    return pipeline_class.from_pipe(loaded)
+        raise UserError(load_failure(name, target, exc)) from None
+    if pipeline_class is not None and not isinstance(loaded, pipeline_class):
+        with quiet_loading():
+            loaded = pipeline_class.from_pipe(loaded)
+    loaded.set_progress_bar_config(disable=True)  # quiet library: pipe.set_progress_bar_config(disable=False) shows it
+    return loaded
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Loading says nothing unasked: no loading bars, no notices from diffusers and transformers (a missing
+    torchvision, casting a model with ``to()``), unless the user turned their logging up (``set_verbosity_info``)
+    or set SEGAKIT_VERBOSE."""
+    import warnings
+
+    from diffusers.utils import logging as d_log
+    from transformers.utils import logging as t_log
+
+    if os.environ.get("SEGAKIT_VERBOSE"):
+        yield
+        return
+    saved = [(m, m.get_verbosity(), m.is_progress_bar_enabled()) for m in (d_log, t_log)]
+    for module, level, _ in saved:
+        if level >= module.WARNING:  # the user's own louder setting (info, debug) is kept
+            module.set_verbosity_error()
+        module.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torchvision.*")
+            warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
+            yield
+    finally:
+        for module, level, bar in saved:
+            module.set_verbosity(level)
+            if bar:
+                module.enable_progress_bar()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_failure(name: str | Path, target: str, exc: BaseException) -> str:
+    """The sentence for a model diffusers could not load: a hub id that is not on this machine says so and what to
+    pass instead; otherwise the library's first line, without its pointers to a stack trace nobody is shown."""
+    text = str(exc).strip()
+    first = re.sub(r"\s*Please check out the root cause in the stacktrace above\.?", "", text.splitlines()[0] if text else "")
+    first = first.strip() or type(exc).__name__
+    if Path(target).is_dir():
+        return f"Could not load model {str(name)!r}: {first}"
+    if _offline():
+        return (f"Model {str(name)!r} is a hub id, and it is not in this machine's hub cache while HF_HUB_OFFLINE=1 keeps "
+                f"segakit off the hub; pass {arg('model')} FOLDER with a diffusers model folder (or 'embedded'), or "
+                f"download it once with internet (HF_HUB_OFFLINE unset).")  # fmt: skip
+    return (f"Model {str(name)!r} could not be loaded from the hub ({first}); check the id and the connection, or pass "
+            f"{arg('model')} FOLDER with a diffusers model folder (or 'embedded'); with HF_HUB_OFFLINE=1 only the local cache is used.")  # fmt: skip
 
 
 def weights_file(path: str | Path, what: str) -> str:

@@ -1,6 +1,8 @@
-"""Where a command's output files go, decided and checked before any work starts.
+"""Where a command's output files go, decided and checked before any work starts: segakit's one output policy.
 
-The rules (``segakit generate --out``, ``--save-guidance``; docs/guide.md, "Output files"):
+Every command that writes follows it (``generate``, ``edit``, ``directions learn``, ``world sample`` / ``pairs``,
+``demo``, ``batch``, every ``eval ... --out``, the training recipes' ``--export``; docs/guide.md, "Output files";
+``tests/test_output_policy.py`` walks every command with an output option and proves it):
 
 - a name ending in ``.png`` is one file; with several images it is numbered (``x-000.png``, ...);
   any other name is a folder, the images in it numbered ``image-000.png``, ...;
@@ -8,6 +10,11 @@ The rules (``segakit generate --out``, ``--save-guidance``; docs/guide.md, "Outp
 - a folder where a file is meant, or a file where a folder is meant, is refused;
 - an existing file is never replaced unless ``overwrite`` is set; numbered names continue after the
   highest number already there (with ``overwrite`` they start again at 000);
+- a folder of named results (a report, a gallery) is refused while it holds one of them, unless ``overwrite``;
+- a series of numbered files (``world sample``'s ``000000.png`` ...) continues after the highest number there,
+  and its labels file gets the new records appended (:func:`segakit.core.atomic.atomic_append`), never rewritten;
+- a name with a file extension where a folder is meant (``--out ws.png`` for a folder of samples) is refused;
+- the defaults write under ``out/``;
 - the place is checked by creating a file there (not with ``os.access``, which says yes to root even where
   nothing can be written), and every folder made for the check is removed again, so a refused or
   interrupted run leaves nothing behind.
@@ -134,3 +141,55 @@ def plan_file(path: Path, suffix: str, what: str, overwrite: bool = False) -> Pa
         raise UserError(f"{what} {str(path)!r} exists already; pass --overwrite to replace it, or choose another name.")
     probe_writable(path.parent, what)
     return path
+
+
+def plan_folder(out: Path, what: str = "--out", files: Sequence[str] = (), overwrite: bool = False) -> Path:
+    """A folder that will hold the named ``files`` (a report, a gallery), checked; nothing is created.
+
+    A name with a file extension (``ws.png``) or an existing file is refused (a folder is meant); one of
+    ``files`` already there is refused unless ``overwrite``, so a finished run's results are never replaced unasked.
+    """
+    out = Path(out)
+    if out.suffix.lower() in OTHER_FILE_SUFFIXES | {".png"}:
+        raise UserError(f"{what} {str(out)!r} ends in {out.suffix}, which names a file, but {what} is a folder here; "
+                        f"give a folder name such as {str(out.with_suffix(''))!r}.")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{what} {str(out)!r} is a file, not a folder; give a folder.")
+    if not overwrite and out.is_dir():
+        present = [name for name in files if (out / name).exists()]
+        if present:
+            raise UserError(f"{what} {str(out)!r} holds {present[0]} from an earlier run already; pass --overwrite to "
+                            f"replace it, or choose another folder.")  # fmt: skip
+    probe_writable(out, what)
+    return out
+
+
+def next_index(folder: Path, pattern: str) -> int:
+    """One more than the highest number that ``pattern`` (a regular expression with one group of digits) finds
+    among the names in ``folder``; 0 when there is none (or no folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    rx = re.compile(pattern)
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := rx.match(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def plan_series(out: Path, pattern: str, start: int | None, count: int, overwrite: bool = False, what: str = "--out") -> int:
+    """The first number of a series of ``count`` numbered files in folder ``out``, checked; nothing is created.
+
+    ``start`` None continues after the highest number there; a given ``start`` whose range reaches a file already
+    there is refused unless ``overwrite``.
+    """
+    plan_folder(out, what)
+    following = next_index(out, pattern)
+    if start is None:
+        return following
+    if not overwrite and Path(out).is_dir():
+        rx = re.compile(pattern)
+        taken = sorted(int(m.group(1)) for p in Path(out).iterdir() if (m := rx.match(p.name)))
+        clash = [k for k in taken if start <= k < start + count]
+        if clash:
+            raise UserError(f"{what} {str(out)!r} holds number {clash[0]} already (--start {start}); leave --start out to "
+                            f"continue after the last one ({following}), or pass --overwrite to replace them.")  # fmt: skip
+    return start

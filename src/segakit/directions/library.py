@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from segakit.core.draws import draw_values, parse_shares
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg, closest
 from segakit.directions.direction import AppliedDirection, Direction
 
 SAFE = "horror=false"
@@ -103,7 +103,7 @@ class Library:
 
     def direction(self, name: str) -> Direction:
         if name not in self.files:
-            raise UserError(f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}.")
+            raise UserError(f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}{closest(name, self.names())}.")
         if name not in self._cache:
             self._cache[name] = Direction.load(self.folder / self.files[name])
         return self._cache[name]
@@ -121,8 +121,12 @@ class Library:
         :data:`segakit.core.draws.DRAWS`); ``strength`` None: each value's recipe (:meth:`recipe`), else every
         value's own direction at ``strength``."""
         allowed = self.values(attribute)
+        known = sorted({n.split("=", 1)[0] for n in self.names() if "=" in n})
+        if not allowed and attribute not in known:
+            raise UserError(f"{arg('fair')} {attribute!r} is not an attribute of the direction library; fairness needs two or more "
+                            f"of an attribute's values, which it has for {', '.join(self.fair_attributes()) or 'none'}{closest(attribute, known)}.")  # fmt: skip
         if len(allowed) < 2:
-            raise UserError(f"--fair {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
+            raise UserError(f"{arg('fair')} {attribute!r}: the library has directions for {len(allowed)} of its values; fairness needs two or more "
                             f"(attributes with enough: {', '.join(self.fair_attributes()) or 'none'}).")  # fmt: skip
         if shares is None and strength is None:
             shares = self.draw_shares(attribute)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 
 MAX_DILATE = 8  # latent pixels
 
@@ -44,9 +44,9 @@ def check_dilate(r, blend: bool) -> None:
     """Raise :class:`UserError` unless ``r`` is a whole number of latent pixels in 0..MAX_DILATE, and 0 without
     ``blend`` (the dilation grows the blend's masks)."""
     if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= MAX_DILATE:
-        raise UserError(f"--blend-dilate {r!r} is not a whole number of latent pixels from 0 to {MAX_DILATE}.")
+        raise UserError(f"{arg('blend_dilate')} {r!r} is not a whole number of latent pixels from 0 to {MAX_DILATE}.")
     if r and not blend:
-        raise UserError(f"--blend-dilate {r} grows the blend's masks; it needs --blend.")
+        raise UserError(f"{arg('blend_dilate')} {r} grows the blend's masks; it needs {arg('blend')}.")
 
 
 def blend_step(x: torch.Tensor, inversion, i: int, mask: torch.Tensor, region: torch.Tensor | None, dilate_by: int = 0):

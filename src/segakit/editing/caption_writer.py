@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from segakit.core.errors import UserError
-from segakit.core.loading import PICKLE_SUFFIXES, pickle_refusal
+from segakit.core.errors import UserError, arg
+from segakit.core.loading import PICKLE_SUFFIXES, pickle_refusal, quiet_loading
 
 MAX_TRIES = 10
 EMBEDDED_CAPTION_WRITER = Path(__file__).resolve().parents[1] / "assets" / "caption_writer"
@@ -136,8 +136,9 @@ class CaptionWriter:
 
         path = check_model_folder(folder)
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            with quiet_loading():  # no loading bars unasked (segakit.core.loading)
+                model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, local_files_only=True)
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"Could not load the language model in {str(folder)!r}: {first}") from None
@@ -185,5 +186,7 @@ class CaptionWriter:
             return WrittenCaptions(best[0], best[1], MAX_TRIES, False)
         raise UserError(
             f"The language model wrote no parseable captions for {instruction!r} in {MAX_TRIES} tries "
-            "(no 'Caption' lines before and after 'After transformation:' that state a change); pass the captions yourself."
+            f"(no 'Caption' lines before and after 'After transformation:' that state a change); write them yourself: "
+            f"{arg('captions_after')} 'A CAPTION OF THE EDITED IMAGE' (and {arg('captions_before')} 'A CAPTION OF THIS IMAGE'), "
+            f"or try another {arg('seed')}."
         )

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from segakit.core.errors import UserError
+from segakit.core.loading import quiet_loading
 from segakit.editing.caption_writer import check_model_folder
 
 EMBEDDED_CAPTIONER = Path(__file__).resolve().parents[1] / "assets" / "captioner"
@@ -39,8 +40,9 @@ class Captioner:
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # not the note that BLIP's image processor falls back to PIL without torchvision
         try:
-            model = BlipForConditionalGeneration.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=torch.float32)
-            processor = BlipProcessor.from_pretrained(path, local_files_only=True)
+            with quiet_loading():  # no loading bars unasked (segakit.core.loading)
+                model = BlipForConditionalGeneration.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=torch.float32)
+                processor = BlipProcessor.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"Could not load the captioner in {str(folder)!r}: {first}") from None

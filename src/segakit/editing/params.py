@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 from segakit.editing.blend import check_dilate
 from segakit.editing.concepts import derive_concepts
 from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
@@ -55,42 +55,42 @@ class EditParams:
         if not self.instruction or not self.instruction.strip():
             raise UserError("The instruction is empty; write what to change, e.g. 'give her glasses'.")
         if self.method not in METHODS:
-            raise UserError(f"--method {self.method!r} is not one of {', '.join(METHODS)}.")
+            raise UserError(f"{arg('method')} {self.method!r} is not one of {', '.join(METHODS)}.")
         if self.inversion not in INVERSIONS:
-            raise UserError(f"--inversion {self.inversion!r} is not one of {', '.join(INVERSIONS)}.")
+            raise UserError(f"{arg('inversion')} {self.inversion!r} is not one of {', '.join(INVERSIONS)}.")
         if self.method == "sega":
             self.inversion = "ddpm"  # LEDITS++ always inverts edit-friendly; recorded as such
         if not 1 <= self.steps <= 1000:
-            raise UserError(f"--steps {self.steps} is outside 1..1000.")
+            raise UserError(f"{arg('steps')} {self.steps} is outside 1..1000.")
         if not 1 <= self.num_captions <= 10:
-            raise UserError(f"--captions {self.num_captions} is outside 1..10.")
+            raise UserError(f"{arg('num_captions')} {self.num_captions} is outside 1..10.")
         if self.guidance_scale < 1:
-            raise UserError(f"--guidance {self.guidance_scale} is below 1; classifier-free guidance scales start at 1.")
+            raise UserError(f"{arg('guidance_scale')} {self.guidance_scale} is below 1; classifier-free guidance scales start at 1.")
         if self.xa_guidance < 0:
-            raise UserError(f"--xa-guidance {self.xa_guidance} is negative; use 0 (off) or more (the paper: 0.15).")
+            raise UserError(f"{arg('xa_guidance')} {self.xa_guidance} is negative; use 0 (off) or more (the paper: 0.15).")
         if self.method == "sega" and not [c for c in self.concepts if c.strip("+- ")]:
             # no --concept: the concepts come from the instruction (and the source caption's old value), recorded here
             self.concepts = derive_concepts(self.instruction, self.source_caption or next(iter(self.captions_before), None))
         if not 0 <= self.skip < 1:
-            raise UserError(f"--skip {self.skip} is outside [0, 1).")
+            raise UserError(f"{arg('skip')} {self.skip} is outside [0, 1).")
         if not 0 <= self.threshold < 1:
-            raise UserError(f"--threshold {self.threshold} is outside [0, 1).")
+            raise UserError(f"{arg('threshold')} {self.threshold} is outside [0, 1).")
         if not 0 <= self.mask < 1:
-            raise UserError(f"--mask {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most.")
+            raise UserError(f"{arg('mask')} {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most.")
         if self.mask and not (self.method == "onthefly" and self.inversion == "ddpm"):
-            raise UserError(f"--mask {self.mask} applies to --method onthefly --inversion ddpm only; sega masks with --threshold.")
+            raise UserError(f"{arg('mask')} {self.mask} applies to {arg('method')} onthefly {arg('inversion')} ddpm only; sega masks with {arg('threshold')}.")
         if self.blend and not (self.method == "sega" or (self.inversion == "ddpm" and self.mask)):
-            raise UserError("--blend needs a masked edit: --method sega, or --inversion ddpm with --mask.")
+            raise UserError(f"{arg('blend')} needs a masked edit: {arg('method')} sega, or {arg('inversion')} ddpm with {arg('mask')}.")
         check_dilate(self.blend_dilate, self.blend)
         if self.mask_tokens not in MASK_TOKENS:
-            raise UserError(f"--mask-tokens {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
+            raise UserError(f"{arg('mask_tokens')} {self.mask_tokens!r} is not one of {', '.join(MASK_TOKENS)}.")
         if self.sega_mask not in SEGA_MASKS:
-            raise UserError(f"--sega-mask {self.sega_mask!r} is not one of {', '.join(SEGA_MASKS)}.")
+            raise UserError(f"{arg('sega_mask')} {self.sega_mask!r} is not one of {', '.join(SEGA_MASKS)}.")
         if self.sega_mask != "intersect" and self.method != "sega":
-            raise UserError(f"--sega-mask {self.sega_mask} applies to --method sega only; onthefly masks with --mask.")
+            raise UserError(f"{arg('sega_mask')} {self.sega_mask} applies to {arg('method')} sega only; onthefly masks with {arg('mask')}.")
         for name in ("captions_before", "captions_after"):
             if any(not c.strip() for c in getattr(self, name)):
-                raise UserError(f"An empty caption was given in {name.replace('_', '-')}; every caption needs words.")
+                raise UserError(f"An empty caption was given in {arg(name)}; every caption needs words.")
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -101,7 +101,7 @@ class EditParams:
         if data.get("kind") != "edit":
             raise UserError("This PNG was not written by segakit edit (its parameters are not an edit's); use segakit generate --from-png.")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds", "turns"}
+        unknown = set(data) - known - {"kind", "segakit_version", "tries", "complete", "seconds", "turns", "warnings"}
         if unknown:
             raise UserError(f"The edit parameters in this PNG have unknown fields {sorted(unknown)}; a newer segakit wrote them.")
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -15,16 +15,17 @@ from pathlib import Path
 
 from segakit.core.atomic import ensure_writable_dir
 from segakit.core.draws import DRAWS
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 from segakit.core.loading import model_key, weights_file
 from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
 from segakit.sega.guidance import Edit
+from segakit.sega.honest import idle_concepts, idle_warning
 
 FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
 ProgressFn = Callable[[int], None]  # called with the number of steps just finished
 # keys a PNG stores beside the generation parameters (what was used or drawn, not what was asked)
-INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale")
+INFORMATIONAL = ("segakit_version", "edit_defaults", "fair_choice", "image_seed", "scale", "warnings")
 
 
 @dataclass
@@ -67,42 +68,42 @@ class GenerationParams:
 
     def validate(self) -> None:
         if not self.prompt.strip() and not self.edits:
-            raise UserError("The prompt is empty and no --edit is given; write a prompt or at least one edit.")
+            raise UserError(f"The prompt is empty and no {arg('edits')} is given; write a prompt or at least one edit.")
         if self.steps < 1:
-            raise UserError(f"--steps {self.steps} is below 1; use 1 or more denoising steps (25-50 is usual).")
+            raise UserError(f"{arg('steps')} {self.steps} is below 1; use 1 or more denoising steps (25-50 is usual).")
         if self.num_images < 1:
-            raise UserError(f"--num-images {self.num_images} is below 1; ask for at least one image.")
+            raise UserError(f"{arg('num_images')} {self.num_images} is below 1; ask for at least one image.")
         if self.seed < 0:
-            raise UserError(f"--seed {self.seed} is negative; use a whole number of 0 or more.")
+            raise UserError(f"{arg('seed')} {self.seed} is negative; use a whole number of 0 or more.")
         if self.guidance is not None and self.guidance < 0:
-            raise UserError(f"--guidance {self.guidance} is negative; use 0 or more (7.5 is usual).")
+            raise UserError(f"{arg('guidance')} {self.guidance} is negative; use 0 or more (7.5 is usual).")
         if self.quantile_over not in ("channel", "image"):
-            raise UserError(f"--quantile-over {self.quantile_over!r} is not one of 'channel', 'image'.")
+            raise UserError(f"{arg('quantile_over')} {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
-            raise UserError(f"--momentum-beta {self.momentum_beta} is outside [0, 1).")
+            raise UserError(f"{arg('momentum_beta')} {self.momentum_beta} is outside [0, 1).")
         if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
-            raise UserError(f"--edit-refresh {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA).")
+            raise UserError(f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA).")
         if self.library_strength is not None and not math.isfinite(self.library_strength):
-            raise UserError(f"--library-strength {self.library_strength!r} is not a finite number.")
+            raise UserError(f"{arg('library_strength')} {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
-            raise UserError(f"--fair {self.fair!r} names no attribute; write e.g. --fair presentation or --fair skin=light:0.5,dark:0.5.")
+            raise UserError(f"{arg('fair')} {self.fair!r} names no attribute; write an attribute such as presentation, or shares such as skin=light:0.5,dark:0.5.")
         if self.fair_method not in FAIR_METHODS:
-            raise UserError(f"--method {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
+            raise UserError(f"{arg('fair_method')} {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
         if self.fair_draw not in DRAWS:
-            raise UserError(f"--fair-draw {self.fair_draw!r} is not one of {', '.join(DRAWS)}.")
+            raise UserError(f"{arg('fair_draw')} {self.fair_draw!r} is not one of {', '.join(DRAWS)}.")
         if self.fair_method != "directions" and not self.fair:
-            raise UserError(f"--method {self.fair_method} chooses how --fair balances an attribute; give --fair ATTRIBUTE too.")
+            raise UserError(f"{arg('fair_method')} {self.fair_method} chooses how {arg('fair')} balances an attribute; give {arg('fair')} ATTRIBUTE too.")
         for lora in self.loras:
-            weights_file(lora.path, "--lora")
+            weights_file(lora.path, arg("loras"))
             if not math.isfinite(lora.scale):
-                raise UserError(f"--lora {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
+                raise UserError(f"{arg('loras')} {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
         for path in self.embeddings:
-            weights_file(path, "--embedding")
+            weights_file(path, arg("embeddings"))
         if self.sweep is not None:
             if len(self.edits) != 1:
-                raise UserError(f"--sweep varies the strength of exactly one edit; {len(self.edits)} edits were given.")
+                raise UserError(f"{arg('sweep')} varies the strength of exactly one edit; {len(self.edits)} edits were given.")
             if len(self.sweep) < 2:
-                raise UserError("--sweep needs at least two scales, for example --sweep 0,2,4,6.")
+                raise UserError(f"{arg('sweep')} needs at least two scales, for example 0,2,4,6.")
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -273,6 +274,13 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
     return result, fair
 
 
+def with_idle_warning(metas: list[dict], pipe) -> tuple[list[dict], str | None]:
+    """``metas`` with the sentence for concepts that never acted in ``pipe``'s last call (``warnings``), and that
+    sentence (None when every concept acted): every writer of PNGs (generate, batch) records it the same way."""
+    idle = idle_warning(idle_concepts(pipe))
+    return ([{**m, "warnings": [idle]} for m in metas] if idle is not None else metas), idle
+
+
 def image_meta(job: Prepared, seed: int, prompt: str | None = None, fair=None, index: int = 0) -> dict:
     """The parameters a PNG of ``job`` carries: the job's, with this image's seed (and prompt, and fair draw)."""
     choice = {"fair_choice": fair.choices[index]} if fair is not None else {}
@@ -281,7 +289,7 @@ def image_meta(job: Prepared, seed: int, prompt: str | None = None, fair=None, i
 
 def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dtype=None,
         progress: ProgressFn | None = None, save_guidance: Path | None = None,
-        paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK) -> list[Path]:  # fmt: skip
+        paths: Sequence[Path] | None = None, chunk: int = MAX_CHUNK, warn: Callable[[str], None] | None = None) -> list[Path]:  # fmt: skip
     """Generate the job's images (or sweep strip) and write them as PNGs with their parameters.
 
     ``save_guidance`` records the semantic guidance of the edits and saves it (safetensors) for reuse
@@ -310,7 +318,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
             written.append(save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta))
 
     result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk,
-                    on_images=write, files=files)  # fmt: skip
+                    on_images=write, files=files, warn=warn)  # fmt: skip
     if save_guidance is not None:
         result.guidance.save(save_guidance)
     return written
@@ -319,7 +327,7 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
 def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
            progress: ProgressFn | None = None, record_guidance: bool = False,
            chunk: int | None = None, on_images: Callable[[int, list, list[dict]], None] | None = None,
-           files: tuple | None = None) -> Rendered:  # fmt: skip
+           files: tuple | None = None, warn: Callable[[str], None] | None = None) -> Rendered:  # fmt: skip
     """Generate the job's images (or sweep strip) in memory, each with the parameters its PNG stores.
 
     ``progress`` is called after every denoising step; an exception it raises stops the job there.
@@ -360,6 +368,7 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
         return Rendered([sheet], [{**meta, "num_images": 1}])
     step = max(1, chunk or params.num_images)
     images, metas, recorded = [], [], []
+    warned: set[str] = set()
     for first in range(0, params.num_images, step):
         seeds = [params.seed + i for i in range(first, min(first + step, params.num_images))]
         result, fair = sample(pipe, job, [params.prompt] * len(seeds), seeds, record=record_guidance, progress=progress,
@@ -369,6 +378,11 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
                 raise UserError("No guidance to record: semantic guidance needs --guidance above 1.")
             recorded.append(result.guidance)
         chunk_metas = [image_meta(job, seed, fair=fair, index=i) for i, seed in enumerate(seeds)]
+        chunk_metas, idle = with_idle_warning(chunk_metas, pipe)
+        if idle is not None:  # honest results: the PNGs record it, and the caller hears it once
+            if warn is not None and idle not in warned:
+                warned.add(idle)
+                warn(idle)
         if on_images is not None:
             on_images(first, list(result.images), chunk_metas)
         else:

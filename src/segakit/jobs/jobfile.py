@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, spelling
 from segakit.core.loading import resolve
 from segakit.jobs.generate import GenerationParams, LoraWeights
 from segakit.sega.defaults import default_steps, edit_defaults
@@ -170,7 +170,8 @@ def parse_jobs(text: str) -> tuple[list[Job], list[LineError]]:
         try:
             made = normalise(data)
         except UserError as exc:
-            errors.append(LineError(number, str(exc)))
+            with spelling("json"):  # a JOBS line names JSON fields: the sentence names them so
+                errors.append(LineError(number, str(exc)))
             continue
         except TypeError as exc:  # a dataclass refusing a value of the wrong shape
             errors.append(LineError(number, f"a value has the wrong type ({exc})."))

@@ -124,7 +124,7 @@ class Worker:
     def run(self, batch: Batch) -> list[Rendered]:
         """Generate ``batch`` in one pipeline call; a job's bad input (found only now) comes back as its error."""
         from segakit.core.images import png_bytes
-        from segakit.jobs.generate import image_meta, prepare, sample
+        from segakit.jobs.generate import image_meta, prepare, sample, with_idle_warning
 
         n = len(batch.jobs)
         try:
@@ -137,7 +137,8 @@ class Worker:
         except UserError as exc:
             return [Rendered(j.id, None, 0.0, n, error=str(exc)) for j in batch.jobs]
         seconds = (time.perf_counter() - start) / n
+        metas, _ = with_idle_warning([image_meta(job, j.params.seed, j.params.prompt, fair, i) for i, j in enumerate(batch.jobs)], pipe)
         return [
-            Rendered(j.id, png_bytes(image, image_meta(job, j.params.seed, j.params.prompt, fair, i)), seconds, n, reading)
-            for i, (j, image, reading) in enumerate(zip(batch.jobs, result.images, readings))
+            Rendered(j.id, png_bytes(image, meta), seconds, n, reading)
+            for j, image, meta, reading in zip(batch.jobs, result.images, metas, readings)
         ]

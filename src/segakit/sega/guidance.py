@@ -173,6 +173,9 @@ def weighted_sum(weights: torch.Tensor, psis: torch.Tensor) -> torch.Tensor:
 # The one stateful piece
 
 
+INACTIVE_TOLERANCE = 1e-3  # a concept whose summed guidance is below this share of the estimate's size never acted
+
+
 class SemanticGuidance:
     """Combines the concepts' estimates into the guidance term gamma, step by step.
 
@@ -200,6 +203,10 @@ class SemanticGuidance:
         self.momentum: torch.Tensor | None = None
         # max(w, 0): negative weights act as 0, as in the reference.
         self._weights = [max(float(e.weight), 0.0) for e in self.edits]
+        # segakit's addition, for honest results: how much each concept's guidance moved the estimate, summed over the
+        # steps it acted in, beside the size of the unconditional estimate over all steps (:meth:`inactive`)
+        self.effect = [0.0] * len(self.edits)
+        self._reference = 0.0
 
     def alive(self, step: int) -> list[int]:
         """Indices of the concepts whose U-Net estimate is used at ``step``."""
@@ -242,12 +249,27 @@ class SemanticGuidance:
             else:  # the reference divides 0 by 0 here (NaN); we apply nothing
                 applied = torch.zeros_like(e0)
 
+        self._record(alive, warm, psis, weights, e0)
         gamma = weighted_sum(weights, psis) if alive else torch.zeros_like(e0)
         gamma = gamma + self.momentum_scale * self.momentum
         self.momentum = self.momentum_beta * self.momentum + (1 - self.momentum_beta) * gamma
         if n_warm == len(self.edits):
             applied = gamma
         return applied
+
+    def _record(self, alive: list[int], warm: list[int], psis: torch.Tensor, weights: torch.Tensor, e0: torch.Tensor) -> None:
+        """Add this step's share of each warmed-up concept's guidance to :attr:`effect` (mean absolute value)."""
+        self._reference += float(e0.detach().abs().mean())
+        for j in warm:
+            self.effect[alive[j]] += float(weights[j]) * float(psis[j].detach().abs().mean())
+
+    def inactive(self, tolerance: float = INACTIVE_TOLERANCE) -> list[int]:
+        """Indices of the concepts that never acted: their guidance over the run is below ``tolerance`` of the
+        unconditional estimate's size (a zero scale or weight, a schedule that never warms up, a concept whose
+        estimate equals the unconditional one); segakit's addition, so a generation can say so."""
+        if self._reference <= 0:
+            return list(range(len(self.edits)))
+        return [k for k, effect in enumerate(self.effect) if effect / self._reference < tolerance]
 
 
 class ConceptRefresh:

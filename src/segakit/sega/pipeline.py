@@ -413,6 +413,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         extra = fam.step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
         refresh = ConceptRefresh(edit_refresh) if edit_refresh != 1 else None  # checks the value too
+        self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
         recorded = None
         if record_guidance and guided:
             recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)

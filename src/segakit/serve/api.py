@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, spelling
 from segakit.serve.editing import edit_params, submit_edit
 from segakit.serve.schema import (
     EditRequest,
@@ -72,12 +72,52 @@ async def wait_for(job: Job, request: Request):
             return None
 
 
+def _limited_openapi(app: FastAPI, service: Service) -> None:
+    """``/openapi.json`` with the server's limits (:func:`segakit.serve.openapi.with_limits`)."""
+    from segakit.serve.openapi import with_limits
+
+    plain = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            config = service.config
+            names = service.library.names() if getattr(service, "library", None) is not None else []
+            app.openapi_schema = with_limits(plain(), config.limits, config.model, names)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the files of the swagger-ui-bundle package, served here (no CDN)."""
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    from segakit.serve.openapi import ASSETS, docs_page, swagger_assets
+
+    folder = swagger_assets()
+    if folder is None:  # the serve extra installs it; without it /docs says what to install, and the schema stays
+        @app.get("/docs", include_in_schema=False)
+        async def no_docs() -> HTMLResponse:
+            return HTMLResponse("<p>The API's documentation page needs the swagger-ui-bundle package "
+                                "(pip install 'segakit[serve]'); the schema is at <a href='/openapi.json'>/openapi.json</a>.</p>")  # fmt: skip
+        return
+    app.mount(ASSETS, StaticFiles(directory=folder), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.title, app.openapi_url or "/openapi.json"))
+
+
 def build_api(service: Service) -> FastAPI:
     app = FastAPI(
-        title="segakit", version=service.health()["segakit_version"],
+        title="segakit", version=service.health()["segakit_version"], docs_url=None, redoc_url=None,
         description="Semantic control over text-to-image diffusion: SEGA concepts, h-space directions, editing. "
-                    "Field names are those of the PNG parameters and of `segakit generate`'s options.",
+                    "Field names are those of the PNG parameters and of `segakit generate`'s options; "
+                    "the minimum, maximum and enum of a field are this server's limits, set when it started.",
     )  # fmt: skip
+    _limited_openapi(app, service)
+    _offline_docs(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -85,7 +125,8 @@ def build_api(service: Service) -> FastAPI:
 
     @app.exception_handler(UserError)
     async def _user(request: Request, exc: UserError):
-        return error(400, str(exc))
+        with spelling("json"):  # the sentence names the JSON fields the client sent
+            return error(400, str(exc))
 
     @app.exception_handler(QueueFull)
     async def _busy(request: Request, exc: QueueFull):
@@ -130,8 +171,6 @@ def build_api(service: Service) -> FastAPI:
         image = decode_image(req.image)
         if max(image.size) > MAX_EDIT_SIDE:
             raise UserError(f"image is {image.size[0]}x{image.size[1]} pixels; this server edits images up to {MAX_EDIT_SIDE} pixels a side.")
-        if not 1 <= req.captions <= 16:
-            raise UserError(f"--captions {req.captions} is outside 1 to 16.")
         job = submit_edit(service, image, edit_params(req, service.config.model, service.config.limits))
         return await answer(job, request)
 

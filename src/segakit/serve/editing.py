@@ -14,13 +14,13 @@ from segakit.editing.params import EditParams, default_guidance
 
 def edit_params(req, model: str, limits) -> EditParams:
     """An :class:`EditParams` from an ``/api/edit`` request; checked against the server's caps."""
-    from segakit.core.errors import UserError
+    from segakit.core.errors import UserError, arg
 
-    steps = 25 if req.steps is None else req.steps
+    steps = min(25, limits.max_steps) if req.steps is None else req.steps  # left out: what the server allows
     if not 1 <= steps <= limits.max_steps:
-        raise UserError(f"steps {steps} is outside 1 to this server's limit of {limits.max_steps}.")
+        raise UserError(f"{arg('steps')} {steps} is outside 1 to this server's limit of {limits.max_steps}.")
     if len(req.concepts) > limits.max_concepts:
-        raise UserError(f"{len(req.concepts)} concepts is over this server's limit of {limits.max_concepts}.")
+        raise UserError(f"{len(req.concepts)} {arg('concepts')} is over this server's limit of {limits.max_concepts}.")
     params = EditParams(
         instruction=req.instruction, model=model, method=req.method, inversion=req.inversion, source_caption=req.source_caption,
         captions_before=list(req.captions_before), captions_after=list(req.captions_after), num_captions=req.captions,

@@ -13,17 +13,25 @@ import binascii
 import io
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg, closest
 from segakit.jobs.generate import GenerationParams
 from segakit.sega.editspec import parse_edit
 from segakit.sega.guidance import Edit
 from segakit.serve.config import Limits
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number with no fractional part (``5.0``) is the whole number JSON Schema says it is; strings stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
 MAX_SEED = 2**63 - 1
 # Keys a PNG carries that describe the image rather than ask for one: accepted and ignored, so that the
 # ``parameters`` of a returned image can be posted back as they are.
@@ -36,8 +44,8 @@ class EditObject(BaseModel):
     prompt: str
     scale: float | None = None
     threshold: float | None = None
-    warmup: int | None = None
-    cooldown: int | None = None
+    warmup: Int | None = None
+    cooldown: Int | None = None
     reverse: bool = False
     weight: float = 1.0
 
@@ -49,12 +57,12 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(description="The text prompt.", examples=["a face of a person"])
     edits: list[str | EditObject] = Field(default_factory=list, description="Concepts: the CLI's edit strings such as '+glasses:s=6' or objects.")  # fmt: skip
     negative_prompt: str | None = None
-    seed: int = Field(0, description="Seed of the first image; image i uses seed + i.")
-    num_images: int = 1
-    steps: int | None = Field(None, description="Denoising steps (default: 25 on the embedded model, 50 otherwise).")
+    seed: Int = Field(0, description="Seed of the first image; image i uses seed + i.")
+    num_images: Int = 1
+    steps: Int | None = Field(None, description="Denoising steps (default: 25 on the embedded model, 50 otherwise; at most the server's limit when left out).")
     guidance: float | None = Field(None, description="Classifier-free guidance scale (default 7.5).")
-    height: int | None = None
-    width: int | None = None
+    height: Int | None = None
+    width: Int | None = None
     eta: float = 0.0
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
@@ -76,6 +84,7 @@ class GenerateRequest(BaseModel):
     segakit_version: str | None = None
     edit_defaults: dict[str, Any] | None = None
     fair_choice: str | None = None
+    warnings: list[str] | None = Field(None, description="What a returned image's parameters say went wrong (a concept that never acted); ignored.")
 
 
 class EditRequest(BaseModel):
@@ -90,12 +99,12 @@ class EditRequest(BaseModel):
     captions_before: list[str] = Field(default_factory=list, description="Captions of the image before the edit (default: the source caption).")
     captions_after: list[str] = Field(default_factory=list, description="Captions after the edit (skip the caption writer; needed on models without one; the embedded model has its own).")
     concepts: list[str] = Field(default_factory=list, description="method 'sega': the concepts to add or remove, e.g. '+glasses', '-beard'.")
-    captions: int = Field(3, description="Captions the caption writer writes per side.")
-    seed: int = 0
-    steps: int | None = Field(None, description="Inversion steps = edit steps (default 25).")
+    captions: Int = Field(3, description="Captions the caption writer writes per side.")
+    seed: Int = 0
+    steps: Int | None = Field(None, description="Inversion steps = edit steps (default 25, or the server's limit when lower).")
     guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion).")
     mask: float = Field(0.0, ge=0, lt=1, description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image).")
-    blend_dilate: int = Field(0, ge=0, le=8, description="with blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (keeps a noise-masked edit in one piece).")
+    blend_dilate: Int = Field(0, ge=0, le=8, description="with blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (keeps a noise-masked edit in one piece).")
     threshold: float = Field(0.9, ge=0, lt=1, description="method 'sega': the masks' quantile (LEDITS++: 0.9; with sega_mask 'noise' and blend, 0.99 edits more and keeps more of the image than LEDITS++'s defaults on the embedded model).")
     sega_mask: Literal["intersect", "attention", "noise"] = Field("intersect", description="method 'sega': the masks each concept's guidance goes through: intersect (LEDITS++'s: attention and noise mask), attention or noise alone (SEGA's own quantile mask).")
     blend: bool = Field(False, description="method 'sega', or onthefly on a DDPM inversion with a mask: outside the masks of the steps so far, hold the inversion's own latents (keeps more of the image, edits less often).")
@@ -132,7 +141,8 @@ def library_directions(specs: list[str], library) -> list[str]:
         if name not in library.files:
             name = by_path.get(str(Path(name).resolve()), name) if name.endswith(".safetensors") else name
         if name not in library.files:
-            raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of {', '.join(library.names())}.")  # fmt: skip
+            raise UserError(f"Direction {spec!r} is not in the model's direction library; use NAME[:STRENGTH] with NAME one of "
+                            f"{', '.join(library.names())}{closest(name, library.names())}.")  # fmt: skip
         out.append(f"{(library.folder / library.files[name]).resolve()}:{tail or library.strength_of(name)}")
     return out
 
@@ -153,23 +163,23 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
     for name in ("loras", "embeddings", "library", "apply_guidance"):
         if getattr(req, name):
             raise UserError(f"{name} names files on the server, which the HTTP API does not take; use segakit generate for it.")  # fmt: skip
-    steps = default_steps(model) if req.steps is None else req.steps
+    steps = min(default_steps(model), limits.max_steps) if req.steps is None else req.steps  # left out: what the server allows
     if steps > limits.max_steps:
-        raise UserError(f"--steps {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer.")
+        raise UserError(f"{arg('steps')} {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer.")
     if req.num_images > limits.max_images:
-        raise UserError(f"--num-images {req.num_images} is above this server's limit of {limits.max_images} images per request.")
+        raise UserError(f"{arg('num_images')} {req.num_images} is above this server's limit of {limits.max_images} images per request.")
     if len(req.edits) > limits.max_concepts:
-        raise UserError(f"{len(req.edits)} edits were given; this server takes at most {limits.max_concepts} concepts per request.")
+        raise UserError(f"{len(req.edits)} {arg('edits')} were given; this server takes at most {limits.max_concepts} concepts per request.")
     if req.sweep is not None and len(req.sweep) > limits.max_sweep:
-        raise UserError(f"--sweep has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip.")
+        raise UserError(f"{arg('sweep')} has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip.")
     for name in ("height", "width"):
         value = getattr(req, name)
         if value is not None and not (8 <= value <= limits.max_side and value % 8 == 0):
-            raise UserError(f"--{name} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels.")
+            raise UserError(f"{arg(name)} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels.")
     if req.seed > MAX_SEED - limits.max_images:
-        raise UserError(f"--seed {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}.")
+        raise UserError(f"{arg('seed')} {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}.")
     if not 0 <= req.eta <= 1:
-        raise UserError(f"eta {req.eta} is outside [0, 1]; 0 is DDIM, 1 is DDPM-like sampling.")
+        raise UserError(f"{arg('eta')} {req.eta} is outside [0, 1]; 0 is DDIM, 1 is DDPM-like sampling.")
     if req.directions and library is None:
         raise UserError(f"directions need a direction library, and model {model!r} has none on this server.")
     params = GenerationParams(

@@ -183,7 +183,7 @@ class App:
                 with gr.Row():
                     with gr.Column(scale=3):
                         prompt = gr.Textbox(label="Prompt", value=b.prompt, placeholder="a face of a person", elem_id="prompt")
-                        negative = gr.Textbox(label="Negative prompt", elem_id="negative")
+                        negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
                         with gr.Row():
                             seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="seed")
                             steps = gr.Slider(1, self.max_steps, value=b.steps, step=1, label="Steps", elem_id="steps")
@@ -194,13 +194,13 @@ class App:
                             actives.append(gr.Checkbox(value=False, visible=False, elem_id=f"active-{i}"))
                             with gr.Group(visible=False, elem_id=f"concept-row-{i}") as group:
                                 with gr.Row():
-                                    concept = gr.Textbox(label=f"Concept {i + 1}", placeholder="glasses", elem_id=f"concept-{i}", scale=3)
+                                    concept = gr.Textbox(label=f"Concept {i + 1}", value="", placeholder="glasses", elem_id=f"concept-{i}", scale=3)
                                     direction = gr.Radio([ADD, REMOVE], value=ADD, label="Direction", elem_id=f"direction-{i}", scale=2)
                                     removes.append(gr.Button("Remove", elem_id=f"remove-{i}", scale=1, size="sm"))
                                 with gr.Row():
                                     scale = gr.Slider(0, 30, value=r.scale, step=0.5, label="Scale", elem_id=f"scale-{i}")
                                     threshold = gr.Slider(0, 0.99, value=r.threshold, step=0.01, label="Threshold", elem_id=f"threshold-{i}")
-                                    warmup = gr.Slider(0, self.max_steps, value=r.warmup, step=1, label="Warm-up", elem_id=f"warmup-{i}")
+                                    warmup = gr.Slider(0, self.max_steps, value=min(r.warmup, self.max_steps), step=1, label="Warm-up", elem_id=f"warmup-{i}")
                                     cooldown = gr.Slider(1, self.max_steps, value=r.cooldown, step=1, label="Cool-down (right end: never)", elem_id=f"cooldown-{i}")
                                     weight = gr.Slider(0, 5, value=r.weight, step=0.1, label="Weight", elem_id=f"weight-{i}")
                             groups.append(group)
@@ -235,9 +235,9 @@ class App:
                         method = gr.Radio(["onthefly", "sega"], value="onthefly", label="Method", elem_id="edit-method")
                         inversion = gr.Radio(["ddim", "ddpm"], value="ddim", label="Inversion (onthefly: ddim is the paper's, ddpm keeps more of the image)",
                                              elem_id="edit-inversion")  # fmt: skip
-                        source_caption = gr.Textbox(label="What the image shows", placeholder="a face of a woman", elem_id="edit-source-caption")
-                        edit_after = gr.Textbox(label="Captions after the edit (onthefly)", lines=2, placeholder="a face of a woman with glasses", elem_id="edit-after")
-                        concepts = gr.Textbox(label="Concepts (sega)", lines=2, placeholder="+glasses", elem_id="edit-concepts")
+                        source_caption = gr.Textbox(label="What the image shows", value="", placeholder="a face of a woman", elem_id="edit-source-caption")
+                        edit_after = gr.Textbox(label="Captions after the edit (onthefly)", lines=2, value="", placeholder="a face of a woman with glasses", elem_id="edit-after")
+                        concepts = gr.Textbox(label="Concepts (sega)", lines=2, value="", placeholder="+glasses", elem_id="edit-concepts")
                         edit_steps = gr.Slider(1, self.service.config.limits.max_steps, value=min(25, self.service.config.limits.max_steps), step=1,
                                                label="Steps", elem_id="edit-steps")  # fmt: skip
                         with gr.Row():
@@ -259,19 +259,21 @@ class App:
                                             elem_id="edit-download", interactive=False)  # fmt: skip
                 edit_btn.click(self.edit, [source, instruction, method, source_caption, edit_after, concepts, edit_steps, inversion, edit_mask, edit_guidance, edit_blend,
                                         sega_mask, threshold, blend_dilate],
-                               [result, caption_box, captions_box, edit_file], concurrency_limit=1)  # fmt: skip
+                               [result, caption_box, captions_box, edit_file], concurrency_limit=1, api_name="edit")  # fmt: skip
 
             flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]
             outputs = [before, after, download, params_box, status]
-            run.click(self.full, flat, outputs, concurrency_limit=1)
-            strip_btn.click(self.strip, flat, [strip_img, strip_file], concurrency_limit=1)
+            # the endpoints meant for callers (gradio_client: /generate, /strip, /edit); the UI's own events are private
+            run.click(self.full, flat, outputs, concurrency_limit=1, api_name="generate")
+            strip_btn.click(self.strip, flat, [strip_img, strip_file], concurrency_limit=1, api_name="strip")
             for slider in [guidance, *[c for row in rows for c in row[3:]], *strengths]:
-                slider.input(self.preview, flat, [after, status], trigger_mode="always_last", show_progress="hidden", concurrency_limit=1)
-                slider.release(self.slider_release, flat, outputs, trigger_mode="always_last", concurrency_limit=1)
-            add.click(self.add_row, actives, [*actives, *groups])
+                slider.input(self.preview, flat, [after, status], trigger_mode="always_last", show_progress="hidden", concurrency_limit=1,
+                             api_visibility="private")  # fmt: skip
+                slider.release(self.slider_release, flat, outputs, trigger_mode="always_last", concurrency_limit=1, api_visibility="private")
+            add.click(self.add_row, actives, [*actives, *groups], api_visibility="private")
             for i, button in enumerate(removes):
-                button.click(self.remove_row(i), actives, [*actives, *groups])
-            restore.upload(self.restore, restore, [*flat, *groups, status])
+                button.click(self.remove_row(i), actives, [*actives, *groups], api_visibility="private")
+            restore.upload(self.restore, restore, [*flat, *groups, status], api_visibility="private")
         return demo
 
 

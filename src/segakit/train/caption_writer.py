@@ -18,7 +18,7 @@ back exactly), wrapped as ``PreTrainedTokenizerFast``: the folder loads with ``A
     python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_steps 5000
     python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_steps 10000
     python -m segakit.train.caption_writer --threads 1 --run /work/runs-edit/writer --max_steps 20000 \\
-        --export src/segakit/assets/caption_writer
+        --export src/segakit/assets/caption_writer --overwrite true
     python -m segakit.train.caption_writer --max_steps 2 --batch_size 2 --run /tmp/cw --eval_n 0   # smoke
 
 Writes ``<run>/ckpt`` (resumable), ``<run>/model`` (refreshed at each checkpoint) and ``<run>/metrics.jsonl``.
@@ -37,7 +37,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from segakit.editing.caption_writer import AFTER_MARK, caption_prompt
-from segakit.train.checkpoint import copy_dir, load_checkpoint, save_checkpoint, save_pretrained_dir
+from segakit.train.checkpoint import check_export, copy_dir, load_checkpoint, save_checkpoint, save_pretrained_dir
 from segakit.train.config import config_dict, lr_at, parse_config, setup_torch
 from segakit.world.edit_captions import WRITER_STREAM, edit_captions_at
 
@@ -51,6 +51,7 @@ N_WEIGHTS = (0.1, 0.2, 0.4, 0.2, 0.1)  # how often a text has 1..5 captions per 
 class WriterConfig:
     run: str = "runs/caption_writer"
     export: str = ""  # also copy the final folder here (e.g. src/segakit/assets/caption_writer)
+    overwrite: bool = False  # --overwrite true: replace an existing --export (the output policy: never unasked)
     device: str = "cpu"
     threads: int = 1
     seed: int = 0  # the world seed of the training texts (their own random stream; evaluation reads another)
@@ -149,6 +150,7 @@ def export(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, folder: P
 
 
 def train(cfg: WriterConfig) -> Path:
+    check_export(cfg.export, cfg.overwrite)
     device = setup_torch(cfg.device, cfg.threads)
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ at random), so the captioner learns to say several attributes of what it sees. E
 another seed (``segakit.eval.captioner``).
 
     python -m segakit.train.captioner --threads 1 --run /work/runs-edit/captioner-clip --max_steps 1000 \\
-        --max_minutes 35 --eval_n 300 --export src/segakit/assets/captioner   # the shipped run (resumes)
+        --max_minutes 35 --eval_n 300 --export src/segakit/assets/captioner --overwrite true   # the shipped run (resumes)
     python -m segakit.train.captioner --max_steps 2 --batch_size 4 --run /tmp/cap --eval_n 0   # smoke
 
 Writes ``<run>/ckpt`` (resumable: weights, AdamW state, the data position), ``<run>/model`` (the loadable folder,
@@ -44,7 +44,7 @@ from transformers import (
     BlipProcessor,
 )
 
-from segakit.train.checkpoint import copy_dir, find_checkpoint, load_checkpoint, save_checkpoint, save_pretrained_dir
+from segakit.train.checkpoint import check_export, copy_dir, find_checkpoint, load_checkpoint, save_checkpoint, save_pretrained_dir
 from segakit.train.config import config_dict, lr_at, parse_config, setup_torch
 from segakit.world.captions import SYNONYMS, TEMPLATES, realize
 from segakit.world.dataset import rng_for
@@ -61,6 +61,7 @@ WORD = re.compile(r"\w+|[^\w\s]")  # BERT's basic split: words, and each punctua
 class CaptionerConfig:
     run: str = "runs/captioner"
     export: str = ""  # also copy the final folder here (e.g. src/segakit/assets/captioner)
+    overwrite: bool = False  # --overwrite true: replace an existing --export (the output policy: never unasked)
     device: str = "cpu"
     threads: int = 1
     seed: int = 0  # training seed of the world (evaluation: segakit.eval.captioner's seed)
@@ -206,6 +207,7 @@ def export(model: BlipForConditionalGeneration, processor: BlipProcessor, folder
 
 
 def train(cfg: CaptionerConfig) -> Path:
+    check_export(cfg.export, cfg.overwrite)
     device = setup_torch(cfg.device, cfg.threads)
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,15 @@ def save_pretrained_dir(folder: Path, info: dict, *parts) -> None:
     replace_dir(tmp, folder)
 
 
+def check_export(export: str, overwrite: bool) -> None:
+    """The output policy for a recipe's ``--export``: an existing file or folder there is refused before training
+    starts unless ``--overwrite true`` (replacing shipped weights is meant to be asked for)."""
+    from segakit.core.errors import UserError
+
+    if export and Path(export).exists() and not overwrite:
+        raise UserError(f"--export {export!r} exists already; pass --overwrite true to replace it, or export elsewhere.")
+
+
 def copy_dir(src: Path, dest: Path) -> Path:
     """Copy folder ``src`` to ``dest`` (e.g. a run's model into the package's assets), replacing it whole."""
     dest = Path(dest)

@@ -2,7 +2,7 @@
 
     python -m segakit.train.oracle                       # defaults below; resumes from out_dir if a checkpoint exists
     python -m segakit.train.oracle --max_steps=200 --out_dir=out/oracle-smoke
-    python -m segakit.train.oracle --export=src/segakit/assets/oracle/oracle.safetensors
+    python -m segakit.train.oracle --export=src/segakit/assets/oracle/oracle.safetensors --overwrite=true
 
 Data is rendered on the fly: step k uses samples k*B .. (k+1)*B-1 of ``train_seed`` (so a resumed run sees
 exactly the data it would have seen), half of them drawn from the world's priors and half with every
@@ -25,11 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segakit.train.checkpoint import check_export
+
 
 @dataclass
 class TrainConfig:
     out_dir: str = "out/oracle"
     export: str = ""  # also write fp16 weights here at the end (e.g. src/segakit/assets/oracle/oracle.safetensors)
+    overwrite: bool = False  # --overwrite true: replace an existing --export (the output policy: never unasked)
     init: str = ""  # start from these oracle weights (a fine-tune) instead of random ones; "shipped" = the packaged oracle
     autoencoder: str = ""  # diffusers AutoencoderKL folder: a share of the augmented images go through its round trip
     train_seed: int = 1
@@ -166,6 +169,7 @@ def fmt_acc(acc: dict[str, float]) -> str:
 def train(cfg: TrainConfig) -> Path:
     from segakit.world.oracle import IGNORE, Oracle, OracleConfig, OracleNet, augment, encode_labels
 
+    check_export(cfg.export, cfg.overwrite)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.train_seed)
     out = Path(cfg.out_dir)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segakit.core.atomic import atomic_open, ensure_writable_dir
+from segakit.core.atomic import atomic_append, atomic_open, ensure_writable_dir
 from segakit.core.errors import UserError
 from segakit.world.captions import caption
 from segakit.world.render import render
@@ -73,6 +73,18 @@ def file_name(index: int, width: int, suffix: str = "") -> str:
     return f"{index:0{width}d}{suffix}.png"
 
 
+SAMPLE_PATTERN = r"^(\d+)\.png$"  # the numbered files of a sample folder
+
+
+def record_field(line: bytes, key: str):
+    """``key`` of one JSON Lines record (None for a line that is not a JSON object)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get(key) if isinstance(record, dict) else None
+
+
 def name_width(start: int, n: int) -> int:
     return max(6, len(str(start + n - 1)))
 
@@ -85,13 +97,19 @@ def write_samples(
     fixed: Mapping[str, Any] | None = None,
     on_item: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write ``n`` PNGs and ``labels.jsonl`` (file, caption, every attribute, nuisance) to ``out``; streams."""
+    """Write ``n`` PNGs and ``labels.jsonl`` (file, caption, every attribute, nuisance) to ``out``; streams.
+
+    ``labels.jsonl`` keeps the records already there (but those of the files written again) and gets the new ones
+    appended. Where the numbering starts is the caller's choice (``segakit world sample`` continues after the
+    highest number there: :func:`segakit.core.outputs.plan_series`).
+    """
     check_count(n, seed, start)
     sample_face(rng_for(seed, start), fixed)  # validates ``fixed`` before anything is written
     out = ensure_writable_dir(Path(out))
     width = name_width(start, n)
     labels = out / "labels.jsonl"
-    with atomic_open(labels, "wb") as fh:
+    names = {file_name(start + i, width) for i in range(n)}
+    with atomic_append(labels, keep=lambda line: record_field(line, "file") not in names) as fh:  # appended, never rewritten
         for i, s in enumerate(samples(n, seed, start, fixed)):
             name = file_name(start + i, width)
             with atomic_open(out / name, "wb") as img_fh:

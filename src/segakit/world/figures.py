@@ -1,6 +1,6 @@
 """Figures for docs/world.md: a contact sheet with captions, one row per attribute, edit pairs, augmentation.
 
-    segakit world sheet --out docs/img
+    segakit world sheet --out docs/img --overwrite
 
 Thumbnails are the real 64x64 renders, enlarged with nearest-neighbour so every pixel shows.
 """
@@ -140,13 +140,16 @@ def augment_sheet(path: Path, seed: int = 0, n: int = 8) -> Path:
     return path
 
 
+FIGURES = ("world-contact-sheet.png", "world-attributes.png", "world-pairs.png", "world-augment.png")
+
+
 def all_figures(out: Path, seed: int = 0) -> list[Path]:
     out = Path(out)
     return [
-        contact_sheet(out / "world-contact-sheet.png", seed),
-        attribute_rows(out / "world-attributes.png"),
-        pair_sheet(out / "world-pairs.png", seed),
-        augment_sheet(out / "world-augment.png", seed),
+        contact_sheet(out / FIGURES[0], seed),
+        attribute_rows(out / FIGURES[1]),
+        pair_sheet(out / FIGURES[2], seed),
+        augment_sheet(out / FIGURES[3], seed),
     ]
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segakit.core.atomic import atomic_open, ensure_writable_dir
-from segakit.core.errors import UserError
+from segakit.core.atomic import atomic_append, atomic_open, ensure_writable_dir
+from segakit.core.errors import UserError, closest
 from segakit.world.captions import CONCEPTS, HAT_WORDS, ROLE_NOUNS, hair_color_visible, plan_caption, realize
-from segakit.world.dataset import PAIR_STREAM, check_count, file_name, name_width, png_bytes, rng_for
+from segakit.world.dataset import PAIR_STREAM, record_field, check_count, file_name, name_width, png_bytes, rng_for
 from segakit.world.render import render
 from segakit.world.schema import ATTRIBUTES, BINARY, Face, sample_face
 
@@ -250,7 +250,7 @@ def check_attributes(attributes: Sequence[str] | None) -> list[str] | None:
         return None
     for a in attributes:
         if a not in ATTRIBUTES:
-            raise UserError(f"Unknown attribute {a!r}; allowed: {', '.join(ATTRIBUTES)}.")
+            raise UserError(f"Unknown attribute {a!r}; allowed: {', '.join(ATTRIBUTES)}{closest(a, ATTRIBUTES)}.")
     return list(attributes)
 
 
@@ -262,6 +262,9 @@ def pairs(n: int, seed: int, start: int = 0, attributes: Sequence[str] | None = 
         yield pair_at(seed, i, attributes)
 
 
+PAIRS_PATTERN = r"^(\d+)_source\.png$"  # the numbered pairs of a pairs folder
+
+
 def write_pairs(
     out: Path | str,
     n: int,
@@ -270,13 +273,15 @@ def write_pairs(
     attributes: Sequence[str] | None = None,
     on_item: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write ``NNNNNN_source.png``, ``NNNNNN_target.png`` and ``pairs.jsonl`` to ``out``; streams."""
+    """Write ``NNNNNN_source.png``, ``NNNNNN_target.png`` and ``pairs.jsonl`` to ``out``; streams (``pairs.jsonl``
+    keeps the records already there, but those of the pairs written again, and gets the new ones appended)."""
     check_count(n, seed, start)
     attributes = check_attributes(attributes)
     out = ensure_writable_dir(Path(out))
     width = name_width(start, n)
     path = out / "pairs.jsonl"
-    with atomic_open(path, "wb") as fh:
+    names = {file_name(start + k, width, "_source") for k in range(n)}
+    with atomic_append(path, keep=lambda line: record_field(line, "source") not in names) as fh:  # appended, never rewritten
         for k, p in enumerate(pairs(n, seed, start, attributes)):
             src, tgt = file_name(p.index, width, "_source"), file_name(p.index, width, "_target")
             for name, img in ((src, p.source_image), (tgt, p.target_image)):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, closest
 
 RGB = tuple[int, int, int]
 
@@ -180,7 +180,7 @@ def _fmt(values: tuple) -> str:
 def parse_value(attr: str, text: str | bool) -> str | bool:
     """Parse a user-given value (``"true"``, ``"doctor"``) for ``attr``; UserError if unknown."""
     if attr not in ATTRIBUTES:
-        raise UserError(f"Unknown attribute {attr!r}; allowed: {', '.join(ATTRIBUTES)}.")
+        raise UserError(f"Unknown attribute {attr!r}; allowed: {', '.join(ATTRIBUTES)}{closest(attr, ATTRIBUTES)}.")
     values = ATTRIBUTES[attr]
     if isinstance(text, bool):
         value: str | bool = text
@@ -195,7 +195,7 @@ def parse_value(attr: str, text: str | bool) -> str | bool:
     else:
         value = str(text).strip().lower()
     if value not in values or (attr in BINARY and not isinstance(value, bool)):
-        raise UserError(f"Unknown value {text!r} for attribute {attr!r}; allowed: {_fmt(values)}.")
+        raise UserError(f"Unknown value {text!r} for attribute {attr!r}; allowed: {_fmt(values)}{closest(text, [str(v).lower() for v in values])}.")
     return value
 
 
