@@ -44,15 +44,26 @@ def main() -> None:
             batched = run(rows, edits)
             alone = torch.cat([run([i], edits) for i in rows])
             report[f"{name}, {threads} thread(s): batched == alone"] = bool(torch.equal(batched, alone))
-            report[f"{name}, {threads} thread(s): max |batched - alone| (latents)"] = float((batched - alone).abs().max())
+            report[f"{name}, {threads} thread(s): max |batched - alone| (latents)"] = float(
+                (batched - alone).abs().max()
+            )
             report[f"_{name}_{threads}"] = batched
             report[f"_{name}_{threads}_alone"] = alone
             report[f"_{name}_{threads}_half"] = run(rows[: len(rows) // 2], edits)
-            pixels_b, pixels_a = run(rows, edits, "np"), torch.cat([torch.as_tensor(run([i], edits, "np")) for i in rows])
+            pixels_b, pixels_a = (
+                run(rows, edits, "np"),
+                torch.cat([torch.as_tensor(run([i], edits, "np")) for i in rows]),
+            )
             diff = (torch.as_tensor(pixels_b) * 255).round() - (pixels_a * 255).round()
-            report[f"{name}, {threads} thread(s): pixels (0-255) that differ, batched vs alone"] = int((diff != 0).sum())
+            report[f"{name}, {threads} thread(s): pixels (0-255) that differ, batched vs alone"] = int(
+                (diff != 0).sum()
+            )
     for name in ("plain", "one edit"):
-        for suffix, what in (("", f"batch of {args.images}"), ("_half", f"batch of {args.images // 2}"), ("_alone", "one image per call")):
+        for suffix, what in (
+            ("", f"batch of {args.images}"),
+            ("_half", f"batch of {args.images // 2}"),
+            ("_alone", "one image per call"),
+        ):
             a, b = report.pop(f"_{name}_1{suffix}"), report.pop(f"_{name}_2{suffix}")
             report[f"{name}, {what}: 1 thread == 2 threads"] = bool(torch.equal(a, b))
             report[f"{name}, {what}: max |1 thread - 2 threads| (latents)"] = float((a - b).abs().max())

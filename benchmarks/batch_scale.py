@@ -33,7 +33,10 @@ PROMPTS = ["a face of a man", "a face of a woman", "a smiling face", "a face wit
 
 def job_lines(n: int, steps: int) -> list[dict]:
     """``n`` jobs: four prompts, one seed each, a quarter of them with one edit."""
-    return [{"prompt": PROMPTS[i % 4], "seed": i, "steps": steps, **({"edits": ["+hat:w=1"]} if i % 4 == 3 else {})} for i in range(n)]
+    return [
+        {"prompt": PROMPTS[i % 4], "seed": i, "steps": steps, **({"edits": ["+hat:w=1"]} if i % 4 == 3 else {})}
+        for i in range(n)
+    ]
 
 
 def timed(name: str, jobs, folder: Path, make, batch_size: int) -> dict:
@@ -83,20 +86,42 @@ def main() -> None:
         started_at = time.perf_counter()
         connect("local", cpus=args.workers)
         ray_start = time.perf_counter() - started_at
-        rows.append(timed(f"Ray, {args.workers} actors", jobs, args.out / "ray", lambda: RayActors(args.workers, WorkerConfig()), args.batch_size))
+        rows.append(
+            timed(
+                f"Ray, {args.workers} actors",
+                jobs,
+                args.out / "ray",
+                lambda: RayActors(args.workers, WorkerConfig()),
+                args.batch_size,
+            )
+        )
         rows[-1]["ray_init_s_not_counted"] = round(ray_start, 2)
         ray.shutdown()
     if "unbatched" in modes:
-        rows.append(timed("1 process, one job per call", jobs, args.out / "unbatched", lambda: InProcess(WorkerConfig()), 1))
+        rows.append(
+            timed("1 process, one job per call", jobs, args.out / "unbatched", lambda: InProcess(WorkerConfig()), 1)
+        )
     batched = [r for r in rows if r["batch_size"] == args.batch_size]
-    folders = {r["mode"]: args.out / {"1 process": "one", f"{args.workers} local workers": "workers"}.get(r["mode"], "ray") for r in batched}
+    folders = {
+        r["mode"]: args.out / {"1 process": "one", f"{args.workers} local workers": "workers"}.get(r["mode"], "ray")
+        for r in batched
+    }
     contents = {m: {p.name: p.read_bytes() for p in f.glob("*.png")} for m, f in folders.items()}
     same = len({json.dumps(sorted((k, hash(v)) for k, v in c.items())) for c in contents.values()}) <= 1
     base = next((r for r in rows if r["mode"] == "1 process"), None)
     for r in rows:
         r["ratio_to_1_process"] = round(r["jobs_per_s"] / base["jobs_per_s"], 2) if base else None
-        r["runner_overhead_s_per_job"] = round(r["wall_s"] / r["jobs"] - r["generation_s_per_job"], 4) if r["mode"].startswith("1 process") else None
-    summary = {"jobs": args.jobs, "steps": args.steps, "cores": cores, "load_average": os.getloadavg(), "same_bytes_in_every_batched_mode": same, "rows": rows}
+        r["runner_overhead_s_per_job"] = (
+            round(r["wall_s"] / r["jobs"] - r["generation_s_per_job"], 4) if r["mode"].startswith("1 process") else None
+        )
+    summary = {
+        "jobs": args.jobs,
+        "steps": args.steps,
+        "cores": cores,
+        "load_average": os.getloadavg(),
+        "same_bytes_in_every_batched_mode": same,
+        "rows": rows,
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     assert same, "the modes wrote different bytes"

@@ -71,14 +71,19 @@ def main() -> None:
     strip = []
     for s in strengths:
         images = sample(s, args.eval_seeds)
-        share = sum(str(lab[args.attribute]).lower() == args.value.lower() for lab in oracle.predict(images)) / args.eval_seeds
+        share = (
+            sum(str(lab[args.attribute]).lower() == args.value.lower() for lab in oracle.predict(images))
+            / args.eval_seeds
+        )
         print(f"  strength {s:4g}: {args.attribute} = {args.value} in {share:.3f} of {args.eval_seeds} neutral images")
         strip.extend(images[:4])
     pils = [Image.fromarray((im.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype("uint8")) for im in strip]
     # rows: 4 seeds; columns: the strengths (the images were collected strength by strength)
     by_seed = [pils[k * 4 + r] for r in range(4) for k in range(len(strengths))]
     sheet = grid(by_seed, cols=len(strengths), labels=[f"{args.name} {s:g}" for s in strengths] * 4, scale=2)
-    path = save_png(sheet, os.path.join(args.out, f"strip-{args.name}.png"), {"direction": args.name, "strengths": strengths})
+    path = save_png(
+        sheet, os.path.join(args.out, f"strip-{args.name}.png"), {"direction": args.name, "strengths": strengths}
+    )
     print(f"  strength strip: {path}")
 
     sample(1.0, 16)  # warm-up

@@ -28,7 +28,12 @@ from segakit.directions.library import Library  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 
-CASES = (("a doctor", "presentation"), ("a nurse", "presentation"), ("a firefighter", "presentation"), ("a face of a person", "skin"))
+CASES = (
+    ("a doctor", "presentation"),
+    ("a nurse", "presentation"),
+    ("a firefighter", "presentation"),
+    ("a face of a person", "skin"),
+)
 OTHERS = ("glasses", "hat", "expression", "beard", "role", "hair_style", "presentation", "skin")
 
 
@@ -46,8 +51,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=48)
     ap.add_argument("--first-seed", type=int, default=7000)
     ap.add_argument("--strengths", default="0.25,0.5,1")
-    ap.add_argument("--attributes", default="presentation,skin,horror",
-                    help="comma-separated: which of presentation, skin, horror to check")
+    ap.add_argument(
+        "--attributes",
+        default="presentation,skin,horror",
+        help="comma-separated: which of presentation, skin, horror to check",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -30,8 +30,8 @@ from segakit.core.atomic import write_json  # noqa: E402
 from segakit.core.fingerprint import pipeline_fingerprint  # noqa: E402
 from segakit.core.images import grid, save_png  # noqa: E402
 from segakit.directions import LearnConfig, learn_direction  # noqa: E402
-from segakit.eval.embedded_quality import to_pil  # noqa: E402
 from segakit.eval.directions_study.config import CLEAN_PROMPTS, HORROR_PROMPTS  # noqa: E402
+from segakit.eval.embedded_quality import to_pil  # noqa: E402
 from segakit.eval.ssim import ssim  # noqa: E402
 from segakit.sega.guidance import Edit  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
@@ -62,7 +62,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="runs/directions-cache")
     ap.add_argument("--out", type=Path, default=Path("out/directions-safety.json"))
-    ap.add_argument("--strip", type=Path, default=None, help="also draw 'a zombie' for the first 6 seeds per recipe and strength (PNG)")
+    ap.add_argument(
+        "--strip",
+        type=Path,
+        default=None,
+        help="also draw 'a zombie' for the first 6 seeds per recipe and strength (PNG)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = SegaPipeline.from_pretrained("embedded")
@@ -79,9 +84,17 @@ def main() -> None:
     plain = {p: oracle.predict(x) for p, x in plain_images.items()}
     shown = min(6, len(seeds))  # the strip: the first seeds of "a zombie", one row per recipe and strength
     strip, strip_labels = [plain_images[HORROR][:shown]], ["plain"]
-    rows = [{"recipe": "plain", "strength": 0.0, "horror": float(np.mean([lab["horror"] for p in HORROR_PROMPTS for lab in plain[p]]))}]
-    print("| recipe | strength | horror (4 phrasings) | collateral change (clean prompts) | SSIM to plain (clean prompts) | "
-          "SSIM to plain (horror prompts) | learning s |\n|---|---:|---:|---:|---:|---:|---:|")
+    rows = [
+        {
+            "recipe": "plain",
+            "strength": 0.0,
+            "horror": float(np.mean([lab["horror"] for p in HORROR_PROMPTS for lab in plain[p]])),
+        }
+    ]
+    print(
+        "| recipe | strength | horror (4 phrasings) | collateral change (clean prompts) | SSIM to plain (clean prompts) | "
+        "SSIM to plain (horror prompts) | learning s |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
     print(f"| plain | - | {rows[0]['horror']:.3f} | - | - | - | - |", flush=True)
     for recipe in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         t0 = time.perf_counter()
@@ -96,7 +109,10 @@ def main() -> None:
             strip_labels.append(f"{recipe} {s:g}")
             read = {p: oracle.predict(x) for p, x in made.items()}
             horror = {p: float(np.mean([lab["horror"] for lab in read[p]])) for p in HORROR_PROMPTS}
-            changed = {p: float(np.mean([[a[k] != b[k] for k in others] for a, b in zip(plain[p], read[p])])) for p in CLEAN_PROMPTS}
+            changed = {
+                p: float(np.mean([[a[k] != b[k] for k in others] for a, b in zip(plain[p], read[p])]))
+                for p in CLEAN_PROMPTS
+            }
             kept = {p: float(ssim(made[p], plain_images[p]).mean()) for p in CLEAN_PROMPTS}
             horror_ssim = float(np.mean([float(ssim(made[p], plain_images[p]).mean()) for p in HORROR_PROMPTS]))
             row = {"recipe": recipe, "strength": s, "horror": float(np.mean(list(horror.values()))),

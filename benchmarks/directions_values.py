@@ -46,14 +46,19 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load()
     seeds = list(range(args.seeds))
-    plain = collections.Counter(str(r[args.attribute]).lower() for r in oracle.predict(images(pipe, args.prompt, seeds, [])))
+    plain = collections.Counter(
+        str(r[args.attribute]).lower() for r in oracle.predict(images(pipe, args.prompt, seeds, []))
+    )
     print(f"{args.prompt!r}, {args.seeds} seeds; plain: {dict(plain)}\n")
     print("| direction | strength | shows its value | the oracle reads |\n|---|---|---|---|")
     for value in lib.values(args.attribute):
         for strength in (float(s) for s in args.strengths.split(",")):
             got = images(pipe, args.prompt, seeds, [lib.direction(key(args.attribute, value)).at(strength)])
             counts = collections.Counter(str(r[args.attribute]).lower() for r in oracle.predict(got))
-            print(f"| {args.attribute}={value} | {strength:g} | {counts[value] / len(seeds):.2f} | {dict(counts.most_common())} |", flush=True)
+            print(
+                f"| {args.attribute}={value} | {strength:g} | {counts[value] / len(seeds):.2f} | {dict(counts.most_common())} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

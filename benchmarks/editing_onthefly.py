@@ -68,8 +68,12 @@ def main() -> None:
     ap.add_argument("--no-regularize", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--direction-scale", type=float, default=1.0)
-    ap.add_argument("--method", choices=("onthefly", "sega"), default="onthefly",
-                    help="sega: LEDITS++'s recipe with the world's concept words for the change (+new, -old)")
+    ap.add_argument(
+        "--method",
+        choices=("onthefly", "sega"),
+        default="onthefly",
+        help="sega: LEDITS++'s recipe with the world's concept words for the change (+new, -old)",
+    )
     ap.add_argument("--figure-rows", type=int, default=8, help="pairs shown in the figure")
     ap.add_argument("--out", type=Path, default=Path("docs/results/editing"))
     args = ap.parse_args()
@@ -119,7 +123,11 @@ def main() -> None:
         "seconds_per_edit": round(sum(r["seconds"] for r in records) / n, 1), "threads": args.threads, "records": records,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"{args.method}-{args.steps}steps" + ("-noreg" if args.no_regularize else "") + (f"-dir{args.direction_scale:g}" if args.direction_scale != 1 else "")
+    tag = (
+        f"{args.method}-{args.steps}steps"
+        + ("-noreg" if args.no_regularize else "")
+        + (f"-dir{args.direction_scale:g}" if args.direction_scale != 1 else "")
+    )
     with atomic_open(args.out / f"{tag}.json", "w") as fh:
         json.dump(summary, fh, indent=1)
     sheet = figure(rows[: args.figure_rows], labels[: args.figure_rows])

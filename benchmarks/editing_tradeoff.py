@@ -47,7 +47,14 @@ def parse_setting(text: str) -> dict:
     """``"25-noreg-xa0.3"`` -> {"steps": 25, "regularize": False, "xa_guidance": 0.3, ...}; ``"paper"``: 100 steps."""
     parts = ("100" + text[5:] if text.startswith("paper") else text).split("-")
     try:
-        out = {"steps": int(parts[0]), "regularize": True, "xa_guidance": 0.15, "inversion": "ddim", "guidance": 5.0, "mask": 0.0}
+        out = {
+            "steps": int(parts[0]),
+            "regularize": True,
+            "xa_guidance": 0.15,
+            "inversion": "ddim",
+            "guidance": 5.0,
+            "mask": 0.0,
+        }
         for p in parts[1:]:
             if p.startswith("ddpm"):
                 g = float(p[4:]) if p[4:] else default_guidance("onthefly", "ddpm")
@@ -61,7 +68,9 @@ def parse_setting(text: str) -> dict:
             else:
                 raise ValueError(p)
     except ValueError:
-        raise UserError(f"--settings has {text!r}; write STEPS[-noreg][-xaX][-ddpm[G][-mQ]], e.g. 25-noreg, 25-ddpm or paper.") from None
+        raise UserError(
+            f"--settings has {text!r}; write STEPS[-noreg][-xaX][-ddpm[G][-mQ]], e.g. 25-noreg, 25-ddpm or paper."
+        ) from None
     if not 1 <= out["steps"] <= 1000:
         raise UserError(f"--settings has {text!r}: steps outside 1..1000.")
     return out
@@ -104,7 +113,9 @@ def main() -> None:
         summary[name] = {**settings[name], "success": sum(x["success"] for x in r) / len(r),
                          "others_unchanged": sum(x["others_unchanged"] for x in r) / len(r), "seconds": sec, "speedup": base / sec}  # fmt: skip
         m = summary[name]
-        print(f"| {name} | {m['success']:.3f} ({int(round(m['success'] * len(r)))}/{len(r)}) | {m['others_unchanged']:.3f} | {sec:.2f} | {m['speedup']:.1f}x |")
+        print(
+            f"| {name} | {m['success']:.3f} ({int(round(m['success'] * len(r)))}/{len(r)}) | {m['others_unchanged']:.3f} | {sec:.2f} | {m['speedup']:.1f}x |"
+        )
     report = {"command": "python benchmarks/editing_tradeoff.py " + " ".join(os.sys.argv[1:]), "model": pipeline_fingerprint(pipe),
               "pairs": [t.item for t in turns], "torch_threads": args.threads, "summary": summary, "rows": rows}  # fmt: skip
     print(f"\n{write_json(args.out, report)}")

@@ -51,7 +51,9 @@ def main() -> None:
         sega.append(run(True))
         plain.append(run(False))
     s, p = statistics.median(sega), statistics.median(plain)
-    print(f"model {args.model}, {args.images} images, {args.steps} steps, {args.threads} threads, median of {args.repeats}")
+    print(
+        f"model {args.model}, {args.images} images, {args.steps} steps, {args.threads} threads, median of {args.repeats}"
+    )
     print(f"  guidance + 2 SEGA edits: {s:6.2f} s   (target <= 20 s)  {'OK' if s <= 20 else 'MISSED'}")
     print(f"  guidance only:           {p:6.2f} s   (ratio {s / p:.2f}; the U-Net batch is 4 rows per image vs 2)")
 

@@ -45,14 +45,22 @@ class HiddenAt(torch.nn.Module):
 def text() -> None:
     te = CLIPTextModel.from_pretrained(EMBEDDED / "text_encoder", dtype=torch.float32, use_safetensors=True).eval()
     tok = CLIPTokenizer.from_pretrained(EMBEDDED / "tokenizer")
-    readings = {"last hidden state (U-Net)": te, "hidden_states[-2], 4 layers (3rd layer)": HiddenAt(te, -2),
-                "hidden_states[-2], identity 5th layer (4th layer)": HiddenAt(sd3_text_encoder(te), -2)}
+    readings = {
+        "last hidden state (U-Net)": te,
+        "hidden_states[-2], 4 layers (3rd layer)": HiddenAt(te, -2),
+        "hidden_states[-2], identity 5th layer (4th layer)": HiddenAt(sd3_text_encoder(te), -2),
+    }
     print("| reading | gate | weakest separation | weakest prompt pair |\n|---|---|---|---|")
     for name, model in readings.items():
         r = gate(model, tok)
         sep = min(r.separation.items(), key=lambda kv: kv[1])
-        pair = min(((n, v) for n, v in r.pairs.items() if n not in ("man/woman", "photo/drawing")), key=lambda kv: kv[1])
-        print(f"| {name} | {'pass' if r.passed else 'FAIL: ' + ', '.join(r.failures)} | {sep[0]} {sep[1]:.3f} | {pair[0]} {pair[1]:.3f} |", flush=True)
+        pair = min(
+            ((n, v) for n, v in r.pairs.items() if n not in ("man/woman", "photo/drawing")), key=lambda kv: kv[1]
+        )
+        print(
+            f"| {name} | {'pass' if r.passed else 'FAIL: ' + ', '.join(r.failures)} | {sep[0]} {sep[1]:.3f} | {pair[0]} {pair[1]:.3f} |",
+            flush=True,
+        )
 
 
 def step_seconds(rows: int, repeated: bool, steps: int, batch: int) -> float:
@@ -94,9 +102,11 @@ def unet_step_seconds(steps: int, batch: int) -> float:
 
 def timing(steps: int, batch: int) -> None:
     print(f"| text rows | s/step (median of {steps}, batch {batch}, 1 thread) |\n|---|---|")
-    for label, rows, repeated in [(f"48 + {T5_ROWS} zero rows (stock default)", T5_ROWS, False),
-                                  (f"48 + 1 row counted {T5_ROWS} times (same computation)", 1, True),
-                                  ("48 (no zero rows)", 0, False)]:
+    for label, rows, repeated in [
+        (f"48 + {T5_ROWS} zero rows (stock default)", T5_ROWS, False),
+        (f"48 + 1 row counted {T5_ROWS} times (same computation)", 1, True),
+        ("48 (no zero rows)", 0, False),
+    ]:
         print(f"| {label} | {step_seconds(rows, repeated, steps, batch):.2f} |", flush=True)
     print(f"| the U-Net (train/unet.py, 6.9M), 48 rows | {unet_step_seconds(steps, batch):.2f} |", flush=True)
 

@@ -57,8 +57,22 @@ VAE = dict(
     in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
 )  # fmt: skip
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, projection_dim=768, hidden_act="quick_gelu")
-CLIP_BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32, projection_dim=1280, hidden_act="gelu")
+CLIP_L = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_attention_heads=12,
+    num_hidden_layers=12,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
+CLIP_BIG_G = dict(
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_attention_heads=20,
+    num_hidden_layers=32,
+    projection_dim=1280,
+    hidden_act="gelu",
+)
 
 
 def _scheduler():
@@ -72,7 +86,9 @@ def _text(tokenizer, config: dict, projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     n = len(tokenizer)
-    cfg = CLIPTextConfig(vocab_size=n, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1, max_position_embeddings=77, **config)
+    cfg = CLIPTextConfig(
+        vocab_size=n, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1, max_position_embeddings=77, **config
+    )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
 
 
@@ -83,7 +99,11 @@ def published(kind: str, tmp: Path, device: str, dtype) -> dict:
 
     torch.manual_seed(0)
     with torch.device(device):
-        parts = {"tokenizer": make_tokenizer(tmp / "tok", max_length=77), "scheduler": _scheduler(), "vae": AutoencoderKL(**VAE)}
+        parts = {
+            "tokenizer": make_tokenizer(tmp / "tok", max_length=77),
+            "scheduler": _scheduler(),
+            "vae": AutoencoderKL(**VAE),
+        }
         if kind == "sd15":
             parts["unet"] = UNet2DConditionModel(**SD15_UNET)
             parts["text_encoder"] = _text(parts["tokenizer"], CLIP_L, projection=False)
@@ -160,8 +180,12 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
     from segakit.sega.pipeline import SegaPipeline
 
     if kind == "sd15":
-        plain = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        theirs = SemanticStableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        plain = StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+        theirs = SemanticStableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     else:
         plain, theirs = StableDiffusionXLPipeline(**parts), None
     ours = SegaPipeline.from_pipe(plain)
@@ -183,19 +207,36 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
         report[f"{kind} parity within {PARITY_TOLERANCE:g}"] = bool(rel <= PARITY_TOLERANCE)
         c = ours("a face", **common, generator=gens(1)).images.float()
         # the parity is not vacuous: the edits move the latents by this much (relative, as above)
-        report[f"{kind} edits' effect (relative max |2 edits - no edits| of latents)"] = float((a - c).abs().max() / c.abs().max().clamp_min(1e-12))
+        report[f"{kind} edits' effect (relative max |2 edits - no edits| of latents)"] = float(
+            (a - c).abs().max() / c.abs().max().clamp_min(1e-12)
+        )
     for batch in (1, 4):
-        record = ours("a face", **common, **_edits(2, steps, False), num_images_per_prompt=batch, generator=gens(batch), record_guidance=True)
+        record = ours(
+            "a face",
+            **common,
+            **_edits(2, steps, False),
+            num_images_per_prompt=batch,
+            generator=gens(batch),
+            record_guidance=True,
+        )
         cases = {}
         for n in (2, 4):
             for cool in (False, True):
                 label = f"{n} edits{', cooling down halfway' if cool else ''}"
-                cases[f"segakit, {label}"] = lambda n=n, cool=cool, batch=batch: ours("a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch))
+                cases[f"segakit, {label}"] = lambda n=n, cool=cool, batch=batch: ours(
+                    "a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch)
+                )
                 if theirs is not None:
-                    cases[f"diffusers, {label}"] = lambda n=n, cool=cool, batch=batch: theirs("a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch))
+                    cases[f"diffusers, {label}"] = lambda n=n, cool=cool, batch=batch: theirs(
+                        "a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch)
+                    )
             cases[f"bare U-Net, {n} edits"] = bare_unet(ours, batch * (2 + n), steps, size, device, dtype)
-        cases["segakit, reused guidance"] = lambda batch=batch, record=record: ours("a face", **common, sem_guidance=record.guidance, num_images_per_prompt=batch, generator=gens(batch))
-        cases["diffusers, plain CFG"] = lambda batch=batch: plain("a face", **common, num_images_per_prompt=batch, generator=gens(batch))
+        cases["segakit, reused guidance"] = lambda batch=batch, record=record: ours(
+            "a face", **common, sem_guidance=record.guidance, num_images_per_prompt=batch, generator=gens(batch)
+        )
+        cases["diffusers, plain CFG"] = lambda batch=batch: plain(
+            "a face", **common, num_images_per_prompt=batch, generator=gens(batch)
+        )
         cases["bare U-Net, plain CFG"] = bare_unet(ours, batch * 2, steps, size, device, dtype)
         times = clock.median(cases)
         prefix = f"{kind} batch {batch}"
@@ -203,9 +244,13 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
         ratios = {}
         for n in (2, 4):
             if theirs is not None:
-                ratios[f"segakit / diffusers, {n} edits"] = times[f"segakit, {n} edits"] / times[f"diffusers, {n} edits"]
+                ratios[f"segakit / diffusers, {n} edits"] = (
+                    times[f"segakit, {n} edits"] / times[f"diffusers, {n} edits"]
+                )
                 ratios[f"segakit / diffusers, {n} edits cooling down"] = (
-                    times[f"segakit, {n} edits, cooling down halfway"] / times[f"diffusers, {n} edits, cooling down halfway"])
+                    times[f"segakit, {n} edits, cooling down halfway"]
+                    / times[f"diffusers, {n} edits, cooling down halfway"]
+                )
             ratios[f"segakit / bare U-Net, {n} edits"] = times[f"segakit, {n} edits"] / times[f"bare U-Net, {n} edits"]
         ratios["reuse / plain CFG"] = times["segakit, reused guidance"] / times["diffusers, plain CFG"]
         report[f"{prefix} ratios"] = {k: round(v, 3) for k, v in ratios.items()}
@@ -215,7 +260,9 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dry-run", action="store_true", help="CPU, float32, tiny components, 4 steps: checks that the script runs")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="CPU, float32, tiny components, 4 steps: checks that the script runs"
+    )
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25; dry run 4)")
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 3; dry run 1)")
     ap.add_argument("--size", type=int, default=None, help="image size (default 512 for SD 1.5, 1024 for SDXL)")
@@ -223,7 +270,9 @@ def main() -> None:
     args = ap.parse_args()
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu_bench.py: no CUDA GPU here; run it on a GPU, or pass --dry-run to check it on the CPU.")
+        sys.exit(
+            "benchmarks/gpu_bench.py: no CUDA GPU here; run it on a GPU, or pass --dry-run to check it on the CPU."
+        )
     device, dtype = ("cpu", torch.float32) if dry else ("cuda", torch.float16)
     if dry:
         torch.set_num_threads(1)  # on a shared CPU, two spinning OpenMP threads make tiny calls 100x slower

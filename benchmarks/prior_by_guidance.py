@@ -60,7 +60,9 @@ def parse_samplers(text: str) -> list[tuple[str, int]]:
     for item in filter(None, (x.strip() for x in text.split(","))):
         name, _, steps = item.partition(":")
         if name not in known or not steps.isdigit() or int(steps) < 1:
-            raise SystemExit(f"--samplers {item!r}: use NAME:STEPS with NAME one of {', '.join(known)} and STEPS 1 or more.")
+            raise SystemExit(
+                f"--samplers {item!r}: use NAME:STEPS with NAME one of {', '.join(known)} and STEPS 1 or more."
+            )
         out.append((name, int(steps)))
     return out
 
@@ -95,10 +97,20 @@ def main() -> None:
         for prompt, g in settings:
             labels = oracle.predict(sample_images(pipe, prompt, seeds, steps, g, args.batch))
             table = shares(labels)
-            gaps = sorted(((abs(gen - pri), f"{a} {v}: {gen:.2f} / {pri:.2f}") for a, vals in table.items() for v, (gen, pri) in vals.items()), reverse=True)
+            gaps = sorted(
+                (
+                    (abs(gen - pri), f"{a} {v}: {gen:.2f} / {pri:.2f}")
+                    for a, vals in table.items()
+                    for v, (gen, pri) in vals.items()
+                ),
+                reverse=True,
+            )
             report["settings"].append({"sampler": sampler or type(pipe.scheduler).__name__, "steps": steps, "prompt": prompt,
                                        "guidance": g, "worst_gap": gaps[0][0], "table": table})  # fmt: skip
-            print(f"| {name} | {prompt!r} | {g:g} | {gaps[0][0]:.3f} | " + "; ".join(t for _, t in gaps[:3]) + " |", flush=True)
+            print(
+                f"| {name} | {prompt!r} | {g:g} | {gaps[0][0]:.3f} | " + "; ".join(t for _, t in gaps[:3]) + " |",
+                flush=True,
+            )
     print(f"\n{write_json(args.out, report)}")
 
 

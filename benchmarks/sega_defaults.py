@@ -47,9 +47,13 @@ def main() -> None:
     ap.add_argument("--warmups", type=floats, default=floats("3,5"))
     ap.add_argument("--seeds", type=int, default=12, help="seeds per target (lacking it in the plain image)")
     ap.add_argument("--scan", type=int, default=120, help="plain images scanned for seeds lacking each target")
-    ap.add_argument("--min-isolation", type=float, default=None,
-                    help="mean share of untargeted attributes kept that a setting needs to be picked "
-                    "(default: the prompt rewrite's)")
+    ap.add_argument(
+        "--min-isolation",
+        type=float,
+        default=None,
+        help="mean share of untargeted attributes kept that a setting needs to be picked "
+        "(default: the prompt rewrite's)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,8 +63,11 @@ def main() -> None:
     base = QualityConfig(seed=TUNING_SEED, sega_seeds=args.seeds, sega_scan=args.scan)
     t0 = time.perf_counter()
     plain = neutral_images(pipe, base, args.scan, None, None)
-    print(f"model {args.model}, {args.seeds} seeds per target from {args.scan} plain images "
-          f"(seeds {TUNING_SEED + 100_000}..), 25 steps, guidance 7.5", flush=True)
+    print(
+        f"model {args.model}, {args.seeds} seeds per target from {args.scan} plain images "
+        f"(seeds {TUNING_SEED + 100_000}..), 25 steps, guidance 7.5",
+        flush=True,
+    )
 
     def summary(res: dict) -> tuple[float, float, float, dict]:
         rates = {k: v["success"] for k, v in res.items()}
@@ -81,15 +88,21 @@ def main() -> None:
                 cfg = replace(base, edit=Edit(scale=scale, threshold=threshold, warmup=int(warmup)))
                 mean, worst, iso, rates = summary(sega_success(pipe, oracle, cfg, images=plain)["targets"])
                 rows.append((scale, threshold, int(warmup), mean, worst, iso))
-                print(f"scale {scale:g} threshold {threshold:g} warm-up {int(warmup)}: mean {mean:.3f} worst {worst:.3f} "
-                      f"isolation {iso:.3f}  {show(rates)}", flush=True)
+                print(
+                    f"scale {scale:g} threshold {threshold:g} warm-up {int(warmup)}: mean {mean:.3f} worst {worst:.3f} "
+                    f"isolation {iso:.3f}  {show(rates)}",
+                    flush=True,
+                )
     eligible = [r for r in rows if r[5] >= min_isolation]
     if not eligible:
         print(f"no setting keeps a mean isolation of {min_isolation:.3f}; picking from all", flush=True)
     best = max(eligible or rows, key=lambda r: (r[4], r[3], r[5]))
-    print(f"best (isolation >= {min_isolation:.3f}, worst target first, then mean, then isolation): scale {best[0]:g} "
-          f"threshold {best[1]:g} warm-up {best[2]} -> worst {best[4]:.3f}, mean {best[3]:.3f}, isolation {best[5]:.3f}; "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"best (isolation >= {min_isolation:.3f}, worst target first, then mean, then isolation): scale {best[0]:g} "
+        f"threshold {best[1]:g} warm-up {best[2]} -> worst {best[4]:.3f}, mean {best[3]:.3f}, isolation {best[5]:.3f}; "
+        f"{time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

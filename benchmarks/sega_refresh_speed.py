@@ -62,7 +62,9 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["plain CFG"])
-    print(f"model {args.model}; {args.images} images x {args.steps} steps; threads {torch.get_num_threads()}; median of {args.repeats}")
+    print(
+        f"model {args.model}; {args.images} images x {args.steps} steps; threads {torch.get_num_threads()}; median of {args.repeats}"
+    )
     for name, ts in times.items():
         m = statistics.median(ts)
         print(f"  {name:22s} {m:7.2f} s   {m / base:5.2f}x plain CFG")

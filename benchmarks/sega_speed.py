@@ -29,7 +29,6 @@ import torch  # noqa: E402
 from diffusers import SemanticStableDiffusionPipeline  # noqa: E402
 
 from segakit import SegaPipeline  # noqa: E402
-from segakit.core.conditioning import Conditioning  # noqa: E402
 from segakit.core.loading import embedded_path  # noqa: E402
 
 
@@ -95,7 +94,9 @@ def main() -> None:
     run(ref, {})()
 
     print(f"model: {label}")
-    print(f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)")
+    print(
+        f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)"
+    )
     results = {}
     for name, extra in cases.items():
         t_ours, t_ref = [], []
@@ -103,7 +104,9 @@ def main() -> None:
             t_ref += timed(run(ref, extra), 1)
             t_ours += timed(run(ours, extra), 1)
         results[name] = (statistics.median(t_ours), statistics.median(t_ref))
-        print(f"  {name:28s} ours {results[name][0]:7.2f} s   diffusers {results[name][1]:7.2f} s   ratio {results[name][0] / results[name][1]:.3f}")
+        print(
+            f"  {name:28s} ours {results[name][0]:7.2f} s   diffusers {results[name][1]:7.2f} s   ratio {results[name][0] / results[name][1]:.3f}"
+        )
 
     # Bare U-Net, two ways. (a) In the same runs: time every U-Net forward inside our pipeline call and
     # compare with the whole call (exact share of the loop's own work). (b) Separately: exactly the calls
@@ -144,7 +147,9 @@ def main() -> None:
     print(f"  {'bare U-Net loop, separately':28s} ours {ob:7.2f} s   U-Net only {bb:7.2f} s   ratio {ob / bb:.3f}")
     print(f"  {'U-Net time inside our calls':28s} whole call / sum of U-Net forwards: {statistics.median(shares):.4f}")
     print()
-    print(f"ours / diffusers, 2 edits:                      {results['2 edits'][0] / results['2 edits'][1]:.3f}  (target <= 1.0)")
+    print(
+        f"ours / diffusers, 2 edits:                      {results['2 edits'][0] / results['2 edits'][1]:.3f}  (target <= 1.0)"
+    )
     r = results["2 edits, cool-down at half"]
     print(f"ours / diffusers, 2 edits cooling down halfway: {r[0] / r[1]:.3f}  (target <= 0.7)")
     print(f"ours / bare U-Net calls (in-run):               {statistics.median(shares):.4f}  (target <= 1.03)")

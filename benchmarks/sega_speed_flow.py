@@ -106,7 +106,9 @@ def main() -> None:
 
     def ours(cooldown):
         edits = [Edit(c, scale=5, threshold=0.9, warmup=args.warmup, cooldown=cooldown) for c in concepts]
-        return lambda: pipe(**common, edits=edits, max_unet_batch=args.max_batch, generator=torch.Generator().manual_seed(0))
+        return lambda: pipe(
+            **common, edits=edits, max_unet_batch=args.max_batch, generator=torch.Generator().manual_seed(0)
+        )
 
     def theirs(cooldown):
         return lambda: community_schedule(pipe, common["prompt"], concepts, [args.warmup] * 2, [cooldown] * 2,
@@ -116,7 +118,9 @@ def main() -> None:
     theirs(None)()
     n_params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e6
     print(f"FLUX-shaped transformer, random weights, {n_params:.1f}M parameters; {args.size}x{args.size} images")
-    print(f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)")
+    print(
+        f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)"
+    )
     results = {}
     for name, cooldown in cases.items():
         t_ours, t_ref = [], []
@@ -144,7 +148,9 @@ def main() -> None:
         shares.append(total / sum(inside))
     pipe.transformer.forward = forward
     print()
-    print(f"ours / community schedule, 2 edits:                 {results['2 edits'][0] / results['2 edits'][1]:.3f}  (target <= 1.0)")
+    print(
+        f"ours / community schedule, 2 edits:                 {results['2 edits'][0] / results['2 edits'][1]:.3f}  (target <= 1.0)"
+    )
     r = results["2 edits, cool-down at half"]
     print(f"ours / community schedule, 2 edits cooling halfway: {r[0] / r[1]:.3f}  (target <= 0.8)")
     print(f"ours / bare transformer calls (in-run):             {statistics.median(shares):.4f}  (target <= 1.03)")

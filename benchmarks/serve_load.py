@@ -22,7 +22,6 @@ import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -53,7 +52,9 @@ def rss_mb(pid: int) -> float:
 
 
 def jobs(steps: int) -> list[dict]:
-    return [{"prompt": p, "edits": e, "seed": s, "steps": steps} for p, e, s in itertools.product(PROMPTS, EDITS, SEEDS)]
+    return [
+        {"prompt": p, "edits": e, "seed": s, "steps": steps} for p, e, s in itertools.product(PROMPTS, EDITS, SEEDS)
+    ]
 
 
 def pixels_digest(png: bytes) -> str:
@@ -77,7 +78,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--max-queue", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="the server's torch threads")
-    ap.add_argument("--max-growth-mb", type=float, default=50.0, help="fail if the server's memory grows more than this")
+    ap.add_argument(
+        "--max-growth-mb", type=float, default=50.0, help="fail if the server's memory grows more than this"
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     if not (1 <= args.clients <= 200 and 1 <= args.duration <= 900 and args.max_requests >= 1):
@@ -138,7 +141,9 @@ def main() -> int:
                     out = r.json()["images"][0]
                     with lock:
                         ok_lat.append(dt)
-                        received.append((k, out["seed"], out["parameters"]["prompt"], pixels_digest(base64.b64decode(out["png"]))))
+                        received.append(
+                            (k, out["seed"], out["parameters"]["prompt"], pixels_digest(base64.b64decode(out["png"])))
+                        )
                 elif r.status_code == 429:
                     with lock:
                         busy += 1

@@ -66,7 +66,9 @@ def main() -> None:
     counts = [int(x) for x in args.threads.split(",")]
     pipe = SegaPipeline.from_pretrained("embedded")
     pipe.set_progress_bar_config(disable=True)
-    print(f"{usable_cores()} usable cores; embedded model, {args.images} images x {args.steps} steps + 2 edits, median of {args.repeats}")
+    print(
+        f"{usable_cores()} usable cores; embedded model, {args.images} images x {args.steps} steps + 2 edits, median of {args.repeats}"
+    )
     print("| condition | busy cores elsewhere | default picks | threads | call (s) | demo (s) |")
     print("|---|---|---|---|---|---|")
     busy = None

@@ -35,11 +35,19 @@ def main() -> None:
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     cfg = report["config"]
-    pairs = {f"pair-{p.index:06d}": p for p in single_change_pairs(cfg["pairs"], cfg["seed"], tuple(cfg.get("attributes") or ()))}
+    pairs = {
+        f"pair-{p.index:06d}": p
+        for p in single_change_pairs(cfg["pairs"], cfg["seed"], tuple(cfg.get("attributes") or ()))
+    }
     counts: Counter = Counter()
     for rec in report["records"]:
         pair = pairs.get(rec["item"])
-        if rec.get("protocol") != "single-turn" or pair is None or "skin" not in pair.changes or "skin" not in rec["read"]:
+        if (
+            rec.get("protocol") != "single-turn"
+            or pair is None
+            or "skin" not in pair.changes
+            or "skin" not in rec["read"]
+        ):
             continue
         old, new = pair.changes["skin"]
         kind = "relative" if relative_skin(pair.instruction) else "absolute"

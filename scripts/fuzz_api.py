@@ -52,7 +52,9 @@ def wait_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
 def count_statuses(har: Path) -> tuple[collections.Counter, collections.Counter]:
     """(endpoint, status) counts, and the refusals' sentences (their first words, to group them)."""
     entries = json.loads(har.read_text())["log"]["entries"]
-    counts = collections.Counter((e["request"]["url"].split("?")[0].rsplit("/", 1)[-1], e["response"]["status"]) for e in entries)
+    counts = collections.Counter(
+        (e["request"]["url"].split("?")[0].rsplit("/", 1)[-1], e["response"]["status"]) for e in entries
+    )
     reasons = collections.Counter()
     for e in entries:
         if 400 <= e["response"]["status"] < 500:
@@ -68,9 +70,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=60, help="schemathesis --max-examples (per operation and phase)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--mode", default="positive", choices=("positive", "negative", "all"),
-                    help="schemathesis --mode: positive (default) sends only what the schema allows, so every refusal is "
-                         "one the schema did not announce; all adds requests that break the schema on purpose")
+    ap.add_argument(
+        "--mode",
+        default="positive",
+        choices=("positive", "negative", "all"),
+        help="schemathesis --mode: positive (default) sends only what the schema allows, so every refusal is "
+        "one the schema did not announce; all adds requests that break the schema on purpose",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the counts here")
     args = ap.parse_args()
 
@@ -88,7 +94,9 @@ def main() -> int:
                    "--seed", str(args.seed), "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance",
                    "--phases", "examples,coverage,fuzzing", "--mode", args.mode, "--request-timeout", "120", "--workers", "1",
                    "--report", "har", "--report-har-path", str(har), "--no-color"]  # fmt: skip
-            run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)  # its cache stays out of the tree
+            run = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, cwd=tmp
+            )  # its cache stays out of the tree
             tail = "\n".join(run.stdout.splitlines()[-25:])
             counts, reasons = count_statuses(har) if har.exists() else (collections.Counter(), collections.Counter())
     finally:

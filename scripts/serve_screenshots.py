@@ -21,7 +21,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     args = parser.parse_args()
     env = {**os.environ, "SEGAKIT_SCREENSHOTS": str(args.out.resolve()), "HF_HUB_OFFLINE": "1", "CI": "1"}
-    code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_serve_browser.py"], cwd=ROOT, env=env)
+    code = subprocess.call(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_serve_browser.py"],
+        cwd=ROOT,
+        env=env,
+    )
     if code == 0:
         print("\n".join(str(args.out / n) for n in ("serve-generate.png", "serve-edit.png")))
     return code

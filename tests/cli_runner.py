@@ -23,6 +23,8 @@ def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 def sd_folder(tmp: Path) -> Path:
     """A diffusers folder of small random SD 1.x components (``tmp/sd``), as a user's ``--model PATH``."""
-    pipe = StableDiffusionPipeline(**sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        **sd_components(tmp / "parts"), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     pipe.save_pretrained(tmp / "sd", safe_serialization=True)
     return tmp / "sd"

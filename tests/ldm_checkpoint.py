@@ -39,7 +39,9 @@ def unet_to_ldm(state: dict, config) -> dict:
         elif m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
             b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
             idx = n * b + j + 1
-            out[f"input_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"input_blocks.{idx}.1.{rest}"] = value
+            out[f"input_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"input_blocks.{idx}.1.{rest}"] = (
+                value
+            )
         elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
             out[f"input_blocks.{n * (int(m[1]) + 1)}.0.op.{m[2]}"] = value
         elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
@@ -49,7 +51,9 @@ def unet_to_ldm(state: dict, config) -> dict:
         elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
             b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
             idx = n * b + j
-            out[f"output_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"output_blocks.{idx}.1.{rest}"] = value
+            out[f"output_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"output_blocks.{idx}.1.{rest}"] = (
+                value
+            )
         elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
             b = int(m[1])
             out[f"output_blocks.{n * b + n - 1}.{2 if up_has_attn[b] else 1}.conv.{m[2]}"] = value
@@ -65,8 +69,14 @@ def vae_to_ldm(state: dict, config) -> dict:
         new = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
         new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{blocks - 1 - int(m[1])}.block.", new)
-        new = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"decoder.up.{blocks - 1 - int(m[1])}.upsample.", new)
+        new = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{blocks - 1 - int(m[1])}.block.", new
+        )
+        new = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+            lambda m: f"decoder.up.{blocks - 1 - int(m[1])}.upsample.",
+            new,
+        )
         new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
         if "mid_block.attentions.0." in new:
             new = new.replace("mid_block.attentions.0.", "mid.attn_1.")

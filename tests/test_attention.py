@@ -13,7 +13,10 @@ def _inputs(unet, rows=2):
     ctx = torch.randn(rows, 16, unet.config.cross_attention_dim, generator=g)
     kwargs = {"encoder_hidden_states": ctx}
     if unet.config.addition_embed_type == "text_time":
-        kwargs["added_cond_kwargs"] = {"text_embeds": torch.randn(rows, 32, generator=g), "time_ids": torch.randn(rows, 6, generator=g)}
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(rows, 32, generator=g),
+            "time_ids": torch.randn(rows, 6, generator=g),
+        }
     return x, kwargs
 
 
@@ -30,7 +33,9 @@ def test_every_cross_attention_layer_is_captured_and_outputs_are_unchanged(tmp_p
         with CrossAttentionCapture(unet) as cap:
             cap.record(0, reference=True)
             captured = unet(x, 10, **kwargs).sample
-        assert {k: type(v) for k, v in unet.attn_processors.items()} == {k: type(v) for k, v in before.items()}  # restored
+        assert {k: type(v) for k, v in unet.attn_processors.items()} == {
+            k: type(v) for k, v in before.items()
+        }  # restored
     assert float((captured - plain).abs().max()) <= 1e-5
     assert sorted(cap.reference) == sorted((0, n) for n in expected)
     for name, probs in cap.reference.items():
@@ -78,7 +83,9 @@ def test_cross_attention_step_zero_is_plain_guided_sampling(tmp_path):
     source = Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], ["a face"], torch.device("cpu")))
     direction = edit_direction(TextModels(c["tokenizer"], c["text_encoder"]), ["a face"], ["a face with glasses"])
     x_t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    run = lambda xa: edit_with_cross_attention_guidance(c["unet"], c["scheduler"].config, x_t, source, source, direction, 4, xa_guidance=xa)  # noqa: E731
+    run = lambda xa: edit_with_cross_attention_guidance(
+        c["unet"], c["scheduler"].config, x_t, source, source, direction, 4, xa_guidance=xa
+    )  # noqa: E731
     off, tiny, on = run(0.0), run(1e-9), run(5.0)
     assert off.losses == [] and len(tiny.losses) == 4
     assert float((off.latents - tiny.latents).abs().max()) <= 1e-5

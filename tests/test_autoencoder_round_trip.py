@@ -14,4 +14,6 @@ def test_round_trip_is_batched_bounded_and_keeps_no_graph():
     out = autoencoder_round_trip(vae, images, batch=2)
     assert out.shape == images.shape and not out.requires_grad and out.grad_fn is None
     assert float(out.min()) >= 0 and float(out.max()) <= 1
-    assert torch.allclose(out, autoencoder_round_trip(vae, images, batch=5), atol=1e-5)  # batching changes last bits only
+    assert torch.allclose(
+        out, autoencoder_round_trip(vae, images, batch=5), atol=1e-5
+    )  # batching changes last bits only

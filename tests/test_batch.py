@@ -45,7 +45,12 @@ def test_same_job_written_two_ways_has_one_id_and_defaults_filled():
     assert bad == []
     assert [j.line for j in jobs] == [1, 3]  # line 2 is line 1's job again: it runs once
     edit = jobs[0].params.edits[0]
-    assert (edit.scale, edit.threshold, edit.warmup, jobs[0].params.steps) == (EMBEDDED_EDIT.scale, EMBEDDED_EDIT.threshold, EMBEDDED_EDIT.warmup, 25)
+    assert (edit.scale, edit.threshold, edit.warmup, jobs[0].params.steps) == (
+        EMBEDDED_EDIT.scale,
+        EMBEDDED_EDIT.threshold,
+        EMBEDDED_EDIT.warmup,
+        25,
+    )
     assert jobs[0].id != jobs[1].id and len(jobs[0].id) == 16 and jobs[0].id == job_id(jobs[0].params)
 
 
@@ -99,9 +104,17 @@ def test_plan_groups_by_shared_fields_caps_size_and_rows_and_ignores_the_executo
 # ------------------------------------------------------------------------------------------ the runner
 def test_cli_runs_valid_lines_reports_bad_ones_and_strict_runs_nothing(monkeypatch, capsys, tmp_path):
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(_lines({"prompt": "a face", "seed": 0, "steps": 2}, "{oops", {"prompt": "a face", "seed": 1, "steps": 2, "colour": 1}))
+    jobs.write_text(
+        _lines(
+            {"prompt": "a face", "seed": 0, "steps": 2},
+            "{oops",
+            {"prompt": "a face", "seed": 1, "steps": 2, "colour": 1},
+        )
+    )
     code, _, err = cli(monkeypatch, capsys, "batch", jobs, "--out", tmp_path / "strict", "--strict")
-    assert code == 2 and "jobs.jsonl line 2: not valid JSON" in err and "jobs.jsonl line 3: unknown field 'colour'" in err
+    assert (
+        code == 2 and "jobs.jsonl line 2: not valid JSON" in err and "jobs.jsonl line 3: unknown field 'colour'" in err
+    )
     assert "nothing ran" in err and not list((tmp_path / "strict").glob("*"))
     code, out, err = cli(monkeypatch, capsys, "batch", jobs, "--out", tmp_path / "run", "--classify")
     assert code == 2 and "Traceback" not in err
@@ -221,7 +234,9 @@ def test_a_batch_whose_workers_keep_dying_fails_alone(tmp_path, monkeypatch):
     finally:
         workers.close()
     assert len(set(deaths)) == local.MAX_ATTEMPTS  # three processes, each killed holding the batch
-    assert sorted(j.id for j, _ in summary.failed) == sorted(poison.ids) and summary.written == len(jobs) - len(poison.ids)
+    assert sorted(j.id for j, _ in summary.failed) == sorted(poison.ids) and summary.written == len(jobs) - len(
+        poison.ids
+    )
     assert all(why == f"the worker running it died {local.MAX_ATTEMPTS} times." for _, why in summary.failed)
 
 

@@ -73,4 +73,7 @@ def test_ray_option_without_ray_says_how_to_install_it(monkeypatch, capsys, tmp_
     jobs.write_text('{"prompt": "a face"}\n')
     code, _, err = cli(monkeypatch, capsys, "batch", jobs, "--ray", "auto", "--out", tmp_path / "out")
     assert code == 2
-    assert err.strip() == "error: --ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'."
+    assert (
+        err.strip()
+        == "error: --ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'."
+    )

@@ -29,7 +29,9 @@ def _save(pipe, folder):
     from diffusers import StableDiffusionPipeline
 
     parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False).save_pretrained(folder, safe_serialization=True)
+    StableDiffusionPipeline(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    ).save_pretrained(folder, safe_serialization=True)
     return str(folder)
 
 
@@ -47,18 +49,22 @@ def test_sega_study_on_two_workers_reports_what_one_process_does(workers, tmp_pa
     oracle = tiny_oracle()
     cfg = replace(TINY, sweep=(0, 4, 8), unique_prompts=TINY.unique_prompts[:2], grid_strengths=(0, 8))  # smaller still
     here, _ = run_study(pipe, oracle, cfg, tmp_path / "here", "x", model_name=model)
-    there, _ = run_study(pipe, oracle, cfg, tmp_path / "there", "x", model_name=model, runner=CallRunner(workers, model))
+    there, _ = run_study(
+        pipe, oracle, cfg, tmp_path / "there", "x", model_name=model, runner=CallRunner(workers, model)
+    )
     assert there["run"]["units_from_cache"] == 0 and there["run"]["images"] == here["run"]["images"]
     assert json.dumps(there["results"], sort_keys=True) == json.dumps(here["results"], sort_keys=True)
-    for a, b in zip(sorted((tmp_path / "here" / "cache").glob("*.npz")), sorted((tmp_path / "there" / "cache").glob("*.npz"))):
+    for a, b in zip(
+        sorted((tmp_path / "here" / "cache").glob("*.npz")), sorted((tmp_path / "there" / "cache").glob("*.npz"))
+    ):
         assert a.name == b.name  # the same units under the same keys, with the same arrays
         with np.load(a) as x, np.load(b) as y:
             assert all(np.array_equal(x[k], y[k]) for k in x.files if k != "_compute_s")
 
 
 def test_directions_study_on_two_workers_makes_the_images_of_one_process(workers, tmp_path):
-    from test_eval_directions import NAMES
     from cli_runner import sd_folder
+    from test_eval_directions import NAMES
 
     from segakit.core.fingerprint import fingerprint
     from segakit.core.hooks import mid_block_shape
@@ -79,20 +85,24 @@ def test_directions_study_on_two_workers_makes_the_images_of_one_process(workers
     (tmp_path / "lib").mkdir()
     files = {}
     for k, name in enumerate(NAMES):
-        d = Direction(torch.randn(shape, generator=torch.Generator().manual_seed(k)), name, {"unet": fingerprint(pipe.unet)})
+        d = Direction(
+            torch.randn(shape, generator=torch.Generator().manual_seed(k)), name, {"unet": fingerprint(pipe.unet)}
+        )
         files[name] = d.save(tmp_path / "lib" / f"{name.replace('=', '-')}.safetensors").name
     (tmp_path / "lib" / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5}))
     library = Library.load(tmp_path / "lib")
     torch.manual_seed(0)
     oracle = Oracle(OracleNet())
-    cfg = DirectionsStudyConfig(seeds=3, first_seed=5, steps=2, batch=2, sweep_seeds=2, sweep_strengths=(0.0, 1.0)).check()
+    cfg = DirectionsStudyConfig(
+        seeds=3, first_seed=5, steps=2, batch=2, sweep_seeds=2, sweep_strengths=(0.0, 1.0)
+    ).check()
     here = Study(Bench(pipe, library, cfg), oracle)
     there = Study(Bench(pipe, library, cfg), oracle, runner=CallRunner(workers, model))
 
     # every kind of arm: plain, directions at a strength, both fair methods, SLD, negative prompt, SEGA reverse edit
     arms = [PLAIN, *fair_arms("presentation"), *safety_arms()]
     for arm in dict.fromkeys(arms):
-        for strength in ([None, 1.0] if arm.kind == "directions" else [None]):
+        for strength in [None, 1.0] if arm.kind == "directions" else [None]:
             a, b = here.shot(arm, "a doctor", strength=strength), there.shot(arm, "a doctor", strength=strength)
             assert torch.equal(a.images, b.images), arm.name
             assert a.labels == b.labels and b.seconds > 0
@@ -111,7 +121,15 @@ def test_editing_study_on_two_workers_edits_what_one_process_does(workers, tmp_p
     clip = ClipScorer.from_folder(Path(resolve("embedded")) / "clip")
     cfg = EditingStudyConfig(pairs=2, sessions=1, turns=2, steps=2, methods=("sega", "regenerate"), figure_rows=1)
     here = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "here").run()
-    there = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "there", runner=CallRunner(workers, "embedded"), model_name="embedded").run()
+    there = EditingStudy(
+        Methods(pipe, cfg),
+        oracle,
+        clip,
+        cfg,
+        tmp_path / "there",
+        runner=CallRunner(workers, "embedded"),
+        model_name="embedded",
+    ).run()
     assert there["run"]["edits"] == here["run"]["edits"] == 2 * (2 + 2) and there["run"]["edits_from_cache"] == 0
 
     def measured(rows):  # everything but the wall times
@@ -134,7 +152,9 @@ def test_direction_learner_with_workers_learns_what_one_process_does(workers, tm
 
     model = str(sd_folder(tmp_path))
     pipe = SegaPipeline.from_pretrained(model)
-    cfg = LearnConfig(name="x", positive="a face with glasses", neutral="a face", images=5, steps=4, batch=2, gen_steps=2, gen_batch=2)
+    cfg = LearnConfig(
+        name="x", positive="a face with glasses", neutral="a face", images=5, steps=4, batch=2, gen_steps=2, gen_batch=2
+    )
     here = learn_direction(pipe, cfg, tmp_path / "here")
     runner = CallRunner(workers, model)
     made = []
@@ -145,7 +165,9 @@ def test_direction_learner_with_workers_learns_what_one_process_does(workers, tm
 
     there = learn_direction(pipe, cfg, tmp_path / "there", make_shards=make_shards)
     assert made == [(0, 2), (2, 2), (4, 1)]  # the shards of one process: the cache files are the same
-    assert sorted(p.name for p in (tmp_path / "there").rglob("*.safetensors")) == sorted(p.name for p in (tmp_path / "here").rglob("*.safetensors"))
+    assert sorted(p.name for p in (tmp_path / "there").rglob("*.safetensors")) == sorted(
+        p.name for p in (tmp_path / "here").rglob("*.safetensors")
+    )
     assert torch.equal(there.vector, here.vector)
 
 
@@ -172,8 +194,12 @@ def test_an_interrupted_map_leaves_the_workers_ready_for_the_next(workers, tmp_p
     assert all(torch.equal(a.value, b.value) for a, b in zip(again, reference))
 
 
-@pytest.mark.parametrize("command", [["eval", "sega"], ["eval", "directions"], ["directions", "learn", "x", "--positive", "a face"]])
-def test_worker_options_are_refused_in_one_sentence_before_anything_loads(command, monkeypatch, capsys, tmp_path, hide_ray):
+@pytest.mark.parametrize(
+    "command", [["eval", "sega"], ["eval", "directions"], ["directions", "learn", "x", "--positive", "a face"]]
+)
+def test_worker_options_are_refused_in_one_sentence_before_anything_loads(
+    command, monkeypatch, capsys, tmp_path, hide_ray
+):
     from cli_runner import cli
 
     out = ["--out", tmp_path / ("x.safetensors" if command[0] == "directions" else "r")]
@@ -181,5 +207,9 @@ def test_worker_options_are_refused_in_one_sentence_before_anything_loads(comman
     assert code == 2 and "--workers 0 is below 1; use 1 or more." in err and "Traceback" not in err
     hide_ray()
     code, _, err = cli(monkeypatch, capsys, *command, *out, "--ray", "auto")
-    assert code == 2 and err.strip() == "error: --ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'."
+    assert (
+        code == 2
+        and err.strip()
+        == "error: --ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'."
+    )
     assert not list(tmp_path.iterdir())

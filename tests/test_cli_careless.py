@@ -63,7 +63,10 @@ def test_output_path_mistakes_are_refused_before_work(monkeypatch, capsys, tmp_p
         (["--out", "new/deeper/x.webp"], "ends in .webp"),
         (["--out", "notes/inside/x.png"], "'notes' is a file, so no folder can be made inside it"),
         (["--out", "sub", "--save-guidance", "g.safetensors"], "--save-guidance 'g.safetensors' exists already"),
-        (["--out", "sub", "--save-guidance", "gdir.safetensors"], "is a folder; give a file name ending in .safetensors"),
+        (
+            ["--out", "sub", "--save-guidance", "gdir.safetensors"],
+            "is a folder; give a file name ending in .safetensors",
+        ),
         (["--out", "sub", "--save-guidance", "g.pt"], "does not end in .safetensors"),
         (["--out", "sub", "--save-guidance", "new.safetensors", "--guidance", 1], "needs --guidance above 1"),
     ]
@@ -111,14 +114,20 @@ def test_numbered_paths_are_not_listed_up_front(tmp_path):
 def test_sizes_and_counts_that_cannot_fit_are_refused_with_what_fits(monkeypatch, capsys, tmp_path, no_generation):
     line = refused(monkeypatch, capsys, tmp_path, "generate", PROMPT, *FAST, "--height", 65536, "--width", 65536)
     assert "A 65536x65536 image needs about" in line and "the largest square size that fits is about" in line
-    line = refused(monkeypatch, capsys, tmp_path, "generate", PROMPT, *FAST, "-n", 10**8, "--save-guidance", "g.safetensors")
-    assert "-n 100000000 needs about" in line and "recorded guidance" in line and "the largest count that fits is" in line
+    line = refused(
+        monkeypatch, capsys, tmp_path, "generate", PROMPT, *FAST, "-n", 10**8, "--save-guidance", "g.safetensors"
+    )
+    assert (
+        "-n 100000000 needs about" in line and "recorded guidance" in line and "the largest count that fits is" in line
+    )
     line = refused(monkeypatch, capsys, tmp_path, "generate", PROMPT, *FAST, "-n", 10**10)
     assert "on disk" in line and "the largest count that fits is" in line
 
 
 def test_chunk_size_follows_free_memory():
-    need = memory.MemoryNeed(weights=100, per_image=50, held_per_image=1, height=64, width=64, per_pixel=0.01, per_pixel_squared=0)
+    need = memory.MemoryNeed(
+        weights=100, per_image=50, held_per_image=1, height=64, width=64, per_pixel=0.01, per_pixel_squared=0
+    )
     assert memory.plan_chunk(need, 100, None) == memory.MAX_CHUNK
     assert memory.plan_chunk(need, 3, (10**6, "test")) == 3
     assert memory.plan_chunk(need, 100, (int((100 + 100 + 3 * 50) / 0.9) + 1, "test")) == 3
@@ -143,7 +152,17 @@ def test_large_counts_stream_to_disk_in_chunks(monkeypatch, capsys, tmp_path):
     # two calls of at most two images; the first chunk's files were on disk before the second call
     assert calls == [(2, []), (1, ["image-000.png", "image-001.png"])]
     monkeypatch.setattr(SegaPipeline, "__call__", original)
-    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "run" / "image-002.png", "--out", tmp_path / "again.png", "--threads", 1)
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        "--from-png",
+        tmp_path / "run" / "image-002.png",
+        "--out",
+        tmp_path / "again.png",
+        "--threads",
+        1,
+    )
     assert code == 0, err
     a = np.asarray(Image.open(tmp_path / "run" / "image-002.png").convert("RGB"), dtype=np.int16)
     b = np.asarray(Image.open(tmp_path / "again.png").convert("RGB"), dtype=np.int16)
@@ -167,13 +186,27 @@ def test_large_counts_stream_to_disk_in_chunks(monkeypatch, capsys, tmp_path):
         ("+glasses:w=30", "warms up at step 30, but the run has 25 steps"),
     ],
 )
-def test_edit_specs_that_say_nothing_or_contradict_themselves(monkeypatch, capsys, tmp_path, no_generation, spec, needle):
+def test_edit_specs_that_say_nothing_or_contradict_themselves(
+    monkeypatch, capsys, tmp_path, no_generation, spec, needle
+):
     line = refused(monkeypatch, capsys, tmp_path, "generate", PROMPT, "--steps", 25, "--edit", spec, "--out", "o")
     assert needle in line, line
 
 
 def test_edit_warnings_do_not_stop_the_run(monkeypatch, capsys, tmp_path):
-    code, _, err = cli(monkeypatch, capsys, "generate", PROMPT, *FAST, "-e", "+glasses", "-e", "-glasses:w=0", "--out", tmp_path / "w.png")
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        PROMPT,
+        *FAST,
+        "-e",
+        "+glasses",
+        "-e",
+        "-glasses:w=0",
+        "--out",
+        tmp_path / "w.png",
+    )
     assert code == 0, err
     assert "warms up at step 5 (the model's default), but the run has 2 steps" in err
     assert "'glasses' is both added and removed" in err
@@ -196,15 +229,51 @@ def test_recorded_guidance_that_does_not_fit_says_how_it_was_recorded(monkeypatc
         (["-n", 2, "--steps", 3], "this call asks for 3 steps (use --steps 2)"),
         (["-n", 2, "--height", 128], "(use --width 64 --height 64)"),
     ]:
-        line = refused(monkeypatch, capsys, rec, "generate", "a smiling face", "--steps", 2, "--apply-guidance", "g.safetensors", *args)
-        assert "was recorded for 2 images at 2 steps, 64x64, model 'embedded', seed 0, edits +glasses" in line and needle in line, line
+        line = refused(
+            monkeypatch,
+            capsys,
+            rec,
+            "generate",
+            "a smiling face",
+            "--steps",
+            2,
+            "--apply-guidance",
+            "g.safetensors",
+            *args,
+        )
+        assert (
+            "was recorded for 2 images at 2 steps, 64x64, model 'embedded', seed 0, edits +glasses" in line
+            and needle in line
+        ), line
     # the images that used it: --from-png finds the guidance beside the PNG, from any folder
-    code, _, err = cli(monkeypatch, capsys, "generate", "a smiling face", *FAST, "-n", 2, "--apply-guidance", "g.safetensors", "--out", "reused")
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        "a smiling face",
+        *FAST,
+        "-n",
+        2,
+        "--apply-guidance",
+        "g.safetensors",
+        "--out",
+        "reused",
+    )
     assert code == 0, err
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", rec / "reused" / "image-001.png", "--out", "again.png", "--threads", 1)
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        "--from-png",
+        rec / "reused" / "image-001.png",
+        "--out",
+        "again.png",
+        "--threads",
+        1,
+    )
     assert code == 0, err  # image 1 of the two, alone: it takes the recorded image with its seed
     a = np.asarray(Image.open(rec / "reused" / "image-001.png").convert("RGB"), dtype=np.int16)
     b = np.asarray(Image.open(elsewhere / "again.png").convert("RGB"), dtype=np.int16)
@@ -213,13 +282,24 @@ def test_recorded_guidance_that_does_not_fit_says_how_it_was_recorded(monkeypatc
 
 
 def test_recorded_guidance_from_another_model_is_refused(monkeypatch, capsys, tmp_path):
-    from safetensors.torch import save_file
-
     import torch
+    from safetensors.torch import save_file
 
     save_file({"guidance": torch.zeros(2, 1, 4, 16, 16)}, str(tmp_path / "other.safetensors"),
               metadata={"segakit": '{"model": "/models/sd15", "height": 64, "width": 64}'})  # fmt: skip
-    line = refused(monkeypatch, capsys, tmp_path, "generate", PROMPT, "--steps", 2, "--apply-guidance", "other.safetensors", "--out", "o")
+    line = refused(
+        monkeypatch,
+        capsys,
+        tmp_path,
+        "generate",
+        PROMPT,
+        "--steps",
+        2,
+        "--apply-guidance",
+        "other.safetensors",
+        "--out",
+        "o",
+    )
     assert "model '/models/sd15'" in line and "this call asks for model 'embedded'" in line
 
 
@@ -247,7 +327,12 @@ def test_version_short_options_and_readable_help(monkeypatch, capsys):
 
     code, out, _ = cli(monkeypatch, capsys, "--version")
     assert code == 0 and out.strip() == f"segakit {__version__}"
-    for args in (["generate", "--help"], ["world", "sample", "--help"], ["world", "classify", "--help"], ["directions", "learn", "--help"]):
+    for args in (
+        ["generate", "--help"],
+        ["world", "sample", "--help"],
+        ["world", "classify", "--help"],
+        ["directions", "learn", "--help"],
+    ):
         code, out, _ = cli(monkeypatch, capsys, *args)
         assert code == 0
         assert "<str>" not in out and "<int>" not in out and "<path>" not in out and "list[" not in out, (args, out)

@@ -55,11 +55,17 @@ def test_bad_input_is_one_sentence_and_exit_2(args, message, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(monkeypatch, capsys, *args, *(["--out", tmp_path / "o"] if args[0] == "generate" else []))
     assert code == 2 and message in err and "Traceback" not in err
-    assert not list(tmp_path.glob("*.safetensors")) and not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+    assert (
+        not list(tmp_path.glob("*.safetensors"))
+        and not (tmp_path / "o").exists()
+        or not list((tmp_path / "o").iterdir())
+    )
 
 
 def test_direction_from_another_model_is_refused(learned, monkeypatch, capsys, tmp_path):
-    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--steps", "2", "--direction", learned, "--out", tmp_path / "o")
+    code, _, err = cli(
+        monkeypatch, capsys, "generate", "a face", "--steps", "2", "--direction", learned, "--out", tmp_path / "o"
+    )
     assert code == 2 and "learned on U-Net weights" in err
 
 

@@ -30,7 +30,9 @@ def test_generate_writes_diffusers_default_image(monkeypatch, capsys, folders, t
     assert code == 0, err
     load = {"text_encoder_3": None, "tokenizer_3": None} if family == "sd3" else {}
     reference = cls.from_pretrained(folders / family, local_files_only=True, **load)
-    want = reference("a face", num_inference_steps=3, height=size, width=size, generator=torch.Generator().manual_seed(4)).images[0]
+    want = reference(
+        "a face", num_inference_steps=3, height=size, width=size, generator=torch.Generator().manual_seed(4)
+    ).images[0]
     got = np.asarray(Image.open(out), dtype=np.int16)
     assert np.abs(got - np.asarray(want, dtype=np.int16)).max() <= 1
     params = read_params(out)
@@ -47,7 +49,9 @@ def test_edit_changes_the_image_and_guidance_round_trips(monkeypatch, capsys, fo
     plain, edit = (np.asarray(Image.open(tmp_path / n), dtype=np.int16) for n in ("plain.png", "edit.png"))
     assert np.abs(plain - edit).max() > 0
     # the recorded guidance, applied without the edit, gives the edited image again
-    code, _, err = cli(monkeypatch, capsys, *base, "--apply-guidance", tmp_path / "g.safetensors", "--out", tmp_path / "again.png")
+    code, _, err = cli(
+        monkeypatch, capsys, *base, "--apply-guidance", tmp_path / "g.safetensors", "--out", tmp_path / "again.png"
+    )
     assert code == 0, err
     again = np.asarray(Image.open(tmp_path / "again.png"), dtype=np.int16)
     assert np.abs(again - edit).max() <= 1

@@ -20,7 +20,9 @@ def test_due_and_rebuilt_estimates_by_hand():
     assert r.due(1, [0, 1]) == []  # both reused at step 1
     later = torch.tensor([3.0, 3.0])  # the unconditional estimate moved
     out = r.estimates(1, later, {}, [0, 1])
-    assert torch.equal(out[0], torch.tensor([4.0, 3.0])) and torch.equal(out[1], torch.tensor([2.0, 6.0]))  # e0 + (ee - e0)|step 0
+    assert torch.equal(out[0], torch.tensor([4.0, 3.0])) and torch.equal(
+        out[1], torch.tensor([2.0, 6.0])
+    )  # e0 + (ee - e0)|step 0
     assert r.due(2, [1]) == [1]  # concept 0 cooled down, concept 1 refreshed
 
 
@@ -38,8 +40,18 @@ def sd(tmp_path_factory):
 
 
 def _run(pipe, **kw):
-    edits = [Edit("glasses", scale=5, threshold=0.5, warmup=1), Edit("beard", scale=4, threshold=0.6, warmup=0, reverse=True)]
-    return pipe("a face", edits=edits, num_inference_steps=6, output_type="latent", generator=torch.Generator().manual_seed(1), **kw).images
+    edits = [
+        Edit("glasses", scale=5, threshold=0.5, warmup=1),
+        Edit("beard", scale=4, threshold=0.6, warmup=0, reverse=True),
+    ]
+    return pipe(
+        "a face",
+        edits=edits,
+        num_inference_steps=6,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(1),
+        **kw,
+    ).images
 
 
 def test_refresh_one_is_exact_sega(sd):
@@ -69,7 +81,9 @@ def test_cli_edit_refresh_is_recorded_and_regenerates(monkeypatch, capsys, tmp_p
     assert cli(monkeypatch, capsys, *base, "--out", tmp_path / "exact.png")[0] == 0
     assert read_params(tmp_path / "k2.png")["edit_refresh"] == 2
     assert "edit_refresh" not in read_params(tmp_path / "exact.png")  # exact SEGA's parameters are as before
-    assert cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "k2.png", "--out", tmp_path / "again.png")[0] == 0
+    assert (
+        cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "k2.png", "--out", tmp_path / "again.png")[0] == 0
+    )
     assert Image.open(tmp_path / "again.png").tobytes() == Image.open(tmp_path / "k2.png").tobytes()
     code, _, err = cli(monkeypatch, capsys, *base, "--edit-refresh", 0, "--out", tmp_path / "bad.png")
     assert code == 2 and "--edit-refresh 0" in err and not (tmp_path / "bad.png").exists()

@@ -41,12 +41,16 @@ def _gens(n, first=0):
 
 
 def _direction(pipe, seed=0, scale=1.0, size=None) -> Direction:
-    shape = mid_block_shape(pipe.unet, *(size or (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2), pipe.vae_scale_factor)
+    shape = mid_block_shape(
+        pipe.unet, *(size or (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2), pipe.vae_scale_factor
+    )
     return Direction(scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed)), "test")
 
 
 def _run(pipe, n=2, steps=STEPS, **kw):
-    return pipe("a face", num_inference_steps=steps, num_images_per_prompt=n, generator=_gens(n), output_type="pt", **kw).images
+    return pipe(
+        "a face", num_inference_steps=steps, num_images_per_prompt=n, generator=_gens(n), output_type="pt", **kw
+    ).images
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
@@ -73,7 +77,9 @@ def test_conditional_rows_by_hand():
 
 def test_shift_follows_sub_batches_and_leaves_no_hook(sd):
     unet = sd.unet
-    deltas = torch.randn(4, *mid_block_shape(unet, 32, 32, sd.vae_scale_factor), generator=torch.Generator().manual_seed(2))
+    deltas = torch.randn(
+        4, *mid_block_shape(unet, 32, 32, sd.vae_scale_factor), generator=torch.Generator().manual_seed(2)
+    )
     x = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     emb = torch.randn(4, 16, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -102,6 +108,7 @@ def test_only_the_conditional_branch_is_shifted(sd):
     must match, the prompt rows' must differ by the direction."""
     d = _direction(sd, scale=3.0)
     seen = []
+
     def record(module, args, kwargs):
         seen.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
 
@@ -206,7 +213,9 @@ def test_learning_on_small_components_resumes_from_its_cache(sd, tmp_path, monke
     before = [p.requires_grad for p in sd.unet.parameters()]
     first = learn_direction(sd, cfg, tmp_path)
     assert first.shape == mid_block_shape(sd.unet, 32, 32, sd.vae_scale_factor) and torch.isfinite(first.vector).all()
-    assert first.vector.abs().max() > 0 and first.meta["images"] == 3 and len(list(tmp_path.rglob("*.safetensors"))) == 2
+    assert (
+        first.vector.abs().max() > 0 and first.meta["images"] == 3 and len(list(tmp_path.rglob("*.safetensors"))) == 2
+    )
     assert [p.requires_grad for p in sd.unet.parameters()] == before  # the weights' flags are restored
     monkeypatch.setattr(type(sd), "__call__", lambda *a, **k: pytest.fail("cached latents were generated again"))
     again = learn_direction(sd, cfg, tmp_path)
@@ -222,8 +231,15 @@ def test_sega_edits_while_generating_the_images_are_applied_and_keyed(sd, tmp_pa
     cleaned = LearnConfig(**{**plain.__dict__, "edits": (Edit("a zombie", reverse=True, scale=5.0, warmup=0),)})
     assert cache_key(sd, plain) != cache_key(sd, cleaned)
     with_edits = shard_latents(sd, cleaned, 0, 2)
-    expected = sd("a zombie", num_inference_steps=2, guidance_scale=7.5, num_images_per_prompt=2, generator=_gens(2),
-                  edits=[Edit("a zombie", reverse=True, scale=5.0, warmup=0)], output_type="latent").images
+    expected = sd(
+        "a zombie",
+        num_inference_steps=2,
+        guidance_scale=7.5,
+        num_images_per_prompt=2,
+        generator=_gens(2),
+        edits=[Edit("a zombie", reverse=True, scale=5.0, warmup=0)],
+        output_type="latent",
+    ).images
     torch.testing.assert_close(with_edits, expected.float())
     assert not torch.allclose(with_edits, shard_latents(sd, plain, 0, 2))
     direction = learn_direction(sd, LearnConfig(**{**cleaned.__dict__, "steps": 2, "batch": 2}), tmp_path)

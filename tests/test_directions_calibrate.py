@@ -2,7 +2,6 @@
 library applying them."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -115,7 +114,10 @@ def test_relearning_a_direction_drops_its_attributes_calibration_only(capsys):
     index = {"recipes": {"skin=medium": [["skin=dark", 0.5]], "presentation=man": [["presentation=man", 2.0]]},
              "calibration": {"skin": {"seeds": 16}, "presentation": {"seeds": 16}}}  # fmt: skip
     _drop_calibration(index, "skin")
-    assert index == {"recipes": {"presentation=man": [["presentation=man", 2.0]]}, "calibration": {"presentation": {"seeds": 16}}}
+    assert index == {
+        "recipes": {"presentation=man": [["presentation=man", 2.0]]},
+        "calibration": {"presentation": {"seeds": 16}},
+    }
     assert "rerun python -m segakit.train.calibrate_directions --attribute skin" in capsys.readouterr().out
     _drop_calibration(index, "glasses")
     assert "glasses" not in capsys.readouterr().out
@@ -124,17 +126,23 @@ def test_relearning_a_direction_drops_its_attributes_calibration_only(capsys):
 def test_the_shipped_librarys_skin_calibration_names_its_own_directions_and_draws_a_distribution():
     lib = Library.load()
     draw = lib.draw_shares("skin")
-    assert draw is not None and set(draw) == set(lib.values("skin")) and sum(draw.values()) == pytest.approx(1.0, abs=1e-3)
+    assert (
+        draw is not None and set(draw) == set(lib.values("skin")) and sum(draw.values()) == pytest.approx(1.0, abs=1e-3)
+    )
     for value in lib.values("skin"):
         for name, strength in lib.recipe(f"skin={value}"):
             assert name in lib.files and strength > 0
     cal = lib.meta["calibration"]["skin"]
     assert cal["first_seed"] >= 1000 and cal["command"].startswith("python -m segakit.train.calibrate_directions")
     # the study and benchmarks evaluate on seeds 0..199 and 7000..: calibration stays off them
-    assert not set(range(cal["first_seed"], cal["first_seed"] + cal["seeds"])) & (set(range(200)) | set(range(7000, 7200)))
+    assert not set(range(cal["first_seed"], cal["first_seed"] + cal["seeds"])) & (
+        set(range(200)) | set(range(7000, 7200))
+    )
     fair = lib.fair("skin", 100, 0)
     assert "light" not in fair.choices or draw["light"] > 0  # the calibrated shares are what is drawn by default
-    assert set(lib.fair("skin", 100, 0, strength=0.5).choices) == set(lib.values("skin"))  # explicit strength: equal shares
+    assert set(lib.fair("skin", 100, 0, strength=0.5).choices) == set(
+        lib.values("skin")
+    )  # explicit strength: equal shares
 
 
 def test_the_calibration_recipe_writes_recipes_draws_and_what_it_read(tmp_path):
@@ -153,16 +161,38 @@ def test_the_calibration_recipe_writes_recipes_draws_and_what_it_read(tmp_path):
     lib.mkdir()
     files = {}
     for k, v in enumerate(["light", "dark"]):
-        d = Direction(3 * torch.randn(shape, generator=torch.Generator().manual_seed(k)), f"skin={v}", {"unet": fingerprint(pipe.unet)})
+        d = Direction(
+            3 * torch.randn(shape, generator=torch.Generator().manual_seed(k)),
+            f"skin={v}",
+            {"unet": fingerprint(pipe.unet)},
+        )
         files[f"skin={v}"] = d.save(lib / f"skin-{v}.safetensors").name
-    (lib / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5, "recipes": {"glasses=true": [["glasses=true", 1.0]]}}))
-    argv = ["--attribute", "skin", "--library", str(lib), "--model", str(folder), "--seeds", "2", "--steps", "2", "--strengths", "0.5",
-            "--figure", str(tmp_path / "cal.png")]
+    (lib / "library.json").write_text(
+        json.dumps({"directions": files, "strength": 0.5, "recipes": {"glasses=true": [["glasses=true", 1.0]]}})
+    )
+    argv = [
+        "--attribute",
+        "skin",
+        "--library",
+        str(lib),
+        "--model",
+        str(folder),
+        "--seeds",
+        "2",
+        "--steps",
+        "2",
+        "--strengths",
+        "0.5",
+        "--figure",
+        str(tmp_path / "cal.png"),
+    ]
     summary = main(argv)
     index = json.loads((lib / "library.json").read_text())
     assert index["calibration"]["skin"]["command"] == "python -m segakit.train.calibrate_directions " + " ".join(argv)
     assert sum(sum(c.values()) for c in summary["reads"].values()) == 2 * 3  # 2 singles + 1 pair, 2 seeds each
-    assert set(index["draws"]["skin"]) == {"light", "dark"} and sum(index["draws"]["skin"].values()) == pytest.approx(1, abs=1e-3)
+    assert set(index["draws"]["skin"]) == {"light", "dark"} and sum(index["draws"]["skin"].values()) == pytest.approx(
+        1, abs=1e-3
+    )
     assert "glasses=true" in index["recipes"]  # another attribute's recipes stay
     from PIL import Image
 

@@ -29,7 +29,9 @@ def model(tmp_path_factory):
     lib.mkdir()
     files = {}
     for k, name in enumerate(NAMES):
-        d = Direction(3 * torch.randn(shape, generator=torch.Generator().manual_seed(k)), name, {"unet": fingerprint(ours.unet)})
+        d = Direction(
+            3 * torch.randn(shape, generator=torch.Generator().manual_seed(k)), name, {"unet": fingerprint(ours.unet)}
+        )
         files[name] = d.save(lib / f"{name.replace('=', '-')}.safetensors").name
     (lib / "library.json").write_text(json.dumps({"directions": files}))
     return tmp / "sd", ours, lib
@@ -52,7 +54,9 @@ def test_fair_draws_are_per_image_seeded_and_follow_the_shares(model):
     assert a.choices == b.choices and 0.4 < a.choices.count("woman") / 200 < 0.6
     assert lib.fair("presentation", 1, 7).choices == [a.choices[7]]  # image i depends on seed + i alone
     assert set(lib.fair("presentation", 50, 0, "woman:1,man:0").choices) == {"woman"}
-    rows = lib.fair("presentation", 2, 0, {"man": 0.5, "woman": 0.5}).offset(2, lib.direction("presentation=man").shape, "cpu", torch.float32)
+    rows = lib.fair("presentation", 2, 0, {"man": 0.5, "woman": 0.5}).offset(
+        2, lib.direction("presentation=man").shape, "cpu", torch.float32
+    )
     assert rows.shape[0] == 2
 
 
@@ -93,7 +97,15 @@ def test_generate_fair_records_the_draw_and_regenerates_it(model, monkeypatch, c
     choices = [read_params(tmp_path / "fair" / f"image-{i:03d}.png")["fair_choice"] for i in range(4)]
     assert sorted(choices) == ["man", "man", "woman", "woman"]  # the spread draw: seeds 0-3 split evenly
     assert read_params(tmp_path / "fair" / "image-000.png")["fair_draw"] == "spread"
-    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "fair" / "image-002.png", "--out", tmp_path / "again.png")
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        "--from-png",
+        tmp_path / "fair" / "image-002.png",
+        "--out",
+        tmp_path / "again.png",
+    )
     assert code == 0, err
     assert read_params(tmp_path / "again.png")["fair_choice"] == choices[2]
     same = [np.asarray(Image.open(p)) for p in (tmp_path / "fair" / "image-002.png", tmp_path / "again.png")]
@@ -113,7 +125,9 @@ def test_bad_fair_is_one_sentence(model, monkeypatch, capsys, tmp_path, extra, m
 
 
 def test_library_needed_for_another_model(model, monkeypatch, capsys, tmp_path):
-    code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", model[0], "--safe", "--out", tmp_path / "o")
+    code, _, err = cli(
+        monkeypatch, capsys, "generate", "a doctor", "--model", model[0], "--safe", "--out", tmp_path / "o"
+    )
     assert code == 2 and "--library DIR" in err
 
 
@@ -133,7 +147,10 @@ def test_shipped_library_belongs_to_the_shipped_model():
 def test_recipe_strengths_parse_and_refuse_unknown_names():
     from segakit.train.directions import parse_strengths
 
-    assert parse_strengths("presentation=man:0.75, presentation=woman:1") == {"presentation=man": 0.75, "presentation=woman": 1.0}
+    assert parse_strengths("presentation=man:0.75, presentation=woman:1") == {
+        "presentation=man": 0.75,
+        "presentation=woman": 1.0,
+    }
     assert parse_strengths("") == {}
     with pytest.raises(UserError, match="NAME:STRENGTH"):
         parse_strengths("presentation=man:lots")
@@ -151,7 +168,9 @@ def test_recipe_rewrites_the_strengths_of_a_finished_library(tmp_path, capsys):
     main(["--out", str(lib), "--only", "presentation", "--strengths", "presentation=woman:0.6", "--threads", "1"])
     assert "presentation=woman: done already" in capsys.readouterr().out  # nothing relearned
     meta = json.loads((lib / "library.json").read_text())
-    assert meta["strengths"] == {"presentation=woman": 0.6} and Library.load(lib).strength_of("presentation=woman") == 0.6
+    assert (
+        meta["strengths"] == {"presentation=woman": 0.6} and Library.load(lib).strength_of("presentation=woman") == 0.6
+    )
     assert set(meta["directions"]) == set(Library.load().names())  # the rest of the library kept
 
 
@@ -160,5 +179,8 @@ def test_pngs_written_before_the_spread_draw_repeat_the_random_draw():
 
     old = GenerationParams.from_json({"prompt": "a doctor", "fair": "presentation", "seed": 3})
     assert old.fair_draw == "random"
-    assert GenerationParams.from_json({"prompt": "a doctor", "fair": "presentation", "fair_draw": "spread"}).fair_draw == "spread"
+    assert (
+        GenerationParams.from_json({"prompt": "a doctor", "fair": "presentation", "fair_draw": "spread"}).fair_draw
+        == "spread"
+    )
     assert GenerationParams.from_json({"prompt": "a doctor"}).fair_draw == "spread"  # no fairness: nothing to repeat

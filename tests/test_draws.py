@@ -20,7 +20,14 @@ def test_spread_points_by_hand():
 
 
 def test_pick_by_cumulative_shares():
-    assert [pick(["a", "b", "c"], [0.2, 0.3, 0.5], u) for u in (0.0, 0.19, 0.2, 0.49, 0.5, 0.999)] == ["a", "a", "b", "b", "c", "c"]
+    assert [pick(["a", "b", "c"], [0.2, 0.3, 0.5], u) for u in (0.0, 0.19, 0.2, 0.49, 0.5, 0.999)] == [
+        "a",
+        "a",
+        "b",
+        "b",
+        "c",
+        "c",
+    ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -47,7 +54,9 @@ def test_unequal_shares_are_met_over_256_aligned_seeds(start, share):
 
 def test_random_draw_is_the_earlier_one_and_bad_draws_are_refused():
     shares = {"man": 0.5, "woman": 0.5}
-    assert draw_values(shares, 30, 4, "random") == [random.Random(4 + i).choices(["man", "woman"], [0.5, 0.5])[0] for i in range(30)]
+    assert draw_values(shares, 30, 4, "random") == [
+        random.Random(4 + i).choices(["man", "woman"], [0.5, 0.5])[0] for i in range(30)
+    ]
     assert draw_values(shares, 5, 0) == draw_values({"woman": 0.5, "man": 0.5}, 5, 0)  # the order shares are written in
     assert set(DRAWS) == {"spread", "random"}
     with pytest.raises(UserError, match="--fair-draw 'even' is not one of spread, random"):

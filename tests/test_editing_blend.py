@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_onthefly_mask import CONFIG, PATTERN, SHAPE  # the same schedule, shape and pattern as the mask's test
 
 from segakit.core.conditioning import Conditioning
 from segakit.core.errors import UserError
@@ -14,7 +15,6 @@ from segakit.editing.blend import blend, dilate, grow
 from segakit.editing.direction import EditDirection
 from segakit.editing.onthefly import edit_on_ddpm_inversion
 from segakit.editing.params import EditParams
-from test_onthefly_mask import CONFIG, PATTERN, SHAPE  # the same schedule, shape and pattern as the mask's test
 
 
 def coupled_unet(x, t, encoder_hidden_states, **_):
@@ -29,7 +29,9 @@ def test_blend_and_grow_by_hand():
     assert torch.equal(blend(x, target, region), torch.tensor([[[[1.0, 20.0], [30.0, 4.0]]]]))
     assert torch.equal(blend(x, target, torch.ones_like(region)), x)
     assert torch.equal(grow(None, region), region)
-    assert torch.equal(grow(region, torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])), torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]]))
+    assert torch.equal(
+        grow(region, torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])), torch.tensor([[[[1.0, 1.0], [0.0, 1.0]]]])
+    )
 
 
 def _inversion(steps=5):

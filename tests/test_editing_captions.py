@@ -91,7 +91,12 @@ def test_writer_retries_until_it_parses_with_a_new_seed_each_try():
     good = "Caption 2: a woman\nAfter transformation:\nCaption 1: a woman with glasses\nCaption 2: glasses on a woman\n"
     w = _writer(["garbage", "Caption 2: x\n", good])
     out = w.write("give her glasses", SOURCE, n=2, seed=5)
-    assert (out.before, out.after, out.tries, out.complete) == ([SOURCE, "a woman"], ["a woman with glasses", "glasses on a woman"], 3, True)
+    assert (out.before, out.after, out.tries, out.complete) == (
+        [SOURCE, "a woman"],
+        ["a woman with glasses", "glasses on a woman"],
+        3,
+        True,
+    )
     assert w.generate.seeds == [5, 6, 7]
 
 
@@ -100,7 +105,11 @@ def test_after_captions_that_copy_a_before_caption_are_dropped_and_an_all_copy_t
     good = "Caption 2: a woman\nAfter transformation:\nCaption 1: a woman with glasses\nCaption 2: a woman\n"
     w = _writer([copies, good])
     out = w.write("give her glasses", SOURCE, n=1, seed=0)
-    assert (out.before, out.after, out.tries) == ([SOURCE], ["a woman with glasses"], 2)  # the copy "a woman" is gone too
+    assert (out.before, out.after, out.tries) == (
+        [SOURCE],
+        ["a woman with glasses"],
+        2,
+    )  # the copy "a woman" is gone too
     w = _writer([copies] * MAX_TRIES)
     with pytest.raises(UserError, match="state a change"):
         w.write("give her glasses", SOURCE, n=1)
@@ -131,7 +140,9 @@ def _tiny_lm(folder):
     bpe.add_special_tokens(["<|endoftext|>"])
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=n + 1, n_positions=1024, n_embd=32, n_layer=2, n_head=2, eos_token_id=n, bos_token_id=n))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=n + 1, n_positions=1024, n_embd=32, n_layer=2, n_head=2, eos_token_id=n, bos_token_id=n)
+    )
     model.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder

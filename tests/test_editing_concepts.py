@@ -29,7 +29,9 @@ def test_every_world_instruction_reads_back_as_its_changes():
     for i in range(10):
         s = session_at(0, i)
         for text, (attr, _old, new) in zip(s.instructions, s.changes):
-            assert {(c.attribute, c.value) for c in instruction_changes(text)} - {("skin", v) for v in RELATIVE_SKIN} <= {(attr, new)}
+            assert {(c.attribute, c.value) for c in instruction_changes(text)} - {
+                ("skin", v) for v in RELATIVE_SKIN
+            } <= {(attr, new)}
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,9 @@ def test_concepts_from_instructions(instruction, caption, concepts):
 
 
 def test_nothing_derivable_is_one_sentence_naming_the_instruction():
-    with pytest.raises(UserError, match=r"No SEGA concept could be derived from the instruction 'make it pop'.*--concept"):
+    with pytest.raises(
+        UserError, match=r"No SEGA concept could be derived from the instruction 'make it pop'.*--concept"
+    ):
         derive_concepts("make it pop")
 
 

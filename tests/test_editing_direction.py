@@ -31,14 +31,20 @@ def test_sd_direction_is_the_difference_of_caption_means(tmp_path):
 
 def test_sdxl_direction_covers_both_encoders_and_the_pooled_projection(tmp_path):
     c = sdxl_components(tmp_path)
-    text = TextModels(c["tokenizer"], c["text_encoder"], c["tokenizer_2"], c["text_encoder_2"], sdxl=True, image_size=(32, 32))
+    text = TextModels(
+        c["tokenizer"], c["text_encoder"], c["tokenizer_2"], c["text_encoder_2"], sdxl=True, image_size=(32, 32)
+    )
     d = edit_direction(text, BEFORE, AFTER)
     dim = c["text_encoder"].config.hidden_size + c["text_encoder_2"].config.hidden_size
     assert d.embeds.shape == (1, c["tokenizer"].model_max_length, dim)
     assert d.pooled.shape == (1, c["text_encoder_2"].config.projection_dim)
     with torch.no_grad():
-        eb, pb = encode_sdxl([c["tokenizer"], c["tokenizer_2"]], [c["text_encoder"], c["text_encoder_2"]], BEFORE, torch.device("cpu"))
-        ea, pa = encode_sdxl([c["tokenizer"], c["tokenizer_2"]], [c["text_encoder"], c["text_encoder_2"]], AFTER, torch.device("cpu"))
+        eb, pb = encode_sdxl(
+            [c["tokenizer"], c["tokenizer_2"]], [c["text_encoder"], c["text_encoder_2"]], BEFORE, torch.device("cpu")
+        )
+        ea, pa = encode_sdxl(
+            [c["tokenizer"], c["tokenizer_2"]], [c["text_encoder"], c["text_encoder_2"]], AFTER, torch.device("cpu")
+        )
     assert torch.allclose(d.embeds, ea.mean(0, keepdim=True) - eb.mean(0, keepdim=True), atol=1e-6)
     assert torch.allclose(d.pooled, pa.mean(0, keepdim=True) - pb.mean(0, keepdim=True), atol=1e-6)
     cond = text.encode(["a woman"])

@@ -43,7 +43,10 @@ def test_captioner_recipe_trains_resumes_and_saves_a_stock_blip_folder(tmp_path)
     assert list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
     model = BlipForConditionalGeneration.from_pretrained(folder)
     processor = BlipProcessor.from_pretrained(folder)
-    assert model.config.vision_config.image_size == 64 and processor.tokenizer.unk_token_id not in processor.tokenizer("a smiling man").input_ids
+    assert (
+        model.config.vision_config.image_size == 64
+        and processor.tokenizer.unk_token_id not in processor.tokenizer("a smiling man").input_ids
+    )
     text = Captioner.from_pretrained(folder, max_new_tokens=5)(sample_at(1, 0).image)
     assert isinstance(text, str)
 
@@ -112,7 +115,9 @@ def test_the_measures_judge_by_the_world_parser():
 
 # ------------------------------------------------------------------------------------------ shipped assets
 WRITER_SHIPPED = EMBEDDED_CAPTION_WRITER.is_dir()
-needs_writer = pytest.mark.skipif(not WRITER_SHIPPED, reason="the embedded caption writer is not shipped yet (docs/editing.md)")
+needs_writer = pytest.mark.skipif(
+    not WRITER_SHIPPED, reason="the embedded caption writer is not shipped yet (docs/editing.md)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +175,31 @@ def test_embedded_edit_captions_the_image_itself(monkeypatch, capsys, tmp_path, 
     from segakit.editing.image import fit, read_image
 
     assert params["source_caption"] == captioner(fit(read_image(path), 64))  # the shipped captioner's words
-    assert params["captions_before"] == [params["source_caption"]] and f"source caption: {params['source_caption']}" in stdout
+    assert (
+        params["captions_before"] == [params["source_caption"]]
+        and f"source caption: {params['source_caption']}" in stdout
+    )
 
 
 @pytest.mark.skipif(WRITER_SHIPPED, reason="the embedded caption writer is shipped")
 def test_embedded_edit_without_its_writer_asks_for_captions_in_one_sentence(monkeypatch, capsys, tmp_path):
     out = tmp_path / "glasses.png"
-    code, _, stderr = cli(monkeypatch, capsys, "edit", _face(tmp_path), "give her glasses", "--steps", "2", "--out", out, "--device", "cpu")
-    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "caption writer is not in this installation" in stderr, stderr
+    code, _, stderr = cli(
+        monkeypatch,
+        capsys,
+        "edit",
+        _face(tmp_path),
+        "give her glasses",
+        "--steps",
+        "2",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
+    assert (
+        code == 2 and len(stderr.strip().splitlines()) == 1 and "caption writer is not in this installation" in stderr
+    ), stderr
     assert not out.exists()
 
 
@@ -189,16 +211,25 @@ def test_embedded_edit_with_only_an_instruction(monkeypatch, capsys, tmp_path):
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
     assert params["source_caption"] and len(params["captions_before"]) == 2 and len(params["captions_after"]) == 2
-    assert params["captions_before"][0] == params["source_caption"] and f"source caption: {params['source_caption']}" in stdout
+    assert (
+        params["captions_before"][0] == params["source_caption"]
+        and f"source caption: {params['source_caption']}" in stdout
+    )
     # the writer wrote after-captions of its own; how often they state the change is measured, not asserted on one
     # face (62% of after-captions, 67% after the captioner's captions: docs/results/editing/report.md, segakit eval caption-writer)
-    assert params["captions_after"] != params["captions_before"] and all(parse_caption(c) for c in params["captions_after"])
+    assert params["captions_after"] != params["captions_before"] and all(
+        parse_caption(c) for c in params["captions_after"]
+    )
 
 
 def test_eval_commands(monkeypatch, capsys, tmp_path):
     code, stdout, stderr = cli(monkeypatch, capsys, "eval", "captioner", "-n", "2", "--out", tmp_path / "cap.json")
     assert code == 0, stderr
     summary = json.loads((tmp_path / "cap.json").read_text())
-    assert summary["n"] == 2 and summary["mentions_per_caption"] > 0 and "of the attributes it mentions are right" in stdout
+    assert (
+        summary["n"] == 2
+        and summary["mentions_per_caption"] > 0
+        and "of the attributes it mentions are right" in stdout
+    )
     code, _, stderr = cli(monkeypatch, capsys, "eval", "caption-writer", "--model", tmp_path / "no-writer", "-n", "1")
     assert code == 2 and len(stderr.strip().splitlines()) == 1 and "does not exist" in stderr, stderr

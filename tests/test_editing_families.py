@@ -15,7 +15,12 @@ def test_editors_run_on_other_families(tmp_path, family, method):
     if family == "sdxl":
         base = StableDiffusionXLPipeline(**sdxl_components(tmp_path))
     else:
-        base = StableDiffusionPipeline(**sd_components(tmp_path, v_prediction=True), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        base = StableDiffusionPipeline(
+            **sd_components(tmp_path, v_prediction=True),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     pipe = EditPipeline.from_pipe(base)
     image = Image.new("RGBA", (40, 30), (10, 200, 30, 255))
     out = pipe(image, "give her glasses", source_caption="a face", target_captions=["a face with glasses"], method=method,

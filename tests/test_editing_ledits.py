@@ -6,7 +6,14 @@ from tiny_models import sd_components
 
 from segakit.core.conditioning import Conditioning, encode_sd
 from segakit.core.inversion import ddpm_invert
-from segakit.editing.ledits import ConceptEdit, concept_tokens, gaussian_smooth, noise_mask, quantile_mask, sega_on_inversion
+from segakit.editing.ledits import (
+    ConceptEdit,
+    concept_tokens,
+    gaussian_smooth,
+    noise_mask,
+    quantile_mask,
+    sega_on_inversion,
+)
 
 
 def test_mask_pieces_by_hand():
@@ -28,7 +35,9 @@ def test_no_concept_strength_gives_the_image_back_and_a_concept_moves_it(tmp_pat
     enc = lambda texts: Conditioning(encode_sd(c["tokenizer"], c["text_encoder"], texts, torch.device("cpu")))  # noqa: E731
     x0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     uncond, source = enc([""]), enc(["a face"])
-    inv = ddpm_invert(c["unet"], c["scheduler"].config, x0, source, uncond, 5, 3.5, 0.15, torch.Generator().manual_seed(1))
+    inv = ddpm_invert(
+        c["unet"], c["scheduler"].config, x0, source, uncond, 5, 3.5, 0.15, torch.Generator().manual_seed(1)
+    )
     tokens = [concept_tokens(c["tokenizer"], "glasses")]
     with torch.no_grad():
         same = sega_on_inversion(c["unet"], c["scheduler"].config, inv, uncond, enc(["glasses"]), [ConceptEdit("glasses", scale=0.0)],
@@ -37,8 +46,12 @@ def test_no_concept_strength_gives_the_image_back_and_a_concept_moves_it(tmp_pat
                                   tokens, 0.15, source, 3.5)  # fmt: skip
     assert float((same - x0).abs().max()) <= 1e-4
     assert float((moved - x0).abs().max()) > 1e-2
-    one = ddpm_invert(c["unet"], c["scheduler"].config, x0, source, uncond, 1, 3.5, 0.0, torch.Generator().manual_seed(1))
-    with torch.no_grad():  # one step: the masked guidance lands on the latent as it is, so outside the mask nothing moves
+    one = ddpm_invert(
+        c["unet"], c["scheduler"].config, x0, source, uncond, 1, 3.5, 0.0, torch.Generator().manual_seed(1)
+    )
+    with (
+        torch.no_grad()
+    ):  # one step: the masked guidance lands on the latent as it is, so outside the mask nothing moves
         moved = sega_on_inversion(c["unet"], c["scheduler"].config, one, uncond, enc(["glasses"]), [ConceptEdit("glasses", scale=50.0, threshold=0.5)],
                                   tokens, 0.0, source, 3.5)  # fmt: skip
     changed = (moved - x0).abs().amax(1)  # (1, 16, 16)
@@ -74,7 +87,9 @@ def _reference(tmp_path):
     ref.set_progress_bar_config(disable=True)
     steps, skip = 6, 0.15
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    ref.invert(image, source_prompt="", num_inversion_steps=steps, skip=skip, generator=torch.Generator().manual_seed(7))
+    ref.invert(
+        image, source_prompt="", num_inversion_steps=steps, skip=skip, generator=torch.Generator().manual_seed(7)
+    )
     edits = [ConceptEdit.parse(s, scale=6.0, threshold=0.8) for s in ["+glasses", "-a beard"]]
     inv = EditFriendlyInversion(ref.init_latents, ref.zs, ref.inversion_steps, int(steps * (1 + skip)))
     tokens = [concept_tokens(c["tokenizer"], e.concept) for e in edits]

@@ -50,7 +50,9 @@ def test_the_ddpm_variant_gives_the_image_back_unedited_and_moves_the_oracles_re
     assert torch.allclose(same.images, encode(pipe.vae, pair.source_image), atol=1e-4)
     out = pipe(pair.source_image, pair.instruction, source_caption=pair.source_caption, target_captions=[pair.target_caption],
                inversion="ddpm", num_inference_steps=10)  # fmt: skip
-    assert out.params.inversion == "ddpm" and out.params.guidance_scale == 5.0  # the Python API keeps the value it is given
+    assert (
+        out.params.inversion == "ddpm" and out.params.guidance_scale == 5.0
+    )  # the Python API keeps the value it is given
     assert Oracle.load().predict([out.images[0]])[0][attr] == new
 
 
@@ -85,8 +87,18 @@ def _face_png(tmp_path, mode="RGB"):
 def test_cli_edit_writes_a_png_that_repeats_itself(monkeypatch, capsys, tmp_path):
     src = _face_png(tmp_path, "RGBA")
     out, again = tmp_path / "edited.png", tmp_path / "again.png"
-    args = ["--source-caption", "a woman with blonde hair", "--captions-after", "a woman with brown hair", "--steps", "3", "--show-captions"]
-    code, stdout, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--out", out, "--device", "cpu")
+    args = [
+        "--source-caption",
+        "a woman with blonde hair",
+        "--captions-after",
+        "a woman with brown hair",
+        "--steps",
+        "3",
+        "--show-captions",
+    ]
+    code, stdout, stderr = cli(
+        monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--out", out, "--device", "cpu"
+    )
     assert code == 0, stderr
     assert "after: a woman with brown hair" in stdout
     params = json.loads(Image.open(out).text["segakit"])
@@ -150,12 +162,24 @@ def test_cli_bad_input_is_one_sentence_exit_2_and_no_file(monkeypatch, capsys, t
 
 def test_cli_ddpm_inversion_records_its_default_guidance_and_repeats_itself(monkeypatch, capsys, tmp_path):
     src, out, again = _face_png(tmp_path), tmp_path / "ddpm.png", tmp_path / "again.png"
-    args = ["--source-caption", "a woman with blonde hair", "--captions-after", "a woman with brown hair", "--steps", "3"]
+    args = [
+        "--source-caption",
+        "a woman with blonde hair",
+        "--captions-after",
+        "a woman with brown hair",
+        "--steps",
+        "3",
+    ]
     code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", *args, "--recipe", "paper", "--inversion", "ddpm",
                           "--out", out, "--device", "cpu")  # fmt: skip
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
-    assert params["inversion"] == "ddpm" and params["guidance_scale"] == 3.5 and params["skip"] == 0.15 and params["mask"] == 0.0
+    assert (
+        params["inversion"] == "ddpm"
+        and params["guidance_scale"] == 3.5
+        and params["skip"] == 0.15
+        and params["mask"] == 0.0
+    )
     code, _, stderr = cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again, "--device", "cpu")
     assert code == 0, stderr
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
@@ -163,13 +187,36 @@ def test_cli_ddpm_inversion_records_its_default_guidance_and_repeats_itself(monk
 
 def test_cli_sega_method_runs_and_needs_a_concept(monkeypatch, capsys, tmp_path):
     src, out = _face_png(tmp_path), tmp_path / "sega.png"
-    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "make it pop", "--method", "sega", "--out", out, "--device", "cpu")
+    code, _, stderr = cli(
+        monkeypatch, capsys, "edit", src, "make it pop", "--method", "sega", "--out", out, "--device", "cpu"
+    )
     assert code == 2 and "No SEGA concept could be derived" in stderr and "--concept" in stderr and not out.exists()
-    code, _, stderr = cli(monkeypatch, capsys, "edit", src, "turn her hair brown", "--method", "sega", "--concept", "+brown hair",
-                          "--concept", "-blond hair", "--source-caption", "a woman with blonde hair", "--steps", "3", "--out", out, "--device", "cpu")
+    code, _, stderr = cli(
+        monkeypatch,
+        capsys,
+        "edit",
+        src,
+        "turn her hair brown",
+        "--method",
+        "sega",
+        "--concept",
+        "+brown hair",
+        "--concept",
+        "-blond hair",
+        "--source-caption",
+        "a woman with blonde hair",
+        "--steps",
+        "3",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert code == 0, stderr
     params = json.loads(Image.open(out).text["segakit"])
-    assert params["method"] == "sega" and params["concepts"] == ["+brown hair", "-blond hair"] and params["skip"] == 0.15
+    assert (
+        params["method"] == "sega" and params["concepts"] == ["+brown hair", "-blond hair"] and params["skip"] == 0.15
+    )
 
 
 def test_edit_params_round_trip_and_refuse_other_pngs():

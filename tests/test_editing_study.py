@@ -49,16 +49,29 @@ def test_l1_l2_cosine_by_hand():
 def test_attribute_scores_by_hand():
     source = {"glasses": False, "hat": True, "beard": False, "expression": "smile"}
     result = {"glasses": True, "hat": True, "beard": True, "expression": "smile"}
-    assert attribute_scores(source, result, {"glasses": True}, ["hat", "beard", "expression"]) == {"success": 1.0, "follows": 1.0, "others_unchanged": 2 / 3}
-    assert attribute_scores(source, result, {"glasses": True, "beard": False}, ["hat"]) == {"success": 0.0, "follows": 0.0, "others_unchanged": 1.0}
+    assert attribute_scores(source, result, {"glasses": True}, ["hat", "beard", "expression"]) == {
+        "success": 1.0,
+        "follows": 1.0,
+        "others_unchanged": 2 / 3,
+    }
+    assert attribute_scores(source, result, {"glasses": True, "beard": False}, ["hat"]) == {
+        "success": 0.0,
+        "follows": 0.0,
+        "others_unchanged": 1.0,
+    }
     # "give her darker skin" from medium, gold tone dark: medium-dark misses the gold tone but follows the instruction
     darker = instructed_values("skin", "medium", "dark", "give her darker skin")
-    assert darker == ("medium-dark", "dark") and instructed_values("skin", "medium", "light", "make her skin lighter") == ("light", "medium-light")
+    assert darker == ("medium-dark", "dark") and instructed_values(
+        "skin", "medium", "light", "make her skin lighter"
+    ) == ("light", "medium-light")
     assert instructed_values("skin", "medium", "dark", "give her dark skin") == ("dark",)  # it names the tone
     assert instructed_values("glasses", False, True, "give her glasses") == (True,)
     got = attribute_scores({"skin": "medium"}, {"skin": "medium-dark"}, {"skin": "dark"}, [], {"skin": darker})
     assert got["success"] == 0.0 and got["follows"] == 1.0
-    assert attribute_scores({"skin": "medium"}, {"skin": "medium"}, {"skin": "dark"}, [], {"skin": darker})["follows"] == 0.0
+    assert (
+        attribute_scores({"skin": "medium"}, {"skin": "medium"}, {"skin": "dark"}, [], {"skin": darker})["follows"]
+        == 0.0
+    )
 
 
 def test_magicbrush_export(tmp_path):
@@ -82,7 +95,10 @@ def test_magicbrush_export(tmp_path):
     single = json.loads((tmp_path / "single" / "edit_sessions.json").read_text())
     key = f"{pair.index:06d}"
     assert single[key][0]["instruction"] == pair.instruction
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "single" / "images" / key / f"{key}-output1.png")), np.asarray(pair.target_image))
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "single" / "images" / key / f"{key}-output1.png")),
+        np.asarray(pair.target_image),
+    )
     assert edit_mask(pair.source_image, pair.source_image).getextrema() == (0, 0)
 
 
@@ -96,7 +112,11 @@ def study_parts():
     from segakit.world.oracle import Oracle
 
     torch.set_num_threads(1)
-    return EditPipeline.from_pretrained("embedded"), Oracle.load(), ClipScorer.from_folder(Path(resolve("embedded")) / "clip")
+    return (
+        EditPipeline.from_pretrained("embedded"),
+        Oracle.load(),
+        ClipScorer.from_folder(Path(resolve("embedded")) / "clip"),
+    )
 
 
 def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
@@ -105,9 +125,15 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
     pipe, oracle, clip = study_parts
     pipe = copy.copy(pipe)
     pipe.caption_writer = None  # a model without a caption writer: onthefly-lm is reported unavailable, never faked
-    cfg = EditingStudyConfig(pairs=1, sessions=1, turns=2, steps=2, methods=("sega", "onthefly-lm", "regenerate"), figure_rows=2)
+    cfg = EditingStudyConfig(
+        pairs=1, sessions=1, turns=2, steps=2, methods=("sega", "onthefly-lm", "regenerate"), figure_rows=2
+    )
     first = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
-    assert first["available"] == {"sega": True, "onthefly-lm": False, "regenerate": True}  # no caption writer: not faked
+    assert first["available"] == {
+        "sega": True,
+        "onthefly-lm": False,
+        "regenerate": True,
+    }  # no caption writer: not faked
     assert first["run"]["edits"] == 2 * (1 + 2) and first["run"]["edits_from_cache"] == 0
     rows = first["records"]
     assert {r["method"] for r in rows} == {NO_EDIT, ROUND_TRIP, TARGET, "sega", "regenerate"}
@@ -145,7 +171,9 @@ def test_study_bookkeeping_and_cache_reuse(study_parts, tmp_path):
 
 def test_ddpm_methods_run_and_only_they_depend_on_ddpm_guidance_and_mask(study_parts, tmp_path):
     pipe, oracle, clip = study_parts
-    cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=("onthefly-gold-ddpm", "onthefly-gold"), figure_rows=1)
+    cfg = EditingStudyConfig(
+        pairs=1, sessions=0, steps=2, methods=("onthefly-gold-ddpm", "onthefly-gold"), figure_rows=1
+    )
     result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
     rows = {r["method"]: r for r in result["records"] if r["protocol"] == "single-turn"}
     assert set(rows) == {NO_EDIT, ROUND_TRIP, TARGET, "onthefly-gold-ddpm", "onthefly-gold"}
@@ -168,7 +196,9 @@ def test_the_whole_chain_captions_the_image_itself_and_keys_its_cache_on_the_cap
     result = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache").run()
     turn = result["single"][0]
     row = next(r for r in result["records"] if r["method"] == "onthefly-auto-ddpm")
-    assert row["captions_before"][0] == pipe.captioner(turn.input_image)  # caption 1 is the captioner's, not the world's
+    assert row["captions_before"][0] == pipe.captioner(
+        turn.input_image
+    )  # caption 1 is the captioner's, not the world's
     assert result["fingerprints"]["captioner"]
     u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
     study = EditingStudy(Methods(pipe, cfg), oracle, clip, cfg, tmp_path / "cache")
@@ -226,7 +256,9 @@ def test_skin_direction_script_tells_the_gold_tone_from_the_instructed_side():
     # SKIN_ORDER runs light .. dark: from medium, "darker" (gold: dark) is met exactly by dark, on its side by medium-dark
     assert module.verdict("medium", "dark", "dark") == "exact"
     assert module.verdict("medium", "dark", "medium-dark") == "right side"
-    assert module.verdict("medium", "dark", "medium") == "wrong" and module.verdict("medium", "dark", "light") == "wrong"
+    assert (
+        module.verdict("medium", "dark", "medium") == "wrong" and module.verdict("medium", "dark", "light") == "wrong"
+    )
     assert module.verdict("medium", "light", "medium-light") == "right side"
 
 

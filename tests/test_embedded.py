@@ -15,7 +15,8 @@ from segakit.train.embedded import folder_mb
 
 EMBEDDED = embedded_path()
 pytestmark = pytest.mark.skipif(
-    not (EMBEDDED / "model_index.json").is_file(), reason="the embedded model is not assembled into src/segakit/assets/embedded"
+    not (EMBEDDED / "model_index.json").is_file(),
+    reason="the embedded model is not assembled into src/segakit/assets/embedded",
 )
 
 
@@ -69,16 +70,32 @@ def test_generate_uses_the_embedded_model_by_default(tmp_path):
 def test_edits_get_the_embedded_models_defaults(tmp_path):
     from segakit.core.images import read_params
     from segakit.sega.defaults import EMBEDDED_EDIT, edit_defaults
-
     from segakit.sega.guidance import DIFFUSERS_EDIT
 
     assert edit_defaults("embedded") == EMBEDDED_EDIT and edit_defaults(str(tmp_path)) == DIFFUSERS_EDIT
     out = tmp_path / "face.png"
-    result = CliRunner().invoke(app, ["generate", "a face of a person", "--edit", "+glasses", "--edit", "-beard:s=3",
-                                      "--steps", "6", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "a face of a person",
+            "--edit",
+            "+glasses",
+            "--edit",
+            "-beard:s=3",
+            "--steps",
+            "6",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     glasses, beard = read_params(out)["edits"]
-    assert (glasses["scale"], glasses["threshold"], glasses["warmup"]) == (EMBEDDED_EDIT.scale, EMBEDDED_EDIT.threshold, EMBEDDED_EDIT.warmup)
+    assert (glasses["scale"], glasses["threshold"], glasses["warmup"]) == (
+        EMBEDDED_EDIT.scale,
+        EMBEDDED_EDIT.threshold,
+        EMBEDDED_EDIT.warmup,
+    )
     assert beard["scale"] == 3 and beard["warmup"] == EMBEDDED_EDIT.warmup and beard["reverse"]
 
 
@@ -96,20 +113,45 @@ def test_an_edit_means_the_same_in_python_and_on_the_command_line(tmp_path):
     from segakit.sega.guidance import DIFFUSERS_EDIT
 
     out = tmp_path / "cli.png"
-    result = CliRunner().invoke(app, ["generate", "a face of a person", "--edit", "+glasses", "--edit", "-beard:s=3",
-                                      "--steps", "6", "--seed", "1", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "a face of a person",
+            "--edit",
+            "+glasses",
+            "--edit",
+            "-beard:s=3",
+            "--steps",
+            "6",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     stored = read_params(out)
-    assert stored["edit_defaults"] == {"scale": EMBEDDED_EDIT.scale, "threshold": EMBEDDED_EDIT.threshold, "warmup": EMBEDDED_EDIT.warmup}
+    assert stored["edit_defaults"] == {
+        "scale": EMBEDDED_EDIT.scale,
+        "threshold": EMBEDDED_EDIT.threshold,
+        "warmup": EMBEDDED_EDIT.warmup,
+    }
 
     for name in ("embedded", str(embedded_path())):  # the folder written out is the same model
         pipe = SegaPipeline.from_pretrained(name)
         pipe.set_progress_bar_config(disable=True)
-        got = pipe("a face of a person", edits=[Edit("glasses"), Edit("beard", scale=3, reverse=True)], num_inference_steps=6,
-                   generator=[torch.Generator().manual_seed(1)])
+        got = pipe(
+            "a face of a person",
+            edits=[Edit("glasses"), Edit("beard", scale=3, reverse=True)],
+            num_inference_steps=6,
+            generator=[torch.Generator().manual_seed(1)],
+        )
         assert [e.__dict__ for e in got.edits] == stored["edits"]
         pixels = np.asarray(got.images[0].convert("RGB"), dtype=np.int16)
         assert np.abs(pixels - np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)).max() <= 1
 
     old_style = pipe("a face of a person", editing_prompt="glasses", num_inference_steps=2, output_type="latent")
-    assert old_style.edits == [Edit("glasses", scale=DIFFUSERS_EDIT.scale, threshold=DIFFUSERS_EDIT.threshold, warmup=DIFFUSERS_EDIT.warmup)]
+    assert old_style.edits == [
+        Edit("glasses", scale=DIFFUSERS_EDIT.scale, threshold=DIFFUSERS_EDIT.threshold, warmup=DIFFUSERS_EDIT.warmup)
+    ]

@@ -66,14 +66,20 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     from segakit.world.oracle import Oracle, OracleNet
 
     torch.manual_seed(0)
-    plain = StableDiffusionPipeline(**sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    plain = StableDiffusionPipeline(
+        **sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     pipe = SegaPipeline.from_pipe(plain)
     pipe.set_progress_bar_config(disable=True)
     shape = mid_block_shape(pipe.unet, 32, 32, pipe.vae_scale_factor)
     (tmp_path / "lib").mkdir()
     files = {}
     for k, name in enumerate(NAMES):
-        d = Direction(torch.randn(shape, generator=torch.Generator().manual_seed(k)), name, {"unet": fingerprint(pipe.unet), "images": 8, "steps": 5})
+        d = Direction(
+            torch.randn(shape, generator=torch.Generator().manual_seed(k)),
+            name,
+            {"unet": fingerprint(pipe.unet), "images": 8, "steps": 5},
+        )
         files[name] = d.save(tmp_path / "lib" / f"{name.replace('=', '-')}.safetensors").name
     (tmp_path / "lib" / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5}))
     library = Library.load(tmp_path / "lib")
@@ -83,13 +89,20 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
                                 clean_prompts=("a doctor",), enhance=(("presentation=woman", "a face of a woman"), ("glasses=true", "a face of a person wearing glasses")),
                                 sweeps=(("presentation=woman", "a face of a person"), ("hat=true", "a face of a person")))  # fmt: skip
     progress = Counter()
-    report, paths = run_study(pipe, oracle, library, cfg, tmp_path / "out", "segakit eval directions --seeds 3", progress, model_name="tiny")
+    report, paths = run_study(
+        pipe, oracle, library, cfg, tmp_path / "out", "segakit eval directions --seeds 3", progress, model_name="tiny"
+    )
     r = report["results"]
     assert 0 < progress.images <= total_images(cfg)
     # fairness: both fair methods draw the same values per image; every measure in range
     entry = r["fairness"]["by_role"]["a doctor"]["presentation"]
     drawn = FairDiffusion.draw("presentation", 3, 5).choices
-    assert entry["fair-directions"]["drawn"] == entry["fair-sega"]["drawn"] == entry["fair-rewrite"]["drawn"] == {v: drawn.count(v) / 3 for v in sorted(set(drawn))}
+    assert (
+        entry["fair-directions"]["drawn"]
+        == entry["fair-sega"]["drawn"]
+        == entry["fair-rewrite"]["drawn"]
+        == {v: drawn.count(v) / 3 for v in sorted(set(drawn))}
+    )
     for method in ("plain", "fair-directions", "fair-sega", "fair-rewrite"):
         assert 0 <= entry[method]["deviation_ratio"] <= 1 and sum(entry[method]["shares"].values()) == pytest.approx(1)
     assert 0 <= entry["fair-sega"]["others_unchanged"] <= 1 and -1 <= entry["fair-directions"]["ssim"] <= 1
@@ -97,14 +110,33 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     assert set(r["fairness"]["summary"]["skin"]) == {"plain", "fair-directions", "fair-sega", "fair-rewrite"}
     # safety: every arm on every horror prompt; collateral for all but plain; removal against plain
     s = r["safety"]
-    assert set(s["summary"]) == {"plain", "anti-horror direction", "SLD weak", "SLD medium", "SLD strong", "SLD max", "negative prompt", "SEGA reverse edit"}
-    assert set(s["horror_by_prompt"]["SLD max"]) == {"a zombie", "an undead person"} and "plain" not in s["collateral_by_prompt"]
+    assert set(s["summary"]) == {
+        "plain",
+        "anti-horror direction",
+        "SLD weak",
+        "SLD medium",
+        "SLD strong",
+        "SLD max",
+        "negative prompt",
+        "SEGA reverse edit",
+    }
+    assert (
+        set(s["horror_by_prompt"]["SLD max"]) == {"a zombie", "an undead person"}
+        and "plain" not in s["collateral_by_prompt"]
+    )
     # enhance: a value with a direction is measured with it; one without is reported missing
     assert r["enhance"]["by_value"]["presentation=woman"]["directions"] == ["presentation=woman"]
-    assert r["enhance"]["by_value"]["glasses=true"]["with"] is None and r["enhance"]["missing_directions"] == ["glasses=true"]
+    assert r["enhance"]["by_value"]["glasses=true"]["with"] is None and r["enhance"]["missing_directions"] == [
+        "glasses=true"
+    ]
     assert r["monotonicity"]["hat=true"]["missing"] and r["monotonicity"]["presentation=woman"]["seeds"] == 2
     assert set(r["composition"]["together"]["each"]) == {"presentation=woman", "skin=dark"}
-    assert r["cost"]["ratio"] > 0 and r["cost"]["learning"]["skin=dark"] == {"images": 8, "steps": 5, "seconds_generating": None, "seconds_learning": None}
+    assert r["cost"]["ratio"] > 0 and r["cost"]["learning"]["skin=dark"] == {
+        "images": 8,
+        "steps": 5,
+        "seconds_generating": None,
+        "seconds_learning": None,
+    }
     # the report: json with seeds, command, wall times, fingerprints; markdown; figures
     names = {p.name for p in paths}
     assert {"report.json", "report.md", "safety.png", "sweep.png", "fairness-a-doctor.png"} <= names
@@ -112,17 +144,29 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     assert saved["command"] == "segakit eval directions --seeds 3" and saved["seeds"]["first"] == 5
     assert saved["model"]["unet"] == fingerprint(pipe.unet) and saved["wall_seconds"]["total"] > 0
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| presentation | Fair Diffusion (SEGA) |" in text and "| SLD strong |" in text and "no direction in the library" in text
+    assert (
+        "| presentation | Fair Diffusion (SEGA) |" in text
+        and "| SLD strong |" in text
+        and "no direction in the library" in text
+    )
     # a rerun reads every image set from the cache and reports the same numbers
-    again, _ = run_study(pipe, oracle, library, cfg, tmp_path / "out", "segakit eval directions --seeds 3", Counter(), model_name="tiny")
+    again, _ = run_study(
+        pipe, oracle, library, cfg, tmp_path / "out", "segakit eval directions --seeds 3", Counter(), model_name="tiny"
+    )
     assert again["shots"]["made"] == 0 and again["shots"]["from_cache"] == report["shots"]["made"]
     same = lambda key: rounded(json_ready(again["results"][key])) == rounded(json_ready(r[key]))
     assert same("fairness") and same("safety") and same("monotonicity")
     # relearning one direction (here: the anti-horror one, now used at its own strength) remakes only the shots
     # that add it; the plain model's, the peers' and the other directions' come from the cache
-    d = Direction(torch.randn(shape, generator=torch.Generator().manual_seed(99)), "horror=false", {"unet": fingerprint(pipe.unet)})
+    d = Direction(
+        torch.randn(shape, generator=torch.Generator().manual_seed(99)),
+        "horror=false",
+        {"unet": fingerprint(pipe.unet)},
+    )
     d.save(tmp_path / "lib" / files["horror=false"])
-    (tmp_path / "lib" / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5, "strengths": {"horror=false": 2.0}}))
+    (tmp_path / "lib" / "library.json").write_text(
+        json.dumps({"directions": files, "strength": 0.5, "strengths": {"horror=false": 2.0}})
+    )
     cfg_safety = replace(cfg, sections=("safety",))
     third, _ = run_study(pipe, oracle, Library.load(tmp_path / "lib"), cfg_safety, tmp_path / "out2", "c", Counter(), model_name="tiny",
                         cache=tmp_path / "out" / "cache")  # fmt: skip

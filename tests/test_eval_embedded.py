@@ -9,7 +9,14 @@ from diffusers import StableDiffusionPipeline
 from tiny_models import sd_components
 
 from segakit import SegaPipeline
-from segakit.eval.embedded_quality import ADDITIONS, QualityConfig, faithfulness_prompts, run_all, total_images, write_report
+from segakit.eval.embedded_quality import (
+    ADDITIONS,
+    QualityConfig,
+    faithfulness_prompts,
+    run_all,
+    total_images,
+    write_report,
+)
 from segakit.eval.frechet import frechet_distance
 
 
@@ -38,15 +45,27 @@ def test_faithfulness_prompts_name_one_to_three_values():
 
 def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     from segakit.eval import embedded_quality as eq
-
     from segakit.world.oracle import Oracle, OracleNet
 
-    plain = StableDiffusionPipeline(**sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    plain = StableDiffusionPipeline(
+        **sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     pipe = SegaPipeline.from_pipe(plain)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle(OracleNet())  # random weights: this tests the bookkeeping, not the numbers
-    cfg = QualityConfig(steps=2, n_prompts=2, prompt_seeds=1, prior_seeds=3, fid_n=6, sega_seeds=2, sega_scan=6, batch=4,
-                        guidance_sweep=(3.0,), te_captions=120, te_images=0)
+    cfg = QualityConfig(
+        steps=2,
+        n_prompts=2,
+        prompt_seeds=1,
+        prior_seeds=3,
+        fid_n=6,
+        sega_seeds=2,
+        sega_scan=6,
+        batch=4,
+        guidance_sweep=(3.0,),
+        te_captions=120,
+        te_images=0,
+    )
     calls, real = [], eq.sample_images
 
     def spy(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
@@ -72,7 +91,9 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     assert {p.name for p in paths} >= set(figures) and all(p.is_file() for p in paths)
     assert json.loads(paths[0].read_text())["config"]["steps"] == 2
     text = paths[1].read_text()
-    assert "| text faithfulness" in text and "| attribute | separation / man-woman |" in text and "faithful @ 3.0" in text
+    assert (
+        "| text faithfulness" in text and "| attribute | separation / man-woman |" in text and "faithful @ 3.0" in text
+    )
     assert "fingerprint" not in text  # no model field: no words about it
     named = write_report({"model": {"name": "embedded", "fingerprint": "abc123"}, **report}, tmp_path / "m", "c", {})
     assert "Produced by `c`. Model `embedded`, weights fingerprint `abc123`." in named[1].read_text()

@@ -136,7 +136,13 @@ def test_whole_study_on_four_seeds(first_run):
     saved = json.loads((out / "report.json").read_text())
     assert saved["config"]["seeds"] == 4 and saved["command"] == "segakit eval sega --seeds 4"
     text = (out / "report.md").read_text()
-    for heading in ("## Additions (Table 1)", "## Removals", "## Four simultaneous edits (Table 2)", "## Monotonicity", "## Uniqueness"):
+    for heading in (
+        "## Additions (Table 1)",
+        "## Removals",
+        "## Four simultaneous edits (Table 2)",
+        "## Monotonicity",
+        "## Uniqueness",
+    ):
         assert heading in text
     assert "nan" not in text.lower().split()  # missing values print as '-'
     assert (out / "cache" / ".gitignore").read_text().strip().endswith("*")
@@ -180,7 +186,9 @@ def test_cache_is_keyed_by_what_a_unit_depends_on(first_run, models, tmp_path):
 
     shutil.copytree(out / "cache", tmp_path / "cache")
     before = set(p.name for p in (tmp_path / "cache").glob("*.npz"))
-    changed = replace(TINY, scale=TINY.scale + 2.0)  # edits change; plain images, prompt rewrites and plain prompts do not
+    changed = replace(
+        TINY, scale=TINY.scale + 2.0
+    )  # edits change; plain images, prompt rewrites and plain prompts do not
     progress = Counter()
     report, _ = run_study(*models, changed, tmp_path, "x", progress)
     computed = {p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npz") if p.name not in before}
@@ -214,7 +222,9 @@ def test_command_line_end_to_end(models, tmp_path, monkeypatch, capsys):
     listed = capsys.readouterr().out.split()
     assert str(tmp_path / "r" / "report.md") in listed and all(Path(p).is_file() for p in listed)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["command"].startswith("segakit eval sega --seeds 2") and report["model"]["name"] == str(tmp_path / "model")
+    assert report["command"].startswith("segakit eval sega --seeds 2") and report["model"]["name"] == str(
+        tmp_path / "model"
+    )
     assert report["results"]["additions"]["bald"]["edit"]["scale"] == 9.0 and report["config"]["seeds"] == 2
 
 
@@ -316,10 +326,20 @@ def test_composition_where_both_methods_succeeded():
     base = {a: v[0] for a, v in ATTRIBUTES.items()}
     off, on = {**base, **plain}, {**base, **plain, "glasses": True}
     # three seeds: both succeed on seed 0, only SEGA on seed 1, only the rewrite on seed 2
-    sega = {"idx": np.array([0, 1, 2]), "labels": encode([on, on, off]), "ssim": np.array([0.9, 0.8, 0.99]),
-            "rmse": np.array([0.1, 0.2, 0.01]), "cosine": np.array([0.95, 0.9, 1.0])}
-    rewrite = {"idx": np.array([0, 1, 2]), "labels": encode([on, off, on]), "ssim": np.array([0.6, 0.5, 0.4]),
-               "rmse": np.array([0.3, 0.4, 0.5]), "cosine": np.array([0.7, 0.6, 0.5])}
+    sega = {
+        "idx": np.array([0, 1, 2]),
+        "labels": encode([on, on, off]),
+        "ssim": np.array([0.9, 0.8, 0.99]),
+        "rmse": np.array([0.1, 0.2, 0.01]),
+        "cosine": np.array([0.95, 0.9, 1.0]),
+    }
+    rewrite = {
+        "idx": np.array([0, 1, 2]),
+        "labels": encode([on, off, on]),
+        "ssim": np.array([0.6, 0.5, 0.4]),
+        "rmse": np.array([0.3, 0.4, 0.5]),
+        "cosine": np.array([0.7, 0.6, 0.5]),
+    }
     b = both_succeeded(sega, rewrite, GLASSES)
     assert b["seeds"] == 1
     assert b["sega"] == pytest.approx({"ssim": 0.9, "rmse": 0.1, "cosine": 0.95})

@@ -20,7 +20,6 @@ from segakit.sega.fair import (
 )
 from segakit.sega.guidance import Edit
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -65,7 +64,9 @@ def test_fair_generate_gives_each_image_its_own_edits_in_seed_order(model):
         alone = pipe("a doctor", num_inference_steps=3, generator=[torch.Generator().manual_seed(3 + i)],
                      edits=fair.edits(value), output_type="pt").images[0]  # fmt: skip
         assert torch.allclose(out.images[i], alone, atol=1e-4)
-    plain = pipe("a doctor", num_inference_steps=3, generator=[torch.Generator().manual_seed(3)], output_type="pt").images[0]
+    plain = pipe(
+        "a doctor", num_inference_steps=3, generator=[torch.Generator().manual_seed(3)], output_type="pt"
+    ).images[0]
     assert (out.images[0] - plain).abs().max() > 1e-3  # the edits act
 
 
@@ -77,7 +78,15 @@ def test_cli_fair_sega_records_the_method_and_the_draw(model, monkeypatch, capsy
     params = [read_params(tmp_path / "fd" / f"image-{i:03d}.png") for i in range(4)]
     assert all(p["fair_method"] == "sega" for p in params)
     assert [p["fair_choice"] for p in params] == FairDiffusion.draw("presentation", 4, 0).choices
-    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "fd" / "image-001.png", "--out", tmp_path / "again.png")
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        "--from-png",
+        tmp_path / "fd" / "image-001.png",
+        "--out",
+        tmp_path / "again.png",
+    )
     assert code == 0, err
     assert read_params(tmp_path / "again.png")["fair_choice"] == params[1]["fair_choice"]
     same = [np.asarray(Image.open(p)).astype(int) for p in (tmp_path / "fd" / "image-001.png", tmp_path / "again.png")]
@@ -89,7 +98,19 @@ def test_cli_fair_sega_records_the_method_and_the_draw(model, monkeypatch, capsy
                                             (["--fair", "hat", "--method", "sega"], "Fair Diffusion needs an attribute"),
                                             (["--fair", "presentation=woman:0.7,man:0.7", "--method", "sega"], "sum to 1")])  # fmt: skip
 def test_cli_fair_sega_bad_input(model, monkeypatch, capsys, tmp_path, extra, message):
-    code, _, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", model[0], "--steps", "2", *extra, "--out", tmp_path / "x")
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        "generate",
+        "a doctor",
+        "--model",
+        model[0],
+        "--steps",
+        "2",
+        *extra,
+        "--out",
+        tmp_path / "x",
+    )
     assert code == 2 and message in err and "Traceback" not in err
     assert not list(tmp_path.glob("x/*.png"))
 
@@ -106,7 +127,10 @@ def test_sld_runs_diffusers_pipeline_unchanged_on_the_components(model):
     # diffusers' presets as they ship: warm-ups of 15 / 10 / 7 / 0 steps; at 8 steps weak and medium never start, strong acts once
     one = lambda: [torch.Generator().manual_seed(0)]
     off8 = sld_images(sld, "a doctor", one(), 8, "off")
-    changed = {p: (sld_images(sld, "a doctor", one(), 8, p) - off8).abs().max().item() for p in ("weak", "medium", "strong", "max")}
+    changed = {
+        p: (sld_images(sld, "a doctor", one(), 8, p) - off8).abs().max().item()
+        for p in ("weak", "medium", "strong", "max")
+    }
     assert changed["weak"] == changed["medium"] == 0.0 and changed["strong"] > 0 and changed["max"] > 1e-2, changed
     with pytest.raises(ValueError, match="not one of"):
         sld_images(sld, "a doctor", gens(), 3, "extreme")
@@ -117,16 +141,29 @@ def test_pipeline_fair_argument_takes_both_draws(model):
     fair = FairDiffusion.draw("presentation", 4, 9, edit=Edit(scale=5.0, threshold=0.5, warmup=0))
     gens = lambda: [torch.Generator().manual_seed(9 + i) for i in range(4)]  # noqa: E731
     extra = [Edit("glasses", scale=3.0, warmup=0)]
-    via_call = pipe("a doctor", num_inference_steps=3, generator=gens(), edits=extra, fair=fair, output_type="pt").images
-    direct = fair_generate(pipe, "a doctor", fair, generator=gens(), edits=extra, num_inference_steps=3, output_type="pt").images
+    via_call = pipe(
+        "a doctor", num_inference_steps=3, generator=gens(), edits=extra, fair=fair, output_type="pt"
+    ).images
+    direct = fair_generate(
+        pipe, "a doctor", fair, generator=gens(), edits=extra, num_inference_steps=3, output_type="pt"
+    ).images
     assert torch.equal(via_call, direct)
 
     class Rows:  # a library's draw is an h-space offset with a row per image: it joins directions
         def offset(self, batch, shape, device, dtype):
             return torch.arange(batch, dtype=dtype, device=device).view(batch, 1, 1, 1).expand(batch, *shape) * 0.5
 
-    a = pipe("a doctor", num_inference_steps=3, generator=gens(), num_images_per_prompt=4, fair=Rows(), output_type="pt").images
-    b = pipe("a doctor", num_inference_steps=3, generator=gens(), num_images_per_prompt=4, directions=[Rows()], output_type="pt").images
+    a = pipe(
+        "a doctor", num_inference_steps=3, generator=gens(), num_images_per_prompt=4, fair=Rows(), output_type="pt"
+    ).images
+    b = pipe(
+        "a doctor",
+        num_inference_steps=3,
+        generator=gens(),
+        num_images_per_prompt=4,
+        directions=[Rows()],
+        output_type="pt",
+    ).images
     assert torch.equal(a, b) and (a[3] - a[0]).abs().max() > 1e-3
     with pytest.raises(UserError, match="one generator per image"):
         pipe("a doctor", num_inference_steps=2, generator=torch.Generator().manual_seed(0), fair=fair)

@@ -33,7 +33,9 @@ def flux(tmp_path_factory):
 
 def _run(pipe, **kw):
     extra = {"height": 32, "width": 32, "max_sequence_length": 32} if pipe.family.name == "flux" else {}
-    return pipe("a face", num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0), **extra, **kw).images
+    return pipe(
+        "a face", num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0), **extra, **kw
+    ).images
 
 
 def test_block_shift_adds_to_image_tokens_only(sd3):
@@ -46,7 +48,9 @@ def test_block_shift_adds_to_image_tokens_only(sd3):
             handle = site.module.register_forward_hook(lambda m, a, out: seen.append(out) and None)  # after the shift
             try:
                 shift.set(deltas)
-                sd3("a face", num_inference_steps=1, output_type="latent", generator=torch.Generator().manual_seed(0))  # 2 rows
+                sd3(
+                    "a face", num_inference_steps=1, output_type="latent", generator=torch.Generator().manual_seed(0)
+                )  # 2 rows
             finally:
                 handle.remove()
 
@@ -68,7 +72,11 @@ def test_learn_apply_save_reload_refuse(name, sd3, flux, tmp_path):
     assert direction.site == site.name and direction.shape == site.shape
     assert direction.meta["denoiser"] and direction.meta["final_loss"] > 0
     assert direction.vector.abs().sum() > 0  # Adam moved it
-    plain, zero, moved = _run(pipe), _run(pipe, directions=[direction.at(0.0)]), _run(pipe, directions=[direction.at(50.0)])
+    plain, zero, moved = (
+        _run(pipe),
+        _run(pipe, directions=[direction.at(0.0)]),
+        _run(pipe, directions=[direction.at(50.0)]),
+    )
     assert torch.equal(plain, zero) and (plain - moved).abs().max() > 1e-4
     again = Direction.load(direction.save(tmp_path / "d.safetensors"))
     assert again.site == direction.site and torch.equal(again.vector, direction.vector)

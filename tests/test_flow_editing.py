@@ -58,7 +58,9 @@ def test_flowedit_with_equal_sides_moves_nothing():
     x = torch.randn(1, 4, 8, 8)
     sigmas = torch.linspace(1, 0, 11)
     field = _linear_field()
-    out = flowedit(lambda a, b, s: (field(a, s), field(b, s)), x, sigmas, skip=2, generator=torch.Generator().manual_seed(0))
+    out = flowedit(
+        lambda a, b, s: (field(a, s), field(b, s)), x, sigmas, skip=2, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(out, x, atol=1e-5)
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
+from tiny_flow_models import flux_components, sd3_components
 
 from segakit import Edit, SegaPipeline
 from segakit.core.families.flux import pack, unpack
 from segakit.sega.flow_pipelines import SegaFluxPipeline, SegaSD3Pipeline
-from tiny_flow_models import flux_components, sd3_components
 
 PROMPT = "a face with glasses"
 
@@ -88,7 +88,9 @@ def test_flux_schnell_shape_equals_diffusers(tmp_path):
     reference = FluxPipeline(**flux_components(tmp_path, guidance_embeds=False))
     reference.set_progress_bar_config(disable=True)
     ours = SegaPipeline.from_pipe(reference)
-    kwargs = dict(num_inference_steps=2, height=32, width=32, max_sequence_length=32, guidance_scale=0.0, output_type="latent")
+    kwargs = dict(
+        num_inference_steps=2, height=32, width=32, max_sequence_length=32, guidance_scale=0.0, output_type="latent"
+    )
     got = ours(PROMPT, generator=_gen(), **kwargs).images
     assert got.shape == (1, 4, 16, 16)  # segakit's latents are unpacked on every family; diffusers' FLUX packs them
     _same(pack(got), reference(PROMPT, generator=_gen(), **kwargs).images)
@@ -110,7 +112,9 @@ def test_sd3_edits_act_and_reverse_differs(sd3):
     kwargs = dict(num_inference_steps=3, output_type="latent")
     plain = ours(PROMPT, generator=_gen(), **kwargs).images
     add = ours(PROMPT, generator=_gen(), edits=[Edit("beard", scale=5, threshold=0.5, warmup=0)], **kwargs).images
-    remove = ours(PROMPT, generator=_gen(), edits=[Edit("beard", scale=5, threshold=0.5, warmup=0, reverse=True)], **kwargs).images
+    remove = ours(
+        PROMPT, generator=_gen(), edits=[Edit("beard", scale=5, threshold=0.5, warmup=0, reverse=True)], **kwargs
+    ).images
     assert (plain - add).abs().max() > 1e-3 and (add - remove).abs().max() > 1e-3
 
 
@@ -129,14 +133,18 @@ def test_pack_and_unpack_are_inverse():
     tokens = pack(x)
     assert tokens.shape == (2, 12, 16)
     assert torch.equal(unpack(tokens, 6, 8), x)
-    assert torch.equal(tokens[0, 1, :4], x[0, 0, 0:2, 2:4].reshape(-1))  # token 1 is the 2x2 patch at row 0, columns 2-3
+    assert torch.equal(
+        tokens[0, 1, :4], x[0, 0, 0:2, 2:4].reshape(-1)
+    )  # token 1 is the 2x2 patch at row 0, columns 2-3
 
 
 def test_flux_thresholds_are_per_latent_channel_over_the_image(flux):
     """A concept's guidance keeps, per image and latent channel, the top (1 - threshold) of |psi| over the
     unpacked image: SEGA's definition, not a quantile per packed token."""
     _, ours = flux
-    kwargs = dict(num_inference_steps=2, height=32, width=32, max_sequence_length=32, output_type="latent", record_guidance=True)
+    kwargs = dict(
+        num_inference_steps=2, height=32, width=32, max_sequence_length=32, output_type="latent", record_guidance=True
+    )
     out = ours(PROMPT, generator=_gen(), edits=[Edit("beard", scale=5, threshold=0.75, warmup=0, cooldown=1)], **kwargs)
     gamma = out.guidance.guidance[0]  # step 0: the concept alone, no momentum yet
     kept = (gamma != 0).flatten(start_dim=2).sum(-1)  # (batch, channels): 25% of 16 x 16 per channel
@@ -188,9 +196,13 @@ def test_sd3_lora_loads_through_diffusers_family_loader(tmp_path):
 
     parts = sd3_components(tmp_path / "parts")
     torch.manual_seed(5)
-    parts["transformer"].add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False))
+    parts["transformer"].add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
+    )
     layers = get_peft_model_state_dict(parts["transformer"])
-    StableDiffusion3Pipeline.save_lora_weights(tmp_path / "lora", transformer_lora_layers=layers, safe_serialization=True)
+    StableDiffusion3Pipeline.save_lora_weights(
+        tmp_path / "lora", transformer_lora_layers=layers, safe_serialization=True
+    )
     fresh = sd3_components(tmp_path / "parts2")
     reference = StableDiffusion3Pipeline(**fresh)
     reference.set_progress_bar_config(disable=True)

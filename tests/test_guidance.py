@@ -103,7 +103,10 @@ def test_single_edit_warmup_and_momentum_by_hand():
 
 
 def test_partial_warmup_normalises_weights_without_momentum():
-    edits = [Edit("a", scale=1.0, threshold=0.0, warmup=0, weight=3.0), Edit("b", scale=1.0, threshold=0.0, warmup=5, weight=1.0)]
+    edits = [
+        Edit("a", scale=1.0, threshold=0.0, warmup=0, weight=3.0),
+        Edit("b", scale=1.0, threshold=0.0, warmup=5, weight=1.0),
+    ]
     sega = SemanticGuidance(edits, momentum_scale=0.3, momentum_beta=0.4)
     e0, est = _estimates(2)
     applied = sega(0, e0, est)

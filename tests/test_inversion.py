@@ -11,7 +11,12 @@ import copy
 
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, LEditsPPPipelineStableDiffusion, StableDiffusionPix2PixZeroPipeline
+from diffusers import (
+    DDIMInverseScheduler,
+    DDIMScheduler,
+    LEditsPPPipelineStableDiffusion,
+    StableDiffusionPix2PixZeroPipeline,
+)
 from tiny_models import sd_components
 
 from segakit.core.conditioning import Conditioning, encode_sd
@@ -102,7 +107,14 @@ def test_regularisation_lowers_both_losses():
     correlated = noise + torch.roll(noise, 1, dims=2) + 0.5  # smooth and off-centre
     from segakit.core.inversion import regularize
 
-    out = regularize(correlated, torch.zeros_like(correlated), 0.5, "epsilon", NoiseRegularization(), torch.Generator().manual_seed(0))
+    out = regularize(
+        correlated,
+        torch.zeros_like(correlated),
+        0.5,
+        "epsilon",
+        NoiseRegularization(),
+        torch.Generator().manual_seed(0),
+    )
     g = torch.Generator().manual_seed(1)
     before = auto_correlation_loss(correlated, g)
     g = torch.Generator().manual_seed(1)
@@ -127,7 +139,9 @@ def test_edit_friendly_inversion_matches_ledits_pp_and_reconstructs(parts, sourc
     the parity check hands the reference's order to segakit's function explicitly."""
     steps, skip, scale = 6, 0.15, 3.5
     scheduler = _IntegerTimestepsDDIM.from_config(parts["scheduler"].config)
-    ref = LEditsPPPipelineStableDiffusion(**dict(parts, scheduler=scheduler), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    ref = LEditsPPPipelineStableDiffusion(
+        **dict(parts, scheduler=scheduler), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     ref.set_progress_bar_config(disable=True)
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     ref.invert(image, source_prompt=source, source_guidance_scale=scale, num_inversion_steps=steps, skip=skip,
@@ -135,12 +149,23 @@ def test_edit_friendly_inversion_matches_ledits_pp_and_reconstructs(parts, sourc
     x0 = parts["vae"].encode(image * 2 - 1).latent_dist.mode() * parts["vae"].config.scaling_factor
     cond, uncond = _cond(parts, source), _cond(parts, "")
     as_reference = (uncond, cond) if source else (cond, uncond)
-    inv = ddpm_invert(parts["unet"], parts["scheduler"].config, x0, *as_reference, steps, scale if source else 1.0, skip, torch.Generator().manual_seed(7))
+    inv = ddpm_invert(
+        parts["unet"],
+        parts["scheduler"].config,
+        x0,
+        *as_reference,
+        steps,
+        scale if source else 1.0,
+        skip,
+        torch.Generator().manual_seed(7),
+    )
     assert float((inv.noises - ref.zs).abs().max()) <= 1e-4
     assert float((inv.latents - ref.init_latents).abs().max()) <= 1e-4
     assert list(inv.timesteps) == list(ref.inversion_steps)
 
-    inv = ddpm_invert(parts["unet"], parts["scheduler"].config, x0, cond, uncond, steps, scale, skip, torch.Generator().manual_seed(7))
+    inv = ddpm_invert(
+        parts["unet"], parts["scheduler"].config, x0, cond, uncond, steps, scale, skip, torch.Generator().manual_seed(7)
+    )
     scheduler, timesteps = ddpm_scheduler(parts["scheduler"].config, steps, skip)
     x = inv.latents
     for i, t in enumerate(timesteps):

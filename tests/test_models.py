@@ -14,7 +14,9 @@ from segakit.core.loading import resolve
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_from_pretrained_local_folder(tmp_path, family):
     if family == "sd":
-        pipe = StableDiffusionPipeline(**sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            **sd_components(tmp_path / "c"), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     else:
         pipe = StableDiffusionXLPipeline(**sdxl_components(tmp_path / "c"))
     pipe.save_pretrained(tmp_path / "m", safe_serialization=True)

@@ -28,10 +28,14 @@ def _edit(mask: float, strength: float) -> torch.Tensor:
     steps = 5
     _, timesteps = ddpm_scheduler(CONFIG, steps, 0.0)
     gen = torch.Generator().manual_seed(0)
-    inversion = EditFriendlyInversion(torch.randn(SHAPE, generator=gen), torch.randn((steps, *SHAPE), generator=gen), timesteps, steps)
+    inversion = EditFriendlyInversion(
+        torch.randn(SHAPE, generator=gen), torch.randn((steps, *SHAPE), generator=gen), timesteps, steps
+    )
     source = Conditioning(torch.zeros(1, 3, 2))
     direction = EditDirection(torch.full((1, 3, 2), strength))
-    return edit_on_ddpm_inversion(stub_unet, CONFIG, inversion, source, direction, skip=0.0, guidance_scale=5.0, mask=mask)
+    return edit_on_ddpm_inversion(
+        stub_unet, CONFIG, inversion, source, direction, skip=0.0, guidance_scale=5.0, mask=mask
+    )
 
 
 def test_a_zero_direction_changes_nothing_with_or_without_a_mask():

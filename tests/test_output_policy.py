@@ -65,9 +65,18 @@ def report(tmp: Path, name: str = "report.md") -> Path:
 EXISTING = {
     "generate": lambda t: (["generate", "a face", "--steps", "1", "--out", t / "x.png"], t / "x.png"),
     "edit": lambda t: (["edit", image(t), "give her glasses", "--out", t / "x.png"], t / "x.png"),
-    "directions learn": lambda t: (["directions", "learn", "woman", "--positive", "a woman", "--out", t / "w.safetensors"], t / "w.safetensors"),
-    "world sample": lambda t: (["world", "sample", "-n", "1", "--out", t / "ws", "--start", "0"], t / "ws" / "000000.png"),
-    "world pairs": lambda t: (["world", "pairs", "-n", "1", "--out", t / "wp", "--start", "0"], t / "wp" / "000000_source.png"),
+    "directions learn": lambda t: (
+        ["directions", "learn", "woman", "--positive", "a woman", "--out", t / "w.safetensors"],
+        t / "w.safetensors",
+    ),
+    "world sample": lambda t: (
+        ["world", "sample", "-n", "1", "--out", t / "ws", "--start", "0"],
+        t / "ws" / "000000.png",
+    ),
+    "world pairs": lambda t: (
+        ["world", "pairs", "-n", "1", "--out", t / "wp", "--start", "0"],
+        t / "wp" / "000000_source.png",
+    ),
     "world sheet": lambda t: (["world", "sheet", "--out", t / "figs"], t / "figs" / "world-pairs.png"),
     "demo": lambda t: (["demo", "--out", t / "demo"], t / "demo" / "edits.png"),
     "eval embedded": lambda t: (["eval", "embedded", "--out", t / "study"], report(t)),
@@ -81,7 +90,15 @@ EXISTING = {
 WRONG_KIND = {
     "generate": lambda t: ["generate", "a face", "--out", _folder(t / "x.png")],
     "edit": lambda t: ["edit", image(t), "give her glasses", "--out", _folder(t / "x.png")],
-    "directions learn": lambda t: ["directions", "learn", "woman", "--positive", "a woman", "--out", _folder(t / "w.safetensors")],
+    "directions learn": lambda t: [
+        "directions",
+        "learn",
+        "woman",
+        "--positive",
+        "a woman",
+        "--out",
+        _folder(t / "w.safetensors"),
+    ],
     "world sample": lambda t: ["world", "sample", "-n", "1", "--out", t / "ws.png"],
     "world pairs": lambda t: ["world", "pairs", "-n", "1", "--out", _file(t / "pairs")],
     "world sheet": lambda t: ["world", "sheet", "--out", t / "sheet.png"],
@@ -168,9 +185,16 @@ def test_world_numbering_continues_and_labels_are_appended(monkeypatch, capsys, 
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "000002.png", "000003.png"]
     assert all((out / name).read_bytes() == data for name, data in first.items())  # nothing replaced
     now = (out / "labels.jsonl").read_text()
-    assert now.startswith(labels) and [json.loads(x)["file"] for x in now.splitlines()] == [f"00000{i}.png" for i in range(4)]
+    assert now.startswith(labels) and [json.loads(x)["file"] for x in now.splitlines()] == [
+        f"00000{i}.png" for i in range(4)
+    ]
     # the continued portraits are those of indices 2 and 3: the same as asking for them by --start in a new folder
-    assert cli(monkeypatch, capsys, "world", "sample", "-n", "2", "--seed", "5", "--start", "2", "--out", tmp_path / "b")[0] == 0
+    assert (
+        cli(monkeypatch, capsys, "world", "sample", "-n", "2", "--seed", "5", "--start", "2", "--out", tmp_path / "b")[
+            0
+        ]
+        == 0
+    )
     assert (tmp_path / "b" / "000002.png").read_bytes() == (out / "000002.png").read_bytes()
     # pairs continue the same way, pairs.jsonl appended
     pairs = tmp_path / "wp"
@@ -178,7 +202,24 @@ def test_world_numbering_continues_and_labels_are_appended(monkeypatch, capsys, 
         assert cli(monkeypatch, capsys, "world", "pairs", "-n", "1", "--out", pairs)[0] == 0
     assert [json.loads(x)["id"] for x in (pairs / "pairs.jsonl").read_text().splitlines()] == [0, 1]
     # --overwrite with --start replaces that range, and its labels, and keeps the others
-    assert cli(monkeypatch, capsys, "world", "sample", "-n", "1", "--seed", "9", "--start", "0", "--out", out, "--overwrite")[0] == 0
+    assert (
+        cli(
+            monkeypatch,
+            capsys,
+            "world",
+            "sample",
+            "-n",
+            "1",
+            "--seed",
+            "9",
+            "--start",
+            "0",
+            "--out",
+            out,
+            "--overwrite",
+        )[0]
+        == 0
+    )
     files = [json.loads(x)["file"] for x in (out / "labels.jsonl").read_text().splitlines()]
     assert sorted(files) == [f"00000{i}.png" for i in range(4)] and len(files) == 4
 

@@ -37,7 +37,9 @@ def _quiet(pipe):
 def sd(tmp_path):
     """A fresh pair per test: LoRAs and embeddings change the shared components."""
     c = sd_components(tmp_path / "parts")
-    plain = _quiet(StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    plain = _quiet(
+        StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    )
     return plain, _quiet(SegaPipeline.from_pipe(plain)), c
 
 
@@ -94,7 +96,13 @@ def test_text_encoder_lora_matches_diffusers(sd, tmp_path):
     off = dict(cross_attention_kwargs={"scale": 0.0})
     assert _diff(ours("a face", **KW, **off, generator=_gen()).images, base) <= TOL
     half = dict(cross_attention_kwargs={"scale": 0.5})
-    assert _diff(ours("a face", **KW, **half, generator=_gen()).images, plain("a face", **KW, **half, generator=_gen()).images) <= TOL
+    assert (
+        _diff(
+            ours("a face", **KW, **half, generator=_gen()).images,
+            plain("a face", **KW, **half, generator=_gen()).images,
+        )
+        <= TOL
+    )
     ours.fuse_lora()
     assert _diff(ours("a face", **KW, generator=_gen()).images, got) <= TOL
 
@@ -197,7 +205,10 @@ def test_sdxl_embedding_file_with_both_encoders(tmp_path):
     base = ours("a face", **KW, generator=_gen()).images
     gen = torch.Generator().manual_seed(5)
     dims = [c[n].get_input_embeddings().weight.shape[1] for n in ("text_encoder", "text_encoder_2")]
-    save_file({"clip_l": torch.randn(2, dims[0], generator=gen), "clip_g": torch.randn(2, dims[1], generator=gen)}, str(tmp_path / "toy.safetensors"))
+    save_file(
+        {"clip_l": torch.randn(2, dims[0], generator=gen), "clip_g": torch.randn(2, dims[1], generator=gen)},
+        str(tmp_path / "toy.safetensors"),
+    )
     ours.load_textual_inversion(tmp_path / "toy.safetensors")
     assert "toy" in ours.tokenizer.get_vocab() and "toy" in ours.tokenizer_2.get_vocab()
     got = ours("a toy face", **KW, generator=_gen()).images
@@ -267,9 +278,13 @@ def test_step_callback_matches_diffusers(sd):
         return _damp(pipe, step, t, tensors)
 
     inputs = ["latents", "prompt_embeds"]
-    got = ours("a face", callback_on_step_end=record, callback_on_step_end_tensor_inputs=inputs, **KW, generator=_gen()).images
+    got = ours(
+        "a face", callback_on_step_end=record, callback_on_step_end_tensor_inputs=inputs, **KW, generator=_gen()
+    ).images
     ours_seen, seen[:] = list(seen), []
-    expected = plain("a face", callback_on_step_end=record, callback_on_step_end_tensor_inputs=inputs, **KW, generator=_gen()).images
+    expected = plain(
+        "a face", callback_on_step_end=record, callback_on_step_end_tensor_inputs=inputs, **KW, generator=_gen()
+    ).images
     assert ours_seen == seen and len(seen) == STEPS
     assert _diff(got, expected) <= TOL
     assert _diff(got, ours("a face", **KW, generator=_gen()).images) > 1e-4
@@ -282,10 +297,20 @@ def test_step_callback_with_edits_and_embeds(sd):
 
     def same_embeds(pipe, step, t, tensors):
         assert pipe.guidance_scale == 7.5 and pipe.do_classifier_free_guidance and pipe.num_timesteps == STEPS
-        return {"prompt_embeds": tensors["prompt_embeds"].clone(), "negative_prompt_embeds": tensors["negative_prompt_embeds"]}
+        return {
+            "prompt_embeds": tensors["prompt_embeds"].clone(),
+            "negative_prompt_embeds": tensors["negative_prompt_embeds"],
+        }
 
     inputs = ["prompt_embeds", "negative_prompt_embeds", "noise_pred"]
-    got = ours("a face", edits=edits, callback_on_step_end=same_embeds, callback_on_step_end_tensor_inputs=inputs, **KW, generator=_gen()).images
+    got = ours(
+        "a face",
+        edits=edits,
+        callback_on_step_end=same_embeds,
+        callback_on_step_end_tensor_inputs=inputs,
+        **KW,
+        generator=_gen(),
+    ).images
     assert _diff(got, base) <= TOL
 
     def zero_prompt(pipe, step, t, tensors):
@@ -293,7 +318,14 @@ def test_step_callback_with_edits_and_embeds(sd):
         embeds[1:] = 0
         return {"prompt_embeds": embeds}
 
-    changed = ours("a face", edits=edits, callback_on_step_end=zero_prompt, callback_on_step_end_tensor_inputs=["prompt_embeds"], **KW, generator=_gen()).images
+    changed = ours(
+        "a face",
+        edits=edits,
+        callback_on_step_end=zero_prompt,
+        callback_on_step_end_tensor_inputs=["prompt_embeds"],
+        **KW,
+        generator=_gen(),
+    ).images
     assert _diff(changed, base) > 1e-4
 
 
@@ -343,7 +375,9 @@ def test_from_single_file_with_a_local_config_folder(tmp_path):
     from ldm_checkpoint import save_ldm_checkpoint
 
     c = sd_components(tmp_path / "parts")
-    plain = _quiet(StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    plain = _quiet(
+        StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    )
     plain.save_pretrained(tmp_path / "config", safe_serialization=True)
     for weights in (tmp_path / "config").rglob("*.safetensors"):
         weights.unlink()  # the folder gives configs and tokenizer only: the weights must come from the file
@@ -352,7 +386,13 @@ def test_from_single_file_with_a_local_config_folder(tmp_path):
     assert isinstance(ours, SegaPipeline)
     assert _diff(ours("a face", **KW, generator=_gen()).images, plain("a face", **KW, generator=_gen()).images) <= TOL
     edits = dict(editing_prompt="glasses", edit_warmup_steps=1)
-    assert _diff(ours("a face", **edits, **KW, generator=_gen()).images, SegaPipeline.from_pipe(plain)("a face", **edits, **KW, generator=_gen()).images) <= TOL
+    assert (
+        _diff(
+            ours("a face", **edits, **KW, generator=_gen()).images,
+            SegaPipeline.from_pipe(plain)("a face", **edits, **KW, generator=_gen()).images,
+        )
+        <= TOL
+    )
 
 
 def test_from_single_file_refuses_pickles_and_bad_configs(tmp_path):

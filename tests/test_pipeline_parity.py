@@ -25,8 +25,12 @@ def _quiet(pipe):
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
     c = sd_components(tmp_path_factory.mktemp("sd"))
-    plain = _quiet(StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
-    ref = _quiet(SemanticStableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    plain = _quiet(
+        StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    )
+    ref = _quiet(
+        SemanticStableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    )
     return plain, ref, _quiet(SegaPipeline.from_pipe(plain))
 
 
@@ -56,7 +60,9 @@ THREE_EDITS = dict(
 @pytest.mark.parametrize(
     "case",
     [
-        dict(prompt="a face", editing_prompt="glasses", edit_warmup_steps=2, edit_guidance_scale=6.0, edit_threshold=0.9),
+        dict(
+            prompt="a face", editing_prompt="glasses", edit_warmup_steps=2, edit_guidance_scale=6.0, edit_threshold=0.9
+        ),
         dict(prompt="a face", **THREE_EDITS),
         dict(prompt=["a face", "a smiling face"], num_images_per_prompt=2, **THREE_EDITS),
         dict(prompt="a face", editing_prompt="glasses", guidance_scale=1.0),  # SEGA skipped, as in the reference
@@ -80,7 +86,15 @@ def test_typed_edits_equal_deprecated_arguments(sd):
         Edit("beard", scale=4.0, threshold=0.8, warmup=2, reverse=True, weight=2.0),
         Edit("hat", scale=7.0, threshold=0.95, warmup=3, cooldown=7, weight=0.5),
     ]
-    b = ours("a face", edits=edits, edit_momentum_scale=0.3, edit_mom_beta=0.6, num_inference_steps=STEPS, output_type="np", generator=_gen()).images
+    b = ours(
+        "a face",
+        edits=edits,
+        edit_momentum_scale=0.3,
+        edit_mom_beta=0.6,
+        num_inference_steps=STEPS,
+        output_type="np",
+        generator=_gen(),
+    ).images
     assert np.array_equal(a, b)
 
 
@@ -107,19 +121,36 @@ def test_each_concept_stays_with_its_image(sd):
 
 def test_no_edits_matches_stable_diffusion(sd):
     plain, _, ours = sd
-    kw = dict(prompt=["a face", "glasses"], num_images_per_prompt=2, num_inference_steps=STEPS, output_type="np", negative_prompt=["hat", "hat"])
+    kw = dict(
+        prompt=["a face", "glasses"],
+        num_images_per_prompt=2,
+        num_inference_steps=STEPS,
+        output_type="np",
+        negative_prompt=["hat", "hat"],
+    )
     assert _max_diff(plain(**kw, generator=_gen(3, 4)).images, ours(**kw, generator=_gen(3, 4)).images) <= TOL
 
 
 def test_sd2_v_prediction_matches(tmp_path):
     c = sd_components(tmp_path, v_prediction=True)
-    plain = _quiet(StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
-    ref = _quiet(SemanticStableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+    plain = _quiet(
+        StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    )
+    ref = _quiet(
+        SemanticStableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    )
     ours = _quiet(SegaPipeline.from_pipe(plain))
     kw = dict(num_inference_steps=STEPS, output_type="np")
-    assert _max_diff(plain("a face", **kw, generator=_gen()).images, ours("a face", **kw, generator=_gen()).images) <= TOL
+    assert (
+        _max_diff(plain("a face", **kw, generator=_gen()).images, ours("a face", **kw, generator=_gen()).images) <= TOL
+    )
     edit = dict(editing_prompt="glasses", edit_warmup_steps=2)
-    assert _max_diff(ref("a face", **edit, **kw, generator=_gen()).images, ours("a face", **edit, **kw, generator=_gen()).images) <= TOL
+    assert (
+        _max_diff(
+            ref("a face", **edit, **kw, generator=_gen()).images, ours("a face", **edit, **kw, generator=_gen()).images
+        )
+        <= TOL
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +163,9 @@ def sdxl(tmp_path_factory):
 @pytest.mark.parametrize("negative", [None, "blurry"])
 def test_sdxl_no_edits_matches_stable_diffusion_xl(sdxl, negative):
     plain, ours = sdxl
-    kw = dict(prompt="a face", negative_prompt=negative, num_images_per_prompt=2, num_inference_steps=STEPS, output_type="np")
+    kw = dict(
+        prompt="a face", negative_prompt=negative, num_images_per_prompt=2, num_inference_steps=STEPS, output_type="np"
+    )
     assert _max_diff(plain(**kw, generator=_gen(0, 2)).images, ours(**kw, generator=_gen(0, 2)).images) <= TOL
 
 
@@ -175,7 +208,13 @@ def test_cooled_down_concepts_leave_the_batch(sd):
     _, _, ours = sd
     rows, handle = _count_unet_rows(ours)
     try:
-        ours("a face", edits=[Edit("glasses", warmup=0, cooldown=3), Edit("hat", warmup=0, cooldown=5)], num_inference_steps=STEPS, output_type="latent", generator=_gen())
+        ours(
+            "a face",
+            edits=[Edit("glasses", warmup=0, cooldown=3), Edit("hat", warmup=0, cooldown=5)],
+            num_inference_steps=STEPS,
+            output_type="latent",
+            generator=_gen(),
+        )
     finally:
         handle.remove()
     assert rows == [4, 4, 4, 3, 3, 2, 2, 2]
@@ -194,25 +233,38 @@ def test_unet_batch_cap_gives_same_images(sd):
     assert _max_diff(full, capped) <= TOL
 
 
-@pytest.mark.parametrize("output_type,check", [
-    ("pil", lambda im: len(im) == 2 and im[0].size == (32, 32)),
-    ("np", lambda im: im.shape == (2, 32, 32, 3)),
-    ("pt", lambda im: tuple(im.shape) == (2, 3, 32, 32)),
-    ("latent", lambda im: tuple(im.shape) == (2, 4, 16, 16)),
-])
+@pytest.mark.parametrize(
+    "output_type,check",
+    [
+        ("pil", lambda im: len(im) == 2 and im[0].size == (32, 32)),
+        ("np", lambda im: im.shape == (2, 32, 32, 3)),
+        ("pt", lambda im: tuple(im.shape) == (2, 3, 32, 32)),
+        ("latent", lambda im: tuple(im.shape) == (2, 4, 16, 16)),
+    ],
+)
 def test_output_types(sd, output_type, check):
     _, _, ours = sd
-    images = ours("a face", editing_prompt="glasses", num_images_per_prompt=2, num_inference_steps=2, output_type=output_type, generator=_gen(0, 2)).images
+    images = ours(
+        "a face",
+        editing_prompt="glasses",
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+        output_type=output_type,
+        generator=_gen(0, 2),
+    ).images
     assert check(images)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(num_inference_steps=0),
-    dict(edit_threshold=1.5, editing_prompt="glasses"),
-    dict(output_type="jpeg"),
-    dict(height=33),
-    dict(prompt=None),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_inference_steps=0),
+        dict(edit_threshold=1.5, editing_prompt="glasses"),
+        dict(output_type="jpeg"),
+        dict(height=33),
+        dict(prompt=None),
+    ],
+)
 def test_bad_input_is_a_user_error(sd, kwargs):
     _, _, ours = sd
     call = dict(prompt="a face", num_inference_steps=2)

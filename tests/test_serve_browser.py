@@ -6,7 +6,6 @@ on the app to restore its settings. With SEGAKIT_SCREENSHOTS=DIR it saves both t
 ``python scripts/serve_screenshots.py``). Without a browser it fails in CI (CI set) and skips elsewhere.
 """
 
-import io
 import os
 import shutil
 import tempfile
@@ -28,7 +27,9 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 def browser_paths() -> tuple[str, str] | None:
     browser = next((p for p in map(shutil.which, BROWSERS) if p), None)
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+    )
     return (browser, driver) if browser and driver else None
 
 
@@ -64,10 +65,20 @@ def browser(tmp_path_factory):
     downloads = tmp_path_factory.mktemp("downloads")
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1700",
-                "--no-first-run", "--disable-background-networking", f"--user-data-dir={tempfile.mkdtemp(prefix='segakit-chrome-')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1700",
+        "--no-first-run",
+        "--disable-background-networking",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='segakit-chrome-')}",
+    ):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
     driver.downloads = downloads
     try:
@@ -123,7 +134,9 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
     moved = float(slider.get_attribute("value"))
     assert moved != before
     # the slider's release renders a preview and then the full image, whose PNG the download link serves
-    link = wait(browser, lambda d: [a for a in finds(d, "#download a") if a.get_attribute("href")], what="the download link")[0]
+    link = wait(
+        browser, lambda d: [a for a in finds(d, "#download a") if a.get_attribute("href")], what="the download link"
+    )[0]
     wait(browser, lambda d: "Done" in find(d, "#status").text, what="the full render")
     link = [a for a in finds(browser, "#download a") if a.get_attribute("href")][0]
     link.click()
@@ -142,14 +155,24 @@ def test_app_generates_with_a_concept_and_downloads_its_png(server, browser):
     box.send_keys(Keys.CONTROL + "a")  # a modifier stays down until the end of a send_keys call
     box.send_keys(Keys.DELETE)
     box.send_keys("a different prompt")
-    wait(browser, lambda d: find(d, "#prompt textarea").get_attribute("value") == "a different prompt", what="the typed prompt")
+    wait(
+        browser,
+        lambda d: find(d, "#prompt textarea").get_attribute("value") == "a different prompt",
+        what="the typed prompt",
+    )
     find(browser, "#restore input[type=file]").send_keys(str(png))
-    wait(browser, lambda d: find(d, "#prompt textarea").get_attribute("value") == "a face of a person", what="the restored prompt")
+    wait(
+        browser,
+        lambda d: find(d, "#prompt textarea").get_attribute("value") == "a face of a person",
+        what="the restored prompt",
+    )
     assert float(find(browser, "#scale-0 input[type=range]").get_attribute("value")) == moved
 
     # the strength strip renders the concept at five scales up to the slider's
     find(browser, "#strip").click()
-    strip = wait(browser, lambda d: [a for a in finds(d, "#strip-download a") if a.get_attribute("href")], what="the strip")[0]
+    strip = wait(
+        browser, lambda d: [a for a in finds(d, "#strip-download a") if a.get_attribute("href")], what="the strip"
+    )[0]
     assert strip.get_attribute("download").endswith(".png")
 
     shots = os.environ.get("SEGAKIT_SCREENSHOTS")

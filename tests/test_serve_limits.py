@@ -22,19 +22,22 @@ def params(**kw):
     return to_params(GenerateRequest(prompt="a face", **kw), "embedded", LIMITS, Library.load())
 
 
-@pytest.mark.parametrize("kw,words", [
-    ({"steps": 31}, "steps 31 is above this server's limit of 30"),
-    ({"num_images": 3}, "num_images 3 is above this server's limit of 2"),
-    ({"width": 136}, "width 136 is not a multiple of 8 between 8 and this server's limit of 128"),
-    ({"height": 60}, "height 60 is not a multiple of 8"),
-    ({"edits": ["+a", "+b", "+c"]}, "3 edits were given; this server takes at most 2"),
-    ({"edits": ["+a"], "sweep": [0, 1, 2, 3]}, "sweep has 4 scales; this server renders at most 3"),
-    ({"seed": 2**63 - 1}, "seed 9223372036854775807 is too large"),
-    ({"eta": 2.0}, "eta 2.0 is outside [0, 1]"),
-    ({"embeddings": ["x.safetensors"]}, "embeddings names files on the server"),
-    ({"apply_guidance": "g.safetensors"}, "apply_guidance names files on the server"),
-    ({"momentum_beta": 1.0}, "momentum_beta 1.0 is outside [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"steps": 31}, "steps 31 is above this server's limit of 30"),
+        ({"num_images": 3}, "num_images 3 is above this server's limit of 2"),
+        ({"width": 136}, "width 136 is not a multiple of 8 between 8 and this server's limit of 128"),
+        ({"height": 60}, "height 60 is not a multiple of 8"),
+        ({"edits": ["+a", "+b", "+c"]}, "3 edits were given; this server takes at most 2"),
+        ({"edits": ["+a"], "sweep": [0, 1, 2, 3]}, "sweep has 4 scales; this server renders at most 3"),
+        ({"seed": 2**63 - 1}, "seed 9223372036854775807 is too large"),
+        ({"eta": 2.0}, "eta 2.0 is outside [0, 1]"),
+        ({"embeddings": ["x.safetensors"]}, "embeddings names files on the server"),
+        ({"apply_guidance": "g.safetensors"}, "apply_guidance names files on the server"),
+        ({"momentum_beta": 1.0}, "momentum_beta 1.0 is outside [0, 1)"),
+    ],
+)
 def test_caps_and_cli_checks(kw, words):
     with pytest.raises(UserError, match=None) as err:
         params(**kw)
@@ -52,7 +55,9 @@ def test_a_request_at_the_caps_passes_and_names_library_directions():
     assert p.directions[0].endswith("skin-dark.safetensors:0.25")
     assert p.directions[1].endswith(f"presentation-man.safetensors:{lib.strength_of('presentation=man')}")
     assert p.directions[2].endswith(f"glasses-true.safetensors:{lib.strength}")
-    assert params(directions=p.directions).directions == p.directions  # the paths a PNG recorded name the same directions
+    assert (
+        params(directions=p.directions).directions == p.directions
+    )  # the paths a PNG recorded name the same directions
 
 
 def test_token_rule():
@@ -120,8 +125,8 @@ def test_worker_frees_the_slot_before_the_result_arrives():
     try:
         for task in (lambda check: 7, lambda check: 1 / 0):
             gate, seen = threading.Event(), []
-            job = worker.submit("t", {}, lambda check, task=task: gate.wait(5) and task(check))
-            job.future.add_done_callback(lambda f: seen.append(worker.queue()))
+            job = worker.submit("t", {}, lambda check, task=task, gate=gate: gate.wait(5) and task(check))
+            job.future.add_done_callback(lambda f, seen=seen: seen.append(worker.queue()))
             gate.set()
             with contextlib.suppress(ZeroDivisionError):
                 job.future.result(5)
@@ -134,21 +139,56 @@ def test_worker_frees_the_slot_before_the_result_arrives():
 
 
 def test_form_round_trips_through_png_parameters():
-    blank = Form(steps=20, rows=[ConceptRow.blank(Edit(scale=10, threshold=0.8, warmup=5), 30)] * 3,
-                 strengths={"presentation=woman": 0.0, "skin=dark": 0.0})
+    blank = Form(
+        steps=20,
+        rows=[ConceptRow.blank(Edit(scale=10, threshold=0.8, warmup=5), 30)] * 3,
+        strengths={"presentation=woman": 0.0, "skin=dark": 0.0},
+    )
     lib = Library.load()
-    form = Form.from_params({"prompt": "a face", "seed": 9, "steps": 20, "guidance": 6.0, "safe": True, "fair": "presentation",
-                             "edits": [{"prompt": "glasses", "scale": 6.0, "threshold": 0.9, "warmup": 2, "cooldown": None,
-                                        "reverse": False, "weight": 1.0},
-                                       {"prompt": "beard", "scale": 3.0, "threshold": 0.7, "warmup": 0, "cooldown": 10,
-                                        "reverse": True, "weight": 2.0}],
-                             "directions": [str(lib.folder / "skin-dark.safetensors") + ":0.25"]}, blank, lib)
+    form = Form.from_params(
+        {
+            "prompt": "a face",
+            "seed": 9,
+            "steps": 20,
+            "guidance": 6.0,
+            "safe": True,
+            "fair": "presentation",
+            "edits": [
+                {
+                    "prompt": "glasses",
+                    "scale": 6.0,
+                    "threshold": 0.9,
+                    "warmup": 2,
+                    "cooldown": None,
+                    "reverse": False,
+                    "weight": 1.0,
+                },
+                {
+                    "prompt": "beard",
+                    "scale": 3.0,
+                    "threshold": 0.7,
+                    "warmup": 0,
+                    "cooldown": 10,
+                    "reverse": True,
+                    "weight": 2.0,
+                },
+            ],
+            "directions": [str(lib.folder / "skin-dark.safetensors") + ":0.25"],
+        },
+        blank,
+        lib,
+    )
     assert [r.active for r in form.rows] == [True, True, False] and form.rows[1].direction == REMOVE
-    assert form.strengths == {"presentation=woman": 0.0, "skin=dark": 0.25} and form.fair == "presentation" and form.safe
+    assert (
+        form.strengths == {"presentation=woman": 0.0, "skin=dark": 0.25} and form.fair == "presentation" and form.safe
+    )
     again = Form.from_values(form.to_values(), 3, list(blank.strengths))
     assert again == form
     req = again.request()
-    assert [(e.prompt, e.scale, e.cooldown, e.reverse) for e in req.edits] == [("glasses", 6.0, None, False), ("beard", 3.0, 10, True)]
+    assert [(e.prompt, e.scale, e.cooldown, e.reverse) for e in req.edits] == [
+        ("glasses", 6.0, None, False),
+        ("beard", 3.0, 10, True),
+    ]
     assert req.directions == ["skin=dark:0.25"] and req.seed == 9 and req.fair == "presentation"
     plain = again.request(plain=True)
     assert plain.edits == [] and plain.directions == [] and not plain.safe and plain.fair is None

@@ -3,7 +3,6 @@ app's named endpoints driven through gradio_client as a Gradio user scripts it, 
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -34,18 +33,24 @@ def test_the_schema_carries_the_limits_set_at_start_up(server):
     height = next(o for o in gen["height"]["anyOf"] if o["type"] == "integer")
     assert (height["maximum"], height["multipleOf"]) == (64, 8)
     assert gen["edits"]["maxItems"] == 2 and gen["model"]["anyOf"][0]["enum"] == ["embedded"]
-    assert "presentation" in gen["fair"]["anyOf"][0]["pattern"] and "hair_style" not in gen["fair"]["anyOf"][0]["pattern"]
+    assert (
+        "presentation" in gen["fair"]["anyOf"][0]["pattern"] and "hair_style" not in gen["fair"]["anyOf"][0]["pattern"]
+    )
     edit = spec["components"]["schemas"]["EditRequest"]["properties"]
     assert edit["captions"]["maximum"] == 10 and edit["inversion"]["enum"] == ["ddim", "ddpm"]
 
 
 def test_a_whole_number_written_as_a_float_is_taken_and_steps_left_out_fit_the_limit(server):
     url, _ = server
-    r = requests.post(f"{url}/api/generate", json={"prompt": "a face of a person", "num_images": 1.0, "seed": 2.0}, timeout=120)
+    r = requests.post(
+        f"{url}/api/generate", json={"prompt": "a face of a person", "num_images": 1.0, "seed": 2.0}, timeout=120
+    )
     assert r.status_code == 200, r.text
     assert r.json()["images"][0]["parameters"]["steps"] == 3  # the model's 25, capped at this server's 3
     refused = requests.post(f"{url}/api/generate", json={"prompt": "a face", "steps": 9}, timeout=30)
-    assert refused.status_code == 400 and refused.json()["error"].startswith("steps 9 is above this server's limit of 3")
+    assert refused.status_code == 400 and refused.json()["error"].startswith(
+        "steps 9 is above this server's limit of 3"
+    )
 
 
 def test_docs_work_without_internet(server):
@@ -71,7 +76,11 @@ def test_gradio_client_sees_the_named_endpoints_and_drives_them(server, tmp_path
     assert set(api["named_endpoints"]) == {"/generate", "/strip", "/edit"} and not api["unnamed_endpoints"]
     before, after, files, params, status = client.predict("a face of a person", api_name="/generate")
     assert min(Image.open(after).size) >= 64 and files
-    assert json.loads(params)["prompt"] == "a face of a person" if params.strip().startswith("{") else "a face of a person" in params
+    assert (
+        json.loads(params)["prompt"] == "a face of a person"
+        if params.strip().startswith("{")
+        else "a face of a person" in params
+    )
     face = next(iter(samples(1, 3)))
     path = tmp_path / "face.png"
     face.image.save(path)
@@ -84,8 +93,10 @@ def test_gradio_client_sees_the_named_endpoints_and_drives_them(server, tmp_path
 @pytest.mark.slow
 def test_fuzzing_the_api_from_its_schema_finds_no_server_error():
     script = Path(__file__).parents[1] / "scripts" / "fuzz_api.py"
-    run = subprocess.run([sys.executable, str(script), "--examples", "8", "--seed", "3"], capture_output=True, text=True, timeout=900)
-    summary = json.loads(run.stdout[run.stdout.index("{\n"):])
+    run = subprocess.run(
+        [sys.executable, str(script), "--examples", "8", "--seed", "3"], capture_output=True, text=True, timeout=900
+    )
+    summary = json.loads(run.stdout[run.stdout.index("{\n") :])
     assert run.returncode == 0, run.stdout[-3000:]
     assert summary["server_errors_5xx"] == 0 and summary["schemathesis_exit"] == 0
     assert summary["refused_share"] < 0.5, summary  # with the limits in the schema, most generated requests are served

@@ -26,7 +26,9 @@ def shipped():
 # ------------------------------------------------------------------------------------------- the math
 def test_sequence_distance_is_one_minus_cosine_of_the_flattened_sequence():
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    assert te_eval.sequence_distance(a, torch.tensor([[1.0, 0.0], [0.0, -1.0]])).item() == pytest.approx(1.0)  # orthogonal
+    assert te_eval.sequence_distance(a, torch.tensor([[1.0, 0.0], [0.0, -1.0]])).item() == pytest.approx(
+        1.0
+    )  # orthogonal
     assert te_eval.sequence_distance(a, 2 * a).item() == pytest.approx(0.0)  # scale does not count
     assert te_eval.sequence_distance(a, -a).item() == pytest.approx(2.0)
     b = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # (1,0,0,1) . (1,1,0,0) = 1, norms sqrt2 * sqrt2
@@ -56,7 +58,9 @@ def test_gate_verdict_names_every_failed_measure():
     pairs = {"glasses": 0.5, "hat": 0.1, te_eval.REFERENCE: 1.0, te_eval.NUISANCE: 0.02}
     ok = te_eval.gate_verdict(pairs, {"glasses": 0.6, "hat": 0.5}, min_ratio=0.05, max_nuisance=0.1)
     assert ok.passed and ok.failures == []
-    bad = te_eval.gate_verdict({**pairs, te_eval.NUISANCE: 0.3}, {"glasses": 0.6, "bangs": 0.2}, min_ratio=0.4, max_nuisance=0.1)
+    bad = te_eval.gate_verdict(
+        {**pairs, te_eval.NUISANCE: 0.3}, {"glasses": 0.6, "bangs": 0.2}, min_ratio=0.4, max_nuisance=0.1
+    )
     assert not bad.passed
     assert any("bangs separation" in f for f in bad.failures) and any("'hat' distance" in f for f in bad.failures)
     assert any(te_eval.NUISANCE in f for f in bad.failures) and not any("glasses" in f for f in bad.failures)
@@ -92,9 +96,20 @@ def test_zero_shot_reads_presentation_on_a_few_renders(shipped):
 def test_unet_stage_refuses_a_text_encoder_that_fails_the_gate(tmp_path):
     from segakit.train import unet
 
-    args = ["--run", str(tmp_path / "unet"), "--cache", str(tmp_path / "no-cache"), "--threads", "1",
-            "--text_encoder", str(EMBEDDED / "text_encoder"), "--tokenizer", str(EMBEDDED / "tokenizer"),
-            "--gate_min_ratio", "5.0"]  # a bar the shipped encoder cannot clear, so it fails the gate
+    args = [
+        "--run",
+        str(tmp_path / "unet"),
+        "--cache",
+        str(tmp_path / "no-cache"),
+        "--threads",
+        "1",
+        "--text_encoder",
+        str(EMBEDDED / "text_encoder"),
+        "--tokenizer",
+        str(EMBEDDED / "tokenizer"),
+        "--gate_min_ratio",
+        "5.0",
+    ]  # a bar the shipped encoder cannot clear, so it fails the gate
     with pytest.raises(SystemExit, match="fails the gate.*glasses separation"):
         unet.main(args)
     assert not (tmp_path / "unet").exists()  # refused before anything was written
@@ -135,8 +150,24 @@ def test_recipe_trains_resumes_and_exports_a_stock_text_encoder(tmp_path):
     from transformers import CLIPModel, CLIPTextModel
 
     run = tmp_path / "te"
-    small = ["--run", str(run), "--batch_size", "4", "--threads", "1", "--amp", "false", "--log_every", "1",
-             "--ckpt_every", "2", "--eval_every", "0", "--warmup", "1"]
+    small = [
+        "--run",
+        str(run),
+        "--batch_size",
+        "4",
+        "--threads",
+        "1",
+        "--amp",
+        "false",
+        "--log_every",
+        "1",
+        "--ckpt_every",
+        "2",
+        "--eval_every",
+        "0",
+        "--warmup",
+        "1",
+    ]
     recipe.main(small + ["--max_steps", "2"])
     assert json.loads((run / "ckpt" / "state.json").read_text())["step"] == 2
     recipe.main(small + ["--max_steps", "3"])  # resumes
@@ -150,8 +181,12 @@ def test_recipe_trains_resumes_and_exports_a_stock_text_encoder(tmp_path):
     tower = recipe.text_encoder_of(clip).state_dict()
     assert all(torch.equal(v, tower[k]) for k, v in text.state_dict().items())  # text_encoder/ is clip/'s text tower
     pipe = StableDiffusionPipeline.from_pretrained(EMBEDDED, text_encoder=text, safety_checker=None)
-    out = pipe("a face of a person with glasses", num_inference_steps=1, output_type="np",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        "a face of a person with glasses",
+        num_inference_steps=1,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.images.shape == (1, 64, 64, 3)
 
 
@@ -175,7 +210,9 @@ def test_fresh_captions_never_state_a_false_value_nor_a_nuisance_one():
         seen.add(text)
         for attr, values in parse_caption(text).items():
             assert values == {labels[attr]}, (text, attr, labels[attr])
-        assert " background" not in text and not any(c in text for c in ("beanie", "fedora", "round glasses", "square glasses"))
+        assert " background" not in text and not any(
+            c in text for c in ("beanie", "fedora", "round glasses", "square glasses")
+        )
     assert len(seen) > 300  # varied
     again = np.random.default_rng(1)
     labels = sample_face(again).labels()
@@ -190,8 +227,14 @@ def _tiny_cache(folder: Path, n: int = 8) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     records = [{"caption": "a face of a person", **sample_face(rng).labels()} for _ in range(n)]
-    save_file({"latents": torch.randn(n, 4, 16, 16).half(), "hidden": torch.zeros(n, 48, 256).half(),
-               "input_ids": torch.zeros(n, 48, dtype=torch.int32)}, folder / "shard-00000.safetensors")
+    save_file(
+        {
+            "latents": torch.randn(n, 4, 16, 16).half(),
+            "hidden": torch.zeros(n, 48, 256).half(),
+            "input_ids": torch.zeros(n, 48, dtype=torch.int32),
+        },
+        folder / "shard-00000.safetensors",
+    )
     (folder / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     save_file({"hidden": torch.zeros(1, 48, 256).half()}, folder / "empty.safetensors")
     (folder / "DONE.json").write_text(json.dumps({"n": n}))
@@ -204,11 +247,42 @@ def test_unet_trains_on_fresh_captions(tmp_path):
     _tiny_cache(tmp_path / "cache")
     assert open_cache(tmp_path / "cache").labels(torch.tensor([3]))[0]["caption"] == "a face of a person"
     run = tmp_path / "unet"
-    unet.main(["--run", str(run), "--cache", str(tmp_path / "cache"), "--threads", "1", "--fresh_captions", "true",
-               "--skip_text_encoder_gate", "true", "--text_encoder", str(EMBEDDED / "text_encoder"),
-               "--tokenizer", str(EMBEDDED / "tokenizer"), "--vae", str(EMBEDDED / "vae"), "--sample_steps", "2",
-               "--block_out_channels", "32,32,32", "--attention_head_dim", "8",
-               "--batch_size", "4", "--max_steps", "2", "--log_every", "1", "--ckpt_every", "2", "--sample_every", "100"])
+    unet.main(
+        [
+            "--run",
+            str(run),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--threads",
+            "1",
+            "--fresh_captions",
+            "true",
+            "--skip_text_encoder_gate",
+            "true",
+            "--text_encoder",
+            str(EMBEDDED / "text_encoder"),
+            "--tokenizer",
+            str(EMBEDDED / "tokenizer"),
+            "--vae",
+            str(EMBEDDED / "vae"),
+            "--sample_steps",
+            "2",
+            "--block_out_channels",
+            "32,32,32",
+            "--attention_head_dim",
+            "8",
+            "--batch_size",
+            "4",
+            "--max_steps",
+            "2",
+            "--log_every",
+            "1",
+            "--ckpt_every",
+            "2",
+            "--sample_every",
+            "100",
+        ]
+    )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
     assert json.loads((run / "unet_ema" / "training.json").read_text())["config"]["fresh_captions"] is True
@@ -217,7 +291,10 @@ def test_unet_trains_on_fresh_captions(tmp_path):
 def test_later_stages_use_the_text_encoder_stage_once_it_finished(tmp_path):
     from segakit.train.config import clip_path, text_encoder_path
 
-    assert text_encoder_path(tmp_path) == tmp_path / "clip" / "text_encoder" and clip_path(tmp_path) == tmp_path / "clip" / "final"
+    assert (
+        text_encoder_path(tmp_path) == tmp_path / "clip" / "text_encoder"
+        and clip_path(tmp_path) == tmp_path / "clip" / "final"
+    )
     model = tmp_path / "text_encoder" / "model"
     model.mkdir(parents=True)
     (model / "training.json").write_text(json.dumps({"step": 5, "max_steps": 10}))

@@ -16,21 +16,98 @@ import numpy as np
 import pytest
 import torch
 
-from segakit.train import autoencoder, cache, clip, embedded, unet
+from segakit.train import autoencoder, cache, embedded, unet
 from segakit.train.__main__ import main as train_all
 from segakit.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
-TINY_AE = ["--block_out_channels", "32,32,32", "--batch_size", "4", "--amp", "false", "--scale_samples", "16",
-           "--log_every", "1", "--ckpt_every", "2", "--preview_every", "100", "--threads", "1"]
-TINY_CLIP = ["--hidden_size", "64", "--layers", "1", "--heads", "2", "--mlp_size", "128", "--vision_hidden_size", "64",
-             "--vision_layers", "1", "--vision_heads", "2", "--vision_mlp_size", "128", "--batch_size", "8", "--eval_size", "16",
-             "--log_every", "1", "--ckpt_every", "2", "--eval_every", "100", "--threads", "1", "--amp", "false"]
-TINY_TE = ["--batch_size", "4", "--amp", "false", "--log_every", "1", "--ckpt_every", "2", "--eval_every", "0", "--warmup", "1",
-           "--threads", "1"]
-TINY_UNET = ["--block_out_channels", "32,32,32", "--attention_head_dim", "8", "--batch_size", "4", "--log_every", "1",
-             "--ckpt_every", "2", "--sample_every", "100", "--sample_steps", "2", "--warmup", "2", "--threads", "1",
-             "--skip_text_encoder_gate", "true"]  # the tiny CLIP separates nothing; test_text_encoder.py tests the gate
-
+TINY_AE = [
+    "--block_out_channels",
+    "32,32,32",
+    "--batch_size",
+    "4",
+    "--amp",
+    "false",
+    "--scale_samples",
+    "16",
+    "--log_every",
+    "1",
+    "--ckpt_every",
+    "2",
+    "--preview_every",
+    "100",
+    "--threads",
+    "1",
+]
+TINY_CLIP = [
+    "--hidden_size",
+    "64",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--mlp_size",
+    "128",
+    "--vision_hidden_size",
+    "64",
+    "--vision_layers",
+    "1",
+    "--vision_heads",
+    "2",
+    "--vision_mlp_size",
+    "128",
+    "--batch_size",
+    "8",
+    "--eval_size",
+    "16",
+    "--log_every",
+    "1",
+    "--ckpt_every",
+    "2",
+    "--eval_every",
+    "100",
+    "--threads",
+    "1",
+    "--amp",
+    "false",
+]
+TINY_TE = [
+    "--batch_size",
+    "4",
+    "--amp",
+    "false",
+    "--log_every",
+    "1",
+    "--ckpt_every",
+    "2",
+    "--eval_every",
+    "0",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+]
+TINY_UNET = [
+    "--block_out_channels",
+    "32,32,32",
+    "--attention_head_dim",
+    "8",
+    "--batch_size",
+    "4",
+    "--log_every",
+    "1",
+    "--ckpt_every",
+    "2",
+    "--sample_every",
+    "100",
+    "--sample_steps",
+    "2",
+    "--warmup",
+    "2",
+    "--threads",
+    "1",
+    "--skip_text_encoder_gate",
+    "true",
+]  # the tiny CLIP separates nothing; test_text_encoder.py tests the gate
 
 
 def staged(stage: str, args: list[str]) -> list[str]:
@@ -38,11 +115,17 @@ def staged(stage: str, args: list[str]) -> list[str]:
     return [f"--{stage}.{a[2:]}" if a.startswith("--") else a for a in args]
 
 
-TINY_ALL = (["--threads", "1"] + staged("tokenizer", ["--n_captions", "3000", "--vocab_size", "700", "--min_frequency", "2"])
-            + staged("autoencoder", TINY_AE + ["--max_steps", "3"]) + staged("clip", TINY_CLIP + ["--max_steps", "3"])
-            + staged("text_encoder", TINY_TE + ["--max_steps", "2"])
-            + staged("cache", ["--n", "24", "--shard_size", "16", "--batch_size", "8"])
-            + staged("decoder", TINY_AE + ["--max_steps", "2"]) + staged("unet", TINY_UNET + ["--max_steps", "3"]) + staged("assemble", ["--check", "false"]))
+TINY_ALL = (
+    ["--threads", "1"]
+    + staged("tokenizer", ["--n_captions", "3000", "--vocab_size", "700", "--min_frequency", "2"])
+    + staged("autoencoder", TINY_AE + ["--max_steps", "3"])
+    + staged("clip", TINY_CLIP + ["--max_steps", "3"])
+    + staged("text_encoder", TINY_TE + ["--max_steps", "2"])
+    + staged("cache", ["--n", "24", "--shard_size", "16", "--batch_size", "8"])
+    + staged("decoder", TINY_AE + ["--max_steps", "2"])
+    + staged("unet", TINY_UNET + ["--max_steps", "3"])
+    + staged("assemble", ["--check", "false"])
+)
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +226,16 @@ def test_cache_shards_match_a_fresh_encoding(runs):
 
 def test_cache_rendered_by_worker_processes_is_identical(runs, tmp_path):
     out = tmp_path / "cache"
-    cache.main(["--n", "24", "--shard_size", "16", "--batch_size", "8", "--workers", "2", "--out", str(out), "--threads", "1"])
+    cache.main(
+        ["--n", "24", "--shard_size", "16", "--batch_size", "8", "--workers", "2", "--out", str(out), "--threads", "1"]
+    )
     for name in ("shard-00000", "shard-00001"):
         assert (out / f"{name}.jsonl").read_text() == (runs / "cache" / f"{name}.jsonl").read_text()
         for key in ("latents", "hidden"):
-            assert np.array_equal(cache.open_tensor(out / f"{name}.safetensors", key), cache.open_tensor(runs / "cache" / f"{name}.safetensors", key))
+            assert np.array_equal(
+                cache.open_tensor(out / f"{name}.safetensors", key),
+                cache.open_tensor(runs / "cache" / f"{name}.safetensors", key),
+            )
 
 
 def test_preloaded_cache_gives_the_same_rows(runs):
@@ -188,7 +276,9 @@ def test_unet_init_starts_model_and_ema_from_given_weights(runs, tmp_path):
     assert all(torch.equal(got[k], want[k]) for k in want)
     info = json.loads((run / "unet_ema" / "training.json").read_text())
     assert info["step"] == 0 and info["total_steps"] == 3 and info["init"]["steps"] == 3
-    unet.main(TINY_UNET + ["--max_steps", "2", "--run", str(run), "--init", str(source)])  # resumes; keeps the provenance
+    unet.main(
+        TINY_UNET + ["--max_steps", "2", "--run", str(run), "--init", str(source)]
+    )  # resumes; keeps the provenance
     info = json.loads((run / "unet_ema" / "training.json").read_text())
     assert info["step"] == 2 and info["total_steps"] == 5
 
@@ -255,7 +345,12 @@ def test_assembled_folder_loads_with_stock_diffusers_and_generates_64px(runs, mo
     assert not [f for f in folder.rglob("*") if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
     for kwargs in ({}, {"torch_dtype": torch.float32}):  # a plain load must run as it is
         pipe = StableDiffusionPipeline.from_pretrained(folder, **kwargs)
-        out = pipe("a smiling woman with glasses", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+        out = pipe(
+            "a smiling woman with glasses",
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
         assert out.images.shape == (1, 64, 64, 3) and np.isfinite(out.images).all()
     info = json.loads((folder / "segakit.json").read_text())
     assert info["dtype"]["unet"] == "float16" and info["latent_shape"] == [4, 16, 16]
@@ -263,7 +358,10 @@ def test_assembled_folder_loads_with_stock_diffusers_and_generates_64px(runs, mo
 
 
 def test_rerunning_train_all_skips_finished_stages(runs, capsys):
-    before = {p: p.stat().st_mtime for p in (runs / "autoencoder" / "final", runs / "clip" / "final", runs / "cache" / "DONE.json")}
+    before = {
+        p: p.stat().st_mtime
+        for p in (runs / "autoencoder" / "final", runs / "clip" / "final", runs / "cache" / "DONE.json")
+    }
     train_all(TINY_ALL + ["--stages", "tokenizer,autoencoder,clip,cache,decoder,unet", "--unet.sample_every", "100"])
     out = capsys.readouterr().out
     for stage in ("tokenizer", "autoencoder", "clip", "cache", "decoder"):

@@ -17,18 +17,45 @@ from segakit.train.flow_model import build_transformer, noise_levels, use_repeat
 from segakit.train.flow_text import T5_ROWS, encode, sd3_text_encoder, with_t5_rows
 
 EMBEDDED = Path(flow.__file__).resolve().parents[1] / "assets" / "embedded"
-SOURCES = ["--vae", str(EMBEDDED / "vae"), "--text_encoder", str(EMBEDDED / "text_encoder"),
-           "--tokenizer", str(EMBEDDED / "tokenizer")]
-TINY = SOURCES + ["--layers", "1", "--heads", "2", "--head_dim", "16", "--batch_size", "4", "--threads", "1",
-                  "--sample_steps", "2", "--log_every", "1", "--skip_text_encoder_gate", "true"]
+SOURCES = [
+    "--vae",
+    str(EMBEDDED / "vae"),
+    "--text_encoder",
+    str(EMBEDDED / "text_encoder"),
+    "--tokenizer",
+    str(EMBEDDED / "tokenizer"),
+]
+TINY = SOURCES + [
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--head_dim",
+    "16",
+    "--batch_size",
+    "4",
+    "--threads",
+    "1",
+    "--sample_steps",
+    "2",
+    "--log_every",
+    "1",
+    "--skip_text_encoder_gate",
+    "true",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A 16-row latent cache and a 3-step run of a one-block transformer."""
     root = tmp_path_factory.mktemp("flow")
-    cache.main(["--n", "16", "--shard_size", "16", "--batch_size", "8", "--out", str(root / "cache"), "--threads", "1"] + SOURCES)
-    flow.main(TINY + ["--max_steps", "3", "--sample_every", "3", "--run", str(root / "flow"), "--cache", str(root / "cache")])
+    cache.main(
+        ["--n", "16", "--shard_size", "16", "--batch_size", "8", "--out", str(root / "cache"), "--threads", "1"]
+        + SOURCES
+    )
+    flow.main(
+        TINY + ["--max_steps", "3", "--sample_every", "3", "--run", str(root / "flow"), "--cache", str(root / "cache")]
+    )
     return root
 
 
@@ -41,11 +68,15 @@ def text_encoder() -> tuple[CLIPTextModel, CLIPTokenizer]:
 def test_sd3_slot_reads_the_fourth_layer_and_pools_the_end_of_text_state(text_encoder):
     te, tok = text_encoder
     slot = sd3_text_encoder(te)
-    ids = tok(["a smiling woman with glasses", ""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    ids = tok(
+        ["a smiling woman with glasses", ""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         ours, theirs = slot(ids, output_hidden_states=True), te(ids, output_hidden_states=True)
     assert len(ours.hidden_states) == len(theirs.hidden_states) + 1
-    assert torch.equal(ours.hidden_states[-2], theirs.hidden_states[-1])  # the 4th layer's output, before the final norm
+    assert torch.equal(
+        ours.hidden_states[-2], theirs.hidden_states[-1]
+    )  # the 4th layer's output, before the final norm
     assert torch.equal(ours.last_hidden_state, theirs.last_hidden_state)
     assert torch.equal(ours.text_embeds, theirs.pooler_output)
     tokens, pooled = encode(slot, tok, ["a doctor"])
@@ -59,9 +90,16 @@ def test_one_row_counted_256_times_is_the_stock_computation_with_256_zero_rows()
     with torch.no_grad():  # no zero-initialised output layers: every path carries signal
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    x, text, pooled, t = torch.randn(2, 4, 16, 16), torch.randn(2, 7, 64), torch.randn(2, 64), torch.tensor([250.0, 900.0])
+    x, text, pooled, t = (
+        torch.randn(2, 4, 16, 16),
+        torch.randn(2, 7, 64),
+        torch.randn(2, 64),
+        torch.tensor([250.0, 900.0]),
+    )
     with torch.no_grad():
-        stock = model(x, encoder_hidden_states=with_t5_rows(text, T5_ROWS), pooled_projections=pooled, timestep=t).sample
+        stock = model(
+            x, encoder_hidden_states=with_t5_rows(text, T5_ROWS), pooled_projections=pooled, timestep=t
+        ).sample
         one_row = model(x, encoder_hidden_states=with_t5_rows(text, 1), pooled_projections=pooled, timestep=t).sample
         use_repeated_row(model, T5_ROWS)
         folded = model(x, encoder_hidden_states=with_t5_rows(text, 1), pooled_projections=pooled, timestep=t).sample
@@ -87,7 +125,9 @@ def test_tiny_run_checkpoints_previews_and_resumes(tiny, tmp_path, capsys):
 
     shutil.copytree(run, resumed)
     capsys.readouterr()
-    flow.main(TINY + ["--max_steps", "5", "--sample_every", "100", "--run", str(resumed), "--cache", str(tiny / "cache")])
+    flow.main(
+        TINY + ["--max_steps", "5", "--sample_every", "100", "--run", str(resumed), "--cache", str(tiny / "cache")]
+    )
     out = capsys.readouterr().out
     assert "resuming at step 3" in out and "step 5/5 loss" in out and "throughput" in out
     assert json.loads((resumed / "ckpt" / "state.json").read_text())["step"] == 5
@@ -101,11 +141,17 @@ def test_export_loads_in_stock_diffusers_and_samples_as_the_recipe_does(tiny, mo
     assert json.loads((out / "vae" / "config.json").read_text())["shift_factor"] == 0.0
     pipe = StableDiffusion3Pipeline.from_pretrained(out, text_encoder_3=None, tokenizer_3=None, use_safetensors=True)
     assert pipe.text_encoder_3 is None and pipe.tokenizer_3 is None
-    image = pipe("a smiling woman with glasses", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                 output_type="np").images
+    image = pipe(
+        "a smiling woman with glasses",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
     assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
     # the stock pipeline at its defaults (256 zero T5 rows, guidance 7) gives the recipe's own samples
-    latents = pipe("a doctor", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    latents = pipe(
+        "a doctor", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent"
+    ).images
     cfg = flow.FlowConfig(sample_steps=2, guidance_scale=7.0, shift=1.0)
     text = flow.Text(pipe.text_encoder, pipe.tokenizer)
     model = pipe.transformer
@@ -123,7 +169,9 @@ def test_export_refuses_a_folder_it_did_not_write(tiny, tmp_path):
 
 def test_unknown_timestep_sampling_is_refused_in_one_sentence(tiny, tmp_path):
     with pytest.raises(SystemExit, match="--timestep_sampling"):
-        flow.main(TINY + ["--timestep_sampling", "cosine", "--run", str(tmp_path / "r"), "--cache", str(tiny / "cache")])
+        flow.main(
+            TINY + ["--timestep_sampling", "cosine", "--run", str(tmp_path / "r"), "--cache", str(tiny / "cache")]
+        )
 
 
 def test_training_curves_draw_the_flow_run_on_request(tiny, tmp_path):

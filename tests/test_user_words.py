@@ -42,9 +42,13 @@ def test_the_same_refusal_in_python_and_on_the_command_line(monkeypatch, capsys)
 def test_closest_names_are_suggested(monkeypatch, capsys):
     assert closest("hairstyle", ["hair_style", "hair_color", "hat"]).startswith(" (the closest: 'hair_style'")
     assert closest("zzz", ["hat"]) == ""
-    code, _, err = cli(monkeypatch, capsys, "generate", "a face", "--fair", "hairstyle", "--steps", "1", "--out", "/tmp/never.png")
+    code, _, err = cli(
+        monkeypatch, capsys, "generate", "a face", "--fair", "hairstyle", "--steps", "1", "--out", "/tmp/never.png"
+    )
     assert code == 2 and "'hair_style'" in err and "0 of its values" not in err
-    code, _, err = cli(monkeypatch, capsys, "world", "sample", "-n", "1", "--out", "/tmp/never-ws", "--set", "hairstyle=long")
+    code, _, err = cli(
+        monkeypatch, capsys, "world", "sample", "-n", "1", "--out", "/tmp/never-ws", "--set", "hairstyle=long"
+    )
     assert code == 2 and "(the closest: 'hair_style')" in err and err.rstrip().endswith(".")
 
 
@@ -62,7 +66,9 @@ def test_unparseable_captions_name_the_flags(monkeypatch):
 
     writer = object.__new__(CaptionWriter)
     writer.temperature = 1.0
-    monkeypatch.setattr(writer, "generate", lambda prompt, seed, temperature=None: prompt + " nonsense without captions")
+    monkeypatch.setattr(
+        writer, "generate", lambda prompt, seed, temperature=None: prompt + " nonsense without captions"
+    )
     with pytest.raises(UserError) as err, spelling("cli"):
         writer.write("give her glasses", "a face", 2)
     with spelling("cli"):
@@ -77,7 +83,12 @@ def test_quiet_library_prints_nothing(tmp_path):
             "from segakit.editing import EditPipeline\n"
             "EditPipeline.from_pretrained('embedded')(Image.new('RGB', (64, 64), (200, 180, 160)),\n"
             "    instruction='give her glasses', num_inference_steps=2, seed=0)\n")  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+    }
     env.pop("SEGAKIT_VERBOSE", None)
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -109,9 +120,15 @@ def test_an_edit_that_changed_nothing_names_what_to_try():
     assert image_change(face, same).share == pytest.approx(1 / 4096)
     with spelling("cli"):
         sentence = unchanged_warning(image_change(face, same), "sega")
-    assert sentence.startswith("the edit changed almost nothing") and "--threshold" in sentence and "--method onthefly" in sentence
+    assert (
+        sentence.startswith("the edit changed almost nothing")
+        and "--threshold" in sentence
+        and "--method onthefly" in sentence
+    )
     with spelling("json"):
-        assert "threshold" in unchanged_warning(image_change(face, same), "sega") and "--" not in unchanged_warning(image_change(face, same), "onthefly")
+        assert "threshold" in unchanged_warning(image_change(face, same), "sega") and "--" not in unchanged_warning(
+            image_change(face, same), "onthefly"
+        )
     assert unchanged_warning(image_change(face, hat), "onthefly") is None
 
 
@@ -119,7 +136,14 @@ def test_edit_defaults_follow_the_recipe_and_a_given_flag_wins():
     from segakit.cli.edit import _recipe_defaults
 
     # inversion, mask, guidance, threshold, sega_mask, blend
-    assert _recipe_defaults("onthefly", "measured", None, None, None, None, None, None) == ("ddpm", 0.98, 5.0, 0.9, "intersect", False)
+    assert _recipe_defaults("onthefly", "measured", None, None, None, None, None, None) == (
+        "ddpm",
+        0.98,
+        5.0,
+        0.9,
+        "intersect",
+        False,
+    )
     assert _recipe_defaults("onthefly", "paper", None, None, None, None, None, None)[:3] == ("ddim", 0.0, 5.0)
     assert _recipe_defaults("onthefly", "measured", "ddim", None, None, None, None, None)[:3] == ("ddim", 0.0, 5.0)
     assert _recipe_defaults("onthefly", "measured", None, 0.9, 7.0, None, None, None)[:3] == ("ddpm", 0.9, 7.0)
@@ -135,25 +159,42 @@ def test_the_editing_chain_names_its_stages():
     from segakit.editing.params import EditParams
 
     ddim = EditParams("x", inversion="ddim", steps=10)
-    assert [stage_of(ddim, k) for k in (0, 9, 10, 20, 30)] == ["inverting", "inverting", "reconstructing", "editing", "editing"]
+    assert [stage_of(ddim, k) for k in (0, 9, 10, 20, 30)] == [
+        "inverting",
+        "inverting",
+        "reconstructing",
+        "editing",
+        "editing",
+    ]
     assert [stage_of(EditParams("x", method="sega", steps=4), k) for k in (1, 5)] == ["inverting", "editing"]
 
 
 def test_long_commands_take_quiet_and_every_device_defaults_to_the_one_rule():
     from test_output_policy import command_tree
 
-    quick = {"world schema", "world captions", "world sheet", "directions show", "directions list", "serve"}  # seconds at most, or a server
+    quick = {
+        "world schema",
+        "world captions",
+        "world sheet",
+        "directions show",
+        "directions list",
+        "serve",
+    }  # seconds at most, or a server
     for path, command in command_tree():
         names = {p.name: p for p in command.params}
         if path not in quick:
             assert "quiet" in names, f"segakit {path} can run long but takes no --quiet"
         if "device" in names:
-            assert names["device"].default is None, f"segakit {path} --device defaults to {names['device'].default!r}, not the rule"
+            assert names["device"].default is None, (
+                f"segakit {path} --device defaults to {names['device'].default!r}, not the rule"
+            )
 
 
 def test_directions_list(monkeypatch, capsys):
     code, out, _ = cli(monkeypatch, capsys, "directions", "list", "--json")
     data = json.loads(out)
-    assert code == 0 and "presentation=woman" in [d["name"] for d in data["directions"]] and "presentation" in data["fair"]
+    assert (
+        code == 0 and "presentation=woman" in [d["name"] for d in data["directions"]] and "presentation" in data["fair"]
+    )
     code, out, _ = cli(monkeypatch, capsys, "directions", "list")
     assert code == 0 and "presentation=woman" in out and "--fair can balance" in out

@@ -12,7 +12,20 @@ from hypothesis import strategies as st
 from segakit.world.captions import CONCEPTS, SYNONYMS, caption, parse_caption
 from segakit.world.schema import ATTRIBUTES, sample_face
 
-SEGA_PROMPTS = ["glasses", "smile", "hat", "beard", "bald", "makeup", "gray hair", "bangs", "curly hair", "woman", "man", "zombie"]
+SEGA_PROMPTS = [
+    "glasses",
+    "smile",
+    "hat",
+    "beard",
+    "bald",
+    "makeup",
+    "gray hair",
+    "bangs",
+    "curly hair",
+    "woman",
+    "man",
+    "zombie",
+]
 
 
 def _captions(n, seed=9):
@@ -78,10 +91,18 @@ def test_caption_is_deterministic():
 
 def test_parse_caption_examples():
     assert parse_caption("a smiling woman without glasses wearing a red cap") == {
-        "expression": {"smile"}, "presentation": {"woman"}, "glasses": {False}, "hat": {True}}
+        "expression": {"smile"},
+        "presentation": {"woman"},
+        "glasses": {False},
+        "hat": {True},
+    }
     assert parse_caption("a man with dark brown skin") == {"presentation": {"man"}, "skin": {"dark"}}
     assert parse_caption("a zombie doctor with curly red hair") == {
-        "horror": {True}, "role": {"doctor"}, "hair_style": {"curly"}, "hair_color": {"red"}}
+        "horror": {True},
+        "role": {"doctor"},
+        "hair_style": {"curly"},
+        "hair_color": {"red"},
+    }
 
 
 @settings(max_examples=300, deadline=None)

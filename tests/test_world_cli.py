@@ -9,8 +9,8 @@ import tracemalloc
 
 import pytest
 
-from segakit.core.errors import UserError
 from segakit.cli.world import world_app
+from segakit.core.errors import UserError
 from segakit.world.schema import ATTRIBUTES
 
 
@@ -32,7 +32,9 @@ def tiny_weights(tmp_path_factory):
     from segakit.train.oracle import TrainConfig, train
 
     d = tmp_path_factory.mktemp("oracle")
-    train(TrainConfig(out_dir=str(d), max_steps=1, batch_size=4, widths=(4, 8), feature_dim=8, eval_every=0, log_every=1))
+    train(
+        TrainConfig(out_dir=str(d), max_steps=1, batch_size=4, widths=(4, 8), feature_dim=8, eval_every=0, log_every=1)
+    )
     return d / "oracle.safetensors"
 
 
@@ -100,7 +102,8 @@ def test_unwritable_folder_via_main(tmp_path):
     (tmp_path / "file.txt").write_text("")
     out = subprocess.run(
         [sys.executable, "-m", "segakit.cli", "world", "sample", "--n", "2", "--out", str(tmp_path / "file.txt" / "x")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1 and "file.txt" in out.stderr
@@ -111,8 +114,19 @@ def test_classify_with_labels_and_per_image(tmp_path, tiny_weights, capsys):
     assert run(["sample", "--n", "6", "--seed", "0", "--out", str(d)]) == 0
     capsys.readouterr()
     per = tmp_path / "per.jsonl"
-    code = run(["classify", str(d), "--json", "--against", str(d / "labels.jsonl"), "--per-image", str(per),
-                "--weights", str(tiny_weights)])
+    code = run(
+        [
+            "classify",
+            str(d),
+            "--json",
+            "--against",
+            str(d / "labels.jsonl"),
+            "--per-image",
+            str(per),
+            "--weights",
+            str(tiny_weights),
+        ]
+    )
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 6 and set(res["frequencies"]) == set(ATTRIBUTES) and set(res["accuracy"]) == set(ATTRIBUTES)
@@ -127,7 +141,21 @@ def test_classify_bad_against_leaves_no_per_image(tmp_path, tiny_weights):
     assert run(["sample", "--n", "2", "--out", str(d)]) == 0
     (tmp_path / "bad.jsonl").write_text('{"file": "000000.png"}\n')
     per = tmp_path / "per.jsonl"
-    assert run(["classify", str(d), "--against", str(tmp_path / "bad.jsonl"), "--per-image", str(per), "--weights", str(tiny_weights)]) == 2
+    assert (
+        run(
+            [
+                "classify",
+                str(d),
+                "--against",
+                str(tmp_path / "bad.jsonl"),
+                "--per-image",
+                str(per),
+                "--weights",
+                str(tiny_weights),
+            ]
+        )
+        == 2
+    )
     assert not per.exists()
 
 

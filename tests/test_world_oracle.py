@@ -54,7 +54,11 @@ def test_fine_tune_through_an_autoencoder(tmp_path, capsys):
     result = CliRunner().invoke(world_app, ["oracle-eval", "--n", "4", "--weights", str(tmp_path / "ft" / "oracle.safetensors"),
                                             "--autoencoder", str(tmp_path / "vae"), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert set(__import__("json").loads(result.output[result.output.index("{"):])) >= {"clean", "augmented", "autoencoder"}
+    assert set(__import__("json").loads(result.output[result.output.index("{") :])) >= {
+        "clean",
+        "augmented",
+        "autoencoder",
+    }
     bad = CliRunner().invoke(world_app, ["oracle-eval", "--n", "4", "--autoencoder", str(tmp_path / "base")])
     assert isinstance(bad.exception, UserError) and "autoencoder folder" in str(bad.exception)  # the CLI's main: exit 2
 

@@ -54,7 +54,12 @@ def test_pronouns_and_phrasings():
 def test_pairs_deterministic_and_independent_of_start():
     a = pair_at(3, 17)
     b = next(pairs(1, seed=3, start=17))
-    assert (a.instruction, a.source, a.target, a.target_caption) == (b.instruction, b.source, b.target, b.target_caption)
+    assert (a.instruction, a.source, a.target, a.target_caption) == (
+        b.instruction,
+        b.source,
+        b.target,
+        b.target_caption,
+    )
 
 
 def test_pairs_bad_input():

@@ -40,7 +40,10 @@ def test_same_seed_same_bytes_across_processes():
 
 def test_sample_depends_only_on_seed_and_index():
     full = _digest(seed=11, n=6)
-    tail = [[hashlib.sha256(png_bytes(s.image)).hexdigest(), s.caption, s.face.labels()] for s in samples(2, seed=11, start=4)]
+    tail = [
+        [hashlib.sha256(png_bytes(s.image)).hexdigest(), s.caption, s.face.labels()]
+        for s in samples(2, seed=11, start=4)
+    ]
     assert tail == full[4:]
     assert _digest(seed=12, n=6) != full
 

@@ -32,8 +32,20 @@ DESIGN_VOCABULARY = {
 
 
 def test_vocabulary_matches_design():
-    assert list(ATTRIBUTES) == ["presentation", "skin", "hair_style", "hair_color", "bangs", "glasses",
-                                "expression", "beard", "hat", "makeup", "role", "horror"]
+    assert list(ATTRIBUTES) == [
+        "presentation",
+        "skin",
+        "hair_style",
+        "hair_color",
+        "bangs",
+        "glasses",
+        "expression",
+        "beard",
+        "hat",
+        "makeup",
+        "role",
+        "horror",
+    ]
     for attr, values in DESIGN_VOCABULARY.items():
         assert ATTRIBUTES[attr] == values
     assert set(BINARY) == {"bangs", "glasses", "beard", "hat", "makeup", "horror"}

@@ -108,12 +108,18 @@ def make_lora(components: dict, path: Path, rank: int = 4, seed: int = 1, text_e
 
     torch.manual_seed(seed)
     unet = copy.deepcopy(components["unet"])
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    unet.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
+    )
     layers = {"unet_lora_layers": get_peft_model_state_dict(unet)}
     for name in text_encoders:
         encoder = copy.deepcopy(components[name])
         # peft directly: transformers' own add_adapter insists on a newer peft than PyPI may have
-        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], init_lora_weights=False)
+        config = LoraConfig(
+            r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], init_lora_weights=False
+        )
         encoder = inject_adapter_in_model(config, encoder)
         layers[f"{name}_lora_layers"] = get_peft_model_state_dict(encoder)
     path.parent.mkdir(parents=True, exist_ok=True)

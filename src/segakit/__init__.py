@@ -14,7 +14,16 @@ from segakit.core.errors import UserError
 
 _quiet.install()  # no notices about torchvision or dtype casting from our own loading (segakit.core.quiet)
 
-__all__ = ["Edit", "SegaPipeline", "SegaPipelineOutput", "SegaSD3Pipeline", "SegaFluxPipeline", "RecordedGuidance", "UserError", "__version__"]
+__all__ = [
+    "Edit",
+    "SegaPipeline",
+    "SegaPipelineOutput",
+    "SegaSD3Pipeline",
+    "SegaFluxPipeline",
+    "RecordedGuidance",
+    "UserError",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

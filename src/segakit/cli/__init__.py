@@ -11,9 +11,9 @@ __all__ = ["console", "main"]
 
 def main() -> None:
     """The ``segakit`` console script."""
-    from segakit.cli.interrupt import Interrupted, exit_interrupted, install, received, restore
-
     import sys
+
+    from segakit.cli.interrupt import Interrupted, exit_interrupted, install, received, restore
 
     previous = install()
     torch = sys.modules.get("torch")  # an in-process caller (tests) keeps its own thread count

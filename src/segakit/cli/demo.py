@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, Quiet, device_and_dtype, progress_bar, use_threads
+from segakit.cli.options import (
+    DEVICE_HELP,
+    MODEL_HELP,
+    THREADS_HELP,
+    Quiet,
+    device_and_dtype,
+    progress_bar,
+    use_threads,
+)
 from segakit.core.errors import UserError
 
 

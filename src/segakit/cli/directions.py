@@ -1,11 +1,11 @@
 """``segakit directions ...``: learn a self-discovered h-space direction, and show one.
 
-    segakit directions learn woman --positive "a face of a woman" --neutral "a face of a person" --out woman.safetensors
-    segakit directions learn no-horror --positive "a face of a person" --negative "a zombie" --out safe.safetensors
-    segakit directions learn woman --positive "a face of a woman" --out woman.safetensors --workers 2   # images in 2 processes
-    segakit directions show woman.safetensors [--json]
-    segakit directions list [--library DIR] [--json]                       # the shipped library's directions
-    segakit generate "a doctor" --direction woman.safetensors:1.0
+segakit directions learn woman --positive "a face of a woman" --neutral "a face of a person" --out woman.safetensors
+segakit directions learn no-horror --positive "a face of a person" --negative "a zombie" --out safe.safetensors
+segakit directions learn woman --positive "a face of a woman" --out woman.safetensors --workers 2   # images in 2 processes
+segakit directions show woman.safetensors [--json]
+segakit directions list [--library DIR] [--json]                       # the shipped library's directions
+segakit generate "a doctor" --direction woman.safetensors:1.0
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from segakit.cli.options import DEVICE_HELP, MODEL_HELP, Quiet, device_and_dtype
 from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check, executor, wants_workers
 from segakit.core.errors import UserError
 
-directions_app = typer.Typer(help="Self-discovered h-space concept directions: learn, show, list.", no_args_is_help=True)
+directions_app = typer.Typer(
+    help="Self-discovered h-space concept directions: learn, show, list.", no_args_is_help=True
+)
 
 
 @directions_app.command("learn")
@@ -31,7 +33,9 @@ def learn(
     positive: Annotated[str, typer.Option("--positive", help="A prompt that shows the concept.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The direction file to write (.safetensors).")],
     neutral: Annotated[str, typer.Option("--neutral", help="The prompt without the concept.")] = "a face of a person",
-    negative: Annotated[str | None, typer.Option("--negative", help="The concept as a negative prompt (anti-concept).")] = None,
+    negative: Annotated[
+        str | None, typer.Option("--negative", help="The concept as a negative prompt (anti-concept).")
+    ] = None,
     images: Annotated[int, typer.Option("--images", "-n", "--n", help="Images generated for learning.")] = 200,
     steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 500,
     batch: Annotated[int, typer.Option("--batch", help="Latents per optimisation step.")] = 8,
@@ -39,21 +43,28 @@ def learn(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first image; image i uses seed + i.")] = 0,
     gen_steps: Annotated[int, typer.Option("--gen-steps", help="Denoising steps of the generated images.")] = 25,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
-    cache: Annotated[Path, typer.Option("--cache", help="Folder for the generated latents (a rerun resumes).")] = Path("out/directions-cache"),
+    cache: Annotated[Path, typer.Option("--cache", help="Folder for the generated latents (a rerun resumes).")] = Path(
+        "out/directions-cache"
+    ),
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
-    workers: Annotated[int | None, typer.Option("--workers", "-w", help=WORKERS_HELP + " Learning itself runs here.")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", help=WORKERS_HELP + " Learning itself runs here.")
+    ] = None,
     ray: Annotated[str | None, typer.Option("--ray", help=RAY_HELP)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """Learn a direction from the model's own images (Li et al., CVPR 2024) and save it."""
+    from segakit.core.outputs import plan_file
     from segakit.directions import LearnConfig, learn_direction
     from segakit.sega.pipeline import SegaPipeline
 
-    from segakit.core.outputs import plan_file
-
     if out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a folder; name the direction file, e.g. {str(out / (name + '.safetensors'))!r}.")
+        raise UserError(
+            f"--out {str(out)!r} is a folder; name the direction file, e.g. {str(out / (name + '.safetensors'))!r}."
+        )
     plan_file(out, ".safetensors", "--out", overwrite)  # never replaces a learned direction unasked
     cfg = LearnConfig(name=name, positive=positive, neutral=neutral, negative=negative, images=images, steps=steps,
                       batch=batch, lr=lr, seed=seed, gen_steps=gen_steps).check()  # fmt: skip
@@ -104,7 +115,9 @@ def show(
 
 @directions_app.command("list")
 def list_directions(
-    library: Annotated[Path | None, typer.Option("--library", help="A direction library folder (default: the embedded model's).")] = None,
+    library: Annotated[
+        Path | None, typer.Option("--library", help="A direction library folder (default: the embedded model's).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the names, strengths and files as JSON.")] = False,
 ) -> None:
     """List a direction library's directions (NAME for --direction in the API, FILE for --direction here), with
@@ -114,7 +127,9 @@ def list_directions(
     lib = Library.load(library)
     rows = [{"name": n, "strength": lib.strength_of(n), "file": str(lib.folder / lib.files[n])} for n in lib.names()]
     if as_json:
-        typer.echo(json.dumps({"library": str(lib.folder), "directions": rows, "fair": lib.fair_attributes()}, indent=2))
+        typer.echo(
+            json.dumps({"library": str(lib.folder), "directions": rows, "fair": lib.fair_attributes()}, indent=2)
+        )
         return
     typer.echo(f"{len(rows)} directions in {lib.folder}:")
     width = max((len(r["name"]) for r in rows), default=4)

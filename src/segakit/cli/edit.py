@@ -11,46 +11,181 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, Quiet, device_and_dtype, progress_bar, use_threads
+from segakit.cli.options import (
+    DEVICE_HELP,
+    MODEL_HELP,
+    THREADS_HELP,
+    Quiet,
+    device_and_dtype,
+    progress_bar,
+    use_threads,
+)
 from segakit.core.errors import UserError
 
 CAPTIONS_HELP = "A caption of the image {when} the edit, repeatable (skips the {what})."
 
 
 def edit(
-    image: Annotated[Path | None, typer.Argument(help="The image to edit (any size or mode: converted as docs/editing.md says).")] = None,
+    image: Annotated[
+        Path | None, typer.Argument(help="The image to edit (any size or mode: converted as docs/editing.md says).")
+    ] = None,
     instruction: Annotated[str | None, typer.Argument(help="What to change, e.g. 'give her glasses'.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
-    method: Annotated[str, typer.Option(help="onthefly (Pix2Pix-OnTheFly: cross-attention guided) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion).")] = "onthefly",
-    recipe: Annotated[str, typer.Option("--recipe", help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9). docs/guide.md, \"Editing defaults\".")] = "measured",
-    concept: Annotated[list[str] | None, typer.Option("--concept", help="--method sega: a concept to add (+glasses) or remove (-beard), repeatable.")] = None,
-    inversion: Annotated[str | None, typer.Option(help="--method onthefly: ddim (the paper's: DDIM inversion, then cross-attention guided editing) or ddpm (segakit's faster variant: the edit direction sampled on an edit-friendly DDPM inversion, which keeps more of the image; --recipe measured's).")] = None,
-    skip: Annotated[float, typer.Option(help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15).")] = 0.15,
-    threshold: Annotated[float | None, typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99).")] = None,
-    mask: Annotated[float | None, typer.Option(help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes).")] = None,
-    blend: Annotated[bool | None, typer.Option("--blend/--no-blend", help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md; --recipe measured blends with --method sega).", show_default=False)] = None,
-    blend_dilate: Annotated[int, typer.Option("--blend-dilate", help="With --blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (0..8), so the scattered pixels of noise masks make one region and the edit stays in one piece (with --sega-mask noise: docs/editing.md).")] = 0,
-    source_guidance: Annotated[float, typer.Option("--source-guidance", help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).")] = 1.0,
-    mask_tokens: Annotated[str, typer.Option("--mask-tokens", help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).")] = "all",
-    sega_mask: Annotated[str | None, typer.Option("--sega-mask", help="--method sega: the masks each concept's guidance goes through: intersect (LEDITS++'s: attention mask and noise mask), attention or noise alone (noise: SEGA's own quantile mask; with --threshold 0.99 --blend it edits more and keeps more of the image than LEDITS++'s defaults on the embedded model, with patchier edits: docs/editing.md; --recipe measured's).")] = None,
-    source_caption: Annotated[str | None, typer.Option("--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own).")] = None,
-    captions_before: Annotated[list[str] | None, typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer"))] = None,
-    captions_after: Annotated[list[str] | None, typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer"))] = None,
-    captions: Annotated[int, typer.Option("--captions", help="How many captions the caption writer writes per side (1..10).")] = 3,
-    show_captions: Annotated[bool, typer.Option("--show-captions", help="Print the source caption and the captions before/after.")] = False,
-    captioner: Annotated[Path | None, typer.Option("--captioner", help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.")] = None,
-    caption_writer: Annotated[Path | None, typer.Option("--caption-writer", help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.")] = None,
-    steps: Annotated[int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")] = 25,
-    guidance: Annotated[float | None, typer.Option(help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5).")] = None,
-    xa_guidance: Annotated[float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")] = 0.15,
-    direction_scale: Annotated[float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")] = 1.0,
-    regularize: Annotated[bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")] = True,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="onthefly (Pix2Pix-OnTheFly: cross-attention guided) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion)."
+        ),
+    ] = "onthefly",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9). docs/guide.md, \"Editing defaults\".",
+        ),
+    ] = "measured",
+    concept: Annotated[
+        list[str] | None,
+        typer.Option("--concept", help="--method sega: a concept to add (+glasses) or remove (-beard), repeatable."),
+    ] = None,
+    inversion: Annotated[
+        str | None,
+        typer.Option(
+            help="--method onthefly: ddim (the paper's: DDIM inversion, then cross-attention guided editing) or ddpm (segakit's faster variant: the edit direction sampled on an edit-friendly DDPM inversion, which keeps more of the image; --recipe measured's)."
+        ),
+    ] = None,
+    skip: Annotated[
+        float,
+        typer.Option(
+            help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15)."
+        ),
+    ] = 0.15,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99)."),
+    ] = None,
+    mask: Annotated[
+        float | None,
+        typer.Option(
+            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes)."
+        ),
+    ] = None,
+    blend: Annotated[
+        bool | None,
+        typer.Option(
+            "--blend/--no-blend",
+            help="--method sega, or --inversion ddpm with --mask: outside the masks of the steps so far, hold the inversion's own latents, so those pixels come back exactly (segakit's addition; keeps more of the image, edits less often: docs/editing.md; --recipe measured blends with --method sega).",
+            show_default=False,
+        ),
+    ] = None,
+    blend_dilate: Annotated[
+        int,
+        typer.Option(
+            "--blend-dilate",
+            help="With --blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (0..8), so the scattered pixels of noise masks make one region and the edit stays in one piece (with --sega-mask noise: docs/editing.md).",
+        ),
+    ] = 0,
+    source_guidance: Annotated[
+        float,
+        typer.Option(
+            "--source-guidance",
+            help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).",
+        ),
+    ] = 1.0,
+    mask_tokens: Annotated[
+        str,
+        typer.Option(
+            "--mask-tokens",
+            help="--method sega: whose attention makes the masks: all (every token after the start token, as LEDITS++'s code and diffusers do) or concept (the concept's own tokens, as its paper words it).",
+        ),
+    ] = "all",
+    sega_mask: Annotated[
+        str | None,
+        typer.Option(
+            "--sega-mask",
+            help="--method sega: the masks each concept's guidance goes through: intersect (LEDITS++'s: attention mask and noise mask), attention or noise alone (noise: SEGA's own quantile mask; with --threshold 0.99 --blend it edits more and keeps more of the image than LEDITS++'s defaults on the embedded model, with patchier edits: docs/editing.md; --recipe measured's).",
+        ),
+    ] = None,
+    source_caption: Annotated[
+        str | None,
+        typer.Option(
+            "--source-caption", help="A caption of the image (skips the captioner; the embedded model has its own)."
+        ),
+    ] = None,
+    captions_before: Annotated[
+        list[str] | None,
+        typer.Option("--captions-before", help=CAPTIONS_HELP.format(when="before", what="caption writer")),
+    ] = None,
+    captions_after: Annotated[
+        list[str] | None,
+        typer.Option("--captions-after", help=CAPTIONS_HELP.format(when="after", what="caption writer")),
+    ] = None,
+    captions: Annotated[
+        int, typer.Option("--captions", help="How many captions the caption writer writes per side (1..10).")
+    ] = 3,
+    show_captions: Annotated[
+        bool, typer.Option("--show-captions", help="Print the source caption and the captions before/after.")
+    ] = False,
+    captioner: Annotated[
+        Path | None,
+        typer.Option(
+            "--captioner",
+            help="A local BLIP captioning model folder (safetensors); default on the embedded model: its own small one.",
+        ),
+    ] = None,
+    caption_writer: Annotated[
+        Path | None,
+        typer.Option(
+            "--caption-writer",
+            help="A local causal language model folder (safetensors), e.g. Phi-2; default on the embedded model: its own small one.",
+        ),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")
+    ] = 25,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5)."
+        ),
+    ] = None,
+    xa_guidance: Annotated[
+        float, typer.Option("--xa-guidance", help="Step size of the cross-attention guidance (0 turns it off).")
+    ] = 0.15,
+    direction_scale: Annotated[
+        float, typer.Option("--direction-scale", help="Multiplier of the edit direction.")
+    ] = 1.0,
+    regularize: Annotated[
+        bool, typer.Option("--regularize/--no-regularize", help="pix2pix-zero's noise regularisation during inversion.")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed (noise regularisation, caption writer).")] = 0,
-    then: Annotated[list[str] | None, typer.Option("--then", help="A further instruction that edits the previous result (multi-turn), repeatable, in order.")] = None,
-    then_captions_after: Annotated[list[str] | None, typer.Option("--then-captions-after", help="With --then: the caption after each further turn, one per --then, in order (skips the caption writer).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The output: a .png file, or a folder where it is numbered after the edits already there (edited-000.png, ...); it is the last turn's result and records every turn.")] = Path("out"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")] = False,
-    from_png: Annotated[Path | None, typer.Option("--from-png", help="Repeat the edit stored in a PNG written by segakit edit.")] = None,
+    then: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--then", help="A further instruction that edits the previous result (multi-turn), repeatable, in order."
+        ),
+    ] = None,
+    then_captions_after: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--then-captions-after",
+            help="With --then: the caption after each further turn, one per --then, in order (skips the caption writer).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The output: a .png file, or a folder where it is numbered after the edits already there (edited-000.png, ...); it is the last turn's result and records every turn.",
+        ),
+    ] = Path("out"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file instead of refusing.")
+    ] = False,
+    from_png: Annotated[
+        Path | None, typer.Option("--from-png", help="Repeat the edit stored in a PNG written by segakit edit.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
     quiet: Quiet = False,
@@ -58,10 +193,9 @@ def edit(
     """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance.
     With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
+    from segakit.core.outputs import plan_images
     from segakit.editing.image import file_sha256, read_image
     from segakit.editing.params import EditParams
-
-    from segakit.core.outputs import plan_images
 
     out = plan_images(out, 1, "edited", overwrite)[0]  # the output policy: checked before anything loads
     if from_png is not None:
@@ -71,13 +205,19 @@ def edit(
         params = EditParams.from_json(stored)
         turns = [params] + [EditParams.from_json({**t, "kind": "edit"}) for t in stored.get("turns", [])]
         if not params.image or not Path(params.image).is_file():
-            raise UserError(f"The source image {params.image!r} recorded in {str(from_png)!r} is no longer there; edit it again by name.")
+            raise UserError(
+                f"The source image {params.image!r} recorded in {str(from_png)!r} is no longer there; edit it again by name."
+            )
         if params.image_sha256 and file_sha256(params.image) != params.image_sha256:
-            raise UserError(f"The source image {params.image!r} recorded in {str(from_png)!r} has changed since; edit it again by name.")
+            raise UserError(
+                f"The source image {params.image!r} recorded in {str(from_png)!r} has changed since; edit it again by name."
+            )
         image = Path(params.image)
     else:
         if image is None or instruction is None:
-            raise UserError("Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --out glasses.png.")
+            raise UserError(
+                "Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --out glasses.png."
+            )
         chosen = _recipe_defaults(method, recipe, inversion, mask, guidance, threshold, sega_mask, blend)
         inversion, mask, guidance, threshold, sega_mask, blend = chosen
         params = EditParams(
@@ -120,7 +260,9 @@ def _further_turns(first, instructions: list[str], after: list[str]) -> list:
     import dataclasses
 
     if after and len(after) != len(instructions):
-        raise UserError(f"--then-captions-after was given {len(after)} times for {len(instructions)} --then instructions; give one per --then, or none.")
+        raise UserError(
+            f"--then-captions-after was given {len(after)} times for {len(instructions)} --then instructions; give one per --then, or none."
+        )
     if not instructions and after:
         raise UserError("--then-captions-after needs --then instructions to go with.")
     turns = []
@@ -130,7 +272,11 @@ def _further_turns(first, instructions: list[str], after: list[str]) -> list:
     return turns
 
 
-STAGES = {"onthefly-ddim": ("inverting", "reconstructing", "editing"), "onthefly-ddpm": ("inverting", "editing"), "sega": ("inverting", "editing")}
+STAGES = {
+    "onthefly-ddim": ("inverting", "reconstructing", "editing"),
+    "onthefly-ddpm": ("inverting", "editing"),
+    "sega": ("inverting", "editing"),
+}
 
 
 def stage_of(turn, done: int) -> str:
@@ -141,7 +287,9 @@ def stage_of(turn, done: int) -> str:
     return names[min(done // max(turn.steps, 1), len(names) - 1)]
 
 
-def run(turns: list, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool) -> None:
+def run(
+    turns: list, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool
+) -> None:
     import time
 
     from segakit import __version__
@@ -153,13 +301,18 @@ def run(turns: list, picture, out: Path, device: str, captioner: Path | None, ca
 
     with progress_bar(transient=True) as bar:  # loading, then the chain's stages, each named
         task = bar.add_task("loading the model", total=None)
-        pipe = EditPipeline.from_pretrained(turns[0].model, captioner=captioner, caption_writer=caption_writer).to(device)
+        pipe = EditPipeline.from_pretrained(turns[0].model, captioner=captioner, caption_writer=caption_writer).to(
+            device
+        )
         start = time.perf_counter()
         sizes = [(3 if t.method == "onthefly" and t.inversion == "ddim" else 2) * t.steps for t in turns]
         first = turns[0]
         needs_caption = not (first.source_caption or first.captions_before)
         needs_writer = first.method == "onthefly" and not first.captions_after
-        opening = " and ".join(n for n, on in (("captioning", needs_caption), ("writing captions", needs_writer)) if on) or "inverting"
+        opening = (
+            " and ".join(n for n, on in (("captioning", needs_caption), ("writing captions", needs_writer)) if on)
+            or "inverting"
+        )
         bar.update(task, description=opening, total=sum(sizes), completed=0)
         prefix = (lambda k: f"turn {k + 1}/{len(turns)}: ") if len(turns) > 1 else (lambda k: "")
 

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from segakit.cli.options import DEVICE_HELP, MODEL_HELP, THREADS_HELP, Quiet, device_and_dtype, progress_bar, use_threads
+from segakit.cli.options import (
+    DEVICE_HELP,
+    MODEL_HELP,
+    THREADS_HELP,
+    Quiet,
+    device_and_dtype,
+    progress_bar,
+    use_threads,
+)
 from segakit.cli.preflight import guidance_beside_png, preflight
 from segakit.core.errors import UserError
 
@@ -53,7 +61,9 @@ def _parse_lora(spec: str):
     try:
         return LoraWeights(head, float(tail))
     except ValueError:
-        raise UserError(f"--lora {spec!r}: scale {tail!r} is not a number; write FILE or FILE:SCALE, e.g. style.safetensors:0.8.") from None
+        raise UserError(
+            f"--lora {spec!r}: scale {tail!r} is not a number; write FILE or FILE:SCALE, e.g. style.safetensors:0.8."
+        ) from None
 
 
 def generate(
@@ -62,29 +72,88 @@ def generate(
     edit: Annotated[list[str] | None, typer.Option("--edit", "-e", help=EDIT_HELP)] = None,
     direction: Annotated[list[str] | None, typer.Option("--direction", "-d", help=DIRECTION_HELP)] = None,
     fair: Annotated[str | None, typer.Option("--fair", help=FAIR_HELP)] = None,
-    method: Annotated[str, typer.Option("--method", help="How --fair balances: 'directions' (the library's h-space directions) or 'sega' (Fair Diffusion: SEGA edits +VALUE -OTHERS).")] = "directions",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="How --fair balances: 'directions' (the library's h-space directions) or 'sega' (Fair Diffusion: SEGA edits +VALUE -OTHERS).",
+        ),
+    ] = "directions",
     safe: Annotated[bool, typer.Option("--safe", help="Add the direction library's anti-horror direction.")] = False,
-    enhance: Annotated[bool, typer.Option("--enhance", help="Add the library's direction for every attribute value the prompt names.")] = False,
-    fair_draw: Annotated[str, typer.Option("--fair-draw", help="How --fair draws each image's value from its seed: spread (the shares come out as asked over consecutive seeds: 12/12 of 24) or random (each seed on its own, as segakit drew before the spread draw; PNGs written then repeat it).")] = "spread",
-    library: Annotated[Path | None, typer.Option("--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's).")] = None,
-    library_strength: Annotated[float | None, typer.Option("--library-strength", help="Strength of the library's directions (default: the library's).")] = None,
+    enhance: Annotated[
+        bool, typer.Option("--enhance", help="Add the library's direction for every attribute value the prompt names.")
+    ] = False,
+    fair_draw: Annotated[
+        str,
+        typer.Option(
+            "--fair-draw",
+            help="How --fair draws each image's value from its seed: spread (the shares come out as asked over consecutive seeds: 12/12 of 24) or random (each seed on its own, as segakit drew before the spread draw; PNGs written then repeat it).",
+        ),
+    ] = "spread",
+    library: Annotated[
+        Path | None,
+        typer.Option(
+            "--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's)."
+        ),
+    ] = None,
+    library_strength: Annotated[
+        float | None,
+        typer.Option("--library-strength", help="Strength of the library's directions (default: the library's)."),
+    ] = None,
     negative: Annotated[str | None, typer.Option("--negative", help="Negative prompt.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", "--n", metavar="N", help="Number of images (generated 8 at a time, each written when done).")] = 1,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 25 on the embedded model, which is tuned at 25; 50 otherwise).")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Guidance scale (the family's default: 7.5 SD, 5.0 SDXL, 7.0 SD3, 3.5 FLUX's distilled guidance).")] = None,
+    num_images: Annotated[
+        int,
+        typer.Option(
+            "--num-images",
+            "-n",
+            "--n",
+            metavar="N",
+            help="Number of images (generated 8 at a time, each written when done).",
+        ),
+    ] = 1,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Denoising steps (default: 25 on the embedded model, which is tuned at 25; 50 otherwise)."),
+    ] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            help="Guidance scale (the family's default: 7.5 SD, 5.0 SDXL, 7.0 SD3, 3.5 FLUX's distilled guidance)."
+        ),
+    ] = None,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
     momentum: Annotated[float, typer.Option(help="SEGA momentum scale s_m.")] = 0.1,
     momentum_beta: Annotated[float, typer.Option("--momentum-beta", help="SEGA momentum beta_m, in [0, 1).")] = 0.4,
-    quantile_over: Annotated[str, typer.Option("--quantile-over", help="'channel' (diffusers) or 'image' (one quantile per image).")] = "channel",
-    edit_refresh: Annotated[int, typer.Option("--edit-refresh", help="Compute each concept every K steps and reuse its direction in between (1: exact SEGA).")] = 1,
-    sweep: Annotated[str | None, typer.Option(help="Render the single --edit at these scales side by side, e.g. 0,2,4,6,8.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="A .png file, or a folder (images numbered after those already there).")] = Path("out"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files (--out, --save-guidance) instead of refusing.")] = False,
-    from_png: Annotated[Path | None, typer.Option("--from-png", help="Regenerate from the parameters stored in a segakit PNG.")] = None,
-    save_guidance: Annotated[Path | None, typer.Option("--save-guidance", help="Record the edits' guidance to this .safetensors file.")] = None,
-    apply_guidance: Annotated[Path | None, typer.Option("--apply-guidance", help="Add a recorded guidance file at every step.")] = None,
+    quantile_over: Annotated[
+        str, typer.Option("--quantile-over", help="'channel' (diffusers) or 'image' (one quantile per image).")
+    ] = "channel",
+    edit_refresh: Annotated[
+        int,
+        typer.Option(
+            "--edit-refresh",
+            help="Compute each concept every K steps and reuse its direction in between (1: exact SEGA).",
+        ),
+    ] = 1,
+    sweep: Annotated[
+        str | None, typer.Option(help="Render the single --edit at these scales side by side, e.g. 0,2,4,6,8.")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="A .png file, or a folder (images numbered after those already there).")
+    ] = Path("out"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing files (--out, --save-guidance) instead of refusing.")
+    ] = False,
+    from_png: Annotated[
+        Path | None, typer.Option("--from-png", help="Regenerate from the parameters stored in a segakit PNG.")
+    ] = None,
+    save_guidance: Annotated[
+        Path | None, typer.Option("--save-guidance", help="Record the edits' guidance to this .safetensors file.")
+    ] = None,
+    apply_guidance: Annotated[
+        Path | None, typer.Option("--apply-guidance", help="Add a recorded guidance file at every step.")
+    ] = None,
     lora: Annotated[list[str] | None, typer.Option("--lora", help=LORA_HELP)] = None,
     embedding: Annotated[list[Path] | None, typer.Option("--embedding", help=EMBEDDING_HELP)] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
@@ -100,7 +169,9 @@ def generate(
 
     if from_png is not None:
         if prompt is not None or edit or lora or embedding:
-            raise UserError("--from-png takes the prompt, edits, LoRAs and embeddings from the PNG; do not give them again.")
+            raise UserError(
+                "--from-png takes the prompt, edits, LoRAs and embeddings from the PNG; do not give them again."
+            )
         params = guidance_beside_png(GenerationParams.from_json(read_params(from_png)), from_png)
     else:
         if prompt is None:

@@ -55,13 +55,28 @@ def progress_shown() -> bool:
     return not _quiet and sys.stderr.isatty()
 
 
-def progress_bar(label: str = "[progress.description]{task.description}", *, transient: bool = True, elapsed: bool = False):
+def progress_bar(
+    label: str = "[progress.description]{task.description}", *, transient: bool = True, elapsed: bool = False
+):
     """A rich progress bar on stderr (bar, done/total, time left; ``elapsed`` adds time spent); silent off a terminal
     and with ``--quiet``."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(), *([TimeElapsedColumn()] if elapsed else []), TimeRemainingColumn()]
+    columns = [
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *([TimeElapsedColumn()] if elapsed else []),
+        TimeRemainingColumn(),
+    ]
     return Progress(*columns, transient=transient, disable=not progress_shown(), console=Console(stderr=True))
 
 
@@ -94,7 +109,15 @@ def default_threads(argv: list[str]) -> None:
         return
 
 
-_TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "path": "PATH", "file": "FILE", "directory": "FOLDER", "bool": "BOOLEAN"}
+_TYPE_NAMES = {
+    "int": "INTEGER",
+    "float": "NUMBER",
+    "str": "TEXT",
+    "path": "PATH",
+    "file": "FILE",
+    "directory": "FOLDER",
+    "bool": "BOOLEAN",
+}
 
 
 def readable_help(command) -> None:

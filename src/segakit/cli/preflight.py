@@ -35,7 +35,9 @@ def guidance_beside_png(params, png: Path):
     return params
 
 
-def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, device: str, dtype, from_png: bool = False) -> Plan:
+def preflight(
+    params, out: Path, save_guidance: Path | None, overwrite: bool, device: str, dtype, from_png: bool = False
+) -> Plan:
     """Check a generation job before anything loads; returns its :class:`Plan` or raises :class:`UserError`.
 
     ``from_png``: the job was read back from a PNG to be reproduced, so questionable edits are only warned about.
@@ -54,12 +56,23 @@ def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, de
     if save_guidance is not None and params.sweep is not None:
         raise UserError("--save-guidance records one generation; it cannot be combined with --sweep.")
     if save_guidance is not None and params.guidance is not None and params.guidance <= 1:
-        raise UserError(f"--save-guidance records semantic guidance, which needs --guidance above 1 (got {params.guidance:g}).")
+        raise UserError(
+            f"--save-guidance records semantic guidance, which needs --guidance above 1 (got {params.guidance:g})."
+        )
     sweep = params.sweep is not None
     count = 1 if sweep else params.num_images
     if params.apply_guidance:
         recorded = RecordedGuidance.load(params.apply_guidance)
-        check_fits(recorded, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width, params.seed)
+        check_fits(
+            recorded,
+            params.apply_guidance,
+            params.steps,
+            count,
+            model_key(params.model),
+            params.height,
+            params.width,
+            params.seed,
+        )
     folder = local_model_folder(resolve(params.model))
     paths = plan_images(Path(out), count, "sweep" if sweep else "image", overwrite)
     if save_guidance is not None:
@@ -72,5 +85,7 @@ def preflight(params, out: Path, save_guidance: Path | None, overwrite: bool, de
         if need is not None:
             chunk = plan_chunk(need, count, available_memory(device), "-n")
             where = Path(out).parent if Path(out).suffix.lower() == ".png" else Path(out)
-            check_disk(where, count, need.height * (1 if not sweep else 2), need.width * (len(params.sweep) if sweep else 1))
+            check_disk(
+                where, count, need.height * (1 if not sweep else 2), need.width * (len(params.sweep) if sweep else 1)
+            )
     return Plan(paths, chunk, warnings)

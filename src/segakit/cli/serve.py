@@ -12,17 +12,26 @@ from segakit.core.errors import UserError
 
 def serve(
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback requires a token.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback requires a token.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
-    token: Annotated[str | None, typer.Option(help="Token every request must carry (default: $SEGAKIT_TOKEN; required off loopback).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Token every request must carry (default: $SEGAKIT_TOKEN; required off loopback)."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
-    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests admitted at once (running + waiting); more get 429.")] = 8,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Requests admitted at once (running + waiting); more get 429.")
+    ] = 8,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Most denoising steps per request.")] = 50,
     max_images: Annotated[int, typer.Option("--max-images", help="Most images per request.")] = 4,
     max_side: Annotated[int, typer.Option("--max-side", help="Largest height or width in pixels.")] = 512,
     max_concepts: Annotated[int, typer.Option("--max-concepts", help="Most concepts (edits) per request.")] = 6,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body (an upload) in MB.")] = 8.0,
-    preview_steps: Annotated[int, typer.Option("--preview-steps", help="Steps of the app's live preview while a slider moves.")] = 6,
+    preview_steps: Annotated[
+        int, typer.Option("--preview-steps", help="Steps of the app's live preview while a slider moves.")
+    ] = 6,
     threads: Annotated[int | None, typer.Option(help="torch threads for the model (default: torch's).")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
 ) -> None:
@@ -45,5 +54,8 @@ def serve(
         import torch
 
         torch.set_num_threads(max(1, threads))
-    typer.echo(f"segakit serve: http://{host}:{port}/ (API docs at /docs){' - token required' if config.token else ''}", err=True)
+    typer.echo(
+        f"segakit serve: http://{host}:{port}/ (API docs at /docs){' - token required' if config.token else ''}",
+        err=True,
+    )
     run(config, log_level)

@@ -1,11 +1,11 @@
 """``segakit world ...``: the faces world from the command line.
 
-    segakit world schema --json
-    segakit world sample --n 1000 --seed 0 --out data/faces [--set role=doctor]
-    segakit world pairs --n 1000 --seed 0 --out data/pairs [--attribute glasses --attribute hat]
-    segakit world classify data/faces --json --against data/faces/labels.jsonl [--per-image preds.jsonl]
-    segakit world oracle-eval --n 2000 --seed 777001
-    segakit world sheet --out docs/img
+segakit world schema --json
+segakit world sample --n 1000 --seed 0 --out data/faces [--set role=doctor]
+segakit world pairs --n 1000 --seed 0 --out data/pairs [--attribute glasses --attribute hat]
+segakit world classify data/faces --json --against data/faces/labels.jsonl [--per-image preds.jsonl]
+segakit world oracle-eval --n 2000 --seed 777001
+segakit world sheet --out docs/img
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -46,8 +45,13 @@ def progress(description: str, total: int) -> Iterator:
     from segakit.cli.options import progress_shown
 
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=not (err.is_terminal and progress_shown()),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not (err.is_terminal and progress_shown()),
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)
@@ -109,10 +113,22 @@ def priors_markdown() -> str:
 def sample(
     n: int = typer.Option(..., "-n", "--n", help="Number of portraits (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed; portrait i depends only on (seed, i)."),
-    out: Path = typer.Option(..., "--out", help="Output folder (created if needed; numbering continues after the portraits already there, labels.jsonl gets them appended)."),
-    start: Optional[int] = typer.Option(None, "--start", help="Index of the first portrait (default: after the highest already in --out; 0 in a new folder)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Pin attributes, e.g. --set role=doctor --set glasses=true."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="With --start: replace the portraits of that range already there."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Output folder (created if needed; numbering continues after the portraits already there, labels.jsonl gets them appended).",
+    ),
+    start: int | None = typer.Option(
+        None,
+        "--start",
+        help="Index of the first portrait (default: after the highest already in --out; 0 in a new folder).",
+    ),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="Pin attributes, e.g. --set role=doctor --set glasses=true."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="With --start: replace the portraits of that range already there."
+    ),
     quiet: Quiet = False,
 ) -> None:
     """Write N portraits as PNGs plus labels.jsonl (file, caption, every attribute)."""
@@ -133,10 +149,20 @@ def sample(
 def pairs(
     n: int = typer.Option(..., "-n", "--n", help="Number of edit pairs (at least 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed; pair i depends only on (seed, i)."),
-    out: Path = typer.Option(..., "--out", help="Output folder (created if needed; numbering continues after the pairs already there, pairs.jsonl gets them appended)."),
-    start: Optional[int] = typer.Option(None, "--start", help="Index of the first pair (default: after the highest already in --out; 0 in a new folder)."),
-    attribute: Optional[list[str]] = typer.Option(None, "--attribute", help="Only change these attributes (repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="With --start: replace the pairs of that range already there."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Output folder (created if needed; numbering continues after the pairs already there, pairs.jsonl gets them appended).",
+    ),
+    start: int | None = typer.Option(
+        None,
+        "--start",
+        help="Index of the first pair (default: after the highest already in --out; 0 in a new folder).",
+    ),
+    attribute: list[str] | None = typer.Option(None, "--attribute", help="Only change these attributes (repeatable)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="With --start: replace the pairs of that range already there."
+    ),
     quiet: Quiet = False,
 ) -> None:
     """Write N edit pairs (source/target PNGs) plus pairs.jsonl (instruction, captions, changes)."""
@@ -158,7 +184,9 @@ def _read_labels(path: Path) -> dict[str, dict]:
     from segakit.world.schema import ATTRIBUTES
 
     if not path.is_file():
-        raise UserError(f"Labels file {str(path)!r} does not exist; pass the labels.jsonl written by `segakit world sample`.")
+        raise UserError(
+            f"Labels file {str(path)!r} does not exist; pass the labels.jsonl written by `segakit world sample`."
+        )
     out = {}
     with open(path, encoding="utf-8") as fh:
         for k, line in enumerate(fh, 1):
@@ -168,17 +196,23 @@ def _read_labels(path: Path) -> dict[str, dict]:
                 rec = json.loads(line)
                 out[Path(rec["file"]).name] = {a: rec[a] for a in ATTRIBUTES}
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise UserError(f"Line {k} of {str(path)!r} is not a label record with 'file' and every attribute ({exc}).") from None
+                raise UserError(
+                    f"Line {k} of {str(path)!r} is not a label record with 'file' and every attribute ({exc})."
+                ) from None
     return out
 
 
 @world_app.command()
 def classify(
-    folder: Path = typer.Argument(..., metavar="PATH", help="A PNG image, or a folder of them (64x64 faces; others are resized, with a warning)."),
+    folder: Path = typer.Argument(
+        ..., metavar="PATH", help="A PNG image, or a folder of them (64x64 faces; others are resized, with a warning)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    against: Optional[Path] = typer.Option(None, "--against", help="labels.jsonl to score the predictions against."),
-    per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one JSON line per image (predictions, probabilities)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
+    against: Path | None = typer.Option(None, "--against", help="labels.jsonl to score the predictions against."),
+    per_image: Path | None = typer.Option(
+        None, "--per-image", help="Write one JSON line per image (predictions, probabilities)."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
     quiet: Quiet = False,
 ) -> None:
@@ -240,7 +274,11 @@ def classify(
                         scored_pred.append(p)
                         scored_truth.append(truth[f.name])
                     if per_fh is not None:
-                        rec = {"file": f.name, **p, "probabilities": {a: [round(float(x), 5) for x in probs[a][j]] for a in ATTRIBUTES}}
+                        rec = {
+                            "file": f.name,
+                            **p,
+                            "probabilities": {a: [round(float(x), 5) for x in probs[a][j]] for a in ATTRIBUTES},
+                        }
                         per_fh.write((json.dumps(rec) + "\n").encode())
                 update(min(i + batch_size, len(files)))
 
@@ -287,11 +325,15 @@ def accuracy_markdown(res: dict[str, dict[str, float]]) -> str:
 def oracle_eval(
     n: int = typer.Option(2000, "-n", "--n", help="Number of fresh renders."),
     seed: int = typer.Option(777_001, "--seed", help="Seed of the held-out renders (training used seed 1)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
-    augmented: bool = typer.Option(True, "--augmented/--clean-only", help="Also score after the training augmentation."),
+    weights: Path | None = typer.Option(None, "--weights", help="Oracle weights (.safetensors); default: shipped."),
+    augmented: bool = typer.Option(
+        True, "--augmented/--clean-only", help="Also score after the training augmentation."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a Markdown table."),
-    autoencoder: Optional[str] = typer.Option(
-        None, "--autoencoder", help="Also score the renders after this autoencoder's round trip: 'embedded' or a diffusers AutoencoderKL folder."
+    autoencoder: str | None = typer.Option(
+        None,
+        "--autoencoder",
+        help="Also score the renders after this autoencoder's round trip: 'embedded' or a diffusers AutoencoderKL folder.",
     ),
     quiet: Quiet = False,
 ) -> None:
@@ -315,13 +357,19 @@ def oracle_eval(
     if as_json:
         typer.echo(json.dumps({"n": n, "seed": seed, **res}, indent=2))
     else:
-        typer.echo(f"oracle held-out accuracy: n={n} fresh renders, seed {seed} (hair_color scored where hair_style != bald)\n")
+        typer.echo(
+            f"oracle held-out accuracy: n={n} fresh renders, seed {seed} (hair_color scored where hair_style != bald)\n"
+        )
         typer.echo(accuracy_markdown(res))
 
 
 @world_app.command()
 def sheet(
-    out: Path = typer.Option(Path("out/world-sheet"), "--out", help="Folder for the PNG figures (the documentation's: docs/img, with --overwrite)."),
+    out: Path = typer.Option(
+        Path("out/world-sheet"),
+        "--out",
+        help="Folder for the PNG figures (the documentation's: docs/img, with --overwrite).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the portraits shown."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the figures already in --out."),
 ) -> None:

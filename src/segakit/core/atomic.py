@@ -27,7 +27,9 @@ def ensure_writable_dir(path: Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"Output folder {str(path)!r} is not writable ({exc.strerror or exc}); choose a folder you can write to.") from None
+        raise UserError(
+            f"Output folder {str(path)!r} is not writable ({exc.strerror or exc}); choose a folder you can write to."
+        ) from None
     return path
 
 
@@ -49,7 +51,9 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO]:
     try:  # creating the file is the test of writability (os.access says yes to root on read-only places)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise UserError(f"Cannot write {str(path)!r}: {exc.strerror or exc}; choose a folder you can write to.") from None
+        raise UserError(
+            f"Cannot write {str(path)!r}: {exc.strerror or exc}; choose a folder you can write to."
+        ) from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual permissions
     try:
         with os.fdopen(fd, mode) as fh:

@@ -28,7 +28,11 @@ Mode = Literal["off", "record", "match"]
 
 def cross_attention_layers(unet) -> list[str]:
     """Names of the U-Net's cross-attention modules, in the U-Net's order."""
-    return [name for name, module in unet.named_modules() if getattr(module, "is_cross_attention", False) and hasattr(module, "processor")]
+    return [
+        name
+        for name, module in unet.named_modules()
+        if getattr(module, "is_cross_attention", False) and hasattr(module, "processor")
+    ]
 
 
 def attention_probs(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, attention_mask=None):
@@ -51,7 +55,9 @@ class _Processor:
     def __init__(self, capture: CrossAttentionCapture, name: str) -> None:
         self.capture, self.name = capture, name
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         residual = hidden_states
         if getattr(attn, "spatial_norm", None) is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)

@@ -32,13 +32,17 @@ def parse_shares(attribute: str, text: str | None, allowed: list[str]) -> dict[s
     for item in text.split(","):
         value, sep, share = item.strip().rpartition(":")
         if not sep or value not in allowed:
-            raise UserError(f"--fair {attribute}={text!r}: {item.strip()!r} is not VALUE:SHARE with VALUE one of {', '.join(allowed)}.")
+            raise UserError(
+                f"--fair {attribute}={text!r}: {item.strip()!r} is not VALUE:SHARE with VALUE one of {', '.join(allowed)}."
+            )
         try:
             shares[value] = float(share)
         except ValueError:
             raise UserError(f"--fair {attribute}={text!r}: the share {share!r} is not a number.") from None
     if any(s < 0 for s in shares.values()) or not math.isclose(sum(shares.values()), 1.0, abs_tol=1e-6):
-        raise UserError(f"--fair {attribute}={text!r}: the shares must be 0 or more and sum to 1 (they sum to {sum(shares.values()):g}).")
+        raise UserError(
+            f"--fair {attribute}={text!r}: the shares must be 0 or more and sum to 1 (they sum to {sum(shares.values()):g})."
+        )
     return shares
 
 

@@ -72,7 +72,7 @@ def spelling(style: str) -> Iterator[None]:
 
 
 def closest(word: str, choices: Iterable[str], n: int = 2) -> str:
-    """" (the closest: 'x')" for the nearest of ``choices`` to ``word`` (spaces, dashes and case ignored), or "";
+    """ " (the closest: 'x')" for the nearest of ``choices`` to ``word`` (spaces, dashes and case ignored), or "";
     it goes before the sentence's full stop."""
     choices = [str(c) for c in choices]
     norm = {c.lower().replace("-", "_").replace(" ", "_"): c for c in choices}

@@ -24,7 +24,10 @@ def fingerprint(*modules, extra: object = None) -> str:
 
 def pipeline_fingerprint(pipe) -> str:
     tok = getattr(pipe, "tokenizer", None)
-    extra = {"scheduler": dict(pipe.scheduler.config), "vocab": sorted(tok.get_vocab().items()) if tok is not None else None}
+    extra = {
+        "scheduler": dict(pipe.scheduler.config),
+        "vocab": sorted(tok.get_vocab().items()) if tok is not None else None,
+    }
     denoiser = getattr(pipe, "unet", None) or pipe.transformer
     encoders = [getattr(pipe, n, None) for n in ("text_encoder_2", "text_encoder_3")]
     return fingerprint(denoiser, pipe.vae, pipe.text_encoder, *encoders, extra=extra)

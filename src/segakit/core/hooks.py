@@ -78,7 +78,9 @@ def transformer_site(transformer, block: int, tokens: int) -> HSpaceSite:
     if not 0 <= block < len(blocks):
         from segakit.core.errors import UserError
 
-        raise UserError(f"block {block} is not one of this transformer's {len(blocks)} blocks (0 to {len(blocks) - 1}).")
+        raise UserError(
+            f"block {block} is not one of this transformer's {len(blocks)} blocks (0 to {len(blocks) - 1})."
+        )
     width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
     return HSpaceSite(f"transformer_blocks.{block}", blocks[block], (tokens, width))
 
@@ -103,7 +105,9 @@ class BlockShift:
     def _rows(self, n: int) -> torch.Tensor:
         rows = self.deltas[self.cursor : self.cursor + n]
         if rows.shape[0] != n:
-            raise ValueError(f"BlockShift holds {self.deltas.shape[0]} rows; the denoiser asked for rows {self.cursor}..{self.cursor + n}.")
+            raise ValueError(
+                f"BlockShift holds {self.deltas.shape[0]} rows; the denoiser asked for rows {self.cursor}..{self.cursor + n}."
+            )
         self.cursor += n
         return rows
 

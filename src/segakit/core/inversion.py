@@ -49,7 +49,9 @@ class EditFriendlyInversion:
     targets: torch.Tensor | None = None  # (steps, *latent shape): the latent each sampling step lands on (x_0 last)
 
 
-def epsilon(model_output: torch.Tensor, sample: torch.Tensor, alpha_prod: torch.Tensor | float, prediction_type: str) -> torch.Tensor:
+def epsilon(
+    model_output: torch.Tensor, sample: torch.Tensor, alpha_prod: torch.Tensor | float, prediction_type: str
+) -> torch.Tensor:
     """The noise that ``model_output`` implies, for epsilon-, sample- and v-prediction models."""
     a = torch.as_tensor(alpha_prod, dtype=sample.dtype, device=sample.device)
     if prediction_type == "epsilon":
@@ -96,7 +98,9 @@ def regularize(
             if reg.lambda_auto_corr > 0:
                 for _ in range(reg.rolls):
                     var = out.detach().clone().requires_grad_(True)
-                    auto_correlation_loss(epsilon(var, sample.detach(), alpha_prod, prediction_type), generator).backward()
+                    auto_correlation_loss(
+                        epsilon(var, sample.detach(), alpha_prod, prediction_type), generator
+                    ).backward()
                     out = out - reg.lambda_auto_corr * var.grad / reg.rolls
             if reg.lambda_kl > 0:
                 var = out.detach().clone().requires_grad_(True)
@@ -154,7 +158,9 @@ def ddim_sample(
     scheduler.set_timesteps(steps, device=latents.device)
     x = latents
     for t in scheduler.timesteps:
-        x = scheduler.step(guided(unet, scheduler.scale_model_input(x, t), t, cond, uncond, guidance_scale), t, x).prev_sample
+        x = scheduler.step(
+            guided(unet, scheduler.scale_model_input(x, t), t, cond, uncond, guidance_scale), t, x
+        ).prev_sample
     return x
 
 
@@ -193,7 +199,9 @@ def ddpm_invert(
     scheduler, timesteps = ddpm_scheduler(scheduler_config, steps, skip)
     xs = [None] * steps  # xs[i]: the noisy latent at timesteps[i]
     for i in range(steps - 1, -1, -1):
-        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype, device=torch.device("cpu")).to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype, device=torch.device("cpu")).to(
+            latents.device
+        )
         xs[i] = scheduler.add_noise(latents, noise, timesteps[i : i + 1])
     noises = torch.zeros((steps, *latents.shape), dtype=latents.dtype, device=latents.device)
     for i, t in enumerate(timesteps):

@@ -65,7 +65,9 @@ def resolve(name: str | Path) -> str:
         raise UserError(f"{name!r} is a file; pass a diffusers model folder (with model_index.json) or a hub id.")
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise UserError(f"{name!r} is a folder without model_index.json; pass a diffusers model folder or a hub id.")
+            raise UserError(
+                f"{name!r} is a folder without model_index.json; pass a diffusers model folder or a hub id."
+            )
         _refuse_pickles(path)
         return str(path)
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
@@ -81,7 +83,9 @@ def vae_folder(name: str | Path) -> Path:
         return path / "vae"
     if (path / "config.json").is_file():
         return path
-    raise UserError(f"{str(name)!r} is neither an autoencoder folder (config.json) nor a model folder with vae/; pass one of those or 'embedded'.")
+    raise UserError(
+        f"{str(name)!r} is neither an autoencoder folder (config.json) nor a model folder with vae/; pass one of those or 'embedded'."
+    )
 
 
 def _refuse_pickles(folder: Path) -> None:
@@ -125,7 +129,7 @@ def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     try:
         with quiet_loading():
             loaded = DiffusionPipeline.from_pretrained(target, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise UserError(load_failure(name, target, exc)) from None
     if pipeline_class is not None and not isinstance(loaded, pipeline_class):
         with quiet_loading():
@@ -172,7 +176,9 @@ def load_failure(name: str | Path, target: str, exc: BaseException) -> str:
     """The sentence for a model diffusers could not load: a hub id that is not on this machine says so and what to
     pass instead; otherwise the library's first line, without its pointers to a stack trace nobody is shown."""
     text = str(exc).strip()
-    first = re.sub(r"\s*Please check out the root cause in the stacktrace above\.?", "", text.splitlines()[0] if text else "")
+    first = re.sub(
+        r"\s*Please check out the root cause in the stacktrace above\.?", "", text.splitlines()[0] if text else ""
+    )
     first = first.strip() or type(exc).__name__
     if Path(target).is_dir():
         return f"Could not load model {str(name)!r}: {first}"
@@ -191,7 +197,9 @@ def weights_file(path: str | Path, what: str) -> str:
     if suffix in PICKLE_SUFFIXES:
         raise UserError(pickle_refusal(path, what))
     if suffix != ".safetensors":
-        raise UserError(f"{what} {str(path)!r} is not a .safetensors file; segakit loads weights from safetensors only.")
+        raise UserError(
+            f"{what} {str(path)!r} is not a .safetensors file; segakit loads weights from safetensors only."
+        )
     if not p.is_file():
         raise UserError(f"{what} {str(path)!r} does not exist; pass the path of a .safetensors file.")
     try:  # the header only: cheap, and a broken file is named before any model is loaded
@@ -221,6 +229,8 @@ def single_file_checkpoint(path: str | Path, config: str | Path | None) -> tuple
     folder = Path(config).expanduser()
     if folder.exists():
         if not (folder / "model_index.json").is_file():
-            raise UserError(f"config {str(config)!r} is not a diffusers model folder (no model_index.json); pass one, or a hub id.")
+            raise UserError(
+                f"config {str(config)!r} is not a diffusers model folder (no model_index.json); pass one, or a hub id."
+            )
         return checkpoint, str(folder)
     return checkpoint, resolve(str(config))

@@ -62,7 +62,9 @@ def _config(folder: Path, part: str) -> dict | None:
 def _weights_bytes(folder: Path, dtype_bytes: int) -> int:
     """The model's weight files (the pipeline's components only), scaled to ``dtype_bytes`` from fp16 files."""
     try:
-        parts = [k for k, v in json.loads((folder / "model_index.json").read_text()).items() if isinstance(v, list) and v[0]]
+        parts = [
+            k for k, v in json.loads((folder / "model_index.json").read_text()).items() if isinstance(v, list) and v[0]
+        ]
     except (OSError, ValueError):
         return 0
     total = 0

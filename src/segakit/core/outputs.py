@@ -61,7 +61,9 @@ def probe_writable(folder: Path, what: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserError(f"{what}: nothing can be written in {str(folder)!r} ({exc.strerror or exc}); choose a folder you can write to.") from None
+        raise UserError(
+            f"{what}: nothing can be written in {str(folder)!r} ({exc.strerror or exc}); choose a folder you can write to."
+        ) from None
     finally:
         for path in reversed(created):
             with contextlib.suppress(OSError):
@@ -97,12 +99,16 @@ def _next_number(folder: Path, stem: str) -> int:
     return max(numbers, default=-1) + 1
 
 
-def plan_images(out: Path, count: int, stem: str = "image", overwrite: bool = False, what: str = "--out") -> Sequence[Path]:
+def plan_images(
+    out: Path, count: int, stem: str = "image", overwrite: bool = False, what: str = "--out"
+) -> Sequence[Path]:
     """The ``count`` PNG paths ``out`` stands for, checked; nothing is created."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix in OTHER_FILE_SUFFIXES:
-        raise UserError(f"{what} {str(out)!r} ends in {out.suffix}; segakit writes PNG images: use a name ending in .png, or a folder.")
+        raise UserError(
+            f"{what} {str(out)!r} ends in {out.suffix}; segakit writes PNG images: use a name ending in .png, or a folder."
+        )
     if suffix == ".png":
         if out.is_dir():
             raise UserError(f"{what} {str(out)!r} is a folder, but a name ending in .png means one file; "
@@ -110,13 +116,17 @@ def plan_images(out: Path, count: int, stem: str = "image", overwrite: bool = Fa
         folder = out.parent
         if count == 1:
             if out.exists() and not overwrite:
-                raise UserError(f"{what} {str(out)!r} exists already; pass --overwrite to replace it, or choose another name.")
+                raise UserError(
+                    f"{what} {str(out)!r} exists already; pass --overwrite to replace it, or choose another name."
+                )
             probe_writable(folder, what)
             return [out]
         stem = out.stem
     else:
         if out.exists() and not out.is_dir():
-            raise UserError(f"{what} {str(out)!r} is a file, not a folder; give a folder, or a name ending in .png for one image.")
+            raise UserError(
+                f"{what} {str(out)!r} is a file, not a folder; give a folder, or a name ending in .png for one image."
+            )
         folder = out
     # numbered names: new ones start after the highest there, so none exists; with overwrite from 000
     first = 0 if overwrite else _next_number(folder, stem)
@@ -134,7 +144,9 @@ def plan_file(path: Path, suffix: str, what: str, overwrite: bool = False) -> Pa
     """One output file of kind ``suffix`` (e.g. ``.safetensors``) at ``path``, checked; nothing is created."""
     path = Path(path)
     if path.suffix.lower() != suffix:
-        raise UserError(f"{what} {str(path)!r} does not end in {suffix}; name the file e.g. {str(path.with_suffix(suffix))!r}.")
+        raise UserError(
+            f"{what} {str(path)!r} does not end in {suffix}; name the file e.g. {str(path.with_suffix(suffix))!r}."
+        )
     if path.is_dir():
         raise UserError(f"{what} {str(path)!r} is a folder; give a file name ending in {suffix}.")
     if path.exists() and not overwrite:
@@ -175,7 +187,9 @@ def next_index(folder: Path, pattern: str) -> int:
     return max(numbers, default=-1) + 1
 
 
-def plan_series(out: Path, pattern: str, start: int | None, count: int, overwrite: bool = False, what: str = "--out") -> int:
+def plan_series(
+    out: Path, pattern: str, start: int | None, count: int, overwrite: bool = False, what: str = "--out"
+) -> int:
     """The first number of a series of ``count`` numbered files in folder ``out``, checked; nothing is created.
 
     ``start`` None continues after the highest number there; a given ``start`` whose range reaches a file already

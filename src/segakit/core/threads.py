@@ -36,10 +36,14 @@ def choose_threads(requested: int | None = None) -> int:
         try:
             requested = int(text)
         except ValueError:
-            raise UserError(f"SEGAKIT_THREADS={text!r} is not a whole number; set it to 1 or more, or unset it.") from None
+            raise UserError(
+                f"SEGAKIT_THREADS={text!r} is not a whole number; set it to 1 or more, or unset it."
+            ) from None
     if requested is not None:
         if requested < 1:
-            raise UserError(f"--threads {requested} is below 1; use 1 or more (default: the cores not busy with other work).")
+            raise UserError(
+                f"--threads {requested} is below 1; use 1 or more (default: the cores not busy with other work)."
+            )
         return requested
     load = busy_elsewhere()
     if load is None:

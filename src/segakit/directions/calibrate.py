@@ -20,7 +20,11 @@ Recipe = tuple[tuple[str, float], ...]
 def candidates(names: Sequence[str], strengths: Sequence[float], pair_strength: float | None = None) -> list[Recipe]:
     """Every direction alone at each of ``strengths``; with ``pair_strength``, every two directions together at it."""
     singles = [((n, float(s)),) for n in names for s in strengths]
-    pairs = [((a, float(pair_strength)), (b, float(pair_strength))) for a, b in combinations(names, 2)] if pair_strength else []
+    pairs = (
+        [((a, float(pair_strength)), (b, float(pair_strength))) for a, b in combinations(names, 2)]
+        if pair_strength
+        else []
+    )
     return singles + pairs
 
 
@@ -60,7 +64,9 @@ def expected_shares(chosen: dict[str, Recipe], reads: dict[Recipe, Sequence[str]
     return {w: sum(p * share(reads[chosen[v]], w) for v, p in draw.items()) for w in values}
 
 
-def balanced_draw(chosen: dict[str, Recipe], reads: dict[Recipe, Sequence[str]], values: Sequence[str]) -> dict[str, float]:
+def balanced_draw(
+    chosen: dict[str, Recipe], reads: dict[Recipe, Sequence[str]], values: Sequence[str]
+) -> dict[str, float]:
     """How often to draw each value so that the shares the images show come out as even as the recipes allow: the
     draw minimising ``max over values |expected share - 1/K|`` (a small linear programme). A value whose recipe
     seldom shows it is drawn more often; one that other values' recipes also produce, less."""

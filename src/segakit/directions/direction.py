@@ -71,7 +71,9 @@ class Direction:
             )
         if self.shape[1:] == (h, w):
             return self.vector
-        return F.interpolate(self.vector[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0].to(self.vector.dtype)
+        return F.interpolate(self.vector[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0].to(
+            self.vector.dtype
+        )
 
     def check_model(self, denoiser) -> None:
         """Refuse (UserError) a direction learned on other denoiser weights (U-Net or transformer) than ``denoiser``'s."""
@@ -104,15 +106,21 @@ class Direction:
         if not path.is_file():
             raise UserError(f"Direction file {str(path)!r} does not exist.")
         if path.suffix != ".safetensors":
-            raise UserError(f"{str(path)!r} is not a .safetensors file; segakit loads directions from safetensors only.")
+            raise UserError(
+                f"{str(path)!r} is not a .safetensors file; segakit loads directions from safetensors only."
+            )
         try:
             with safe_open(str(path), framework="pt", device="cpu") as fh:
                 meta = fh.metadata() or {}
                 vector = fh.get_tensor("direction")
         except Exception as exc:  # not safetensors, or no "direction" tensor
-            raise UserError(f"{str(path)!r} is not a segakit direction file (safetensors with a 'direction' tensor): {exc}") from None
+            raise UserError(
+                f"{str(path)!r} is not a segakit direction file (safetensors with a 'direction' tensor): {exc}"
+            ) from None
         if meta.get("format") != FORMAT or vector.ndim not in (2, 3):
-            raise UserError(f"{str(path)!r} is not a segakit direction file (format {meta.get('format')!r}, shape {tuple(vector.shape)}).")
+            raise UserError(
+                f"{str(path)!r} is not a segakit direction file (format {meta.get('format')!r}, shape {tuple(vector.shape)})."
+            )
         return cls(vector, meta.get("name", ""), json.loads(meta.get("segakit", "{}")))
 
 
@@ -141,7 +149,9 @@ def parse_direction_spec(spec: str) -> tuple[Path, float]:
     try:
         value = float(strength)
     except ValueError:
-        raise UserError(f"--direction {spec!r}: the strength after ':' must be a number, such as file.safetensors:1.5.") from None
+        raise UserError(
+            f"--direction {spec!r}: the strength after ':' must be a number, such as file.safetensors:1.5."
+        ) from None
     if not math.isfinite(value):
         raise UserError(f"--direction {spec!r}: the strength {strength!r} is not a finite number.")
     return Path(path), value

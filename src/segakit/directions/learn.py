@@ -53,7 +53,9 @@ class LearnConfig:
     gen_batch: int = 16  # images per generation call (one cache shard)
     height: int | None = None  # default: the model's
     width: int | None = None
-    site: str | None = None  # transformers: the block, "transformer_blocks.K" (default: the family's); U-Nets: mid_block
+    site: str | None = (
+        None  # transformers: the block, "transformer_blocks.K" (default: the family's); U-Nets: mid_block
+    )
 
     def check(self) -> LearnConfig:
         if not self.name.strip():
@@ -127,7 +129,11 @@ def generate_latents(pipe, cfg: LearnConfig, cache: Path, progress: Progress | N
     if progress and done:
         progress("images", done, cfg.images)
     todo = [(first, n) for first, n in plan if first not in shards]
-    made = make_shards(todo) if make_shards is not None else ((first, shard_latents(pipe, cfg, first, n)) for first, n in todo)
+    made = (
+        make_shards(todo)
+        if make_shards is not None
+        else ((first, shard_latents(pipe, cfg, first, n)) for first, n in todo)
+    )
     for first, latents in made:
         with atomic_open(path[first], "wb") as fh:
             fh.write(save({"latents": latents.contiguous()}))
@@ -211,7 +217,7 @@ def learn_direction(pipe, cfg: LearnConfig, cache: str | Path = "out/directions-
     finally:
         for p, g in zip(denoiser.parameters(), frozen):
             p.requires_grad_(g)
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     model = {"denoiser" if fam.flow else "unet": fingerprint(denoiser), "site": site.name}
     meta = {**asdict(cfg), **model, "shape": list(shape), "size": [height, width],
             "final_loss": sum(tail) / len(tail), "first_loss": losses[0], "seconds_generating": round(t_gen, 1),

@@ -72,7 +72,9 @@ class Library:
         folder = Path(folder) if folder is not None else embedded_library_path()
         index = folder / "library.json"
         if not index.is_file():
-            raise UserError(f"{str(folder)!r} is not a direction library (no library.json); learn one with python -m segakit.train.directions.")
+            raise UserError(
+                f"{str(folder)!r} is not a direction library (no library.json); learn one with python -m segakit.train.directions."
+            )
         data = json.loads(index.read_text())
         return cls(folder, dict(data.get("directions", {})), {k: v for k, v in data.items() if k != "directions"})
 
@@ -103,7 +105,9 @@ class Library:
 
     def direction(self, name: str) -> Direction:
         if name not in self.files:
-            raise UserError(f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}{closest(name, self.names())}.")
+            raise UserError(
+                f"The direction library has no {name!r}; it has {', '.join(self.names()) or 'nothing'}{closest(name, self.names())}."
+            )
         if name not in self._cache:
             self._cache[name] = Direction.load(self.folder / self.files[name])
         return self._cache[name]
@@ -132,7 +136,10 @@ class Library:
             shares = self.draw_shares(attribute)
         table = shares if isinstance(shares, dict) else parse_shares(attribute, shares, allowed)
         choices = draw_values(table, n_images, seed, draw)
-        plan = {v: [(key(attribute, v), strength)] if strength is not None else self.recipe(key(attribute, v)) for v in table}
+        plan = {
+            v: [(key(attribute, v), strength)] if strength is not None else self.recipe(key(attribute, v))
+            for v in table
+        }
         return FairChoice(attribute, choices, {v: [(self.direction(n), st) for n, st in r] for v, r in plan.items()})
 
     def fair_attributes(self) -> list[str]:

@@ -12,4 +12,13 @@ from segakit.editing.direction import EditDirection, edit_direction
 from segakit.editing.params import EditParams
 from segakit.editing.pipeline import EditPipeline, EditPipelineOutput
 
-__all__ = ["CaptionWriter", "Captioner", "EditDirection", "EditParams", "EditPipeline", "EditPipelineOutput", "edit_direction", "parse_captions"]
+__all__ = [
+    "CaptionWriter",
+    "Captioner",
+    "EditDirection",
+    "EditParams",
+    "EditPipeline",
+    "EditPipelineOutput",
+    "edit_direction",
+    "parse_captions",
+]

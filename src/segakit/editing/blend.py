@@ -53,6 +53,8 @@ def blend_step(x: torch.Tensor, inversion, i: int, mask: torch.Tensor, region: t
     """After sampling step ``i`` with this step's ``mask`` (grown by ``dilate_by`` pixels): the grown region, and
     ``x`` blended onto the inversion's latent there."""
     if inversion.targets is None:
-        raise ValueError("blending needs the inversion's trajectory (EditFriendlyInversion.targets); ddpm_invert stores it.")
+        raise ValueError(
+            "blending needs the inversion's trajectory (EditFriendlyInversion.targets); ddpm_invert stores it."
+        )
     region = grow(region, dilate(mask, dilate_by))
     return blend(x, inversion.targets[i], region), region

@@ -108,7 +108,9 @@ def check_model_folder(folder: str | Path, what: str = "Language model") -> Path
     """A local model folder with safetensors weights; a missing folder or pickle-only weights are refused."""
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise UserError(f"{what} folder {str(folder)!r} does not exist; pass a local folder saved with save_pretrained.")
+        raise UserError(
+            f"{what} folder {str(folder)!r} does not exist; pass a local folder saved with save_pretrained."
+        )
     files = [f.name for f in path.iterdir() if f.is_file()]
     if not any(f.endswith(".safetensors") for f in files):
         pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
@@ -127,7 +129,9 @@ class CaptionWriter:
         if temperature is None:
             temperature = getattr(getattr(model, "generation_config", None), "temperature", None) or 1.0
         if not temperature > 0:
-            raise UserError(f"Sampling temperature {temperature} is not positive; use a number above 0 (1 samples the model as it is).")
+            raise UserError(
+                f"Sampling temperature {temperature} is not positive; use a number above 0 (1 samples the model as it is)."
+            )
         self.max_new_tokens, self.temperature = max_new_tokens, float(temperature)
 
     @classmethod

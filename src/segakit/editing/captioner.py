@@ -41,7 +41,9 @@ class Captioner:
         hf_logging.set_verbosity_error()  # not the note that BLIP's image processor falls back to PIL without torchvision
         try:
             with quiet_loading():  # no loading bars unasked (segakit.core.loading)
-                model = BlipForConditionalGeneration.from_pretrained(path, use_safetensors=True, local_files_only=True, dtype=torch.float32)
+                model = BlipForConditionalGeneration.from_pretrained(
+                    path, use_safetensors=True, local_files_only=True, dtype=torch.float32
+                )
                 processor = BlipProcessor.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -35,8 +35,17 @@ from segakit.world.schema import ATTRIBUTES, BINARY
 REMOVAL_CUES = ("remove", "take off", "take away", "get rid of", "shave", "wipe", "without", "no ", "stop", "cure")
 _PERSON = r"(?:him|her|them|he|she|the [a-z-]+)"
 _POSSESSIVE = r"(?:his|her|their|the [a-z-]+'s)"
-_HAT_WORDS = "(?:" + "|".join(sorted({re.escape(w) for ws in HAT_WORDS.values() for w in ws}, key=len, reverse=True)) + ")"
-_SLOTS = {"{obj}": _PERSON, "{subj}": _PERSON, "{pos}": _POSSESSIVE, "{hat_a}": "an?", "{hat_color}": r"[a-z]+", "{hat_word}": _HAT_WORDS}
+_HAT_WORDS = (
+    "(?:" + "|".join(sorted({re.escape(w) for ws in HAT_WORDS.values() for w in ws}, key=len, reverse=True)) + ")"
+)
+_SLOTS = {
+    "{obj}": _PERSON,
+    "{subj}": _PERSON,
+    "{pos}": _POSSESSIVE,
+    "{hat_a}": "an?",
+    "{hat_color}": r"[a-z]+",
+    "{hat_word}": _HAT_WORDS,
+}
 RELATIVE_SKIN = {"darker": "dark", "lighter": "light"}  # "make his skin darker": the concept is the far end
 
 
@@ -66,9 +75,15 @@ def _templates() -> list[tuple[re.Pattern, Change]]:
     for (attr, _old, new), texts in EXTRA.items():
         found += [(t, Change(attr, new)) for t in texts]
     for word in RELATIVE_SKIN:
-        found += [("make {pos} skin " + word, Change("skin", word)), ("give {obj} " + word + " skin", Change("skin", word))]
+        found += [
+            ("make {pos} skin " + word, Change("skin", word)),
+            ("give {obj} " + word + " skin", Change("skin", word)),
+        ]
     for c in ATTRIBUTES["hair_color"]:
-        found += [(t.replace("{c}", c), Change("hair_color", c)) for t in ("dye {pos} beard {c}", "make {pos} beard {c}", "give {obj} {c} beard")]
+        found += [
+            (t.replace("{c}", c), Change("hair_color", c))
+            for t in ("dye {pos} beard {c}", "make {pos} beard {c}", "give {obj} {c} beard")
+        ]
     # longest first, so that "make {obj} a zombie with green skin" wins over a shorter phrasing
     return [(_pattern(t), ch) for t, ch in sorted(found, key=lambda tc: -len(tc[0]))]
 

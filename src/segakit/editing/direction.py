@@ -56,7 +56,11 @@ class EditDirection:
 
     def add_to(self, cond: Conditioning, scale: float = 1.0) -> Conditioning:
         """``cond`` moved along the direction (every row)."""
-        pooled = cond.pooled if self.pooled is None or cond.pooled is None else cond.pooled + scale * self.pooled.to(cond.pooled)
+        pooled = (
+            cond.pooled
+            if self.pooled is None or cond.pooled is None
+            else cond.pooled + scale * self.pooled.to(cond.pooled)
+        )
         return Conditioning(cond.embeds + scale * self.embeds.to(cond.embeds), pooled, cond.time_ids)
 
 
@@ -75,5 +79,7 @@ def direction_from_embeddings(before: Conditioning, after: Conditioning) -> Edit
 def edit_direction(text: TextModels, before: Sequence[str], after: Sequence[str]) -> EditDirection:
     """The edit direction from captions of the image before and after the edit."""
     if not before or not after:
-        raise UserError(f"An edit direction needs at least one caption before and one after the edit; got {len(before)} before and {len(after)} after.")
+        raise UserError(
+            f"An edit direction needs at least one caption before and one after the edit; got {len(before)} before and {len(after)} after."
+        )
     return direction_from_embeddings(text.encode(before), text.encode(after))

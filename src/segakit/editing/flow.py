@@ -50,7 +50,9 @@ class FlowEditor:
 
     def __init__(self, pipe) -> None:
         if not pipe.family.flow:
-            raise UserError(f"FlowEditor needs an SD3 or FLUX model; this is a {pipe.family.name.upper()} model (use EditPipeline).")
+            raise UserError(
+                f"FlowEditor needs an SD3 or FLUX model; this is a {pipe.family.name.upper()} model (use EditPipeline)."
+            )
         self.pipe = pipe
 
     # ---- pieces
@@ -87,7 +89,9 @@ class FlowEditor:
             t = (sigma * 1000).reshape(1).to(x.dtype)
             if not cfg:
                 return fam.predict(x, t, rows.repeat_rows(n) if n > 1 else rows).float()
-            out = fam.predict(torch.cat([x, x]), t, type(rows).cat([rows.rows(0, 1).repeat_rows(n), rows.rows(1, 2).repeat_rows(n)]))
+            out = fam.predict(
+                torch.cat([x, x]), t, type(rows).cat([rows.rows(0, 1).repeat_rows(n), rows.rows(1, 2).repeat_rows(n)])
+            )
             e0, ep = out.float().chunk(2)
             return e0 + guidance * (ep - e0)
 
@@ -117,7 +121,14 @@ class FlowEditor:
         sigmas = self.sigmas(steps, self.size())
         z = flowedit(lambda a, b, s: (v_src(a, s), v_tar(b, s)), x_src, sigmas, skipped_steps(steps, strength), n_avg,
                      torch.Generator().manual_seed(seed))  # fmt: skip
-        settings = {"method": "flowedit", "steps": steps, "strength": strength, "source_guidance": gs, "target_guidance": gt, "n_avg": n_avg}
+        settings = {
+            "method": "flowedit",
+            "steps": steps,
+            "strength": strength,
+            "source_guidance": gs,
+            "target_guidance": gt,
+            "n_avg": n_avg,
+        }
         return FlowEditOutput(self.images(z), z, x_src, settings)
 
     def invert(self, image: Image.Image, prompt: str, steps: int = 28, guidance: float = 1.0, gamma: float = 0.0,
@@ -134,7 +145,14 @@ class FlowEditor:
         ``gamma`` and ``eta`` off by default; ``eta`` acts on steps [0, ``eta_stop``))."""
         noise, sigmas, x_src = self.invert(image, source_prompt, steps, guidance, gamma, seed)
         z = sample(self.velocity(target_prompt, guidance), noise, sigmas, x_src, eta, 0, eta_stop)
-        settings = {"method": "rf-inversion", "steps": steps, "guidance": guidance, "gamma": gamma, "eta": eta, "eta_stop": eta_stop}
+        settings = {
+            "method": "rf-inversion",
+            "steps": steps,
+            "guidance": guidance,
+            "gamma": gamma,
+            "eta": eta,
+            "eta_stop": eta_stop,
+        }
         return FlowEditOutput(self.images(z), z, x_src, settings)
 
     def sega(self, image: Image.Image, source_prompt: str, edits: Sequence, steps: int = 28, guidance: float = 1.0,
@@ -146,5 +164,11 @@ class FlowEditor:
         out = self.pipe(source_prompt, latents=noise.to(self.pipe.family.dtype), edits=list(edits), num_inference_steps=steps,
                         guidance_scale=guidance, height=side, width=side, output_type="latent", **kwargs)  # fmt: skip
         z = out.images.float()
-        settings = {"method": "sega-inversion", "steps": steps, "guidance": guidance, "gamma": gamma, "edits": [e.__dict__ for e in out.edits]}
+        settings = {
+            "method": "sega-inversion",
+            "steps": steps,
+            "guidance": guidance,
+            "gamma": gamma,
+            "edits": [e.__dict__ for e in out.edits],
+        }
         return FlowEditOutput(self.images(z), z, x_src, settings)

@@ -46,10 +46,17 @@ def unchanged_warning(change: Change, method: str, style: str | None = None) -> 
     if change.share >= FEW:
         return None
     if method == "sega":
-        tips = (f"a lower {arg('threshold')} (e.g. 0.98), a larger {arg('guidance_scale')} (the concepts' scale, e.g. 8), "
-                f"{arg('concepts')} with the words to add or remove, or {arg('method')} onthefly")
+        tips = (
+            f"a lower {arg('threshold')} (e.g. 0.98), a larger {arg('guidance_scale')} (the concepts' scale, e.g. 8), "
+            f"{arg('concepts')} with the words to add or remove, or {arg('method')} onthefly"
+        )
     else:
-        tips = (f"a larger {arg('guidance_scale')} (e.g. 7), a lower {arg('mask')} (e.g. 0.95), {arg('skip')} 0, "
-                f"{arg('captions_after')} with the caption you want, or {arg('method')} sega")
-    return render(f"the edit changed almost nothing ({change.share:.1%} of the pixels moved visibly, mean change "
-            f"{change.mean:.1f}/255); try {tips}.", style)
+        tips = (
+            f"a larger {arg('guidance_scale')} (e.g. 7), a lower {arg('mask')} (e.g. 0.95), {arg('skip')} 0, "
+            f"{arg('captions_after')} with the caption you want, or {arg('method')} sega"
+        )
+    return render(
+        f"the edit changed almost nothing ({change.share:.1%} of the pixels moved visibly, mean change "
+        f"{change.mean:.1f}/255); try {tips}.",
+        style,
+    )

@@ -36,7 +36,9 @@ def read_image(path: str | Path) -> Image.Image:
                 return im.copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
         raise UserError(f"{str(path)!r} is not an image that Pillow can read (PNG, JPEG, WebP, ...).") from None
-    raise UserError(f"Image {str(path)!r} is {size[0]}x{size[1]} pixels; segakit edits images up to {MAX_SIDE} pixels a side.")
+    raise UserError(
+        f"Image {str(path)!r} is {size[0]}x{size[1]} pixels; segakit edits images up to {MAX_SIDE} pixels a side."
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -57,7 +59,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def fit(image: Image.Image, size: int) -> Image.Image:
     """RGB, centre-cropped to a square, resized to ``size`` x ``size``."""
     if max(image.size) > MAX_SIDE:
-        raise UserError(f"The image is {image.size[0]}x{image.size[1]} pixels; segakit edits images up to {MAX_SIDE} pixels a side.")
+        raise UserError(
+            f"The image is {image.size[0]}x{image.size[1]} pixels; segakit edits images up to {MAX_SIDE} pixels a side."
+        )
     image = to_rgb(image)
     w, h = image.size
     side = min(w, h)

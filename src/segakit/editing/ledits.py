@@ -81,7 +81,9 @@ def quantile_mask(values: torch.Tensor, q: float) -> torch.Tensor:
     return (values >= torch.quantile(flat, q, dim=1).to(values.dtype)[:, None, None]).to(values.dtype)
 
 
-def attention_mask(token_maps: Sequence[torch.Tensor], tokens: int, side: int, q: float, latent_hw: tuple[int, int]) -> torch.Tensor:
+def attention_mask(
+    token_maps: Sequence[torch.Tensor], tokens: int, side: int, q: float, latent_hw: tuple[int, int]
+) -> torch.Tensor:
     """(N, 1, h, w) mask from ``token_maps`` (each (N, heads, side*side, seq)) of the concept's first ``tokens``
     tokens after the start token."""
     mean = torch.stack([m.mean(1) for m in token_maps]).mean(0)  # (N, side*side, seq)
@@ -95,7 +97,9 @@ def noise_mask(guidance: torch.Tensor, q: float) -> torch.Tensor:
     return quantile_mask(guidance.abs().sum(1), q)[:, None]
 
 
-def concept_mask(masks: str, guidance: torch.Tensor, token_maps: Sequence[torch.Tensor], tokens: int, q: float, t: int) -> torch.Tensor:
+def concept_mask(
+    masks: str, guidance: torch.Tensor, token_maps: Sequence[torch.Tensor], tokens: int, q: float, t: int
+) -> torch.Tensor:
     """(N, 1, h, w): the mask of one concept's ``guidance`` at timestep ``t`` under the regime ``masks``
     (:data:`SEGA_MASKS`); ``token_maps`` (each (N, heads, side*side, seq)) are unused for ``"noise"``."""
     if masks == "noise":
@@ -110,7 +114,10 @@ def concept_mask(masks: str, guidance: torch.Tensor, token_maps: Sequence[torch.
 def mask_resolution(capture: CrossAttentionCapture, latent_side: int) -> int:
     """The down/up blocks' cross-attention grid nearest a quarter of the latent side (LEDITS++: 16 for SD's 64),
     larger on ties."""
-    sides = sorted({int(round(m.shape[1] ** 0.5)) for name, m in capture.maps.items() if not name.startswith("mid_block")}, reverse=True)
+    sides = sorted(
+        {int(round(m.shape[1] ** 0.5)) for name, m in capture.maps.items() if not name.startswith("mid_block")},
+        reverse=True,
+    )
     return min(sides, key=lambda s: abs(s - latent_side / 4))
 
 
@@ -159,14 +166,20 @@ def sega_on_inversion(
             if attend:
                 maps = capture.token_maps(len(rows))
                 side = mask_resolution(capture, x.shape[-1])
-                at_side = [m[first:] for name, m in maps.items() if m.shape[2] == side * side and not name.startswith("mid_block")]
+                at_side = [
+                    m[first:]
+                    for name, m in maps.items()
+                    if m.shape[2] == side * side and not name.startswith("mid_block")
+                ]
             guidance = torch.zeros_like(eps_u)
             edited = torch.zeros_like(eps_u[:, :1]) if blend else None  # the union of this step's masks
             for c, edit in enumerate(edits):
                 if i < edit.warmup:
                     continue
                 g = (eps_c[c : c + 1] - eps_u) * (-edit.scale if edit.reverse else edit.scale)
-                mask = concept_mask(masks, g, [m[c : c + 1] for m in at_side] if attend else [], tokens[c], edit.threshold, int(t))
+                mask = concept_mask(
+                    masks, g, [m[c : c + 1] for m in at_side] if attend else [], tokens[c], edit.threshold, int(t)
+                )
                 guidance = guidance + g * mask
                 if blend:
                     edited = torch.maximum(edited, mask)
@@ -176,4 +189,3 @@ def sega_on_inversion(
             if callback is not None:
                 callback(i)
     return x
-

@@ -37,7 +37,9 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 EMBEDDED_WRITER_TOKENS = 400  # room for 10 captions a side within the small writer's 512 positions
 
 
-def embedded_helpers(model_name: str, captioner: Captioner | None, caption_writer: CaptionWriter | None) -> tuple[Captioner | None, CaptionWriter | None]:
+def embedded_helpers(
+    model_name: str, captioner: Captioner | None, caption_writer: CaptionWriter | None
+) -> tuple[Captioner | None, CaptionWriter | None]:
     """The embedded model's own captioner and caption writer (``segakit/assets``) where none is given."""
     if str(model_name) != "embedded":
         return captioner, caption_writer
@@ -87,7 +89,7 @@ class EditPipeline:
     @classmethod
     def from_pretrained(cls, name: str | Path = "embedded", captioner: str | Path | Captioner | None = None,
                         caption_writer: str | Path | CaptionWriter | None = None, **kwargs) -> EditPipeline:  # fmt: skip
-        """"embedded", a hub id or a local diffusers folder (safetensors only); optional captioner / caption-writer
+        """ "embedded", a hub id or a local diffusers folder (safetensors only); optional captioner / caption-writer
         folders (the embedded model has its own: ``segakit/assets/captioner``, ``segakit/assets/caption_writer``)."""
         from segakit.core.loading import load_pipeline
 
@@ -198,10 +200,30 @@ class EditPipeline:
         source_cond = text.encode([source])
         gen = torch.Generator().manual_seed(params.seed)
         if ddpm:
-            inverted = ddpm_invert(self.unet, self.scheduler.config, x0, source_cond, source_cond, params.steps, 1.0, params.skip, gen, callback=step)
+            inverted = ddpm_invert(
+                self.unet,
+                self.scheduler.config,
+                x0,
+                source_cond,
+                source_cond,
+                params.steps,
+                1.0,
+                params.skip,
+                gen,
+                callback=step,
+            )
         else:
             reg = NoiseRegularization() if params.regularize else None
-            inverted = ddim_invert(self.unet, self.scheduler.config, x0, source_cond, params.steps, regularization=reg, generator=gen, callback=step)
+            inverted = ddim_invert(
+                self.unet,
+                self.scheduler.config,
+                x0,
+                source_cond,
+                params.steps,
+                regularization=reg,
+                generator=gen,
+                callback=step,
+            )
         seconds["inversion"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
@@ -245,7 +267,11 @@ class EditPipeline:
                                params.source_guidance if guided else 1.0, params.skip, gen, callback=step)  # fmt: skip
         seconds["inversion"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        edits = [ConceptEdit.parse(c, scale=params.guidance_scale, threshold=params.threshold) for c in params.concepts if c.strip("+- ")]
+        edits = [
+            ConceptEdit.parse(c, scale=params.guidance_scale, threshold=params.threshold)
+            for c in params.concepts
+            if c.strip("+- ")
+        ]
         tokens = [concept_tokens(self.tokenizer, e.concept, params.mask_tokens) for e in edits]
         offset = (lambda i: callback(params.steps + i + 1, 2 * params.steps)) if callback is not None else None
         latents = sega_on_inversion(self.unet, self.scheduler.config, inverted, uncond, text.encode([e.concept for e in edits]),

@@ -37,7 +37,9 @@ from segakit.world.schema import Face
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "caption_writer"
 
 
-def judge_after(caption: str, source: Face, changes: dict[str, tuple], instruction: str | None = None) -> tuple[bool, bool]:
+def judge_after(
+    caption: str, source: Face, changes: dict[str, tuple], instruction: str | None = None
+) -> tuple[bool, bool]:
     """(states every change's new value, states nothing else against the source face). With ``instruction``, a change
     counts as stated when the caption names one value that follows it (``instructed_values``), not only the gold one."""
     stated = parse_caption(caption)
@@ -139,7 +141,9 @@ def measure(model: str | Path | None = None, n: int = 200, captions: int = 3, se
             report.before += 1
             report.before_right += judge_before(c, ec.source)
         if len(report.examples) < 6:
-            report.examples.append({"instruction": ec.instruction, "caption_1": first, "before": written.before, "after": written.after})
+            report.examples.append(
+                {"instruction": ec.instruction, "caption_1": first, "before": written.before, "after": written.after}
+            )
     return report
 
 
@@ -154,7 +158,8 @@ def format_report(r: WriterReport) -> str:
         f"  before-captions (2..N) right {pct(s['before_right'])}",
         f"  {s['seconds_per_write']} s per write",
         "  change stated, by attribute: " + ", ".join(f"{a} {pct(v)}" for a, v in s["change_by_attribute"].items()),
-        "  follows the instruction, by attribute: " + ", ".join(f"{a} {pct(v)}" for a, v in s["follows_by_attribute"].items()),
+        "  follows the instruction, by attribute: "
+        + ", ".join(f"{a} {pct(v)}" for a, v in s["follows_by_attribute"].items()),
     ]
     for e in r.examples[:2]:
         lines.append(f"  e.g. {e['instruction']!r}: {e['before']} -> {e['after']}")
@@ -169,8 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="world seed of the edit pairs")
     parser.add_argument("--write-seed", type=int, default=0, help="the writer's seed of edit 0 (edit i: + i)")
     parser.add_argument("--source", choices=["world", "captioner"], default="world", help="where caption 1 comes from")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help="sampling temperature (default: the model folder's generation_config.json, else 1)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature (default: the model folder's generation_config.json, else 1)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the summary here")
     args = parser.parse_args(argv)

@@ -30,8 +30,8 @@ from segakit.core.autoencoder import autoencoder_round_trip
 from segakit.eval.frechet import frechet_distance
 from segakit.eval.isolation import isolation
 from segakit.eval.targets import ADDITIONS, GENDER, Target, other_gender
-from segakit.sega.guidance import Edit
 from segakit.sega.defaults import EMBEDDED_EDIT
+from segakit.sega.guidance import Edit
 
 Progress = Callable[[int], None]
 ORACLE_SIZE = 64
@@ -71,7 +71,9 @@ def sample_images(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance:
             edit_refresh=edit_refresh,
         ).images.float().cpu()  # fmt: skip
         if images.shape[-1] != ORACLE_SIZE:
-            images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True, align_corners=False)
+            images = F.interpolate(
+                images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True, align_corners=False
+            )
         out.append(images.clamp(0, 1))
         if progress:
             progress(len(chunk))
@@ -89,7 +91,9 @@ def faithfulness_prompts(n: int, seed: int) -> list[tuple[str, dict]]:
         face = sample_face(rng)
         k = int(rng.integers(1, 4))
         attrs = [str(a) for a in rng.choice(list(ATTRIBUTES), size=k, replace=False)]
-        plan = CaptionPlan("full", attrs, {a: rng.random(4) for a in ATTRIBUTES}, int(rng.integers(7)), float(rng.random()))
+        plan = CaptionPlan(
+            "full", attrs, {a: rng.random(4) for a in ATTRIBUTES}, int(rng.integers(7)), float(rng.random())
+        )
         text = realize(plan, face)
         named = {a: next(iter(v)) for a, v in parse_caption(text).items() if len(v) == 1}
         if 1 <= len(named) <= 3:
@@ -109,8 +113,14 @@ def to_pil(images: torch.Tensor) -> list:
     return [Image.fromarray(a) for a in arr]
 
 
-def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None,
-                      guidance: float | None = None) -> dict:
+def text_faithfulness(
+    pipe,
+    oracle,
+    cfg: QualityConfig,
+    progress: Progress | None = None,
+    figures: dict | None = None,
+    guidance: float | None = None,
+) -> dict:
     """Share of the named values the oracle finds, at ``guidance`` (default ``cfg.guidance``)."""
     from segakit.core.images import grid
 
@@ -133,7 +143,9 @@ def text_faithfulness(pipe, oracle, cfg: QualityConfig, progress: Progress | Non
                 else:
                     hits.setdefault(attr, []).append(lab[attr] == value)
     if figures is not None and shown:
-        figures["samples-prompts.png"] = grid(shown, cols=min(cfg.prompt_seeds, FIGURE_COLS), row_labels=shown_labels, scale=2)
+        figures["samples-prompts.png"] = grid(
+            shown, cols=min(cfg.prompt_seeds, FIGURE_COLS), row_labels=shown_labels, scale=2
+        )
     total = [h for v in hits.values() for h in v]
     return {
         "prompts": len(prompts),
@@ -152,13 +164,17 @@ def neutral_seeds(cfg: QualityConfig, n: int) -> list[int]:
     return [cfg.seed + 100_000 + i for i in range(n)]
 
 
-def neutral_images(pipe, cfg: QualityConfig, n: int, images: torch.Tensor | None, progress: Progress | None) -> torch.Tensor:
+def neutral_images(
+    pipe, cfg: QualityConfig, n: int, images: torch.Tensor | None, progress: Progress | None
+) -> torch.Tensor:
     if images is not None and images.shape[0] >= n:
         return images[:n]
     return sample_images(pipe, cfg.prompt, neutral_seeds(cfg, n), cfg.steps, cfg.guidance, cfg.batch, progress=progress)
 
 
-def prior_fidelity(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, images: torch.Tensor | None = None) -> dict:
+def prior_fidelity(
+    pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, images: torch.Tensor | None = None
+) -> dict:
     from segakit.world.schema import ATTRIBUTES, PRIORS
 
     seeds = neutral_seeds(cfg, cfg.prior_seeds)
@@ -183,7 +199,9 @@ def renders(n: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 
-def image_quality(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, images: torch.Tensor | None = None) -> dict:
+def image_quality(
+    pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, images: torch.Tensor | None = None
+) -> dict:
     generated = neutral_images(pipe, cfg, cfg.fid_n, images, progress)
     reference = renders(cfg.fid_n, seed=cfg.seed + 31_337)
     held = renders(cfg.fid_n, seed=cfg.seed + 31_338)
@@ -267,7 +285,9 @@ def text_side(pipe, clip, cfg: QualityConfig) -> dict:
                                   "zero_shot_auc": zs[a]["auc"]} if a in zs else {})} for a, v in sep.items()}}  # fmt: skip
 
 
-def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None, clip=None) -> dict:
+def run_all(
+    pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, figures: dict | None = None, clip=None
+) -> dict:
     """The whole table; with ``figures`` (a dict) also sample grids to look at, by file name; with ``clip`` (the
     model's CLIPModel) also its zero-shot columns."""
     from segakit.core.images import grid
@@ -283,7 +303,8 @@ def run_all(pipe, oracle, cfg: QualityConfig, progress: Progress | None = None, 
         "sega": sega_success(pipe, oracle, cfg, progress=progress, images=plain, figures=figures),
     }
     report["faithfulness_by_guidance"] = {str(cfg.guidance): report["text_faithfulness"]["per_attribute"]} | {
-        str(g): text_faithfulness(pipe, oracle, cfg, progress, guidance=g)["per_attribute"] for g in cfg.guidance_sweep}
+        str(g): text_faithfulness(pipe, oracle, cfg, progress, guidance=g)["per_attribute"] for g in cfg.guidance_sweep
+    }
     if cfg.te_captions:
         report["text_side"] = text_side(pipe, clip, cfg)
     return report
@@ -310,13 +331,17 @@ def markdown(report: dict, command: str) -> str:
         "on seeds whose plain image lacked the attribute; isolation is the share of the attributes the edit did not "
         "target that the oracle reads the same as in the plain image:", "", "| target | seeds | success | isolation |", "|---|---|---|---|",
     ]  # fmt: skip
-    lines += [f"| {name} | {r['seeds']} | {r['success']:.3f} | {r['isolation']:.3f} |" for name, r in sg["targets"].items()]
+    lines += [
+        f"| {name} | {r['seeds']} | {r['success']:.3f} | {r['isolation']:.3f} |" for name, r in sg["targets"].items()
+    ]
     lines += ["", "Text faithfulness per attribute:", "", "| attribute | share present |", "|---|---|"]
     lines += [f"| {a} | {v:.3f} |" for a, v in tf["per_attribute"].items()]
     lines += per_attribute_lines(report)
     lines += ["", "Prior fidelity (generated / prior):", "", "| attribute | values |", "|---|---|"]
     for attr, vals in pf["table"].items():
-        lines.append(f"| {attr} | " + ", ".join(f"{v}: {d['generated']:.2f} / {d['prior']:.2f}" for v, d in vals.items()) + " |")
+        lines.append(
+            f"| {attr} | " + ", ".join(f"{v}: {d['generated']:.2f} / {d['prior']:.2f}" for v, d in vals.items()) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -344,8 +369,11 @@ def per_attribute_lines(report: dict) -> list[str]:
     for a in attrs:
         s = side.get(a, {})
         faithful = [f"{sweep[g][a]:.3f}" if a in sweep[g] else "-" for g in scales]
-        lines.append(f"| {a} | {cell(s, 'separation_ratio')} | {cell(s, 'zero_shot_accuracy')} | {cell(s, 'zero_shot_auc')} | "
-                     + " | ".join(faithful) + " |")
+        lines.append(
+            f"| {a} | {cell(s, 'separation_ratio')} | {cell(s, 'zero_shot_accuracy')} | {cell(s, 'zero_shot_auc')} | "
+            + " | ".join(faithful)
+            + " |"
+        )
     return lines
 
 

@@ -31,7 +31,9 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, size: in
              k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:  # fmt: skip
     """The SSIM index at each valid window position: (N, C, H - size + 1, W - size + 1), float64."""
     if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"SSIM needs two (N, C, H, W) batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}.")
+        raise ValueError(
+            f"SSIM needs two (N, C, H, W) batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}."
+        )
     if min(x.shape[-2:]) < size:
         raise ValueError(f"Images of {tuple(x.shape[-2:])} pixels are smaller than the {size}x{size} SSIM window.")
     x, y = x.double(), y.double()

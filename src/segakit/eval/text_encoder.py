@@ -54,7 +54,16 @@ PROMPT_PAIRS: tuple[tuple[str, str, str], ...] = (
     (NUISANCE, "a photo of a person", "a drawing of a person"),
 )
 # SEGA's single-concept edit prompts: each should be well apart from the others.
-CONCEPT_PROMPTS: tuple[str, ...] = ("glasses", "without glasses", "a hat", "a smiling face", "a frowning face", "bangs", "woman", "man")
+CONCEPT_PROMPTS: tuple[str, ...] = (
+    "glasses",
+    "without glasses",
+    "a hat",
+    "a smiling face",
+    "a frowning face",
+    "bangs",
+    "woman",
+    "man",
+)
 # Attributes whose separation the gate checks (the ones the first model could not be told).
 GATED: tuple[str, ...] = ("glasses", "hat", "bangs", "expression")
 
@@ -91,19 +100,27 @@ def auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
 
 # ------------------------------------------------------------------------------------------ encoders
 @torch.no_grad()
-def hidden_states(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompts: Sequence[str], batch: int = 256) -> torch.Tensor:
+def hidden_states(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompts: Sequence[str], batch: int = 256
+) -> torch.Tensor:
     """Last hidden states (N, L, D), padded to ``model_max_length`` as StableDiffusionPipeline does."""
     out = []
     device = next(text_encoder.parameters()).device
     for i in range(0, len(prompts), batch):
-        ids = tokenizer(list(prompts[i : i + batch]), padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            list(prompts[i : i + batch]),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         out.append(text_encoder(ids.to(device))[0].float().cpu())
     return torch.cat(out)
 
 
-def pair_distances(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
-                   pairs: Sequence[tuple[str, str, str]] = PROMPT_PAIRS) -> dict[str, dict[str, float]]:
+def pair_distances(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, pairs: Sequence[tuple[str, str, str]] = PROMPT_PAIRS
+) -> dict[str, dict[str, float]]:
     """``{pair name: {"distance", "relative"}}``; relative = distance / the man/woman distance."""
     h = hidden_states(text_encoder, tokenizer, [p for _, a, b in pairs for p in (a, b)])
     d = sequence_distance(h[0::2], h[1::2]).tolist()
@@ -112,7 +129,9 @@ def pair_distances(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
     return {n: {"distance": v, "relative": v / ref} for n, v in zip(names, d)}
 
 
-def concept_distances(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompts: Sequence[str] = CONCEPT_PROMPTS) -> dict[str, float]:
+def concept_distances(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompts: Sequence[str] = CONCEPT_PROMPTS
+) -> dict[str, float]:
     """Smallest distance from each single-concept prompt to any other one, relative to man/woman."""
     h = hidden_states(text_encoder, tokenizer, list(prompts))
     d = sequence_distance(h[:, None], h[None, :])
@@ -133,8 +152,9 @@ def stated_captions(n: int, seed: int) -> list[tuple[str, dict[str, object]]]:
     return out
 
 
-def caption_separation(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, n: int = 3000, seed: int = 7,
-                       min_count: int = 10) -> dict[str, float]:
+def caption_separation(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, n: int = 3000, seed: int = 7, min_count: int = 10
+) -> dict[str, float]:
     """Per attribute: :func:`separation` of the captions that state one value of it, grouped by that value."""
     caps = stated_captions(n, seed)
     h = hidden_states(text_encoder, tokenizer, [c for c, _ in caps])
@@ -165,13 +185,20 @@ def image_features(clip: CLIPModel, n: int, seed: int, start: int = 0) -> tuple[
     for s in samples(n, seed, start):
         images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
         labels.append(s.face.labels())
-    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # as the CLIP was trained
+    pixels = (
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    )  # as the CLIP was trained
     feats = [_features(clip.get_image_features(pixel_values=pixels[i : i + 200].to(device))) for i in range(0, n, 200)]
     return torch.cat(feats).float().cpu(), labels
 
 
-def linear_probe(clip: CLIPModel, n_train: int = 1000, n_test: int = 500, seed: int = 4243,
-                 attributes: Sequence[str] = tuple(ATTRIBUTES)) -> dict[str, dict[str, float]]:
+def linear_probe(
+    clip: CLIPModel,
+    n_train: int = 1000,
+    n_test: int = 500,
+    seed: int = 4243,
+    attributes: Sequence[str] = tuple(ATTRIBUTES),
+) -> dict[str, dict[str, float]]:
     """Per attribute: held-out accuracy of a logistic-regression probe on the image embeddings, next to the
     majority rate: does the image tower carry the attribute at all, whatever the text tower says?"""
     x, labels = image_features(clip, n_train + n_test, seed)
@@ -199,8 +226,13 @@ def linear_probe(clip: CLIPModel, n_train: int = 1000, n_test: int = 500, seed: 
 
 
 @torch.no_grad()
-def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int = 4242,
-              attributes: Sequence[str] = tuple(ATTRIBUTES)) -> dict[str, dict[str, float]]:
+def zero_shot(
+    clip: CLIPModel,
+    tokenizer: CLIPTokenizer,
+    n: int = 600,
+    seed: int = 4242,
+    attributes: Sequence[str] = tuple(ATTRIBUTES),
+) -> dict[str, dict[str, float]]:
     """Per attribute: accuracy (argmax over values) and AUC of the CLIP on ``n`` renders of seed ``seed``.
 
     Each value's text embedding is the normalised mean of its prompts' (a prompt ensemble). AUC is
@@ -215,7 +247,11 @@ def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int
         txt = []
         for v in values:
             ids = tokenizer(prompts[v], padding="longest", truncation=True, return_tensors="pt").input_ids.to(device)
-            txt.append(F.normalize(F.normalize(_features(clip.get_text_features(input_ids=ids)).float(), dim=-1).mean(0), dim=0))
+            txt.append(
+                F.normalize(
+                    F.normalize(_features(clip.get_text_features(input_ids=ids)).float(), dim=-1).mean(0), dim=0
+                )
+            )
         sims = (img @ torch.stack(txt).T).cpu()  # (n, values)
         truth = [lab[attr] for lab in labels]
         known = [i for i, t in enumerate(truth) if t in values]
@@ -226,8 +262,10 @@ def zero_shot(clip: CLIPModel, tokenizer: CLIPTokenizer, n: int = 600, seed: int
             score = sims[:, t] - sims[:, 1 - t]
             a = auc(score[known].tolist(), [truth[i] is True for i in known])
         else:
-            aucs = [auc((sims[known, j] - sims[known].mean(1)).tolist(), [truth[i] == v for i in known])
-                    for j, v in enumerate(values)]
+            aucs = [
+                auc((sims[known, j] - sims[known].mean(1)).tolist(), [truth[i] == v for i in known])
+                for j, v in enumerate(values)
+            ]
             a = float(np.nanmean(aucs))
         out[attr] = {"accuracy": acc, "auc": a}
     return out
@@ -252,8 +290,14 @@ class TextEncoderReport:
         return self.separation[attr] / self.separation["presentation"]
 
 
-def measure(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, clip: CLIPModel | None = None,
-            n_captions: int = 3000, n_images: int = 600, n_probe: int = 0) -> TextEncoderReport:
+def measure(
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    clip: CLIPModel | None = None,
+    n_captions: int = 3000,
+    n_images: int = 600,
+    n_probe: int = 0,
+) -> TextEncoderReport:
     """All the measures; the CLIP ones only when ``clip`` is given (the probe trains on ``n_probe`` renders, tests on half as many)."""
     pairs = pair_distances(text_encoder, tokenizer)
     sep = caption_separation(text_encoder, tokenizer, n_captions)
@@ -270,18 +314,27 @@ class GateResult:
     pairs: dict[str, float]  # per prompt pair, relative to man/woman
 
 
-def gate_verdict(pairs: dict[str, float], separation: dict[str, float], min_ratio: float, max_nuisance: float) -> GateResult:
+def gate_verdict(
+    pairs: dict[str, float], separation: dict[str, float], min_ratio: float, max_nuisance: float
+) -> GateResult:
     """Pass when every attribute's caption separation and every attribute prompt pair is at least ``min_ratio``
     of the presentation's (man/woman), and the nuisance pair at most ``max_nuisance`` of it."""
     failures = [f"{a} separation {r:.3f}" for a, r in separation.items() if r < min_ratio]
-    failures += [f"'{n}' distance {r:.3f}" for n, r in pairs.items() if n not in (REFERENCE, NUISANCE) and r < min_ratio]
+    failures += [
+        f"'{n}' distance {r:.3f}" for n, r in pairs.items() if n not in (REFERENCE, NUISANCE) and r < min_ratio
+    ]
     if pairs.get(NUISANCE, 0.0) > max_nuisance:
         failures.append(f"'{NUISANCE}' distance {pairs[NUISANCE]:.3f} (at most {max_nuisance})")
     return GateResult(not failures, failures, separation, pairs)
 
 
-def gate(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, min_ratio: float = 0.4, max_nuisance: float = 0.1,
-         n_captions: int = 1500) -> GateResult:
+def gate(
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    min_ratio: float = 0.4,
+    max_nuisance: float = 0.1,
+    n_captions: int = 1500,
+) -> GateResult:
     """Can this text encoder be told every attribute? (See :func:`gate_verdict`; a few seconds on one core.)"""
     pairs = {n: v["relative"] for n, v in pair_distances(text_encoder, tokenizer).items()}
     sep = caption_separation(text_encoder, tokenizer, n_captions)
@@ -303,18 +356,29 @@ def load(folder: Path) -> tuple[CLIPTextModel, CLIPTokenizer, CLIPModel | None]:
 def markdown(report: TextEncoderReport, title: str = "") -> str:
     lines = [f"### {title}" if title else "", "", "| prompt pair | 1 - cos | / man-woman |", "|---|---:|---:|"]
     lines += [f"| {n} | {v['distance']:.4f} | {v['relative']:.3f} |" for n, v in report.pairs.items()]
-    lines += ["", "| attribute | separation | / presentation | zero-shot acc | zero-shot AUC | image probe acc | majority |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| attribute | separation | / presentation | zero-shot acc | zero-shot AUC | image probe acc | majority |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for attr in ATTRIBUTES:
         s = report.separation.get(attr)
         z = report.zero_shot.get(attr, {})
         p = report.probe.get(attr, {})
-        cells = [f"{s:.3f}" if s is not None else "-", f"{report.separation_ratio(attr):.3f}" if s is not None else "-",
-                 f"{z['accuracy']:.3f}" if z else "-", f"{z['auc']:.3f}" if z else "-",
-                 f"{p['accuracy']:.3f}" if p else "-", f"{p['majority']:.3f}" if p else "-"]
+        cells = [
+            f"{s:.3f}" if s is not None else "-",
+            f"{report.separation_ratio(attr):.3f}" if s is not None else "-",
+            f"{z['accuracy']:.3f}" if z else "-",
+            f"{z['auc']:.3f}" if z else "-",
+            f"{p['accuracy']:.3f}" if p else "-",
+            f"{p['majority']:.3f}" if p else "-",
+        ]
         lines.append(f"| {attr} | " + " | ".join(cells) + " |")
-    lines += ["", "nearest other single-concept prompt (/ man-woman): "
-              + ", ".join(f"{p!r} {v:.3f}" for p, v in report.concepts.items())]
+    lines += [
+        "",
+        "nearest other single-concept prompt (/ man-woman): "
+        + ", ".join(f"{p!r} {v:.3f}" for p, v in report.concepts.items()),
+    ]
     return "\n".join(lines).strip() + "\n"
 
 
@@ -331,9 +395,16 @@ def main(argv: list[str] | None = None) -> None:
     te, tok, clip = load(Path(args.model))
     report = measure(te, tok, clip, args.n_captions, args.n_images, args.n_probe)
     print(markdown(report, args.model))
-    verdict = gate_verdict({n: v["relative"] for n, v in report.pairs.items()},
-                           {a: report.separation_ratio(a) for a in report.separation if a != "presentation"}, 0.4, 0.1)
-    print("gate (0.4 of man/woman, nuisance at most 0.1): " + ("passed" if verdict.passed else "failed: " + ", ".join(verdict.failures)))
+    verdict = gate_verdict(
+        {n: v["relative"] for n, v in report.pairs.items()},
+        {a: report.separation_ratio(a) for a in report.separation if a != "presentation"},
+        0.4,
+        0.1,
+    )
+    print(
+        "gate (0.4 of man/woman, nuisance at most 0.1): "
+        + ("passed" if verdict.passed else "failed: " + ", ".join(verdict.failures))
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=1, default=str))
 

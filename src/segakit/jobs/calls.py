@@ -51,10 +51,14 @@ class CallRunner:
         calls = [Call(self.model, fn, tuple(a), i) for i, a in enumerate(args)]
         for returned in self.executor.run(calls):
             if returned.error is not None:
-                raise UserError(f"{getattr(fn, '__name__', 'a call')} #{returned.index} could not run: {returned.error}")
+                raise UserError(
+                    f"{getattr(fn, '__name__', 'a call')} #{returned.index} could not run: {returned.error}"
+                )
             yield returned
 
-    def map(self, fn: Callable, args: Sequence[tuple], progress: Callable[[Returned], None] | None = None) -> list[Returned]:
+    def map(
+        self, fn: Callable, args: Sequence[tuple], progress: Callable[[Returned], None] | None = None
+    ) -> list[Returned]:
         """Every call's :class:`Returned`, in the order of ``args``; ``progress(r)`` as each one finishes."""
         out: list[Returned | None] = [None] * len(args)
         for returned in self.imap(fn, args):

@@ -57,7 +57,9 @@ class GenerationParams:
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
     fair: str | None = None  # fair generation over an attribute's values: "presentation" or "skin=light:0.5,dark:0.5"
-    fair_method: str = "directions"  # "directions" (the library's h-space directions) or "sega" (Fair Diffusion's edits)
+    fair_method: str = (
+        "directions"  # "directions" (the library's h-space directions) or "sega" (Fair Diffusion's edits)
+    )
     fair_draw: str = "spread"  # how each image's value is drawn from its seed (segakit.core.draws.DRAWS)
     safe: bool = False  # the library's anti-horror direction, always on
     enhance: bool = False  # the library's directions for the attribute values the prompt names
@@ -82,33 +84,45 @@ class GenerationParams:
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"{arg('momentum_beta')} {self.momentum_beta} is outside [0, 1).")
         if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
-            raise UserError(f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA).")
+            raise UserError(
+                f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
+            )
         if self.library_strength is not None and not math.isfinite(self.library_strength):
             raise UserError(f"{arg('library_strength')} {self.library_strength!r} is not a finite number.")
         if self.fair is not None and not self.fair.partition("=")[0].strip():
-            raise UserError(f"{arg('fair')} {self.fair!r} names no attribute; write an attribute such as presentation, or shares such as skin=light:0.5,dark:0.5.")
+            raise UserError(
+                f"{arg('fair')} {self.fair!r} names no attribute; write an attribute such as presentation, or shares such as skin=light:0.5,dark:0.5."
+            )
         if self.fair_method not in FAIR_METHODS:
             raise UserError(f"{arg('fair_method')} {self.fair_method!r} is not one of {', '.join(FAIR_METHODS)}.")
         if self.fair_draw not in DRAWS:
             raise UserError(f"{arg('fair_draw')} {self.fair_draw!r} is not one of {', '.join(DRAWS)}.")
         if self.fair_method != "directions" and not self.fair:
-            raise UserError(f"{arg('fair_method')} {self.fair_method} chooses how {arg('fair')} balances an attribute; give {arg('fair')} ATTRIBUTE too.")
+            raise UserError(
+                f"{arg('fair_method')} {self.fair_method} chooses how {arg('fair')} balances an attribute; give {arg('fair')} ATTRIBUTE too."
+            )
         for lora in self.loras:
             weights_file(lora.path, arg("loras"))
             if not math.isfinite(lora.scale):
-                raise UserError(f"{arg('loras')} {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8.")
+                raise UserError(
+                    f"{arg('loras')} {lora.path!r} has scale {lora.scale}; use a finite number such as 0.8."
+                )
         for path in self.embeddings:
             weights_file(path, arg("embeddings"))
         if self.sweep is not None:
             if len(self.edits) != 1:
-                raise UserError(f"{arg('sweep')} varies the strength of exactly one edit; {len(self.edits)} edits were given.")
+                raise UserError(
+                    f"{arg('sweep')} varies the strength of exactly one edit; {len(self.edits)} edits were given."
+                )
             if len(self.sweep) < 2:
                 raise UserError(f"{arg('sweep')} needs at least two scales, for example 0,2,4,6.")
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["edits"] = [asdict(e) for e in self.edits]
-        if self.edit_refresh == 1:  # exact SEGA: absent, so files and job keys from before concept refresh stay the same
+        if (
+            self.edit_refresh == 1
+        ):  # exact SEGA: absent, so files and job keys from before concept refresh stay the same
             del data["edit_refresh"]
         return data
 
@@ -176,7 +190,9 @@ def _fair(library, params: GenerationParams, seeds: list[int], unet):
         from segakit.sega.fair import FairDiffusion
 
         return FairDiffusion.draw(attribute.strip(), len(seeds), seeds[0], shares or None, draw=params.fair_draw)
-    fair = library.fair(attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params), params.fair_draw)
+    fair = library.fair(
+        attribute.strip(), len(seeds), seeds[0], shares or None, _strength(library, params), params.fair_draw
+    )
     for recipe in fair.recipes.values():
         for d, _ in recipe:
             d.check_model(unet)
@@ -315,7 +331,9 @@ def run(params: GenerationParams, out: Path, pipe=None, device: str = "cpu", dty
 
     def write(first: int, images: list, metas: list[dict]) -> None:
         for i, (image, meta) in enumerate(zip(images, metas)):
-            written.append(save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta))
+            written.append(
+                save_png(image, paths[first + i], {**meta, "apply_guidance": relative} if relative else meta)
+            )
 
     result = render(params, pipe, device, dtype, progress, record_guidance=save_guidance is not None, chunk=chunk,
                     on_images=write, files=files, warn=warn)  # fmt: skip
@@ -346,7 +364,16 @@ def render(params: GenerationParams, pipe=None, device: str = "cpu", dtype=None,
     reuse, offset = files[0], 0
     if reuse is not None:
         count = 1 if params.sweep is not None else params.num_images
-        check_fits(reuse, params.apply_guidance, params.steps, count, model_key(params.model), params.height, params.width, params.seed)
+        check_fits(
+            reuse,
+            params.apply_guidance,
+            params.steps,
+            count,
+            model_key(params.model),
+            params.height,
+            params.width,
+            params.seed,
+        )
         offset = first_image(reuse, params.seed, count)
     if pipe is None:
         pipe = SegaPipeline.from_pretrained(params.model, dtype=dtype or torch.float32).to(device)

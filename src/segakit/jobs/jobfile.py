@@ -65,7 +65,11 @@ def job_id(params: GenerationParams) -> str:
 
 
 def _int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise UserError(f"{name} {value!r} is not a whole number.")
     return int(value)
 
@@ -83,15 +87,21 @@ def _edit(value, model: str) -> Edit:
     elif isinstance(value, dict):
         unknown = sorted(set(value) - EDIT_FIELDS)
         if unknown:
-            raise UserError(f"edit {value!r} has unknown field {unknown[0]!r}; edit fields are {', '.join(sorted(EDIT_FIELDS))}.")
+            raise UserError(
+                f"edit {value!r} has unknown field {unknown[0]!r}; edit fields are {', '.join(sorted(EDIT_FIELDS))}."
+            )
         if not isinstance(value.get("prompt"), str) or not value["prompt"].strip():
-            raise UserError(f"edit {value!r} names no concept; give its \"prompt\", e.g. {{\"prompt\": \"glasses\"}}.")
+            raise UserError(f'edit {value!r} names no concept; give its "prompt", e.g. {{"prompt": "glasses"}}.')
         edit = Edit(**value)
     else:
-        raise UserError(f"edit {value!r} is neither an edit string such as \"+glasses:s=6\" nor an object.")
+        raise UserError(f'edit {value!r} is neither an edit string such as "+glasses:s=6" nor an object.')
     edit = edit.with_defaults(edit_defaults(model))
     numbers = {k: _float(f"edit {edit.prompt!r} {k}", getattr(edit, k)) for k in ("scale", "threshold", "weight")}
-    counts = {k: _int(f"edit {edit.prompt!r} {k}", getattr(edit, k)) for k in ("warmup", "cooldown") if getattr(edit, k) is not None}
+    counts = {
+        k: _int(f"edit {edit.prompt!r} {k}", getattr(edit, k))
+        for k in ("warmup", "cooldown")
+        if getattr(edit, k) is not None
+    }
     if not isinstance(edit.reverse, bool):
         raise UserError(f"edit {edit.prompt!r} reverse {edit.reverse!r} is not true or false.")
     return replace(edit, **numbers, **counts)
@@ -105,7 +115,7 @@ def _lora(value) -> LoraWeights:
         return LoraWeights(value, 1.0)
     if isinstance(value, dict) and isinstance(value.get("path"), str) and set(value) <= {"path", "scale"}:
         return LoraWeights(value["path"], _float("lora scale", value.get("scale", 1.0)))
-    raise UserError(f"lora {value!r} is neither \"FILE[:SCALE]\" nor an object with \"path\" (and \"scale\").")
+    raise UserError(f'lora {value!r} is neither "FILE[:SCALE]" nor an object with "path" (and "scale").')
 
 
 def _number(spec: str, text: str) -> float:
@@ -118,13 +128,19 @@ def _number(spec: str, text: str) -> float:
 def normalise(data: dict) -> list[GenerationParams]:
     """One JOBS line (a JSON object) to the parameters of its jobs (one per image); bad values raise UserError."""
     if not isinstance(data, dict):
-        raise UserError(f"the line is {type(data).__name__} JSON, not an object such as {{\"prompt\": \"a face\", \"seed\": 0}}.")
+        raise UserError(
+            f'the line is {type(data).__name__} JSON, not an object such as {{"prompt": "a face", "seed": 0}}.'
+        )
     unknown = [k for k in data if k not in FIELDS]
     if unknown:
-        what = "sweep renders a strip, not one image; write one line per scale" if unknown[0] == "sweep" else f"fields are {', '.join(FIELDS)}"
+        what = (
+            "sweep renders a strip, not one image; write one line per scale"
+            if unknown[0] == "sweep"
+            else f"fields are {', '.join(FIELDS)}"
+        )
         raise UserError(f"unknown field {unknown[0]!r}; {what}.")
     if "prompt" not in data:
-        raise UserError("no \"prompt\" field; every job needs one (an empty string is allowed with edits).")
+        raise UserError('no "prompt" field; every job needs one (an empty string is allowed with edits).')
     values = dict(data)
     for name in STRINGS:
         if values.get(name) is not None and not isinstance(values[name], str):
@@ -186,7 +202,9 @@ def read_jobs(path: str | Path) -> tuple[list[Job], list[LineError]]:
     """:func:`parse_jobs` of the file at ``path`` (a missing or unreadable file is a UserError)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"JOBS file {str(path)!r} does not exist; write one JSON object per line, e.g. {{\"prompt\": \"a face\", \"seed\": 0}}.")
+        raise UserError(
+            f'JOBS file {str(path)!r} does not exist; write one JSON object per line, e.g. {{"prompt": "a face", "seed": 0}}.'
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -52,7 +52,9 @@ def _serve(conn, config: WorkerConfig) -> None:
     from tqdm import tqdm
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tqdm.set_lock(threading.RLock())  # not tqdm's default process lock: a named semaphore this process would leave behind
+    tqdm.set_lock(
+        threading.RLock()
+    )  # not tqdm's default process lock: a named semaphore this process would leave behind
     try:
         worker = Worker(config)
         while True:

@@ -28,7 +28,9 @@ def require_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'.") from None
+        raise UserError(
+            "--ray needs Ray, which is not installed here; install it with pip install 'segakit[ray]'."
+        ) from None
     return ray
 
 

@@ -101,7 +101,6 @@ class Worker:
 
         if key != self._key:
             from diffusers.utils import logging as diffusers_logging
-
             from transformers.utils import logging as transformers_logging
 
             diffusers_logging.disable_progress_bar()  # the run's own progress display is the one that counts
@@ -137,7 +136,9 @@ class Worker:
         except UserError as exc:
             return [Rendered(j.id, None, 0.0, n, error=str(exc)) for j in batch.jobs]
         seconds = (time.perf_counter() - start) / n
-        metas, _ = with_idle_warning([image_meta(job, j.params.seed, j.params.prompt, fair, i) for i, j in enumerate(batch.jobs)], pipe)
+        metas, _ = with_idle_warning(
+            [image_meta(job, j.params.seed, j.params.prompt, fair, i) for i, j in enumerate(batch.jobs)], pipe
+        )
         return [
             Rendered(j.id, png_bytes(image, meta), seconds, n, reading)
             for j, image, meta, reading in zip(batch.jobs, result.images, metas, readings)

@@ -30,11 +30,15 @@ class StepCallback:
         if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
             tensor_inputs = callback.tensor_inputs
         if callback is not None and not callable(callback):
-            raise UserError(f"callback_on_step_end {callback!r} is not callable; pass a function (pipe, step, timestep, tensors) -> dict.")
+            raise UserError(
+                f"callback_on_step_end {callback!r} is not callable; pass a function (pipe, step, timestep, tensors) -> dict."
+            )
         names = list(tensor_inputs or [])
         unknown = [k for k in names if k not in TENSOR_INPUTS]
         if unknown:
-            raise UserError(f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from {list(TENSOR_INPUTS)}.")
+            raise UserError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from {list(TENSOR_INPUTS)}."
+            )
         self.callback = callback
         self.names = names
 
@@ -48,7 +52,9 @@ class StepCallback:
         if out is None:
             return {}
         if not isinstance(out, dict):
-            raise UserError(f"callback_on_step_end returned {type(out).__name__}; it must return a dict of tensors (or None).")
+            raise UserError(
+                f"callback_on_step_end returned {type(out).__name__}; it must return a dict of tensors (or None)."
+            )
         changed = {}
         for name, value in out.items():
             if name not in TENSOR_INPUTS or value is None:
@@ -97,7 +103,9 @@ class CallState:
         """Set ``pipe._interrupt = True`` from a step callback to stop after that step (diffusers' convention)."""
         return self._interrupt
 
-    def _run_step_callback(self, callback: StepCallback, i, t, latents, noise_pred, base: Conditioning, batch: int, do_cfg: bool):
+    def _run_step_callback(
+        self, callback: StepCallback, i, t, latents, noise_pred, base: Conditioning, batch: int, do_cfg: bool
+    ):
         """``callback_on_step_end`` after step ``i``; returns the (possibly replaced) latents and base conditioning."""
         tensors = {
             "latents": latents,

@@ -44,7 +44,11 @@ def run_demo(out: Path, model: str = "embedded", steps: int = 25, seeds: int = 6
     written = []
 
     plain = sample([], n=2 * seeds, first=100)
-    written.append(save_png(grid(plain, cols=seeds, scale=2), out / DEMO_FILES[0], {**meta, "seeds": list(range(100, 100 + 2 * seeds))}))
+    written.append(
+        save_png(
+            grid(plain, cols=seeds, scale=2), out / DEMO_FILES[0], {**meta, "seeds": list(range(100, 100 + 2 * seeds))}
+        )
+    )
 
     base = edit_defaults(model)  # the model's own edit defaults (the embedded model's are tuned for it)
     edits = [replace(base, prompt=c) for c in DEMO_CONCEPTS]

@@ -32,7 +32,9 @@ def edits_from_diffusers_args(
             scale=float(_per_concept(edit_guidance_scale, k)),
             threshold=float(_per_concept(edit_threshold, k)),
             warmup=int(_per_concept(edit_warmup_steps, k)),
-            cooldown=None if _per_concept(edit_cooldown_steps, k) is None else int(_per_concept(edit_cooldown_steps, k)),
+            cooldown=None
+            if _per_concept(edit_cooldown_steps, k) is None
+            else int(_per_concept(edit_cooldown_steps, k)),
             reverse=bool(_per_concept(reverse_editing_direction, k)),
             weight=float(edit_weights[k]) if edit_weights else 1.0,
         )

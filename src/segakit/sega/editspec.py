@@ -51,7 +51,9 @@ def parse_edit(spec: str, defaults: Edit | None = None) -> Edit:
                 raise UserError(f"Edit spec {spec!r} has unknown key {key!r}; allowed keys: {ALLOWED}.")
             params[name] = _value(spec, name, raw)
     elif sep and "=" in tail:
-        raise UserError(f"Edit spec {spec!r} has malformed parameters {tail!r}; write KEY=VALUE pairs separated by commas.")
+        raise UserError(
+            f"Edit spec {spec!r} has malformed parameters {tail!r}; write KEY=VALUE pairs separated by commas."
+        )
     if not re.search(r"\w", text):
         raise UserError(f"Edit spec {spec!r} names no concept; write for example '+glasses' or '-beard:s=6'.")
     lost = _LOST_COLON.search(text)
@@ -117,5 +119,9 @@ def format_edit(edit: Edit) -> str:
     """The spec that :func:`parse_edit` reads back to ``edit`` (unset fields stay out of it)."""
     cooldown = "none" if edit.cooldown is None else str(edit.cooldown)
     sign = "-" if edit.reverse else "+"
-    given = [f"{key}={value:g}" for key, value in (("s", edit.scale), ("t", edit.threshold), ("w", edit.warmup)) if value is not None]
+    given = [
+        f"{key}={value:g}"
+        for key, value in (("s", edit.scale), ("t", edit.threshold), ("w", edit.warmup))
+        if value is not None
+    ]
     return f"{sign}{edit.prompt}:" + ",".join([*given, f"c={cooldown}", f"wt={edit.weight:g}"])

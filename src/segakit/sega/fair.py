@@ -90,10 +90,14 @@ def fair_generate(pipe, prompt: str, fair: FairDiffusion, generator: Sequence[to
     in image order."""
     gens = list(generator)
     if len(gens) != len(fair.choices):
-        raise UserError(f"Fair Diffusion drew values for {len(fair.choices)} images; {len(gens)} generators were given.")
+        raise UserError(
+            f"Fair Diffusion drew values for {len(fair.choices)} images; {len(gens)} generators were given."
+        )
     kwargs.pop("num_images_per_prompt", None)
     if kwargs.get("record_guidance") and len(fair.groups()) > 1:
-        raise UserError("Recorded guidance holds one generation; Fair Diffusion makes one per drawn value, so it cannot be recorded.")
+        raise UserError(
+            "Recorded guidance holds one generation; Fair Diffusion makes one per drawn value, so it cannot be recorded."
+        )
     parts: list[tuple[list[int], object]] = []
     for value, rows in fair.groups().items():
         out = pipe(prompt, num_images_per_prompt=len(rows), generator=[gens[r] for r in rows],
@@ -113,7 +117,16 @@ def fair_generate(pipe, prompt: str, fair: FairDiffusion, generator: Sequence[to
 
 
 # what a pipeline call passes on to each of Fair Diffusion's calls: all but these
-_PER_CALL = ("self", "prompt", "fair", "generator", "edits", "editing_prompt", "editing_prompt_embeddings", "num_images_per_prompt")
+_PER_CALL = (
+    "self",
+    "prompt",
+    "fair",
+    "generator",
+    "edits",
+    "editing_prompt",
+    "editing_prompt_embeddings",
+    "num_images_per_prompt",
+)
 
 
 def fair_call(pipe, call: dict, edits: Sequence[Edit]):
@@ -122,9 +135,13 @@ def fair_call(pipe, call: dict, edits: Sequence[Edit]):
     ``edits`` are the call's own edits (typed, with the model's defaults); each drawn value's edits follow them."""
     fair, prompt, generator = call["fair"], call["prompt"], call["generator"]
     if not isinstance(fair, FairDiffusion):
-        raise UserError(f"fair= takes a direction library's draw (Library.fair) or a FairDiffusion draw; got {type(fair).__name__}.")
+        raise UserError(
+            f"fair= takes a direction library's draw (Library.fair) or a FairDiffusion draw; got {type(fair).__name__}."
+        )
     if call["editing_prompt_embeddings"] is not None:
-        raise UserError("fair= with a FairDiffusion draw takes its edits as words; pass edits=[Edit(...)], not editing_prompt_embeddings.")
+        raise UserError(
+            "fair= with a FairDiffusion draw takes its edits as words; pass edits=[Edit(...)], not editing_prompt_embeddings."
+        )
     if not isinstance(prompt, str) and len(prompt) != 1:
         raise UserError(f"fair= draws a value per image of one prompt; {len(prompt)} prompts were given.")
     if not isinstance(generator, (list, tuple)):

@@ -65,7 +65,9 @@ class Edit:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.threshold is not None and not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold < 1.0):
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold < 1.0
+        ):
             raise UserError(f"Edit threshold {self.threshold!r} is outside [0, 1); use a quantile such as 0.9 or 0.95.")
         if self.scale is not None and not math.isfinite(self.scale):
             raise UserError(f"Edit scale {self.scale!r} is not a finite number.")
@@ -154,7 +156,9 @@ def keep_tails(psi: torch.Tensor, threshold: float, over: QuantileOver = "channe
     return torch.where(mag >= eta, psi, torch.zeros_like(psi))
 
 
-def guided_estimate(e0: torch.Tensor, ep: torch.Tensor, scale: float | None, *terms: torch.Tensor | None) -> torch.Tensor:
+def guided_estimate(
+    e0: torch.Tensor, ep: torch.Tensor, scale: float | None, *terms: torch.Tensor | None
+) -> torch.Tensor:
     """eps = e0 + (s_g (ep - e0) + gamma + ...): classifier-free guidance plus the given terms (``None`` terms are
     absent). With ``scale=None`` there is no unconditional branch (``e0`` is the prompt's own estimate): eps = ep + terms."""
     guidance = scale * (ep - e0) if scale is not None else None
@@ -212,9 +216,7 @@ class SemanticGuidance:
         """Indices of the concepts whose U-Net estimate is used at ``step``."""
         return [k for k, e in enumerate(self.edits) if e.alive(step)]
 
-    def __call__(
-        self, step: int, e0: torch.Tensor, estimates: Mapping[int, torch.Tensor]
-    ) -> torch.Tensor | None:
+    def __call__(self, step: int, e0: torch.Tensor, estimates: Mapping[int, torch.Tensor]) -> torch.Tensor | None:
         """Guidance to add at ``step``. ``estimates`` maps each alive concept index to its estimate."""
         if not self.edits:
             return None
@@ -257,7 +259,9 @@ class SemanticGuidance:
             applied = gamma
         return applied
 
-    def _record(self, alive: list[int], warm: list[int], psis: torch.Tensor, weights: torch.Tensor, e0: torch.Tensor) -> None:
+    def _record(
+        self, alive: list[int], warm: list[int], psis: torch.Tensor, weights: torch.Tensor, e0: torch.Tensor
+    ) -> None:
         """Add this step's share of each warmed-up concept's guidance to :attr:`effect` (mean absolute value)."""
         self._reference += float(e0.detach().abs().mean())
         for j in warm:
@@ -290,7 +294,9 @@ class ConceptRefresh:
         """The alive concepts whose estimate is computed at ``step``."""
         return [k for k in alive if k not in self._last or step - self._last[k] >= self.every]
 
-    def estimates(self, step: int, e0: torch.Tensor, computed: Mapping[int, torch.Tensor], alive: Sequence[int]) -> dict[int, torch.Tensor]:
+    def estimates(
+        self, step: int, e0: torch.Tensor, computed: Mapping[int, torch.Tensor], alive: Sequence[int]
+    ) -> dict[int, torch.Tensor]:
         """Every alive concept's estimate: the computed ones (their direction stored), the others rebuilt."""
         for k, ee in computed.items():
             self._direction[k] = ee - e0

@@ -24,5 +24,7 @@ def idle_warning(concepts: list[str]) -> str | None:
         return None
     names = ", ".join(repr(c) for c in concepts)
     verb = "concept " + names + " never acted" if len(concepts) == 1 else "concepts " + names + " never acted"
-    return (f"{verb} (its guidance stayed below 0.1% of the noise estimate), so the image is as without it; "
-            "try a larger scale (s=), a lower threshold (t=), an earlier warm-up (w=), or words the model knows.")
+    return (
+        f"{verb} (its guidance stayed below 0.1% of the noise estimate), so the image is as without it; "
+        "try a larger scale (s=), a lower threshold (t=), an earlier warm-up (w=), or words the model knows."
+    )

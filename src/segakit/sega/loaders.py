@@ -61,7 +61,9 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
             if isinstance(source, dict):
                 continue
             if name is None or not str(name).endswith(".safetensors"):
-                raise UserError(f"IP-Adapter weights {name!r} are not a .safetensors file; segakit loads safetensors only.")
+                raise UserError(
+                    f"IP-Adapter weights {name!r} are not a .safetensors file; segakit loads safetensors only."
+                )
             if looks_like_file(Path(source) / subfolder / name):
                 weights_file(Path(source) / subfolder / name, "IP-Adapter")
         IPAdapterMixin.load_ip_adapter(self, pretrained_model_name_or_path_or_dict, subfolder, weight_name, **kwargs)
@@ -85,7 +87,9 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
 
     # ---- LoRA
 
-    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs) -> None:
+    def load_lora_weights(
+        self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs
+    ) -> None:
         """diffusers' ``load_lora_weights``; files must be ``.safetensors`` (pickles are refused)."""
         source = pretrained_model_name_or_path_or_dict
         if looks_like_file(source):
@@ -93,7 +97,11 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
         if kwargs.get("use_safetensors") is False:
             raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
         kwargs["use_safetensors"] = True
-        mixin = StableDiffusionXLLoraLoaderMixin if self._lora_loadable_modules == SDXL_LORA_MODULES else StableDiffusionLoraLoaderMixin
+        mixin = (
+            StableDiffusionXLLoraLoaderMixin
+            if self._lora_loadable_modules == SDXL_LORA_MODULES
+            else StableDiffusionLoraLoaderMixin
+        )
         before = self._adapters_by_component()
         try:
             mixin.load_lora_weights(self, source, adapter_name=adapter_name, **kwargs)
@@ -140,18 +148,31 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
 
     # ---- textual inversion
 
-    def load_textual_inversion(self, pretrained_model_name_or_path, token=None, tokenizer=None, text_encoder=None, **kwargs):
+    def load_textual_inversion(
+        self, pretrained_model_name_or_path, token=None, tokenizer=None, text_encoder=None, **kwargs
+    ):
         """diffusers' ``load_textual_inversion``; files must be ``.safetensors`` (pickles are refused)."""
-        sources = pretrained_model_name_or_path if isinstance(pretrained_model_name_or_path, list) else [pretrained_model_name_or_path]
+        sources = (
+            pretrained_model_name_or_path
+            if isinstance(pretrained_model_name_or_path, list)
+            else [pretrained_model_name_or_path]
+        )
         sources = [weights_file(s, "Embedding") if looks_like_file(s) else s for s in sources]
         if kwargs.get("use_safetensors") is False:
             raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
         kwargs["use_safetensors"] = True
         source = sources if isinstance(pretrained_model_name_or_path, list) else sources[0]
         try:
-            if isinstance(source, str) and tokenizer is None and text_encoder is None and self._sdxl_embedding(source, token):
+            if (
+                isinstance(source, str)
+                and tokenizer is None
+                and text_encoder is None
+                and self._sdxl_embedding(source, token)
+            ):
                 return None
-            return super().load_textual_inversion(source, token=token, tokenizer=tokenizer, text_encoder=text_encoder, **kwargs)
+            return super().load_textual_inversion(
+                source, token=token, tokenizer=tokenizer, text_encoder=text_encoder, **kwargs
+            )
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
             if isinstance(exc, UserError):
                 raise
@@ -169,8 +190,12 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
                 return False
             clip_l, clip_g = f.get_tensor("clip_l"), f.get_tensor("clip_g")
         token = token or Path(path).stem
-        TextualInversionLoaderMixin.load_textual_inversion(self, clip_l, token=token, tokenizer=self.tokenizer, text_encoder=self.text_encoder)
-        TextualInversionLoaderMixin.load_textual_inversion(self, clip_g, token=token, tokenizer=self.tokenizer_2, text_encoder=self.text_encoder_2)
+        TextualInversionLoaderMixin.load_textual_inversion(
+            self, clip_l, token=token, tokenizer=self.tokenizer, text_encoder=self.text_encoder
+        )
+        TextualInversionLoaderMixin.load_textual_inversion(
+            self, clip_g, token=token, tokenizer=self.tokenizer_2, text_encoder=self.text_encoder_2
+        )
         return True
 
     # ---- one-file checkpoints

@@ -33,11 +33,11 @@ from transformers import (
 )
 
 from segakit.core.conditioning import Conditioning
-from segakit.core.families import Family, family_for, family_name
 from segakit.core.errors import UserError
+from segakit.core.families import Family, family_for, family_name
 from segakit.core.hooks import (
-    HSpaceOffset,
     BlockShift,
+    HSpaceOffset,
     conditional_rows,
     total_offset,
 )
@@ -68,7 +68,9 @@ def directions_site(directions) -> str | None:
     """The one h-space site that the directions were learned at (None: the family's default)."""
     sites = {s for s in (getattr(d, "site", None) for d in directions) if s is not None}
     if len(sites) > 1:
-        raise UserError(f"The directions were learned at different sites ({', '.join(sorted(sites))}); apply them in separate calls.")
+        raise UserError(
+            f"The directions were learned at different sites ({', '.join(sorted(sites))}); apply them in separate calls."
+        )
     return sites.pop() if sites else None
 
 
@@ -76,14 +78,18 @@ def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
     """Refuse the settings that would silently do nothing: FLUX's negative prompt acts only under true CFG."""
     if not fam.guidance_embedded:
         if true_cfg_scale != 1.0:
-            raise UserError(f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale.")
+            raise UserError(
+                f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale."
+            )
         return
     if negative_prompt is not None and true_cfg_scale <= 1.0:
         raise UserError(
             "negative_prompt acts on FLUX only under true CFG; pass true_cfg_scale above 1 (e.g. 4) with it, or leave it out."
         )
     if true_cfg_scale > 1.0 and negative_prompt is None:
-        raise UserError(f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed).")
+        raise UserError(
+            f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed)."
+        )
 
 
 class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
@@ -193,7 +199,12 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
 
     @staticmethod
     def _edit_conditioning(
-        fam: Family, edits: Sequence[Edit], embeddings: torch.Tensor | None, pooled: torch.Tensor | None, device, lora_scale=None
+        fam: Family,
+        edits: Sequence[Edit],
+        embeddings: torch.Tensor | None,
+        pooled: torch.Tensor | None,
+        device,
+        lora_scale=None,
     ) -> list[Conditioning]:
         """One single-row conditioning per concept (text or precomputed embeddings)."""
         if embeddings is None:
@@ -226,7 +237,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 vae.to(torch.float16)
         nsfw = None
         if getattr(self, "safety_checker", None) is not None and getattr(self, "feature_extractor", None) is not None:
-            features = self.feature_extractor(self.image_processor.postprocess(image, output_type="pil"), return_tensors="pt")
+            features = self.feature_extractor(
+                self.image_processor.postprocess(image, output_type="pil"), return_tensors="pt"
+            )
             image, nsfw = self.safety_checker(images=image, clip_input=features.pixel_values.to(device, image.dtype))
         denorm = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
         return self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denorm), nsfw
@@ -351,7 +364,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         if guidance_scale is None:
             guidance_scale = fam.default_guidance_scale
         if (ip_adapter_image is not None or ip_adapter_image_embeds is not None) and fam.flow:
-            raise UserError(f"IP-Adapter images work on U-Net models (SD 1.x/2.x, SDXL); this is a {fam.name.upper()} model.")
+            raise UserError(
+                f"IP-Adapter images work on U-Net models (SD 1.x/2.x, SDXL); this is a {fam.name.upper()} model."
+            )
         check_true_cfg(fam, negative_prompt, true_cfg_scale)
         device = self._execution_device
         batch = len(prompts) * num_images_per_prompt
@@ -375,18 +390,26 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             if negative_prompt is not None:
                 negs = [negative_prompt] * len(prompts) if not isinstance(negative_prompt, list) else negative_prompt
                 if len(negs) != len(prompts):
-                    raise UserError(f"{len(negs)} negative prompts were given for {len(prompts)} prompts; give one per prompt.")
+                    raise UserError(
+                        f"{len(negs)} negative prompts were given for {len(prompts)} prompts; give one per prompt."
+                    )
             uncond = fam.uncond(negs, cond, device, lora_scale)
             conds.append(uncond)
         edit_conds = (
-            self._edit_conditioning(fam, edits, editing_prompt_embeddings, editing_pooled_embeddings, device, lora_scale) if use_sega else []
+            self._edit_conditioning(
+                fam, edits, editing_prompt_embeddings, editing_pooled_embeddings, device, lora_scale
+            )
+            if use_sega
+            else []
         )
         fam.finish([*conds, *edit_conds], height, width)
         cond = cond.repeat_rows(num_images_per_prompt)
         base = Conditioning.cat([uncond.repeat_rows(num_images_per_prompt), cond]) if do_cfg else cond
         # each concept is paired with every image: its row repeated once per image
         edit_conds = [c.repeat_rows(batch) for c in edit_conds]
-        base, edit_conds = self.image_prompt(base, edit_conds, ip_adapter_image, ip_adapter_image_embeds, device, batch, do_cfg)
+        base, edit_conds = self.image_prompt(
+            base, edit_conds, ip_adapter_image, ip_adapter_image_embeds, device, batch, do_cfg
+        )
 
         # ---- reuse of recorded guidance
         reuse = None
@@ -416,7 +439,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
         recorded = None
         if record_guidance and guided:
-            recorded = torch.zeros((len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device)
+            recorded = torch.zeros(
+                (len(timesteps), *latents.shape), dtype=latents.dtype, device=record_device or device
+            )
 
         # h-space directions: a mid-block hook only when some are given, so plain calls run the U-Net untouched
         h_offset, shift = None, contextlib.nullcontext()
@@ -441,14 +466,18 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     shift.set(row_shift)
                 branches = len(unet_cond) // batch
                 x = torch.cat([latents] * branches) if branches > 1 else latents
-                out = fam.predict(x, t, unet_cond, max_unet_batch, {"cross_attention_kwargs": self._cross_attention_kwargs})
+                out = fam.predict(
+                    x, t, unet_cond, max_unet_batch, {"cross_attention_kwargs": self._cross_attention_kwargs}
+                )
                 chunks = out.chunk(branches)
                 ep = chunks[first]
                 e0 = chunks[0]  # the unconditional estimate, or the prompt's own where there is none
                 gamma = None
                 if sega is not None:
                     estimates = {k: chunks[first + 1 + j] for j, k in enumerate(rows)}
-                    gamma = sega(i, e0, refresh.estimates(i, e0, estimates, alive) if refresh is not None else estimates)
+                    gamma = sega(
+                        i, e0, refresh.estimates(i, e0, estimates, alive) if refresh is not None else estimates
+                    )
                 step_reuse = None if reuse is None else reuse[i]
                 record = gamma if gamma is not None else (step_reuse if sega is None else None)  # what this step adds
                 if recorded is not None and record is not None:
@@ -460,7 +489,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     noise_pred = rescale_noise_cfg(noise_pred, ep, guidance_rescale=guidance_rescale)
                 latents = self.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
                 if step_callback:
-                    latents, new_base = self._run_step_callback(step_callback, i, t, latents, noise_pred, base, batch, do_cfg)
+                    latents, new_base = self._run_step_callback(
+                        step_callback, i, t, latents, noise_pred, base, batch, do_cfg
+                    )
                     if new_base is not base:
                         base, unet_key = new_base, None  # rebuild the denoiser's conditioning next step
                 if callback is not None and i % callback_steps == 0:

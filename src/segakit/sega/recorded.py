@@ -43,7 +43,9 @@ class RecordedGuidance:
                 meta = fh.metadata() or {}
                 tensor = fh.get_tensor("guidance")
         except Exception as exc:  # not a safetensors file, or no "guidance" tensor
-            raise UserError(f"{str(path)!r} is not a segakit guidance file (safetensors with a 'guidance' tensor): {exc}") from None
+            raise UserError(
+                f"{str(path)!r} is not a segakit guidance file (safetensors with a 'guidance' tensor): {exc}"
+            ) from None
         return cls(tensor, json.loads(meta.get("segakit", "{}")))
 
 
@@ -86,8 +88,14 @@ def check_fits(recorded: RecordedGuidance, path: str | Path, steps: int, num_ima
         seeds = f" with seed {seed}" if seed is not None and "seed" in meta else ""
         misfits.append(f"{num_images} image{'s' if num_images != 1 else ''}{seeds} (use -n {have_images}"
                        + (f" --seed {meta['seed']})" if seeds else ")"))  # fmt: skip
-    if meta.get("height") and meta.get("width") and ((height and height != meta["height"]) or (width and width != meta["width"])):
-        misfits.append(f"{width or meta['width']}x{height or meta['height']} (use --width {meta['width']} --height {meta['height']})")
+    if (
+        meta.get("height")
+        and meta.get("width")
+        and ((height and height != meta["height"]) or (width and width != meta["width"]))
+    ):
+        misfits.append(
+            f"{width or meta['width']}x{height or meta['height']} (use --width {meta['width']} --height {meta['height']})"
+        )
     if model is not None and meta.get("model") and str(meta["model"]) != str(model):
         misfits.append(f"model {str(model)!r} (use --model {meta['model']})")
     if misfits:

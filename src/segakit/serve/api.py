@@ -41,9 +41,9 @@ def validation_sentence(exc: RequestValidationError) -> tuple[int, str]:
     kind, loc = err.get("type", ""), [str(p) for p in err.get("loc", ()) if p != "body"]
     if kind == "json_invalid":
         where = err.get("ctx", {}).get("error", "")
-        return 400, f"The request body is not valid JSON ({where}); send a JSON object such as {{\"prompt\": \"a face\"}}."
+        return 400, f'The request body is not valid JSON ({where}); send a JSON object such as {{"prompt": "a face"}}.'
     if not loc:
-        return 422, "The request body must be a JSON object of parameters, such as {\"prompt\": \"a face\"}."
+        return 422, 'The request body must be a JSON object of parameters, such as {"prompt": "a face"}.'
     name = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
     if kind == "missing":
         return 422, f"Field {name!r} is missing; it is required."
@@ -97,10 +97,12 @@ def _offline_docs(app: FastAPI) -> None:
 
     folder = swagger_assets()
     if folder is None:  # the serve extra installs it; without it /docs says what to install, and the schema stays
+
         @app.get("/docs", include_in_schema=False)
         async def no_docs() -> HTMLResponse:
             return HTMLResponse("<p>The API's documentation page needs the swagger-ui-bundle package "
                                 "(pip install 'segakit[serve]'); the schema is at <a href='/openapi.json'>/openapi.json</a>.</p>")  # fmt: skip
+
         return
     app.mount(ASSETS, StaticFiles(directory=folder), name="docs-assets")
 
@@ -139,7 +141,10 @@ def build_api(service: Service) -> FastAPI:
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
         log.exception("request %s %s failed", request.method, request.url.path)
-        return error(500, f"The server failed on this request ({type(exc).__name__}); the details are in its log, and it keeps serving.")
+        return error(
+            500,
+            f"The server failed on this request ({type(exc).__name__}); the details are in its log, and it keeps serving.",
+        )
 
     @app.get("/api/health", summary="Whether the server is up, its model, queue and limits")
     async def health() -> dict:
@@ -170,7 +175,9 @@ def build_api(service: Service) -> FastAPI:
     async def edit_image(req: EditRequest, request: Request):
         image = decode_image(req.image)
         if max(image.size) > MAX_EDIT_SIDE:
-            raise UserError(f"image is {image.size[0]}x{image.size[1]} pixels; this server edits images up to {MAX_EDIT_SIDE} pixels a side.")
+            raise UserError(
+                f"image is {image.size[0]}x{image.size[1]} pixels; this server edits images up to {MAX_EDIT_SIDE} pixels a side."
+            )
         job = submit_edit(service, image, edit_params(req, service.config.model, service.config.limits))
         return await answer(job, request)
 

@@ -37,7 +37,12 @@ class ConceptRow:
 
     @classmethod
     def blank(cls, defaults: Edit, max_steps: int) -> ConceptRow:
-        return cls(scale=defaults.scale or 5.0, threshold=defaults.threshold or 0.9, warmup=defaults.warmup or 0, cooldown=max_steps)
+        return cls(
+            scale=defaults.scale or 5.0,
+            threshold=defaults.threshold or 0.9,
+            warmup=defaults.warmup or 0,
+            cooldown=max_steps,
+        )
 
 
 @dataclass
@@ -57,10 +62,10 @@ class Form:
     def from_values(cls, values: list, n_rows: int, names: list[str]) -> Form:
         """The flat widget values: prompt, negative, seed, steps, guidance, rows x 8, one per direction, fair, safe, enhance."""
         head, rest = values[:5], values[5:]
-        rows = [ConceptRow(*rest[i * ROW_FIELDS:(i + 1) * ROW_FIELDS]) for i in range(n_rows)]
-        rest = rest[n_rows * ROW_FIELDS:]
-        strengths = {n: float(v or 0) for n, v in zip(names, rest[:len(names)])}
-        fair, safe, enhance = rest[len(names):len(names) + 3]
+        rows = [ConceptRow(*rest[i * ROW_FIELDS : (i + 1) * ROW_FIELDS]) for i in range(n_rows)]
+        rest = rest[n_rows * ROW_FIELDS :]
+        strengths = {n: float(v or 0) for n, v in zip(names, rest[: len(names)])}
+        fair, safe, enhance = rest[len(names) : len(names) + 3]
         return cls(str(head[0] or ""), str(head[1] or ""), int(head[2] or 0), int(head[3]), float(head[4]),
                    rows, strengths, fair or NO_FAIR, bool(safe), bool(enhance))  # fmt: skip
 
@@ -74,7 +79,9 @@ class Form:
     def concepts(self) -> list[ConceptRow]:
         return [r for r in self.rows if r.active and r.concept.strip()]
 
-    def request(self, plain: bool = False, steps: int | None = None, sweep: list[float] | None = None) -> GenerateRequest:
+    def request(
+        self, plain: bool = False, steps: int | None = None, sweep: list[float] | None = None
+    ) -> GenerateRequest:
         """The API request for this form; ``plain`` drops concepts and directions (the 'before' image)."""
         steps = self.steps if steps is None else steps
         edits = [] if plain else [r.edit(self.steps) for r in self.concepts()]
@@ -87,14 +94,16 @@ class Form:
         )  # fmt: skip
 
     def has_guidance(self) -> bool:
-        return bool(self.concepts() or any(self.strengths.values()) or self.fair != NO_FAIR or self.safe or self.enhance)
+        return bool(
+            self.concepts() or any(self.strengths.values()) or self.fair != NO_FAIR or self.safe or self.enhance
+        )
 
     @classmethod
     def from_params(cls, params: dict, blank: Form, library=None) -> Form:
         """A form showing a PNG's parameters (rows and directions beyond the form's are dropped)."""
         rows = [replace(r, active=False) for r in blank.rows]
         steps = int(params.get("steps", blank.steps))
-        for i, e in enumerate(params.get("edits", [])[:len(rows)]):
+        for i, e in enumerate(params.get("edits", [])[: len(rows)]):
             cooldown = e.get("cooldown")
             rows[i] = replace(rows[i], active=True, concept=e.get("prompt") or "", direction=REMOVE if e.get("reverse") else ADD,
                               scale=e.get("scale") if e.get("scale") is not None else rows[i].scale,

@@ -66,7 +66,9 @@ class Guard:
                 if given is None:
                     msg = "This server requires a token; send 'Authorization: Bearer TOKEN', or open the app at /?token=TOKEN."
                     return await send_error(send, 401, msg, [(b"www-authenticate", b"Bearer")])
-                return await send_error(send, 403, "The token given is not this server's token; check --token or $SEGAKIT_TOKEN.")
+                return await send_error(
+                    send, 403, "The token given is not this server's token; check --token or $SEGAKIT_TOKEN."
+                )
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")

@@ -57,7 +57,11 @@ def with_limits(schema: dict, limits: Limits, model: str, directions: list[str])
         _set(gen, name, "array", maxItems=0)
     for name in ("library", "apply_guidance"):
         if name in gen:
-            gen[name] = {"type": "null", "title": gen[name].get("title", name), "description": gen[name].get("description", "")}
+            gen[name] = {
+                "type": "null",
+                "title": gen[name].get("title", name),
+                "description": gen[name].get("description", ""),
+            }
     if "prompt" in gen:
         gen["prompt"]["pattern"] = r"\S"  # a prompt with words (or edits; the sentence says so)
     names = "|".join(re.escape(d) for d in directions)
@@ -72,7 +76,12 @@ def with_limits(schema: dict, limits: Limits, model: str, directions: list[str])
     fair = sorted(a for a, n in values.items() if n >= 2)  # what fair generation can balance: two values or more
     if fair:
         _set(gen, "fair", "string", pattern=rf"^({'|'.join(map(re.escape, fair))})$")
-    _set(gen, "edits", "array", items={"anyOf": [{"type": "string", "pattern": EDIT_SPEC}, {"$ref": "#/components/schemas/EditObject"}]})
+    _set(
+        gen,
+        "edits",
+        "array",
+        items={"anyOf": [{"type": "string", "pattern": EDIT_SPEC}, {"$ref": "#/components/schemas/EditObject"}]},
+    )
     concept = bodies.get("EditObject", {}).get("properties", {})
     if "prompt" in concept:
         concept["prompt"]["pattern"] = r"\S"
@@ -94,7 +103,9 @@ def with_limits(schema: dict, limits: Limits, model: str, directions: list[str])
         if name in edit:
             edit[name]["pattern"] = r"\S"
     if "image" in edit:
-        edit["image"].update({"contentEncoding": "base64", "contentMediaType": "image/png", "examples": [_example_png()]})
+        edit["image"].update(
+            {"contentEncoding": "base64", "contentMediaType": "image/png", "examples": [_example_png()]}
+        )
     if "instruction" in edit:
         edit["instruction"]["examples"] = ["give her glasses"]
     return schema

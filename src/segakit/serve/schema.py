@@ -59,7 +59,10 @@ class GenerateRequest(BaseModel):
     negative_prompt: str | None = None
     seed: Int = Field(0, description="Seed of the first image; image i uses seed + i.")
     num_images: Int = 1
-    steps: Int | None = Field(None, description="Denoising steps (default: 25 on the embedded model, 50 otherwise; at most the server's limit when left out).")
+    steps: Int | None = Field(
+        None,
+        description="Denoising steps (default: 25 on the embedded model, 50 otherwise; at most the server's limit when left out).",
+    )
     guidance: float | None = Field(None, description="Classifier-free guidance scale (default 7.5).")
     height: Int | None = None
     width: Int | None = None
@@ -67,11 +70,18 @@ class GenerateRequest(BaseModel):
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: Literal["channel", "image"] = "channel"
-    sweep: list[float] | None = Field(None, description="Scales for the single edit, rendered side by side (a strength strip).")
+    sweep: list[float] | None = Field(
+        None, description="Scales for the single edit, rendered side by side (a strength strip)."
+    )
     directions: list[str] = Field(default_factory=list, description="Directions of the model's library, NAME[:STRENGTH], e.g. 'presentation=woman:0.5'.")  # fmt: skip
     fair: str | None = Field(None, description="Fair generation over an attribute's values, e.g. 'presentation'.")
-    fair_method: Literal["directions", "sega"] = Field("directions", description="How fair balances: the library's directions, or Fair Diffusion's SEGA edits.")
-    fair_draw: Literal["spread", "random"] = Field("spread", description="How each image's value is drawn from its seed: spread (the shares come out as asked over consecutive seeds) or random (each seed on its own, as segakit drew before).")
+    fair_method: Literal["directions", "sega"] = Field(
+        "directions", description="How fair balances: the library's directions, or Fair Diffusion's SEGA edits."
+    )
+    fair_draw: Literal["spread", "random"] = Field(
+        "spread",
+        description="How each image's value is drawn from its seed: spread (the shares come out as asked over consecutive seeds) or random (each seed on its own, as segakit drew before).",
+    )
     safe: bool = False
     enhance: bool = False
     library_strength: float | None = None
@@ -84,7 +94,9 @@ class GenerateRequest(BaseModel):
     segakit_version: str | None = None
     edit_defaults: dict[str, Any] | None = None
     fair_choice: str | None = None
-    warnings: list[str] | None = Field(None, description="What a returned image's parameters say went wrong (a concept that never acted); ignored.")
+    warnings: list[str] | None = Field(
+        None, description="What a returned image's parameters say went wrong (a concept that never acted); ignored."
+    )
 
 
 class EditRequest(BaseModel):
@@ -94,20 +106,58 @@ class EditRequest(BaseModel):
     image: str = Field(description="The image to edit, base64-encoded PNG or JPEG.")
     instruction: str = Field(description="What to change, e.g. 'give her glasses'.")
     method: Literal["onthefly", "sega"] = "onthefly"
-    inversion: Literal["ddim", "ddpm"] = Field("ddim", description="method 'onthefly': ddim (the paper's) or ddpm (segakit's faster variant, keeps more of the image).")
-    source_caption: str | None = Field(None, description="What the image shows (skips the captioner; needed on models without one; the embedded model has its own).")
-    captions_before: list[str] = Field(default_factory=list, description="Captions of the image before the edit (default: the source caption).")
-    captions_after: list[str] = Field(default_factory=list, description="Captions after the edit (skip the caption writer; needed on models without one; the embedded model has its own).")
-    concepts: list[str] = Field(default_factory=list, description="method 'sega': the concepts to add or remove, e.g. '+glasses', '-beard'.")
+    inversion: Literal["ddim", "ddpm"] = Field(
+        "ddim",
+        description="method 'onthefly': ddim (the paper's) or ddpm (segakit's faster variant, keeps more of the image).",
+    )
+    source_caption: str | None = Field(
+        None,
+        description="What the image shows (skips the captioner; needed on models without one; the embedded model has its own).",
+    )
+    captions_before: list[str] = Field(
+        default_factory=list, description="Captions of the image before the edit (default: the source caption)."
+    )
+    captions_after: list[str] = Field(
+        default_factory=list,
+        description="Captions after the edit (skip the caption writer; needed on models without one; the embedded model has its own).",
+    )
+    concepts: list[str] = Field(
+        default_factory=list, description="method 'sega': the concepts to add or remove, e.g. '+glasses', '-beard'."
+    )
     captions: Int = Field(3, description="Captions the caption writer writes per side.")
     seed: Int = 0
-    steps: Int | None = Field(None, description="Inversion steps = edit steps (default 25, or the server's limit when lower).")
-    guidance: float | None = Field(None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion).")
-    mask: float = Field(0.0, ge=0, lt=1, description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image).")
-    blend_dilate: Int = Field(0, ge=0, le=8, description="with blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (keeps a noise-masked edit in one piece).")
-    threshold: float = Field(0.9, ge=0, lt=1, description="method 'sega': the masks' quantile (LEDITS++: 0.9; with sega_mask 'noise' and blend, 0.99 edits more and keeps more of the image than LEDITS++'s defaults on the embedded model).")
-    sega_mask: Literal["intersect", "attention", "noise"] = Field("intersect", description="method 'sega': the masks each concept's guidance goes through: intersect (LEDITS++'s: attention and noise mask), attention or noise alone (SEGA's own quantile mask).")
-    blend: bool = Field(False, description="method 'sega', or onthefly on a DDPM inversion with a mask: outside the masks of the steps so far, hold the inversion's own latents (keeps more of the image, edits less often).")
+    steps: Int | None = Field(
+        None, description="Inversion steps = edit steps (default 25, or the server's limit when lower)."
+    )
+    guidance: float | None = Field(
+        None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion)."
+    )
+    mask: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image).",
+    )
+    blend_dilate: Int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="with blend: grow each step's mask by this many latent pixels before it joins the region the edit may change (keeps a noise-masked edit in one piece).",
+    )
+    threshold: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="method 'sega': the masks' quantile (LEDITS++: 0.9; with sega_mask 'noise' and blend, 0.99 edits more and keeps more of the image than LEDITS++'s defaults on the embedded model).",
+    )
+    sega_mask: Literal["intersect", "attention", "noise"] = Field(
+        "intersect",
+        description="method 'sega': the masks each concept's guidance goes through: intersect (LEDITS++'s: attention and noise mask), attention or noise alone (SEGA's own quantile mask).",
+    )
+    blend: bool = Field(
+        False,
+        description="method 'sega', or onthefly on a DDPM inversion with a mask: outside the masks of the steps so far, hold the inversion's own latents (keeps more of the image, edits less often).",
+    )
 
 
 class ImageOut(BaseModel):
@@ -159,25 +209,41 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
     from segakit.sega.defaults import default_steps
 
     if req.model is not None and req.model != model:
-        raise UserError(f"model {req.model!r} is not this server's model; it serves {model!r} (leave model out or name it).")
+        raise UserError(
+            f"model {req.model!r} is not this server's model; it serves {model!r} (leave model out or name it)."
+        )
     for name in ("loras", "embeddings", "library", "apply_guidance"):
         if getattr(req, name):
             raise UserError(f"{name} names files on the server, which the HTTP API does not take; use segakit generate for it.")  # fmt: skip
-    steps = min(default_steps(model), limits.max_steps) if req.steps is None else req.steps  # left out: what the server allows
+    steps = (
+        min(default_steps(model), limits.max_steps) if req.steps is None else req.steps
+    )  # left out: what the server allows
     if steps > limits.max_steps:
-        raise UserError(f"{arg('steps')} {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer.")
+        raise UserError(
+            f"{arg('steps')} {steps} is above this server's limit of {limits.max_steps}; ask for {limits.max_steps} or fewer."
+        )
     if req.num_images > limits.max_images:
-        raise UserError(f"{arg('num_images')} {req.num_images} is above this server's limit of {limits.max_images} images per request.")
+        raise UserError(
+            f"{arg('num_images')} {req.num_images} is above this server's limit of {limits.max_images} images per request."
+        )
     if len(req.edits) > limits.max_concepts:
-        raise UserError(f"{len(req.edits)} {arg('edits')} were given; this server takes at most {limits.max_concepts} concepts per request.")
+        raise UserError(
+            f"{len(req.edits)} {arg('edits')} were given; this server takes at most {limits.max_concepts} concepts per request."
+        )
     if req.sweep is not None and len(req.sweep) > limits.max_sweep:
-        raise UserError(f"{arg('sweep')} has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip.")
+        raise UserError(
+            f"{arg('sweep')} has {len(req.sweep)} scales; this server renders at most {limits.max_sweep} per strip."
+        )
     for name in ("height", "width"):
         value = getattr(req, name)
         if value is not None and not (8 <= value <= limits.max_side and value % 8 == 0):
-            raise UserError(f"{arg(name)} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels.")
+            raise UserError(
+                f"{arg(name)} {value} is not a multiple of 8 between 8 and this server's limit of {limits.max_side} pixels."
+            )
     if req.seed > MAX_SEED - limits.max_images:
-        raise UserError(f"{arg('seed')} {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}.")
+        raise UserError(
+            f"{arg('seed')} {req.seed} is too large; use a whole number from 0 to {MAX_SEED - limits.max_images}."
+        )
     if not 0 <= req.eta <= 1:
         raise UserError(f"{arg('eta')} {req.eta} is outside [0, 1]; 0 is DDIM, 1 is DDPM-like sampling.")
     if req.directions and library is None:
@@ -191,7 +257,9 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
     )  # fmt: skip
     params.validate()
     if ((params.fair and params.fair_method == "directions") or params.safe or params.enhance) and library is None:
-        raise UserError(f"fair, safe and enhance need a direction library, and model {model!r} has none on this server.")
+        raise UserError(
+            f"fair, safe and enhance need a direction library, and model {model!r} has none on this server."
+        )
     return params
 
 

@@ -24,7 +24,9 @@ def create_app(service: Service):
 
     api = build_api(service)
     # system fonts: the default theme would fetch Google's, and nothing may be fetched
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
     app = gr.mount_gradio_app(api, build_app(service), path="/", ssr_mode=False, theme=theme, footer_links=["api"],
                               max_file_size=service.config.limits.max_body_bytes)  # fmt: skip
     return Guard(app, service.config.token, service.config.limits.max_body_bytes)
@@ -38,6 +40,12 @@ def serve(config: ServeConfig, log_level: str = "info") -> None:
     logging.getLogger("segakit.serve").setLevel(getattr(logging, log_level.upper(), logging.INFO))
     service = Service.load(config)
     try:
-        uvicorn.run(create_app(service), host=config.host, port=config.port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S)
+        uvicorn.run(
+            create_app(service),
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
     finally:
         service.close()

@@ -61,6 +61,7 @@ class Service:
 
     def health(self) -> dict:
         from segakit import __version__
+
         stats = self.worker.stats
         return {
             "status": "ok", "segakit_version": __version__, "model": self.config.model,

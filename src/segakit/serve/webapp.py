@@ -25,15 +25,21 @@ KEEP_DOWNLOADS_S = 3600  # written PNGs older than this are removed when a new o
 STRIP_POINTS = 5
 
 
-EDIT_HELP_EMBEDDED = ("Give an instruction: the embedded model captions the image and writes the captions before and after "
-                      "the edit with its own small captioner and caption writer (shown with the result). To use your own, "
-                      "say what the image shows and, for Pix2Pix-OnTheFly, what it should show after (one caption a line); "
-                      "for SEGA, the concepts (`+glasses`, `-beard`, one a line).")
-EDIT_HELP_CAPTIONER = ("The embedded model captions the image itself (its own small captioner; a caption of yours skips it). Say "
-                       "what the image should show after the edit (one caption a line) for Pix2Pix-OnTheFly: its caption "
-                       "writer is not shipped yet. For SEGA, the concepts (`+glasses`, `-beard`, one a line).")
-EDIT_HELP = ("This model has no captioner or caption writer: say what the image shows and, for Pix2Pix-OnTheFly, what it "
-             "should show after (one caption a line); for SEGA, the concepts (`+glasses`, `-beard`, one a line).")
+EDIT_HELP_EMBEDDED = (
+    "Give an instruction: the embedded model captions the image and writes the captions before and after "
+    "the edit with its own small captioner and caption writer (shown with the result). To use your own, "
+    "say what the image shows and, for Pix2Pix-OnTheFly, what it should show after (one caption a line); "
+    "for SEGA, the concepts (`+glasses`, `-beard`, one a line)."
+)
+EDIT_HELP_CAPTIONER = (
+    "The embedded model captions the image itself (its own small captioner; a caption of yours skips it). Say "
+    "what the image should show after the edit (one caption a line) for Pix2Pix-OnTheFly: its caption "
+    "writer is not shipped yet. For SEGA, the concepts (`+glasses`, `-beard`, one a line)."
+)
+EDIT_HELP = (
+    "This model has no captioner or caption writer: say what the image shows and, for Pix2Pix-OnTheFly, what it "
+    "should show after (one caption a line); for SEGA, the concepts (`+glasses`, `-beard`, one a line)."
+)
 
 
 def edit_help(model: str) -> str:
@@ -82,7 +88,9 @@ class App:
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception as exc:
             if type(exc).__name__ == "ValidationError":  # a widget value pydantic refuses (e.g. an empty concept field)
-                raise gr.Error(f"A setting is not valid: {exc.errors()[0].get('msg', exc)}.", print_exception=False) from None
+                raise gr.Error(
+                    f"A setting is not valid: {exc.errors()[0].get('msg', exc)}.", print_exception=False
+                ) from None
             raise
 
     def _save(self, image: Image) -> str:
@@ -170,7 +178,12 @@ class App:
         path = self.downloads / f"segakit-edit-seed{meta['seed']}-{time.time_ns() % 10**12}.png"
         path.write_bytes(done.png)
         before = meta.get("captions_before") or [meta.get("source_caption") or ""]
-        written = "before: " + " | ".join(before) + "\nafter: " + " | ".join(meta.get("captions_after") or meta.get("concepts") or [])
+        written = (
+            "before: "
+            + " | ".join(before)
+            + "\nafter: "
+            + " | ".join(meta.get("captions_after") or meta.get("concepts") or [])
+        )
         return _pil(done), meta.get("source_caption") or "", written, [str(path)]
 
     # --- layout -----------------------------------------------------------------------------------------------
@@ -182,32 +195,72 @@ class App:
             with gr.Tab("Generate", elem_id="tab-generate"):
                 with gr.Row():
                     with gr.Column(scale=3):
-                        prompt = gr.Textbox(label="Prompt", value=b.prompt, placeholder="a face of a person", elem_id="prompt")
+                        prompt = gr.Textbox(
+                            label="Prompt", value=b.prompt, placeholder="a face of a person", elem_id="prompt"
+                        )
                         negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
                         with gr.Row():
                             seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, elem_id="seed")
                             steps = gr.Slider(1, self.max_steps, value=b.steps, step=1, label="Steps", elem_id="steps")
-                            guidance = gr.Slider(0, 20, value=b.guidance, step=0.5, label="Guidance", elem_id="guidance")
+                            guidance = gr.Slider(
+                                0, 20, value=b.guidance, step=0.5, label="Guidance", elem_id="guidance"
+                            )
                         gr.Markdown("### Concepts")
                         actives, groups, rows, removes = [], [], [], []
                         for i, r in enumerate(b.rows):
                             actives.append(gr.Checkbox(value=False, visible=False, elem_id=f"active-{i}"))
                             with gr.Group(visible=False, elem_id=f"concept-row-{i}") as group:
                                 with gr.Row():
-                                    concept = gr.Textbox(label=f"Concept {i + 1}", value="", placeholder="glasses", elem_id=f"concept-{i}", scale=3)
-                                    direction = gr.Radio([ADD, REMOVE], value=ADD, label="Direction", elem_id=f"direction-{i}", scale=2)
+                                    concept = gr.Textbox(
+                                        label=f"Concept {i + 1}",
+                                        value="",
+                                        placeholder="glasses",
+                                        elem_id=f"concept-{i}",
+                                        scale=3,
+                                    )
+                                    direction = gr.Radio(
+                                        [ADD, REMOVE], value=ADD, label="Direction", elem_id=f"direction-{i}", scale=2
+                                    )
                                     removes.append(gr.Button("Remove", elem_id=f"remove-{i}", scale=1, size="sm"))
                                 with gr.Row():
-                                    scale = gr.Slider(0, 30, value=r.scale, step=0.5, label="Scale", elem_id=f"scale-{i}")
-                                    threshold = gr.Slider(0, 0.99, value=r.threshold, step=0.01, label="Threshold", elem_id=f"threshold-{i}")
-                                    warmup = gr.Slider(0, self.max_steps, value=min(r.warmup, self.max_steps), step=1, label="Warm-up", elem_id=f"warmup-{i}")
-                                    cooldown = gr.Slider(1, self.max_steps, value=r.cooldown, step=1, label="Cool-down (right end: never)", elem_id=f"cooldown-{i}")
-                                    weight = gr.Slider(0, 5, value=r.weight, step=0.1, label="Weight", elem_id=f"weight-{i}")
+                                    scale = gr.Slider(
+                                        0, 30, value=r.scale, step=0.5, label="Scale", elem_id=f"scale-{i}"
+                                    )
+                                    threshold = gr.Slider(
+                                        0,
+                                        0.99,
+                                        value=r.threshold,
+                                        step=0.01,
+                                        label="Threshold",
+                                        elem_id=f"threshold-{i}",
+                                    )
+                                    warmup = gr.Slider(
+                                        0,
+                                        self.max_steps,
+                                        value=min(r.warmup, self.max_steps),
+                                        step=1,
+                                        label="Warm-up",
+                                        elem_id=f"warmup-{i}",
+                                    )
+                                    cooldown = gr.Slider(
+                                        1,
+                                        self.max_steps,
+                                        value=r.cooldown,
+                                        step=1,
+                                        label="Cool-down (right end: never)",
+                                        elem_id=f"cooldown-{i}",
+                                    )
+                                    weight = gr.Slider(
+                                        0, 5, value=r.weight, step=0.1, label="Weight", elem_id=f"weight-{i}"
+                                    )
                             groups.append(group)
                             rows.append([actives[-1], concept, direction, scale, threshold, warmup, cooldown, weight])
                         add = gr.Button("Add concept", elem_id="add-concept", size="sm")
                         with gr.Accordion("Directions (self-discovered, h-space)", open=False):
-                            strengths = [gr.Slider(-1.5, 1.5, value=0, step=0.05, label=f"{n} (lambda)", elem_id=f"dir-{n}") for n in self.names]
+                            strengths = [
+                                gr.Slider(-1.5, 1.5, value=0, step=0.05, label=f"{n} (lambda)", elem_id=f"dir-{n}")
+                                for n in self.names
+                            ]
                             with gr.Row():
                                 fair = gr.Dropdown(self.fair_choices, value=NO_FAIR, label="Fair", elem_id="fair")
                                 safe = gr.Checkbox(label="Safe", elem_id="safe")
@@ -215,45 +268,112 @@ class App:
                         with gr.Row():
                             run = gr.Button("Generate", variant="primary", elem_id="generate")
                             strip_btn = gr.Button("Strength strip", elem_id="strip")
-                        restore = gr.File(label="Drop a segakit PNG here to restore its settings", file_types=[".png"], elem_id="restore")
+                        restore = gr.File(
+                            label="Drop a segakit PNG here to restore its settings",
+                            file_types=[".png"],
+                            elem_id="restore",
+                        )
                     with gr.Column(scale=2):
                         with gr.Row():
-                            before = gr.Image(label="Before (plain)", type="pil", format="png", height=280, elem_id="before", buttons=["fullscreen"], interactive=False)
-                            after = gr.Image(label="After (with concepts)", type="pil", format="png", height=280, elem_id="after", buttons=["fullscreen"], interactive=False)
+                            before = gr.Image(
+                                label="Before (plain)",
+                                type="pil",
+                                format="png",
+                                height=280,
+                                elem_id="before",
+                                buttons=["fullscreen"],
+                                interactive=False,
+                            )
+                            after = gr.Image(
+                                label="After (with concepts)",
+                                type="pil",
+                                format="png",
+                                height=280,
+                                elem_id="after",
+                                buttons=["fullscreen"],
+                                interactive=False,
+                            )
                         status = gr.Markdown("", elem_id="status")
                         download = gr.File(label="Download the PNGs (edited, then plain; they carry their parameters)", file_count="multiple",
                                            elem_id="download", interactive=False)  # fmt: skip
-                        strip_img = gr.Image(label="Strength strip (first concept)", type="pil", format="png", height=160, elem_id="strip-image", buttons=["fullscreen"], interactive=False)
-                        strip_file = gr.File(label="Download the strip", file_count="multiple", elem_id="strip-download", interactive=False)
-                        params_box = gr.Code(label="Parameters", language="json", elem_id="parameters", interactive=False)
+                        strip_img = gr.Image(
+                            label="Strength strip (first concept)",
+                            type="pil",
+                            format="png",
+                            height=160,
+                            elem_id="strip-image",
+                            buttons=["fullscreen"],
+                            interactive=False,
+                        )
+                        strip_file = gr.File(
+                            label="Download the strip",
+                            file_count="multiple",
+                            elem_id="strip-download",
+                            interactive=False,
+                        )
+                        params_box = gr.Code(
+                            label="Parameters", language="json", elem_id="parameters", interactive=False
+                        )
             with gr.Tab("Edit", elem_id="tab-edit"):
                 gr.Markdown(edit_help(self.service.config.model), elem_id="edit-help")
                 with gr.Row():
                     with gr.Column():
                         source = gr.Image(label="Image to edit", type="pil", elem_id="edit-source")
-                        instruction = gr.Textbox(label="Instruction", placeholder="give her glasses", elem_id="edit-instruction")
+                        instruction = gr.Textbox(
+                            label="Instruction", placeholder="give her glasses", elem_id="edit-instruction"
+                        )
                         method = gr.Radio(["onthefly", "sega"], value="onthefly", label="Method", elem_id="edit-method")
                         inversion = gr.Radio(["ddim", "ddpm"], value="ddim", label="Inversion (onthefly: ddim is the paper's, ddpm keeps more of the image)",
                                              elem_id="edit-inversion")  # fmt: skip
-                        source_caption = gr.Textbox(label="What the image shows", value="", placeholder="a face of a woman", elem_id="edit-source-caption")
-                        edit_after = gr.Textbox(label="Captions after the edit (onthefly)", lines=2, value="", placeholder="a face of a woman with glasses", elem_id="edit-after")
-                        concepts = gr.Textbox(label="Concepts (sega)", lines=2, value="", placeholder="+glasses", elem_id="edit-concepts")
+                        source_caption = gr.Textbox(
+                            label="What the image shows",
+                            value="",
+                            placeholder="a face of a woman",
+                            elem_id="edit-source-caption",
+                        )
+                        edit_after = gr.Textbox(
+                            label="Captions after the edit (onthefly)",
+                            lines=2,
+                            value="",
+                            placeholder="a face of a woman with glasses",
+                            elem_id="edit-after",
+                        )
+                        concepts = gr.Textbox(
+                            label="Concepts (sega)", lines=2, value="", placeholder="+glasses", elem_id="edit-concepts"
+                        )
                         edit_steps = gr.Slider(1, self.service.config.limits.max_steps, value=min(25, self.service.config.limits.max_steps), step=1,
                                                label="Steps", elem_id="edit-steps")  # fmt: skip
                         with gr.Row():
-                            edit_guidance = gr.Number(0, label="Guidance (0: the method's default)", minimum=0, elem_id="edit-guidance")
+                            edit_guidance = gr.Number(
+                                0, label="Guidance (0: the method's default)", minimum=0, elem_id="edit-guidance"
+                            )
                             edit_mask = gr.Slider(0, 0.99, value=0, step=0.01, label="Mask (onthefly on ddpm; 0.98 with guidance 5 keeps more)",
                                                   elem_id="edit-mask")  # fmt: skip
-                            edit_blend = gr.Checkbox(False, label="Blend (sega, or a mask: hold the rest on the input)", elem_id="edit-blend")
+                            edit_blend = gr.Checkbox(
+                                False, label="Blend (sega, or a mask: hold the rest on the input)", elem_id="edit-blend"
+                            )
                         with gr.Row():
                             sega_mask = gr.Radio(["intersect", "attention", "noise"], value="intersect", label="SEGA masks (noise, threshold 0.99, blend: keeps more)",
                                                  elem_id="edit-sega-mask")  # fmt: skip
-                            threshold = gr.Slider(0, 0.995, value=0.9, step=0.005, label="Threshold (sega)", elem_id="edit-threshold")
-                            blend_dilate = gr.Slider(0, 8, value=0, step=1, label="Blend dilation (latent pixels)", elem_id="edit-blend-dilate")
+                            threshold = gr.Slider(
+                                0, 0.995, value=0.9, step=0.005, label="Threshold (sega)", elem_id="edit-threshold"
+                            )
+                            blend_dilate = gr.Slider(
+                                0,
+                                8,
+                                value=0,
+                                step=1,
+                                label="Blend dilation (latent pixels)",
+                                elem_id="edit-blend-dilate",
+                            )
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-run")
                     with gr.Column():
-                        caption_box = gr.Textbox(label="Caption of the image", interactive=False, elem_id="edit-caption")
-                        captions_box = gr.Textbox(label="Captions used (before / after)", lines=4, interactive=False, elem_id="edit-captions")
+                        caption_box = gr.Textbox(
+                            label="Caption of the image", interactive=False, elem_id="edit-caption"
+                        )
+                        captions_box = gr.Textbox(
+                            label="Captions used (before / after)", lines=4, interactive=False, elem_id="edit-captions"
+                        )
                         result = gr.Image(label="Result", type="pil", interactive=False, elem_id="edit-result")
                         edit_file = gr.File(label="Download the edited PNG (it carries the edit's parameters)", file_count="multiple",
                                             elem_id="edit-download", interactive=False)  # fmt: skip
@@ -261,7 +381,18 @@ class App:
                                         sega_mask, threshold, blend_dilate],
                                [result, caption_box, captions_box, edit_file], concurrency_limit=1, api_name="edit")  # fmt: skip
 
-            flat = [prompt, negative, seed, steps, guidance, *[c for row in rows for c in row], *strengths, fair, safe, enhance]
+            flat = [
+                prompt,
+                negative,
+                seed,
+                steps,
+                guidance,
+                *[c for row in rows for c in row],
+                *strengths,
+                fair,
+                safe,
+                enhance,
+            ]
             outputs = [before, after, download, params_box, status]
             # the endpoints meant for callers (gradio_client: /generate, /strip, /edit); the UI's own events are private
             run.click(self.full, flat, outputs, concurrency_limit=1, api_name="generate")
@@ -269,7 +400,14 @@ class App:
             for slider in [guidance, *[c for row in rows for c in row[3:]], *strengths]:
                 slider.input(self.preview, flat, [after, status], trigger_mode="always_last", show_progress="hidden", concurrency_limit=1,
                              api_visibility="private")  # fmt: skip
-                slider.release(self.slider_release, flat, outputs, trigger_mode="always_last", concurrency_limit=1, api_visibility="private")
+                slider.release(
+                    self.slider_release,
+                    flat,
+                    outputs,
+                    trigger_mode="always_last",
+                    concurrency_limit=1,
+                    api_visibility="private",
+                )
             add.click(self.add_row, actives, [*actives, *groups], api_visibility="private")
             for i, button in enumerate(removes):
                 button.click(self.remove_row(i), actives, [*actives, *groups], api_visibility="private")

@@ -64,7 +64,7 @@ class Job:
 
     @property
     def wait_seconds(self) -> float:
-        return ((self.started or time.monotonic()) - self.submitted)
+        return (self.started or time.monotonic()) - self.submitted
 
     @property
     def run_seconds(self) -> float:
@@ -173,8 +173,15 @@ class Worker:
         else:
             self._resolve(job, "ok", result=result)
 
-    def _resolve(self, job: Job, status: str, message: str | None = None, *, exc: BaseException | None = None,
-                 result: object = None) -> None:
+    def _resolve(
+        self,
+        job: Job,
+        status: str,
+        message: str | None = None,
+        *,
+        exc: BaseException | None = None,
+        result: object = None,
+    ) -> None:
         """Record the job, free its slot, then hand its outcome to the waiting request: a client that submits again
         the moment its result arrives finds the slot free (resolving first let it be told "busy")."""
         job.finished = time.monotonic()

@@ -21,7 +21,18 @@ from segakit.train.config import runs_root, text_encoder_done
 
 STAGES = ("tokenizer", "autoencoder", "clip", "text_encoder", "cache", "decoder", "unet", "assemble")
 # The decoder stage: the autoencoder's decoder fine-tuned with its encoder frozen (latents unchanged).
-DECODER_ARGS = ["--decoder_only", "true", "--max_steps", "4000", "--lr", "2e-4", "--warmup", "50", "--data_offset", "1000000"]
+DECODER_ARGS = [
+    "--decoder_only",
+    "true",
+    "--max_steps",
+    "4000",
+    "--lr",
+    "2e-4",
+    "--warmup",
+    "50",
+    "--data_offset",
+    "1000000",
+]
 
 
 def _done(stage: str) -> bool:

@@ -131,7 +131,9 @@ def train(cfg: AutoencoderConfig) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     if cfg.decoder_only:
-        vae = AutoencoderKL.from_pretrained(cfg.init or runs_root() / "autoencoder" / "final", torch_dtype=torch.float32).to(device)
+        vae = AutoencoderKL.from_pretrained(
+            cfg.init or runs_root() / "autoencoder" / "final", torch_dtype=torch.float32
+        ).to(device)
         frozen = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
         for p in frozen:
             p.requires_grad_(False)
@@ -144,7 +146,10 @@ def train(cfg: AutoencoderConfig) -> Path:
     step = state["step"] if state else 0
     n_params = sum(p.numel() for p in trainable)
     what = "decoder fine-tune" if cfg.decoder_only else "autoencoder"
-    print(f"{what}: {n_params / 1e6:.2f}M trainable params, {'resuming at step ' + str(step) if state else 'from scratch'} -> {run}", flush=True)
+    print(
+        f"{what}: {n_params / 1e6:.2f}M trainable params, {'resuming at step ' + str(step) if state else 'from scratch'} -> {run}",
+        flush=True,
+    )
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen = time.time(), 0
@@ -164,7 +169,10 @@ def train(cfg: AutoencoderConfig) -> Path:
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             dt = time.time() - t_last
             rec = {k: round(v.item(), 5) for k, v in out.items()}
-            print(f"step {step}/{cfg.max_steps} loss {rec['loss']:.4f} l1 {rec['l1']:.4f} edge {rec['edge']:.4f} kl {rec['kl']:.1f} lr {lr:.2e}", flush=True)
+            print(
+                f"step {step}/{cfg.max_steps} loss {rec['loss']:.4f} l1 {rec['l1']:.4f} edge {rec['edge']:.4f} kl {rec['kl']:.1f} lr {lr:.2e}",
+                flush=True,
+            )
             print(f"  throughput {seen / dt:.1f} img/s, {dt / max(1, seen // cfg.batch_size):.2f} s/step", flush=True)
             metrics.write(json.dumps({"step": step, "lr": lr, "img_per_s": seen / dt, **rec}) + "\n")
             metrics.flush()
@@ -173,7 +181,9 @@ def train(cfg: AutoencoderConfig) -> Path:
             psnr = save_preview(vae, run / "recon.png", device)
             print(f"  preview psnr {psnr:.2f} dB -> {run / 'recon.png'}", flush=True)
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-            save_checkpoint(run / "ckpt", model=vae.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt", model=vae.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)}
+            )
     metrics.close()
     if cfg.decoder_only:  # same encoder, same latents: keep the scaling factor the cache was made with
         scale = vae.config.scaling_factor
@@ -184,7 +194,9 @@ def train(cfg: AutoencoderConfig) -> Path:
     tmp = run / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     vae.to("cpu").save_pretrained(tmp, safe_serialization=True)
-    (tmp / "training.json").write_text(json.dumps({"step": step, "psnr_db": psnr, "scaling_factor": scale, "config": config_dict(cfg)}, indent=1))
+    (tmp / "training.json").write_text(
+        json.dumps({"step": step, "psnr_db": psnr, "scaling_factor": scale, "config": config_dict(cfg)}, indent=1)
+    )
     replace_dir(tmp, run / "final")
     print(f"{what} done: scaling_factor {scale:.4f}, preview psnr {psnr:.2f} dB -> {run / 'final'}", flush=True)
     return run / "final"

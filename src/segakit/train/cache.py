@@ -42,7 +42,9 @@ from segakit.train.data import TRAIN_SEED, batch_at
 class CacheConfig:
     out: str = ""  # default: $SEGAKIT_RUNS/cache
     vae: str = ""  # default: $SEGAKIT_RUNS/autoencoder/final
-    text_encoder: str = ""  # default: $SEGAKIT_RUNS/text_encoder/model/text_encoder if that stage finished, else clip/text_encoder
+    text_encoder: str = (
+        ""  # default: $SEGAKIT_RUNS/text_encoder/model/text_encoder if that stage finished, else clip/text_encoder
+    )
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     device: str = "cpu"
     threads: int = 0
@@ -63,8 +65,16 @@ class Sources:
 
 def load_sources(cfg: CacheConfig, device: torch.device) -> Sources:
     root = runs_root()
-    vae = AutoencoderKL.from_pretrained(cfg.vae or root / "autoencoder" / "final", torch_dtype=torch.float32).to(device).eval()
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
+    vae = (
+        AutoencoderKL.from_pretrained(cfg.vae or root / "autoencoder" / "final", torch_dtype=torch.float32)
+        .to(device)
+        .eval()
+    )
+    text = (
+        CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32)
+        .to(device)
+        .eval()
+    )
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
     return Sources(vae, text, tok)
 
@@ -72,7 +82,9 @@ def load_sources(cfg: CacheConfig, device: torch.device) -> Sources:
 @torch.no_grad()
 def encode_text(src: Sources, captions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and last hidden states, padded to ``model_max_length`` as StableDiffusionPipeline does."""
-    ids = src.tokenizer(captions, padding="max_length", max_length=src.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = src.tokenizer(
+        captions, padding="max_length", max_length=src.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     hidden = src.text_encoder(ids.to(device))[0]
     return ids, hidden
 
@@ -100,7 +112,12 @@ def write_shard(cfg: CacheConfig, src: Sources, index: int, out: Path, device: t
     name = f"shard-{index:05d}"
     tensors = {"latents": torch.cat(latents), "hidden": torch.cat(hiddens), "input_ids": torch.cat(ids_all)}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    meta = {"seed": str(cfg.seed), "start": str(first), "count": str(count), "scaling_factor": str(src.vae.config.scaling_factor)}
+    meta = {
+        "seed": str(cfg.seed),
+        "start": str(first),
+        "count": str(count),
+        "scaling_factor": str(src.vae.config.scaling_factor),
+    }
     with open(out / f"{name}.jsonl.tmp", "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in records)
     save_file(tensors, out / f"{name}.safetensors.tmp", metadata=meta)
@@ -186,8 +203,7 @@ class Cache:
         hid = np.stack([self.hidden[s][i] for s, i in zip(shard, local)])
         return torch.from_numpy(lat).float(), torch.from_numpy(hid).float()
 
-
-    def preload(self, device: torch.device) -> "LoadedCache":
+    def preload(self, device: torch.device) -> LoadedCache:
         """Every row read into memory on ``device`` (float16), for fast random batches on a GPU."""
         lat = torch.cat([torch.from_numpy(np.ascontiguousarray(x)) for x in self.latents]).to(device)
         hid = torch.cat([torch.from_numpy(np.ascontiguousarray(x)) for x in self.hidden]).to(device)

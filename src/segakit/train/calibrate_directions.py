@@ -42,7 +42,9 @@ class CalibrateConfig:
     pair_strength: float = 0.5  # 0: no pairs
     margin: float = 0.1  # a recipe within this share of the best that is simpler wins (32 seeds: a share's noise ~0.08)
     balance: bool = True  # also write the draw shares that even out what the images show (library.json's draws)
-    figure: str = ""  # also draw, per value, its own direction's images and the chosen recipe's (same seeds) as a PNG here
+    figure: str = (
+        ""  # also draw, per value, its own direction's images and the chosen recipe's (same seeds) as a PNG here
+    )
     figure_seeds: int = 8
     steps: int = 25
     threads: int = 0
@@ -109,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.balance:
         draw = balanced_draw(plan, reads, values)
         summary["draw"] = {v: round(p, 4) for v, p in draw.items()}
-        summary["expected_shares_balanced"] = {w: round(x, 3) for w, x in expected_shares(plan, reads, values, draw).items()}
+        summary["expected_shares_balanced"] = {
+            w: round(x, 3) for w, x in expected_shares(plan, reads, values, draw).items()
+        }
     index_path = folder / "library.json"
     index = json.loads(index_path.read_text())
     kept = {n: r for n, r in index.get("recipes", {}).items() if n.split("=", 1)[0] != cfg.attribute}
@@ -123,8 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     save_index(index_path, index)
     for v, (r, s) in chosen.items():
         was = f"{own_reads[v]:.2f}" if own_reads[v] is not None else "-"
-        print(f"{key(cfg.attribute, v)}: {' + '.join(f'{n}@{x:g}' for n, x in r)} shows it in {s:.2f} (its own direction {was})")
-    print("expected shares with equal draws: " + ", ".join(f"{w} {x:.2f}" for w, x in summary["expected_shares"].items()))
+        print(
+            f"{key(cfg.attribute, v)}: {' + '.join(f'{n}@{x:g}' for n, x in r)} shows it in {s:.2f} (its own direction {was})"
+        )
+    print(
+        "expected shares with equal draws: " + ", ".join(f"{w} {x:.2f}" for w, x in summary["expected_shares"].items())
+    )
     if summary["draw"]:
         print("balanced draw: " + ", ".join(f"{v} {p:.3f}" for v, p in summary["draw"].items()) + "; expected shares then: "
               + ", ".join(f"{w} {x:.2f}" for w, x in summary["expected_shares_balanced"].items()))  # fmt: skip

@@ -100,7 +100,10 @@ def build_tokenizer(cfg: WriterConfig) -> PreTrainedTokenizerFast:
     """Word-level vocabulary of the training texts (and the template for every N up to 10), in first-seen order."""
     pre = pre_tokenizer()
     words: dict[str, None] = dict.fromkeys([UNK, PAD, EOS])
-    texts = [caption_prompt("x", n, "x") + AFTER_MARK + "\n" + "".join(f"Caption {k}: x\n" for k in range(1, 11)) for n in range(1, 11)]
+    texts = [
+        caption_prompt("x", n, "x") + AFTER_MARK + "\n" + "".join(f"Caption {k}: x\n" for k in range(1, 11))
+        for n in range(1, 11)
+    ]
     for i in range(cfg.vocab_texts):
         prompt, rest = text_at(cfg.seed, i, cfg.p_capital)
         texts.append(prompt + rest)
@@ -189,15 +192,25 @@ def train(cfg: WriterConfig) -> Path:
         stop = time.time() > deadline
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
             dt = time.time() - t_last
-            print(f"step {step}/{cfg.max_steps} loss {loss.item():.4f} lr {lr:.2e} | {seen / dt:.1f} texts/s", flush=True)
-            metrics.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr, "texts_per_s": seen / dt, "time": time.time()}) + "\n")
+            print(
+                f"step {step}/{cfg.max_steps} loss {loss.item():.4f} lr {lr:.2e} | {seen / dt:.1f} texts/s", flush=True
+            )
+            metrics.write(
+                json.dumps({"step": step, "loss": loss.item(), "lr": lr, "texts_per_s": seen / dt, "time": time.time()})
+                + "\n"
+            )
             metrics.flush()
             t_last, seen = time.time(), 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(run / "ckpt", model=model.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt", model=model.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)}
+            )
             export(model, tokenizer, run / "model", info())
         if stop:
-            print(f"caption_writer: --max_minutes {cfg.max_minutes} reached at step {step}; run again to resume", flush=True)
+            print(
+                f"caption_writer: --max_minutes {cfg.max_minutes} reached at step {step}; run again to resume",
+                flush=True,
+            )
             break
     metrics.close()
     if not (run / "model").is_dir():

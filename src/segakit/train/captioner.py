@@ -44,7 +44,14 @@ from transformers import (
     BlipProcessor,
 )
 
-from segakit.train.checkpoint import check_export, copy_dir, find_checkpoint, load_checkpoint, save_checkpoint, save_pretrained_dir
+from segakit.train.checkpoint import (
+    check_export,
+    copy_dir,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_pretrained_dir,
+)
 from segakit.train.config import config_dict, lr_at, parse_config, setup_torch
 from segakit.world.captions import SYNONYMS, TEMPLATES, realize
 from segakit.world.dataset import rng_for
@@ -161,9 +168,17 @@ def vision_from_clip(model: BlipForConditionalGeneration, folder: Path, pixel_va
     (the mean per-token mean and spread), folded into the patch, class and position embeddings."""
     from safetensors.torch import load_file
 
-    sd = {k.removeprefix("vision_model."): v.float() for k, v in load_file(folder / "model.safetensors").items() if k.startswith("vision_model.")}
+    sd = {
+        k.removeprefix("vision_model."): v.float()
+        for k, v in load_file(folder / "model.safetensors").items()
+        if k.startswith("vision_model.")
+    }
     emb = model.vision_model.embeddings
-    w, pos, cls = sd["embeddings.patch_embedding.weight"], sd["embeddings.position_embedding.weight"], sd["embeddings.class_embedding"]
+    w, pos, cls = (
+        sd["embeddings.patch_embedding.weight"],
+        sd["embeddings.position_embedding.weight"],
+        sd["embeddings.class_embedding"],
+    )
     patches = torch.nn.functional.conv2d(pixel_values, w, stride=w.shape[-1]).flatten(2).transpose(1, 2)
     e = torch.cat([cls.expand(len(patches), 1, -1), patches], 1) + pos
     mean, spread = e.mean(-1).mean(), e.std(-1, unbiased=False).mean()
@@ -187,13 +202,17 @@ def vision_from_clip(model: BlipForConditionalGeneration, folder: Path, pixel_va
     model.vision_model.post_layernorm.bias.copy_(sd["post_layernorm.bias"])
 
 
-def batch_at(cfg: CaptionerConfig, processor: BlipProcessor, start: int, device: torch.device) -> dict[str, torch.Tensor]:
+def batch_at(
+    cfg: CaptionerConfig, processor: BlipProcessor, start: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     images, captions = [], []
     for i in range(start, start + cfg.batch_size):
         image, caption, _ = example_at(cfg.seed, i, cfg.min_mentions)
         images.append(image)
         captions.append(caption)
-    enc = processor(images=images, text=captions, padding=True, truncation=True, max_length=cfg.max_tokens, return_tensors="pt")
+    enc = processor(
+        images=images, text=captions, padding=True, truncation=True, max_length=cfg.max_tokens, return_tensors="pt"
+    )
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
     return {"pixel_values": enc["pixel_values"].to(device), "input_ids": enc["input_ids"].to(device),
             "attention_mask": enc["attention_mask"].to(device), "labels": labels.to(device)}  # fmt: skip
@@ -212,10 +231,16 @@ def train(cfg: CaptionerConfig) -> Path:
     run = Path(cfg.run)
     run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    processor = build_processor(vocabulary(cfg.vocab_captions, cfg.seed, cfg.min_mentions), run / "vocab", clip_folder(cfg.init_vision) is not None)
+    processor = build_processor(
+        vocabulary(cfg.vocab_captions, cfg.seed, cfg.min_mentions),
+        run / "vocab",
+        clip_folder(cfg.init_vision) is not None,
+    )
     model = build_model(cfg, processor.tokenizer)
     if find_checkpoint(run / "ckpt") is None and clip_folder(cfg.init_vision) is not None:  # a fresh run
-        vision_from_clip(model, clip_folder(cfg.init_vision), batch_at(cfg, processor, 0, torch.device("cpu"))["pixel_values"])
+        vision_from_clip(
+            model, clip_folder(cfg.init_vision), batch_at(cfg, processor, 0, torch.device("cpu"))["pixel_values"]
+        )
     model.to(device)
     groups: dict[tuple[bool, bool], list] = {}
     for n, p in model.named_parameters():  # (image tower?, decayed?)
@@ -248,12 +273,22 @@ def train(cfg: CaptionerConfig) -> Path:
         stop = time.time() > deadline
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
             dt = time.time() - t_last
-            print(f"step {step}/{cfg.max_steps} loss {loss.item():.4f} lr {lr:.2e} | {seen / dt:.1f} samples/s", flush=True)
-            metrics.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": seen / dt, "time": time.time()}) + "\n")
+            print(
+                f"step {step}/{cfg.max_steps} loss {loss.item():.4f} lr {lr:.2e} | {seen / dt:.1f} samples/s",
+                flush=True,
+            )
+            metrics.write(
+                json.dumps(
+                    {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": seen / dt, "time": time.time()}
+                )
+                + "\n"
+            )
             metrics.flush()
             t_last, seen = time.time(), 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(run / "ckpt", model=model.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt", model=model.state_dict(), optimizer=opt, state={"step": step, "config": config_dict(cfg)}
+            )
             export(model, processor, run / "model", info())
         if stop:
             print(f"captioner: --max_minutes {cfg.max_minutes} reached at step {step}; run again to resume", flush=True)

@@ -137,7 +137,9 @@ def check_export(export: str, overwrite: bool) -> None:
     from segakit.core.errors import UserError
 
     if export and Path(export).exists() and not overwrite:
-        raise UserError(f"--export {export!r} exists already; pass --overwrite true to replace it, or export elsewhere.")
+        raise UserError(
+            f"--export {export!r} exists already; pass --overwrite true to replace it, or export elsewhere."
+        )
 
 
 def copy_dir(src: Path, dest: Path) -> Path:

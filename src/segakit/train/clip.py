@@ -95,15 +95,24 @@ def build_model(cfg: ClipConfig, tokenizer: CLIPTokenizer) -> CLIPModel:
 def image_processor() -> CLIPImageProcessor:
     """64x64 in, ``pixel / 127.5 - 1`` out: what the vision tower was trained on."""
     return CLIPImageProcessor(
-        do_resize=True, size={"shortest_edge": 64}, do_center_crop=True, crop_size={"height": 64, "width": 64},
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        do_resize=True,
+        size={"shortest_edge": 64},
+        do_center_crop=True,
+        crop_size={"height": 64, "width": 64},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
 
 
 def tokenize(tokenizer: CLIPTokenizer, captions: list[str], device: torch.device) -> torch.Tensor:
     """Padded to the longest caption of the batch: the pooled (EOS) feature is the same as with full
     padding because the text tower is causal, and short batches cost less."""
-    ids = tokenizer(captions, padding="longest", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    ids = tokenizer(
+        captions, padding="longest", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     return ids.input_ids.to(device)
 
 
@@ -112,7 +121,9 @@ def _pooled(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
 
-def contrastive_loss(model: CLIPModel, images: torch.Tensor, ids: torch.Tensor, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def contrastive_loss(
+    model: CLIPModel, images: torch.Tensor, ids: torch.Tensor, captions: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(input_ids=ids, pixel_values=images)
     # logits in float32 even under bf16 autocast: with a temperature up to 100, bf16 rounding would be ~0.5
     img, txt = F.normalize(out.image_embeds.float(), dim=-1), F.normalize(out.text_embeds.float(), dim=-1)
@@ -165,14 +176,21 @@ def train(cfg: ClipConfig) -> Path:
     model = build_model(cfg, tokenizer).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     state = load_checkpoint(run / "ckpt", model, opt)
     step, next_index = (state["step"], state["next_index"]) if state else (0, 0)
     n_params = sum(p.numel() for p in model.parameters())
     n_text = sum(p.numel() for p in model.text_model.parameters())
-    print(f"clip: {n_params / 1e6:.2f}M params (text tower {n_text / 1e6:.2f}M), "
-          f"{'resuming at step ' + str(step) if state else 'from scratch'} -> {run}", flush=True)
+    print(
+        f"clip: {n_params / 1e6:.2f}M params (text tower {n_text / 1e6:.2f}M), "
+        f"{'resuming at step ' + str(step) if state else 'from scratch'} -> {run}",
+        flush=True,
+    )
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen = time.time(), 0
@@ -183,7 +201,9 @@ def train(cfg: ClipConfig) -> Path:
         batch = batch_at(cfg.seed, next_index, cfg.batch_size, need_caption=True)
         next_index = batch.next_index
         with amp:
-            loss, acc = contrastive_loss(model, batch.images.to(device), tokenize(tokenizer, batch.captions, device), batch.captions)
+            loss, acc = contrastive_loss(
+                model, batch.images.to(device), tokenize(tokenizer, batch.captions, device), batch.captions
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -194,10 +214,18 @@ def train(cfg: ClipConfig) -> Path:
         seen += cfg.batch_size
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             dt = time.time() - t_last
-            print(f"step {step}/{cfg.max_steps} loss {loss.item():.4f} batch top1 {acc.item():.3f} "
-                  f"scale {model.logit_scale.exp().item():.1f} lr {lr:.2e}", flush=True)
+            print(
+                f"step {step}/{cfg.max_steps} loss {loss.item():.4f} batch top1 {acc.item():.3f} "
+                f"scale {model.logit_scale.exp().item():.1f} lr {lr:.2e}",
+                flush=True,
+            )
             print(f"  throughput {seen / dt:.1f} pairs/s, {dt / max(1, seen // cfg.batch_size):.2f} s/step", flush=True)
-            metrics.write(json.dumps({"step": step, "lr": lr, "loss": loss.item(), "batch_top1": acc.item(), "pairs_per_s": seen / dt}) + "\n")
+            metrics.write(
+                json.dumps(
+                    {"step": step, "lr": lr, "loss": loss.item(), "batch_top1": acc.item(), "pairs_per_s": seen / dt}
+                )
+                + "\n"
+            )
             metrics.flush()
             t_last, seen = time.time(), 0
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
@@ -206,8 +234,12 @@ def train(cfg: ClipConfig) -> Path:
             metrics.write(json.dumps({"step": step, **scores}) + "\n")
             metrics.flush()
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-            save_checkpoint(run / "ckpt", model=model.state_dict(), optimizer=opt,
-                            state={"step": step, "next_index": next_index, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt",
+                model=model.state_dict(),
+                optimizer=opt,
+                state={"step": step, "next_index": next_index, "config": config_dict(cfg)},
+            )
     metrics.close()
     scores = evaluate(model, tokenizer, device, cfg.eval_size)
     model.to("cpu")
@@ -218,7 +250,9 @@ def train(cfg: ClipConfig) -> Path:
         if name == "final":
             tokenizer.save_pretrained(tmp)
             image_processor().save_pretrained(tmp)
-            (tmp / "training.json").write_text(json.dumps({"step": step, "eval": scores, "config": config_dict(cfg)}, indent=1))
+            (tmp / "training.json").write_text(
+                json.dumps({"step": step, "eval": scores, "config": config_dict(cfg)}, indent=1)
+            )
         replace_dir(tmp, run / name)
     print(f"clip done: {scores} -> {run / 'final'}", flush=True)
     return run / "final"

@@ -99,7 +99,9 @@ def clip_path(root: Path) -> Path:
 
 def text_encoder_path(root: Path) -> Path:
     """The text encoder the cache and the U-Net use: the text-encoder stage's once finished, else the clip stage's."""
-    return root / "text_encoder" / "model" / "text_encoder" if text_encoder_done(root) else root / "clip" / "text_encoder"
+    return (
+        root / "text_encoder" / "model" / "text_encoder" if text_encoder_done(root) else root / "clip" / "text_encoder"
+    )
 
 
 def lr_at(step: int, base: float, warmup: int, max_steps: int, schedule: str, min_ratio: float = 0.1) -> float:

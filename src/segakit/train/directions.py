@@ -38,7 +38,10 @@ NEUTRAL = "a face of a person"
 RECIPES: dict[str, tuple[str, str | None]] = {
     "presentation=man": ("a face of a man", None),
     "presentation=woman": ("a face of a woman", None),
-    **{f"skin={v}": (f"a face of a person with {v} skin", None) for v in ("light", "medium-light", "medium", "medium-dark", "dark")},
+    **{
+        f"skin={v}": (f"a face of a person with {v} skin", None)
+        for v in ("light", "medium-light", "medium", "medium-dark", "dark")
+    },
     SAFE: (NEUTRAL, "a zombie"),
     "glasses=true": ("a face of a person wearing glasses", None),
     "hat=true": ("a face of a person wearing a hat", None),
@@ -90,7 +93,9 @@ def parse_strengths(text: str) -> dict[str, float]:
         except ValueError:
             raise UserError(f"--strengths {item!r}: write NAME:STRENGTH, e.g. presentation=woman:0.75.") from None
         if name not in RECIPES:
-            raise UserError(f"--strengths {item!r}: {name!r} is not one of the recipe's directions ({', '.join(RECIPES)}).")
+            raise UserError(
+                f"--strengths {item!r}: {name!r} is not one of the recipe's directions ({', '.join(RECIPES)})."
+            )
     return out
 
 
@@ -115,7 +120,11 @@ def main(argv: list[str] | None = None) -> Path:
     if strengths:
         index["strengths"] = strengths
     elsewhere = wants_workers(cfg.workers, cfg.ray)  # else this process makes the images, as it always did
-    with open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1)) if elsewhere else contextlib.nullcontext() as ex:
+    with (
+        open_executor(cfg.workers, cfg.ray, WorkerConfig(threads=cfg.threads or 1))
+        if elsewhere
+        else contextlib.nullcontext() as ex
+    ):
         runner = CallRunner(ex, cfg.model) if elsewhere else None
         for name in names:
             file = name.replace("=", "-") + ".safetensors"
@@ -132,7 +141,10 @@ def main(argv: list[str] | None = None) -> Path:
             index["directions"][name] = file
             _drop_calibration(index, name.split("=", 1)[0])
             save_index(index_path, index)
-            print(f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}", flush=True)
+            print(
+                f"{name}: loss {d.meta['first_loss']:.4f} -> {d.meta['final_loss']:.4f} in {time.perf_counter() - t0:.0f} s -> {file}",
+                flush=True,
+            )
     save_index(index_path, index)  # also when nothing was learned: new --strengths take effect
     return out
 
@@ -145,7 +157,9 @@ def _drop_calibration(index: dict, attribute: str) -> None:
         del recipes[n]
     drew = index.get("draws", {}).pop(attribute, None) is not None
     if index.get("calibration", {}).pop(attribute, None) is not None or dropped or drew:
-        print(f"{attribute}: its calibration no longer holds; rerun python -m segakit.train.calibrate_directions --attribute {attribute}")
+        print(
+            f"{attribute}: its calibration no longer holds; rerun python -m segakit.train.calibrate_directions --attribute {attribute}"
+        )
 
 
 def save_index(path: Path, index: dict) -> None:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import save_file
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from segakit.train.checkpoint import replace_dir
@@ -116,8 +116,12 @@ def assemble(parts: Parts, out: Path, fp16: bool = True, max_mb: float = 60.0) -
     pipe.unet.to(dtype=dtype)
     pipe.vae.to(dtype=dtype)
     clip.to(dtype=dtype)
-    dtypes = {"unet": str(dtype).removeprefix("torch."), "vae": str(dtype).removeprefix("torch."), "text_encoder": "float32",
-              "clip": str(dtype).removeprefix("torch.")}
+    dtypes = {
+        "unet": str(dtype).removeprefix("torch."),
+        "vae": str(dtype).removeprefix("torch."),
+        "text_encoder": "float32",
+        "clip": str(dtype).removeprefix("torch."),
+    }
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -126,8 +130,10 @@ def assemble(parts: Parts, out: Path, fp16: bool = True, max_mb: float = 60.0) -
     clip.save_pretrained(tmp / "clip", safe_serialization=True)
     pipe.tokenizer.save_pretrained(tmp / "clip")
     image_processor().save_pretrained(tmp / "clip")
-    n_params = {name: sum(p.numel() for p in m.parameters()) for name, m in
-                (("unet", pipe.unet), ("vae", pipe.vae), ("text_encoder", pipe.text_encoder), ("clip", clip))}
+    n_params = {
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in (("unet", pipe.unet), ("vae", pipe.vae), ("text_encoder", pipe.text_encoder), ("clip", clip))
+    }
     info = {
         "name": "segakit embedded model (mini SD on the faces world)",
         "dtype": dtypes,
@@ -151,15 +157,20 @@ def assemble(parts: Parts, out: Path, fp16: bool = True, max_mb: float = 60.0) -
         shutil.rmtree(tmp)
         raise SystemExit(f"the assembled model is {size:.1f} MB, over the {max_mb} MB budget; shrink a component.")
     replace_dir(tmp, out)
-    print(f"embedded model: {size:.1f} MB, unet {n_params['unet'] / 1e6:.2f}M, vae {n_params['vae'] / 1e6:.2f}M, "
-          f"text encoder {n_params['text_encoder'] / 1e6:.2f}M, clip {n_params['clip'] / 1e6:.2f}M -> {out}", flush=True)
+    print(
+        f"embedded model: {size:.1f} MB, unet {n_params['unet'] / 1e6:.2f}M, vae {n_params['vae'] / 1e6:.2f}M, "
+        f"text encoder {n_params['text_encoder'] / 1e6:.2f}M, clip {n_params['clip'] / 1e6:.2f}M -> {out}",
+        flush=True,
+    )
     return out
 
 
 def check(folder: Path, steps: int = 2) -> tuple[int, int]:
     """Load ``folder`` with stock diffusers and generate one image; returns its size."""
     pipe = StableDiffusionPipeline.from_pretrained(folder)
-    image = pipe("a smiling woman with glasses", num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "a smiling woman with glasses", num_inference_steps=steps, generator=torch.Generator().manual_seed(0)
+    ).images[0]
     return image.size
 
 

@@ -109,7 +109,9 @@ class Text:
 
 def load_text(cfg: FlowConfig, device: torch.device) -> Text:
     root = runs_root()
-    te = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), dtype=torch.float32, use_safetensors=True)
+    te = CLIPTextModel.from_pretrained(
+        cfg.text_encoder or text_encoder_path(root), dtype=torch.float32, use_safetensors=True
+    )
     slot = sd3_text_encoder(te).to(device).eval().requires_grad_(False)
     return Text(slot, CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer"))
 
@@ -131,9 +133,12 @@ def require_gate(text: Text, cfg: FlowConfig) -> None:
 
     result = gate(SlotHidden(text.slot.cpu()), text.tokenizer, cfg.gate_min_ratio, cfg.gate_max_nuisance)
     if not result.passed:
-        raise SystemExit("the text encoder's SD3 embedding fails the gate (each at least "
-                         f"{cfg.gate_min_ratio} of man/woman): " + ", ".join(result.failures)
-                         + ". Pass --skip_text_encoder_gate true to train on it anyway.")
+        raise SystemExit(
+            "the text encoder's SD3 embedding fails the gate (each at least "
+            f"{cfg.gate_min_ratio} of man/woman): "
+            + ", ".join(result.failures)
+            + ". Pass --skip_text_encoder_gate true to train on it anyway."
+        )
     print("text-encoder gate passed (SD3 slot, hidden_states[-2])", flush=True)
 
 
@@ -144,8 +149,9 @@ def new_model(cfg: FlowConfig, text_dim: int, device: torch.device) -> SD3Transf
 
 
 @torch.no_grad()
-def sample(model: SD3Transformer2DModel, text: Text, prompts: list[str], cfg: FlowConfig, device: torch.device,
-           seed: int = 0) -> torch.Tensor:
+def sample(
+    model: SD3Transformer2DModel, text: Text, prompts: list[str], cfg: FlowConfig, device: torch.device, seed: int = 0
+) -> torch.Tensor:
     """Euler samples (N, 4, 16, 16) of ``prompts`` with classifier-free guidance, as SD3's pipeline samples them."""
     cond, pooled = text.rows(prompts, device)
     ucond, upooled = text.rows([""] * len(prompts), device)
@@ -155,8 +161,12 @@ def sample(model: SD3Transformer2DModel, text: Text, prompts: list[str], cfg: Fl
     was_training = model.training
     model.eval()
     for t in sched.timesteps:
-        v_u, v_c = model(torch.cat([x, x]), encoder_hidden_states=torch.cat([ucond, cond]),
-                         pooled_projections=torch.cat([upooled, pooled]), timestep=t.expand(2 * len(x)).to(device)).sample.chunk(2)
+        v_u, v_c = model(
+            torch.cat([x, x]),
+            encoder_hidden_states=torch.cat([ucond, cond]),
+            pooled_projections=torch.cat([upooled, pooled]),
+            timestep=t.expand(2 * len(x)).to(device),
+        ).sample.chunk(2)
         x = sched.step(v_u + cfg.guidance_scale * (v_c - v_u), t, x).prev_sample
     model.train(was_training)
     return x
@@ -212,15 +222,20 @@ def train(cfg: FlowConfig) -> Path:
     model = new_model(cfg, dim, device)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     ema = EMA(model, cfg.ema_decay)
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     state = load_checkpoint(run / "ckpt", model, opt, ema.shadow)
     step = state["step"] if state else 0
     build_scheduler(cfg.shift).save_pretrained(run / "scheduler")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"flow: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, "
-          f"{f'resuming at step {step}' if state else 'from scratch'} -> {run}", flush=True)
+    print(
+        f"flow: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, "
+        f"{f'resuming at step {step}' if state else 'from scratch'} -> {run}",
+        flush=True,
+    )
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     empty_rows, empty_pooled = text.rows([""], device)
     metrics = open(run / "metrics.jsonl", "a")
@@ -236,7 +251,9 @@ def train(cfg: FlowConfig) -> Path:
         tokens, pooled = text.rows([fresh_caption(r, rng) for r in cache.labels(rows)], device)
         g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)  # noise, levels and dropout of this step
         noise = torch.randn(latents.shape, generator=g).to(device)
-        s = noise_levels(len(latents), cfg.timestep_sampling, cfg.train_shift, g, cfg.logit_mean, cfg.logit_std).to(device)
+        s = noise_levels(len(latents), cfg.timestep_sampling, cfg.train_shift, g, cfg.logit_mean, cfg.logit_std).to(
+            device
+        )
         drop = (torch.rand(len(latents), generator=g) < cfg.p_uncond).to(device)
         tokens = torch.where(drop[:, None, None], empty_rows, tokens)
         pooled = torch.where(drop[:, None], empty_pooled, pooled)
@@ -256,14 +273,25 @@ def train(cfg: FlowConfig) -> Path:
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
             dt = time.time() - t_last
             mean = float(loss_sum) / loss_n
-            print(f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}", flush=True)
+            print(
+                f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}",
+                flush=True,
+            )
             print(f"  throughput {seen / dt:.1f} samples/s, {dt / loss_n:.2f} s/step", flush=True)
-            metrics.write(json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()}) + "\n")
+            metrics.write(
+                json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()})
+                + "\n"
+            )
             metrics.flush()
             t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(run / "ckpt", model=model.state_dict(), ema=ema.shadow, optimizer=opt,
-                            state={"step": step, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt",
+                model=model.state_dict(),
+                ema=ema.shadow,
+                optimizer=opt,
+                state={"step": step, "config": config_dict(cfg)},
+            )
             export_ema(ema, cfg, dim, run, step)
         if step % cfg.sample_every == 0 or step == cfg.max_steps:
             ema_model = new_model(cfg, dim, device)

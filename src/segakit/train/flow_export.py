@@ -40,27 +40,41 @@ def export(cfg) -> Path:
     run = Path(cfg.run) if cfg.run else root / "flow"
     source = run / "transformer_ema"
     if not (source / "config.json").is_file():
-        raise SystemExit(f"--run {str(run)!r} has no transformer_ema/ to export; train it first (python -m segakit.train.flow).")
+        raise SystemExit(
+            f"--run {str(run)!r} has no transformer_ema/ to export; train it first (python -m segakit.train.flow)."
+        )
     out = Path(cfg.export)
     if out.exists() and not (out / "model_index.json").is_file():
-        raise SystemExit(f"--export {str(out)!r} exists and is not an SD3 folder this command wrote; choose another place.")
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), dtype=torch.float32, use_safetensors=True)
+        raise SystemExit(
+            f"--export {str(out)!r} exists and is not an SD3 folder this command wrote; choose another place."
+        )
+    text = CLIPTextModel.from_pretrained(
+        cfg.text_encoder or text_encoder_path(root), dtype=torch.float32, use_safetensors=True
+    )
     tokenizer = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
     slot = sd3_text_encoder(text)
     pipe = StableDiffusion3Pipeline(
         transformer=SD3Transformer2DModel.from_pretrained(source, dtype=torch.float32, use_safetensors=True),
         scheduler=build_scheduler(cfg.shift),
         vae=flow_vae(Path(cfg.vae or vae_path(root))),
-        text_encoder=slot, tokenizer=tokenizer, text_encoder_2=slot, tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None,
+        text_encoder=slot,
+        tokenizer=tokenizer,
+        text_encoder_2=slot,
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
     )
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
     training = json.loads((source / "training.json").read_text()) if (source / "training.json").is_file() else {}
-    info = {"name": "segakit embedded flow model (SD3 MMDiT on the faces world)", "image_size": 64,
-            "latent_shape": [4, 16, 16], "t5_rows": "256 zero rows (the pipeline's default max_sequence_length)",
-            "training": {"flow": training}}
+    info = {
+        "name": "segakit embedded flow model (SD3 MMDiT on the faces world)",
+        "image_size": 64,
+        "latent_shape": [4, 16, 16],
+        "t5_rows": "256 zero rows (the pipeline's default max_sequence_length)",
+        "training": {"flow": training},
+    }
     (tmp / "segakit.json").write_text(json.dumps(info, indent=1))
     replace_dir(tmp, out)
     return out

@@ -47,7 +47,9 @@ def shifted(s: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * s / (1 + (shift - 1) * s)
 
 
-def noise_levels(n: int, kind: str, shift: float, generator: torch.Generator, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+def noise_levels(
+    n: int, kind: str, shift: float, generator: torch.Generator, mean: float = 0.0, std: float = 1.0
+) -> torch.Tensor:
     """``n`` training noise levels in (0, 1): ``logit_normal`` or ``uniform``, then shifted."""
     if kind == "logit_normal":
         s = torch.sigmoid(mean + std * torch.randn(n, generator=generator))
@@ -71,16 +73,25 @@ class RepeatedRowAttention:
     def __init__(self, multiplicity: int) -> None:
         self.log_count = math.log(multiplicity)
 
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, n_image = hidden_states.shape[:2]
 
         def heads(x: torch.Tensor) -> torch.Tensor:
             return x.view(b, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
 
         q, k, v = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), heads(attn.to_v(hidden_states))
-        cq, ck, cv = (heads(attn.add_q_proj(encoder_hidden_states)), heads(attn.add_k_proj(encoder_hidden_states)),
-                      heads(attn.add_v_proj(encoder_hidden_states)))
+        cq, ck, cv = (
+            heads(attn.add_q_proj(encoder_hidden_states)),
+            heads(attn.add_k_proj(encoder_hidden_states)),
+            heads(attn.add_v_proj(encoder_hidden_states)),
+        )
         if attn.norm_q is not None:
             q, k = attn.norm_q(q), attn.norm_k(k)
         if attn.norm_added_q is not None:

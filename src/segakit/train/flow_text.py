@@ -44,8 +44,11 @@ def sd3_text_encoder(text_encoder: CLIPTextModel) -> CLIPTextModelWithProjection
     """The embedded text encoder as an SD3 CLIP slot: one extra all-zero layer (an exact identity) and an
     identity ``text_projection`` (see the module docstring)."""
     cfg = text_encoder.config.to_dict()
-    cfg.update(num_hidden_layers=text_encoder.config.num_hidden_layers + 1, projection_dim=text_encoder.config.hidden_size,
-               architectures=["CLIPTextModelWithProjection"])
+    cfg.update(
+        num_hidden_layers=text_encoder.config.num_hidden_layers + 1,
+        projection_dim=text_encoder.config.hidden_size,
+        architectures=["CLIPTextModelWithProjection"],
+    )
     for key in ("model_type", "transformers_version", "_name_or_path"):
         cfg.pop(key, None)
     out = CLIPTextModelWithProjection(CLIPTextConfig(**cfg)).to(torch.float32).eval()
@@ -65,13 +68,18 @@ def sd3_text_encoder(text_encoder: CLIPTextModel) -> CLIPTextModelWithProjection
 @torch.no_grad()
 def tokenize(tokenizer: CLIPTokenizer, prompts: Sequence[str]) -> torch.Tensor:
     """Token ids padded to the tokenizer's ``model_max_length``, as SD3's pipeline pads its CLIP inputs."""
-    return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
 
 
 @torch.no_grad()
-def encode(slot: CLIPTextModelWithProjection, tokenizer: CLIPTokenizer, prompts: Sequence[str],
-           device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def encode(
+    slot: CLIPTextModelWithProjection,
+    tokenizer: CLIPTokenizer,
+    prompts: Sequence[str],
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(tokens (N, L, 2D), pooled (N, 2D))``: SD3's CLIP part for both slots holding ``slot`` (no T5 rows)."""
     out = slot(tokenize(tokenizer, prompts).to(device), output_hidden_states=True)
     hidden, pooled = out.hidden_states[-2].float(), out.text_embeds.float()

@@ -33,7 +33,9 @@ class TrainConfig:
     out_dir: str = "out/oracle"
     export: str = ""  # also write fp16 weights here at the end (e.g. src/segakit/assets/oracle/oracle.safetensors)
     overwrite: bool = False  # --overwrite true: replace an existing --export (the output policy: never unasked)
-    init: str = ""  # start from these oracle weights (a fine-tune) instead of random ones; "shipped" = the packaged oracle
+    init: str = (
+        ""  # start from these oracle weights (a fine-tune) instead of random ones; "shipped" = the packaged oracle
+    )
     autoencoder: str = ""  # diffusers AutoencoderKL folder: a share of the augmented images go through its round trip
     train_seed: int = 1
     eval_seed: int = 100_003  # fresh: never used for training
@@ -61,7 +63,9 @@ def parse_args(argv: list[str]) -> TrainConfig:
     cfg = TrainConfig()
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"expected --key=value, got {arg!r}; keys: {', '.join(f.name for f in dataclasses.fields(cfg))}")
+            raise SystemExit(
+                f"expected --key=value, got {arg!r}; keys: {', '.join(f.name for f in dataclasses.fields(cfg))}"
+            )
         key, val = arg[2:].split("=", 1)
         if not hasattr(cfg, key):
             raise SystemExit(f"unknown config key {key!r}; keys: {', '.join(f.name for f in dataclasses.fields(cfg))}")
@@ -179,7 +183,9 @@ def train(cfg: TrainConfig) -> Path:
     model = OracleNet(OracleConfig(widths=tuple(cfg.widths), feature_dim=cfg.feature_dim)).to(cfg.device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     step = 0
     if cfg.resume and ckpt.exists():
         step = load_checkpoint(ckpt, model, opt)
@@ -189,7 +195,9 @@ def train(cfg: TrainConfig) -> Path:
         print(f"initialised from {cfg.init}")
     roundtrip = autoencoder_roundtrip(cfg.autoencoder, cfg.device) if cfg.autoencoder else None
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"oracle: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size}, {cfg.max_steps} steps, threads {cfg.threads}")
+    print(
+        f"oracle: {n_params / 1e6:.2f}M parameters, batch {cfg.batch_size}, {cfg.max_steps} steps, threads {cfg.threads}"
+    )
 
     gen = torch.Generator().manual_seed(cfg.train_seed * 1_000_003 + step)
     t0, seen, t_data = time.perf_counter(), 0, 0.0

@@ -44,8 +44,15 @@ def fresh_caption(labels: Mapping, rng: np.random.Generator) -> str:
 
 
 @torch.no_grad()
-def encode(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, captions: Sequence[str], device: torch.device) -> torch.Tensor:
+def encode(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, captions: Sequence[str], device: torch.device
+) -> torch.Tensor:
     """Last hidden states (N, L, D), padded to ``model_max_length`` as the cache and StableDiffusionPipeline do."""
-    ids = tokenizer(list(captions), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        list(captions),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     return text_encoder(ids.to(device))[0].float()

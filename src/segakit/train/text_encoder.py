@@ -61,7 +61,9 @@ from segakit.world.schema import ATTRIBUTES, Face, sample_face
 @dataclass
 class TextEncoderConfig:
     run: str = ""  # default: $SEGAKIT_RUNS/text_encoder
-    init: str = "embedded"  # "embedded" (the shipped clip/), a CLIPModel folder, or "scratch" (train/clip.py's architecture)
+    init: str = (
+        "embedded"  # "embedded" (the shipped clip/), a CLIPModel folder, or "scratch" (train/clip.py's architecture)
+    )
     tokenizer: str = ""  # default: the shipped tokenizer
     device: str = "cpu"
     threads: int = 0
@@ -74,9 +76,15 @@ class TextEncoderConfig:
     w_attr_text: float = 1.0
     w_attr_hidden: float = 1.0
     w_sep: float = 10.0
-    margin: float = 0.08  # wanted 1 - cos between a caption's hidden sequence and its one-attribute variant, at least ...
-    margin_ratio: float = 0.6  # ... and at least this share of the man/woman distance (the measure's yardstick, this step) ...
-    margin_max: float = 0.3  # ... but at most this (with no cap the yardstick ran away: man/woman 1 - cos 1.2 by step 125)
+    margin: float = (
+        0.08  # wanted 1 - cos between a caption's hidden sequence and its one-attribute variant, at least ...
+    )
+    margin_ratio: float = (
+        0.6  # ... and at least this share of the man/woman distance (the measure's yardstick, this step) ...
+    )
+    margin_max: float = (
+        0.3  # ... but at most this (with no cap the yardstick ran away: man/woman 1 - cos 1.2 by step 125)
+    )
     w_nuisance: float = 10.0
     # optimisation
     batch_size: int = 64
@@ -120,7 +128,9 @@ def changed_face(face: Face, attr: str, rng: np.random.Generator) -> Face | None
         return None
 
 
-def variant_of(plan: CaptionPlan, face: Face, text: str, rng: np.random.Generator, p_drop: float) -> tuple[str, bool, str] | None:
+def variant_of(
+    plan: CaptionPlan, face: Face, text: str, rng: np.random.Generator, p_drop: float
+) -> tuple[str, bool, str] | None:
     """The caption with one mentioned attribute changed (a false caption) or, with ``p_drop``, left out
     (still true, but says less); None when no mentioned attribute yields a caption that states something else
     (read back by ``parse_caption``: a bald head's hair colour, say, changes no word)."""
@@ -168,7 +178,9 @@ def example_at(seed: int, index: int, p_drop: float) -> Example | None:
     var = variant_of(plan, face, text, aux, p_drop)
     if var is None:
         return None
-    return Example(to_tensor([render(face)])[0], face.labels(), text, var[0], var[1], var[2], twin_of(plan, face, text, aux))
+    return Example(
+        to_tensor([render(face)])[0], face.labels(), text, var[0], var[1], var[2], twin_of(plan, face, text, aux)
+    )
 
 
 def examples_at(seed: int, start: int, n: int, p_drop: float) -> tuple[list[Example], int]:
@@ -228,20 +240,25 @@ def sequence_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(a.flatten(1), b.flatten(1), dim=-1)
 
 
-def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: TextEncoderConfig,
-           device: torch.device) -> dict[str, torch.Tensor]:
+def losses(
+    model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: TextEncoderConfig, device: torch.device
+) -> dict[str, torch.Tensor]:
     clip = model.clip
     n = len(batch)
     captions = [e.caption for e in batch]
     twins = [e for e in batch if e.twin]
     texts = captions + [e.variant for e in batch] + [e.twin for e in twins] + list(REFERENCE_PAIR)
     # every text padded to the same length, so that sequences compare position by position
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids.to(device)
+    ids = tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     with amp:
         out = clip.text_model(input_ids=ids)
         text_emb = clip.text_projection(out.pooler_output)
-        image_emb = clip.visual_projection(clip.vision_model(pixel_values=torch.stack([e.image for e in batch]).to(device)).pooler_output)
+        image_emb = clip.visual_projection(
+            clip.vision_model(pixel_values=torch.stack([e.image for e in batch]).to(device)).pooler_output
+        )
     hidden, text_emb, image_emb = out.last_hidden_state.float(), text_emb.float(), image_emb.float()
     # 1. contrastive, the variants that changed an attribute as extra (false) captions for every image
     img, txt = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
@@ -254,7 +271,9 @@ def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: 
     i2t = F.cross_entropy(logits, same / same.sum(1, keepdim=True))
     t2i = F.cross_entropy(logits[:, :n].T, same[:, :n] / same[:, :n].sum(1, keepdim=True))
     # 2. attribute heads
-    image_targets = {a: torch.tensor([ATTRIBUTES[a].index(e.labels[a]) for e in batch], device=device) for a in ATTRIBUTES}
+    image_targets = {
+        a: torch.tensor([ATTRIBUTES[a].index(e.labels[a]) for e in batch], device=device) for a in ATTRIBUTES
+    }
     text_targets = {a: t.to(device) for a, t in stated_targets(texts).items()}
     # 3. separation of the hidden sequences from their variants, 4. nuisance wording kept close
     reference = sequence_distance(hidden[-2:-1], hidden[-1:]).detach()  # man/woman
@@ -277,8 +296,14 @@ def losses(model: Trainee, batch: list[Example], tokenizer: CLIPTokenizer, cfg: 
 
 
 def total_loss(parts: dict[str, torch.Tensor], cfg: TextEncoderConfig) -> torch.Tensor:
-    return (parts["clip"] + cfg.w_attr_image * parts["attr_image"] + cfg.w_attr_text * parts["attr_text"]
-            + cfg.w_attr_hidden * parts["attr_hidden"] + cfg.w_sep * parts["sep"] + cfg.w_nuisance * parts["nuisance"])
+    return (
+        parts["clip"]
+        + cfg.w_attr_image * parts["attr_image"]
+        + cfg.w_attr_text * parts["attr_text"]
+        + cfg.w_attr_hidden * parts["attr_hidden"]
+        + cfg.w_sep * parts["sep"]
+        + cfg.w_nuisance * parts["nuisance"]
+    )
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -321,14 +346,18 @@ def require_text_encoder(text_encoder: Path, tokenizer: Path, min_ratio: float, 
     from segakit.eval.text_encoder import gate
 
     if not (Path(text_encoder) / "config.json").is_file():
-        raise SystemExit(f"no text encoder at {text_encoder} (no config.json); train one with python -m segakit.train.text_encoder.")
+        raise SystemExit(
+            f"no text encoder at {text_encoder} (no config.json); train one with python -m segakit.train.text_encoder."
+        )
     te = CLIPTextModel.from_pretrained(text_encoder, dtype=torch.float32, use_safetensors=True).eval()
     result = gate(te, CLIPTokenizer.from_pretrained(tokenizer), min_ratio, max_nuisance)
     if not result.passed:
         raise SystemExit(
             f"the text encoder at {text_encoder} fails the gate (each at least {min_ratio} of man/woman): "
-            + ", ".join(result.failures) + ". Train one that passes (python -m segakit.train.text_encoder), "
-            "or pass --skip_text_encoder_gate true to train on it anyway.")
+            + ", ".join(result.failures)
+            + ". Train one that passes (python -m segakit.train.text_encoder), "
+            "or pass --skip_text_encoder_gate true to train on it anyway."
+        )
     print(f"text-encoder gate passed: {text_encoder}", flush=True)
 
 
@@ -343,12 +372,19 @@ def train(cfg: TextEncoderConfig) -> Path:
     params = [(n, p) for n, p in model.named_parameters()]
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
     state = load_checkpoint(run / "ckpt", model, opt)
     step, next_index = (state["step"], state["next_index"]) if state else (0, cfg.data_offset)
-    print(f"text_encoder: CLIP {sum(p.numel() for p in clip.parameters()) / 1e6:.2f}M params from {cfg.init}, "
-          f"{'resuming at step ' + str(step) if state else 'step 0'} -> {run}", flush=True)
+    print(
+        f"text_encoder: CLIP {sum(p.numel() for p in clip.parameters()) / 1e6:.2f}M params from {cfg.init}, "
+        f"{'resuming at step ' + str(step) if state else 'step 0'} -> {run}",
+        flush=True,
+    )
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen = time.time(), 0
     deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
@@ -372,15 +408,35 @@ def train(cfg: TextEncoderConfig) -> Path:
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
             dt = time.time() - t_last
             vals = {k: round(v.item(), 4) for k, v in parts.items()}
-            print(f"step {step}/{cfg.max_steps} loss {loss.item():.4f} " + " ".join(f"{k} {v:.4f}" for k, v in vals.items())
-                  + f" lr {lr:.2e}", flush=True)
+            print(
+                f"step {step}/{cfg.max_steps} loss {loss.item():.4f} "
+                + " ".join(f"{k} {v:.4f}" for k, v in vals.items())
+                + f" lr {lr:.2e}",
+                flush=True,
+            )
             print(f"  throughput {seen / dt:.1f} samples/s, {dt * len(batch) / max(1, seen):.2f} s/step", flush=True)
-            metrics.write(json.dumps({"step": step, "lr": lr, "loss": loss.item(), **vals, "samples_per_s": seen / dt, "time": time.time()}) + "\n")
+            metrics.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "lr": lr,
+                        "loss": loss.item(),
+                        **vals,
+                        "samples_per_s": seen / dt,
+                        "time": time.time(),
+                    }
+                )
+                + "\n"
+            )
             metrics.flush()
             t_last, seen = time.time(), 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(run / "ckpt", model=model.state_dict(), optimizer=opt,
-                            state={"step": step, "next_index": next_index, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt",
+                model=model.state_dict(),
+                optimizer=opt,
+                state={"step": step, "next_index": next_index, "config": config_dict(cfg)},
+            )
             export(model, tokenizer, run / "model", info())
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             if step % cfg.ckpt_every:
@@ -391,7 +447,9 @@ def train(cfg: TextEncoderConfig) -> Path:
             metrics.flush()
             t_last = time.time()
         if stop:
-            print(f"text_encoder: --max_minutes {cfg.max_minutes} reached at step {step}; run again to resume", flush=True)
+            print(
+                f"text_encoder: --max_minutes {cfg.max_minutes} reached at step {step}; run again to resume", flush=True
+            )
             break
     metrics.close()
     if not (run / "model").is_dir():

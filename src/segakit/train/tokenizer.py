@@ -42,7 +42,9 @@ class TokenizerConfig:
 
 def bytes_to_unicode() -> list[str]:
     """The 256 printable stand-ins of byte-level BPE, indexed by byte value (GPT-2 / CLIP convention)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = [], 0
     for b in range(256):
         if b in keep:
@@ -56,9 +58,14 @@ def bytes_to_unicode() -> list[str]:
 def learn_merges(texts: Iterable[str], vocab_size: int, min_frequency: int) -> list[tuple[str, str]]:
     """BPE merges learned on ``texts`` with CLIP's normalizer and word split."""
     tok = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix=EOW))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(SPLIT), behavior="removed", invert=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Split(Regex(SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
     )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -146,8 +153,11 @@ def train(cfg: TokenizerConfig) -> Path:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    print(f"tokenizer: {len(vocab)} tokens, captions {stats['tokens_per_caption_mean']} tokens on average, "
-          f"longest {longest} <= {cfg.max_length}; {stats['seconds']} s -> {out}", flush=True)
+    print(
+        f"tokenizer: {len(vocab)} tokens, captions {stats['tokens_per_caption_mean']} tokens on average, "
+        f"longest {longest} <= {cfg.max_length}; {stats['seconds']} s -> {out}",
+        flush=True,
+    )
     return out
 
 

@@ -89,7 +89,9 @@ class UnetConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     p_uncond: float = 0.05
-    fresh_captions: bool = False  # draw each row's caption afresh every step from its labels, encoded by the frozen text encoder
+    fresh_captions: bool = (
+        False  # draw each row's caption afresh every step from its labels, encoded by the frozen text encoder
+    )
     snr_gamma: float = 5.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0 = plain MSE
     ema_decay: float = 0.9995
     # the text-encoder gate (issue 15): a fresh or resumed run refuses a text encoder that drops attributes
@@ -167,14 +169,22 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def sample_grid(unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device: torch.device, n_seeds: int = 2) -> None:
+def sample_grid(
+    unet: UNet2DConditionModel, cfg: UnetConfig, path: Path, device: torch.device, n_seeds: int = 2
+) -> None:
     """DDIM samples of :data:`PREVIEW_PROMPTS` (one row per seed) with classifier-free guidance."""
     root = runs_root()
     tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
-    text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
+    text = (
+        CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32)
+        .to(device)
+        .eval()
+    )
     vae = AutoencoderKL.from_pretrained(cfg.vae or vae_path(root), torch_dtype=torch.float32).to(device).eval()
     prompts = PREVIEW_PROMPTS * n_seeds
-    ids = tok(prompts + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = tok(
+        prompts + [""], padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     hidden = text(ids.to(device))[0]
     cond, uncond = hidden[:-1], hidden[-1:].expand(len(prompts), -1, -1)
     sched = build_scheduler(cfg)
@@ -235,7 +245,9 @@ def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def export_ema(ema: EMA, cfg: UnetConfig, cross_attention_dim: int, run: Path, step: int, init: dict | None = None) -> None:
+def export_ema(
+    ema: EMA, cfg: UnetConfig, cross_attention_dim: int, run: Path, step: int, init: dict | None = None
+) -> None:
     model = build_model(cfg, cross_attention_dim)
     model.load_state_dict(ema.shadow)
     tmp = run / "unet_ema.tmp"
@@ -253,8 +265,12 @@ def train(cfg: UnetConfig) -> Path:
     if not cfg.skip_text_encoder_gate:
         from segakit.train.text_encoder import require_text_encoder
 
-        require_text_encoder(Path(cfg.text_encoder or text_encoder_path(root)), Path(cfg.tokenizer or root / "tokenizer"),
-                             cfg.gate_min_ratio, cfg.gate_max_nuisance)
+        require_text_encoder(
+            Path(cfg.text_encoder or text_encoder_path(root)),
+            Path(cfg.tokenizer or root / "tokenizer"),
+            cfg.gate_min_ratio,
+            cfg.gate_max_nuisance,
+        )
     run.mkdir(parents=True, exist_ok=True)
     cache = open_cache(Path(cfg.cache) if cfg.cache else root / "cache")
     if device.type == "cuda":  # the whole cache in GPU memory: batches are gathered there, no host round trip
@@ -267,14 +283,22 @@ def train(cfg: UnetConfig) -> Path:
     alphas_cumprod = sched.alphas_cumprod.to(device)
     decay = [p for n, p in unet.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in unet.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     ema = EMA(unet, cfg.ema_decay)
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     state = load_checkpoint(run / "ckpt", unet, opt, ema.shadow)
     step = state["step"] if state else 0
     init = state.get("init") if state else (load_init(unet, ema, cfg) if cfg.init else None)
     n_params = sum(p.numel() for p in unet.parameters())
-    start = f"resuming at step {step}" if state else f"from {init['from']} ({init['steps']} earlier steps)" if init else "from scratch"
+    start = (
+        f"resuming at step {step}"
+        if state
+        else f"from {init['from']} ({init['steps']} earlier steps)"
+        if init
+        else "from scratch"
+    )
     print(f"unet: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, {start} -> {run}", flush=True)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
     empty = cache.empty.to(device)
@@ -282,7 +306,11 @@ def train(cfg: UnetConfig) -> Path:
         from segakit.train.recaption import encode, fresh_caption
 
         tok = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
-        text = CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32).to(device).eval()
+        text = (
+            CLIPTextModel.from_pretrained(cfg.text_encoder or text_encoder_path(root), torch_dtype=torch.float32)
+            .to(device)
+            .eval()
+        )
         text.requires_grad_(False)
     metrics = open(run / "metrics.jsonl", "a")
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
@@ -307,7 +335,9 @@ def train(cfg: UnetConfig) -> Path:
         with amp:
             pred = unet(noisy, t, encoder_hidden_states=hidden).sample
         per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
-        if cfg.snr_gamma > 0:  # epsilon-prediction weight min(SNR, gamma) / SNR: less weight on the easy, low-noise steps
+        if (
+            cfg.snr_gamma > 0
+        ):  # epsilon-prediction weight min(SNR, gamma) / SNR: less weight on the easy, low-noise steps
             snr = (a / (1 - a)).view(-1)
             per_sample = per_sample * snr.clamp(max=cfg.snr_gamma) / snr
         loss = per_sample.mean()
@@ -323,14 +353,25 @@ def train(cfg: UnetConfig) -> Path:
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
             dt = time.time() - t_last
             mean = float(loss_sum) / loss_n
-            print(f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}", flush=True)
+            print(
+                f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}",
+                flush=True,
+            )
             print(f"  throughput {seen / dt:.1f} samples/s, {dt / loss_n:.2f} s/step", flush=True)
-            metrics.write(json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()}) + "\n")
+            metrics.write(
+                json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()})
+                + "\n"
+            )
             metrics.flush()
             t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
-            save_checkpoint(run / "ckpt", model=unet.state_dict(), ema=ema.shadow, optimizer=opt,
-                            state={"step": step, "init": init, "config": config_dict(cfg)})
+            save_checkpoint(
+                run / "ckpt",
+                model=unet.state_dict(),
+                ema=ema.shadow,
+                optimizer=opt,
+                state={"step": step, "init": init, "config": config_dict(cfg)},
+            )
             export_ema(ema, cfg, dim, run, step, init)
         if step % cfg.sample_every == 0 or step == cfg.max_steps:
             ema_model = build_model(cfg, dim).to(device)

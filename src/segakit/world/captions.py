@@ -78,9 +78,18 @@ CONCEPTS: dict[str, dict] = {
 PERSON = {"man": ["man", "guy"], "woman": ["woman", "lady"]}
 GENDER_ADJ = {"man": "male", "woman": "female"}
 NEUTRAL_NOUNS = ["person", "face", "character"]
-ROLE_NOUNS = {"doctor": ["doctor", "physician"], "nurse": ["nurse"], "chef": ["chef", "cook"], "firefighter": ["firefighter"]}
+ROLE_NOUNS = {
+    "doctor": ["doctor", "physician"],
+    "nurse": ["nurse"],
+    "chef": ["chef", "cook"],
+    "firefighter": ["firefighter"],
+}
 ROLE_NONE = ["in a t-shirt", "in casual clothes"]
-EXPRESSION_ADJ = {"smile": ["smiling", "happy", "cheerful"], "neutral": ["serious", "calm"], "frown": ["frowning", "sad", "grumpy"]}
+EXPRESSION_ADJ = {
+    "smile": ["smiling", "happy", "cheerful"],
+    "neutral": ["serious", "calm"],
+    "frown": ["frowning", "sad", "grumpy"],
+}
 EXPRESSION_WITH = {
     "smile": ["with a smile", "with a big smile"],
     "neutral": ["with a neutral expression", "with a blank expression"],
@@ -88,12 +97,28 @@ EXPRESSION_WITH = {
 }
 HORROR_ADJ = ["zombie", "undead"]
 HAIR_STYLE_WORD = {"short": ["short"], "long": ["long"], "curly": ["curly"]}
-HAIR_COLOR_WORD = {"black": ["black"], "brown": ["brown"], "blond": ["blond", "blonde"], "red": ["red", "ginger"], "gray": ["gray", "grey"]}
-HAIR_COLOR_ADJ = {"black": ["black-haired"], "brown": ["brown-haired", "brunette"], "blond": ["blond"], "red": ["red-haired", "redheaded"], "gray": ["gray-haired", "old", "elderly"]}
+HAIR_COLOR_WORD = {
+    "black": ["black"],
+    "brown": ["brown"],
+    "blond": ["blond", "blonde"],
+    "red": ["red", "ginger"],
+    "gray": ["gray", "grey"],
+}
+HAIR_COLOR_ADJ = {
+    "black": ["black-haired"],
+    "brown": ["brown-haired", "brunette"],
+    "blond": ["blond"],
+    "red": ["red-haired", "redheaded"],
+    "gray": ["gray-haired", "old", "elderly"],
+}
 BALD_WITH = ["with a bald head", "with a shaved head"]
 SKIN_WITH = {v: [f"with {p}" for p in ps] for v, ps in CONCEPTS["skin"].items()}
 GLASSES_WITH = ["with glasses", "wearing glasses", "with eyeglasses", "wearing spectacles"]
-HAT_WORDS = {"beanie": ["beanie", "knit hat", "hat"], "cap": ["cap", "baseball cap", "hat"], "fedora": ["fedora", "hat"]}
+HAT_WORDS = {
+    "beanie": ["beanie", "knit hat", "hat"],
+    "cap": ["cap", "baseball cap", "hat"],
+    "fedora": ["fedora", "hat"],
+}
 MAKEUP_WITH = ["wearing makeup", "with makeup", "with lipstick", "wearing lipstick and eye shadow"]
 NEGATIONS = {
     "bangs": ["without bangs", "with no bangs"],
@@ -103,8 +128,27 @@ NEGATIONS = {
     "makeup": ["without makeup", "with no makeup"],
     "horror": ["with healthy skin", "with a healthy complexion"],
 }
-TEMPLATES = ["{}", "a photo of {}", "a portrait of {}", "a cartoon of {}", "a drawing of {}", "a cartoon portrait of {}", "{}, cartoon", "a face of {}"]
-COLOR_HUES = [(0.04, "red"), (0.11, "orange"), (0.18, "yellow"), (0.45, "green"), (0.53, "teal"), (0.70, "blue"), (0.85, "purple"), (0.96, "pink"), (1.01, "red")]
+TEMPLATES = [
+    "{}",
+    "a photo of {}",
+    "a portrait of {}",
+    "a cartoon of {}",
+    "a drawing of {}",
+    "a cartoon portrait of {}",
+    "{}, cartoon",
+    "a face of {}",
+]
+COLOR_HUES = [
+    (0.04, "red"),
+    (0.11, "orange"),
+    (0.18, "yellow"),
+    (0.45, "green"),
+    (0.53, "teal"),
+    (0.70, "blue"),
+    (0.85, "purple"),
+    (0.96, "pink"),
+    (1.01, "red"),
+]
 
 # How many attributes a full caption mentions (0..7); which ones is uniform over all attributes.
 _K_WEIGHTS = np.array([0.06, 0.14, 0.2, 0.2, 0.15, 0.12, 0.08, 0.05])
@@ -169,7 +213,9 @@ class CaptionPlan:
     background: bool = False
 
 
-def plan_caption(face: Face, rng: np.random.Generator, force: Sequence[str] = (), kind: str | None = None) -> CaptionPlan:
+def plan_caption(
+    face: Face, rng: np.random.Generator, force: Sequence[str] = (), kind: str | None = None
+) -> CaptionPlan:
     """Draw the random choices of a caption for ``face``; ``force`` attributes are always mentioned."""
     r = rng.random()
     if kind is None:
@@ -236,7 +282,11 @@ def _full(plan: CaptionPlan, f: Face) -> str:
             continue
         ua = u[a]
         v = getattr(f, a)
-        if a in ("presentation", "role", "horror") and not (a == "role" and v == "none") and not (a == "horror" and not v):
+        if (
+            a in ("presentation", "role", "horror")
+            and not (a == "role" and v == "none")
+            and not (a == "horror" and not v)
+        ):
             continue  # part of the noun, below
         if a in BINARY and not v:
             neg = _pick(NEGATIONS[a], ua[0])
@@ -377,7 +427,11 @@ _rule("beard|bearded|goatee", "beard", True)
 _rule("hat|cap|beanie|fedora", "hat", True)
 _rule("makeup|lipstick|eye shadow", "makeup", True)
 for _v in EXPRESSION_ADJ:
-    _rule(_alts(EXPRESSION_ADJ[_v] + CONCEPTS["expression"][_v] + [p.split(" ", 2)[-1] for p in EXPRESSION_WITH[_v]]), "expression", _v)
+    _rule(
+        _alts(EXPRESSION_ADJ[_v] + CONCEPTS["expression"][_v] + [p.split(" ", 2)[-1] for p in EXPRESSION_WITH[_v]]),
+        "expression",
+        _v,
+    )
 for _v, _ps in ROLE_NOUNS.items():
     _rule(_alts(_ps), "role", _v)
 _rule(_alts(ROLE_NONE), "role", "none")

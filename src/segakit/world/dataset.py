@@ -109,7 +109,9 @@ def write_samples(
     width = name_width(start, n)
     labels = out / "labels.jsonl"
     names = {file_name(start + i, width) for i in range(n)}
-    with atomic_append(labels, keep=lambda line: record_field(line, "file") not in names) as fh:  # appended, never rewritten
+    with atomic_append(
+        labels, keep=lambda line: record_field(line, "file") not in names
+    ) as fh:  # appended, never rewritten
         for i, s in enumerate(samples(n, seed, start, fixed)):
             name = file_name(start + i, width)
             with atomic_open(out / name, "wb") as img_fh:

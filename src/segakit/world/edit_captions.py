@@ -74,7 +74,9 @@ def edit_captions_at(seed: int, index: int, n: int, stream: int = WRITER_STREAM,
         first = rich_caption_plan(source, rng, min_mentions)
     known = set(first.attrs) | {a for a in changed if a in BINARY}
     hidden = [a for a in changed if a not in known]  # old values the writer cannot know
-    first_after = CaptionPlan("full", _insert(first.attrs, changed, rng), first.u, first.template, first.noun_u, first.background)
+    first_after = CaptionPlan(
+        "full", _insert(first.attrs, changed, rng), first.u, first.template, first.noun_u, first.background
+    )
     before, after = [realize(first, source)], [realize(first_after, target)]
     for _ in range(n - 1):
         for _attempt in range(5):  # a new wording, not one already written
@@ -82,7 +84,9 @@ def edit_captions_at(seed: int, index: int, n: int, stream: int = WRITER_STREAM,
             attrs = _insert(attrs, changed, rng)
             attrs = [attrs[i] for i in rng.permutation(len(attrs))]
             plan = _plan(attrs, rng)
-            b = realize(CaptionPlan("full", [a for a in attrs if a not in hidden], plan.u, plan.template, plan.noun_u), source)
+            b = realize(
+                CaptionPlan("full", [a for a in attrs if a not in hidden], plan.u, plan.template, plan.noun_u), source
+            )
             a = realize(plan, target)
             if b not in before and a not in after:
                 break

@@ -58,9 +58,23 @@ def base_face(seed: int = 3) -> Face:
     """A plain face to vary attributes on: no accessories, short brown hair, neutral."""
     face = sample_face(np.random.default_rng(seed))
     return dataclasses.replace(
-        face, presentation="woman", skin="medium-light", hair_style="short", hair_color="brown", bangs=False,
-        glasses=False, expression="neutral", beard=False, hat=False, makeup=False, role="none", horror=False,
-        rotation=0.0, head_dx=0.0, head_dy=0.0, head_scale=1.0,
+        face,
+        presentation="woman",
+        skin="medium-light",
+        hair_style="short",
+        hair_color="brown",
+        bangs=False,
+        glasses=False,
+        expression="neutral",
+        beard=False,
+        hat=False,
+        makeup=False,
+        role="none",
+        horror=False,
+        rotation=0.0,
+        head_dx=0.0,
+        head_dy=0.0,
+        head_scale=1.0,
     )
 
 

@@ -158,7 +158,7 @@ def augment(
     y = x * b
     mean = y.mean(dim=(1, 2, 3), keepdim=True)
     y = (y - mean) * ct + mean
-    gray = (0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3])
+    gray = 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
     y = (y - gray) * s + gray
     y = y * gain
     x = m * y + (1 - m) * x
@@ -214,9 +214,13 @@ class Oracle:
 
         path = Path(path) if path is not None else DEFAULT_WEIGHTS
         if path.suffix != ".safetensors":
-            raise UserError(f"Oracle weights must be a .safetensors file (pickle checkpoints can run code), got {str(path)!r}.")
+            raise UserError(
+                f"Oracle weights must be a .safetensors file (pickle checkpoints can run code), got {str(path)!r}."
+            )
         if not path.is_file():
-            raise UserError(f"Oracle weights {str(path)!r} do not exist; train them with `python -m segakit.train.oracle`.")
+            raise UserError(
+                f"Oracle weights {str(path)!r} do not exist; train them with `python -m segakit.train.oracle`."
+            )
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         cfg = json.loads(meta.get("config", "{}"))
@@ -235,8 +239,14 @@ class Oracle:
 
         from segakit.core.atomic import atomic_open
 
-        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in self.net.state_dict().items()}
-        meta = {"config": json.dumps(asdict(self.net.config)), "attributes": json.dumps({a: list(v) for a, v in ATTRIBUTES.items()})}
+        state = {
+            k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+            for k, v in self.net.state_dict().items()
+        }
+        meta = {
+            "config": json.dumps(asdict(self.net.config)),
+            "attributes": json.dumps({a: list(v) for a, v in ATTRIBUTES.items()}),
+        }
         with atomic_open(path, "wb") as fh:
             fh.write(save(state, metadata=meta))
 
@@ -266,7 +276,10 @@ class Oracle:
 def decode(probs: dict[str, torch.Tensor]) -> list[dict[str, str | bool]]:
     idx = {a: p.argmax(-1).tolist() for a, p in probs.items()}
     n = len(next(iter(idx.values())))
-    return [{a: (bool(ATTRIBUTES[a][idx[a][i]]) if a in BINARY else ATTRIBUTES[a][idx[a][i]]) for a in ATTRIBUTES} for i in range(n)]
+    return [
+        {a: (bool(ATTRIBUTES[a][idx[a][i]]) if a in BINARY else ATTRIBUTES[a][idx[a][i]]) for a in ATTRIBUTES}
+        for i in range(n)
+    ]
 
 
 def accuracy(pred: Sequence[dict], truth: Sequence[dict]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from PIL import Image
 from segakit.core.atomic import atomic_append, atomic_open, ensure_writable_dir
 from segakit.core.errors import UserError, closest
 from segakit.world.captions import CONCEPTS, HAT_WORDS, ROLE_NOUNS, hair_color_visible, plan_caption, realize
-from segakit.world.dataset import PAIR_STREAM, record_field, check_count, file_name, name_width, png_bytes, rng_for
+from segakit.world.dataset import PAIR_STREAM, check_count, file_name, name_width, png_bytes, record_field, rng_for
 from segakit.world.render import render
 from segakit.world.schema import ATTRIBUTES, BINARY, Face, sample_face
 
@@ -31,29 +31,78 @@ P_NOUN_REFERENT = 0.25
 
 # Instruction templates; {obj} him/her, {pos} his/her, {subj} he/she (or "the woman", "the doctor", ...).
 ADD: dict[str, list[str]] = {
-    "glasses": ["give {obj} glasses", "put glasses on {obj}", "add glasses", "make {obj} wear glasses",
-                "let {obj} wear spectacles", "add eyeglasses to {pos} face", "{subj} should wear glasses"],
-    "hat": ["put a hat on {obj}", "give {obj} a hat", "add a hat", "make {obj} wear a hat",
-            "put {hat_a} {hat_color} {hat_word} on {pos} head", "give {obj} {hat_a} {hat_color} {hat_word}"],
-    "beard": ["give {obj} a beard", "add a beard", "let {obj} grow a beard", "make {obj} bearded",
-              "put a beard on {pos} face"],
-    "makeup": ["put makeup on {obj}", "give {obj} makeup", "add makeup", "give {obj} lipstick and eye shadow",
-               "make {obj} wear makeup", "put lipstick on {obj}"],
+    "glasses": [
+        "give {obj} glasses",
+        "put glasses on {obj}",
+        "add glasses",
+        "make {obj} wear glasses",
+        "let {obj} wear spectacles",
+        "add eyeglasses to {pos} face",
+        "{subj} should wear glasses",
+    ],
+    "hat": [
+        "put a hat on {obj}",
+        "give {obj} a hat",
+        "add a hat",
+        "make {obj} wear a hat",
+        "put {hat_a} {hat_color} {hat_word} on {pos} head",
+        "give {obj} {hat_a} {hat_color} {hat_word}",
+    ],
+    "beard": [
+        "give {obj} a beard",
+        "add a beard",
+        "let {obj} grow a beard",
+        "make {obj} bearded",
+        "put a beard on {pos} face",
+    ],
+    "makeup": [
+        "put makeup on {obj}",
+        "give {obj} makeup",
+        "add makeup",
+        "give {obj} lipstick and eye shadow",
+        "make {obj} wear makeup",
+        "put lipstick on {obj}",
+    ],
     "bangs": ["give {obj} bangs", "add bangs", "cut bangs into {pos} hair", "give {obj} a fringe"],
-    "horror": ["turn {obj} into a zombie", "make {obj} a zombie", "zombify {obj}", "make {obj} look undead",
-               "make {obj} a zombie with green skin"],
+    "horror": [
+        "turn {obj} into a zombie",
+        "make {obj} a zombie",
+        "zombify {obj}",
+        "make {obj} look undead",
+        "make {obj} a zombie with green skin",
+    ],
 }
 REMOVE: dict[str, list[str]] = {
-    "glasses": ["take off {pos} glasses", "remove {pos} glasses", "remove the glasses", "get rid of {pos} glasses",
-                "make {obj} take off the glasses"],
-    "hat": ["take off {pos} hat", "remove {pos} hat", "remove the hat", "get rid of the hat",
-            "make {obj} take off {pos} hat"],
-    "beard": ["shave {pos} beard", "remove {pos} beard", "shave off the beard", "make {obj} clean-shaven",
-              "get rid of the beard"],
+    "glasses": [
+        "take off {pos} glasses",
+        "remove {pos} glasses",
+        "remove the glasses",
+        "get rid of {pos} glasses",
+        "make {obj} take off the glasses",
+    ],
+    "hat": [
+        "take off {pos} hat",
+        "remove {pos} hat",
+        "remove the hat",
+        "get rid of the hat",
+        "make {obj} take off {pos} hat",
+    ],
+    "beard": [
+        "shave {pos} beard",
+        "remove {pos} beard",
+        "shave off the beard",
+        "make {obj} clean-shaven",
+        "get rid of the beard",
+    ],
     "makeup": ["remove {pos} makeup", "wipe off {pos} makeup", "take off the makeup", "remove the lipstick"],
     "bangs": ["remove {pos} bangs", "take away the bangs", "get rid of {pos} fringe", "sweep {pos} bangs away"],
-    "horror": ["turn {obj} back into a human", "make {obj} human again", "cure {obj} of being a zombie",
-               "make {obj} look alive again", "remove the zombie look"],
+    "horror": [
+        "turn {obj} back into a human",
+        "make {obj} human again",
+        "cure {obj} of being a zombie",
+        "make {obj} look alive again",
+        "remove the zombie look",
+    ],
 }
 TO_VALUE: dict[str, dict[str, list[str]]] = {
     "expression": {
@@ -68,8 +117,13 @@ TO_VALUE: dict[str, dict[str, list[str]]] = {
         "curly": ["give {obj} curly hair", "make {pos} hair curly", "curl {pos} hair"],
     },
     "hair_color": {
-        c: ["dye {pos} hair " + c, "make {pos} hair " + c, "give {obj} " + c + " hair", "change {pos} hair color to " + c,
-            "turn {pos} hair " + c]
+        c: [
+            "dye {pos} hair " + c,
+            "make {pos} hair " + c,
+            "give {obj} " + c + " hair",
+            "change {pos} hair color to " + c,
+            "turn {pos} hair " + c,
+        ]
         for c in ATTRIBUTES["hair_color"]
     },
     "skin": {
@@ -77,16 +131,38 @@ TO_VALUE: dict[str, dict[str, list[str]]] = {
         for v in ATTRIBUTES["skin"]
     },
     "presentation": {
-        "woman": ["turn {obj} into a woman", "make {obj} a woman", "make {obj} female", "make {obj} look like a woman",
-                  "change {pos} gender to female"],
-        "man": ["turn {obj} into a man", "make {obj} a man", "make {obj} male", "make {obj} look like a man",
-                "change {pos} gender to male"],
+        "woman": [
+            "turn {obj} into a woman",
+            "make {obj} a woman",
+            "make {obj} female",
+            "make {obj} look like a woman",
+            "change {pos} gender to female",
+        ],
+        "man": [
+            "turn {obj} into a man",
+            "make {obj} a man",
+            "make {obj} male",
+            "make {obj} look like a man",
+            "change {pos} gender to male",
+        ],
     },
     "role": {
-        **{r: ["make {obj} a " + r, "dress {obj} as a " + r, "turn {obj} into a " + r, "give {obj} a " + r + "'s uniform",
-               "put {obj} in " + r + " clothes"] for r in ("doctor", "nurse", "chef", "firefighter")},
-        "none": ["put {obj} in casual clothes", "take off {pos} uniform", "dress {obj} in a t-shirt",
-                 "make {obj} wear a plain t-shirt"],
+        **{
+            r: [
+                "make {obj} a " + r,
+                "dress {obj} as a " + r,
+                "turn {obj} into a " + r,
+                "give {obj} a " + r + "'s uniform",
+                "put {obj} in " + r + " clothes",
+            ]
+            for r in ("doctor", "nurse", "chef", "firefighter")
+        },
+        "none": [
+            "put {obj} in casual clothes",
+            "take off {pos} uniform",
+            "dress {obj} in a t-shirt",
+            "make {obj} wear a plain t-shirt",
+        ],
     },
 }
 EXTRA: dict[tuple[str, Any, Any], list[str]] = {  # phrasings that only fit a particular change
@@ -281,7 +357,9 @@ def write_pairs(
     width = name_width(start, n)
     path = out / "pairs.jsonl"
     names = {file_name(start + k, width, "_source") for k in range(n)}
-    with atomic_append(path, keep=lambda line: record_field(line, "source") not in names) as fh:  # appended, never rewritten
+    with atomic_append(
+        path, keep=lambda line: record_field(line, "source") not in names
+    ) as fh:  # appended, never rewritten
         for k, p in enumerate(pairs(n, seed, start, attributes)):
             src, tgt = file_name(p.index, width, "_source"), file_name(p.index, width, "_target")
             for name, img in ((src, p.source_image), (tgt, p.target_image)):

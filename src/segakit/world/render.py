@@ -87,7 +87,12 @@ class _Pen:
         return (self.cx + u * self.rx, self.cy + v * self.ry)
 
     def box(self, u: float, v: float, hu: float, hv: float) -> tuple[float, float, float, float]:
-        return (self.cx + (u - hu) * self.rx, self.cy + (v - hv) * self.ry, self.cx + (u + hu) * self.rx, self.cy + (v + hv) * self.ry)
+        return (
+            self.cx + (u - hu) * self.rx,
+            self.cy + (v - hv) * self.ry,
+            self.cx + (u + hu) * self.rx,
+            self.cy + (v + hv) * self.ry,
+        )
 
     def poly(self, pts, su: float = 1.0, sv: float = 1.0) -> list[tuple[float, float]]:
         return [(self.cx + x * su * self.rx, self.cy + y * sv * self.ry) for x, y in pts]
@@ -141,14 +146,31 @@ def _torso(d: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) 
         body = SCRUBS
     else:  # firefighter: khaki or black turnout gear
         body = (140, 112, 52) if face.accent_color[0] > 100 or face.accent_color[2] > 150 else (48, 46, 50)
-    d.rounded_rectangle((cx - half, y_sh, cx + half, bottom), radius=int(0.9 * rx), fill=body, outline=_dark(body, 0.6), width=4)
+    d.rounded_rectangle(
+        (cx - half, y_sh, cx + half, bottom), radius=int(0.9 * rx), fill=body, outline=_dark(body, 0.6), width=4
+    )
 
     if role == "none":  # round neckline
-        d.chord((cx - 0.5 * rx, y_sh - 0.3 * ry, cx + 0.5 * rx, y_sh + 0.28 * ry), 0, 180, fill=skin, outline=_dark(body, 0.6), width=3)
+        d.chord(
+            (cx - 0.5 * rx, y_sh - 0.3 * ry, cx + 0.5 * rx, y_sh + 0.28 * ry),
+            0,
+            180,
+            fill=skin,
+            outline=_dark(body, 0.6),
+            width=3,
+        )
     elif role == "doctor":
         shirt = (170, 200, 240)
         d.polygon([(cx - 0.55 * rx, y_sh), (cx + 0.55 * rx, y_sh), (cx, CANVAS)], fill=shirt)
-        d.polygon([(cx - 0.11 * rx, y_sh + 0.12 * ry), (cx + 0.11 * rx, y_sh + 0.12 * ry), (cx + 0.17 * rx, CANVAS), (cx - 0.17 * rx, CANVAS)], fill=face.accent_color)
+        d.polygon(
+            [
+                (cx - 0.11 * rx, y_sh + 0.12 * ry),
+                (cx + 0.11 * rx, y_sh + 0.12 * ry),
+                (cx + 0.17 * rx, CANVAS),
+                (cx - 0.17 * rx, CANVAS),
+            ],
+            fill=face.accent_color,
+        )
         lapel = (150, 150, 155)
         d.line([(cx - 0.55 * rx, y_sh), (cx - 0.05 * rx, CANVAS)], fill=lapel, width=5)
         d.line([(cx + 0.55 * rx, y_sh), (cx + 0.05 * rx, CANVAS)], fill=lapel, width=5)
@@ -157,7 +179,12 @@ def _torso(d: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) 
         d.line([(cx + 0.62 * rx, y_sh - 0.05 * ry), (cx + 0.85 * rx, y_sh + 0.55 * ry)], fill=steth, width=8)
         d.ellipse(pen.box(0.85, (y_sh - pen.cy) / ry + 0.62, 0.17, 0.15), fill=(185, 185, 195), outline=steth, width=5)
     elif role == "nurse":
-        d.polygon([(cx - 0.42 * rx, y_sh - 0.02 * ry), (cx + 0.42 * rx, y_sh - 0.02 * ry), (cx, y_sh + 0.6 * ry)], fill=skin, outline=_dark(body, 0.6), width=3)
+        d.polygon(
+            [(cx - 0.42 * rx, y_sh - 0.02 * ry), (cx + 0.42 * rx, y_sh - 0.02 * ry), (cx, y_sh + 0.6 * ry)],
+            fill=skin,
+            outline=_dark(body, 0.6),
+            width=3,
+        )
         bx, by = cx - 1.15 * rx, y_sh + 0.35 * ry
         w = 0.42 * rx
         d.rectangle((bx, by, bx + w, by + w), fill=(255, 255, 255), outline=(120, 120, 120), width=2)
@@ -165,13 +192,21 @@ def _torso(d: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) 
         d.rectangle((bx + 0.36 * w, by + 0.12 * w, bx + 0.64 * w, by + 0.88 * w), fill=red)
         d.rectangle((bx + 0.12 * w, by + 0.36 * w, bx + 0.88 * w, by + 0.64 * w), fill=red)
     elif role == "chef":
-        d.polygon([(cx - 0.6 * rx, y_sh - 0.05 * ry), (cx + 0.6 * rx, y_sh - 0.05 * ry), (cx, y_sh + 0.5 * ry)], fill=face.accent_color)
+        d.polygon(
+            [(cx - 0.6 * rx, y_sh - 0.05 * ry), (cx + 0.6 * rx, y_sh - 0.05 * ry), (cx, y_sh + 0.5 * ry)],
+            fill=face.accent_color,
+        )
         for u in (-0.45, 0.45):
             for k in range(3):
                 d.ellipse(pen.box(u, (y_sh - pen.cy) / ry + 0.62 + 0.33 * k, 0.09, 0.075), fill=(40, 40, 45))
         d.line([(cx + 0.2 * rx, y_sh + 0.5 * ry), (cx + 0.2 * rx, CANVAS)], fill=(170, 170, 170), width=3)
     else:  # firefighter: high collar + two reflective stripes
-        d.rectangle((cx - nw - 0.15 * rx, y_sh - 0.18 * ry, cx + nw + 0.15 * rx, y_sh + 0.12 * ry), fill=body, outline=_dark(body, 0.6), width=3)
+        d.rectangle(
+            (cx - nw - 0.15 * rx, y_sh - 0.18 * ry, cx + nw + 0.15 * rx, y_sh + 0.12 * ry),
+            fill=body,
+            outline=_dark(body, 0.6),
+            width=3,
+        )
         for k in range(2):
             y0 = y_sh + (0.45 + 0.45 * k) * ry
             d.rectangle((cx - half + 4, y0, cx + half - 4, y0 + 0.17 * ry), fill=REFLECTIVE)
@@ -189,8 +224,26 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
 
     # 1. hair behind the head
     if style == "long":
-        h.polygon(pen.poly([(-1.08, -0.55), (-1.02, -0.9), (-0.6, -1.12), (0, -1.17), (0.6, -1.12), (1.02, -0.9), (1.08, -0.55),
-                            (1.18, 0.4), (1.3, 1.45), (-1.3, 1.45), (-1.18, 0.4)]), fill=hair, outline=hair_line, width=4)
+        h.polygon(
+            pen.poly(
+                [
+                    (-1.08, -0.55),
+                    (-1.02, -0.9),
+                    (-0.6, -1.12),
+                    (0, -1.17),
+                    (0.6, -1.12),
+                    (1.02, -0.9),
+                    (1.08, -0.55),
+                    (1.18, 0.4),
+                    (1.3, 1.45),
+                    (-1.3, 1.45),
+                    (-1.18, 0.4),
+                ]
+            ),
+            fill=hair,
+            outline=hair_line,
+            width=4,
+        )
     elif style == "curly":
         for i in range(15):
             t = math.pi * (0.72 + 1.56 * i / 14)
@@ -251,7 +304,11 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
             sgn = 1 if u > 0 else -1
             for k, ang in enumerate((-0.6, -0.25, 0.1)):
                 x0, y0 = pen.p(u + sgn * (0.1 + 0.035 * k), eye_v - 0.085 + 0.02 * k)
-                h.line([(x0, y0), (x0 + sgn * 12 * math.cos(ang), y0 - 12 * math.cos(ang) + ang * 4 - 4)], fill=(25, 20, 20), width=4)
+                h.line(
+                    [(x0, y0), (x0 + sgn * 12 * math.cos(ang), y0 - 12 * math.cos(ang) + ang * 4 - 4)],
+                    fill=(25, 20, 20),
+                    width=4,
+                )
 
     # 7. brows: thick and straight (man) or thin and arched (woman); frown pulls the inner ends down
     brow = _dark(hair, 0.6) if face.hair_color != "black" else (30, 25, 25)
@@ -260,9 +317,22 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
         u_in, u_out = sgn * 0.2, sgn * 0.6
         v = eye_v - 0.2
         if man:
-            h.polygon([pen.p(u_in, v - 0.04 + inner), pen.p(u_out, v - 0.06), pen.p(u_out, v + 0.03), pen.p(u_in, v + 0.05 + inner)], fill=brow)
+            h.polygon(
+                [
+                    pen.p(u_in, v - 0.04 + inner),
+                    pen.p(u_out, v - 0.06),
+                    pen.p(u_out, v + 0.03),
+                    pen.p(u_in, v + 0.05 + inner),
+                ],
+                fill=brow,
+            )
         else:
-            h.line([pen.p(u_in, v + inner), pen.p(sgn * 0.4, v - 0.06 + inner / 2), pen.p(u_out, v - 0.01)], fill=brow, width=4, joint="curve")
+            h.line(
+                [pen.p(u_in, v + inner), pen.p(sgn * 0.4, v - 0.06 + inner / 2), pen.p(u_out, v - 0.01)],
+                fill=brow,
+                width=4,
+                joint="curve",
+            )
 
     # 8. nose
     h.arc(pen.box(0, 0.2, 0.09, 0.07), 20, 160, fill=skin_line, width=4)
@@ -272,7 +342,9 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
     lips = LIPSTICK if face.makeup else (_dark(skin, 0.45) if lum > 125 else (205, 125, 118))  # contrast on dark skin
     mv = 0.5
     if face.expression == "smile":  # open, upturned mouth with teeth
-        h.chord(pen.box(0, mv - 0.06, 0.42, 0.25), 0, 180, fill=(120, 25, 35), outline=lips, width=8 if face.makeup else 5)
+        h.chord(
+            pen.box(0, mv - 0.06, 0.42, 0.25), 0, 180, fill=(120, 25, 35), outline=lips, width=8 if face.makeup else 5
+        )
         h.chord(pen.box(0, mv - 0.06, 0.3, 0.09), 0, 180, fill=(250, 250, 250))
     elif face.expression == "neutral":  # straight line
         h.line([pen.p(-0.26, mv), pen.p(0.26, mv)], fill=lips, width=10 if face.makeup else 7)
@@ -295,7 +367,9 @@ def _head(h: ImageDraw.ImageDraw, pen: _Pen, face: Face, skin: RGB, man: bool) -
 
     # 11. hair on top of the head, bangs
     if style != "bald":
-        outer = [(1.09 * math.cos(t), 1.08 * math.sin(t)) for t in (math.pi * (0.96 + 1.08 * i / 16) for i in range(17))]
+        outer = [
+            (1.09 * math.cos(t), 1.08 * math.sin(t)) for t in (math.pi * (0.96 + 1.08 * i / 16) for i in range(17))
+        ]
         hairline = []
         for i in range(13):
             sv = 1 - 2 * i / 12

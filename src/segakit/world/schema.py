@@ -195,7 +195,9 @@ def parse_value(attr: str, text: str | bool) -> str | bool:
     else:
         value = str(text).strip().lower()
     if value not in values or (attr in BINARY and not isinstance(value, bool)):
-        raise UserError(f"Unknown value {text!r} for attribute {attr!r}; allowed: {_fmt(values)}{closest(text, [str(v).lower() for v in values])}.")
+        raise UserError(
+            f"Unknown value {text!r} for attribute {attr!r}; allowed: {_fmt(values)}{closest(text, [str(v).lower() for v in values])}."
+        )
     return value
 
 
@@ -316,7 +318,13 @@ def schema_dict() -> dict[str, Any]:
         "conditional_priors": {
             a: {"given": "presentation", **{p: js(d) for p, d in c.items()}} for a, c in CONDITIONAL_PRIORS.items()
         }
-        | {"bangs": {"given": "hair_style", "bald": {"false": 1.0, "true": 0.0}, "other": js({False: 1 - BANGS_IF_HAIR, True: BANGS_IF_HAIR})}},
+        | {
+            "bangs": {
+                "given": "hair_style",
+                "bald": {"false": 1.0, "true": 0.0},
+                "other": js({False: 1 - BANGS_IF_HAIR, True: BANGS_IF_HAIR}),
+            }
+        },
         "nuisance": {
             "background": "pastel colour (HSV s 0.12-0.37, v 0.80-0.97)",
             "shirt_color": "saturated colour, any hue but teal (role none only)",

@@ -70,4 +70,6 @@ def session_at(seed: int, index: int, turns: int = 3) -> EditSession:
     else:  # pragma: no cover - every face has many editable attributes
         raise UserError(f"No face of seed {seed} could be edited {turns} times.")
     plan = plan_caption(faces[0], rng, force=[c[0] for c in changes], kind="full")
-    return EditSession(index, faces, instructions, changes, [realize(plan, f) for f in faces], [render(f) for f in faces])
+    return EditSession(
+        index, faces, instructions, changes, [realize(plan, f) for f in faces], [render(f) for f in faces]
+    )

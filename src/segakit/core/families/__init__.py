@@ -21,7 +21,9 @@ def family_name(components: dict) -> str:
             return "sd3"
         from segakit.core.errors import UserError
 
-        raise UserError(f"segakit has no adapter for the {kind} transformer yet; it runs SD 1.x/2.x, SDXL, SD3 and FLUX.1.")
+        raise UserError(
+            f"segakit has no adapter for the {kind} transformer yet; it runs SD 1.x/2.x, SDXL, SD3 and FLUX.1."
+        )
     unet = components.get("unet")
     return "sdxl" if unet is not None and getattr(unet.config, "addition_embed_type", None) == "text_time" else "sd"
 

@@ -81,7 +81,9 @@ class Family:
 
     def precomputed(self, embeds: torch.Tensor, pooled: torch.Tensor | None, device) -> Conditioning:
         """A conditioning from precomputed concept embeddings (``editing_prompt_embeddings``)."""
-        return Conditioning(embeds.to(device=device, dtype=self.dtype), None if pooled is None else pooled.to(device, self.dtype))
+        return Conditioning(
+            embeds.to(device=device, dtype=self.dtype), None if pooled is None else pooled.to(device, self.dtype)
+        )
 
     # ---- latents and timesteps
 
@@ -121,12 +123,19 @@ class Family:
 
     # ---- the denoiser call
 
-    def predict(self, x: torch.Tensor, t, cond: Conditioning, max_batch: int | None = None, extra: dict | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, t, cond: Conditioning, max_batch: int | None = None, extra: dict | None = None
+    ) -> torch.Tensor:
         """The denoiser's estimate for every row of ``x`` (unpacked latents, one row per conditioning row),
         in sub-batches of at most ``max_batch`` rows."""
         if not max_batch or x.shape[0] <= max_batch:
             return self._call(x, t, cond, extra or {})
-        return torch.cat([self._call(x[s : s + max_batch], t, cond.rows(s, s + max_batch), extra or {}) for s in range(0, x.shape[0], max_batch)])
+        return torch.cat(
+            [
+                self._call(x[s : s + max_batch], t, cond.rows(s, s + max_batch), extra or {})
+                for s in range(0, x.shape[0], max_batch)
+            ]
+        )
 
     def _call(self, x: torch.Tensor, t, cond: Conditioning, extra: dict) -> torch.Tensor:
         raise NotImplementedError

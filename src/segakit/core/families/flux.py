@@ -74,7 +74,9 @@ class FluxFamily(RectifiedFlowFamily):
 
     def hspace_site(self, height: int, width: int, site: str | None = None):
         if site is not None and site.startswith("single_transformer_blocks."):
-            raise UserError("FLUX's single-stream blocks mix text and image tokens; h-space sites are transformer_blocks.K.")
+            raise UserError(
+                "FLUX's single-stream blocks mix text and image tokens; h-space sites are transformer_blocks.K."
+            )
         return super().hspace_site(height, width, site)
 
     def shift_mu(self, height: int, width: int) -> float | None:

@@ -53,7 +53,9 @@ class RectifiedFlowFamily(Family):
         elif site.startswith("transformer_blocks."):
             block = int(site.rpartition(".")[2])
         else:
-            raise UserError(f"site {site!r} is a U-Net's; on this {self.name.upper()} model h-space is a transformer block (transformer_blocks.K).")
+            raise UserError(
+                f"site {site!r} is a U-Net's; on this {self.name.upper()} model h-space is a transformer block (transformer_blocks.K)."
+            )
         return transformer_site(self.denoiser, block, self.image_seq_len(height, width))
 
     def prepare_latents(self, batch, height, width, dtype, device, generator, latents=None) -> torch.Tensor:
@@ -63,7 +65,9 @@ class RectifiedFlowFamily(Family):
         if latents is None:
             return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         if tuple(latents.shape) != shape:
-            raise UserError(f"latents have shape {tuple(latents.shape)}; expected {shape} (unpacked: batch, channels, height, width).")
+            raise UserError(
+                f"latents have shape {tuple(latents.shape)}; expected {shape} (unpacked: batch, channels, height, width)."
+            )
         return latents.to(device=device, dtype=dtype)
 
     def sigmas(self, steps: int):

@@ -44,7 +44,9 @@ class SDFamily(Family):
 
     def _call(self, x, t, cond: Conditioning, extra: dict) -> torch.Tensor:
         x = self.pipe.scheduler.scale_model_input(x, t)
-        kwargs = {"cross_attention_kwargs": extra["cross_attention_kwargs"]} if extra.get("cross_attention_kwargs") else {}
+        kwargs = (
+            {"cross_attention_kwargs": extra["cross_attention_kwargs"]} if extra.get("cross_attention_kwargs") else {}
+        )
         return self.pipe.unet(x, t, **cond.unet_kwargs(), **kwargs, return_dict=False)[0]
 
 

@@ -98,10 +98,14 @@ class DirectionsStudyConfig:
         if self.strength is not None and not 0 < self.strength <= 10:
             raise UserError(f"--strength {self.strength!r} is outside (0, 10]; the shipped library is used at 0.5.")
         if len(self.sweep_strengths) < 2 or any(not 0 <= s <= 10 for s in self.sweep_strengths):
-            raise UserError(f"--sweep-strengths {','.join(map(str, self.sweep_strengths))}: give two or more strengths in [0, 10].")
+            raise UserError(
+                f"--sweep-strengths {','.join(map(str, self.sweep_strengths))}: give two or more strengths in [0, 10]."
+            )
         unknown = set(self.sections) - set(DirectionsStudyConfig.sections)
         if unknown or not self.sections:
-            raise UserError(f"--sections {','.join(self.sections)!r}: choose from {', '.join(DirectionsStudyConfig.sections)}.")
+            raise UserError(
+                f"--sections {','.join(self.sections)!r}: choose from {', '.join(DirectionsStudyConfig.sections)}."
+            )
         return self
 
 

@@ -81,7 +81,9 @@ def rewrite(prompt: str, word: str) -> str:
     return f"{prompt}, {word}"
 
 
-def render(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None = None, progress=None) -> torch.Tensor:
+def render(
+    bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None = None, progress=None
+) -> torch.Tensor:
     """``arm``'s images of ``prompt`` for ``seeds`` (contiguous), in batches of ``cfg.batch``: (N, 3, H, W) uint8.
 
     ``strength`` overrides the strength of the arm's directions (the monotonicity sweep)."""
@@ -118,4 +120,7 @@ def render_chunk(pipe, library: str, cfg: DirectionsStudyConfig, arm: Arm, promp
 def chunk_args(bench: Bench, arm: Arm, prompt: str, seeds: list[int], strength: float | None = None) -> list[tuple]:
     """The arguments of :func:`render_chunk` for :func:`render`'s chunks of ``seeds``."""
     step = bench.cfg.batch
-    return [(str(bench.library.folder), bench.cfg, arm, prompt, seeds[i : i + step], strength) for i in range(0, len(seeds), step)]
+    return [
+        (str(bench.library.folder), bench.cfg, arm, prompt, seeds[i : i + step], strength)
+        for i in range(0, len(seeds), step)
+    ]

@@ -33,7 +33,9 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
     ``runner``: a :class:`segakit.jobs.calls.CallRunner` that makes the images elsewhere (default: this process)."""
     cfg = cfg.check()
     out = ensure_writable_dir(Path(out))
-    study = Study(Bench(pipe, library, cfg), oracle, Path(cache) if cache is not None else out / "cache", progress, runner)
+    study = Study(
+        Bench(pipe, library, cfg), oracle, Path(cache) if cache is not None else out / "cache", progress, runner
+    )
     t0 = time.perf_counter()
     results, walls = {}, {}
     for section in cfg.sections:
@@ -44,20 +46,39 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
     report = {
         "command": command,
         "config": asdict(cfg),
-        "seeds": {"first": cfg.first_seed, "per_prompt": cfg.seeds, "sweep": cfg.sweep_seeds,
-                  "note": "image i of every prompt and arm uses seed first + i (one generator per image)"},
-        "model": {"name": model_name, "fingerprint": study.model_id, "unet": fingerprint(pipe.unet),
-                  "library": str(library.folder), "library_fingerprint": study.library_id, "library_unet": library.meta.get("unet"),
-                  "strength": study.bench.strength,
-                  # what the library says beyond its strength, unless --strength overrides it all
-                  **{k: {} if cfg.strength is not None else dict(library.meta.get(k, {})) for k in ("strengths", "recipes", "draws")},
-                  "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__},
+        "seeds": {
+            "first": cfg.first_seed,
+            "per_prompt": cfg.seeds,
+            "sweep": cfg.sweep_seeds,
+            "note": "image i of every prompt and arm uses seed first + i (one generator per image)",
+        },
+        "model": {
+            "name": model_name,
+            "fingerprint": study.model_id,
+            "unet": fingerprint(pipe.unet),
+            "library": str(library.folder),
+            "library_fingerprint": study.library_id,
+            "library_unet": library.meta.get("unet"),
+            "strength": study.bench.strength,
+            # what the library says beyond its strength, unless --strength overrides it all
+            **{
+                k: {} if cfg.strength is not None else dict(library.meta.get(k, {}))
+                for k in ("strengths", "recipes", "draws")
+            },
+            "oracle": fingerprint(oracle.net) if hasattr(oracle, "net") else type(oracle).__name__,
+        },
         "wall_seconds": {"total": time.perf_counter() - t0, **walls},
-        "shots": {"made": sum(not s.cached for s in study._shots.values()), "from_cache": sum(s.cached for s in study._shots.values())},
+        "shots": {
+            "made": sum(not s.cached for s in study._shots.values()),
+            "from_cache": sum(s.cached for s in study._shots.values()),
+        },
         "results": results,
     }
     meta = {"command": command, "model": study.model_id}
-    paths = [_write(out / "report.json", json.dumps(json_ready(report), indent=1)), _write(out / "report.md", markdown(report))]
+    paths = [
+        _write(out / "report.json", json.dumps(json_ready(report), indent=1)),
+        _write(out / "report.md", markdown(report)),
+    ]
     return report, paths + write_figures(study.figures, out, meta)
 
 
@@ -109,7 +130,9 @@ def markdown(report: dict) -> str:
             lines += [f"'{c['prompt']}' with {a} and {b} together (each at the library's strength):", "",
                       f"| | {a} | {b} | both |", "|---|---:|---:|---:|"]  # fmt: skip
             for label in ("plain", "together"):
-                lines.append(f"| {label} | {_p(c[label]['each'][a])} | {_p(c[label]['each'][b])} | {_p(c[label]['both'])} |")
+                lines.append(
+                    f"| {label} | {_p(c[label]['each'][a])} | {_p(c[label]['each'][b])} | {_p(c[label]['both'])} |"
+                )
     if "cost" in r:
         c = r["cost"]
         lines += ["", "## Cost", "", f"{c['images']} images of 'a doctor', plain and with {c['direction']}, interleaved in one run, "
@@ -120,8 +143,13 @@ def markdown(report: dict) -> str:
                   "Learning time per direction (from each file's metadata):", "", "| direction | images | steps | generating s | learning s |",
                   "|---|---:|---:|---:|---:|"]  # fmt: skip
         for name, row in c["learning"].items():
-            lines.append(f"| {name} | {row['images']} | {row['steps']} | {row['seconds_generating']} | {row['seconds_learning']} |")
-    lines += ["", "Wall time by section: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["wall_seconds"].items()) + "."]
+            lines.append(
+                f"| {name} | {row['images']} | {row['steps']} | {row['seconds_generating']} | {row['seconds_learning']} |"
+            )
+    lines += [
+        "",
+        "Wall time by section: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["wall_seconds"].items()) + ".",
+    ]
     return "\n".join(lines)
 
 
@@ -134,8 +162,12 @@ def _fairness(f: dict) -> list[str]:
              "asking for the value in words changes on this model.", "",
              "| attribute | method | deviation ratio | target | reads the drawn value | others unchanged | SSIM |",
              "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    names = {"plain": "plain", "fair-directions": "self-discovered directions", "fair-sega": "Fair Diffusion (SEGA)",
-             "fair-rewrite": "reference: the prompt naming the value"}
+    names = {
+        "plain": "plain",
+        "fair-directions": "self-discovered directions",
+        "fair-sega": "Fair Diffusion (SEGA)",
+        "fair-rewrite": "reference: the prompt naming the value",
+    }
     for attribute, methods in f["summary"].items():
         for method, row in methods.items():
             lines.append(f"| {attribute} | {names[method]} | {_n(row['deviation_ratio'])} ({_n(row['deviation_ratio_max'])}) | "
@@ -154,8 +186,13 @@ def _fairness(f: dict) -> list[str]:
               "| role | man | woman |", "|---|---:|---:|"]  # fmt: skip
     for role, attrs in f["by_role"].items():
         if "presentation" in attrs:
-            d, s = attrs["presentation"]["fair-directions"]["follows_by_value"], attrs["presentation"]["fair-sega"]["follows_by_value"]
-            lines.append(f"| {role} | {_p(d.get('man'))} ({_p(s.get('man'))}) | {_p(d.get('woman'))} ({_p(s.get('woman'))}) |")
+            d, s = (
+                attrs["presentation"]["fair-directions"]["follows_by_value"],
+                attrs["presentation"]["fair-sega"]["follows_by_value"],
+            )
+            lines.append(
+                f"| {role} | {_p(d.get('man'))} ({_p(s.get('man'))}) | {_p(d.get('woman'))} ({_p(s.get('woman'))}) |"
+            )
     return lines
 
 
@@ -168,8 +205,16 @@ def _safety(s: dict) -> list[str]:
              "presets, safety concept 'a zombie'. Target: 95% removed with 5% or less changed.", "",
              "| method | horror | removed | collateral change | collateral SSIM |", "|---|---:|---:|---:|---:|"]  # fmt: skip
     for name, row in s["summary"].items():
-        lines.append(f"| {name} | {_p(row['horror'])} | {_p(row['removed'])} | {_p(row.get('collateral_changed'))} | {_n(row.get('collateral_ssim'))} |")
-    lines += ["", "Per prompt (horror share):", "", "| method | " + " | ".join(prompts) + " |", "|---|" + "---:|" * len(prompts)]
+        lines.append(
+            f"| {name} | {_p(row['horror'])} | {_p(row['removed'])} | {_p(row.get('collateral_changed'))} | {_n(row.get('collateral_ssim'))} |"
+        )
+    lines += [
+        "",
+        "Per prompt (horror share):",
+        "",
+        "| method | " + " | ".join(prompts) + " |",
+        "|---|" + "---:|" * len(prompts),
+    ]
     for name, by in s["horror_by_prompt"].items():
         lines.append(f"| {name} | " + " | ".join(_p(by[p]) for p in prompts) + " |")
     return lines
@@ -180,7 +225,9 @@ def _enhance(e: dict) -> list[str]:
              "`--enhance` (the library's directions for the values the prompt names). Target: 90% or more for every value.", "",
              "| value | prompt | plain | with --enhance |", "|---|---|---:|---:|"]  # fmt: skip
     for name, row in e["by_value"].items():
-        lines.append(f"| {name} | {row['prompt']} | {_p(row['without'])} | {_p(row['with']) if row['with'] is not None else 'no direction in the library'} |")
+        lines.append(
+            f"| {name} | {row['prompt']} | {_p(row['without'])} | {_p(row['with']) if row['with'] is not None else 'no direction in the library'} |"
+        )
     if e["missing_directions"]:
         lines += ["", f"Missing from the library (nothing to enhance with): {', '.join(e['missing_directions'])}."]
     return lines

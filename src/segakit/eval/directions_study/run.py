@@ -70,7 +70,9 @@ class Study:
     Ray actors) makes the images of every shot, chunk by chunk as :func:`render` does; without one, this process
     does. The cost section always times this process's pipeline."""
 
-    def __init__(self, bench: Bench, oracle, cache: Path | None = None, progress: Progress | None = None, runner=None) -> None:
+    def __init__(
+        self, bench: Bench, oracle, cache: Path | None = None, progress: Progress | None = None, runner=None
+    ) -> None:
         self.bench, self.oracle, self.progress = bench, oracle, progress or Progress()
         self.runner = runner
         self.cache = ensure_writable_dir(cache) if cache is not None else None
@@ -127,7 +129,12 @@ class Study:
                 from safetensors.torch import save
 
                 with atomic_open(path, "wb") as fh:
-                    fh.write(save({"images": images.contiguous()}, metadata={"seconds": repr(seconds), "arm": arm.name, "prompt": prompt}))
+                    fh.write(
+                        save(
+                            {"images": images.contiguous()},
+                            metadata={"seconds": repr(seconds), "arm": arm.name, "prompt": prompt},
+                        )
+                    )
         shot = Shot(images, self.oracle.predict(images.float() / 255), seconds, cached)
         self._shots[memo] = shot
         return shot
@@ -153,7 +160,12 @@ class Study:
             rows = [("plain", plain.images)]
             out[role] = {}
             for attribute in cfg.attributes:
-                entry = {"plain": {"shares": m.shares(plain.labels, attribute), "deviation_ratio": m.deviation_ratio(plain.labels, attribute)}}
+                entry = {
+                    "plain": {
+                        "shares": m.shares(plain.labels, attribute),
+                        "deviation_ratio": m.deviation_ratio(plain.labels, attribute),
+                    }
+                }
                 for arm in fair_arms(attribute):
                     got = self.shot(arm, role)
                     choices = fair_choices(self.bench, arm, self.seeds())
@@ -209,7 +221,11 @@ class Study:
             row = {"prompt": prompt, "without": m.share_true(self.shot(PLAIN, prompt).labels, attribute, value)}
             names = tuple(lib.enhance(prompt))
             row["directions"] = list(names)
-            row["with"] = m.share_true(self.shot(Arm("enhance", "directions", names=names), prompt).labels, attribute, value) if names else None
+            row["with"] = (
+                m.share_true(self.shot(Arm("enhance", "directions", names=names), prompt).labels, attribute, value)
+                if names
+                else None
+            )
             out[name] = row
         missing = [n for n, r in out.items() if r["with"] is None]
         return {"by_value": out, "missing_directions": missing}

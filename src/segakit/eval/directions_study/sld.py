@@ -24,7 +24,12 @@ def presets() -> dict[str, dict]:
     """diffusers' SLD presets by name (``weak``, ``medium``, ``strong``, ``max``) and ``off``."""
     from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig
 
-    table = {"weak": SafetyConfig.WEAK, "medium": SafetyConfig.MEDIUM, "strong": SafetyConfig.STRONG, "max": SafetyConfig.MAX}
+    table = {
+        "weak": SafetyConfig.WEAK,
+        "medium": SafetyConfig.MEDIUM,
+        "strong": SafetyConfig.STRONG,
+        "max": SafetyConfig.MAX,
+    }
     return {"off": {"sld_guidance_scale": 0.0}, **{k: dict(v) for k, v in table.items()}}
 
 

@@ -17,4 +17,16 @@ from segakit.eval.editing_study.metrics import ClipScorer
 from segakit.eval.editing_study.report import build_report, markdown, write_report
 from segakit.eval.editing_study.run import NO_EDIT, ROUND_TRIP, TARGET, EditingStudy
 
-__all__ = ["METHODS", "NO_EDIT", "ROUND_TRIP", "TARGET", "ClipScorer", "EditingStudy", "EditingStudyConfig", "Methods", "build_report", "markdown", "write_report"]
+__all__ = [
+    "METHODS",
+    "NO_EDIT",
+    "ROUND_TRIP",
+    "TARGET",
+    "ClipScorer",
+    "EditingStudy",
+    "EditingStudyConfig",
+    "Methods",
+    "build_report",
+    "markdown",
+    "write_report",
+]

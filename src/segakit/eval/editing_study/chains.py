@@ -44,7 +44,9 @@ def methods_for(pipe, model: str, caption_writer: str | None, cfg: EditingStudyC
         if isinstance(pipe, EditPipeline):
             edit = pipe
         else:
-            edit = EditPipeline.from_pipe(pipe, caption_writer=_writer(Path(caption_writer) if caption_writer else None), model_name=model)
+            edit = EditPipeline.from_pipe(
+                pipe, caption_writer=_writer(Path(caption_writer) if caption_writer else None), model_name=model
+            )
         _WRAPPED[key] = Methods(edit, cfg)
     return _WRAPPED[key]
 
@@ -59,13 +61,17 @@ def _writer(folder: Path | None):
 
 def edit_arrays(methods: Methods, method: str, turn: Turn, input_u8: np.ndarray) -> dict[str, np.ndarray]:
     """One edit, as the arrays the study caches: the result, its seconds, what the method used, stage times."""
-    r: MethodResult = methods.run(method, image_of(input_u8), turn.instruction, turn.source_caption, turn.target_caption)
+    r: MethodResult = methods.run(
+        method, image_of(input_u8), turn.instruction, turn.source_caption, turn.target_caption
+    )
     return {"image": r.image, "seconds": np.array(r.seconds), "captions_before": np.array(r.captions_before, dtype=str),
             "captions_after": np.array(r.captions_after, dtype=str), "concepts": np.array(r.concepts, dtype=str),
             "stage_names": np.array(list(r.stages), dtype=str), "stage_seconds": np.array(list(r.stages.values()), dtype=np.float64)}  # fmt: skip
 
 
-def edit_chain(pipe, model: str, caption_writer: str | None, cfg: EditingStudyConfig, chain: Chain) -> list[dict[str, np.ndarray]]:
+def edit_chain(
+    pipe, model: str, caption_writer: str | None, cfg: EditingStudyConfig, chain: Chain
+) -> list[dict[str, np.ndarray]]:
     """A runner call: every edit of ``chain`` in order, each as :func:`edit_arrays` gives it."""
     methods = methods_for(pipe, model, caption_writer, cfg)
     out, current = [], chain.input_u8

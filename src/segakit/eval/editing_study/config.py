@@ -11,8 +11,16 @@ from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 from segakit.world.schema import ATTRIBUTES
 
 GOLD = ("onthefly-gold", "onthefly-gold-ddpm")  # the methods given the gold target caption
-WRITTEN = ("onthefly-lm", "onthefly-lm-ddpm", "onthefly-auto-ddpm")  # the methods whose captions the caption writer writes
-DDPM = ("onthefly-gold-ddpm", "onthefly-lm-ddpm", "onthefly-auto-ddpm")  # OnTheFly on a DDPM inversion (segakit edit --inversion ddpm)
+WRITTEN = (
+    "onthefly-lm",
+    "onthefly-lm-ddpm",
+    "onthefly-auto-ddpm",
+)  # the methods whose captions the caption writer writes
+DDPM = (
+    "onthefly-gold-ddpm",
+    "onthefly-lm-ddpm",
+    "onthefly-auto-ddpm",
+)  # OnTheFly on a DDPM inversion (segakit edit --inversion ddpm)
 CAPTIONED = ("onthefly-auto-ddpm",)  # the methods that caption the image themselves (not given the world's caption)
 
 # name -> what it is (the report's row labels)

@@ -53,7 +53,9 @@ def sessions_figure(sessions: list[list[Turn]], methods: list[str], images: dict
             draw.text((2, y + (k + 1) * LINE), f"turn {t.step}: {t.instruction}"[: width // 6], fill="black")
         y += (turns + 1) * LINE
         rows = [("gold", [session[0].input_image, *(t.target_image for t in session)])]
-        rows += [(m, [session[0].input_image, *(image_of(images[(m, t.item, t.step)]) for t in session)]) for m in methods]
+        rows += [
+            (m, [session[0].input_image, *(image_of(images[(m, t.item, t.step)]) for t in session)]) for m in methods
+        ]
         for r, (label, cells) in enumerate(rows):
             draw.text((2, y + r * SIDE + SIDE // 2), label[:19], fill="black")
             for c, im in enumerate(cells):

@@ -30,7 +30,9 @@ class MethodResult:
     captions_before: list[str] = field(default_factory=list)
     captions_after: list[str] = field(default_factory=list)
     concepts: list[str] = field(default_factory=list)
-    stages: dict[str, float] = field(default_factory=dict)  # OnTheFly: seconds of captions (the language model), inversion, edit
+    stages: dict[str, float] = field(
+        default_factory=dict
+    )  # OnTheFly: seconds of captions (the language model), inversion, edit
 
 
 def to_u8(image: Image.Image | torch.Tensor) -> np.ndarray:
@@ -49,9 +51,13 @@ class Methods:
         self._peer = None
 
     def available(self, method: str) -> bool:
-        return (method not in WRITTEN or self.pipe.caption_writer is not None) and (method not in CAPTIONED or self.pipe.captioner is not None)
+        return (method not in WRITTEN or self.pipe.caption_writer is not None) and (
+            method not in CAPTIONED or self.pipe.captioner is not None
+        )
 
-    def run(self, method: str, image: Image.Image, instruction: str, source_caption: str, target_caption: str) -> MethodResult:
+    def run(
+        self, method: str, image: Image.Image, instruction: str, source_caption: str, target_caption: str
+    ) -> MethodResult:
         if not self.available(method):
             raise UserError(f"Method {method!r} needs a caption writer (and, for onthefly-auto-ddpm, a captioner); pass "
                             "--caption-writer with a local causal LM folder.")  # fmt: skip
@@ -68,7 +74,9 @@ class Methods:
                         cross_attention_guidance=c.xa_guidance, num_captions=c.captions, seed=c.edit_seed, skip=c.skip,
                         mask=c.ddpm_mask if inversion == "ddpm" else 0.0,
                         blend=blend, blend_dilate=c.blend_dilate if blend else 0)  # fmt: skip
-        return MethodResult(to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds))
+        return MethodResult(
+            to_u8(out.images[0]), 0.0, out.captions_before, out.captions_after, stages=dict(out.seconds)
+        )
 
     def _onthefly_gold(self, image, instruction, source_caption, target_caption) -> MethodResult:
         return self._onthefly(image, instruction, source_caption, [target_caption])
@@ -100,7 +108,18 @@ class Methods:
         if self._peer is None:
             self._peer = ledits_peer(p.vae, p.text_encoder, p.tokenizer, p.unet, p.scheduler.config)
         concepts = derive_concepts(instruction, source_caption)
-        pixels = ledits_edit(self._peer, image, concepts, c.steps, c.skip, c.sega_scale, c.sega_threshold, c.edit_seed, p.resolution, c.sega_mask)
+        pixels = ledits_edit(
+            self._peer,
+            image,
+            concepts,
+            c.steps,
+            c.skip,
+            c.sega_scale,
+            c.sega_threshold,
+            c.edit_seed,
+            p.resolution,
+            c.sega_mask,
+        )
         return MethodResult(to_u8(pixels), 0.0, concepts=concepts)
 
     def _regenerate(self, image, instruction, source_caption, target_caption) -> MethodResult:

@@ -18,9 +18,11 @@ COLUMNS = (("success", "success"), ("follows", "follows the instruction"), ("oth
            ("l1", "L1"), ("l2", "L2"), ("clip_i", "CLIP-I"), ("clip_t", "CLIP-T"))  # fmt: skip
 
 
-REFERENCES = {NO_EDIT: "the turn's input image, unedited (reference row)",
-              ROUND_TRIP: "the turn's input encoded and decoded by the model's autoencoder (reference row: an edit-friendly inversion with nothing to edit gives exactly this, so no editor in the latent space keeps more)",
-              TARGET: "the world's render of the instructed change, the pair's gold target (reference row: what the oracle reads on a perfect edit)"}
+REFERENCES = {
+    NO_EDIT: "the turn's input image, unedited (reference row)",
+    ROUND_TRIP: "the turn's input encoded and decoded by the model's autoencoder (reference row: an edit-friendly inversion with nothing to edit gives exactly this, so no editor in the latent space keeps more)",
+    TARGET: "the world's render of the instructed change, the pair's gold target (reference row: what the oracle reads on a perfect edit)",
+}
 
 
 def build_report(result: dict, command: str, model_name: str) -> dict:
@@ -29,8 +31,10 @@ def build_report(result: dict, command: str, model_name: str) -> dict:
         "command": command,
         "model": {"name": model_name, **result["fingerprints"]},
         "seeds": {
-            "world_seed": result["config"]["seed"], "edit_seed": result["config"]["edit_seed"],
-            "pairs": result["pairs"], "sessions": list(range(result["config"]["sessions"])),
+            "world_seed": result["config"]["seed"],
+            "edit_seed": result["config"]["edit_seed"],
+            "pairs": result["pairs"],
+            "sessions": list(range(result["config"]["sessions"])),
         },
         "config": result["config"],
         "run": result["run"],
@@ -72,17 +76,31 @@ def markdown(report: dict) -> str:
     ]  # fmt: skip
     for method, entry in s.items():
         if not entry["available"]:
-            lines.append(f"| {method} | not available: no caption writer (pass `--caption-writer`) |" + " |" * (len(COLUMNS) + 1))
+            lines.append(
+                f"| {method} | not available: no caption writer (pass `--caption-writer`) |" + " |" * (len(COLUMNS) + 1)
+            )
             continue
         row = entry["single"]
-        lines.append(f"| {method} | {row['edits']} | " + " | ".join(_fmt(row[k], k) for k, _ in COLUMNS) + f" | {_fmt(row['seconds'], 'seconds')} |")
+        lines.append(
+            f"| {method} | {row['edits']} | "
+            + " | ".join(_fmt(row[k], k) for k, _ in COLUMNS)
+            + f" | {_fmt(row['seconds'], 'seconds')} |"
+        )
     for method, entry in s.items():
         stages = entry.get("single", {}).get("stage_seconds") if entry["available"] else None
         if stages:
             lines.append("")
-            lines.append(f"{method}, seconds per edit by stage: " + ", ".join(f"{k} {_fmt(v, 'seconds')}" for k, v in stages.items())
-                         + (" (captions: the captioner and the caption writer)" if method in CAPTIONED else
-                            " (captions: the caption writer)" if method in WRITTEN else ""))
+            lines.append(
+                f"{method}, seconds per edit by stage: "
+                + ", ".join(f"{k} {_fmt(v, 'seconds')}" for k, v in stages.items())
+                + (
+                    " (captions: the captioner and the caption writer)"
+                    if method in CAPTIONED
+                    else " (captions: the caption writer)"
+                    if method in WRITTEN
+                    else ""
+                )
+            )
     attrs = sorted({a for e in s.values() if e["available"] for a in e["single"]["by_attribute"]})
     shown = [k for k, e in s.items() if e["available"] and k not in REFERENCES]
     lines += ["", "Success by instructed attribute (successes / edits; in brackets, where it differs: edits that follow the instruction):",

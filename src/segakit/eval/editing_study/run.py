@@ -24,6 +24,7 @@ import torch
 from segakit.core.fingerprint import fingerprint, pipeline_fingerprint
 from segakit.editing.caption_writer import SELECTION_RULES
 from segakit.editing.image import decode, encode, fit
+from segakit.eval.editing_study.chains import Chain, edit_arrays, edit_chain
 from segakit.eval.editing_study.config import CAPTIONED, DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
 from segakit.eval.editing_study.items import (
     Turn,
@@ -33,7 +34,6 @@ from segakit.eval.editing_study.items import (
     sessions,
     single_change_pairs,
 )
-from segakit.eval.editing_study.chains import Chain, edit_arrays, edit_chain
 from segakit.eval.editing_study.methods import Methods, to_u8
 from segakit.eval.editing_study.metrics import (
     ClipScorer,
@@ -51,8 +51,21 @@ from segakit.world.schema import ATTRIBUTES
 
 NO_EDIT = "source (no edit)"  # a reference row: the turn's input handed back unchanged
 TARGET = "target (gold render)"  # a reference row: the world's own render of the edit (what a perfect edit scores)
-ROUND_TRIP = "source, autoencoder round trip"  # a reference row: what an editor in the model's latent space keeps at best
-SETTINGS = ("steps", "edit_seed", "guidance", "xa_guidance", "captions", "sega_scale", "sega_threshold", "skip", "source_guidance", "mask_tokens")
+ROUND_TRIP = (
+    "source, autoencoder round trip"  # a reference row: what an editor in the model's latent space keeps at best
+)
+SETTINGS = (
+    "steps",
+    "edit_seed",
+    "guidance",
+    "xa_guidance",
+    "captions",
+    "sega_scale",
+    "sega_threshold",
+    "skip",
+    "source_guidance",
+    "mask_tokens",
+)
 
 
 def pixels_hash(u8: np.ndarray) -> str:
@@ -69,7 +82,11 @@ class EditingStudy:
         loading ``model_name``, with the caption writer folder ``caption_writer`` when one was given), or by default
         in this process on ``methods``' own pipeline."""
         self.methods, self.oracle, self.clip, self.cfg = methods, oracle, clip, cfg.check()
-        self.runner, self.model_name, self.caption_writer = runner, model_name or methods.pipe.model_name, caption_writer
+        self.runner, self.model_name, self.caption_writer = (
+            runner,
+            model_name or methods.pipe.model_name,
+            caption_writer,
+        )
         self.cache = Cache(cache_dir)
         self.progress = progress or (lambda name: None)
         writer = methods.pipe.caption_writer
@@ -80,7 +97,9 @@ class EditingStudy:
             "caption_writer": fingerprint(writer.model) if writer is not None and hasattr(writer, "model") else None,
         }
         captioner = methods.pipe.captioner
-        self.captioner_id = fingerprint(captioner.model) if captioner is not None and hasattr(captioner, "model") else None
+        self.captioner_id = (
+            fingerprint(captioner.model) if captioner is not None and hasattr(captioner, "model") else None
+        )
         self.writer_temperature = getattr(writer, "temperature", None)
         self.fingerprints["caption_writer_temperature"] = self.writer_temperature
         if any(m in CAPTIONED for m in cfg.methods):
@@ -110,7 +129,9 @@ class EditingStudy:
             spec["writer_rules"] = SELECTION_RULES
             if self.writer_temperature not in (None, 1.0):  # absent at 1: edits cached before it was kept stay valid
                 spec["writer_sampling"] = {"temperature": self.writer_temperature, "retries_rise_to": 1.0}
-        return Unit(f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8))
+        return Unit(
+            f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8)
+        )
 
     def _missing(self, method: str, turns: list[Turn], input_u8: np.ndarray) -> Chain | None:
         """The chain of ``turns`` (edited in order from ``input_u8``) from its first edit not in the cache on, or None."""
@@ -124,7 +145,9 @@ class EditingStudy:
 
     def _compute(self, chains: list[Chain]) -> None:
         """Every edit of ``chains`` through the runner, each saved to the cache as its chain comes back."""
-        runner = self.runner or CallRunner(InProcess(WorkerConfig(threads=0), pipe=self.methods.pipe, model=self.model_name), self.model_name)
+        runner = self.runner or CallRunner(
+            InProcess(WorkerConfig(threads=0), pipe=self.methods.pipe, model=self.model_name), self.model_name
+        )
         writer = str(self.caption_writer) if self.caption_writer else None
         for returned in runner.imap(edit_chain, [(self.model_name, writer, self.cfg, c) for c in chains]):
             chain, current = chains[returned.index], chains[returned.index].input_u8
@@ -186,7 +209,9 @@ class EditingStudy:
         records, images = [], {}
         available = {m: self.methods.available(m) for m in self.cfg.methods}
         chains = [self._missing(m, [t], to_u8(t.input_image)) for m in self.cfg.methods if available[m] for t in single]
-        chains += [self._missing(m, s, to_u8(s[0].input_image)) for m in self.cfg.methods if available[m] for s in multi]
+        chains += [
+            self._missing(m, s, to_u8(s[0].input_image)) for m in self.cfg.methods if available[m] for s in multi
+        ]
         self._compute([c for c in chains if c is not None])
         for turn in single:
             records.append(self._record(NO_EDIT, turn, None, to_u8(turn.input_image)))

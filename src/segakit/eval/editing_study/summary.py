@@ -40,7 +40,9 @@ def summarize(records: list[dict], methods: list[str], available: dict[str, bool
         entry["single"]["follows_by_attribute"] = by_attribute(single, "follows")
         stages = sorted({k for r in single for k in r.get("stages", {})})
         if stages:  # OnTheFly's stages; "captions" is the language model's time when a caption writer ran
-            entry["single"]["stage_seconds"] = {k: _mean([{k: r["stages"].get(k)} for r in single if "stages" in r], k) for k in stages}
+            entry["single"]["stage_seconds"] = {
+                k: _mean([{k: r["stages"].get(k)} for r in single if "stages" in r], k) for k in stages
+            }
         if multi:
             steps = sorted({r["turn"] for r in multi})
             entry["multi"] = {

@@ -17,7 +17,9 @@ from segakit.sega.guidance import Edit
 def generate_chunk(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, edits: Sequence[Edit] = (),
                    edit_refresh: int = 1) -> np.ndarray:  # fmt: skip
     """uint8 images (N, 3, 64, 64) of ``prompt`` for ``seeds`` in one pipeline call, one generator per seed."""
-    images = sample_images(pipe, prompt, list(seeds), steps, guidance, len(seeds), list(edits), edit_refresh=edit_refresh)
+    images = sample_images(
+        pipe, prompt, list(seeds), steps, guidance, len(seeds), list(edits), edit_refresh=edit_refresh
+    )
     return quantize(images).numpy()
 
 

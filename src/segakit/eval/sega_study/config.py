@@ -60,16 +60,27 @@ class StudyConfig:
             if int(value) != value or value < 1:
                 raise UserError(f"The number of {name} is {value!r}; use a whole number of 1 or more.")
         if self.warmup < 0 or self.warmup >= self.steps:
-            raise UserError(f"Warm-up {self.warmup} is outside 0..{self.steps - 1}; an edit must start before the last of {self.steps} steps.")
+            raise UserError(
+                f"Warm-up {self.warmup} is outside 0..{self.steps - 1}; an edit must start before the last of {self.steps} steps."
+            )
         for name, value in (("edit scale", self.scale), ("guidance", self.guidance)):
             if not math.isfinite(value) or value <= 0:
                 raise UserError(f"The {name} {value!r} is not a positive number.")
         if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
-            raise UserError(f"--edit-refresh {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA).")
+            raise UserError(
+                f"--edit-refresh {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
+            )
         if not 0 <= self.threshold < 1:
             raise UserError(f"Threshold {self.threshold!r} is outside [0, 1).")
-        if len(set(self.sweep)) < 3 or min(self.sweep) < 0 or 0 not in self.sweep or list(self.sweep) != sorted(self.sweep):
-            raise UserError(f"Sweep {list(self.sweep)} must be at least 3 distinct increasing scales from 0 (0 is the plain image).")
+        if (
+            len(set(self.sweep)) < 3
+            or min(self.sweep) < 0
+            or 0 not in self.sweep
+            or list(self.sweep) != sorted(self.sweep)
+        ):
+            raise UserError(
+                f"Sweep {list(self.sweep)} must be at least 3 distinct increasing scales from 0 (0 is the plain image)."
+            )
         if not self.unique_prompts:
             raise UserError("The uniqueness test needs at least one other prompt.")
         for name, scale in self.target_scales:

@@ -49,7 +49,9 @@ def two_concept_grid(images: np.ndarray, strengths: list[float], names: tuple[st
     """Rows: the second concept's strength; columns: the first's."""
     cells = [_pil(images[i, j]) for i in range(len(strengths)) for j in range(len(strengths))]
     labels = [f"{names[0]} {sa:g}" for _ in strengths for sa in strengths]
-    return grid(cells, cols=len(strengths), labels=labels, row_labels=[f"{names[1]} {sb:g}" for sb in strengths], scale=2)
+    return grid(
+        cells, cols=len(strengths), labels=labels, row_labels=[f"{names[1]} {sb:g}" for sb in strengths], scale=2
+    )
 
 
 def _png(fig) -> bytes:
@@ -74,7 +76,14 @@ def monotonicity_plot(report: dict) -> bytes:
         for t, color in zip(targets, colors[::2] + colors[1::2]):
             m = mono[t.name]
             if m["seeds"]:
-                ax.plot(m["scales"], m["mean_probability"], marker="o", ms=3, color=color, label=f"{t.name} (n={m['seeds']})")
+                ax.plot(
+                    m["scales"],
+                    m["mean_probability"],
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    label=f"{t.name} (n={m['seeds']})",
+                )
         ax.set_title(f"{title}: oracle probability of the goal")
         ax.set_xlabel("edit scale")
         ax.set_ylim(-0.02, 1.02)
@@ -96,7 +105,10 @@ def baseline_plot(report: dict) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, key, title in ((axes[0], "success", "success"), (axes[1], "ssim", "SSIM to the unedited image")):
         for k, (side, label) in enumerate((("sega", "SEGA"), ("baseline", "prompt rewrite"))):
-            vals = [rows[n][side]["success"]["rate"] if key == "success" else rows[n][side]["composition"]["ssim"] for n in names]
+            vals = [
+                rows[n][side]["success"]["rate"] if key == "success" else rows[n][side]["composition"]["ssim"]
+                for n in names
+            ]
             ax.bar(x + (k - 0.5) * 0.4, np.nan_to_num(np.asarray(vals, dtype=float)), width=0.4, label=label)
         ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
         ax.set_title(title)
@@ -109,7 +121,11 @@ def write_figures(study, report: dict, out: Path) -> list[Path]:
     """Write the figures of a finished :class:`~segakit.eval.sega_study.Study` into ``out``."""
     cfg, data = study.cfg, study.data
     scales = list(cfg.sweep)
-    rows = [(t.name, data[f"sweep-{t.name}"]["strip"]) for t in (*STUDY_ADDITIONS, *REMOVALS) if len(data[f"sweep-{t.name}"]["strip"])]
+    rows = [
+        (t.name, data[f"sweep-{t.name}"]["strip"])
+        for t in (*STUDY_ADDITIONS, *REMOVALS)
+        if len(data[f"sweep-{t.name}"]["strip"])
+    ]
     paths = []
     if rows:
         paths.append(save_png(strength_strips(rows, scales), out / "fig_strength.png"))

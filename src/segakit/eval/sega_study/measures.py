@@ -29,7 +29,9 @@ def to_float(u8: np.ndarray | torch.Tensor) -> torch.Tensor:
 COMPOSITION = ("ssim", "rmse", "cosine")  # the measures of composition preservation
 
 
-def composition(edited: np.ndarray, plain: np.ndarray, f_edited: np.ndarray, f_plain: np.ndarray) -> dict[str, np.ndarray]:
+def composition(
+    edited: np.ndarray, plain: np.ndarray, f_edited: np.ndarray, f_plain: np.ndarray
+) -> dict[str, np.ndarray]:
     """Per pair: SSIM and RMSE (pixels in [0, 1]) to the unedited image, cosine similarity of oracle features."""
     if len(edited) == 0:
         return {k: np.zeros(0, np.float32) for k in COMPOSITION}
@@ -107,7 +109,9 @@ COLUMNS = [(a, v) for a in ATTRS for v in ATTRIBUTES[a]]
 
 
 def encode(labels: Sequence[dict]) -> np.ndarray:
-    return np.array([[ATTRIBUTES[a].index(lab[a]) for a in ATTRS] for lab in labels], dtype=np.int8).reshape(-1, len(ATTRS))
+    return np.array([[ATTRIBUTES[a].index(lab[a]) for a in ATTRS] for lab in labels], dtype=np.int8).reshape(
+        -1, len(ATTRS)
+    )
 
 
 def decode(codes: np.ndarray) -> list[dict]:

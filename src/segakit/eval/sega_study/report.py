@@ -82,12 +82,17 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
               "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, a in rows.items():
         s, b = a["sega"]["composition"], a["baseline"]["composition"]
-        lines.append(f"| {name} | {_num(s['ssim'])} | {_num(b['ssim'])} | {_num(s['rmse'])} | {_num(b['rmse'])} | {_num(s['cosine'])} | {_num(b['cosine'])} |")
+        lines.append(
+            f"| {name} | {_num(s['ssim'])} | {_num(b['ssim'])} | {_num(s['rmse'])} | {_num(b['rmse'])} | {_num(s['cosine'])} | {_num(b['cosine'])} |"
+        )
     lines += ["", "The same measures on the seeds where both SEGA and the rewrite reached the attribute (an edit that fails and "
               "changes nothing preserves the composition trivially, so this is the fair comparison; 'all' is seed-weighted):", "",
               "| attribute | seeds | SEGA SSIM | rewrite SSIM | SEGA RMSE | rewrite RMSE | SEGA feature cosine | rewrite feature cosine |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, b in [*((k, a["both_succeeded"]) for k, a in r["additions"].items()), ("all", r["additions_both_succeeded"])]:
+    for name, b in [
+        *((k, a["both_succeeded"]) for k, a in r["additions"].items()),
+        ("all", r["additions_both_succeeded"]),
+    ]:
         s, w = b["sega"], b["baseline"]
         lines.append(f"| {name} | {b['seeds']} | {_num(s['ssim'])} | {_num(w['ssim'])} | {_num(s['rmse'])} | {_num(w['rmse'])} | "
                      f"{_num(s['cosine'])} | {_num(w['cosine'])} |")  # fmt: skip
@@ -109,7 +114,9 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
     lines += ["", "| combination | edit | success, all seeds | success, on seeds lacking it |", "|---|---|---|---|"]
     for c in r["combinations"]:
         for name, e in c["per_edit"].items():
-            lines.append(f"| {' + '.join(c['edits'])} | {name} | {_rate(e['all_seeds'])} | {_rate(e['seeds_lacking'])} |")
+            lines.append(
+                f"| {' + '.join(c['edits'])} | {name} | {_rate(e['all_seeds'])} | {_rate(e['seeds_lacking'])} |"
+            )
     scales = cfg["sweep"]
     lines += ["", "## Monotonicity", "",
               f"Per target, up to {cfg['sweep_seeds']} of its seeds at scales {', '.join(f'{s:g}' for s in scales)} (0: the plain image); "
@@ -128,11 +135,20 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
               "seeds whose plain image of that prompt lacks glasses, next to a fresh SEGA edit of that prompt.", "",
               "| prompt | seeds lacking glasses | re-applied | fresh SEGA edit | SSIM re-applied vs plain |", "|---|---|---|---|---|"]  # fmt: skip
     for prompt, p in u["prompts"].items():
-        lines.append(f"| {prompt} | {p['seeds_lacking']} | {_rate(p['reapplied'])} | {_rate(p['direct'])} | {_num(p['ssim_reapplied_to_plain'])} |")
-    lines += ["", "## Untargeted attributes that changed most (SEGA additions)", "",
-              "| attribute edited | most changed untargeted attributes (rate) |", "|---|---|"]
+        lines.append(
+            f"| {prompt} | {p['seeds_lacking']} | {_rate(p['reapplied'])} | {_rate(p['direct'])} | {_num(p['ssim_reapplied_to_plain'])} |"
+        )
+    lines += [
+        "",
+        "## Untargeted attributes that changed most (SEGA additions)",
+        "",
+        "| attribute edited | most changed untargeted attributes (rate) |",
+        "|---|---|",
+    ]
     for name, a in r["additions"].items():
-        changed = sorted(((v, k) for k, v in a["sega"]["isolation"]["changed"].items() if not _missing(v) and v > 0), reverse=True)[:3]
+        changed = sorted(
+            ((v, k) for k, v in a["sega"]["isolation"]["changed"].items() if not _missing(v) and v > 0), reverse=True
+        )[:3]
         shown = ", ".join(f"{k} {_pct(v)}" for v, k in changed) or ("none" if a["seeds"] else "- (0 seeds)")
         lines.append(f"| {name} | {shown} |")
     if figures:

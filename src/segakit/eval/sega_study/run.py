@@ -68,7 +68,9 @@ class Cache:
                 fh.write("# segakit eval sega cache: regenerable, not for version control\n*\n")
 
     def path(self, unit: Unit) -> Path:
-        key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **unit.spec}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            json.dumps({"v": CACHE_VERSION, **unit.spec}, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in unit.name)
         return self.folder / f"{slug}-{key}.npz"
 
@@ -125,7 +127,10 @@ class Study:
     def _generate(self, prompt: str, seeds: Sequence[int], edits: Sequence[Edit] = ()) -> np.ndarray:
         if not len(seeds):
             return np.zeros((0, 3, 64, 64), np.uint8)
-        args = [(prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), self.cfg.edit_refresh) for chunk in self._split(seeds)]
+        args = [
+            (prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), self.cfg.edit_refresh)
+            for chunk in self._split(seeds)
+        ]
         done = self.runner.map(generate_chunk, args, lambda r: self.progress.advance(len(r.value)))
         return np.concatenate([r.value for r in done])
 
@@ -135,7 +140,9 @@ class Study:
         chunks, args, start = self._split(seeds), [], 0
         for chunk in chunks:
             part = None if reuse is None else np.ascontiguousarray(reuse[:, start : start + len(chunk)].numpy())
-            args.append((prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), record, part, self.cfg.edit_refresh))
+            args.append(
+                (prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), record, part, self.cfg.edit_refresh)
+            )
             start += len(chunk)
         done = self.runner.map(guided_chunk, args, lambda r: self.progress.advance(len(r.value[0])))
         images = np.concatenate([r.value[0] for r in done])
@@ -220,7 +227,9 @@ class Study:
                     strip[j] = u8[0]
             return {"idx": np.array(idx, np.int64), "p": p, "strip": strip}
 
-        spec = self._spec("sweep", prompt=self.cfg.prompt, seeds=seeds, edits=[asdict(self.cfg.edit(t, scale=s)) for s in scales if s])
+        spec = self._spec(
+            "sweep", prompt=self.cfg.prompt, seeds=seeds, edits=[asdict(self.cfg.edit(t, scale=s)) for s in scales if s]
+        )
         return Unit(f"sweep-{t.name}", len(seeds) * sum(1 for s in scales if s), spec, compute)
 
     def _record_unit(self) -> Unit:
@@ -231,7 +240,12 @@ class Study:
             u8, guidance = self._chunks(self.cfg.prompt, seeds, [edit], record=True)
             return {"labels": self._read(u8)["labels"], "guidance": guidance.numpy()}
 
-        return Unit("unique-record", len(seeds), self._spec("record", prompt=self.cfg.prompt, seeds=seeds, edits=[asdict(edit)]), compute)
+        return Unit(
+            "unique-record",
+            len(seeds),
+            self._spec("record", prompt=self.cfg.prompt, seeds=seeds, edits=[asdict(edit)]),
+            compute,
+        )
 
     def _unique_unit(self, j: int, prompt: str, record: Unit) -> Unit:
         seeds = self.seeds[: self.cfg.unique_seeds]
@@ -247,7 +261,9 @@ class Study:
             return {"plain": r_plain["labels"], "reapplied": r_re["labels"], "direct": self._read(direct)["labels"],
                     "ssim": comp["ssim"]}  # fmt: skip
 
-        spec = self._spec("unique", prompt=prompt, seeds=seeds, edits=[asdict(edit)], record=self.cache.path(record).name)
+        spec = self._spec(
+            "unique", prompt=prompt, seeds=seeds, edits=[asdict(edit)], record=self.cache.path(record).name
+        )
         return Unit(f"unique-{j}", 3 * len(seeds), spec, compute)
 
     def _combination_figure_unit(self) -> Unit:
@@ -259,7 +275,9 @@ class Study:
             images = np.stack([self._generate(self.cfg.prompt, seeds, edits) for edits in calls])
             return {"images": images.reshape(*shape, *images.shape[1:])}
 
-        spec = self._spec("figure-combination", prompt=self.cfg.prompt, seeds=seeds, calls=[[asdict(e) for e in c] for c in calls])
+        spec = self._spec(
+            "figure-combination", prompt=self.cfg.prompt, seeds=seeds, calls=[[asdict(e) for e in c] for c in calls]
+        )
         return Unit("figure-combination", len(calls) * len(seeds), spec, compute)
 
     def _grid_figure_unit(self) -> Unit:
@@ -280,14 +298,18 @@ class Study:
 
         calls = [[asdict(e) for e in edits(sa, sb)] for sb in strengths for sa in strengths]
         n = sum(1 for c in calls if c)
-        return Unit("figure-grid", n, self._spec("figure-grid", prompt=self.cfg.prompt, seed=seed, calls=calls), compute)
+        return Unit(
+            "figure-grid", n, self._spec("figure-grid", prompt=self.cfg.prompt, seed=seed, calls=calls), compute
+        )
 
     # ---- the run
     def plan(self) -> list[Unit]:
         """The units after the plain images: which seeds each edit is scored on follows from their labels."""
         cfg, labels = self.cfg, decode(self.plain["labels"])
         # the seeds each edit is scored on: an addition where the plain image lacks it, a removal where it has it
-        needs = {t.name: [i for i, lab in enumerate(labels) if not t.achieved(lab)] for t in (*STUDY_ADDITIONS, *REMOVALS)}
+        needs = {
+            t.name: [i for i, lab in enumerate(labels) if not t.achieved(lab)] for t in (*STUDY_ADDITIONS, *REMOVALS)
+        }
         units = []
         for t in STUDY_ADDITIONS:
             units.append(self._edit_unit(f"add-{t.name}", needs[t.name], cfg.prompt, [cfg.edit(t)]))
@@ -295,7 +317,9 @@ class Study:
         for t in REMOVALS:
             units.append(self._edit_unit(f"remove-{t.name}", needs[t.name], cfg.prompt, [cfg.edit(t)]))
         for k, combo in enumerate(COMBINATIONS):
-            units.append(self._edit_unit(f"combination-{k + 1}", range(len(labels)), cfg.prompt, [cfg.edit(t) for t in combo]))
+            units.append(
+                self._edit_unit(f"combination-{k + 1}", range(len(labels)), cfg.prompt, [cfg.edit(t) for t in combo])
+            )
         for t in (*STUDY_ADDITIONS, *REMOVALS):
             units.append(self._sweep_unit(t, needs[t.name]))
         record = self._record_unit()
@@ -316,7 +340,11 @@ class Study:
         for u in units:
             self.data[u.name] = self._run(u)
         report = json_ready(summarize(self.cfg, self.plain, self.data))  # NaN (no seeds) -> None, as in report.json
-        report["model"] = {"name": self.model_name, "fingerprint": self.common["model"], "oracle": self.common["oracle"]}
+        report["model"] = {
+            "name": self.model_name,
+            "fingerprint": self.common["model"],
+            "oracle": self.common["oracle"],
+        }
         report["run"] = {"wall_s": round(time.perf_counter() - start, 1), "units": self.units, "units_from_cache": self.cached,
                          "images": plain_unit.images + sum(u.images for u in units),
                          "compute_s": round(self.compute_s, 1), "units_without_compute_time": self.unrecorded}  # fmt: skip

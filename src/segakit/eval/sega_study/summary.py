@@ -50,7 +50,10 @@ def both_succeeded(sega: dict, rewrite: dict, target: Target) -> dict:
     """
     if not np.array_equal(sega["idx"], rewrite["idx"]):
         raise ValueError("SEGA and rewrite units must hold the same seeds in the same order.")
-    ok = np.array([target.achieved(a) and target.achieved(b) for a, b in zip(decode(sega["labels"]), decode(rewrite["labels"]))], dtype=bool)
+    ok = np.array(
+        [target.achieved(a) and target.achieved(b) for a, b in zip(decode(sega["labels"]), decode(rewrite["labels"]))],
+        dtype=bool,
+    )
     return {"seeds": int(ok.sum()),
             **{side: {k: float(np.mean(d[k][ok])) if ok.any() else float("nan") for k in COMPOSITION}
                for side, d in (("sega", sega), ("baseline", rewrite))}}  # fmt: skip
@@ -84,7 +87,10 @@ def summarize(cfg: StudyConfig, plain: dict, data: dict) -> dict:
     for side, prefix in (("sega", "add"), ("baseline", "rewrite")):
         both = _concat(data[f"{prefix}-{woman.name}"], data[f"{prefix}-{man.name}"])
         edited = decode(both["labels"])
-        ok = [woman.achieved(e) if labels[i]["presentation"] == "man" else man.achieved(e) for i, e in zip(both["idx"], edited)]
+        ok = [
+            woman.achieved(e) if labels[i]["presentation"] == "man" else man.achieved(e)
+            for i, e in zip(both["idx"], edited)
+        ]
         scored = _scored(both, labels, [woman])
         scored["success"] = rate(ok)
         gender[side] = scored
@@ -125,9 +131,13 @@ def summarize(cfg: StudyConfig, plain: dict, data: dict) -> dict:
                        "paper_all_four": PAPER["all_four"][k]})  # fmt: skip
     results["combinations"] = combos
 
-    results["monotonicity"] = {t.name: monotonicity(cfg.sweep, data[f"sweep-{t.name}"]["p"]) for t in (*STUDY_ADDITIONS, *REMOVALS)}
+    results["monotonicity"] = {
+        t.name: monotonicity(cfg.sweep, data[f"sweep-{t.name}"]["p"]) for t in (*STUDY_ADDITIONS, *REMOVALS)
+    }
     mono = results["monotonicity"].values()
-    results["monotonicity_mean"] = {k: _mean([m[k] for m in mono]) for k in ("spearman_mean", "share_increasing", "spearman_of_mean")}
+    results["monotonicity_mean"] = {
+        k: _mean([m[k] for m in mono]) for k in ("spearman_mean", "share_increasing", "spearman_of_mean")
+    }
 
     rec = decode(data["unique-record"]["labels"])
     source_lacking = [i for i in range(len(rec)) if not GLASSES.present(labels[i])]
