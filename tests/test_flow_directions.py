@@ -6,29 +6,22 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline
-from tiny_flow_models import flux_components, sd3_components
+from tiny_flow_models import flow_pipe, flux_components, sd3_components
 
-from segakit import SegaPipeline
 from segakit.core.errors import UserError
 from segakit.core.hooks import BlockShift
 from segakit.directions import Direction
 from segakit.directions.learn import LearnConfig, learn_direction
 
 
-def _pipe(cls, components):
-    pipe = SegaPipeline.from_pipe(cls(**components))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory):
-    return _pipe(StableDiffusion3Pipeline, sd3_components(tmp_path_factory.mktemp("sd3")))
+    return flow_pipe(StableDiffusion3Pipeline, sd3_components(tmp_path_factory.mktemp("sd3")))
 
 
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory):
-    return _pipe(FluxPipeline, flux_components(tmp_path_factory.mktemp("flux")))
+    return flow_pipe(FluxPipeline, flux_components(tmp_path_factory.mktemp("flux")))
 
 
 def _run(pipe, **kw):

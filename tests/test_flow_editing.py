@@ -9,7 +9,7 @@ from diffusers import FluxPipeline, StableDiffusion3Pipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from tiny_flow_models import flux_components, sd3_components
+from tiny_flow_models import flow_pipe, flux_components, sd3_components
 
 from segakit import Edit, SegaPipeline
 from segakit.core.errors import UserError
@@ -18,20 +18,14 @@ from segakit.editing.flow import FlowEditor
 from segakit.editing.flowedit import flowedit, skipped_steps
 
 
-def _pipe(cls, components):
-    pipe = SegaPipeline.from_pipe(cls(**components))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
 def sd3(tmp_path_factory):
-    return FlowEditor(_pipe(StableDiffusion3Pipeline, sd3_components(tmp_path_factory.mktemp("sd3"))))
+    return FlowEditor(flow_pipe(StableDiffusion3Pipeline, sd3_components(tmp_path_factory.mktemp("sd3"))))
 
 
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory):
-    pipe = _pipe(FluxPipeline, flux_components(tmp_path_factory.mktemp("flux")))
+    pipe = flow_pipe(FluxPipeline, flux_components(tmp_path_factory.mktemp("flux")))
     pipe.family.max_sequence_length = 32
     return FlowEditor(pipe)
 

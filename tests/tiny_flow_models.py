@@ -78,3 +78,12 @@ def flux_components(tmp: Path, seed: int = 0, guidance_embeds: bool = True) -> d
         "tokenizer_2": tokenizer_2,
         "scheduler": FlowMatchEulerDiscreteScheduler(),
     }
+
+
+def flow_pipe(cls, components: dict):
+    """``SegaPipeline.from_pipe(cls(**components))`` with its progress bar off: the SD3 or FLUX test bench."""
+    from segakit import SegaPipeline
+
+    pipe = SegaPipeline.from_pipe(cls(**components))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from segakit.core.errors import UserError
-from segakit.core.loading import looks_like_file, weights_file
+from segakit.sega.loaders import safe_lora_source
 from segakit.sega.pipeline import SegaPipeline
 
 
@@ -47,12 +47,7 @@ class _TransformerPipeline(SegaPipeline):
 
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, **kwargs) -> None:
         """diffusers' LoRA loader of this family (into the same modules); ``.safetensors`` only."""
-        source = pretrained_model_name_or_path_or_dict
-        if looks_like_file(source):
-            source = weights_file(source, "LoRA")
-        if kwargs.get("use_safetensors") is False:
-            raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
-        kwargs["use_safetensors"] = True
+        source = safe_lora_source(pretrained_model_name_or_path_or_dict, kwargs)
         try:
             self.family.reference().load_lora_weights(source, adapter_name=adapter_name, **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -45,6 +45,17 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def safe_lora_source(source, kwargs: dict):
+    """A LoRA source checked for segakit's rule: a file must be ``.safetensors`` (pickles are refused), and
+    ``use_safetensors`` is forced on in ``kwargs``."""
+    if looks_like_file(source):
+        source = weights_file(source, "LoRA")
+    if kwargs.get("use_safetensors") is False:
+        raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
+    kwargs["use_safetensors"] = True
+    return source
+
+
 class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, StableDiffusionLoraLoaderMixin, IPAdapterMixin,
                              FromSingleFileMixin):  # fmt: skip
     """diffusers' loaders and switches, with segakit's safetensors-only rule and SDXL dispatch."""
@@ -91,12 +102,7 @@ class DiffusersFeaturesMixin(StableDiffusionMixin, TextualInversionLoaderMixin, 
         self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs
     ) -> None:
         """diffusers' ``load_lora_weights``; files must be ``.safetensors`` (pickles are refused)."""
-        source = pretrained_model_name_or_path_or_dict
-        if looks_like_file(source):
-            source = weights_file(source, "LoRA")
-        if kwargs.get("use_safetensors") is False:
-            raise UserError("use_safetensors=False is not allowed: segakit loads weights from safetensors only.")
-        kwargs["use_safetensors"] = True
+        source = safe_lora_source(pretrained_model_name_or_path_or_dict, kwargs)
         mixin = (
             StableDiffusionXLLoraLoaderMixin
             if self._lora_loadable_modules == SDXL_LORA_MODULES

@@ -45,6 +45,7 @@ from segakit.train.cache import open_cache
 from segakit.train.checkpoint import load_checkpoint, replace_dir, save_checkpoint
 from segakit.train.config import config_dict, lr_at, parse_config, runs_root, setup_torch, text_encoder_path, vae_path
 from segakit.train.data import grid, to_pil
+from segakit.train.log import log_step
 
 PREVIEW_PROMPTS = [
     "a face of a person",
@@ -351,18 +352,8 @@ def train(cfg: UnetConfig) -> Path:
         loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1  # no per-step sync with the GPU
         stop = time.time() > deadline
         if step % cfg.log_every == 0 or step == cfg.max_steps or stop:
-            dt = time.time() - t_last
-            mean = float(loss_sum) / loss_n
-            print(
-                f"step {step}/{cfg.max_steps} loss {mean:.4f} lr {lr:.2e} epoch {step * cfg.batch_size / len(cache):.2f}",
-                flush=True,
-            )
-            print(f"  throughput {seen / dt:.1f} samples/s, {dt / loss_n:.2f} s/step", flush=True)
-            metrics.write(
-                json.dumps({"step": step, "loss": mean, "lr": lr, "samples_per_s": seen / dt, "time": time.time()})
-                + "\n"
-            )
-            metrics.flush()
+            log_step(metrics, step, cfg.max_steps, float(loss_sum) / loss_n, lr, step * cfg.batch_size / len(cache), seen,
+                     loss_n, time.time() - t_last)  # fmt: skip
             t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps or stop:
             save_checkpoint(
