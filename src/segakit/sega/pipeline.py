@@ -42,6 +42,7 @@ from segakit.core.hooks import (
     total_offset,
 )
 from segakit.core.loading import load_pipeline
+from segakit.sega.call_checks import check_true_cfg, directions_site
 from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
@@ -62,34 +63,6 @@ class SegaPipelineOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None = None
     guidance: RecordedGuidance | None = None
     edits: list[Edit] | None = None
-
-
-def directions_site(directions) -> str | None:
-    """The one h-space site that the directions were learned at (None: the family's default)."""
-    sites = {s for s in (getattr(d, "site", None) for d in directions) if s is not None}
-    if len(sites) > 1:
-        raise UserError(
-            f"The directions were learned at different sites ({', '.join(sorted(sites))}); apply them in separate calls."
-        )
-    return sites.pop() if sites else None
-
-
-def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
-    """Refuse the settings that would silently do nothing: FLUX's negative prompt acts only under true CFG."""
-    if not fam.guidance_embedded:
-        if true_cfg_scale != 1.0:
-            raise UserError(
-                f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale."
-            )
-        return
-    if negative_prompt is not None and true_cfg_scale <= 1.0:
-        raise UserError(
-            "negative_prompt acts on FLUX only under true CFG; pass true_cfg_scale above 1 (e.g. 4) with it, or leave it out."
-        )
-    if true_cfg_scale > 1.0 and negative_prompt is None:
-        raise UserError(
-            f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed)."
-        )
 
 
 class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):

@@ -1,0 +1,35 @@
+"""What a SegaPipeline call checks before it samples, where the answer depends on the model family: the h-space
+site its directions share, and the guidance settings FLUX would silently ignore."""
+
+from __future__ import annotations
+
+from segakit.core.errors import UserError
+from segakit.core.families import Family
+
+
+def directions_site(directions) -> str | None:
+    """The one h-space site that the directions were learned at (None: the family's default)."""
+    sites = {s for s in (getattr(d, "site", None) for d in directions) if s is not None}
+    if len(sites) > 1:
+        raise UserError(
+            f"The directions were learned at different sites ({', '.join(sorted(sites))}); apply them in separate calls."
+        )
+    return sites.pop() if sites else None
+
+
+def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
+    """Refuse the settings that would silently do nothing: FLUX's negative prompt acts only under true CFG."""
+    if not fam.guidance_embedded:
+        if true_cfg_scale != 1.0:
+            raise UserError(
+                f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale."
+            )
+        return
+    if negative_prompt is not None and true_cfg_scale <= 1.0:
+        raise UserError(
+            "negative_prompt acts on FLUX only under true CFG; pass true_cfg_scale above 1 (e.g. 4) with it, or leave it out."
+        )
+    if true_cfg_scale > 1.0 and negative_prompt is None:
+        raise UserError(
+            f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed)."
+        )
