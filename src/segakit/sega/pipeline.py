@@ -47,6 +47,7 @@ from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.fair import fair_call
+from segakit.sega.groups import ConceptRows, EditGroup, check_groups
 from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance, guided_estimate
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
@@ -265,6 +266,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         true_cfg_scale: float = 1.0,
         max_sequence_length: int | None = None,
         edit_refresh: int = 1,
+        edit_groups: Sequence[EditGroup] | None = None,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
 
@@ -283,7 +285,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         library's draw ``Library.fair(...)``, added to ``directions``, or Fair Diffusion's
         :class:`segakit.sega.fair.FairDiffusion` draw, one call per value; give one generator per image),
         ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between,
-        :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``true_cfg_scale`` and
+        :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``edit_groups`` (instead of ``edits``:
+        consecutive images with their own concepts and SEGA options, :mod:`segakit.sega.groups`), ``true_cfg_scale`` and
         ``max_sequence_length`` (FLUX / SD3, as in their diffusers pipelines; docs/flow.md),
         ``ip_adapter_image`` / ``ip_adapter_image_embeds`` (after
         ``load_ip_adapter``, as in diffusers; edit branches get the empty image, :mod:`segakit.sega.loaders`).
@@ -329,6 +332,11 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 edit_cooldown_steps, edit_threshold, edit_weights,
             )  # fmt: skip
         edits = [e.with_defaults(self.edit_defaults) for e in edits]
+        if edit_groups is not None:
+            check_groups(
+                edits, fair, sem_guidance, record_guidance, directions, ip_adapter_image, ip_adapter_image_embeds
+            )
+            edits = [e.with_defaults(self.edit_defaults) for g in edit_groups for e in g.edits]
         if fair is not None:
             if not hasattr(fair, "offset"):  # Fair Diffusion: SEGA edits per drawn value
                 return fair_call(self, call, edits)
@@ -378,8 +386,19 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         fam.finish([*conds, *edit_conds], height, width)
         cond = cond.repeat_rows(num_images_per_prompt)
         base = Conditioning.cat([uncond.repeat_rows(num_images_per_prompt), cond]) if do_cfg else cond
-        # each concept is paired with every image: its row repeated once per image
-        edit_conds = [c.repeat_rows(batch) for c in edit_conds]
+        concepts = None
+        if use_sega:
+            concepts = (
+                ConceptRows.from_groups(edit_groups, batch, self.edit_defaults)
+                if edit_groups is not None
+                else ConceptRows.single(
+                    SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over),
+                    ConceptRefresh(edit_refresh) if edit_refresh != 1 else None,  # checks the value too
+                    batch,
+                )
+            )
+        # each concept is paired with every image of its group (all images without groups): its row repeated per image
+        edit_conds = [c.repeat_rows(concepts.count(k)) for k, c in enumerate(edit_conds)]
         base, edit_conds = self.image_prompt(
             base, edit_conds, ip_adapter_image, ip_adapter_image_embeds, device, batch, do_cfg
         )
@@ -407,9 +426,10 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     f"sem_guidance has per-step shape {tuple(reuse.shape[1:])}; this call's latents are {tuple(latents.shape)}."
                 )
         extra = fam.step_kwargs(generator, eta)
-        sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
-        refresh = ConceptRefresh(edit_refresh) if edit_refresh != 1 else None  # checks the value too
-        self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
+        if edit_refresh != 1 and concepts is None:
+            ConceptRefresh(edit_refresh)  # checks the value
+        # read after the call for concepts that never acted (segakit.sega.honest)
+        self.last_guidance = None if concepts is None else concepts.group(0) if edit_groups is None else concepts
         recorded = None
         if record_guidance and guided:
             recorded = torch.zeros(
@@ -429,30 +449,27 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     break
-                alive = sega.alive(i) if sega is not None else []
-                rows = refresh.due(i, alive) if refresh is not None else alive  # the concepts computed at this step
+                rows = concepts.due(i) if concepts is not None else []  # the concepts computed at this step
                 if tuple(rows) != unet_key:
                     unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in rows)])
                     unet_key = tuple(rows)
                     row_shift = conditional_rows(h_offset, len(unet_cond) // batch, do_cfg)
                 if h_offset is not None:
                     shift.set(row_shift)
-                branches = len(unet_cond) // batch
-                x = torch.cat([latents] * branches) if branches > 1 else latents
+                # rows: the base branches over every image, then each concept over the images of its group
+                parts = [latents] * (first + 1) + [latents[concepts.images(k)] for k in rows]
+                x = torch.cat(parts) if len(parts) > 1 else latents
                 out = fam.predict(
                     x, t, unet_cond, max_unet_batch, {"cross_attention_kwargs": self._cross_attention_kwargs}
                 )
-                chunks = out.chunk(branches)
+                chunks = out.split([len(p) for p in parts])
                 ep = chunks[first]
                 e0 = chunks[0]  # the unconditional estimate, or the prompt's own where there is none
                 gamma = None
-                if sega is not None:
-                    estimates = {k: chunks[first + 1 + j] for j, k in enumerate(rows)}
-                    gamma = sega(
-                        i, e0, refresh.estimates(i, e0, estimates, alive) if refresh is not None else estimates
-                    )
+                if concepts is not None:
+                    gamma = concepts.guidance(i, e0, {k: chunks[first + 1 + j] for j, k in enumerate(rows)})
                 step_reuse = None if reuse is None else reuse[i]
-                record = gamma if gamma is not None else (step_reuse if sega is None else None)  # what this step adds
+                record = gamma if gamma is not None else (step_reuse if concepts is None else None)  # this step adds
                 if recorded is not None and record is not None:
                     recorded[i].copy_(record, non_blocking=True)
                 # classifier-free guidance (a step callback may change the pipe's scale; FLUX's is true CFG's)
