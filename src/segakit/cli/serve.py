@@ -8,6 +8,7 @@ import typer
 
 from segakit.cli.options import DEVICE_HELP, MODEL_HELP
 from segakit.core.errors import UserError
+from segakit.serve.config import DEFAULT_MAX_BATCH_ROWS
 
 
 def serve(
@@ -29,6 +30,14 @@ def serve(
     max_side: Annotated[int, typer.Option("--max-side", help="Largest height or width in pixels.")] = 512,
     max_concepts: Annotated[int, typer.Option("--max-concepts", help="Most concepts (edits) per request.")] = 6,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body (an upload) in MB.")] = 8.0,
+    max_batch_rows: Annotated[
+        int,
+        typer.Option(
+            "--max-batch-rows",
+            help="Denoiser rows of one shared call: waiting requests that differ only in prompt, seed, image count "
+            "and concepts run together while their rows (images x (2 + concepts)) fit; 1 runs each request alone.",
+        ),
+    ] = DEFAULT_MAX_BATCH_ROWS,
     preview_steps: Annotated[
         int, typer.Option("--preview-steps", help="Steps of the app's live preview while a slider moves.")
     ] = 6,
@@ -45,7 +54,7 @@ def serve(
     if preview_steps < 1:
         raise UserError(f"--preview-steps {preview_steps} is below 1; use 1 or more (4-8 is usual).")
     limits = Limits(max_queue=max_queue, max_steps=max_steps, max_images=max_images, max_side=max_side,
-                    max_concepts=max_concepts, max_body_mb=max_body_mb)  # fmt: skip
+                    max_concepts=max_concepts, max_body_mb=max_body_mb, max_batch_rows=max_batch_rows)  # fmt: skip
     limits.check()
     device, _ = device_and_dtype(device, "fp32")  # the one rule of every command: cuda when present
     config = ServeConfig(model=model, host=host, port=port, token=resolve_token(host, token), device=device,

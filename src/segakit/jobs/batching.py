@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+from segakit.jobs.generate import GenerationParams
 from segakit.jobs.jobfile import Job
 
 DEFAULT_BATCH_SIZE = 8  # images per pipeline call
@@ -43,20 +44,42 @@ def load_key(job: Job) -> tuple:
     return (p.model, tuple((x.path, x.scale) for x in p.loras), tuple(p.embeddings))
 
 
+# the SEGA options a call can give each group of its images (segakit.sega.groups), so requests that differ in them
+# can share a call when the caller runs them with per-image concepts (the server does; the batch runner does not)
+CONCEPT_OPTIONS = ("edits", "edit_refresh", "momentum_scale", "momentum_beta", "quantile_over")
+
+
+def call_key(params: GenerationParams, concepts_apart: bool = False) -> str | None:
+    """Generations with equal keys can share a pipeline call: every field but prompt, seed and the image count agrees
+    (with ``concepts_apart``, the concepts and their options may differ too: one edit group each). None: it runs alone
+    (fair generation and recorded guidance are tied to its own seeds, a sweep is several calls; with
+    ``concepts_apart``, h-space directions, which edit groups do not take)."""
+    if params.fair or params.apply_guidance or params.sweep is not None:
+        return None
+    if concepts_apart and (params.directions or params.safe or params.enhance):
+        return None
+    shared = replace(params, prompt=params.prompt if params.enhance else "", seed=0, num_images=1)
+    if concepts_apart:
+        blank = GenerationParams("")
+        shared = replace(shared, **{name: getattr(blank, name) for name in CONCEPT_OPTIONS})
+    return json.dumps(shared.to_json(), sort_keys=True)
+
+
 def batch_key(job: Job) -> str:
     """Jobs with equal keys can share a pipeline call: every field but prompt and seed agrees."""
-    p = job.params
-    shared = replace(p, prompt=p.prompt if p.enhance else "", seed=0).to_json()
-    if p.fair or p.apply_guidance:
-        shared["alone"] = job.id
-    return json.dumps(shared, sort_keys=True)
+    key = call_key(job.params)
+    return key if key is not None else json.dumps({"alone": job.id})
+
+
+def rows_per_image(params: GenerationParams) -> int:
+    """U-Net rows per image: unconditional and prompt (classifier-free guidance) plus one per edit."""
+    cfg = params.guidance is None or params.guidance > 1.0
+    return (2 + len(params.edits)) if cfg else 1
 
 
 def unet_rows(job: Job) -> int:
     """U-Net rows per image of ``job``: unconditional and prompt (classifier-free guidance) plus one per edit."""
-    p = job.params
-    cfg = p.guidance is None or p.guidance > 1.0
-    return (2 + len(p.edits)) if cfg else 1
+    return rows_per_image(job.params)
 
 
 def plan(jobs: list[Job], batch_size: int = DEFAULT_BATCH_SIZE, max_rows: int = DEFAULT_MAX_ROWS) -> list[Batch]:

@@ -263,9 +263,11 @@ def prepare(params: GenerationParams, pipe, files: tuple | None = None) -> Prepa
 
 
 def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: list[Edit] | None = None,
-           record: bool = False, progress: ProgressFn | None = None, guidance_rows: slice | None = None):  # fmt: skip
+           record: bool = False, progress: ProgressFn | None = None, guidance_rows: slice | None = None,
+           edit_groups: list | None = None):  # fmt: skip
     """One pipeline call: image ``i`` from ``prompts[i]`` and its own generator seeded ``seeds[i]``; every other
-    parameter from ``job`` (of its recorded guidance, the images ``guidance_rows``). Returns the pipeline's output
+    parameter from ``job`` (of its recorded guidance, the images ``guidance_rows``; ``edit_groups``: each group of
+    images with its own concepts, :mod:`segakit.sega.groups`, instead of the job's). Returns the pipeline's output
     and the fair-generation draws (or None)."""
     import torch
 
@@ -280,7 +282,7 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
         prompts if len(set(prompts)) > 1 else prompts[0], negative_prompt=params.negative_prompt,
         num_inference_steps=params.steps, guidance_scale=params.guidance, height=params.height, width=params.width,
         eta=params.eta, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
-        edits=list(params.edits) if edits is None else edits,
+        edits=([] if edit_groups is not None else list(params.edits)) if edits is None else edits, edit_groups=edit_groups,
         edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
         quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, output_type="pil", record_guidance=record,
         sem_guidance=None if job.reuse is None else job.reuse.guidance[:, guidance_rows or slice(None)],

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 def idle_concepts(pipe) -> list[str]:
     """The concepts (``+glasses``, ``-beard``) of ``pipe``'s last call that never acted; [] without SEGA."""
-    guidance = getattr(pipe, "last_guidance", None)
+    return idle_in(getattr(pipe, "last_guidance", None))
+
+
+def idle_in(guidance) -> list[str]:
+    """The concepts of ``guidance`` (a SemanticGuidance, or one group's of a call with edit groups) that never acted."""
     if guidance is None or not guidance.edits:
         return []
     return [f"{'-' if guidance.edits[k].reverse else '+'}{guidance.edits[k].prompt}" for k in guidance.inactive()]

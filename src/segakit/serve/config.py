@@ -10,6 +10,7 @@ from segakit.core.errors import UserError
 
 TOKEN_ENV = "SEGAKIT_TOKEN"
 LOOPBACK_NAMES = ("localhost",)
+DEFAULT_MAX_BATCH_ROWS = 32  # measured: docs/results/serve/report.md
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,12 @@ class Limits:
     max_concepts: int = 6  # edits of one request (the app shows this many concept rows)
     max_sweep: int = 8  # scales of one strength strip
     max_body_mb: float = 8.0  # any request body (JSON, an uploaded image in base64)
+    # denoiser rows of one shared call: waiting requests that can share a call join it while their rows (images x
+    # (2 + concepts)) fit; 1 runs every request alone (docs/serving.md, batching)
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
 
     def check(self) -> None:
-        for name in ("max_queue", "max_steps", "max_images", "max_side", "max_concepts", "max_sweep"):
+        for name in ("max_queue", "max_steps", "max_images", "max_side", "max_concepts", "max_sweep", "max_batch_rows"):
             value = getattr(self, name)
             if value < 1:
                 raise UserError(f"--{name.replace('_', '-')} {value} is below 1; use 1 or more.")

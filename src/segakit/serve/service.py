@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from segakit.jobs.batching import call_key, rows_per_image
 from segakit.jobs.generate import GenerationParams, render
+from segakit.jobs.together import render_together
 from segakit.serve.config import ServeConfig
 from segakit.serve.schema import GenerateRequest, to_params
 from segakit.serve.worker import Job, Worker
@@ -25,7 +27,7 @@ class Service:
         self.config = config
         self.pipe = pipe
         self.library = library
-        self.worker = Worker(config.limits.max_queue)
+        self.worker = Worker(config.limits.max_queue, config.limits.max_batch_rows)
         self.started = time.time()
 
     @classmethod
@@ -45,15 +47,22 @@ class Service:
         return to_params(req, self.config.model, self.config.limits, self.library)
 
     def submit(self, params: GenerationParams, kind: str = "generate") -> Job:
-        """Queue a generation; raises QueueFull when the queue is full. The job's result is a list of :class:`Image`."""
-        from segakit.core.images import png_bytes
+        """Queue a generation; raises QueueFull when the queue is full. The job's result is a list of :class:`Image`.
+        Generations that differ only in prompt, seed, image count and concepts may run in one call
+        (:func:`segakit.jobs.batching.call_key`, up to ``limits.max_batch_rows`` denoiser rows)."""
 
         def task(check) -> list[Image]:
             check()
-            done = render(params, self.pipe, progress=lambda _: check())
-            return [Image(png_bytes(im, meta), meta) for im, meta in zip(done.images, done.params)]
+            return _images(render(params, self.pipe, progress=lambda _: check()))
 
-        return self.worker.submit(kind, params.to_json(), task)
+        shared = {"key": call_key(params, concepts_apart=True), "payload": params, "together": self._together,
+                  "rows": params.num_images * rows_per_image(params)}  # fmt: skip
+        return self.worker.submit(kind, params.to_json(), task, **shared)
+
+    def _together(self, jobs: list[Job], check) -> list[object]:
+        """Jobs of one key in one pipeline call: each job's images, or the exception its request raised."""
+        done = render_together([j.payload for j in jobs], self.pipe, progress=lambda _: check())
+        return [d if isinstance(d, Exception) else _images(d) for d in done]
 
     def generate(self, params: GenerationParams, kind: str = "generate") -> list[Image]:
         """Queue a generation and wait for it (the app's threads)."""
@@ -75,3 +84,10 @@ class Service:
 
     def close(self) -> None:
         self.worker.close()
+
+
+def _images(done) -> list[Image]:
+    """A rendered job's images as PNGs that carry their parameters."""
+    from segakit.core.images import png_bytes
+
+    return [Image(png_bytes(im, meta), meta) for im, meta in zip(done.images, done.params)]
