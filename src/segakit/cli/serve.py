@@ -8,7 +8,7 @@ import typer
 
 from segakit.cli.options import DEVICE_HELP, MODEL_HELP
 from segakit.core.errors import UserError
-from segakit.serve.config import DEFAULT_MAX_BATCH_ROWS
+from segakit.serve.config import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_QUEUE
 
 
 def serve(
@@ -24,7 +24,7 @@ def serve(
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="Requests admitted at once (running + waiting); more get 429.")
-    ] = 8,
+    ] = DEFAULT_MAX_QUEUE,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Most denoising steps per request.")] = 50,
     max_images: Annotated[int, typer.Option("--max-images", help="Most images per request.")] = 4,
     max_side: Annotated[int, typer.Option("--max-side", help="Largest height or width in pixels.")] = 512,

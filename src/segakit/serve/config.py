@@ -10,14 +10,17 @@ from segakit.core.errors import UserError
 
 TOKEN_ENV = "SEGAKIT_TOKEN"
 LOOPBACK_NAMES = ("localhost",)
-DEFAULT_MAX_BATCH_ROWS = 32  # measured: docs/results/serve/report.md
+# measured (docs/results/serve/report.md): a shared call of up to 64 rows, and a queue deep enough to fill the next
+# call while one runs (at 8, the limit before batching, calls held 2-3 requests)
+DEFAULT_MAX_BATCH_ROWS = 64
+DEFAULT_MAX_QUEUE = 32
 
 
 @dataclass(frozen=True)
 class Limits:
     """Per-request caps and the queue bound; a request over a cap gets a 4xx sentence naming the cap."""
 
-    max_queue: int = 8  # jobs admitted at once (running + waiting); one more gets 429 with Retry-After
+    max_queue: int = DEFAULT_MAX_QUEUE  # jobs admitted at once (running + waiting); one more gets 429 with Retry-After
     max_steps: int = 50
     max_images: int = 4  # num_images of one request
     max_side: int = 512  # height and width, in pixels

@@ -70,6 +70,11 @@ class GenerateRequest(BaseModel):
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: Literal["channel", "image"] = "channel"
+    edit_refresh: Int = Field(
+        1,
+        description="Concept refresh: each concept's estimate is computed every K steps and its direction reused in "
+        "between (1: exact SEGA; 2-4 cost less, docs/guide.md).",
+    )
     sweep: list[float] | None = Field(
         None, description="Scales for the single edit, rendered side by side (a strength strip)."
     )
@@ -252,7 +257,7 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
         prompt=req.prompt, model=model, edits=parse_edits(req.edits), negative_prompt=req.negative_prompt,
         seed=req.seed, num_images=req.num_images, steps=steps, guidance=req.guidance, height=req.height,
         width=req.width, eta=req.eta, momentum_scale=req.momentum_scale, momentum_beta=req.momentum_beta,
-        quantile_over=req.quantile_over, sweep=req.sweep, directions=library_directions(req.directions, library) if req.directions else [],
+        quantile_over=req.quantile_over, edit_refresh=req.edit_refresh, sweep=req.sweep, directions=library_directions(req.directions, library) if req.directions else [],
         fair=req.fair, fair_method=req.fair_method, fair_draw=req.fair_draw, safe=req.safe, enhance=req.enhance, library_strength=req.library_strength,
     )  # fmt: skip
     params.validate()

@@ -75,7 +75,7 @@ class Service:
         return {
             "status": "ok", "segakit_version": __version__, "model": self.config.model,
             "queue": self.worker.queue(), "served": stats.served, "failed": stats.failed, "invalid": stats.invalid,
-            "cancelled": stats.cancelled, "rejected_busy": stats.rejected,
+            "cancelled": stats.cancelled, "rejected_busy": stats.rejected, "calls": stats.calls,
             "uptime_s": round(time.time() - self.started, 1), "editing": True,
             "directions": self.library.names() if self.library is not None else [],
             "limits": {k: getattr(self.config.limits, k) for k in self.config.limits.__dataclass_fields__},

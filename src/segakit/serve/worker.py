@@ -140,8 +140,7 @@ class Worker:
 
     def queue(self) -> dict:
         with self._cond:
-            return {"running": len(self._running), "waiting": len(self._waiting), "max": self.max_queue,
-                    "max_rows": self.max_rows}  # fmt: skip
+            return {"running": len(self._running), "waiting": len(self._waiting), "max": self.max_queue}
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking jobs, cancel the waiting ones, and let the running one finish or stop."""
