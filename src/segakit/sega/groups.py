@@ -11,8 +11,8 @@ for the images of its group, so a request's concepts cost rows for its own image
 Each group's guidance is computed by its own :class:`SemanticGuidance` over its own images (quantiles, momentum and
 warm-up are per image anyway), so an image gets the guidance it gets in a call of its group alone; a group with no
 concepts gets none. What differs is only the denoiser's batch, which changes the last bits of float32 results
-(``docs/scale.md``: batch invariance). A call without groups is one group of every image: :meth:`ConceptRows.single`,
-which makes exactly the computation of exact SEGA (and of concept refresh) as before.
+(``docs/scale.md``: batch invariance). A call without groups is one group of every image, which makes exactly the
+computation of exact SEGA (and of concept refresh) as before.
 """
 
 from __future__ import annotations
@@ -66,11 +66,6 @@ class ConceptRows:
         self.parts = parts
         self.edits = [e for p in parts for e in p.sega.edits]
         self._owner = [p for p in parts for _ in p.sega.edits]
-
-    @classmethod
-    def single(cls, sega: SemanticGuidance, refresh: ConceptRefresh | None, batch: int) -> ConceptRows:
-        """Every concept over every image of the call (exact SEGA, or concept refresh)."""
-        return cls([_Part(slice(0, batch), sega, refresh, 0)])
 
     @classmethod
     def from_groups(cls, groups: Sequence[EditGroup], batch: int, defaults: Edit) -> ConceptRows:

@@ -48,7 +48,7 @@ from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.fair import fair_call
 from segakit.sega.groups import ConceptRows, EditGroup, check_groups
-from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance, guided_estimate
+from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, guided_estimate
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
 
@@ -387,16 +387,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         cond = cond.repeat_rows(num_images_per_prompt)
         base = Conditioning.cat([uncond.repeat_rows(num_images_per_prompt), cond]) if do_cfg else cond
         concepts = None
-        if use_sega:
-            concepts = (
-                ConceptRows.from_groups(edit_groups, batch, self.edit_defaults)
-                if edit_groups is not None
-                else ConceptRows.single(
-                    SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over),
-                    ConceptRefresh(edit_refresh) if edit_refresh != 1 else None,  # checks the value too
-                    batch,
-                )
-            )
+        if use_sega:  # the concepts of every image (exact SEGA, concept refresh), or of each group of images
+            single = EditGroup(batch, edits, edit_momentum_scale, edit_mom_beta, quantile_over, edit_refresh)
+            concepts = ConceptRows.from_groups(edit_groups or [single], batch, self.edit_defaults)
         # each concept is paired with every image of its group (all images without groups): its row repeated per image
         edit_conds = [c.repeat_rows(concepts.count(k)) for k, c in enumerate(edit_conds)]
         base, edit_conds = self.image_prompt(
@@ -428,8 +421,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         extra = fam.step_kwargs(generator, eta)
         if edit_refresh != 1 and concepts is None:
             ConceptRefresh(edit_refresh)  # checks the value
-        # read after the call for concepts that never acted (segakit.sega.honest)
-        self.last_guidance = None if concepts is None else concepts.group(0) if edit_groups is None else concepts
+        self.last_guidance = concepts and (
+            concepts if edit_groups else concepts.group(0)
+        )  # segakit.sega.honest reads it
         recorded = None
         if record_guidance and guided:
             recorded = torch.zeros(

@@ -61,7 +61,10 @@ class Service:
 
     def _together(self, jobs: list[Job], check) -> list[object]:
         """Jobs of one key in one pipeline call: each job's images, or the exception its request raised."""
-        done = render_together([j.payload for j in jobs], self.pipe, progress=lambda _: check())
+        try:
+            done = render_together([j.payload for j in jobs], self.pipe, progress=lambda _: check())
+        finally:
+            release_free_memory()
         return [d if isinstance(d, Exception) else _images(d) for d in done]
 
     def generate(self, params: GenerationParams, kind: str = "generate") -> list[Image]:
@@ -84,6 +87,24 @@ class Service:
 
     def close(self) -> None:
         self.worker.close()
+
+
+def release_free_memory() -> None:
+    """Hand the memory the C allocator holds free back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Shared calls of changing sizes allocate activations of changing sizes; glibc raises its mmap threshold after
+    freeing large blocks and then serves them from its heap, which fragments: measured here, 25 shared calls of 2-29
+    requests (embedded model, 4 steps) grew the server by 480 MB without it, by 70 MB with it after each call, at a
+    few ms to 60 ms a call (a call takes seconds). A fixed threshold (``MALLOC_MMAP_THRESHOLD_``) kept the memory too
+    but made the calls about a third slower."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to do
+        pass
 
 
 def _images(done) -> list[Image]:
