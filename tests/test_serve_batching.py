@@ -22,7 +22,7 @@ from segakit.sega.guidance import Edit
 from segakit.serve.config import Limits, ServeConfig
 from segakit.serve.schema import GenerateRequest, to_params
 from segakit.serve.service import Service
-from segakit.serve.worker import Cancelled, Worker
+from segakit.serve.worker import Cancelled, Job, Worker
 
 TOLERANCE = 1  # a pixel value (0-255) of a request run in a shared call vs alone (docs/serving.md, batching)
 
@@ -62,6 +62,24 @@ def test_jobs_of_one_key_share_a_call_within_the_row_cap_and_a_cancelled_one_lea
         assert [j.future.result(5) for j in (a, b, c, other)] == ["a", "b", ("alone", "c"), ("alone", "o")]
         assert calls == [["a", "b"]]  # c and o ran alone, each the only one of its call
         assert worker.stats.calls == 4 and worker.stats.served == 5 and worker.stats.cancelled == 1
+    finally:
+        worker.close()
+
+
+def test_a_call_left_with_one_job_after_a_cancel_runs_it_alone():
+    worker = Worker(max_queue=4, max_rows=10)
+    try:
+        calls = []
+
+        def together(jobs, check):
+            calls.append(jobs)
+            return [j.payload for j in jobs]
+
+        a, b = (Job(i, "t", {}, lambda check, p=p: ("alone", p), key="k", payload=p, together=together)
+                for i, p in ((1, "a"), (2, "b")))  # fmt: skip
+        b.cancel()  # between being taken for the call and the call's start
+        assert worker._run_together([a, b]) == 1
+        assert a.future.result(1) == ("alone", "a") and b.future.cancelled() and calls == []
     finally:
         worker.close()
 

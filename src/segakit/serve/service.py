@@ -93,10 +93,10 @@ def release_free_memory() -> None:
     """Hand the memory the C allocator holds free back to the system (glibc's ``malloc_trim``; elsewhere nothing).
 
     Shared calls of changing sizes allocate activations of changing sizes; glibc raises its mmap threshold after
-    freeing large blocks and then serves them from its heap, which fragments: measured here, 25 shared calls of 2-29
-    requests (embedded model, 4 steps) grew the server by 480 MB without it, by 70 MB with it after each call, at a
-    few ms to 60 ms a call (a call takes seconds). A fixed threshold (``MALLOC_MMAP_THRESHOLD_``) kept the memory too
-    but made the calls about a third slower."""
+    freeing large blocks and then serves them from its heap, which fragments. Under the load test without this, the
+    server's memory at rest rose from 860 to 1220 MB in a minute; with it after each shared call it stays within the
+    test's bound (docs/results/serve/report.md), at a few ms to tens of ms per call (a call takes seconds). A fixed
+    threshold (``MALLOC_MMAP_THRESHOLD_``) kept the memory down too but slowed the calls."""
     import ctypes
     import ctypes.util
 

@@ -197,7 +197,7 @@ class Worker:
                 self._record(job, "cancelled")
                 self._release(job)
         if len(live) <= 1:
-            return sum(self._run(job) == "ok" for job in live)
+            return sum(self._run(job, started=True) == "ok" for job in live)
 
         def check() -> None:
             if all(j.cancelled for j in live):
