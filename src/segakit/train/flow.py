@@ -6,7 +6,7 @@ side. The transformer reads the 16x16x4 latent cache in 2x2 patches (64 image to
 text encoder in both CLIP slots, ``hidden_states[-2]`` of an exact-identity 5th layer (the 4th layer's output; the
 stock 3rd-layer state fails the text-encoder gate on beard), pooled = the end-of-text state, and 256 zero "T5" rows
 that training feeds as one row counted 256 times (exactly the stock computation, a third of its cost:
-:class:`segakit.train.flow_model.RepeatedRowAttention`).
+:class:`segakit.core.families.counted_rows.CountedRowAttention`).
 
 Objective (:mod:`segakit.train.flow_model`): ``x_s = (1 - s) x0 + s noise``, the transformer predicts ``noise - x0``
 at timestep ``1000 s``, plain MSE; ``s`` logit-normal (SD3's sampling) moved by ``train_shift``; the shipped
