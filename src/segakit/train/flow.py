@@ -58,6 +58,8 @@ class FlowConfig:
     text_encoder: str = ""  # the U-Net's CLIPTextModel; default: config.text_encoder_path
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     export: str = ""  # write the run's EMA as a stock StableDiffusion3Pipeline folder here, then stop
+    ship: str = ""  # write the run's EMA as the shipped part of "embedded-flow" here (float16 transformer), then stop
+    overwrite: bool = False  # let --ship replace a shipped folder
     device: str = "cpu"
     threads: int = 0
     amp: bool = False
@@ -307,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         from segakit.train.flow_export import export
 
         print(f"exported -> {export(cfg)}", flush=True)
+        return
+    if cfg.ship:
+        from segakit.train.flow_export import ship
+
+        print(f"shipped -> {ship(cfg)}", flush=True)
         return
     train(cfg)
 
