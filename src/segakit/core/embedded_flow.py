@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from segakit.core.assets import asset_path
 from segakit.core.errors import UserError
 
 EMBEDDED_FLOW = "embedded-flow"
@@ -33,7 +34,7 @@ EMBEDDED_FLOW = "embedded-flow"
 
 def shipped_path() -> Path:
     """The shipped part of the embedded flow model (the transformer, scheduler and index)."""
-    return Path(__file__).parents[1] / "assets" / "embedded-flow"
+    return asset_path("embedded-flow")
 
 
 def cache_root() -> Path:
@@ -121,15 +122,13 @@ def build(out: Path, shipped: Path, unet_model: Path) -> Path:
 
 def folder() -> Path:
     """The complete diffusers folder of the embedded flow model (built on first use, then reused)."""
-    from segakit.core.loading import embedded_path
-
     shipped = shipped_path()
     if not (shipped / "transformer" / "config.json").is_file():
         raise UserError(
             "The embedded flow model is not in this installation yet (src/segakit/assets/embedded-flow is empty); "
             "pass --model with a diffusers folder, or train it with `python -m segakit.train.flow`."
         )
-    unet_model = embedded_path()
+    unet_model = asset_path("embedded")
     key = _files_hash(shipped, unet_model / "text_encoder", unet_model / "tokenizer", unet_model / "vae")
     out = cache_root() / f"{EMBEDDED_FLOW}-{key}"
     if (out / "model_index.json").is_file():

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from segakit.core.assets import asset_path
 from segakit.core.errors import UserError, arg
 
 EMBEDDED = "embedded"
@@ -26,7 +27,7 @@ def pickle_refusal(name: str | Path, what: str = "") -> str:
 
 def embedded_path() -> Path:
     """The folder of the model shipped inside segakit (standard diffusers layout)."""
-    return Path(__file__).parents[1] / "assets" / "embedded"
+    return asset_path("embedded")
 
 
 def is_embedded(name: str | Path) -> bool:
