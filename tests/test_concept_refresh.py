@@ -26,6 +26,17 @@ def test_due_and_rebuilt_estimates_by_hand():
     assert r.due(2, [1]) == [1]  # concept 0 cooled down, concept 1 refreshed
 
 
+def test_refresh_starts_again_where_a_concept_starts_acting():
+    r = ConceptRefresh(3, starts=[5])
+    e0 = torch.zeros(1)
+    steps = []
+    for step in range(12):
+        due = r.due(step, [0])
+        r.estimates(step, e0, {k: e0 for k in due}, [0])
+        steps += [step] if due else []
+    assert steps == [0, 3, 5, 8, 11]  # first step, every 3, its warm-up step 5, then every 3 from there
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5])
 def test_bad_refresh_is_refused(bad):
     with pytest.raises(UserError, match="edit_refresh"):
@@ -65,7 +76,8 @@ def test_concept_rows_leave_the_batch_between_refreshes(sd):
         refreshed = _run(sd, edit_refresh=3)
     finally:
         handle.remove()
-    assert rows == [4, 2, 2, 4, 2, 2]  # uncond + prompt (+ 2 concepts on steps 0 and 3)
+    # uncond + prompt, + both concepts at step 0; glasses (warm-up 1) again at 1 and 4, beard (warm-up 0) at 3
+    assert rows == [4, 3, 2, 3, 3, 2]
     assert not torch.equal(refreshed, _run(sd))  # an approximation, not exact SEGA
 
 
@@ -133,8 +145,8 @@ def test_guidance_refresh_with_concepts_drops_both_kinds_of_rows(sd):
         _run(sd, edit_refresh=3, guidance_refresh=2)
     finally:
         handle.remove()
-    # step 0: all four; step 3: prompt + 2 concepts (no unconditional); steps 2, 4: uncond + prompt
-    assert rows == [4, 1, 2, 3, 2, 1]
+    # the unconditional row at 0, 2, 4; glasses at 0, 1 (its warm-up), 4; beard at 0, 3
+    assert rows == [4, 2, 2, 2, 3, 1]
 
 
 def test_guidance_refresh_refuses_a_call_without_guidance(sd):

@@ -410,7 +410,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 )
         extra = fam.step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
-        refresh = ConceptRefresh(edit_refresh) if edit_refresh != 1 else None  # checks the value too
+        refresh = ConceptRefresh(edit_refresh, starts=[e.warmup for e in edits]) if edit_refresh != 1 else None
         uncond_refresh = refresh_guidance(guidance_refresh, do_cfg)
         self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
         recorded = None
