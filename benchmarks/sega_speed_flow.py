@@ -10,6 +10,7 @@ elementwise and cheap), so the comparison is generous to it. All ratios come fro
 
     python benchmarks/sega_speed_flow.py                    # FLUX-shaped 2 + 4 blocks, 192 wide, random weights
     python benchmarks/sega_speed_flow.py --threads 1 --repeats 5
+    python benchmarks/sega_speed_flow.py --threads 1 --repeats 5 --edit-refresh 4   # segakit with concept refresh
 
 Prints:
   ours / community schedule, 2 edits                  (target <= 1.0)
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--max-batch", type=int, default=None, help="segakit's max_unet_batch: rows per transformer call")
+    ap.add_argument("--edit-refresh", type=int, default=1, help="segakit's edit_refresh (1: exact SEGA)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = flux_shaped()
@@ -107,8 +109,9 @@ def main() -> None:
     def ours(cooldown):
         edits = [Edit(c, scale=5, threshold=0.9, warmup=args.warmup, cooldown=cooldown) for c in concepts]
         return lambda: pipe(
-            **common, edits=edits, max_unet_batch=args.max_batch, generator=torch.Generator().manual_seed(0)
-        )
+            **common, edits=edits, max_unet_batch=args.max_batch, edit_refresh=args.edit_refresh,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
 
     def theirs(cooldown):
         return lambda: community_schedule(pipe, common["prompt"], concepts, [args.warmup] * 2, [cooldown] * 2,
@@ -119,7 +122,8 @@ def main() -> None:
     n_params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e6
     print(f"FLUX-shaped transformer, random weights, {n_params:.1f}M parameters; {args.size}x{args.size} images")
     print(
-        f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median)"
+        f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median); "
+        f"segakit's edit_refresh {args.edit_refresh}"
     )
     results = {}
     for name, cooldown in cases.items():

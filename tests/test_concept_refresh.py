@@ -26,6 +26,17 @@ def test_due_and_rebuilt_estimates_by_hand():
     assert r.due(2, [1]) == [1]  # concept 0 cooled down, concept 1 refreshed
 
 
+def test_refresh_starts_again_where_a_concept_starts_acting():
+    r = ConceptRefresh(3, starts=[5])
+    e0 = torch.zeros(1)
+    steps = []
+    for step in range(12):
+        due = r.due(step, [0])
+        r.estimates(step, e0, {k: e0 for k in due}, [0])
+        steps += [step] if due else []
+    assert steps == [0, 3, 5, 8, 11]  # first step, every 3, its warm-up step 5, then every 3 from there
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5])
 def test_bad_refresh_is_refused(bad):
     with pytest.raises(UserError, match="edit_refresh"):
@@ -65,7 +76,8 @@ def test_concept_rows_leave_the_batch_between_refreshes(sd):
         refreshed = _run(sd, edit_refresh=3)
     finally:
         handle.remove()
-    assert rows == [4, 2, 2, 4, 2, 2]  # uncond + prompt (+ 2 concepts on steps 0 and 3)
+    # uncond + prompt, + both concepts at step 0; glasses (warm-up 1) again at 1 and 4, beard (warm-up 0) at 3
+    assert rows == [4, 3, 2, 3, 3, 2]
     assert not torch.equal(refreshed, _run(sd))  # an approximation, not exact SEGA
 
 
@@ -87,3 +99,58 @@ def test_cli_edit_refresh_is_recorded_and_regenerates(monkeypatch, capsys, tmp_p
     assert Image.open(tmp_path / "again.png").tobytes() == Image.open(tmp_path / "k2.png").tobytes()
     code, _, err = cli(monkeypatch, capsys, *base, "--edit-refresh", 0, "--out", tmp_path / "bad.png")
     assert code == 2 and "--edit-refresh 0" in err and not (tmp_path / "bad.png").exists()
+
+
+@torch.no_grad()
+def _reference_guidance_refresh(pipe, latents, every, steps=6, scale=7.5):
+    """Classifier-free guidance whose unconditional estimate is computed every ``every`` steps and rebuilt in
+    between as the prompt's estimate plus the last computed offset, written out by hand on diffusers' parts."""
+    device = torch.device("cpu")
+    cond = pipe.encode_texts(["a face"], device).embeds
+    uncond = pipe.encode_texts([""], device).embeds
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    x, offset = latents.clone(), None
+    for i, t in enumerate(sched.timesteps):
+        xin = sched.scale_model_input(x, t)
+        ep = pipe.unet(xin, t, encoder_hidden_states=cond).sample
+        if i % every == 0:
+            offset = pipe.unet(xin, t, encoder_hidden_states=uncond).sample - ep
+        eu = ep + offset
+        x = sched.step(eu + scale * (ep - eu), t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_guidance_refresh_equals_a_hand_written_loop(sd, every):
+    latents = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(3))
+    rows = []
+    handle = sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        out = sd("a face", num_inference_steps=6, latents=latents, output_type="latent", guidance_refresh=every).images
+    finally:
+        handle.remove()
+    assert rows == [2 if i % every == 0 else 1 for i in range(6)]  # the unconditional row only on refresh steps
+    ref = _reference_guidance_refresh(sd, latents, every)
+    exact = sd("a face", num_inference_steps=6, latents=latents, output_type="latent").images
+    err = (out - ref).abs().max()
+    assert err < 2e-4, err  # batched against single-row U-Net calls, amplified by the guidance scale
+    assert (exact - ref).abs().max() > 100 * err  # and the refreshed guidance is not plain CFG
+
+
+def test_guidance_refresh_with_concepts_drops_both_kinds_of_rows(sd):
+    rows = []
+    handle = sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        _run(sd, edit_refresh=3, guidance_refresh=2)
+    finally:
+        handle.remove()
+    # the unconditional row at 0, 2, 4; glasses at 0, 1 (its warm-up), 4; beard at 0, 3
+    assert rows == [4, 2, 2, 2, 3, 1]
+
+
+def test_guidance_refresh_refuses_a_call_without_guidance(sd):
+    with pytest.raises(UserError, match="guidance_refresh 2 refreshes classifier-free guidance"):
+        sd("a face", num_inference_steps=2, guidance_scale=1.0, output_type="latent", guidance_refresh=2)
+    with pytest.raises(UserError, match="guidance_refresh 0 must be a whole number"):
+        sd("a face", num_inference_steps=2, output_type="latent", guidance_refresh=0)

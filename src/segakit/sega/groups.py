@@ -77,7 +77,7 @@ class ConceptRows:
         for g in groups:
             edits = [e.with_defaults(defaults) for e in g.edits]
             sega = SemanticGuidance(edits, g.momentum_scale, g.momentum_beta, g.quantile_over)
-            refresh = ConceptRefresh(g.edit_refresh) if g.edit_refresh != 1 else None
+            refresh = ConceptRefresh(g.edit_refresh, starts=[e.warmup for e in edits]) if g.edit_refresh != 1 else None
             parts.append(_Part(slice(start, start + g.images), sega, refresh, first))
             start, first = start + g.images, first + len(edits)
         return cls(parts)
