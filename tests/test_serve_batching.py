@@ -12,6 +12,7 @@ from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
+import torch
 from cli_runner import cli
 
 from segakit.core.errors import UserError
@@ -223,6 +224,17 @@ def test_a_bad_or_cancelled_request_leaves_the_others_their_images(service):
     alone = render(good, service.pipe)
     assert image.params == alone.params[0]
     assert np.abs(pixels(image.png) - np.asarray(alone.images[0], dtype=np.int16)).max() <= TOLERANCE
+
+
+def test_edit_groups_refuse_what_ties_a_call_to_one_set_of_images(service):
+    from segakit.sega.groups import EditGroup
+
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    kw = {"num_inference_steps": 2, "generator": gens, "output_type": "latent"}
+    with pytest.raises(UserError, match=r"edit_groups cover \[1, 2\] images; give each group 1 or more, 2 in all"):
+        service.pipe(["a", "b"], edit_groups=[EditGroup(1), EditGroup(2)], **kw)
+    with pytest.raises(UserError, match="cannot be combined with edits, record_guidance"):
+        service.pipe(["a", "b"], edit_groups=[EditGroup(2)], edits=[Edit("x")], record_guidance=True, **kw)
 
 
 def test_edit_refresh_reaches_the_pipeline_and_the_png(service, monkeypatch):

@@ -38,8 +38,13 @@ class EditGroup:
     edit_refresh: int = 1
 
 
-def check_groups(edits, fair, sem_guidance, record_guidance: bool, directions, *ip_adapter) -> None:
-    """``edit_groups`` replace ``edits`` and share the call's rows; what ties a call to one set of images is refused."""
+def check_groups(groups: Sequence[EditGroup], batch: int, edits, fair, sem_guidance, record_guidance: bool, directions,
+                 *ip_adapter) -> None:  # fmt: skip
+    """``edit_groups`` cover the call's ``batch`` images and replace ``edits``; what ties a call to one set of images
+    is refused."""
+    if sum(g.images for g in groups) != batch or any(g.images < 1 for g in groups):
+        counts = [g.images for g in groups]
+        raise UserError(f"edit_groups cover {counts} images; give each group 1 or more, {batch} in all.")
     given = {"edits": bool(edits), "fair": fair is not None, "sem_guidance": sem_guidance is not None,
              "record_guidance": record_guidance, "directions": bool(directions),
              "ip_adapter_image": any(x is not None for x in ip_adapter)}  # fmt: skip
@@ -68,11 +73,8 @@ class ConceptRows:
         self._owner = [p for p in parts for _ in p.sega.edits]
 
     @classmethod
-    def from_groups(cls, groups: Sequence[EditGroup], batch: int, defaults: Edit) -> ConceptRows:
-        """One part per group, unset edit fields from ``defaults``; the groups must cover the call's ``batch`` images."""
-        if sum(g.images for g in groups) != batch or any(g.images < 1 for g in groups):
-            counts = [g.images for g in groups]
-            raise UserError(f"edit_groups cover {counts} images; give each group 1 or more, {batch} in all.")
+    def from_groups(cls, groups: Sequence[EditGroup], defaults: Edit) -> ConceptRows:
+        """One part per group (they cover the call's images: :func:`check_groups`), unset edit fields from ``defaults``."""
         parts, start, first = [], 0, 0
         for g in groups:
             edits = [e.with_defaults(defaults) for e in g.edits]

@@ -336,9 +336,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
             )  # fmt: skip
         edits = [e.with_defaults(self.edit_defaults) for e in edits]
         if edit_groups is not None:
-            check_groups(
-                edits, fair, sem_guidance, record_guidance, directions, ip_adapter_image, ip_adapter_image_embeds
-            )
+            check_groups(edit_groups, len(prompts) * num_images_per_prompt, edits, fair, sem_guidance,
+                         record_guidance, directions, ip_adapter_image, ip_adapter_image_embeds)  # fmt: skip
             edits = [e.with_defaults(self.edit_defaults) for g in edit_groups for e in g.edits]
         if fair is not None:
             if not hasattr(fair, "offset"):  # Fair Diffusion: SEGA edits per drawn value
@@ -392,7 +391,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         concepts = None
         if use_sega:  # the concepts of every image (exact SEGA, concept refresh), or of each group of images
             single = EditGroup(batch, edits, edit_momentum_scale, edit_mom_beta, quantile_over, edit_refresh)
-            concepts = ConceptRows.from_groups(edit_groups or [single], batch, self.edit_defaults)
+            concepts = ConceptRows.from_groups(edit_groups or [single], self.edit_defaults)
         # each concept is paired with every image of its group (all images without groups): its row repeated per image
         edit_conds = [c.repeat_rows(concepts.count(k)) for k, c in enumerate(edit_conds)]
         base, edit_conds = self.image_prompt(
