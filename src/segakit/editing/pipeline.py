@@ -61,7 +61,8 @@ class EditPipeline:
         model's own captioner and caption writer unless others are given. An SD3 or FLUX pipeline gives a
         :class:`~segakit.editing.flow_pipeline.FlowEditPipeline` (methods flowedit, invert, sega; sega needs a
         :class:`~segakit.SegaPipeline`, e.g. ``SegaPipeline.from_pretrained(FOLDER)``)."""
-        if family_name(pipe.components) in FLOW_FAMILIES:
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is not None and family_name({"transformer": transformer}) in FLOW_FAMILIES:
             from segakit.editing.flow_pipeline import FlowEditPipeline
 
             return FlowEditPipeline(pipe, captioner=captioner, caption_writer=caption_writer, model_name=model_name)
