@@ -122,6 +122,19 @@ def test_the_other_familys_options_are_refused_in_one_sentence(
     assert not out.exists()
 
 
+def test_further_turns_edit_the_previous_result_on_a_flow_model(monkeypatch, capsys, folders, tmp_path):
+    out = tmp_path / "two.png"
+    code, _, err = cli(monkeypatch, capsys, *edit_args(folders, "sd3", "flowedit"), "--then", "make her smile",
+                       "--then-captions-after", "a smiling face with glasses", "--out", out)  # fmt: skip
+    assert code == 0, err
+    turns = read_params(out)["turns"]
+    assert len(turns) == 1 and turns[0]["method"] == "flowedit" and turns[0]["instruction"] == "make her smile"
+    assert turns[0]["source_caption"] == "a face with glasses"  # the first turn's caption after (OnTheFly's chain)
+    again = tmp_path / "again.png"
+    assert cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again)[0] == 0
+    assert np.array_equal(pixels(again), pixels(out))
+
+
 # ---- FLUX's true CFG on the command line
 
 
@@ -158,3 +171,13 @@ def test_true_cfg_refusals_name_the_flags(monkeypatch, capsys, folders, tmp_path
     code, _, err = cli(monkeypatch, capsys, *args, "--out", out)
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_true_cfg_in_a_batch_job_file():
+    from segakit.jobs.jobfile import parse_jobs
+
+    jobs, errors = parse_jobs('{"prompt": "a face", "negative_prompt": "", "true_cfg": 4}\n{"prompt": "a face"}')
+    assert not errors and jobs[0].params.true_cfg == 4.0 and jobs[1].params.true_cfg == 1.0
+    assert jobs[0].params.to_json()["true_cfg"] == 4.0 and "true_cfg" not in jobs[1].params.to_json()
+    _, errors = parse_jobs('{"prompt": "a face", "true_cfg": "x"}')
+    assert len(errors) == 1 and "true_cfg" in str(errors[0])

@@ -119,3 +119,16 @@ def test_a_field_that_does_not_apply_is_refused_in_one_sentence(server, extra, w
     assert r.status_code == 400, r.text
     message = r.json()["error"]
     assert words in message and "\n" not in message and "Traceback" not in message
+
+
+def test_the_edit_tab_offers_the_flow_methods(server):
+    """The web app's Edit tab on an SD3 or FLUX server: its handler (what the button calls) runs a flow method."""
+    from segakit.serve.webapp import App
+
+    url, service, _ = server
+    app = App(service)
+    assert app.flow
+    image, _ = face()
+    _, _, _, [path] = app.edit(image, "give her glasses", "flowedit", "a face", "a face with glasses", "", 2, "ddim")
+    params = png_params(open(path, "rb").read())
+    assert params["method"] == "flowedit" and params["inversion"] == "none" and params["steps"] == 2
