@@ -88,6 +88,26 @@ def test_cli_edit_is_the_python_pipelines_edit(monkeypatch, capsys, folders, tmp
     assert steps == [(k, 6) for k in range(1, 7)] and read_params(out)["eta"] == 0.5  # inversion, then sampling
 
 
+def test_from_pretrained_gives_the_flow_pipeline_and_sega_asks_for_segas_loop(folders):
+    """Without SegaPipeline the editing layer still runs FlowEdit and the inversion on diffusers' own pipeline; SEGA
+    on the inversion needs SegaPipeline's loop and says how to get it."""
+    from segakit import SegaPipeline
+    from segakit.core.errors import UserError
+    from segakit.editing import EditPipeline
+
+    image = Image.open(folders / "face.png")
+    plain = EditPipeline.from_pretrained(folders / "flux")
+    kwargs = dict(source_caption="a face", target_captions=["a face with glasses"], num_inference_steps=2, size=32)
+    out = plain(image, "give her glasses", **kwargs)
+    sega = EditPipeline.from_pretrained(folders / "flux", pipeline_class=SegaPipeline)
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(sega(image, "give her glasses", **kwargs).images[0]))
+    assert out.params.method == "flowedit" and out.reconstructions[0].size == (32, 32)
+    with pytest.raises(UserError, match="runs SegaPipeline's sampling loop"):
+        plain(image, "give her glasses", method="sega", source_caption="a face", num_inference_steps=2, size=32)
+    assert sega(image, "give her glasses", method="sega", source_caption="a face", num_inference_steps=2,
+                size=32).params.concepts == ["+glasses"]  # fmt: skip
+
+
 def test_flow_edit_without_a_caption_writer_asks_for_captions(monkeypatch, capsys, folders, tmp_path):
     args = ["edit", folders / "face.png", "give her glasses", "--model", folders / "flux", "--source-caption", "a face",
             "--steps", 2, "--size", 32, "--out", tmp_path / "x.png"]  # fmt: skip

@@ -215,7 +215,8 @@ def edit(
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance.
+    """Edit a real image as an instruction says: caption it, write captions before/after, edit (U-Nets: invert and
+    edit with cross-attention guidance or SEGA; SD3 and FLUX: FlowEdit, a rectified-flow inversion or SEGA on it).
     With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
     from segakit.core.loading import model_family
