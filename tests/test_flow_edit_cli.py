@@ -193,11 +193,25 @@ def test_true_cfg_refusals_name_the_flags(monkeypatch, capsys, folders, tmp_path
     assert not out.exists()
 
 
-def test_true_cfg_in_a_batch_job_file():
+def test_true_cfg_in_a_batch_job_file(monkeypatch, capsys, folders, tmp_path):
+    """A JOBS line with true_cfg runs on a FLUX folder, in its own batch, and its PNG repeats with --from-png."""
+    import json
+
+    from segakit.jobs.batching import plan
     from segakit.jobs.jobfile import parse_jobs
 
-    jobs, errors = parse_jobs('{"prompt": "a face", "negative_prompt": "", "true_cfg": 4}\n{"prompt": "a face"}')
-    assert not errors and jobs[0].params.true_cfg == 4.0 and jobs[1].params.true_cfg == 1.0
-    assert jobs[0].params.to_json()["true_cfg"] == 4.0 and "true_cfg" not in jobs[1].params.to_json()
+    common = {"prompt": "a face", "model": str(folders / "flux"), "steps": 2, "height": 32, "width": 32}
+    text = "\n".join(json.dumps(x) for x in (common, {**common, "negative_prompt": "", "true_cfg": 4}))
+    jobs, errors = parse_jobs(text)
+    assert not errors and [j.params.true_cfg for j in jobs] == [1.0, 4.0]
+    assert "true_cfg" not in jobs[0].params.to_json() and len(plan(jobs)) == 2  # never batched with true CFG off
     _, errors = parse_jobs('{"prompt": "a face", "true_cfg": "x"}')
     assert len(errors) == 1 and "true_cfg" in str(errors[0])
+    (tmp_path / "jobs.jsonl").write_text(text)
+    code, _, err = cli(monkeypatch, capsys, "batch", tmp_path / "jobs.jsonl", "--out", tmp_path / "run")
+    assert code == 0, err
+    png = tmp_path / "run" / jobs[1].file
+    assert read_params(png)["true_cfg"] == 4.0
+    code, _, err = cli(monkeypatch, capsys, "generate", "--from-png", png, "--out", tmp_path / "again.png")
+    assert code == 0, err
+    assert np.array_equal(pixels(tmp_path / "again.png"), pixels(png))
