@@ -131,7 +131,8 @@ class EditRequest(BaseModel):
     captions: Int = Field(3, description="Captions the caption writer writes per side.")
     seed: Int = 0
     steps: Int | None = Field(
-        None, description="Inversion steps = edit steps (default 25, or the server's limit when lower)."
+        None,
+        description="Inversion steps = edit steps (default 25 on U-Nets; SD3 and FLUX: flowedit the paper's 50 / 28, invert and sega 28; or the server's limit when lower).",
     )
     guidance: float | None = Field(
         None,
