@@ -40,13 +40,13 @@ def default_guidance(method: str, inversion: str | None = "ddim") -> float:
 
 def flow_defaults(method: str, family: str) -> dict[str, float | int]:
     """The settings a flow edit takes where none is given, as :class:`EditParams` fields: FlowEdit's paper settings
-    for the family (``skip`` = 1 - its strength, ``source_guidance`` / ``guidance_scale`` its source / target
+    for the family (``skip`` = 1 - its strength, to 6 digits; ``source_guidance`` / ``guidance_scale`` its source / target
     guidance); RF inversion and SEGA on it: :data:`FLOW_STEPS` steps, the plain ODE (guidance 1), SEGA's scale 5."""
     from segakit.editing.flow import PAPER
 
     if method == "flowedit":
         paper = PAPER[family]
-        return {"steps": paper["steps"], "skip": 1 - paper["strength"], "guidance_scale": paper["target_guidance"],
+        return {"steps": paper["steps"], "skip": round(1 - paper["strength"], 6), "guidance_scale": paper["target_guidance"],
                 "source_guidance": paper["source_guidance"]}  # fmt: skip
     return {
         "steps": FLOW_STEPS,
@@ -122,6 +122,8 @@ class EditParams:
             raise UserError(
                 f"{arg('method')} {self.method} edits SD3 and FLUX models; on this U-Net model use one of {', '.join(UNET_METHODS)}."
             )
+        if self.skip is not None and not 0 <= self.skip < 1:
+            raise UserError(f"{arg('skip')} {self.skip} is outside [0, 1).")
         self._check_flow(family) if flow else self._check_unet()
         if self.steps is not None and not 1 <= self.steps <= 1000:
             raise UserError(f"{arg('steps')} {self.steps} is outside 1..1000.")
@@ -136,8 +138,6 @@ class EditParams:
             self.concepts = derive_concepts(
                 self.instruction, self.source_caption or next(iter(self.captions_before), None)
             )
-        if self.skip is not None and not 0 <= self.skip < 1:
-            raise UserError(f"{arg('skip')} {self.skip} is outside [0, 1).")
         if not 0 <= self.threshold < 1:
             raise UserError(f"{arg('threshold')} {self.threshold} is outside [0, 1).")
         for name in ("captions_before", "captions_after"):
