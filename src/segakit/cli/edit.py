@@ -62,7 +62,9 @@ def edit(
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99)."),
+        typer.Option(
+            help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99); on SD3 and FLUX, SEGA's threshold of each concept (0.9)."
+        ),
     ] = None,
     mask: Annotated[
         float | None,
