@@ -1,10 +1,12 @@
-"""SEGA's cost over plain classifier-free guidance, exact and with concept refresh (``edit_refresh=K``).
+"""SEGA's cost over plain classifier-free guidance, exact and with concept refresh (``edit_refresh=K``), and with
+classifier-free guidance itself refreshed (``guidance_refresh=G``: the unconditional row every G steps).
 
 Same model, prompt, seeds, steps and threads in one run; medians of --repeats interleaved runs; decoding left
 out (output_type="latent") so the numbers compare the sampling loops.
 
     python benchmarks/sega_refresh_speed.py                       # embedded model, 16 images x 25 steps
     python benchmarks/sega_refresh_speed.py --refresh 2,3,4 --threads 1 --repeats 3
+    python benchmarks/sega_refresh_speed.py --refresh 4 --guidance-refresh 2,3 --threads 1 --repeats 3
 
 Prints, for 2 and 4 edits, the time over plain CFG for exact SEGA and each K
 (issue targets: 2 edits <= 1.25x, 4 edits <= 1.5x, moonshot 2 edits <= 1.0x).
@@ -34,6 +36,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--refresh", default="2,3,4")
+    ap.add_argument("--guidance-refresh", default="", help="comma-separated G: also every case with guidance_refresh=G")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
@@ -42,9 +45,11 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     ks = [int(k) for k in args.refresh.split(",")]
 
-    def run(n_edits: int, k: int):
+    gs = [int(g) for g in args.guidance_refresh.split(",") if g.strip()]
+
+    def run(n_edits: int, k: int, g: int = 1):
         edits = [Edit(c) for c in CONCEPTS[:n_edits]]
-        return lambda: pipe("a face of a person", edits=edits, edit_refresh=k, num_inference_steps=args.steps,
+        return lambda: pipe("a face of a person", edits=edits, edit_refresh=k, guidance_refresh=g, num_inference_steps=args.steps,
                             num_images_per_prompt=args.images, output_type="latent",
                             generator=torch.Generator().manual_seed(0))  # fmt: skip
 
@@ -53,6 +58,11 @@ def main() -> None:
         cases[f"{n} edits, exact"] = run(n, 1)
         for k in ks:
             cases[f"{n} edits, refresh {k}"] = run(n, k)
+    for g in gs:
+        cases[f"CFG refresh {g}"] = run(0, 1, g)
+        for n in (2, 4):
+            for k in ks:
+                cases[f"{n} edits, refresh {k}, CFG {g}"] = run(n, k, g)
     for fn in cases.values():
         fn()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -67,7 +77,7 @@ def main() -> None:
     )
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"  {name:22s} {m:7.2f} s   {m / base:5.2f}x plain CFG")
+        print(f"  {name:30s} {m:7.2f} s   {m / base:5.2f}x plain CFG")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,58 @@ def test_cli_edit_refresh_is_recorded_and_regenerates(monkeypatch, capsys, tmp_p
     assert Image.open(tmp_path / "again.png").tobytes() == Image.open(tmp_path / "k2.png").tobytes()
     code, _, err = cli(monkeypatch, capsys, *base, "--edit-refresh", 0, "--out", tmp_path / "bad.png")
     assert code == 2 and "--edit-refresh 0" in err and not (tmp_path / "bad.png").exists()
+
+
+@torch.no_grad()
+def _reference_guidance_refresh(pipe, latents, every, steps=6, scale=7.5):
+    """Classifier-free guidance whose unconditional estimate is computed every ``every`` steps and rebuilt in
+    between as the prompt's estimate plus the last computed offset, written out by hand on diffusers' parts."""
+    device = torch.device("cpu")
+    cond = pipe.encode_texts(["a face"], device).embeds
+    uncond = pipe.encode_texts([""], device).embeds
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    x, offset = latents.clone(), None
+    for i, t in enumerate(sched.timesteps):
+        xin = sched.scale_model_input(x, t)
+        ep = pipe.unet(xin, t, encoder_hidden_states=cond).sample
+        if i % every == 0:
+            offset = pipe.unet(xin, t, encoder_hidden_states=uncond).sample - ep
+        eu = ep + offset
+        x = sched.step(eu + scale * (ep - eu), t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_guidance_refresh_equals_a_hand_written_loop(sd, every):
+    latents = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(3))
+    rows = []
+    handle = sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        out = sd("a face", num_inference_steps=6, latents=latents, output_type="latent", guidance_refresh=every).images
+    finally:
+        handle.remove()
+    assert rows == [2 if i % every == 0 else 1 for i in range(6)]  # the unconditional row only on refresh steps
+    ref = _reference_guidance_refresh(sd, latents, every)
+    exact = sd("a face", num_inference_steps=6, latents=latents, output_type="latent").images
+    err = (out - ref).abs().max()
+    assert err < 2e-4, err  # batched against single-row U-Net calls, amplified by the guidance scale
+    assert (exact - ref).abs().max() > 100 * err  # and the refreshed guidance is not plain CFG
+
+
+def test_guidance_refresh_with_concepts_drops_both_kinds_of_rows(sd):
+    rows = []
+    handle = sd.unet.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        _run(sd, edit_refresh=3, guidance_refresh=2)
+    finally:
+        handle.remove()
+    # step 0: all four; step 3: prompt + 2 concepts (no unconditional); steps 2, 4: uncond + prompt
+    assert rows == [4, 1, 2, 3, 2, 1]
+
+
+def test_guidance_refresh_refuses_a_call_without_guidance(sd):
+    with pytest.raises(UserError, match="guidance_refresh 2 refreshes classifier-free guidance"):
+        sd("a face", num_inference_steps=2, guidance_scale=1.0, output_type="latent", guidance_refresh=2)
+    with pytest.raises(UserError, match="guidance_refresh 0 must be a whole number"):
+        sd("a face", num_inference_steps=2, output_type="latent", guidance_refresh=0)

@@ -214,3 +214,32 @@ def test_sd3_lora_loads_through_diffusers_family_loader(tmp_path):
     want = reference(PROMPT, num_inference_steps=2, output_type="latent", generator=_gen()).images  # same modules
     _same(got, want)
     assert (got - plain).abs().max() > 1e-4  # the LoRA acts
+
+
+def test_sd3_without_t5_counts_its_zero_rows_instead_of_computing_them(sd3):
+    """The 256 zero T5 rows enter the transformer as one counted row (core.families.counted_rows), and the
+    image still equals diffusers', which computes all of them."""
+    reference, ours = sd3
+    seen = []
+    hook = ours.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].shape[1]), with_kwargs=True
+    )
+    kwargs = dict(num_inference_steps=2, output_type="latent")
+    try:
+        got = ours(PROMPT, generator=_gen(5), **kwargs).images
+    finally:
+        hook.remove()
+    full = seen[0] + 255  # diffusers' rows: the CLIP rows and 256 zero rows
+    want_seen = []
+    hook = reference.transformer.register_forward_pre_hook(
+        lambda m, args, kwargs: want_seen.append(kwargs["encoder_hidden_states"].shape[1]), with_kwargs=True
+    )
+    try:
+        want = reference(PROMPT, generator=_gen(5), **kwargs).images
+    finally:
+        hook.remove()
+    assert want_seen[0] == full and set(seen) == {full - 255}
+    _same(got, want)
+    from diffusers.models.attention_processor import JointAttnProcessor2_0
+
+    assert all(type(b.attn.processor) is JointAttnProcessor2_0 for b in ours.transformer.transformer_blocks)

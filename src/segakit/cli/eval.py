@@ -79,6 +79,12 @@ def embedded(
             "--te-images", help="Renders for the CLIP's zero-shot accuracy (needs clip/ in the model folder)."
         ),
     ] = 600,
+    guidance_refresh: Annotated[
+        int,
+        typer.Option(
+            "--guidance-refresh", help="Compute the unconditional estimate every K steps, reuse its offset (1: exact)."
+        ),
+    ] = 1,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the report already in --out (the cache is reused either way).")
@@ -101,7 +107,8 @@ def embedded(
     from segakit.world.oracle import Oracle
 
     for name, value in (("--steps", steps), ("--prompts", prompts), ("--prompt-seeds", prompt_seeds),
-                        ("--prior-seeds", prior_seeds), ("--sega-seeds", sega_seeds), ("--batch", batch)):  # fmt: skip
+                        ("--prior-seeds", prior_seeds), ("--sega-seeds", sega_seeds), ("--batch", batch),
+                        ("--guidance-refresh", guidance_refresh)):  # fmt: skip
         if value < 1:
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
     if fid_n < 2:
@@ -125,7 +132,8 @@ def embedded(
     edit = Edit(scale=edit_scale, threshold=edit_threshold, warmup=edit_warmup)
     cfg = QualityConfig(steps=steps, n_prompts=prompts, prompt_seeds=prompt_seeds, prior_seeds=prior_seeds,
                         fid_n=fid_n, sega_seeds=sega_seeds, sega_scan=max(12 * sega_seeds, 24), batch=batch, edit=edit,
-                        guidance_sweep=sweep, te_captions=te_captions, te_images=te_images)  # fmt: skip
+                        guidance_sweep=sweep, te_captions=te_captions, te_images=te_images,
+                        guidance_refresh=guidance_refresh)  # fmt: skip
     pipe = SegaPipeline.from_pretrained(model).to(device)
     clip = _model_clip(model) if te_captions and te_images else None
     pipe.set_progress_bar_config(disable=True)

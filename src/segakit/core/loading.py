@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from segakit.core.assets import asset_path
 from segakit.core.errors import UserError, arg
 
 EMBEDDED = "embedded"
@@ -26,7 +27,7 @@ def pickle_refusal(name: str | Path, what: str = "") -> str:
 
 def embedded_path() -> Path:
     """The folder of the model shipped inside segakit (standard diffusers layout)."""
-    return Path(__file__).parents[1] / "assets" / "embedded"
+    return asset_path("embedded")
 
 
 def is_embedded(name: str | Path) -> bool:
@@ -40,9 +41,14 @@ def is_embedded(name: str | Path) -> bool:
 
 
 def model_key(name: str | Path) -> str:
-    """One spelling per model, to compare what a file was made with: "embedded", an absolute folder, or the hub id."""
+    """One spelling per model, to compare what a file was made with: "embedded", "embedded-flow", an absolute
+    folder, or the hub id."""
+    from segakit.core.embedded_flow import EMBEDDED_FLOW, is_embedded_flow_folder
+
     if is_embedded(name):
         return EMBEDDED
+    if str(name) == EMBEDDED_FLOW or is_embedded_flow_folder(Path(name)):
+        return EMBEDDED_FLOW
     path = Path(name).expanduser()
     return str(path.resolve()) if path.is_dir() else str(name)
 
@@ -58,6 +64,10 @@ def resolve(name: str | Path) -> str:
                 "pass --model with a diffusers folder or hub id, or build it with `make train-embedded`."
             )
         return str(path)
+    from segakit.core.embedded_flow import EMBEDDED_FLOW, folder
+
+    if name == EMBEDDED_FLOW:
+        return str(folder())
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
@@ -72,7 +82,9 @@ def resolve(name: str | Path) -> str:
         return str(path)
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
     if not looks_like_hub_id:
-        raise UserError(f"Model {name!r} is neither a local folder nor a hub id (owner/name), nor 'embedded'.")
+        raise UserError(
+            f"Model {name!r} is neither a local folder nor a hub id (owner/name), nor 'embedded' or 'embedded-flow'."
+        )
     return name
 
 

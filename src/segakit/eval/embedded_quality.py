@@ -54,21 +54,22 @@ class QualityConfig:
     guidance_sweep: tuple[float, ...] = (3.0, 15.0)  # faithfulness again at these guidance scales (besides `guidance`)
     te_captions: int = 3000  # world captions for the text encoder's separation (0 = skip the text-encoder columns)
     te_images: int = 600  # renders for the CLIP's zero-shot accuracy
+    guidance_refresh: int = 1  # unconditional estimate every K steps (segakit.sega.guidance.ConceptRefresh; 1: exact)
 
 
 def sample_images(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, batch: int,
                   edits: Sequence[Edit] = (), progress: Progress | None = None, directions: Sequence = (),
-                  edit_refresh: int = 1) -> torch.Tensor:  # fmt: skip
+                  edit_refresh: int = 1, guidance_refresh: int = 1) -> torch.Tensor:  # fmt: skip
     """Images (N, 3, 64, 64) in [0, 1], one generator per seed so each image is its seed's alone; ``directions``:
     h-space offsets (``Direction.at(strength)``) added as ``SegaPipeline`` adds them; ``edit_refresh``: concept
-    refresh (1: exact SEGA)."""
+    refresh (1: exact SEGA); ``guidance_refresh``: the same for classifier-free guidance."""
     out = []
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start : start + batch])
         images = pipe(
             prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=len(chunk),
             generator=[torch.Generator().manual_seed(int(s)) for s in chunk], edits=list(edits), directions=list(directions), output_type="pt",
-            edit_refresh=edit_refresh,
+            edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
         ).images.float().cpu()  # fmt: skip
         if images.shape[-1] != ORACLE_SIZE:
             images = F.interpolate(
@@ -131,7 +132,9 @@ def text_faithfulness(
     shown, shown_labels = [], []
     for i, (text, named) in enumerate(prompts):
         seeds = [cfg.seed + 1000 * i + j for j in range(cfg.prompt_seeds)]
-        images = sample_images(pipe, text, seeds, cfg.steps, guidance, cfg.batch, progress=progress)
+        images = sample_images(
+            pipe, text, seeds, cfg.steps, guidance, cfg.batch, progress=progress, guidance_refresh=cfg.guidance_refresh
+        )
         labels = oracle.predict(images)
         if i < FIGURE_ROWS and figures is not None:
             shown += to_pil(images[:FIGURE_COLS])
@@ -169,7 +172,17 @@ def neutral_images(
 ) -> torch.Tensor:
     if images is not None and images.shape[0] >= n:
         return images[:n]
-    return sample_images(pipe, cfg.prompt, neutral_seeds(cfg, n), cfg.steps, cfg.guidance, cfg.batch, progress=progress)
+    seeds = neutral_seeds(cfg, n)
+    return sample_images(
+        pipe,
+        cfg.prompt,
+        seeds,
+        cfg.steps,
+        cfg.guidance,
+        cfg.batch,
+        progress=progress,
+        guidance_refresh=cfg.guidance_refresh,
+    )
 
 
 def prior_fidelity(
@@ -241,10 +254,12 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
         if not seeds:
             return [], []
         if rewrite:
-            out = sample_images(pipe, t.rewrite(cfg.prompt), seeds, cfg.steps, cfg.guidance, cfg.batch, (), progress)
+            out = sample_images(pipe, t.rewrite(cfg.prompt), seeds, cfg.steps, cfg.guidance, cfg.batch, (), progress,
+                                guidance_refresh=cfg.guidance_refresh)  # fmt: skip
         else:
             edit = replace(cfg.edit, prompt=t.prompt)
-            out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress)
+            out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress,
+                                guidance_refresh=cfg.guidance_refresh)  # fmt: skip
         # the figure: a row per target, its first seeds as plain, edited, plain, edited, ... (short rows padded)
         before = to_pil(plain_images[[scan.index(s) for s in seeds[: FIGURE_COLS // 2]]])
         after = to_pil(out[: FIGURE_COLS // 2])

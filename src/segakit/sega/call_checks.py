@@ -33,3 +33,19 @@ def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
         raise UserError(
             f"{arg('true_cfg_scale')} {true_cfg_scale!r} needs a {arg('negative_prompt')} on FLUX (an empty string is allowed)."
         )
+
+
+def refresh_guidance(guidance_refresh: int, do_cfg: bool):
+    """The unconditional estimate's refresh for ``guidance_refresh`` K (None at 1: computed every step); refused
+    in one sentence where the call has no classifier-free guidance to refresh."""
+    from segakit.sega.guidance import ConceptRefresh
+
+    if guidance_refresh == 1:
+        return None
+    refresh = ConceptRefresh(guidance_refresh, "guidance_refresh", "classifier-free guidance at every step")
+    if not do_cfg:
+        raise UserError(
+            f"guidance_refresh {guidance_refresh!r} refreshes classifier-free guidance, which this call does not "
+            "use (guidance_scale <= 1, or a distilled model without true CFG); leave it at 1."
+        )
+    return refresh

@@ -283,9 +283,9 @@ class ConceptRefresh:
     alive concepts need a denoiser estimate at a step, :meth:`estimates` completes the rest.
     """
 
-    def __init__(self, every: int) -> None:
-        if int(every) != every or every < 1:
-            raise UserError(f"edit_refresh {every!r} must be a whole number of 1 or more (1 is exact SEGA).")
+    def __init__(self, every: int, name: str = "edit_refresh", exact: str = "exact SEGA") -> None:
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or int(every) != every or every < 1:
+            raise UserError(f"{name} {every!r} must be a whole number of 1 or more (1 is {exact}).")
         self.every = int(every)
         self._direction: dict[int, torch.Tensor] = {}
         self._last: dict[int, int] = {}

@@ -42,7 +42,7 @@ from segakit.core.hooks import (
     total_offset,
 )
 from segakit.core.loading import load_pipeline
-from segakit.sega.call_checks import check_true_cfg, directions_site
+from segakit.sega.call_checks import check_true_cfg, directions_site, refresh_guidance
 from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
@@ -265,6 +265,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         true_cfg_scale: float = 1.0,
         max_sequence_length: int | None = None,
         edit_refresh: int = 1,
+        guidance_refresh: int = 1,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
 
@@ -283,7 +284,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         library's draw ``Library.fair(...)``, added to ``directions``, or Fair Diffusion's
         :class:`segakit.sega.fair.FairDiffusion` draw, one call per value; give one generator per image),
         ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between,
-        :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``true_cfg_scale`` and
+        :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``guidance_refresh`` (the same for classifier-free
+        guidance: the unconditional estimate every K steps, its offset to the prompt's reused in between; 1 is exact), ``true_cfg_scale`` and
         ``max_sequence_length`` (FLUX / SD3, as in their diffusers pipelines; docs/flow.md),
         ``ip_adapter_image`` / ``ip_adapter_image_embeds`` (after
         ``load_ip_adapter``, as in diffusers; edit branches get the empty image, :mod:`segakit.sega.loaders`).
@@ -409,6 +411,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         extra = fam.step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
         refresh = ConceptRefresh(edit_refresh) if edit_refresh != 1 else None  # checks the value too
+        uncond_refresh = refresh_guidance(guidance_refresh, do_cfg)
         self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
         recorded = None
         if record_guidance and guided:
@@ -431,10 +434,13 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     break
                 alive = sega.alive(i) if sega is not None else []
                 rows = refresh.due(i, alive) if refresh is not None else alive  # the concepts computed at this step
-                if tuple(rows) != unet_key:
-                    unet_cond = Conditioning.cat([base, *(edit_conds[k] for k in rows)])
-                    unet_key = tuple(rows)
-                    row_shift = conditional_rows(h_offset, len(unet_cond) // batch, do_cfg)
+                skip = uncond_refresh is not None and not uncond_refresh.due(i, [0])  # no unconditional row
+                if (skip, *rows) != unet_key:
+                    head = base.rows(batch, 2 * batch) if skip else base
+                    unet_cond = Conditioning.cat([head, *(edit_conds[k] for k in rows)])
+                    unet_key = (skip, *rows)
+                    row_shift = conditional_rows(h_offset, len(unet_cond) // batch + skip, do_cfg)
+                    row_shift = row_shift[batch:] if skip and row_shift is not None else row_shift
                 if h_offset is not None:
                     shift.set(row_shift)
                 branches = len(unet_cond) // batch
@@ -442,9 +448,11 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 out = fam.predict(
                     x, t, unet_cond, max_unet_batch, {"cross_attention_kwargs": self._cross_attention_kwargs}
                 )
-                chunks = out.chunk(branches)
+                chunks = (None, *out.chunk(branches)) if skip else out.chunk(branches)
                 ep = chunks[first]
                 e0 = chunks[0]  # the unconditional estimate, or the prompt's own where there is none
+                if uncond_refresh is not None:  # computed (its offset to ep kept) or rebuilt from the kept offset
+                    e0 = uncond_refresh.estimates(i, ep, {} if skip else {0: e0}, [0])[0]
                 gamma = None
                 if sega is not None:
                     estimates = {k: chunks[first + 1 + j] for j, k in enumerate(rows)}

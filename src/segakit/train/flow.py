@@ -6,7 +6,7 @@ side. The transformer reads the 16x16x4 latent cache in 2x2 patches (64 image to
 text encoder in both CLIP slots, ``hidden_states[-2]`` of an exact-identity 5th layer (the 4th layer's output; the
 stock 3rd-layer state fails the text-encoder gate on beard), pooled = the end-of-text state, and 256 zero "T5" rows
 that training feeds as one row counted 256 times (exactly the stock computation, a third of its cost:
-:class:`segakit.train.flow_model.RepeatedRowAttention`).
+:class:`segakit.core.families.counted_rows.CountedRowAttention`).
 
 Objective (:mod:`segakit.train.flow_model`): ``x_s = (1 - s) x0 + s noise``, the transformer predicts ``noise - x0``
 at timestep ``1000 s``, plain MSE; ``s`` logit-normal (SD3's sampling) moved by ``train_shift``; the shipped
@@ -58,6 +58,8 @@ class FlowConfig:
     text_encoder: str = ""  # the U-Net's CLIPTextModel; default: config.text_encoder_path
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     export: str = ""  # write the run's EMA as a stock StableDiffusion3Pipeline folder here, then stop
+    ship: str = ""  # write the run's EMA as the shipped part of "embedded-flow" here (float16 transformer), then stop
+    overwrite: bool = False  # let --ship replace a shipped folder
     device: str = "cpu"
     threads: int = 0
     amp: bool = False
@@ -307,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         from segakit.train.flow_export import export
 
         print(f"exported -> {export(cfg)}", flush=True)
+        return
+    if cfg.ship:
+        from segakit.train.flow_export import ship
+
+        print(f"shipped -> {ship(cfg)}", flush=True)
         return
     train(cfg)
 

@@ -6,18 +6,18 @@ Rectified flow (as ``FlowMatchEulerDiscreteScheduler`` samples it): ``x_s = (1 -
 drawn logit-normal (SD3's choice: ``s = sigmoid(n)``, ``n ~ N(mean, std)``) or uniform, then moved by the same
 ``shift`` map the scheduler applies, ``shift s / (1 + (shift - 1) s)``.
 
-:class:`RepeatedRowAttention` is segakit's attention processor for training: the last text row stands for
-``multiplicity`` equal rows (SD3's zero T5 rows, see :mod:`segakit.train.flow_text`): its key gets ``log multiplicity``
-added to its attention logit, which is exactly what that many equal keys and values do to a softmax.
+:class:`segakit.core.families.counted_rows.CountedRowAttention` is the attention training runs with: the last text
+row stands for ``multiplicity`` equal rows (SD3's zero T5 rows, see :mod:`segakit.train.flow_text`): its key gets
+``log multiplicity`` added to its attention logit, which is exactly what that many equal keys and values do to a
+softmax. ``SegaPipeline`` samples the shipped folder the same way (the stock pipeline computes every zero row).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+from segakit.core.families.counted_rows import CountedRowAttention
 
 
 def build_transformer(layers: int, heads: int, head_dim: int, text_dim: int, pooled_dim: int) -> SD3Transformer2DModel:
@@ -66,50 +66,9 @@ def flow_pair(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor) -> tuple[t
     return (1 - s) * x0 + s * noise, noise - x0
 
 
-class RepeatedRowAttention:
-    """SD3's joint attention with the last text row counted ``multiplicity`` times (segakit's processor; the image
-    rows come first in the key order, the text rows after them, as in diffusers' joint attention)."""
-
-    def __init__(self, multiplicity: int) -> None:
-        self.log_count = math.log(multiplicity)
-
-    def __call__(
-        self,
-        attn,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        b, n_image = hidden_states.shape[:2]
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(b, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
-
-        q, k, v = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states)), heads(attn.to_v(hidden_states))
-        cq, ck, cv = (
-            heads(attn.add_q_proj(encoder_hidden_states)),
-            heads(attn.add_k_proj(encoder_hidden_states)),
-            heads(attn.add_v_proj(encoder_hidden_states)),
-        )
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
-        if attn.norm_added_q is not None:
-            cq, ck = attn.norm_added_q(cq), attn.norm_added_k(ck)
-        q, k, v = torch.cat([q, cq], 2), torch.cat([k, ck], 2), torch.cat([v, cv], 2)
-        bias = torch.zeros(k.shape[2], dtype=q.dtype, device=q.device)
-        bias[-1] = self.log_count
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.expand(q.shape[2], -1))
-        out = out.transpose(1, 2).reshape(b, -1, q.shape[1] * q.shape[-1]).to(q.dtype)
-        image, text = out[:, :n_image], out[:, n_image:]
-        if not attn.context_pre_only:
-            text = attn.to_add_out(text)
-        return attn.to_out[1](attn.to_out[0](image)), text
-
-
 def use_repeated_row(model: SD3Transformer2DModel, multiplicity: int) -> None:
     """Train / sample ``model`` on text rows whose last row stands for ``multiplicity`` equal rows."""
-    model.set_attn_processor(RepeatedRowAttention(multiplicity))
+    model.set_attn_processor(CountedRowAttention(multiplicity))
 
 
 def use_stock_attention(model: SD3Transformer2DModel) -> None:

@@ -35,34 +35,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+from segakit.core.embedded_flow import sd3_text_encoder  # noqa: F401  (re-exported: the recipe and tests use it here)
 
 T5_ROWS = 256  # StableDiffusion3Pipeline's default max_sequence_length: the zero rows it appends without T5
-
-
-def sd3_text_encoder(text_encoder: CLIPTextModel) -> CLIPTextModelWithProjection:
-    """The embedded text encoder as an SD3 CLIP slot: one extra all-zero layer (an exact identity) and an
-    identity ``text_projection`` (see the module docstring)."""
-    cfg = text_encoder.config.to_dict()
-    cfg.update(
-        num_hidden_layers=text_encoder.config.num_hidden_layers + 1,
-        projection_dim=text_encoder.config.hidden_size,
-        architectures=["CLIPTextModelWithProjection"],
-    )
-    for key in ("model_type", "transformers_version", "_name_or_path"):
-        cfg.pop(key, None)
-    out = CLIPTextModelWithProjection(CLIPTextConfig(**cfg)).to(torch.float32).eval()
-    source = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
-    missing, unexpected = out.text_model.load_state_dict(source, strict=False)
-    new_layer = f"encoder.layers.{text_encoder.config.num_hidden_layers}."
-    if unexpected or any(not k.startswith(new_layer) for k in missing):
-        raise ValueError(f"the text encoder's weights do not fit an SD3 slot: {(unexpected + missing)[:3]}")
-    last = out.text_model.encoder.layers[-1]
-    with torch.no_grad():
-        for p in last.parameters():
-            p.zero_()
-        out.text_projection.weight.copy_(torch.eye(text_encoder.config.hidden_size))
-    return out
 
 
 @torch.no_grad()

@@ -4,14 +4,20 @@ Rows are diffusers' ``StableDiffusion3Pipeline`` encoding: the CLIP encoders' pe
 side, zero-padded to the joint attention width and followed by T5's tokens (zeros when the folder has no
 T5, ``text_encoder_3=None``); the pooled rows are both CLIP projections. The unconditional branch is the
 encoded negative prompt (empty by default) whenever ``guidance_scale > 1``; default guidance 7.0.
+
+Without T5 the zero rows are counted, not computed (:mod:`segakit.core.families.counted_rows`): one row with
+multiplicity ``max_sequence_length``, exact, while the joint blocks run diffusers' own attention.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from diffusers import StableDiffusion3Pipeline
 
 from segakit.core.conditioning import Conditioning
+from segakit.core.families.counted_rows import counted_rows, fold_zero_rows, stock_joint_attention
 from segakit.core.families.rectified import RectifiedFlowFamily
 
 
@@ -38,10 +44,18 @@ class SD3Family(RectifiedFlowFamily):
             prompt=texts, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
             do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length, lora_scale=lora_scale,
         )  # fmt: skip
+        if self.pipe.text_encoder_3 is None and stock_joint_attention(self.denoiser):
+            folded = fold_zero_rows(embeds, self.max_sequence_length)
+            if folded is not None:
+                embeds = folded
+                self.folded = (embeds.shape[1], self.max_sequence_length)
         return Conditioning(embeds, pooled)
 
     def _call(self, x, t, cond: Conditioning, extra: dict) -> torch.Tensor:
-        return self.denoiser(
-            hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=cond.embeds,
-            pooled_projections=cond.pooled, joint_attention_kwargs=extra.get("cross_attention_kwargs"), return_dict=False,
-        )[0]  # fmt: skip
+        rows, n = getattr(self, "folded", (0, 1))
+        n = n if cond.embeds.shape[1] == rows else 1  # how many zero rows the last row stands for
+        with counted_rows(self.denoiser, n) if n > 1 else contextlib.nullcontext():
+            return self.denoiser(
+                hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=cond.embeds,
+                pooled_projections=cond.pooled, joint_attention_kwargs=extra.get("cross_attention_kwargs"), return_dict=False,
+            )[0]  # fmt: skip

@@ -1,0 +1,63 @@
+"""The "embedded-flow" model name: the shipped part (transformer, scheduler) joined with the embedded U-Net model's
+text encoder, tokenizer and autoencoder into one stock SD3 folder, built once and reused.
+
+A tiny random transformer stands in for the trained one, so this runs whether or not weights are shipped."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+from segakit import SegaPipeline
+from segakit.core import embedded_flow
+from segakit.core.errors import UserError
+from segakit.core.loading import model_key, resolve
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A shipped part as `python -m segakit.train.flow --ship` writes it, with a one-layer random transformer."""
+    torch.manual_seed(0)
+    folder = tmp_path / "embedded-flow"
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=512, caption_projection_dim=32, pooled_projection_dim=512,
+        pos_embed_max_size=8,
+    )  # fmt: skip
+    transformer.to(torch.float16).save_pretrained(folder / "transformer")
+    FlowMatchEulerDiscreteScheduler(shift=1.0).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    (folder / "segakit.json").write_text(json.dumps({"name": "test", "training": {}}))
+    monkeypatch.setattr(embedded_flow, "shipped_path", lambda: folder)
+    monkeypatch.setenv("SEGAKIT_CACHE", str(tmp_path / "cache"))
+    return folder
+
+
+def test_embedded_flow_builds_one_stock_folder_and_equals_diffusers(shipped, tmp_path):
+    pipe = SegaPipeline.from_pretrained("embedded-flow")
+    built = embedded_flow.folder()
+    assert built.parent == tmp_path / "cache" and (built / "segakit.json").is_file()
+    assert sorted(p.name for p in built.iterdir() if p.is_dir()) == [
+        "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae",
+    ]  # fmt: skip
+    assert resolve("embedded-flow") == str(built)  # built once, then reused
+    assert model_key("embedded-flow") == model_key(built) == "embedded-flow"
+    pipe.set_progress_bar_config(disable=True)
+    stock = StableDiffusion3Pipeline.from_pretrained(built, text_encoder_3=None, tokenizer_3=None)
+    stock.set_progress_bar_config(disable=True)
+    kwargs = dict(num_inference_steps=3, output_type="np")
+    ours = pipe("a face of a person with glasses", generator=torch.Generator().manual_seed(0), **kwargs).images
+    want = stock("a face of a person with glasses", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert ours.shape == (1, 64, 64, 3)
+    assert np.abs(ours - want).max() < 1e-4
+    assert pipe.transformer.dtype == torch.float32  # shipped in float16, run in float32
+
+
+def test_embedded_flow_missing_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedded_flow, "shipped_path", lambda: tmp_path / "nothing")
+    with pytest.raises(UserError, match="embedded flow model is not in this installation"):
+        resolve("embedded-flow")
