@@ -108,6 +108,31 @@ def test_from_pretrained_gives_the_flow_pipeline_and_sega_asks_for_segas_loop(fo
                 size=32).params.concepts == ["+glasses"]  # fmt: skip
 
 
+def test_the_instruction_chain_writes_the_captions_of_a_flow_edit(monkeypatch, capsys, folders, tmp_path):
+    """Only an image and an instruction: a captioner captions the image and a caption writer writes the captions
+    before and after (here the embedded model's own, given by folder), then FlowEdit edits along them."""
+    from segakit.editing.caption_writer import EMBEDDED_CAPTION_WRITER
+    from segakit.editing.captioner import EMBEDDED_CAPTIONER
+
+    out = tmp_path / "chain.png"
+    code, stdout, err = cli(monkeypatch, capsys, "edit", folders / "face.png", "give her glasses", "--model", folders / "sd3",
+                            "--captioner", EMBEDDED_CAPTIONER, "--caption-writer", EMBEDDED_CAPTION_WRITER, "--captions", 2,
+                            "--steps", 2, "--threads", 1, "--show-captions", "--out", out)  # fmt: skip
+    assert code == 0, err
+    p = read_params(out)
+    assert p["method"] == "flowedit" and p["source_caption"] and len(p["captions_after"]) == 2 and "tries" in p
+    assert f"source caption: {p['source_caption']}" in stdout and f"after: {p['captions_after'][0]}" in stdout
+
+
+def test_the_embedded_flow_model_brings_the_embedded_captioner_and_writer(folders):
+    from segakit import SegaPipeline
+    from segakit.editing import EditPipeline
+
+    sd3 = SegaPipeline.from_pretrained(folders / "sd3")
+    assert EditPipeline.from_pipe(sd3, model_name="embedded-flow").captioner is not None  # same faces world
+    assert EditPipeline.from_pipe(sd3, model_name="custom").captioner is None
+
+
 def test_flow_edit_without_a_caption_writer_asks_for_captions(monkeypatch, capsys, folders, tmp_path):
     args = ["edit", folders / "face.png", "give her glasses", "--model", folders / "flux", "--source-caption", "a face",
             "--steps", 2, "--size", 32, "--out", tmp_path / "x.png"]  # fmt: skip

@@ -14,20 +14,23 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segakit.core.embedded_flow import EMBEDDED_FLOW
 from segakit.core.errors import UserError
 from segakit.editing.caption_writer import EMBEDDED_CAPTION_WRITER, CaptionWriter
 from segakit.editing.captioner import EMBEDDED_CAPTIONER, Captioner
 from segakit.editing.params import EditParams
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+EMBEDDED_MODELS = ("embedded", EMBEDDED_FLOW)  # the models whose captioner and caption writer segakit ships
 EMBEDDED_WRITER_TOKENS = 400  # room for 10 captions a side within the small writer's 512 positions
 
 
 def embedded_helpers(
     model_name: str, captioner: Captioner | None, caption_writer: CaptionWriter | None
 ) -> tuple[Captioner | None, CaptionWriter | None]:
-    """The embedded model's own captioner and caption writer (``segakit/assets``) where none is given."""
-    if str(model_name) != "embedded":
+    """The embedded models' own captioner and caption writer (``segakit/assets``) where none is given: the U-Net
+    model's, and the flow model's, which draws the same faces world from the same text encoder."""
+    if str(model_name) not in EMBEDDED_MODELS:
         return captioner, caption_writer
     if captioner is None and EMBEDDED_CAPTIONER.is_dir():
         captioner = Captioner.from_pretrained(EMBEDDED_CAPTIONER)
@@ -60,7 +63,7 @@ def chain_captions(captioner: Captioner | None, caption_writer: CaptionWriter | 
         source = captioner(image)
     if params.captions_after:
         return source, list(params.captions_before) or [source], list(params.captions_after), meta
-    if caption_writer is None and model_name == "embedded":
+    if caption_writer is None and model_name in EMBEDDED_MODELS:
         raise UserError(
             "The embedded model's caption writer is not in this installation yet (segakit/assets/caption_writer), so "
             "the edited image needs captions from you: pass --captions-after (target_captions=), or --caption-writer "

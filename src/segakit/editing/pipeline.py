@@ -57,14 +57,15 @@ class EditPipeline:
     @classmethod
     def from_pipe(cls, pipe, captioner: Captioner | None = None, caption_writer: CaptionWriter | None = None,
                   model_name: str = "custom"):  # fmt: skip
-        """From a loaded diffusers pipeline (shares its components); ``model_name="embedded"`` brings the embedded
-        model's own captioner and caption writer unless others are given. An SD3 or FLUX pipeline gives a
+        """From a loaded diffusers pipeline (shares its components); ``model_name="embedded"`` (or
+        ``"embedded-flow"``) brings the embedded models' own captioner and caption writer unless others are given. An SD3 or FLUX pipeline gives a
         :class:`~segakit.editing.flow_pipeline.FlowEditPipeline` (methods flowedit, invert, sega; sega needs a
         :class:`~segakit.SegaPipeline`, e.g. ``SegaPipeline.from_pretrained(FOLDER)``)."""
         transformer = getattr(pipe, "transformer", None)
         if transformer is not None and family_name({"transformer": transformer}) in FLOW_FAMILIES:
             from segakit.editing.flow_pipeline import FlowEditPipeline
 
+            captioner, caption_writer = embedded_helpers(model_name, captioner, caption_writer)
             return FlowEditPipeline(pipe, captioner=captioner, caption_writer=caption_writer, model_name=model_name)
         captioner, caption_writer = embedded_helpers(model_name, captioner, caption_writer)
         return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler,
