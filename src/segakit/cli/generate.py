@@ -122,6 +122,14 @@ def generate(
             help="Guidance scale (the family's default: 7.5 SD, 5.0 SDXL, 7.0 SD3, 3.5 FLUX's distilled guidance)."
         ),
     ] = None,
+    true_cfg: Annotated[
+        float,
+        typer.Option(
+            "--true-cfg",
+            metavar="SCALE",
+            help="FLUX: classifier-free guidance against --negative (diffusers' true_cfg_scale; 1: off; e.g. 4, which doubles the transformer's work).",
+        ),
+    ] = 1.0,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
     momentum: Annotated[float, typer.Option(help="SEGA momentum scale s_m.")] = 0.1,
@@ -178,7 +186,7 @@ def generate(
             raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
         params = GenerationParams(
             prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
-            seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
+            seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, true_cfg=true_cfg, height=height, width=width,
             momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over, edit_refresh=edit_refresh,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
             directions=list(direction or []), fair=fair, fair_method=method, fair_draw=fair_draw, safe=safe, enhance=enhance,

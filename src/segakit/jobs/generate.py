@@ -53,6 +53,7 @@ class GenerationParams:
     momentum_beta: float = 0.4
     quantile_over: str = "channel"
     edit_refresh: int = 1  # each concept computed every K steps, its direction reused in between (1: exact SEGA)
+    true_cfg: float = 1.0  # FLUX: classifier-free guidance against negative_prompt (diffusers' true_cfg_scale; 1: off)
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
@@ -86,6 +87,10 @@ class GenerationParams:
         if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
             raise UserError(
                 f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
+            )
+        if not math.isfinite(self.true_cfg) or self.true_cfg < 1:
+            raise UserError(
+                f"{arg('true_cfg')} {self.true_cfg!r} is below 1 or not a number; use 1 (off) or more (e.g. 4, with a negative prompt)."
             )
         if self.library_strength is not None and not math.isfinite(self.library_strength):
             raise UserError(f"{arg('library_strength')} {self.library_strength!r} is not a finite number.")
@@ -124,6 +129,8 @@ class GenerationParams:
             self.edit_refresh == 1
         ):  # exact SEGA: absent, so files and job keys from before concept refresh stay the same
             del data["edit_refresh"]
+        if self.true_cfg == 1.0:  # off: absent, as edit_refresh, so files and job keys from before it stay the same
+            del data["true_cfg"]
         return data
 
     @classmethod
@@ -279,7 +286,7 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
     result = generate(
         prompts if len(set(prompts)) > 1 else prompts[0], negative_prompt=params.negative_prompt,
         num_inference_steps=params.steps, guidance_scale=params.guidance, height=params.height, width=params.width,
-        eta=params.eta, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
+        eta=params.eta, true_cfg_scale=params.true_cfg, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
         edits=list(params.edits) if edits is None else edits,
         edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
         quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, output_type="pil", record_guidance=record,

@@ -27,7 +27,7 @@ from segakit.sega.guidance import Edit
 
 FIELDS = [f.name for f in fields(GenerationParams) if f.name != "sweep"]
 INTS = ("seed", "num_images", "steps", "height", "width", "edit_refresh")
-FLOATS = ("guidance", "eta", "momentum_scale", "momentum_beta", "library_strength")
+FLOATS = ("guidance", "true_cfg", "eta", "momentum_scale", "momentum_beta", "library_strength")
 STRINGS = ("prompt", "model", "negative_prompt", "quantile_over", "apply_guidance", "fair", "library")
 BOOLS = ("safe", "enhance")
 STRING_LISTS = ("directions", "embeddings")
