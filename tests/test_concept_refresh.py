@@ -154,3 +154,29 @@ def test_guidance_refresh_refuses_a_call_without_guidance(sd):
         sd("a face", num_inference_steps=2, guidance_scale=1.0, output_type="latent", guidance_refresh=2)
     with pytest.raises(UserError, match="guidance_refresh 0 must be a whole number"):
         sd("a face", num_inference_steps=2, output_type="latent", guidance_refresh=0)
+
+
+def test_cli_guidance_refresh_is_recorded_regenerates_and_refuses_in_flags(monkeypatch, capsys, tmp_path):
+    from cli_runner import cli, sd_folder
+    from PIL import Image
+
+    from segakit.core.images import read_params
+
+    model = sd_folder(tmp_path)
+    base = ["generate", "a face", "--model", model, "--steps", 4, "--seed", 2]
+    assert cli(monkeypatch, capsys, *base, "--guidance-refresh", 2, "--out", tmp_path / "g2.png")[0] == 0
+    assert cli(monkeypatch, capsys, *base, "--out", tmp_path / "exact.png")[0] == 0
+    assert read_params(tmp_path / "g2.png")["guidance_refresh"] == 2
+    assert "guidance_refresh" not in read_params(tmp_path / "exact.png")
+    assert Image.open(tmp_path / "g2.png").tobytes() != Image.open(tmp_path / "exact.png").tobytes()
+    assert (
+        cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "g2.png", "--out", tmp_path / "again.png")[0] == 0
+    )
+    assert Image.open(tmp_path / "again.png").tobytes() == Image.open(tmp_path / "g2.png").tobytes()
+    code, _, err = cli(monkeypatch, capsys, *base, "--guidance-refresh", 0, "--out", tmp_path / "bad.png")
+    assert code == 2 and "--guidance-refresh 0" in err and not (tmp_path / "bad.png").exists()
+    code, _, err = cli(
+        monkeypatch, capsys, *base, "--guidance", 1, "--guidance-refresh", 2, "--out", tmp_path / "bad.png"
+    )
+    assert code == 2 and "--guidance-refresh 2 refreshes classifier-free guidance" in err and "--guidance <= 1" in err
+    assert "Traceback" not in err and not (tmp_path / "bad.png").exists()

@@ -144,6 +144,13 @@ def generate(
             help="Compute each concept every K steps and reuse its direction in between (1: exact SEGA).",
         ),
     ] = 1,
+    guidance_refresh: Annotated[
+        int,
+        typer.Option(
+            "--guidance-refresh",
+            help="Compute the unconditional estimate every K steps and reuse its offset in between (1: exact CFG).",
+        ),
+    ] = 1,
     sweep: Annotated[
         str | None, typer.Option(help="Render the single --edit at these scales side by side, e.g. 0,2,4,6,8.")
     ] = None,
@@ -187,7 +194,7 @@ def generate(
         params = GenerationParams(
             prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
             seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, true_cfg=true_cfg, height=height, width=width,
-            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over, edit_refresh=edit_refresh,
+            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over, edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
             directions=list(direction or []), fair=fair, fair_method=method, fair_draw=fair_draw, safe=safe, enhance=enhance,
             library=str(library) if library else None, library_strength=library_strength,

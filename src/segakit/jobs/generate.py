@@ -53,6 +53,7 @@ class GenerationParams:
     momentum_beta: float = 0.4
     quantile_over: str = "channel"
     edit_refresh: int = 1  # each concept computed every K steps, its direction reused in between (1: exact SEGA)
+    guidance_refresh: int = 1  # the unconditional estimate every K steps, its offset reused in between (1: exact CFG)
     true_cfg: float = 1.0  # FLUX: classifier-free guidance against negative_prompt (diffusers' true_cfg_scale; 1: off)
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
@@ -87,6 +88,11 @@ class GenerationParams:
         if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
             raise UserError(
                 f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
+            )
+        if int(self.guidance_refresh) != self.guidance_refresh or self.guidance_refresh < 1:
+            raise UserError(
+                f"{arg('guidance_refresh')} {self.guidance_refresh!r} is not a whole number of 1 or more "
+                "(1 is classifier-free guidance at every step)."
             )
         if not math.isfinite(self.true_cfg) or self.true_cfg < 1:
             raise UserError(
@@ -129,6 +135,8 @@ class GenerationParams:
             self.edit_refresh == 1
         ):  # exact SEGA: absent, so files and job keys from before concept refresh stay the same
             del data["edit_refresh"]
+        if self.guidance_refresh == 1:  # exact CFG: absent, as edit_refresh
+            del data["guidance_refresh"]
         if self.true_cfg == 1.0:  # off: absent, as edit_refresh, so files and job keys from before it stay the same
             del data["true_cfg"]
         return data
@@ -289,7 +297,7 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
         eta=params.eta, true_cfg_scale=params.true_cfg, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
         edits=list(params.edits) if edits is None else edits,
         edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
-        quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, output_type="pil", record_guidance=record,
+        quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, guidance_refresh=params.guidance_refresh, output_type="pil", record_guidance=record,
         sem_guidance=None if job.reuse is None else job.reuse.guidance[:, guidance_rows or slice(None)],
         directions=job.applied + ([fair] if fair is not None and sega_fair is None else []),
         callback=(lambda i, t, x: progress(1)) if progress else None,

@@ -26,7 +26,7 @@ from segakit.sega.editspec import parse_edit
 from segakit.sega.guidance import Edit
 
 FIELDS = [f.name for f in fields(GenerationParams) if f.name != "sweep"]
-INTS = ("seed", "num_images", "steps", "height", "width", "edit_refresh")
+INTS = ("seed", "num_images", "steps", "height", "width", "edit_refresh", "guidance_refresh")
 FLOATS = ("guidance", "true_cfg", "eta", "momentum_scale", "momentum_beta", "library_strength")
 STRINGS = ("prompt", "model", "negative_prompt", "quantile_over", "apply_guidance", "fair", "library")
 BOOLS = ("safe", "enhance")

@@ -42,10 +42,10 @@ def refresh_guidance(guidance_refresh: int, do_cfg: bool):
 
     if guidance_refresh == 1:
         return None
-    refresh = ConceptRefresh(guidance_refresh, "guidance_refresh", "classifier-free guidance at every step")
+    refresh = ConceptRefresh(guidance_refresh, arg("guidance_refresh"), "classifier-free guidance at every step")
     if not do_cfg:
         raise UserError(
-            f"guidance_refresh {guidance_refresh!r} refreshes classifier-free guidance, which this call does not "
-            "use (guidance_scale <= 1, or a distilled model without true CFG); leave it at 1."
+            f"{arg('guidance_refresh')} {guidance_refresh!r} refreshes classifier-free guidance, which this call "
+            f"does not use ({arg('guidance_scale')} <= 1, or a distilled model without true CFG); leave it at 1."
         )
     return refresh
