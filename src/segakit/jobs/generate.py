@@ -19,7 +19,7 @@ from segakit.core.errors import UserError, arg
 from segakit.core.loading import model_key, weights_file
 from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
-from segakit.sega.guidance import Edit
+from segakit.sega.guidance import Edit, refresh_interval
 from segakit.sega.honest import idle_concepts, idle_warning
 
 FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
@@ -52,7 +52,9 @@ class GenerationParams:
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: str = "channel"
-    edit_refresh: int = 1  # each concept computed every K steps, its direction reused in between (1: exact SEGA)
+    edit_refresh: int | str = (
+        1  # "auto" or each concept computed every K steps, its direction reused in between (1: exact SEGA)
+    )
     guidance_refresh: int = 1  # the unconditional estimate every K steps, its offset reused in between (1: exact CFG)
     true_cfg: float = 1.0  # FLUX: classifier-free guidance against negative_prompt (diffusers' true_cfg_scale; 1: off)
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
@@ -85,10 +87,7 @@ class GenerationParams:
             raise UserError(f"{arg('quantile_over')} {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"{arg('momentum_beta')} {self.momentum_beta} is outside [0, 1).")
-        if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
-            raise UserError(
-                f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
-            )
+        refresh_interval(self.edit_refresh, self.steps)  # a whole number of 1 or more, or "auto"
         if int(self.guidance_refresh) != self.guidance_refresh or self.guidance_refresh < 1:
             raise UserError(
                 f"{arg('guidance_refresh')} {self.guidance_refresh!r} is not a whole number of 1 or more "

@@ -47,7 +47,14 @@ from segakit.sega.callbacks import CallState, StepCallback
 from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.fair import fair_call
-from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance, guided_estimate
+from segakit.sega.guidance import (
+    ConceptRefresh,
+    Edit,
+    QuantileOver,
+    SemanticGuidance,
+    guided_estimate,
+    refresh_interval,
+)
 from segakit.sega.loaders import DiffusersFeaturesMixin
 from segakit.sega.recorded import RecordedGuidance
 
@@ -264,7 +271,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         true_cfg_scale: float = 1.0,
         max_sequence_length: int | None = None,
-        edit_refresh: int = 1,
+        edit_refresh: int | str = 1,
         guidance_refresh: int = 1,
     ) -> SegaPipelineOutput | tuple:
         """Generate images with semantic guidance.
@@ -283,7 +290,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         output at every step; several sum), ``fair`` (fair generation, one drawn value per image: a direction
         library's draw ``Library.fair(...)``, added to ``directions``, or Fair Diffusion's
         :class:`segakit.sega.fair.FairDiffusion` draw, one call per value; give one generator per image),
-        ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between,
+        ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between, or
+        ``"auto"``: K from the number of steps, :func:`segakit.sega.guidance.refresh_interval`;
         :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``guidance_refresh`` (the same for classifier-free
         guidance: the unconditional estimate every K steps, its offset to the prompt's reused in between; 1 is exact), ``true_cfg_scale`` and
         ``max_sequence_length`` (FLUX / SD3, as in their diffusers pipelines; docs/flow.md),
@@ -410,7 +418,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                 )
         extra = fam.step_kwargs(generator, eta)
         sega = SemanticGuidance(edits, edit_momentum_scale, edit_mom_beta, quantile_over) if use_sega else None
-        refresh = ConceptRefresh(edit_refresh, starts=[e.warmup for e in edits]) if edit_refresh != 1 else None
+        k = refresh_interval(edit_refresh, num_inference_steps)  # checks the value too
+        refresh = ConceptRefresh(k, starts=[e.warmup for e in edits]) if k != 1 else None
         uncond_refresh = refresh_guidance(guidance_refresh, do_cfg)
         self.last_guidance = sega  # read after the call for concepts that never acted (segakit.sega.honest)
         recorded = None
