@@ -56,7 +56,7 @@ from segakit.sega.guidance import (
     refresh_interval,
 )
 from segakit.sega.loaders import DiffusersFeaturesMixin
-from segakit.sega.recorded import RecordedGuidance
+from segakit.sega.recorded import RecordedGuidance, guidance_steps
 
 logger = logging.getLogger(__name__)
 
@@ -395,16 +395,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         )
 
         # ---- reuse of recorded guidance
-        reuse = None
-        if sem_guidance is not None and guided:
-            if isinstance(sem_guidance, RecordedGuidance):
-                reuse = sem_guidance.guidance
-            elif isinstance(sem_guidance, (list, tuple)):
-                reuse = torch.stack([torch.as_tensor(g) for g in sem_guidance])
-            else:
-                reuse = sem_guidance
-            if reuse.shape[0] < num_inference_steps:
-                raise UserError(f"sem_guidance holds {reuse.shape[0]} steps; {num_inference_steps} are needed.")
+        reuse = guidance_steps(sem_guidance, num_inference_steps) if guided else None
 
         # ---- sampling
         timesteps = fam.set_timesteps(num_inference_steps, device, height, width)
@@ -492,17 +483,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         self.maybe_free_model_hooks()
         rec = None
         if recorded is not None:
-            rec = RecordedGuidance(
-                recorded,
-                {
-                    "prompt": prompts,
-                    "num_inference_steps": num_inference_steps,
-                    "guidance_scale": guidance_scale,
-                    "edits": [e.__dict__ for e in edits],
-                    "height": height,
-                    "width": width,
-                },
-            )
+            info = {"prompt": prompts, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                    "edits": [e.__dict__ for e in edits], "height": height, "width": width}  # fmt: skip
+            rec = RecordedGuidance(recorded, info)
         if not return_dict:
             return (images, nsfw)
         return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec, edits=edits)
