@@ -12,6 +12,7 @@ judge with the oracle. Schedules:
   what ``edit_refresh=K`` does now (the ``edit_refresh K`` rows run the pipeline itself, unpatched, as a check).
 
     python benchmarks/refresh_schedules.py --threads 1
+    python benchmarks/refresh_schedules.py --threads 1 --steps 50 --only 4,6,8   # edit_refresh K alone, 50 steps
 
 Uses the embedded model's edit defaults (scale 6, threshold 0.8, warm-up 5) and 25 steps.
 """
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--only", default="", help="comma-separated K: only the pipeline's edit_refresh=K rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = SegaPipeline.from_pretrained(args.model)
@@ -109,7 +111,10 @@ def main() -> None:
     print("| schedule | concept rows per step | error mean | error worst |")
     print("|---|---:|---:|---:|")
     original = pipeline_module.ConceptRefresh
-    for name, interval in schedules(args.steps).items():
+    chosen = schedules(args.steps)
+    if args.only:
+        chosen = {f"edit_refresh {k}": int(k) for k in args.only.split(",")}
+    for name, interval in chosen.items():
         if isinstance(interval, int):  # the pipeline's own edit_refresh=K
             Counted.rows = 0
             pipeline_module.ConceptRefresh = Counted

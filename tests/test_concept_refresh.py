@@ -154,3 +154,60 @@ def test_guidance_refresh_refuses_a_call_without_guidance(sd):
         sd("a face", num_inference_steps=2, guidance_scale=1.0, output_type="latent", guidance_refresh=2)
     with pytest.raises(UserError, match="guidance_refresh 0 must be a whole number"):
         sd("a face", num_inference_steps=2, output_type="latent", guidance_refresh=0)
+
+
+def test_cli_guidance_refresh_is_recorded_regenerates_and_refuses_in_flags(monkeypatch, capsys, tmp_path):
+    from cli_runner import cli, sd_folder
+    from PIL import Image
+
+    from segakit.core.images import read_params
+
+    model = sd_folder(tmp_path)
+    base = ["generate", "a face", "--model", model, "--steps", 4, "--seed", 2]
+    assert cli(monkeypatch, capsys, *base, "--guidance-refresh", 2, "--out", tmp_path / "g2.png")[0] == 0
+    assert cli(monkeypatch, capsys, *base, "--out", tmp_path / "exact.png")[0] == 0
+    assert read_params(tmp_path / "g2.png")["guidance_refresh"] == 2
+    assert "guidance_refresh" not in read_params(tmp_path / "exact.png")
+    assert Image.open(tmp_path / "g2.png").tobytes() != Image.open(tmp_path / "exact.png").tobytes()
+    assert (
+        cli(monkeypatch, capsys, "generate", "--from-png", tmp_path / "g2.png", "--out", tmp_path / "again.png")[0] == 0
+    )
+    assert Image.open(tmp_path / "again.png").tobytes() == Image.open(tmp_path / "g2.png").tobytes()
+    code, _, err = cli(monkeypatch, capsys, *base, "--guidance-refresh", 0, "--out", tmp_path / "bad.png")
+    assert code == 2 and "--guidance-refresh 0" in err and not (tmp_path / "bad.png").exists()
+    code, _, err = cli(
+        monkeypatch, capsys, *base, "--guidance", 1, "--guidance-refresh", 2, "--out", tmp_path / "bad.png"
+    )
+    assert code == 2 and "--guidance-refresh 2 refreshes classifier-free guidance" in err and "--guidance <= 1" in err
+    assert "Traceback" not in err and not (tmp_path / "bad.png").exists()
+
+
+def test_auto_refresh_takes_k_from_the_steps():
+    from segakit.sega.guidance import refresh_interval
+
+    assert [refresh_interval("auto", n) for n in (1, 10, 25, 50, 100)] == [1, 3, 4, 6, 8]
+    assert refresh_interval(3, 25) == 3 and refresh_interval("2", 25) == 2
+    for bad in (0, 2.5, "fast", True):
+        with pytest.raises(UserError, match="neither a whole number of 1 or more"):
+            refresh_interval(bad, 25)
+
+
+def test_auto_is_k_4_at_25_steps(sd):
+    a = sd("a face", edits=[Edit("glasses", warmup=1)], num_inference_steps=25, output_type="latent",
+           generator=torch.Generator().manual_seed(1), edit_refresh="auto").images  # fmt: skip
+    b = sd("a face", edits=[Edit("glasses", warmup=1)], num_inference_steps=25, output_type="latent",
+           generator=torch.Generator().manual_seed(1), edit_refresh=4).images  # fmt: skip
+    assert torch.equal(a, b)
+
+
+def test_cli_auto_refresh_is_recorded_as_auto(monkeypatch, capsys, tmp_path):
+    from cli_runner import cli, sd_folder
+
+    from segakit.core.images import read_params
+
+    model = sd_folder(tmp_path)
+    base = ["generate", "a face", "--model", model, "--steps", 4, "--seed", 2, "--edit", "+glasses:w=0,t=0.5"]
+    assert cli(monkeypatch, capsys, *base, "--edit-refresh", "auto", "--out", tmp_path / "auto.png")[0] == 0
+    assert read_params(tmp_path / "auto.png")["edit_refresh"] == "auto"
+    code, _, err = cli(monkeypatch, capsys, *base, "--edit-refresh", "fast", "--out", tmp_path / "bad.png")
+    assert code == 2 and "--edit-refresh 'fast' is neither" in err and not (tmp_path / "bad.png").exists()

@@ -217,7 +217,7 @@ def test_a_bad_or_cancelled_request_leaves_the_others_their_images(service):
     jobs[2].cancel()
     gate.set()
     (image,) = jobs[0].future.result(60)
-    with pytest.raises(UserError, match="0 is not a whole number of 1 or more"):
+    with pytest.raises(UserError, match="0 is neither a whole number of 1 or more"):
         jobs[1].future.result(60)
     with pytest.raises(CancelledError):  # cancelled before the call: dropped
         jobs[2].future.result(60)
@@ -252,6 +252,10 @@ def test_edit_refresh_reaches_the_pipeline_and_the_png(service, monkeypatch):
     params = service.params(GenerateRequest(prompt="a face", steps=3, edits=["+glasses:w=0"], edit_refresh=3))
     (image,) = service.generate(params)
     assert seen == [3] and image.params["edit_refresh"] == 3 and png_params(image.png)["edit_refresh"] == 3
+    (auto,) = service.generate(
+        service.params(GenerateRequest(prompt="a face", steps=3, edits=["+hat"], edit_refresh="auto"))
+    )
+    assert seen[-1] == "auto" and png_params(auto.png)["edit_refresh"] == "auto"
     # exact SEGA stays out of the parameters, as in the PNGs written before concept refresh
     (plain,) = service.generate(service.params(GenerateRequest(prompt="a face", steps=3, edits=["+glasses:w=0"])))
     assert "edit_refresh" not in plain.params
@@ -265,9 +269,13 @@ def test_edit_refresh_is_checked_in_the_users_words_and_in_the_schema(service):
         with pytest.raises(UserError) as err:
             service.params(GenerateRequest(prompt="a face", edit_refresh=value))
         with spelling("json"):
-            assert f"edit_refresh {value} is not a whole number of 1 or more (1 is exact SEGA)." in str(err.value)
+            assert f"edit_refresh {value} is neither a whole number of 1 or more (1 is exact SEGA) nor 'auto'." in str(
+                err.value
+            )
     field = build_api(service).openapi()["components"]["schemas"]["GenerateRequest"]["properties"]["edit_refresh"]
-    assert field["minimum"] == 1 and field["default"] == 1
+    assert field["default"] == 1 and {"type": "integer", "minimum": 1} in field["anyOf"]
+    with pytest.raises(Exception, match="edit_refresh"):  # neither a number nor "auto": pydantic's 422
+        GenerateRequest(prompt="a face", edit_refresh="often")
 
 
 def test_the_apps_form_carries_edit_refresh():
@@ -278,3 +286,5 @@ def test_the_apps_form_carries_edit_refresh():
     assert form.edit_refresh == 4 and Form.from_values(form.to_values(), 2, []) == form
     assert form.request().edit_refresh == 4 and form.request(plain=True).edit_refresh == 1
     assert Form.from_values(form.to_values()[:-1], 2, []).edit_refresh == 1  # a caller from before the option
+    auto = Form.from_params({"prompt": "a face", "steps": 50, "edit_refresh": "auto"}, blank)
+    assert auto.edit_refresh == 6  # the slider shows the K that "auto" took at the PNG's steps

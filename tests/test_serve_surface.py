@@ -37,7 +37,8 @@ def test_the_schema_carries_the_limits_set_at_start_up(server):
         "presentation" in gen["fair"]["anyOf"][0]["pattern"] and "hair_style" not in gen["fair"]["anyOf"][0]["pattern"]
     )
     edit = spec["components"]["schemas"]["EditRequest"]["properties"]
-    assert edit["captions"]["maximum"] == 10 and edit["inversion"]["enum"] == ["ddim", "ddpm"]
+    assert edit["captions"]["maximum"] == 10 and edit["inversion"]["anyOf"][0]["enum"] == ["ddim", "ddpm"]
+    assert edit["method"]["anyOf"][0]["enum"] == ["onthefly", "sega", "flowedit", "invert"]  # null: the model's default
 
 
 def test_a_whole_number_written_as_a_float_is_taken_and_steps_left_out_fit_the_limit(server):

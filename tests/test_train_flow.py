@@ -181,3 +181,27 @@ def test_training_curves_draw_the_flow_run_on_request(tiny, tmp_path):
     out = curves.plot(tiny, tmp_path / "flow.png", ("flow",))
     assert out.stat().st_size > 0
     assert curves.read_metrics(tiny / "flow" / "metrics.jsonl", "loss")[0] == [1, 2, 3]
+
+
+def test_ship_writes_the_float16_part_that_a_new_run_continues_from(tiny, tmp_path, capsys, monkeypatch):
+    """--ship writes what segakit ships of the model; --init continues training from it on a machine without the
+    run (its step read from the shipped segakit.json); --ship refuses to replace a folder unless told."""
+    from safetensors.torch import load_file
+
+    shipped = tmp_path / "embedded-flow"
+    flow.main(TINY + ["--run", str(tiny / "flow"), "--ship", str(shipped)])
+    assert sorted(p.name for p in shipped.iterdir()) == ["model_index.json", "scheduler", "segakit.json", "transformer"]
+    weights = load_file(shipped / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    assert json.loads((shipped / "segakit.json").read_text())["training"]["flow"]["step"] == 3
+    with pytest.raises(SystemExit, match="--overwrite true"):
+        flow.main(TINY + ["--run", str(tiny / "flow"), "--ship", str(shipped)])
+    capsys.readouterr()
+    fresh = tmp_path / "fresh-run"
+    flow.main(
+        TINY
+        + ["--max_steps", "4", "--sample_every", "100", "--run", str(fresh), "--cache", str(tiny / "cache")]
+        + ["--init", str(shipped / "transformer")]
+    )
+    assert "step 4/4 loss" in capsys.readouterr().out  # continued at step 3: one step to go
+    assert json.loads((fresh / "ckpt" / "state.json").read_text())["step"] == 4

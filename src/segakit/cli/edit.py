@@ -32,18 +32,18 @@ def edit(
     instruction: Annotated[str | None, typer.Argument(help="What to change, e.g. 'give her glasses'.")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)] = "embedded",
     method: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="onthefly (Pix2Pix-OnTheFly: cross-attention guided) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion)."
+            help="U-Net models: onthefly (Pix2Pix-OnTheFly: cross-attention guided; the default) or sega (LEDITS++: SEGA concepts on an edit-friendly inversion). SD3 and FLUX models: flowedit (FlowEdit, no inversion; the default), invert (the captions' edit on a rectified-flow inversion) or sega (SEGA concepts on that inversion). docs/flow.md."
         ),
-    ] = "onthefly",
+    ] = None,
     recipe: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--recipe",
-            help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9). docs/guide.md, \"Editing defaults\".",
+            help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend; U-Net models' default) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9; FlowEdit's per family, the only one on SD3 and FLUX). docs/guide.md, \"Editing defaults\".",
         ),
-    ] = "measured",
+    ] = None,
     concept: Annotated[
         list[str] | None,
         typer.Option("--concept", help="--method sega: a concept to add (+glasses) or remove (-beard), repeatable."),
@@ -55,14 +55,16 @@ def edit(
         ),
     ] = None,
     skip: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15)."
+            help="With a DDPM inversion (--method sega, --inversion ddpm): share of the noisiest steps skipped (LEDITS++: 0.15, the default). --method flowedit: share of the schedule FlowEdit leaves out, 1 - its strength (default: the paper's, 0.34 on SD3, 4/28 on FLUX)."
         ),
-    ] = 0.15,
+    ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option(help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99)."),
+        typer.Option(
+            help="--method sega: the implicit masks' quantile (LEDITS++: 0.9; --recipe measured: 0.99); on SD3 and FLUX, SEGA's threshold of each concept (0.9)."
+        ),
     ] = None,
     mask: Annotated[
         float | None,
@@ -86,12 +88,12 @@ def edit(
         ),
     ] = 0,
     source_guidance: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--source-guidance",
-            help="--method sega: guidance towards the source caption while inverting and sampling (1: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting).",
+            help="--method sega: guidance towards the source caption while inverting and sampling (1, the default: none, the unconditional model as diffusers' LEDITS++ uses it; LEDITS++'s paper: 3.5 while inverting). --method flowedit: the source side's guidance (default: the paper's, 3.5 on SD3, 1.5 on FLUX).",
         ),
-    ] = 1.0,
+    ] = None,
     mask_tokens: Annotated[
         str,
         typer.Option(
@@ -141,12 +143,37 @@ def edit(
         ),
     ] = None,
     steps: Annotated[
-        int, typer.Option(help="Inversion steps = edit steps (the paper: 100; the embedded model: 25).")
-    ] = 25,
+        int | None,
+        typer.Option(
+            help="Inversion steps = edit steps (the paper: 100; default 25 on U-Nets; SD3 and FLUX: flowedit the paper's 50 / 28, invert and sega 28)."
+        ),
+    ] = None,
     guidance: Annotated[
         float | None,
         typer.Option(
-            help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5)."
+            help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5); flowedit: the target side's guidance (default: the paper's, 13.5 on SD3, 5.5 on FLUX); invert: the guidance of inversion and sampling (default 1)."
+        ),
+    ] = None,
+    eta: Annotated[
+        float,
+        typer.Option(
+            help="--method invert: RF-Inversion's pull back towards the image while sampling the edit, 0 (off) to 1 (the image)."
+        ),
+    ] = 0.0,
+    eta_stop: Annotated[
+        int | None,
+        typer.Option("--eta-stop", help="--method invert: --eta acts on the steps before this one (default: all)."),
+    ] = None,
+    gamma: Annotated[
+        float,
+        typer.Option(
+            help="--method invert or sega on SD3 and FLUX: RF-Inversion's pull towards a Gaussian sample while inverting, 0 (off) to 1 (more editable, less faithful)."
+        ),
+    ] = 0.0,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="SD3 and FLUX: the side in pixels the image is edited at (default: the model's, e.g. 1024 on FLUX.1); U-Nets edit at their own size."
         ),
     ] = None,
     xa_guidance: Annotated[
@@ -190,14 +217,17 @@ def edit(
     threads: Annotated[int | None, typer.Option("--threads", metavar="N", help=THREADS_HELP)] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Edit a real image as an instruction says: invert, write before/after captions, edit with cross-attention guidance.
+    """Edit a real image as an instruction says: caption it, write captions before/after, edit (U-Nets: invert and
+    edit with cross-attention guidance or SEGA; SD3 and FLUX: FlowEdit, a rectified-flow inversion or SEGA on it).
     With --then, further instructions edit the previous result in turn."""
     from segakit.core.images import read_params
+    from segakit.core.loading import model_family
     from segakit.core.outputs import plan_images
     from segakit.editing.image import file_sha256, read_image
-    from segakit.editing.params import EditParams
+    from segakit.editing.params import UNET_METHODS, EditParams, is_flow
 
     out = plan_images(out, 1, "edited", overwrite)[0]  # the output policy: checked before anything loads
+    pipe = None
     if from_png is not None:
         if image is not None or instruction is not None:
             raise UserError("--from-png takes the image and instruction from the PNG; do not give them again.")
@@ -218,24 +248,65 @@ def edit(
             raise UserError(
                 "Give an image and an instruction, e.g. segakit edit face.png 'give her glasses' --out glasses.png."
             )
-        chosen = _recipe_defaults(method, recipe, inversion, mask, guidance, threshold, sega_mask, blend)
-        inversion, mask, guidance, threshold, sega_mask, blend = chosen
+        family = model_family(model)
+        if family is None:  # a hub id not on this machine yet: what it is shows once it is loaded
+            pipe = load_editor(model, captioner, caption_writer)
+            family = pipe.family
+        if is_flow(family):
+            method = method or "flowedit"
+            mask, sega_mask, blend, threshold = _flow_unset(recipe, mask, sega_mask, blend, threshold)
+        elif (method := method or "onthefly") in UNET_METHODS:  # another method is refused by name below
+            chosen = _recipe_defaults(
+                method, recipe or "measured", inversion, mask, guidance, threshold, sega_mask, blend
+            )
+            inversion, mask, guidance, threshold, sega_mask, blend = chosen
         params = EditParams(
             instruction=instruction, model=model, method=method, inversion=inversion, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(captions_after or []), num_captions=captions,
             steps=steps, guidance_scale=guidance, xa_guidance=xa_guidance, direction_scale=direction_scale,
             regularize=regularize, seed=seed, concepts=list(concept or []), skip=skip, threshold=threshold,
             source_guidance=source_guidance, mask_tokens=mask_tokens, mask=mask, blend=blend, sega_mask=sega_mask,
-            blend_dilate=blend_dilate,
+            blend_dilate=blend_dilate, eta=eta, eta_stop=eta_stop, gamma=gamma, size=size,
         )  # fmt: skip
         turns = [params] + _further_turns(params, list(then or []), list(then_captions_after or []))
+    family = pipe.family if pipe is not None else model_family(params.model)
     for turn in turns:
-        turn.validate()
+        turn.validate(family)
     picture = read_image(image)
     params.image, params.image_sha256 = str(Path(image).resolve()), file_sha256(image)
     use_threads(threads)
     dev, dtype = device_and_dtype(device, "fp32")
-    run(turns, picture, out, dev, captioner, caption_writer, show_captions)
+    run(turns, picture, out, dev, captioner, caption_writer, show_captions, pipe)
+
+
+def load_editor(model: str, captioner: Path | None, caption_writer: Path | None):
+    """The editing pipeline of ``model``: EditPipeline on U-Nets; on SD3 and FLUX, FlowEditPipeline over a
+    SegaPipeline (whose sampling loop --method sega runs)."""
+    from segakit.editing.pipeline import EditPipeline
+    from segakit.sega.pipeline import SegaPipeline
+
+    return EditPipeline.from_pretrained(
+        model, captioner=captioner, caption_writer=caption_writer, pipeline_class=SegaPipeline
+    )
+
+
+def _flow_unset(recipe: str | None, mask, sega_mask, blend, threshold) -> tuple:
+    """On SD3 and FLUX the papers' settings are the defaults (no measured recipe yet); the U-Net-only options left
+    out take their unused values, so that given ones are refused by name (EditParams.validate)."""
+    from segakit.editing.recipes import RECIPES
+
+    if recipe == "measured":
+        raise UserError(
+            "--recipe measured is the embedded U-Net model's measured setting; on SD3 and FLUX models the defaults are the papers' (--recipe paper)."
+        )
+    if recipe is not None and recipe not in RECIPES:
+        raise UserError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}.")
+    return (
+        0.0 if mask is None else mask,
+        sega_mask or "intersect",
+        bool(blend),
+        0.9 if threshold is None else threshold,
+    )
 
 
 def _recipe_defaults(method: str, recipe: str, inversion, mask, guidance, threshold, sega_mask, blend) -> tuple:
@@ -276,43 +347,41 @@ STAGES = {
     "onthefly-ddim": ("inverting", "reconstructing", "editing"),
     "onthefly-ddpm": ("inverting", "editing"),
     "sega": ("inverting", "editing"),
+    "flowedit": ("editing",),
+    "invert": ("inverting", "editing"),
 }
 
 
 def stage_of(turn, done: int) -> str:
-    """The stage of ``turn`` after ``done`` U-Net steps: the editing chain's names (before the first step, the
+    """The stage of ``turn`` after ``done`` denoiser steps: the editing chain's names (before the first step, the
     captions are being made: captioning, writing captions)."""
-    key = "sega" if turn.method == "sega" else f"onthefly-{turn.inversion}"
+    key = f"onthefly-{turn.inversion}" if turn.method == "onthefly" else turn.method
     names = STAGES[key]
     return names[min(done // max(turn.steps, 1), len(names) - 1)]
 
 
-def run(
-    turns: list, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool
-) -> None:
+def run(turns: list, picture, out: Path, device: str, captioner: Path | None, caption_writer: Path | None, show: bool,
+        pipe=None) -> None:  # fmt: skip
     import time
 
     from segakit import __version__
     from segakit.core.images import save_png
     from segakit.editing.honest import image_change, unchanged_warning
     from segakit.editing.image import fit
-    from segakit.editing.pipeline import EditPipeline
     from segakit.editing.turns import run_turns
 
     with progress_bar(transient=True) as bar:  # loading, then the chain's stages, each named
         task = bar.add_task("loading the model", total=None)
-        pipe = EditPipeline.from_pretrained(turns[0].model, captioner=captioner, caption_writer=caption_writer).to(
-            device
-        )
+        pipe = (pipe or load_editor(turns[0].model, captioner, caption_writer)).to(device)
+        turns = [pipe.resolve(t) for t in turns]  # this model's defaults, as the PNG records them
         start = time.perf_counter()
-        sizes = [(3 if t.method == "onthefly" and t.inversion == "ddim" else 2) * t.steps for t in turns]
+        sizes = [pipe.total_steps(t) for t in turns]
         first = turns[0]
         needs_caption = not (first.source_caption or first.captions_before)
-        needs_writer = first.method == "onthefly" and not first.captions_after
-        opening = (
-            " and ".join(n for n, on in (("captioning", needs_caption), ("writing captions", needs_writer)) if on)
-            or "inverting"
-        )
+        needs_writer = first.method != "sega" and not first.captions_after
+        opening = " and ".join(
+            n for n, on in (("captioning", needs_caption), ("writing captions", needs_writer)) if on
+        ) or stage_of(first, 0)
         bar.update(task, description=opening, total=sum(sizes), completed=0)
         prefix = (lambda k: f"turn {k + 1}/{len(turns)}: ") if len(turns) > 1 else (lambda k: "")
 
@@ -340,7 +409,8 @@ def run(
         meta["turns"] = [{k: v for k, v in r.items() if k not in ("image", "image_sha256")} for r in records[1:]]
     meta["seconds"] = round(time.perf_counter() - start, 2)
     # honest results: an edit that changed (almost) nothing says so, here and in the PNG
-    warning = unchanged_warning(image_change(fit(picture, pipe.resolution), results[-1].images[0]), turns[-1].method)
+    edited = results[-1].images[0]  # at the size the model edited (a U-Net's own; SD3 and FLUX: --size)
+    warning = unchanged_warning(image_change(fit(picture, edited.width), edited), turns[-1].method)
     if warning is not None:
         meta["warnings"] = [warning]
     save_png(results[-1].images[0], out, meta)

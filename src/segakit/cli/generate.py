@@ -38,6 +38,14 @@ FAIR_HELP = (
 )
 
 
+def _whole(text: str) -> int | str:
+    """``text`` as a whole number when it is one; otherwise as written (the parameters' check names it)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _parse_sweep(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -122,6 +130,14 @@ def generate(
             help="Guidance scale (the family's default: 7.5 SD, 5.0 SDXL, 7.0 SD3, 3.5 FLUX's distilled guidance)."
         ),
     ] = None,
+    true_cfg: Annotated[
+        float,
+        typer.Option(
+            "--true-cfg",
+            metavar="SCALE",
+            help="FLUX: classifier-free guidance against --negative (diffusers' true_cfg_scale; 1: off; e.g. 4, which doubles the transformer's work).",
+        ),
+    ] = 1.0,
     height: Annotated[int | None, typer.Option(help="Image height in pixels (default: the model's).")] = None,
     width: Annotated[int | None, typer.Option(help="Image width in pixels (default: the model's).")] = None,
     momentum: Annotated[float, typer.Option(help="SEGA momentum scale s_m.")] = 0.1,
@@ -130,10 +146,18 @@ def generate(
         str, typer.Option("--quantile-over", help="'channel' (diffusers) or 'image' (one quantile per image).")
     ] = "channel",
     edit_refresh: Annotated[
-        int,
+        str,
         typer.Option(
             "--edit-refresh",
-            help="Compute each concept every K steps and reuse its direction in between (1: exact SEGA).",
+            metavar="K|auto",
+            help="Compute each concept every K steps and reuse its direction in between (1: exact SEGA; auto: K from --steps).",
+        ),
+    ] = "1",
+    guidance_refresh: Annotated[
+        int,
+        typer.Option(
+            "--guidance-refresh",
+            help="Compute the unconditional estimate every K steps and reuse its offset in between (1: exact CFG).",
         ),
     ] = 1,
     sweep: Annotated[
@@ -178,8 +202,8 @@ def generate(
             raise UserError("No prompt given; write one, e.g. segakit generate 'a face of a person' --edit +glasses.")
         params = GenerationParams(
             prompt=prompt, model=model, edits=[parse_edit(s) for s in edit or []], negative_prompt=negative,
-            seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, height=height, width=width,
-            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over, edit_refresh=edit_refresh,
+            seed=seed, num_images=num_images, steps=default_steps(model) if steps is None else steps, guidance=guidance, true_cfg=true_cfg, height=height, width=width,
+            momentum_scale=momentum, momentum_beta=momentum_beta, quantile_over=quantile_over, edit_refresh=edit_refresh if edit_refresh.strip() == "auto" else _whole(edit_refresh), guidance_refresh=guidance_refresh,
             sweep=_parse_sweep(sweep), apply_guidance=str(apply_guidance) if apply_guidance else None,
             directions=list(direction or []), fair=fair, fair_method=method, fair_draw=fair_draw, safe=safe, enhance=enhance,
             library=str(library) if library else None, library_strength=library_strength,

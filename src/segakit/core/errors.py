@@ -27,7 +27,8 @@ _MARKED = re.compile(f"{_MARK}([a-z0-9_]+){_MARK}")
 # Where a command-line flag is not the field's name with dashes (one table: the CLI's options are named here once).
 CLI_FLAGS = {"fair_method": "--method", "num_captions": "--captions", "guidance_scale": "--guidance",
              "negative_prompt": "--negative", "momentum_scale": "--momentum", "concepts": "--concept",
-             "edits": "--edit", "loras": "--lora", "embeddings": "--embedding", "directions": "--direction"}  # fmt: skip
+             "edits": "--edit", "loras": "--lora", "embeddings": "--embedding", "directions": "--direction",
+             "true_cfg_scale": "--true-cfg"}  # fmt: skip
 # Where a JSON field of the HTTP API is not the Python argument's name.
 JSON_FIELDS = {"num_captions": "captions", "guidance_scale": "guidance"}
 

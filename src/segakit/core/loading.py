@@ -122,6 +122,32 @@ def absent_components(folder: Path) -> list[str]:
     return [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and all(x is None for x in v)]
 
 
+def model_family(name: str | Path) -> str | None:
+    """ "unet", "sd3" or "flux" from a model's ``model_index.json`` (a folder's, "embedded"'s, or a hub id's in this
+    machine's hub cache), without loading weights; None where that file is not here (the model decides once loaded).
+    A model that is neither a folder nor a hub id is refused as :func:`resolve` refuses it."""
+    target = Path(resolve(name))
+    index_file = target / "model_index.json"
+    if not index_file.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(name), "model_index.json")
+        if not isinstance(cached, str):
+            return None
+        index_file = Path(cached)
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        return None
+    transformer = index.get("transformer")
+    kind = str(transformer[1]) if isinstance(transformer, list) and len(transformer) == 2 else ""
+    if kind.startswith("Flux"):
+        return "flux"
+    if kind.startswith("SD3"):
+        return "sd3"
+    return "unet" if isinstance(index.get("unet"), list) else None
+
+
 def load_pipeline(name: str | Path = EMBEDDED, pipeline_class=None, **kwargs):
     """Load ``name`` with diffusers and convert it to ``pipeline_class`` (with ``from_pipe``) if given.
 

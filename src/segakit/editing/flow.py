@@ -19,13 +19,15 @@ U-Net model that chain is ``segakit edit``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
+from segakit.core.conditioning import Conditioning
 from segakit.core.errors import UserError
+from segakit.core.families import family_for
 from segakit.core.flow_inversion import invert, sample
 from segakit.editing.flowedit import flowedit, skipped_steps
 from segakit.editing.image import fit, to_tensor
@@ -49,34 +51,38 @@ class FlowEditor:
     """Real-image editing on a :class:`~segakit.SegaPipeline` of a rectified-flow family."""
 
     def __init__(self, pipe) -> None:
-        if not pipe.family.flow:
+        family = getattr(pipe, "family", None) or family_for(
+            pipe
+        )  # a SegaPipeline's, or an adapter of diffusers' pipeline
+        if not family.flow:
             raise UserError(
-                f"FlowEditor needs an SD3 or FLUX model; this is a {pipe.family.name.upper()} model (use EditPipeline)."
+                f"FlowEditor needs an SD3 or FLUX model; this is a {family.name.upper()} model (use EditPipeline)."
             )
-        self.pipe = pipe
+        self.pipe, self.family = pipe, family
 
     # ---- pieces
 
     def size(self) -> int:
-        return self.pipe.family.default_size()
+        return self.family.default_size()
 
     @torch.no_grad()
     def encode(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
         """The image's latents as the denoiser sees them (the posterior's mode, the family's scaling)."""
-        vae, fam = self.pipe.vae, self.pipe.family
+        vae, fam = self.pipe.vae, self.family
         x = to_tensor(fit(image, size or self.size())).to(vae.device, vae.dtype)
         return fam.from_vae(vae.encode(x).latent_dist.mode()).float()
 
     def sigmas(self, steps: int, side: int) -> torch.Tensor:
-        fam = self.pipe.family
+        fam = self.family
         fam.set_timesteps(steps, self.pipe.device, side, side)
         return self.pipe.scheduler.sigmas.to(self.pipe.device, torch.float32)
 
-    def velocity(self, prompt: str, guidance: float):
-        """``v(x, sigma)`` for ``prompt`` with the family's guidance: classifier-free (the empty prompt as
-        unconditional) on SD3, the distilled guidance embedding on FLUX."""
-        fam, device = self.pipe.family, self.pipe.device
-        cond = fam.encode([prompt], device)
+    def velocity(self, prompt: str | Conditioning, guidance: float):
+        """``v(x, sigma)`` for ``prompt`` (a text, or its conditioning row, e.g. moved along an edit direction) with
+        the family's guidance: classifier-free (the empty prompt as unconditional) on SD3, the distilled guidance
+        embedding on FLUX."""
+        fam, device = self.family, self.pipe.device
+        cond = fam.encode([prompt], device) if isinstance(prompt, str) else prompt
         cfg = fam.has_uncond(guidance, None, 1.0)
         rows = cond
         if cfg:
@@ -99,15 +105,23 @@ class FlowEditor:
 
     @torch.no_grad()
     def images(self, latents: torch.Tensor) -> list[Image.Image]:
-        return self.pipe.decode(latents.to(self.pipe.family.dtype), "pil", self.pipe.device)[0]
+        latents = latents.to(self.family.dtype)
+        if hasattr(self.pipe, "decode"):  # a SegaPipeline: its own decoding
+            return self.pipe.decode(latents, "pil", self.pipe.device)[0]
+        vae = self.pipe.vae
+        decoded = vae.decode(self.family.to_vae(latents.to(vae.dtype)), return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(decoded, output_type="pil")
 
     # ---- methods
 
-    def flowedit(self, image: Image.Image, source_prompt: str, target_prompt: str, steps: int | None = None,
-                 strength: float | None = None, source_guidance: float | None = None, target_guidance: float | None = None,
-                 n_avg: int = 1, seed: int = 0) -> FlowEditOutput:  # fmt: skip
-        """FlowEdit from ``source_prompt`` to ``target_prompt``; unset settings are the paper's for the family."""
-        paper = PAPER[self.pipe.family.name]
+    def flowedit(self, image: Image.Image, source_prompt: str | Conditioning, target_prompt: str | Conditioning,
+                 steps: int | None = None, strength: float | None = None, source_guidance: float | None = None,
+                 target_guidance: float | None = None, n_avg: int = 1, seed: int = 0,
+                 callback: Progress | None = None, size: int | None = None) -> FlowEditOutput:  # fmt: skip
+        """FlowEdit from ``source_prompt`` to ``target_prompt``; unset settings are the paper's for the family.
+        ``callback(done, total)`` after each edited step; ``size``: the side the image is edited at (default:
+        the model's)."""
+        paper = PAPER[self.family.name]
         steps = steps or paper["steps"]
         strength = paper["strength"] if strength is None else strength
         if not 0.0 <= strength <= 1.0:
@@ -116,10 +130,12 @@ class FlowEditor:
             raise UserError(f"n_avg {n_avg!r} must be 1 or more.")
         gs = paper["source_guidance"] if source_guidance is None else source_guidance
         gt = paper["target_guidance"] if target_guidance is None else target_guidance
-        x_src = self.encode(image)
+        x_src = self.encode(image, size)
         v_src, v_tar = self.velocity(source_prompt, gs), self.velocity(target_prompt, gt)
-        sigmas = self.sigmas(steps, self.size())
-        z = flowedit(lambda a, b, s: (v_src(a, s), v_tar(b, s)), x_src, sigmas, skipped_steps(steps, strength), n_avg,
+        sigmas = self.sigmas(steps, size or self.size())
+        skip = skipped_steps(steps, strength)
+        tick = _ticker(callback, (steps - skip) * n_avg)
+        z = flowedit(lambda a, b, s: tick((v_src(a, s), v_tar(b, s))), x_src, sigmas, skip, n_avg,
                      torch.Generator().manual_seed(seed))  # fmt: skip
         settings = {
             "method": "flowedit",
@@ -131,20 +147,29 @@ class FlowEditor:
         }
         return FlowEditOutput(self.images(z), z, x_src, settings)
 
-    def invert(self, image: Image.Image, prompt: str, steps: int = 28, guidance: float = 1.0, gamma: float = 0.0,
-               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        """(noise, sigmas, source latents): the rectified-flow inversion of ``image`` under ``prompt``."""
-        x_src = self.encode(image)
-        sigmas = self.sigmas(steps, self.size())
-        noise, _ = invert(self.velocity(prompt, guidance), x_src, sigmas, gamma, torch.Generator().manual_seed(seed))
+    def invert(self, image: Image.Image, prompt: str | Conditioning, steps: int = 28, guidance: float = 1.0,
+               gamma: float = 0.0, seed: int = 0, callback: Progress | None = None,
+               size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(noise, sigmas, source latents): the rectified-flow inversion of ``image`` under ``prompt``;
+        ``callback(done, steps)`` after each step."""
+        x_src = self.encode(image, size)
+        sigmas = self.sigmas(steps, size or self.size())
+        tick = _ticker(callback, steps)
+        v = self.velocity(prompt, guidance)
+        noise, _ = invert(lambda x, s: tick(v(x, s)), x_src, sigmas, gamma, torch.Generator().manual_seed(seed))
         return noise, sigmas, x_src
 
-    def edit(self, image: Image.Image, source_prompt: str, target_prompt: str, steps: int = 28, guidance: float = 1.0,
-             gamma: float = 0.0, eta: float = 0.0, eta_stop: int | None = None, seed: int = 0) -> FlowEditOutput:  # fmt: skip
+    def edit(self, image: Image.Image, source_prompt: str | Conditioning, target_prompt: str | Conditioning,
+             steps: int = 28, guidance: float = 1.0, gamma: float = 0.0, eta: float = 0.0, eta_stop: int | None = None,
+             seed: int = 0, callback: Progress | None = None, size: int | None = None) -> FlowEditOutput:  # fmt: skip
         """Invert under ``source_prompt``, sample ``target_prompt`` from the noise (RF-Inversion's controllers
-        ``gamma`` and ``eta`` off by default; ``eta`` acts on steps [0, ``eta_stop``))."""
-        noise, sigmas, x_src = self.invert(image, source_prompt, steps, guidance, gamma, seed)
-        z = sample(self.velocity(target_prompt, guidance), noise, sigmas, x_src, eta, 0, eta_stop)
+        ``gamma`` and ``eta`` off by default; ``eta`` acts on steps [0, ``eta_stop``)); ``callback(done, total)``
+        after each of the 2 x ``steps`` steps."""
+        first, second = _halves(callback, steps)
+        noise, sigmas, x_src = self.invert(image, source_prompt, steps, guidance, gamma, seed, first, size)
+        tick = _ticker(second, steps)
+        v = self.velocity(target_prompt, guidance)
+        z = sample(lambda x, s: tick(v(x, s)), noise, sigmas, x_src, eta, 0, eta_stop)
         settings = {
             "method": "rf-inversion",
             "steps": steps,
@@ -155,14 +180,25 @@ class FlowEditor:
         }
         return FlowEditOutput(self.images(z), z, x_src, settings)
 
-    def sega(self, image: Image.Image, source_prompt: str, edits: Sequence, steps: int = 28, guidance: float = 1.0,
-             gamma: float = 0.0, seed: int = 0, **kwargs) -> FlowEditOutput:  # fmt: skip
+    def sega(self, image: Image.Image, source_prompt: str, edits: Sequence | None, steps: int = 28,
+             guidance: float = 1.0, gamma: float = 0.0, seed: int = 0, callback: Progress | None = None,
+             size: int | None = None, **kwargs) -> FlowEditOutput:  # fmt: skip
         """SEGA concepts on an inverted image (LEDITS++'s idea on a flow): invert under ``source_prompt`` at
-        ``guidance``, then run the pipeline on the same prompt and guidance from the inverted noise with ``edits``."""
-        noise, _, x_src = self.invert(image, source_prompt, steps, guidance, gamma, seed)
-        side = self.size()
-        out = self.pipe(source_prompt, latents=noise.to(self.pipe.family.dtype), edits=list(edits), num_inference_steps=steps,
-                        guidance_scale=guidance, height=side, width=side, output_type="latent", **kwargs)  # fmt: skip
+        ``guidance``, then run the pipeline on the same prompt and guidance from the inverted noise with ``edits``
+        (or, with ``edits=None``, the concepts in diffusers' argument names, ``editing_prompt=...``, in ``kwargs``);
+        ``callback(done, total)`` after each of the 2 x ``steps`` steps. Needs a SegaPipeline (its sampling loop)."""
+        if not hasattr(self.pipe, "edit_defaults"):
+            raise UserError(
+                "SEGA on a flow inversion runs SegaPipeline's sampling loop; give FlowEditor (or EditPipeline.from_pipe) "
+                "a SegaPipeline, e.g. SegaPipeline.from_pretrained(FOLDER)."
+            )
+        first, second = _halves(callback, steps)
+        noise, _, x_src = self.invert(image, source_prompt, steps, guidance, gamma, seed, first, size)
+        side = size or self.size()
+        tick = _ticker(second, steps)
+        out = self.pipe(source_prompt, latents=noise.to(self.family.dtype), edits=None if edits is None else list(edits),
+                        num_inference_steps=steps, guidance_scale=guidance, height=side, width=side, output_type="latent",
+                        callback_on_step_end=lambda pipe, i, t, tensors: tick(None), **kwargs)  # fmt: skip
         z = out.images.float()
         settings = {
             "method": "sega-inversion",
@@ -172,3 +208,26 @@ class FlowEditor:
             "edits": [e.__dict__ for e in out.edits],
         }
         return FlowEditOutput(self.images(z), z, x_src, settings)
+
+
+Progress = Callable[[int, int], None]  # callback(done, total), as EditPipeline's
+
+
+def _ticker(callback: Progress | None, total: int) -> Callable:
+    """``tick(value) -> value`` that reports one more step done to ``callback`` (nothing without one)."""
+    done = [0]
+
+    def tick(value):
+        if callback is not None:
+            done[0] += 1
+            callback(done[0], total)
+        return value
+
+    return tick
+
+
+def _halves(callback: Progress | None, steps: int) -> tuple[Progress | None, Progress | None]:
+    """Two callbacks for a two-pass method (invert, then sample) reporting to ``callback`` over 2 x ``steps``."""
+    if callback is None:
+        return None, None
+    return (lambda done, _: callback(done, 2 * steps)), (lambda done, _: callback(steps + done, 2 * steps))

@@ -50,6 +50,16 @@ def unchanged_warning(change: Change, method: str, style: str | None = None) -> 
             f"a lower {arg('threshold')} (e.g. 0.98), a larger {arg('guidance_scale')} (the concepts' scale, e.g. 8), "
             f"{arg('concepts')} with the words to add or remove, or {arg('method')} onthefly"
         )
+    elif method == "flowedit":
+        tips = (
+            f"a larger {arg('guidance_scale')} (the target side's, e.g. 8), a lower {arg('skip')} (e.g. 0.1: more of "
+            f"the schedule edits), {arg('captions_after')} with the caption you want, or {arg('method')} sega"
+        )
+    elif method == "invert":
+        tips = (
+            f"a larger {arg('guidance_scale')} (e.g. 3), a lower {arg('eta')}, {arg('captions_after')} with the caption "
+            f"you want, or {arg('method')} flowedit"
+        )
     else:
         tips = (
             f"a larger {arg('guidance_scale')} (e.g. 7), a lower {arg('mask')} (e.g. 0.95), {arg('skip')} 0, "

@@ -16,51 +16,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from segakit.core.errors import UserError
+from segakit.core.families import family_name
 from segakit.core.inversion import NoiseRegularization, ddim_invert, ddpm_invert
-from segakit.editing.caption_writer import EMBEDDED_CAPTION_WRITER, CaptionWriter
-from segakit.editing.captioner import EMBEDDED_CAPTIONER, Captioner
+from segakit.editing.caption_writer import CaptionWriter
+from segakit.editing.captioner import Captioner
+from segakit.editing.chain import (  # noqa: F401 (EditPipelineOutput and embedded_helpers: importable from here, as before)
+    OUTPUT_TYPES,
+    EditPipelineOutput,
+    as_output,
+    chain_captions,
+    embedded_helpers,
+    load_helpers,
+)
 from segakit.editing.direction import TextModels, edit_direction
 from segakit.editing.image import decode, encode, fit
 from segakit.editing.ledits import ConceptEdit, concept_tokens, sega_on_inversion
 from segakit.editing.onthefly import edit_on_ddpm_inversion, edit_with_cross_attention_guidance
-from segakit.editing.params import EditParams
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-EMBEDDED_WRITER_TOKENS = 400  # room for 10 captions a side within the small writer's 512 positions
-
-
-def embedded_helpers(
-    model_name: str, captioner: Captioner | None, caption_writer: CaptionWriter | None
-) -> tuple[Captioner | None, CaptionWriter | None]:
-    """The embedded model's own captioner and caption writer (``segakit/assets``) where none is given."""
-    if str(model_name) != "embedded":
-        return captioner, caption_writer
-    if captioner is None and EMBEDDED_CAPTIONER.is_dir():
-        captioner = Captioner.from_pretrained(EMBEDDED_CAPTIONER)
-    if caption_writer is None and EMBEDDED_CAPTION_WRITER.is_dir():
-        caption_writer = CaptionWriter.from_pretrained(EMBEDDED_CAPTION_WRITER, max_new_tokens=EMBEDDED_WRITER_TOKENS)
-    return captioner, caption_writer
-
-
-@dataclass
-class EditPipelineOutput:
-    images: list[Image.Image] | np.ndarray | torch.Tensor
-    reconstructions: list[Image.Image] | np.ndarray | torch.Tensor  # the reference pass: what inversion keeps
-    source_caption: str
-    captions_before: list[str]
-    captions_after: list[str]
-    params: EditParams
-    losses: list[float] = field(default_factory=list)  # the cross-attention loss at each edit step
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
-    metadata: dict = field(default_factory=dict)  # caption writer: tries, complete
+from segakit.editing.params import FLOW_FAMILIES, EditParams
 
 
 class EditPipeline:
@@ -78,9 +56,17 @@ class EditPipeline:
 
     @classmethod
     def from_pipe(cls, pipe, captioner: Captioner | None = None, caption_writer: CaptionWriter | None = None,
-                  model_name: str = "custom") -> EditPipeline:  # fmt: skip
-        """From a loaded diffusers pipeline (shares its components); ``model_name="embedded"`` brings the embedded
-        model's own captioner and caption writer unless others are given."""
+                  model_name: str = "custom"):  # fmt: skip
+        """From a loaded diffusers pipeline (shares its components); ``model_name="embedded"`` (or
+        ``"embedded-flow"``) brings the embedded models' own captioner and caption writer unless others are given. An SD3 or FLUX pipeline gives a
+        :class:`~segakit.editing.flow_pipeline.FlowEditPipeline` (methods flowedit, invert, sega; sega needs a
+        :class:`~segakit.SegaPipeline`, e.g. ``SegaPipeline.from_pretrained(FOLDER)``)."""
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is not None and family_name({"transformer": transformer}) in FLOW_FAMILIES:
+            from segakit.editing.flow_pipeline import FlowEditPipeline
+
+            captioner, caption_writer = embedded_helpers(model_name, captioner, caption_writer)
+            return FlowEditPipeline(pipe, captioner=captioner, caption_writer=caption_writer, model_name=model_name)
         captioner, caption_writer = embedded_helpers(model_name, captioner, caption_writer)
         return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler,
                    getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None),
@@ -88,17 +74,26 @@ class EditPipeline:
 
     @classmethod
     def from_pretrained(cls, name: str | Path = "embedded", captioner: str | Path | Captioner | None = None,
-                        caption_writer: str | Path | CaptionWriter | None = None, **kwargs) -> EditPipeline:  # fmt: skip
+                        caption_writer: str | Path | CaptionWriter | None = None, **kwargs):  # fmt: skip
         """ "embedded", a hub id or a local diffusers folder (safetensors only); optional captioner / caption-writer
-        folders (the embedded model has its own: ``segakit/assets/captioner``, ``segakit/assets/caption_writer``)."""
+        folders (the embedded model has its own: ``segakit/assets/captioner``, ``segakit/assets/caption_writer``).
+        An SD3 or FLUX model gives a :class:`~segakit.editing.flow_pipeline.FlowEditPipeline`; pass
+        ``pipeline_class=SegaPipeline`` for its method sega (SEGA's sampling loop)."""
         from segakit.core.loading import load_pipeline
 
-        if isinstance(captioner, (str, Path)):
-            captioner = Captioner.from_pretrained(captioner)
-        if isinstance(caption_writer, (str, Path)):
-            caption_writer = CaptionWriter.from_pretrained(caption_writer)
+        captioner, caption_writer = load_helpers(captioner, caption_writer)
         pipe = load_pipeline(name, **kwargs)
         return cls.from_pipe(pipe, captioner=captioner, caption_writer=caption_writer, model_name=str(name))
+
+    family = "unet"  # what EditParams.validate checks a method against (a U-Net: onthefly, sega)
+
+    def resolve(self, params: EditParams) -> EditParams:
+        """``params`` checked for this model, the defaults of its method filled in (in place; returned)."""
+        return params.validate(self.family)
+
+    def total_steps(self, params: EditParams) -> int:
+        """Denoiser steps of the edit ``params`` (resolved) describes: what ``callback``'s ``total`` counts to."""
+        return (3 if params.method == "onthefly" and params.inversion == "ddim" else 2) * params.steps
 
     def to(self, device: str | torch.device) -> EditPipeline:
         for m in (self.vae, self.unet, self.text_encoder, self.text_encoder_2):
@@ -121,31 +116,7 @@ class EditPipeline:
 
     def captions(self, params: EditParams, image: Image.Image) -> tuple[str, list[str], list[str], dict]:
         """The source caption and the captions before/after, from the user where given, else from the models."""
-        meta: dict = {}
-        source = params.source_caption or (params.captions_before[0] if params.captions_before else None)
-        if source is None:
-            if self.captioner is None:
-                raise UserError(
-                    f"Model {self.model_name!r} has no captioner, so the image needs a caption from you: pass "
-                    "--source-caption (source_caption=), or --captioner (captioner=) with a local BLIP folder."
-                )
-            source = self.captioner(image)
-        if params.captions_after:
-            return source, list(params.captions_before) or [source], list(params.captions_after), meta
-        if self.caption_writer is None and self.model_name == "embedded":
-            raise UserError(
-                "The embedded model's caption writer is not in this installation yet (segakit/assets/caption_writer), so "
-                "the edited image needs captions from you: pass --captions-after (target_captions=), or --caption-writer "
-                "(caption_writer=) with a local causal language model folder."
-            )
-        if self.caption_writer is None:
-            raise UserError(
-                f"Model {self.model_name!r} has no caption writer, so the edited image needs captions from you: pass "
-                "--captions-after (target_captions=), or --caption-writer (caption_writer=) with a local causal language model folder."
-            )
-        written = self.caption_writer.write(params.instruction, source, params.num_captions, params.seed)
-        meta = {"tries": written.tries, "complete": written.complete}
-        return source, written.before, written.after, meta
+        return chain_captions(self.captioner, self.caption_writer, self.model_name, params, image)
 
     def __call__(
         self, image: Image.Image, instruction: str, source_caption: str | None = None,
@@ -177,7 +148,7 @@ class EditPipeline:
     def run(self, params: EditParams, image: Image.Image, output_type: str = "pil",
             callback: Callable[[int, int], None] | None = None) -> EditPipelineOutput:  # fmt: skip
         """The edit that ``params`` describes (what ``__call__`` and ``segakit edit --from-png`` run)."""
-        params.validate()
+        self.resolve(params)
         if output_type not in OUTPUT_TYPES:
             raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}.")
         if not isinstance(image, Image.Image):
@@ -286,8 +257,4 @@ class EditPipeline:
     def _output(self, latents: torch.Tensor, output_type: str):
         if output_type == "latent":
             return latents
-        images = decode(self.vae, latents)
-        if output_type == "pil":
-            return images
-        arr = np.stack([np.asarray(im, dtype=np.float32) / 255 for im in images])
-        return arr if output_type == "np" else torch.from_numpy(arr).permute(0, 3, 1, 2)
+        return as_output(decode(self.vae, latents), output_type)

@@ -19,7 +19,7 @@ from segakit.core.errors import UserError, arg
 from segakit.core.loading import model_key, weights_file
 from segakit.core.memory import MAX_CHUNK
 from segakit.directions.library import SAFE
-from segakit.sega.guidance import Edit
+from segakit.sega.guidance import Edit, refresh_interval
 from segakit.sega.honest import idle_concepts, idle_warning
 
 FAIR_METHODS = ("directions", "sega")  # --fair by the library's directions, or by Fair Diffusion's SEGA edits
@@ -52,7 +52,11 @@ class GenerationParams:
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: str = "channel"
-    edit_refresh: int = 1  # each concept computed every K steps, its direction reused in between (1: exact SEGA)
+    edit_refresh: int | str = (
+        1  # "auto" or each concept computed every K steps, its direction reused in between (1: exact SEGA)
+    )
+    guidance_refresh: int = 1  # the unconditional estimate every K steps, its offset reused in between (1: exact CFG)
+    true_cfg: float = 1.0  # FLUX: classifier-free guidance against negative_prompt (diffusers' true_cfg_scale; 1: off)
     sweep: list[float] | None = None  # scales for the single edit, rendered side by side
     apply_guidance: str | None = None  # a recorded guidance file (safetensors) added at every step
     directions: list[str] = field(default_factory=list)  # h-space direction files, "FILE[:STRENGTH]"
@@ -83,9 +87,15 @@ class GenerationParams:
             raise UserError(f"{arg('quantile_over')} {self.quantile_over!r} is not one of 'channel', 'image'.")
         if not 0 <= self.momentum_beta < 1:
             raise UserError(f"{arg('momentum_beta')} {self.momentum_beta} is outside [0, 1).")
-        if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
+        refresh_interval(self.edit_refresh, self.steps)  # a whole number of 1 or more, or "auto"
+        if int(self.guidance_refresh) != self.guidance_refresh or self.guidance_refresh < 1:
             raise UserError(
-                f"{arg('edit_refresh')} {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
+                f"{arg('guidance_refresh')} {self.guidance_refresh!r} is not a whole number of 1 or more "
+                "(1 is classifier-free guidance at every step)."
+            )
+        if not math.isfinite(self.true_cfg) or self.true_cfg < 1:
+            raise UserError(
+                f"{arg('true_cfg')} {self.true_cfg!r} is below 1 or not a number; use 1 (off) or more (e.g. 4, with a negative prompt)."
             )
         if self.library_strength is not None and not math.isfinite(self.library_strength):
             raise UserError(f"{arg('library_strength')} {self.library_strength!r} is not a finite number.")
@@ -124,6 +134,10 @@ class GenerationParams:
             self.edit_refresh == 1
         ):  # exact SEGA: absent, so files and job keys from before concept refresh stay the same
             del data["edit_refresh"]
+        if self.guidance_refresh == 1:  # exact CFG: absent, as edit_refresh
+            del data["guidance_refresh"]
+        if self.true_cfg == 1.0:  # off: absent, as edit_refresh, so files and job keys from before it stay the same
+            del data["true_cfg"]
         return data
 
     @classmethod
@@ -281,10 +295,10 @@ def sample(pipe, job: Prepared, prompts: list[str], seeds: list[int], edits: lis
     result = generate(
         prompts if len(set(prompts)) > 1 else prompts[0], negative_prompt=params.negative_prompt,
         num_inference_steps=params.steps, guidance_scale=params.guidance, height=params.height, width=params.width,
-        eta=params.eta, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
+        eta=params.eta, true_cfg_scale=params.true_cfg, num_images_per_prompt=1 if len(set(prompts)) > 1 else len(seeds), generator=gens,
         edits=([] if edit_groups is not None else list(params.edits)) if edits is None else edits, edit_groups=edit_groups,
         edit_momentum_scale=params.momentum_scale, edit_mom_beta=params.momentum_beta,
-        quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, output_type="pil", record_guidance=record,
+        quantile_over=params.quantile_over, edit_refresh=params.edit_refresh, guidance_refresh=params.guidance_refresh, output_type="pil", record_guidance=record,
         sem_guidance=None if job.reuse is None else job.reuse.guidance[:, guidance_rows or slice(None)],
         directions=job.applied + ([fair] if fair is not None and sega_fair is None else []),
         callback=(lambda i, t, x: progress(1)) if progress else None,

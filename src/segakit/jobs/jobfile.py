@@ -26,8 +26,8 @@ from segakit.sega.editspec import parse_edit
 from segakit.sega.guidance import Edit
 
 FIELDS = [f.name for f in fields(GenerationParams) if f.name != "sweep"]
-INTS = ("seed", "num_images", "steps", "height", "width", "edit_refresh")
-FLOATS = ("guidance", "eta", "momentum_scale", "momentum_beta", "library_strength")
+INTS = ("seed", "num_images", "steps", "height", "width", "guidance_refresh")
+FLOATS = ("guidance", "true_cfg", "eta", "momentum_scale", "momentum_beta", "library_strength")
 STRINGS = ("prompt", "model", "negative_prompt", "quantile_over", "apply_guidance", "fair", "library")
 BOOLS = ("safe", "enhance")
 STRING_LISTS = ("directions", "embeddings")
@@ -151,6 +151,8 @@ def normalise(data: dict) -> list[GenerationParams]:
     for name in INTS:
         if values.get(name) is not None:
             values[name] = _int(name, values[name])
+    if values.get("edit_refresh") not in (None, "auto"):  # a whole number, or "auto"
+        values["edit_refresh"] = _int("edit_refresh", values["edit_refresh"])
     for name in FLOATS:
         if values.get(name) is not None:
             values[name] = _float(name, values[name])

@@ -3,7 +3,7 @@ site its directions share, and the guidance settings FLUX would silently ignore.
 
 from __future__ import annotations
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 from segakit.core.families import Family
 
 
@@ -22,16 +22,16 @@ def check_true_cfg(fam: Family, negative_prompt, true_cfg_scale: float) -> None:
     if not fam.guidance_embedded:
         if true_cfg_scale != 1.0:
             raise UserError(
-                f"true_cfg_scale {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use guidance_scale."
+                f"{arg('true_cfg_scale')} {true_cfg_scale!r} is for FLUX models; on {fam.name.upper()} models use {arg('guidance_scale')}."
             )
         return
     if negative_prompt is not None and true_cfg_scale <= 1.0:
         raise UserError(
-            "negative_prompt acts on FLUX only under true CFG; pass true_cfg_scale above 1 (e.g. 4) with it, or leave it out."
+            f"{arg('negative_prompt')} acts on FLUX only under true CFG; pass {arg('true_cfg_scale')} above 1 (e.g. 4) with it, or leave it out."
         )
     if true_cfg_scale > 1.0 and negative_prompt is None:
         raise UserError(
-            f"true_cfg_scale {true_cfg_scale!r} needs a negative_prompt on FLUX (an empty string is allowed)."
+            f"{arg('true_cfg_scale')} {true_cfg_scale!r} needs a {arg('negative_prompt')} on FLUX (an empty string is allowed)."
         )
 
 
@@ -42,10 +42,10 @@ def refresh_guidance(guidance_refresh: int, do_cfg: bool):
 
     if guidance_refresh == 1:
         return None
-    refresh = ConceptRefresh(guidance_refresh, "guidance_refresh", "classifier-free guidance at every step")
+    refresh = ConceptRefresh(guidance_refresh, arg("guidance_refresh"), "classifier-free guidance at every step")
     if not do_cfg:
         raise UserError(
-            f"guidance_refresh {guidance_refresh!r} refreshes classifier-free guidance, which this call does not "
-            "use (guidance_scale <= 1, or a distilled model without true CFG); leave it at 1."
+            f"{arg('guidance_refresh')} {guidance_refresh!r} refreshes classifier-free guidance, which this call "
+            f"does not use ({arg('guidance_scale')} <= 1, or a distilled model without true CFG); leave it at 1."
         )
     return refresh

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from segakit.core.errors import UserError
-from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance
+from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, SemanticGuidance, refresh_interval
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class EditGroup:
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: QuantileOver = "channel"
-    edit_refresh: int = 1
+    edit_refresh: int | str = 1  # or "auto"
 
 
 def check_groups(groups: Sequence[EditGroup], batch: int, edits, fair, sem_guidance, record_guidance: bool, directions,
@@ -73,13 +73,15 @@ class ConceptRows:
         self._owner = [p for p in parts for _ in p.sega.edits]
 
     @classmethod
-    def from_groups(cls, groups: Sequence[EditGroup], defaults: Edit) -> ConceptRows:
-        """One part per group (they cover the call's images: :func:`check_groups`), unset edit fields from ``defaults``."""
+    def from_groups(cls, groups: Sequence[EditGroup], defaults: Edit, steps: int) -> ConceptRows:
+        """One part per group (they cover the call's images: :func:`check_groups`), unset edit fields from ``defaults``,
+        each group's ``edit_refresh`` ("auto" too) for a call of ``steps`` steps."""
         parts, start, first = [], 0, 0
         for g in groups:
             edits = [e.with_defaults(defaults) for e in g.edits]
             sega = SemanticGuidance(edits, g.momentum_scale, g.momentum_beta, g.quantile_over)
-            refresh = ConceptRefresh(g.edit_refresh, starts=[e.warmup for e in edits]) if g.edit_refresh != 1 else None
+            k = refresh_interval(g.edit_refresh, steps)
+            refresh = ConceptRefresh(k, starts=[e.warmup for e in edits]) if k != 1 else None
             parts.append(_Part(slice(start, start + g.images), sega, refresh, first))
             start, first = start + g.images, first + len(edits)
         return cls(parts)

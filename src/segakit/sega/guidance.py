@@ -33,7 +33,7 @@ from typing import Literal
 
 import torch
 
-from segakit.core.errors import UserError
+from segakit.core.errors import UserError, arg
 
 QuantileOver = Literal["channel", "image"]
 
@@ -277,6 +277,32 @@ class SemanticGuidance:
         if self._reference <= 0:
             return list(range(len(self.edits)))
         return [k for k, effect in enumerate(self.effect) if effect / self._reference < tolerance]
+
+
+AUTO_REFRESH = "auto"
+
+
+def refresh_interval(edit_refresh: int | str, steps: int) -> int:
+    """The K of ``edit_refresh``: the number itself, or for ``"auto"`` ``round(4 * sqrt(steps / 25))`` (at least 1):
+    4 at 25 steps and 6 at 50, the intervals at which ``benchmarks/refresh_schedules.py`` measured about the same
+    distance from exact SEGA (K = 4 at 25 steps is the setting of the SEGA study in docs/results/sega-fast); other
+    step counts follow the same curve."""
+    if isinstance(edit_refresh, str):
+        if edit_refresh.strip() == AUTO_REFRESH:
+            return max(1, round(4 * math.sqrt(max(steps, 1) / 25)))
+        try:
+            edit_refresh = int(edit_refresh)
+        except ValueError:
+            raise UserError(
+                f"{arg('edit_refresh')} {edit_refresh!r} is neither a whole number of 1 or more (1 is exact SEGA) "
+                "nor 'auto'."
+            ) from None
+    whole = isinstance(edit_refresh, (int, float)) and not isinstance(edit_refresh, bool)
+    if not whole or edit_refresh < 1 or int(edit_refresh) != edit_refresh:
+        raise UserError(
+            f"{arg('edit_refresh')} {edit_refresh!r} is neither a whole number of 1 or more (1 is exact SEGA) nor 'auto'."
+        )
+    return int(edit_refresh)
 
 
 class ConceptRefresh:

@@ -48,9 +48,9 @@ from segakit.sega.defaults import edit_defaults
 from segakit.sega.diffusers_args import edits_from_diffusers_args
 from segakit.sega.fair import fair_call
 from segakit.sega.groups import ConceptRows, EditGroup, check_groups
-from segakit.sega.guidance import ConceptRefresh, Edit, QuantileOver, guided_estimate
+from segakit.sega.guidance import Edit, QuantileOver, guided_estimate, refresh_interval
 from segakit.sega.loaders import DiffusersFeaturesMixin
-from segakit.sega.recorded import RecordedGuidance
+from segakit.sega.recorded import RecordedGuidance, guidance_steps
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         true_cfg_scale: float = 1.0,
         max_sequence_length: int | None = None,
-        edit_refresh: int = 1,
+        edit_refresh: int | str = 1,
         guidance_refresh: int = 1,
         edit_groups: Sequence[EditGroup] | None = None,
     ) -> SegaPipelineOutput | tuple:
@@ -285,7 +285,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         output at every step; several sum), ``fair`` (fair generation, one drawn value per image: a direction
         library's draw ``Library.fair(...)``, added to ``directions``, or Fair Diffusion's
         :class:`segakit.sega.fair.FairDiffusion` draw, one call per value; give one generator per image),
-        ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between,
+        ``edit_refresh`` (compute each concept's estimate every K steps and reuse its direction in between, or
+        ``"auto"``: K from the number of steps, :func:`segakit.sega.guidance.refresh_interval`;
         :class:`segakit.sega.guidance.ConceptRefresh`; 1 is exact SEGA), ``guidance_refresh`` (the same for classifier-free
         guidance: the unconditional estimate every K steps, its offset to the prompt's reused in between; 1 is exact),
         ``edit_groups`` (instead of ``edits``: consecutive images with their own concepts and SEGA options,
@@ -391,7 +392,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         concepts = None
         if use_sega:  # the concepts of every image (exact SEGA, concept refresh), or of each group of images
             single = EditGroup(batch, edits, edit_momentum_scale, edit_mom_beta, quantile_over, edit_refresh)
-            concepts = ConceptRows.from_groups(edit_groups or [single], self.edit_defaults)
+            concepts = ConceptRows.from_groups(edit_groups or [single], self.edit_defaults, num_inference_steps)
         # each concept is paired with every image of its group (all images without groups): its row repeated per image
         edit_conds = [c.repeat_rows(concepts.count(k)) for k, c in enumerate(edit_conds)]
         base, edit_conds = self.image_prompt(
@@ -399,16 +400,7 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         )
 
         # ---- reuse of recorded guidance
-        reuse = None
-        if sem_guidance is not None and guided:
-            if isinstance(sem_guidance, RecordedGuidance):
-                reuse = sem_guidance.guidance
-            elif isinstance(sem_guidance, (list, tuple)):
-                reuse = torch.stack([torch.as_tensor(g) for g in sem_guidance])
-            else:
-                reuse = sem_guidance
-            if reuse.shape[0] < num_inference_steps:
-                raise UserError(f"sem_guidance holds {reuse.shape[0]} steps; {num_inference_steps} are needed.")
+        reuse = guidance_steps(sem_guidance, num_inference_steps) if guided else None
 
         # ---- sampling
         timesteps = fam.set_timesteps(num_inference_steps, device, height, width)
@@ -421,8 +413,8 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
                     f"sem_guidance has per-step shape {tuple(reuse.shape[1:])}; this call's latents are {tuple(latents.shape)}."
                 )
         extra = fam.step_kwargs(generator, eta)
-        if edit_refresh != 1 and concepts is None:
-            ConceptRefresh(edit_refresh)  # checks the value
+        if concepts is None:
+            refresh_interval(edit_refresh, num_inference_steps)  # checks the value
         uncond_refresh = refresh_guidance(guidance_refresh, do_cfg)
         self.last_guidance = concepts and (
             concepts if edit_groups else concepts.group(0)
@@ -495,17 +487,9 @@ class SegaPipeline(DiffusionPipeline, DiffusersFeaturesMixin, CallState):
         self.maybe_free_model_hooks()
         rec = None
         if recorded is not None:
-            rec = RecordedGuidance(
-                recorded,
-                {
-                    "prompt": prompts,
-                    "num_inference_steps": num_inference_steps,
-                    "guidance_scale": guidance_scale,
-                    "edits": [e.__dict__ for e in edits],
-                    "height": height,
-                    "width": width,
-                },
-            )
+            info = {"prompt": prompts, "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+                    "edits": [e.__dict__ for e in edits], "height": height, "width": width}  # fmt: skip
+            rec = RecordedGuidance(recorded, info)
         if not return_dict:
             return (images, nsfw)
         return SegaPipelineOutput(images=images, nsfw_content_detected=nsfw, guidance=rec, edits=edits)

@@ -49,6 +49,22 @@ class RecordedGuidance:
         return cls(tensor, json.loads(meta.get("segakit", "{}")))
 
 
+def guidance_steps(sem_guidance, steps: int) -> torch.Tensor | None:
+    """The per-step guidance a call adds (``sem_guidance``: a :class:`RecordedGuidance`, a tensor or a list of
+    per-step tensors; None: nothing), checked to cover ``steps`` steps."""
+    if sem_guidance is None:
+        return None
+    if isinstance(sem_guidance, RecordedGuidance):
+        reuse = sem_guidance.guidance
+    elif isinstance(sem_guidance, (list, tuple)):
+        reuse = torch.stack([torch.as_tensor(g) for g in sem_guidance])
+    else:
+        reuse = sem_guidance
+    if reuse.shape[0] < steps:
+        raise UserError(f"sem_guidance holds {reuse.shape[0]} steps; {steps} are needed.")
+    return reuse
+
+
 def describe(recorded: RecordedGuidance) -> str:
     """How a guidance file was recorded, in words: images, steps, size, model, seed, edits."""
     steps, images = recorded.guidance.shape[:2]

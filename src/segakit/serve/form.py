@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from segakit.sega.guidance import Edit
+from segakit.sega.guidance import Edit, refresh_interval
 from segakit.serve.schema import EditObject, GenerateRequest
 
 ADD, REMOVE = "add", "remove"
@@ -57,7 +57,7 @@ class Form:
     fair: str = NO_FAIR
     safe: bool = False
     enhance: bool = False
-    edit_refresh: int = 1  # each concept computed every K steps (1: exact SEGA)
+    edit_refresh: int = 1  # each concept computed every K steps (1: exact SEGA; a PNG's "auto" shows as its K)
 
     @classmethod
     def from_values(cls, values: list, n_rows: int, names: list[str]) -> Form:
@@ -126,4 +126,4 @@ class Form:
         return cls(params.get("prompt", ""), params.get("negative_prompt") or "", int(params.get("seed", 0)), steps,
                    float(params.get("guidance") if params.get("guidance") is not None else blank.guidance), rows, strengths,
                    fair.partition("=")[0] if fair != NO_FAIR else NO_FAIR, bool(params.get("safe")), bool(params.get("enhance")),
-                   int(params.get("edit_refresh", 1)))  # fmt: skip
+                   refresh_interval(params.get("edit_refresh", 1), steps))  # fmt: skip

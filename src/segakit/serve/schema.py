@@ -70,10 +70,10 @@ class GenerateRequest(BaseModel):
     momentum_scale: float = 0.1
     momentum_beta: float = 0.4
     quantile_over: Literal["channel", "image"] = "channel"
-    edit_refresh: Int = Field(
+    edit_refresh: Int | Literal["auto"] = Field(
         1,
         description="Concept refresh: each concept's estimate is computed every K steps and its direction reused in "
-        "between (1: exact SEGA; 2-4 cost less, docs/guide.md).",
+        "between (1: exact SEGA; 2-4 cost less; 'auto': K from the steps, 4 at 25; docs/guide.md).",
     )
     sweep: list[float] | None = Field(
         None, description="Scales for the single edit, rendered side by side (a strength strip)."
@@ -105,15 +105,19 @@ class GenerateRequest(BaseModel):
 
 
 class EditRequest(BaseModel):
-    """``POST /api/edit``: an image (base64 PNG or JPEG) and an instruction, as ``segakit edit`` takes them."""
+    """``POST /api/edit``: an image (base64 PNG or JPEG) and an instruction, as ``segakit edit`` takes them. On an
+    SD3 or FLUX server the methods are flowedit, invert and sega, and a U-Net-only field is refused (docs/flow.md)."""
 
     model_config = _STRICT
     image: str = Field(description="The image to edit, base64-encoded PNG or JPEG.")
     instruction: str = Field(description="What to change, e.g. 'give her glasses'.")
-    method: Literal["onthefly", "sega"] = "onthefly"
-    inversion: Literal["ddim", "ddpm"] = Field(
-        "ddim",
-        description="method 'onthefly': ddim (the paper's) or ddpm (segakit's faster variant, keeps more of the image).",
+    method: Literal["onthefly", "sega", "flowedit", "invert"] | None = Field(
+        None,
+        description="U-Net models: onthefly (default) or sega. SD3 and FLUX models: flowedit (default; FlowEdit, no inversion), invert (the captions' edit on a rectified-flow inversion) or sega (SEGA concepts on that inversion).",
+    )
+    inversion: Literal["ddim", "ddpm"] | None = Field(
+        None,
+        description="U-Net models, method 'onthefly': ddim (the paper's; default) or ddpm (segakit's faster variant, keeps more of the image).",
     )
     source_caption: str | None = Field(
         None,
@@ -132,10 +136,35 @@ class EditRequest(BaseModel):
     captions: Int = Field(3, description="Captions the caption writer writes per side.")
     seed: Int = 0
     steps: Int | None = Field(
-        None, description="Inversion steps = edit steps (default 25, or the server's limit when lower)."
+        None,
+        description="Inversion steps = edit steps (default 25 on U-Nets; SD3 and FLUX: flowedit the paper's 50 / 28, invert and sega 28; or the server's limit when lower).",
     )
     guidance: float | None = Field(
-        None, description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion)."
+        None,
+        description="Classifier-free guidance of the edit pass (default 5; 3.5 for onthefly on a DDPM inversion); sega: each concept's scale (5); flowedit: the target side's guidance (the paper's: 13.5 SD3, 5.5 FLUX); invert: inversion and sampling (1).",
+    )
+    source_guidance: float | None = Field(
+        None,
+        description="sega: guidance towards the source caption while inverting and sampling (default 1: none); flowedit: the source side's guidance (the paper's: 3.5 SD3, 1.5 FLUX).",
+    )
+    skip: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Share of the noisiest steps left out: U-Net sega and onthefly on a DDPM inversion (default 0.15); flowedit, 1 - its strength (the paper's: 0.34 SD3, 4/28 FLUX).",
+    )
+    eta: float = Field(
+        0.0, ge=0, le=1, description="method 'invert' (SD3, FLUX): RF-Inversion's pull back towards the image (0: off)."
+    )
+    eta_stop: Int | None = Field(None, ge=0, description="method 'invert': eta acts on the steps before this one.")
+    gamma: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="methods 'invert' and 'sega' on SD3 and FLUX: RF-Inversion's pull towards a Gaussian while inverting (0: off).",
+    )
+    size: Int | None = Field(
+        None, ge=1, description="SD3 and FLUX: the side in pixels the image is edited at (default: the model's)."
     )
     mask: float = Field(
         0.0,

@@ -16,6 +16,7 @@ import gradio as gr
 
 from segakit.core.errors import UserError
 from segakit.core.images import png_params
+from segakit.editing.params import FLOW_METHODS, UNET_METHODS, is_flow
 from segakit.serve.editing import edit_params, submit_edit
 from segakit.serve.form import ADD, NO_FAIR, REMOVE, ConceptRow, Form
 from segakit.serve.service import Image, Service
@@ -74,6 +75,7 @@ class App:
         self.names = service.library.names() if service.library is not None else []
         self.fair_choices = [NO_FAIR, *(service.library.fair_attributes() if service.library is not None else [])]
         self.downloads = Path(tempfile.mkdtemp(prefix="segakit-serve-"))
+        self.flow = is_flow(getattr(getattr(service.pipe, "family", None), "name", None))  # SD3 / FLUX: flow edits
         from segakit.sega.defaults import default_steps
 
         steps = min(default_steps(service.config.model), self.max_steps)
@@ -166,9 +168,11 @@ class App:
         lines = lambda text: [t.strip() for t in (text or "").splitlines() if t.strip()]  # noqa: E731
         req = SimpleNamespace(instruction=instruction or "", method=method, source_caption=(source_caption or "").strip() or None,
                               captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
-                              steps=int(steps), guidance=float(guidance) if guidance else None, inversion=inversion or "ddim",
+                              steps=int(steps), guidance=float(guidance) if guidance else None,
+                              inversion=None if self.flow else inversion or "ddim",
                               mask=float(mask or 0.0), blend=bool(blend), sega_mask=sega_mask or "intersect",
-                              threshold=0.9 if threshold is None else float(threshold), blend_dilate=int(blend_dilate or 0))  # fmt: skip
+                              threshold=0.9 if threshold is None else float(threshold), blend_dilate=int(blend_dilate or 0),
+                              source_guidance=None, skip=None, eta=0.0, eta_stop=None, gamma=0.0, size=None)  # fmt: skip
         try:
             params = edit_params(req, self.service.config.model, self.service.config.limits)
             done = submit_edit(self.service, image, params).future.result()[0]
@@ -324,9 +328,10 @@ class App:
                         instruction = gr.Textbox(
                             label="Instruction", placeholder="give her glasses", elem_id="edit-instruction"
                         )
-                        method = gr.Radio(["onthefly", "sega"], value="onthefly", label="Method", elem_id="edit-method")
+                        methods = list(FLOW_METHODS if self.flow else UNET_METHODS)  # SD3 / FLUX: docs/flow.md
+                        method = gr.Radio(methods, value=methods[0], label="Method", elem_id="edit-method")
                         inversion = gr.Radio(["ddim", "ddpm"], value="ddim", label="Inversion (onthefly: ddim is the paper's, ddpm keeps more of the image)",
-                                             elem_id="edit-inversion")  # fmt: skip
+                                             elem_id="edit-inversion", visible=not self.flow)  # fmt: skip
                         source_caption = gr.Textbox(
                             label="What the image shows",
                             value="",

@@ -58,6 +58,8 @@ class FlowConfig:
     text_encoder: str = ""  # the U-Net's CLIPTextModel; default: config.text_encoder_path
     tokenizer: str = ""  # default: $SEGAKIT_RUNS/tokenizer
     export: str = ""  # write the run's EMA as a stock StableDiffusion3Pipeline folder here, then stop
+    init: str = ""  # start a new run from these transformer weights (e.g. the shipped assets/embedded-flow/transformer)
+    init_step: int = -1  # the step those weights stand for (-1: the step recorded beside them in segakit.json, else 0)
     ship: str = ""  # write the run's EMA as the shipped part of "embedded-flow" here (float16 transformer), then stop
     overwrite: bool = False  # let --ship replace a shipped folder
     device: str = "cpu"
@@ -207,6 +209,23 @@ def check_config(cfg: FlowConfig) -> None:
         raise SystemExit(f"--p_uncond must be in [0, 1), got {cfg.p_uncond}.")
 
 
+def init_from(model: SD3Transformer2DModel, ema: EMA, cfg: FlowConfig, device: torch.device) -> int:
+    """Load ``cfg.init``'s weights into a new run (model and EMA; the optimizer starts afresh): how a run continues
+    on a machine that has only the shipped model. Returns the step to continue from."""
+    folder = Path(cfg.init)
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"--init {str(folder)!r} is not a transformer folder (config.json and safetensors).")
+    weights = SD3Transformer2DModel.from_pretrained(folder, dtype=torch.float32, use_safetensors=True).state_dict()
+    model.load_state_dict(weights)
+    ema.shadow = {k: v.detach().clone().to(device) for k, v in model.state_dict().items() if k in ema.shadow}
+    if cfg.init_step >= 0:
+        return cfg.init_step
+    info = folder.parent / "segakit.json"
+    if info.is_file():
+        return int(json.loads(info.read_text()).get("training", {}).get("flow", {}).get("step", 0))
+    return 0
+
+
 def train(cfg: FlowConfig) -> Path:
     check_config(cfg)
     device = setup_torch(cfg.device, cfg.threads)
@@ -232,11 +251,13 @@ def train(cfg: FlowConfig) -> Path:
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     state = load_checkpoint(run / "ckpt", model, opt, ema.shadow)
     step = state["step"] if state else 0
+    if not state and cfg.init:
+        step = init_from(model, ema, cfg, device)
     build_scheduler(cfg.shift).save_pretrained(run / "scheduler")
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"flow: {n_params / 1e6:.2f}M params, cache {len(cache)} samples, "
-        f"{f'resuming at step {step}' if state else 'from scratch'} -> {run}",
+        f"{f'resuming at step {step}' if state else f'from --init at step {step}' if cfg.init else 'from scratch'} -> {run}",
         flush=True,
     )
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp else nullcontext()
