@@ -52,7 +52,8 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     edits = [Edit(c, warmup=0) for c in CONCEPTS]  # every concept's row from step 0, so every step is recorded
     outputs: list[torch.Tensor] = []
-    hook = pipe.unet.register_forward_hook(
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    hook = denoiser.register_forward_hook(
         lambda m, a, out: outputs.append((out[0] if isinstance(out, tuple) else out.sample).detach().clone())
     )
     try:
