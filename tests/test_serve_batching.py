@@ -288,3 +288,30 @@ def test_the_apps_form_carries_edit_refresh():
     assert Form.from_values(form.to_values()[:-1], 2, []).edit_refresh == 1  # a caller from before the option
     auto = Form.from_params({"prompt": "a face", "steps": 50, "edit_refresh": "auto"}, blank)
     assert auto.edit_refresh == 6  # the slider shows the K that "auto" took at the PNG's steps
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_edit_groups_on_flow_transformers_give_each_group_its_images_alone(family, tmp_path):
+    # on SD3 (classifier-free guidance) and FLUX (distilled guidance: concepts against the prompt's own estimate)
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    from tiny_flow_models import flow_pipe, flux_components, sd3_components
+
+    from segakit.sega.groups import EditGroup
+
+    if family == "sd3":
+        pipe, kw = flow_pipe(StableDiffusion3Pipeline, sd3_components(tmp_path)), {}
+    else:
+        pipe, kw = (
+            flow_pipe(FluxPipeline, flux_components(tmp_path)),
+            {"height": 32, "width": 32, "max_sequence_length": 32},
+        )
+    kw.update(num_inference_steps=3, output_type="latent")
+    asked = [("a face with glasses", [0], [Edit("beard", scale=5, threshold=0.5, warmup=0)], 1),
+             ("a face", [1, 2], [Edit("hat", scale=4, threshold=0.5, warmup=1), Edit("smile", scale=3, warmup=0)], 2),
+             ("a man", [3], [], 1)]  # fmt: skip
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    alone = torch.cat([pipe(p, num_images_per_prompt=len(s), generator=gens(s), edits=e, edit_refresh=k, **kw).images
+                       for p, s, e, k in asked])  # fmt: skip
+    together = pipe([p for p, s, _, _ in asked for _ in s], generator=gens([x for _, s, _, _ in asked for x in s]),
+                    edit_groups=[EditGroup(len(s), e, edit_refresh=k) for _, s, e, k in asked], **kw).images  # fmt: skip
+    assert (alone - together).abs().max() <= 1e-4
