@@ -68,9 +68,9 @@ def test_quality_table_runs_end_to_end(tmp_path, monkeypatch):
     )
     calls, real = [], eq.sample_images
 
-    def spy(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
+    def spy(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None, **kwargs):
         calls.append((prompt, len(seeds), bool(edits)))
-        return real(pipe, prompt, seeds, steps, guidance, batch, edits, progress)
+        return real(pipe, prompt, seeds, steps, guidance, batch, edits, progress, **kwargs)
 
     monkeypatch.setattr(eq, "sample_images", spy)
     counted = []
@@ -104,7 +104,7 @@ def test_sega_isolation_pairs_each_edit_with_its_own_plain_image(monkeypatch):
     from segakit.eval import embedded_quality as eq
     from segakit.world.schema import ATTRIBUTES
 
-    def by_seed(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
+    def by_seed(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None, **kwargs):
         return torch.stack([torch.full((3, 64, 64), float(s % 997)) for s in seeds])
 
     class ReadsTheSeed:  # a different, fixed label set per image: pairing up the wrong images shows
@@ -127,7 +127,7 @@ def test_sega_rewrite_baseline_draws_the_rewritten_prompt_without_edits(monkeypa
 
     calls = []
 
-    def by_seed(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None):
+    def by_seed(pipe, prompt, seeds, steps, guidance, batch, edits=(), progress=None, **kwargs):
         calls.append((prompt, tuple(edits)))
         return torch.stack([torch.full((3, 64, 64), float(s % 997)) for s in seeds])
 
