@@ -6,6 +6,7 @@ numbers compare the sampling loops.
 
     python benchmarks/sega_speed.py                  # embedded model if installed, else its shape with random weights
     python benchmarks/sega_speed.py --model PATH     # any SD 1.x/2.x diffusers folder
+    python benchmarks/sega_speed.py --edit-refresh auto   # segakit with concept refresh (default: 1, exact SEGA)
 
 Prints:
   ours / diffusers, 2 edits                          (target <= 1.0)
@@ -63,6 +64,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument(
+        "--edit-refresh", default="1", help="segakit's edit_refresh: 1 (exact SEGA, as diffusers), K or auto"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -86,8 +90,11 @@ def main() -> None:
                   output_type="latent", editing_prompt=["glasses", "smile"], edit_warmup_steps=[2, 2])  # fmt: skip
     cases = {"2 edits": dict(), "2 edits, cool-down at half": dict(edit_cooldown_steps=[half, half])}
 
+    refresh = int(args.edit_refresh) if args.edit_refresh.isdigit() else args.edit_refresh
+
     def run(pipe, extra):
-        return lambda: pipe(**common, **extra, generator=torch.Generator().manual_seed(0))
+        mine = {"edit_refresh": refresh} if pipe is ours else {}
+        return lambda: pipe(**common, **extra, **mine, generator=torch.Generator().manual_seed(0))
 
     # Warm up both once (allocator, oneDNN kernels).
     run(ours, {})()
