@@ -85,28 +85,30 @@ def _files_hash(*folders: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def assemble(transformer_folder: Path, scheduler, text_encoder: Path, tokenizer: Path, vae: Path):
+    """The embedded flow model as a ``StableDiffusion3Pipeline`` (float32): the transformer at ``transformer_folder``,
+    ``scheduler``, both CLIP slots :func:`sd3_text_encoder` of the ``CLIPTextModel`` at ``text_encoder`` with the
+    tokenizer at ``tokenizer`` twice, the autoencoder at ``vae`` (:func:`flow_vae`) and no T5."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer
+
+    slot = sd3_text_encoder(CLIPTextModel.from_pretrained(text_encoder, dtype=torch.float32, use_safetensors=True))
+    words = CLIPTokenizer.from_pretrained(tokenizer)
+    return StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel.from_pretrained(transformer_folder, dtype=torch.float32, use_safetensors=True),
+        scheduler=scheduler, vae=flow_vae(vae), text_encoder=slot, tokenizer=words, text_encoder_2=slot,
+        tokenizer_2=words, text_encoder_3=None, tokenizer_3=None,
+    )  # fmt: skip
+
+
 def build(out: Path, shipped: Path, unet_model: Path) -> Path:
     """Write the complete ``StableDiffusion3Pipeline`` folder ``out`` from the shipped part and the embedded U-Net
     model's text encoder, tokenizer and autoencoder (float32 throughout)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTokenizer
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    text = CLIPTextModel.from_pretrained(unet_model / "text_encoder", dtype=torch.float32, use_safetensors=True)
-    slot = sd3_text_encoder(text)
-    tokenizer = CLIPTokenizer.from_pretrained(unet_model / "tokenizer")
-    pipe = StableDiffusion3Pipeline(
-        transformer=SD3Transformer2DModel.from_pretrained(
-            shipped / "transformer", dtype=torch.float32, use_safetensors=True
-        ),
-        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(shipped / "scheduler"),
-        vae=flow_vae(unet_model / "vae"),
-        text_encoder=slot,
-        tokenizer=tokenizer,
-        text_encoder_2=slot,
-        tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(shipped / "scheduler")
+    pipe = assemble(shipped / "transformer", scheduler, unet_model / "text_encoder", unet_model / "tokenizer",
+                    unet_model / "vae")  # fmt: skip
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)

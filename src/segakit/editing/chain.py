@@ -21,6 +21,16 @@ from segakit.editing.captioner import EMBEDDED_CAPTIONER, Captioner
 from segakit.editing.params import EditParams
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def check_inputs(image, output_type: str) -> None:
+    """One sentence for an ``output_type`` an editor does not give or an ``image`` that is not a PIL image."""
+    if output_type not in OUTPUT_TYPES:
+        raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}.")
+    if not isinstance(image, Image.Image):
+        raise UserError(f"image must be a PIL image, got {type(image).__name__}.")
+
+
 EMBEDDED_MODELS = ("embedded", EMBEDDED_FLOW)  # the models whose captioner and caption writer segakit ships
 EMBEDDED_WRITER_TOKENS = 400  # room for 10 captions a side within the small writer's 512 positions
 

@@ -36,7 +36,7 @@ from PIL import Image
 from segakit.core.errors import UserError, arg
 from segakit.editing.caption_writer import CaptionWriter
 from segakit.editing.captioner import Captioner
-from segakit.editing.chain import OUTPUT_TYPES, EditPipelineOutput, as_output, chain_captions, load_helpers
+from segakit.editing.chain import EditPipelineOutput, as_output, chain_captions, check_inputs, load_helpers
 from segakit.editing.direction import direction_from_embeddings
 from segakit.editing.flow import FlowEditor
 from segakit.editing.flowedit import skipped_steps
@@ -126,10 +126,7 @@ class FlowEditPipeline:
             callback: Callable[[int, int], None] | None = None) -> EditPipelineOutput:  # fmt: skip
         """The edit that ``params`` describes (what ``__call__`` and ``segakit edit --model FOLDER`` run)."""
         self.resolve(params)
-        if output_type not in OUTPUT_TYPES:
-            raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}.")
-        if not isinstance(image, Image.Image):
-            raise UserError(f"image must be a PIL image, got {type(image).__name__}.")
+        check_inputs(image, output_type)
         image = fit(image, self.side(params))
         seconds: dict[str, float] = {}
         clock = time.perf_counter()

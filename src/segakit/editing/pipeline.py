@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from segakit.core.errors import UserError
 from segakit.core.families import family_name
 from segakit.core.inversion import NoiseRegularization, ddim_invert, ddpm_invert
 from segakit.editing.caption_writer import CaptionWriter
@@ -31,6 +30,7 @@ from segakit.editing.chain import (  # noqa: F401 (EditPipelineOutput and embedd
     EditPipelineOutput,
     as_output,
     chain_captions,
+    check_inputs,
     embedded_helpers,
     load_helpers,
 )
@@ -149,10 +149,7 @@ class EditPipeline:
             callback: Callable[[int, int], None] | None = None) -> EditPipelineOutput:  # fmt: skip
         """The edit that ``params`` describes (what ``__call__`` and ``segakit edit --from-png`` run)."""
         self.resolve(params)
-        if output_type not in OUTPUT_TYPES:
-            raise UserError(f"output_type {output_type!r} is not one of {', '.join(OUTPUT_TYPES)}.")
-        if not isinstance(image, Image.Image):
-            raise UserError(f"image must be a PIL image, got {type(image).__name__}.")
+        check_inputs(image, output_type)
         image = fit(image, self.resolution)
         if params.method == "sega":
             return self._run_sega(params, image, output_type, callback)

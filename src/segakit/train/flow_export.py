@@ -19,10 +19,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import SD3Transformer2DModel
 
-from segakit.core.embedded_flow import flow_vae, sd3_text_encoder
+from segakit.core.embedded_flow import assemble
 from segakit.train.checkpoint import replace_dir
 from segakit.train.config import runs_root, text_encoder_path, vae_path
 from segakit.train.flow_model import build_scheduler
@@ -49,22 +48,8 @@ def export(cfg) -> Path:
         raise SystemExit(
             f"--export {str(out)!r} exists and is not an SD3 folder this command wrote; choose another place."
         )
-    text = CLIPTextModel.from_pretrained(
-        cfg.text_encoder or text_encoder_path(root), dtype=torch.float32, use_safetensors=True
-    )
-    tokenizer = CLIPTokenizer.from_pretrained(cfg.tokenizer or root / "tokenizer")
-    slot = sd3_text_encoder(text)
-    pipe = StableDiffusion3Pipeline(
-        transformer=SD3Transformer2DModel.from_pretrained(source, dtype=torch.float32, use_safetensors=True),
-        scheduler=build_scheduler(cfg.shift),
-        vae=flow_vae(Path(cfg.vae or vae_path(root))),
-        text_encoder=slot,
-        tokenizer=tokenizer,
-        text_encoder_2=slot,
-        tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
+    pipe = assemble(source, build_scheduler(cfg.shift), Path(cfg.text_encoder or text_encoder_path(root)),
+                    Path(cfg.tokenizer or root / "tokenizer"), Path(cfg.vae or vae_path(root)))  # fmt: skip
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
