@@ -199,6 +199,18 @@ def test_cache_is_keyed_by_what_a_unit_depends_on(first_run, models, tmp_path):
     assert report["results"]["additions"]["glasses"]["edit"]["scale"] == TINY.scale + 2.0
 
 
+def test_guidance_refresh_keys_every_unit_that_uses_guidance(first_run, models, tmp_path):
+    out, _, _, _ = first_run
+    import shutil
+
+    shutil.copytree(out / "cache", tmp_path / "cache")
+    before = set(p.name for p in (tmp_path / "cache").glob("*.npz"))
+    report, _ = run_study(*models, replace(TINY, guidance_refresh=2), tmp_path, "x", Counter())
+    computed = {p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npz") if p.name not in before}
+    assert {"plain", "rewrite", "add", "remove"} <= computed  # classifier-free guidance makes every image
+    assert report["config"]["guidance_refresh"] == 2
+
+
 def test_command_line_end_to_end(models, tmp_path, monkeypatch, capsys):
     """`segakit eval sega` on a saved tiny model folder and oracle file: files listed, report names the command."""
     import sys
@@ -354,7 +366,8 @@ def test_composition_where_both_methods_succeeded():
 @pytest.mark.parametrize(
     "args",
     [["--seeds", "0"], ["--steps", "0"], ["--batch", "0"], ["--warmup", "25"], ["--threshold", "1"], ["--scale", "0"],
-     ["--sweep-seeds", "0"], ["--target-scale", "moustache=3"], ["--target-scale", "bald"], ["--model", "/no/such/model"]],
+     ["--sweep-seeds", "0"], ["--target-scale", "moustache=3"], ["--target-scale", "bald"], ["--model", "/no/such/model"],
+     ["--guidance-refresh", "0"]],
 )  # fmt: skip
 def test_bad_input_is_a_user_error_and_writes_nothing(args, tmp_path):
     from segakit.cli.eval import eval_app

@@ -155,6 +155,12 @@ def sega(
             "--edit-refresh", help="Compute each concept every K steps, reuse its direction in between (1: exact SEGA)."
         ),
     ] = 1,
+    guidance_refresh: Annotated[
+        int,
+        typer.Option(
+            "--guidance-refresh", help="Compute the unconditional estimate every K steps, reuse its offset (1: exact)."
+        ),
+    ] = 1,
     target_scale: Annotated[
         list[str] | None,
         typer.Option("--target-scale", help="Per-target scale, repeatable: NAME=SCALE, e.g. 'bald=9'."),
@@ -197,7 +203,7 @@ def sega(
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
     check(workers, ray)
-    cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold, edit_refresh=edit_refresh,
+    cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold, edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
                       warmup=warmup, target_scales=tuple(overrides), sweep_seeds=sweep_seeds, unique_seeds=unique_seeds).check()  # fmt: skip
     if threads:
         import torch

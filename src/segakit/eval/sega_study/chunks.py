@@ -15,16 +15,16 @@ from segakit.sega.guidance import Edit
 
 
 def generate_chunk(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, edits: Sequence[Edit] = (),
-                   edit_refresh: int = 1) -> np.ndarray:  # fmt: skip
+                   edit_refresh: int = 1, guidance_refresh: int = 1) -> np.ndarray:  # fmt: skip
     """uint8 images (N, 3, 64, 64) of ``prompt`` for ``seeds`` in one pipeline call, one generator per seed."""
-    images = sample_images(
-        pipe, prompt, list(seeds), steps, guidance, len(seeds), list(edits), edit_refresh=edit_refresh
-    )
+    images = sample_images(pipe, prompt, list(seeds), steps, guidance, len(seeds), list(edits),
+                           edit_refresh=edit_refresh, guidance_refresh=guidance_refresh)  # fmt: skip
     return quantize(images).numpy()
 
 
 def guided_chunk(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, edits: Sequence[Edit] = (),
-                 record: bool = False, reuse: np.ndarray | None = None, edit_refresh: int = 1) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+                 record: bool = False, reuse: np.ndarray | None = None, edit_refresh: int = 1,
+                 guidance_refresh: int = 1) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """Like :func:`generate_chunk`, recording the semantic guidance (returned as floats, steps x images first) or
     re-applying ``reuse`` (this chunk's images of a recorded guidance)."""
     from segakit.world.oracle import to_tensor
@@ -33,7 +33,7 @@ def guided_chunk(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: 
         prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=len(seeds),
         generator=[torch.Generator().manual_seed(int(s)) for s in seeds], edits=list(edits), output_type="pt",
         record_guidance=record, record_device="cpu", sem_guidance=None if reuse is None else torch.from_numpy(reuse),
-        edit_refresh=edit_refresh,
+        edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
     )  # fmt: skip
     images = quantize(to_tensor(out.images.float().cpu())).numpy()
     return images, (out.guidance.guidance.float().cpu().numpy() if record else None)

@@ -51,6 +51,7 @@ class StudyConfig:
     grid_concepts: tuple[str, str] = ("glasses", "smile")  # the two-concept grid
     grid_strengths: tuple[float, ...] = (0, 3, 5, 7)
     edit_refresh: int = 1  # concept refresh every K steps (1: exact SEGA; segakit.sega.guidance.ConceptRefresh)
+    guidance_refresh: int = 1  # the unconditional estimate every K steps (1: classifier-free guidance every step)
 
     def check(self) -> StudyConfig:
         """Raise :class:`UserError` naming the first bad value; return self."""
@@ -69,6 +70,10 @@ class StudyConfig:
         if int(self.edit_refresh) != self.edit_refresh or self.edit_refresh < 1:
             raise UserError(
                 f"--edit-refresh {self.edit_refresh!r} is not a whole number of 1 or more (1 is exact SEGA)."
+            )
+        if int(self.guidance_refresh) != self.guidance_refresh or self.guidance_refresh < 1:
+            raise UserError(
+                f"--guidance-refresh {self.guidance_refresh!r} is not a whole number of 1 or more (1 is exact guidance)."
             )
         if not 0 <= self.threshold < 1:
             raise UserError(f"Threshold {self.threshold!r} is outside [0, 1).")

@@ -114,6 +114,8 @@ class Study:
         }
         if cfg.edit_refresh != 1:  # absent at 1, so exact SEGA's cached units stay valid
             self.common["edit_refresh"] = cfg.edit_refresh
+        if cfg.guidance_refresh != 1:  # likewise
+            self.common["guidance_refresh"] = cfg.guidance_refresh
         self.seeds = cfg.seed_list()
         self.cached = 0
         self.units = 0
@@ -128,7 +130,15 @@ class Study:
         if not len(seeds):
             return np.zeros((0, 3, 64, 64), np.uint8)
         args = [
-            (prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), self.cfg.edit_refresh)
+            (
+                prompt,
+                chunk,
+                self.cfg.steps,
+                self.cfg.guidance,
+                list(edits),
+                self.cfg.edit_refresh,
+                self.cfg.guidance_refresh,
+            )
             for chunk in self._split(seeds)
         ]
         done = self.runner.map(generate_chunk, args, lambda r: self.progress.advance(len(r.value)))
@@ -141,7 +151,17 @@ class Study:
         for chunk in chunks:
             part = None if reuse is None else np.ascontiguousarray(reuse[:, start : start + len(chunk)].numpy())
             args.append(
-                (prompt, chunk, self.cfg.steps, self.cfg.guidance, list(edits), record, part, self.cfg.edit_refresh)
+                (
+                    prompt,
+                    chunk,
+                    self.cfg.steps,
+                    self.cfg.guidance,
+                    list(edits),
+                    record,
+                    part,
+                    self.cfg.edit_refresh,
+                    self.cfg.guidance_refresh,
+                )
             )
             start += len(chunk)
         done = self.runner.map(guided_chunk, args, lambda r: self.progress.advance(len(r.value[0])))
