@@ -287,22 +287,16 @@ def refresh_interval(edit_refresh: int | str, steps: int) -> int:
     4 at 25 steps and 6 at 50, the intervals at which ``benchmarks/refresh_schedules.py`` measured about the same
     distance from exact SEGA (K = 4 at 25 steps is the setting of the SEGA study in docs/results/sega-fast); other
     step counts follow the same curve."""
-    if isinstance(edit_refresh, str):
-        if edit_refresh.strip() == AUTO_REFRESH:
+    value = edit_refresh
+    if isinstance(value, str):
+        if value.strip() == AUTO_REFRESH:
             return max(1, round(4 * math.sqrt(max(steps, 1) / 25)))
-        try:
-            edit_refresh = int(edit_refresh)
-        except ValueError:
-            raise UserError(
-                f"{arg('edit_refresh')} {edit_refresh!r} is neither a whole number of 1 or more (1 is exact SEGA) "
-                "nor 'auto'."
-            ) from None
-    whole = isinstance(edit_refresh, (int, float)) and not isinstance(edit_refresh, bool)
-    if not whole or edit_refresh < 1 or int(edit_refresh) != edit_refresh:
+        value = int(value) if value.strip().isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1 or int(value) != value:
         raise UserError(
             f"{arg('edit_refresh')} {edit_refresh!r} is neither a whole number of 1 or more (1 is exact SEGA) nor 'auto'."
         )
-    return int(edit_refresh)
+    return int(value)
 
 
 class ConceptRefresh:

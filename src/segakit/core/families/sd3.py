@@ -27,6 +27,8 @@ class SD3Family(RectifiedFlowFamily):
     default_guidance_scale = 7.0
     default_max_sequence_length = 256
     default_max_shift = 1.16
+    #: (rows, n): conditionings of ``rows`` text rows end in one zero row standing for ``n`` (set by :meth:`encode`)
+    folded: tuple[int, int] = (0, 1)
 
     def default_size(self) -> int:
         return self.denoiser.config.sample_size * self.pipe.vae_scale_factor
@@ -52,7 +54,7 @@ class SD3Family(RectifiedFlowFamily):
         return Conditioning(embeds, pooled)
 
     def _call(self, x, t, cond: Conditioning, extra: dict) -> torch.Tensor:
-        rows, n = getattr(self, "folded", (0, 1))
+        rows, n = self.folded
         n = n if cond.embeds.shape[1] == rows else 1  # how many zero rows the last row stands for
         with counted_rows(self.denoiser, n) if n > 1 else contextlib.nullcontext():
             return self.denoiser(
