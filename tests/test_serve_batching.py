@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import cli
+from PIL import Image
 
 from segakit.core.errors import UserError
 from segakit.directions.library import Library
@@ -180,7 +181,6 @@ def service():
 
 
 def pixels(png: bytes) -> np.ndarray:
-    from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
@@ -285,9 +285,42 @@ def test_the_apps_form_carries_edit_refresh():
     form = Form.from_params({"prompt": "a face", "edits": [{"prompt": "glasses"}], "edit_refresh": 4}, blank)
     assert form.edit_refresh == 4 and Form.from_values(form.to_values(), 2, []) == form
     assert form.request().edit_refresh == 4 and form.request(plain=True).edit_refresh == 1
-    assert Form.from_values(form.to_values()[:-1], 2, []).edit_refresh == 1  # a caller from before the option
+    assert Form.from_values(form.to_values()[:-2], 2, []).edit_refresh == 1  # a caller from before the options
     auto = Form.from_params({"prompt": "a face", "steps": 50, "edit_refresh": "auto"}, blank)
     assert auto.edit_refresh == 6  # the slider shows the K that "auto" took at the PNG's steps
+    # guidance refresh: on the 'before' image too (it is not a concept's), from a PNG, and left out by old callers
+    fast = Form.from_params({"prompt": "a face", "edits": [{"prompt": "hat"}], "guidance_refresh": 2}, blank)
+    assert fast.guidance_refresh == 2 and Form.from_values(fast.to_values(), 2, []) == fast
+    assert fast.request().guidance_refresh == 2 and fast.request(plain=True).guidance_refresh == 2
+    assert Form.from_values(fast.to_values()[:-1], 2, []).guidance_refresh == 1
+
+
+def test_guidance_refresh_and_true_cfg_post_back_from_a_png_and_are_checked_in_json_words(service, monkeypatch):
+    from segakit.core.errors import spelling
+    from segakit.core.images import png_params
+    from segakit.serve.api import build_api
+
+    params = service.params(GenerateRequest(prompt="a face", steps=3, edits=["+glasses:w=0"], guidance_refresh=2))
+    (image,) = service.generate(params)
+    saved = png_params(image.png)
+    assert saved["guidance_refresh"] == 2
+    again = service.params(GenerateRequest(**saved))  # a PNG's parameters post back unchanged
+    pixels = [np.asarray(Image.open(io.BytesIO(x.png))) for x in (image, *service.generate(again))]
+    assert again.guidance_refresh == 2 and np.array_equal(*pixels)
+    with spelling("json"):
+        with pytest.raises(UserError) as err:
+            service.params(GenerateRequest(prompt="a face", guidance_refresh=0))
+        assert str(err.value).startswith("guidance_refresh 0 is not a whole number of 1 or more")
+        with pytest.raises(UserError) as err:
+            service.generate(
+                service.params(GenerateRequest(prompt="a face", steps=2, guidance=1.0, guidance_refresh=2))
+            )
+        assert "guidance_refresh" in str(err.value) and "guidance" in str(err.value)
+        with pytest.raises(UserError) as err:  # the embedded model is a U-Net: true CFG is FLUX's
+            service.generate(service.params(GenerateRequest(prompt="a face", steps=2, true_cfg=4.0)))
+        assert str(err.value).startswith("true_cfg 4.0 is for FLUX models")
+    props = build_api(service).openapi()["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert props["guidance_refresh"]["minimum"] == 1 and props["true_cfg"]["minimum"] == 1
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])

@@ -30,7 +30,7 @@ CLI_FLAGS = {"fair_method": "--method", "num_captions": "--captions", "guidance_
              "edits": "--edit", "loras": "--lora", "embeddings": "--embedding", "directions": "--direction",
              "true_cfg_scale": "--true-cfg"}  # fmt: skip
 # Where a JSON field of the HTTP API is not the Python argument's name.
-JSON_FIELDS = {"num_captions": "captions", "guidance_scale": "guidance"}
+JSON_FIELDS = {"num_captions": "captions", "guidance_scale": "guidance", "true_cfg_scale": "true_cfg"}
 
 
 def arg(name: str) -> str:

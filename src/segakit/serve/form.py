@@ -58,26 +58,27 @@ class Form:
     safe: bool = False
     enhance: bool = False
     edit_refresh: int = 1  # each concept computed every K steps (1: exact SEGA; a PNG's "auto" shows as its K)
+    guidance_refresh: int = 1  # the unconditional estimate every K steps (1: exact classifier-free guidance)
 
     @classmethod
     def from_values(cls, values: list, n_rows: int, names: list[str]) -> Form:
         """The flat widget values: prompt, negative, seed, steps, guidance, rows x 8, one per direction, fair, safe,
-        enhance, concept refresh (left out: 1)."""
+        enhance, concept refresh, guidance refresh (each left out: 1)."""
         head, rest = values[:5], values[5:]
         rows = [ConceptRow(*rest[i * ROW_FIELDS : (i + 1) * ROW_FIELDS]) for i in range(n_rows)]
         rest = rest[n_rows * ROW_FIELDS :]
         strengths = {n: float(v or 0) for n, v in zip(names, rest[: len(names)])}
         fair, safe, enhance = rest[len(names) : len(names) + 3]
-        refresh = rest[len(names) + 3] if len(rest) > len(names) + 3 else 1
+        refresh, cfg_refresh = (list(rest[len(names) + 3 : len(names) + 5]) + [1, 1])[:2]
         return cls(str(head[0] or ""), str(head[1] or ""), int(head[2] or 0), int(head[3]), float(head[4]),
-                   rows, strengths, fair or NO_FAIR, bool(safe), bool(enhance), int(refresh or 1))  # fmt: skip
+                   rows, strengths, fair or NO_FAIR, bool(safe), bool(enhance), int(refresh or 1), int(cfg_refresh or 1))  # fmt: skip
 
     def to_values(self) -> list:
         out: list = [self.prompt, self.negative, self.seed, self.steps, self.guidance]
         for r in self.rows:
             out += [r.active, r.concept, r.direction, r.scale, r.threshold, r.warmup, r.cooldown, r.weight]
         out += list(self.strengths.values())
-        return out + [self.fair, self.safe, self.enhance, self.edit_refresh]
+        return out + [self.fair, self.safe, self.enhance, self.edit_refresh, self.guidance_refresh]
 
     def concepts(self) -> list[ConceptRow]:
         return [r for r in self.rows if r.active and r.concept.strip()]
@@ -94,7 +95,7 @@ class Form:
             prompt=self.prompt, negative_prompt=self.negative or None, seed=self.seed, steps=steps, guidance=self.guidance,
             edits=edits, sweep=sweep, directions=[] if plain else [f"{n}:{v:g}" for n, v in self.strengths.items() if v],
             fair=None if plain or self.fair == NO_FAIR else self.fair, safe=self.safe and not plain, enhance=self.enhance and not plain,
-            edit_refresh=1 if plain or not edits else self.edit_refresh,
+            edit_refresh=1 if plain or not edits else self.edit_refresh, guidance_refresh=self.guidance_refresh,
         )  # fmt: skip
 
     def has_guidance(self) -> bool:
@@ -126,4 +127,4 @@ class Form:
         return cls(params.get("prompt", ""), params.get("negative_prompt") or "", int(params.get("seed", 0)), steps,
                    float(params.get("guidance") if params.get("guidance") is not None else blank.guidance), rows, strengths,
                    fair.partition("=")[0] if fair != NO_FAIR else NO_FAIR, bool(params.get("safe")), bool(params.get("enhance")),
-                   refresh_interval(params.get("edit_refresh", 1), steps))  # fmt: skip
+                   refresh_interval(params.get("edit_refresh", 1), steps), int(params.get("guidance_refresh", 1)))  # fmt: skip

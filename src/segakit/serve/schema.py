@@ -75,6 +75,16 @@ class GenerateRequest(BaseModel):
         description="Concept refresh: each concept's estimate is computed every K steps and its direction reused in "
         "between (1: exact SEGA; 2-4 cost less; 'auto': K from the steps, 4 at 25; docs/guide.md).",
     )
+    guidance_refresh: Int = Field(
+        1,
+        description="Guidance refresh: the unconditional estimate is computed every K steps and the guidance offset "
+        "reused in between (1: exact classifier-free guidance; 2 costs less; needs guidance above 1; docs/guide.md).",
+    )
+    true_cfg: float = Field(
+        1.0,
+        description="FLUX servers: classifier-free guidance against negative_prompt (diffusers' true_cfg_scale; 1: off; "
+        "e.g. 4 with a negative prompt).",
+    )
     sweep: list[float] | None = Field(
         None, description="Scales for the single edit, rendered side by side (a strength strip)."
     )
@@ -286,7 +296,8 @@ def to_params(req: GenerateRequest, model: str, limits: Limits, library=None) ->
         prompt=req.prompt, model=model, edits=parse_edits(req.edits), negative_prompt=req.negative_prompt,
         seed=req.seed, num_images=req.num_images, steps=steps, guidance=req.guidance, height=req.height,
         width=req.width, eta=req.eta, momentum_scale=req.momentum_scale, momentum_beta=req.momentum_beta,
-        quantile_over=req.quantile_over, edit_refresh=req.edit_refresh, sweep=req.sweep, directions=library_directions(req.directions, library) if req.directions else [],
+        quantile_over=req.quantile_over, edit_refresh=req.edit_refresh, guidance_refresh=req.guidance_refresh,
+        true_cfg=req.true_cfg, sweep=req.sweep, directions=library_directions(req.directions, library) if req.directions else [],
         fair=req.fair, fair_method=req.fair_method, fair_draw=req.fair_draw, safe=req.safe, enhance=req.enhance, library_strength=req.library_strength,
     )  # fmt: skip
     params.validate()

@@ -262,6 +262,8 @@ class App:
                         add = gr.Button("Add concept", elem_id="add-concept", size="sm")
                         edit_refresh = gr.Slider(1, self.max_steps, value=b.edit_refresh, step=1, elem_id="edit-refresh",
                                                  label="Concept refresh: compute each concept every K steps, reuse its direction in between (1: exact SEGA; 2-4 run faster)")  # fmt: skip
+                        guidance_refresh = gr.Slider(1, 4, value=b.guidance_refresh, step=1, elem_id="guidance-refresh",
+                                                     label="Guidance refresh: the unconditional estimate every K steps (1: exact CFG; 2 runs faster; needs guidance above 1)")  # fmt: skip
                         with gr.Accordion("Directions (self-discovered, h-space)", open=False):
                             strengths = [
                                 gr.Slider(-1.5, 1.5, value=0, step=0.05, label=f"{n} (lambda)", elem_id=f"dir-{n}")
@@ -400,6 +402,7 @@ class App:
                 safe,
                 enhance,
                 edit_refresh,
+                guidance_refresh,
             ]
             outputs = [before, after, download, params_box, status]
             # the endpoints meant for callers (gradio_client: /generate, /strip, /edit); the UI's own events are private
