@@ -13,6 +13,8 @@ In one run it records (median of ``--repeats`` after a warm-up, cases interleave
 - SD 1.5, batch 1 and 4: segakit vs diffusers' semantic pipeline with 2 and 4 edits (all active, and cooling
   down halfway), segakit vs the bare U-Net calls its branches need (same rows, prebuilt inputs), recorded-guidance
   reuse vs plain CFG (``StableDiffusionPipeline``);
+- SD 1.5 and SDXL, batch 1 and 4: segakit with 2 and 4 edits over diffusers' plain CFG, exact and with concept
+  refresh (``--refresh``, default ``4,3+2``: refresh 4, and refresh 3 with guidance refresh 2);
 - SDXL, batch 1 and 4: segakit with 2 and 4 edits vs its bare U-Net calls, reuse vs ``StableDiffusionXLPipeline``
   (diffusers has no semantic pipeline for SDXL).
 
@@ -174,6 +176,19 @@ def bare_unet(pipe, rows: int, steps: int, size: int, device: str, dtype):
     return run
 
 
+def fast_label(k: int, g: int) -> str:
+    return f"refresh {k}" + (f" + guidance refresh {g}" if g > 1 else "")
+
+
+def parse_refresh(text: str) -> list[tuple[int, int]]:
+    """``"4,3+2"`` -> [(4, 1), (3, 2)]: concept refresh K, optionally + guidance refresh G."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        k, _, g = item.partition("+")
+        out.append((int(k), int(g or 1)))
+    return out
+
+
 def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report: dict) -> None:
     from diffusers import SemanticStableDiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -193,6 +208,7 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
         if p is not None:
             p.set_progress_bar_config(disable=True)
     size = args.size or (512 if kind == "sd15" else 1024)
+    refresh = parse_refresh(args.refresh)
     steps = args.steps
     common = dict(num_inference_steps=steps, height=size, width=size, output_type="latent")
 
@@ -230,6 +246,11 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
                     cases[f"diffusers, {label}"] = lambda n=n, cool=cool, batch=batch: theirs(
                         "a face", **common, **_edits(n, steps, cool), num_images_per_prompt=batch, generator=gens(batch)
                     )
+            for k, g in refresh:  # concept refresh K (and guidance refresh G): issue 34's ratios over plain CFG
+                cases[f"segakit, {n} edits, {fast_label(k, g)}"] = lambda n=n, k=k, g=g, batch=batch: ours(
+                    "a face", **common, **_edits(n, steps, False), edit_refresh=k, guidance_refresh=g,
+                    num_images_per_prompt=batch, generator=gens(batch),
+                )  # fmt: skip
             cases[f"bare U-Net, {n} edits"] = bare_unet(ours, batch * (2 + n), steps, size, device, dtype)
         cases["segakit, reused guidance"] = lambda batch=batch, record=record: ours(
             "a face", **common, sem_guidance=record.guidance, num_images_per_prompt=batch, generator=gens(batch)
@@ -252,6 +273,11 @@ def bench(kind: str, parts: dict, args, device: str, dtype, clock: Clock, report
                     / times[f"diffusers, {n} edits, cooling down halfway"]
                 )
             ratios[f"segakit / bare U-Net, {n} edits"] = times[f"segakit, {n} edits"] / times[f"bare U-Net, {n} edits"]
+            plain_time = times["diffusers, plain CFG"]
+            ratios[f"segakit / plain CFG, {n} edits, exact"] = times[f"segakit, {n} edits"] / plain_time
+            for k, g in refresh:
+                label = fast_label(k, g)
+                ratios[f"segakit / plain CFG, {n} edits, {label}"] = times[f"segakit, {n} edits, {label}"] / plain_time
         ratios["reuse / plain CFG"] = times["segakit, reused guidance"] / times["diffusers, plain CFG"]
         report[f"{prefix} ratios"] = {k: round(v, 3) for k, v in ratios.items()}
         print(json.dumps({prefix: report[f"{prefix} ratios"]}), flush=True)
@@ -267,6 +293,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 3; dry run 1)")
     ap.add_argument("--size", type=int, default=None, help="image size (default 512 for SD 1.5, 1024 for SDXL)")
     ap.add_argument("--models", default="sd15,sdxl")
+    ap.add_argument(
+        "--refresh",
+        default="4,3+2",
+        help="concept refresh settings timed against plain CFG: K or K+G (guidance refresh G); empty: none",
+    )
     args = ap.parse_args()
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():

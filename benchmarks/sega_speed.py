@@ -7,12 +7,14 @@ numbers compare the sampling loops.
     python benchmarks/sega_speed.py                  # embedded model if installed, else its shape with random weights
     python benchmarks/sega_speed.py --model PATH     # any SD 1.x/2.x diffusers folder
     python benchmarks/sega_speed.py --edit-refresh auto   # segakit with concept refresh (default: 1, exact SEGA)
+    python benchmarks/sega_speed.py --edit-refresh 3 --guidance-refresh 2   # and classifier-free guidance refreshed
 
 Prints:
   ours / diffusers, 2 edits                          (target <= 1.0)
   ours / diffusers, 2 edits cooling down halfway     (target <= 0.7)
   ours / bare U-Net calls the steps need             (target <= 1.03), measured inside the same calls
                                                      and, more noisily, against a separate bare loop
+  ours, 2 edits / plain CFG (exact, no edits)        (issue 34: <= 1.25, moonshot <= 1.0; with refresh)
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument(
         "--edit-refresh", default="1", help="segakit's edit_refresh: 1 (exact SEGA, as diffusers), K or auto"
     )
+    ap.add_argument("--guidance-refresh", type=int, default=1, help="segakit's guidance_refresh (1: exact CFG)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -93,7 +96,7 @@ def main() -> None:
     refresh = int(args.edit_refresh) if args.edit_refresh.isdigit() else args.edit_refresh
 
     def run(pipe, extra):
-        mine = {"edit_refresh": refresh} if pipe is ours else {}
+        mine = {"edit_refresh": refresh, "guidance_refresh": args.guidance_refresh} if pipe is ours else {}
         return lambda: pipe(**common, **extra, **mine, generator=torch.Generator().manual_seed(0))
 
     # Warm up both once (allocator, oneDNN kernels).
@@ -114,6 +117,15 @@ def main() -> None:
         print(
             f"  {name:28s} ours {results[name][0]:7.2f} s   diffusers {results[name][1]:7.2f} s   ratio {results[name][0] / results[name][1]:.3f}"
         )
+
+    # Over plain classifier-free guidance (ours, exact, no edits) for the same images, interleaved.
+    plain_kw = {k: v for k, v in common.items() if not k.startswith("edit")}
+    t_plain, t_edits = [], []
+    for _ in range(args.repeats):
+        t_plain += timed(lambda: ours(**plain_kw, generator=torch.Generator().manual_seed(0)), 1)
+        t_edits += timed(run(ours, {}), 1)
+    over_plain = statistics.median(t_edits) / statistics.median(t_plain)
+    print(f"  {'plain CFG':28s} ours {statistics.median(t_plain):7.2f} s")
 
     # Bare U-Net, two ways. (a) In the same runs: time every U-Net forward inside our pipeline call and
     # compare with the whole call (exact share of the loop's own work). (b) Separately: exactly the calls
@@ -161,6 +173,10 @@ def main() -> None:
     print(f"ours / diffusers, 2 edits cooling down halfway: {r[0] / r[1]:.3f}  (target <= 0.7)")
     print(f"ours / bare U-Net calls (in-run):               {statistics.median(shares):.4f}  (target <= 1.03)")
     print(f"ours / bare U-Net loop (separate runs):         {ob / bb:.3f}  (noisier: two processes' worth of drift)")
+    print(
+        f"ours, 2 edits / plain CFG:                      {over_plain:.3f}  (edit_refresh {args.edit_refresh}, "
+        f"guidance_refresh {args.guidance_refresh}; issue 34: <= 1.25, moonshot <= 1.0)"
+    )
 
 
 if __name__ == "__main__":
