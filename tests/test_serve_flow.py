@@ -132,3 +132,6 @@ def test_the_edit_tab_offers_the_flow_methods(server):
     _, _, _, [path] = app.edit(image, "give her glasses", "flowedit", "a face", "a face with glasses", "", 2, "ddim")
     params = png_params(open(path, "rb").read())
     assert params["method"] == "flowedit" and params["inversion"] == "none" and params["steps"] == 2
+    # steps 0 (the slider's start): the method's default, FlowEdit's 50 (SD3) or 28 (FLUX), here capped at the server's 20
+    _, _, _, [path] = app.edit(image, "give her glasses", "flowedit", "a face", "a face with glasses", "", 0, "ddim")
+    assert png_params(open(path, "rb").read())["steps"] == LIMITS.max_steps

@@ -168,7 +168,7 @@ class App:
         lines = lambda text: [t.strip() for t in (text or "").splitlines() if t.strip()]  # noqa: E731
         req = SimpleNamespace(instruction=instruction or "", method=method, source_caption=(source_caption or "").strip() or None,
                               captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
-                              steps=int(steps), guidance=float(guidance) if guidance else None,
+                              steps=int(steps) or None, guidance=float(guidance) if guidance else None,
                               inversion=None if self.flow else inversion or "ddim",
                               mask=float(mask or 0.0), blend=bool(blend), sega_mask=sega_mask or "intersect",
                               threshold=0.9 if threshold is None else float(threshold), blend_dilate=int(blend_dilate or 0),
@@ -350,8 +350,8 @@ class App:
                         concepts = gr.Textbox(
                             label="Concepts (sega)", lines=2, value="", placeholder="+glasses", elem_id="edit-concepts"
                         )
-                        edit_steps = gr.Slider(1, self.service.config.limits.max_steps, value=min(25, self.service.config.limits.max_steps), step=1,
-                                               label="Steps", elem_id="edit-steps")  # fmt: skip
+                        edit_steps = gr.Slider(0, self.service.config.limits.max_steps, value=0, step=1, elem_id="edit-steps",
+                                               label="Steps (0: the method's default, e.g. 25 on U-Nets, FlowEdit's 50 on SD3 and 28 on FLUX)")  # fmt: skip
                         with gr.Row():
                             edit_guidance = gr.Number(
                                 0, label="Guidance (0: the method's default)", minimum=0, elem_id="edit-guidance"
