@@ -55,6 +55,13 @@ def test_embedded_flow_builds_one_stock_folder_and_equals_diffusers(shipped, tmp
     assert ours.shape == (1, 64, 64, 3)
     assert np.abs(ours - want).max() < 1e-4
     assert pipe.transformer.dtype == torch.float32  # shipped in float16, run in float32
+    # its own measured edit defaults and their step count, by name and by the folder the pipeline was loaded from
+    from segakit.sega.defaults import EMBEDDED_FLOW_EDIT, default_steps, edit_defaults
+    from segakit.sega.guidance import DIFFUSERS_EDIT
+
+    assert edit_defaults("embedded-flow") == edit_defaults(built) == pipe.edit_defaults == EMBEDDED_FLOW_EDIT
+    assert EMBEDDED_FLOW_EDIT != DIFFUSERS_EDIT and default_steps("embedded-flow") == default_steps(built) == 25
+    assert edit_defaults(tmp_path) == DIFFUSERS_EDIT and default_steps(tmp_path) == 50
 
 
 def test_embedded_flow_missing_says_so(tmp_path, monkeypatch):

@@ -43,8 +43,9 @@ class RectifiedFlowFamily(Family):
         return self.reference_class(**components)
 
     def default_block(self) -> int:
-        """The block whose image tokens are h-space when a call or file names none: the middle joint block
-        (provisional, until the embedded flow model's measurement picks one; docs/flow.md)."""
+        """The block whose image tokens are h-space when a call or file names none: the middle joint block (of the
+        embedded flow model's four, blocks 0-2 keep the same share of the other attributes at equal success and the
+        last keeps less; ``benchmarks/flow_direction_blocks.py``, docs/flow.md)."""
         return (len(self.denoiser.transformer_blocks) - 1) // 2
 
     def hspace_site(self, height: int, width: int, site: str | None = None) -> HSpaceSite:
