@@ -67,7 +67,13 @@ def main() -> None:
                 cases[f"{n} edits, refresh {k}, CFG {g}"] = run(n, k, g)
     rows: dict[str, float] = {}  # denoiser rows per image per step: the cost that does not depend on the machine
     counted: list[int] = []
-    hook = pipe.unet.register_forward_pre_hook(lambda m, a: counted.append(a[0].shape[0]))
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+
+    def count(module, args, kwargs):
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        counted.append(x.shape[0])
+
+    hook = denoiser.register_forward_pre_hook(count, with_kwargs=True)
     for name, fn in cases.items():
         counted.clear()
         fn()  # warm-up, counting rows
