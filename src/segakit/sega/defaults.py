@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segakit.core.loading import is_embedded
+from segakit.core.loading import EMBEDDED, model_key
 from segakit.sega.guidance import DIFFUSERS_EDIT, Edit
 
 # The embedded model's default SEGA edit parameters for 25 DDIM steps: scale 6, threshold 0.8 and the
@@ -33,20 +33,17 @@ def edit_defaults(name: str | Path | None) -> Edit:
     One source for every entry point: ``Edit("glasses")`` in ``SegaPipeline`` (which asks with the folder it
     was loaded from) and ``--edit +glasses`` on the command line get the same values on the same model.
     """
-    if name is not None and is_embedded(name):
-        return EMBEDDED_EDIT
-    return EMBEDDED_FLOW_EDIT if name is not None and is_embedded_flow(name) else DIFFUSERS_EDIT
+    return _embedded_edits().get(None if name is None else model_key(name), DIFFUSERS_EDIT)
 
 
 def default_steps(name: str | Path | None) -> int:
     """The command line's default step count for model ``name``: 25 on the embedded models (where their edit
     defaults were chosen), diffusers' 50 elsewhere."""
-    embedded = name is not None and (is_embedded(name) or is_embedded_flow(name))
-    return EMBEDDED_STEPS if embedded else DIFFUSERS_STEPS
+    return EMBEDDED_STEPS if name is not None and model_key(name) in _embedded_edits() else DIFFUSERS_STEPS
 
 
-def is_embedded_flow(name: str | Path) -> bool:
-    """``name`` is "embedded-flow" or the folder segakit assembles for it."""
-    from segakit.core.embedded_flow import EMBEDDED_FLOW, is_embedded_flow_folder
+def _embedded_edits() -> dict[str, Edit]:
+    """The embedded models' edit defaults by their one spelling (:func:`segakit.core.loading.model_key`)."""
+    from segakit.core.embedded_flow import EMBEDDED_FLOW  # imported when asked, as model_key does
 
-    return str(name) == EMBEDDED_FLOW or is_embedded_flow_folder(Path(name))
+    return {EMBEDDED: EMBEDDED_EDIT, EMBEDDED_FLOW: EMBEDDED_FLOW_EDIT}
