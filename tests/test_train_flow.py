@@ -174,6 +174,14 @@ def test_unknown_timestep_sampling_is_refused_in_one_sentence(tiny, tmp_path):
         )
 
 
+@pytest.mark.parametrize(
+    ("flags", "flag"), [(["--schedule", "linear"], "--schedule"), (["--schedule", "wsd", "--decay_steps", "0"], "--decay_steps")]
+)
+def test_bad_schedule_is_refused_in_one_sentence(tiny, tmp_path, flags, flag):
+    with pytest.raises(SystemExit, match=flag):
+        flow.main(TINY + flags + ["--run", str(tmp_path / "r"), "--cache", str(tiny / "cache")])
+
+
 def test_training_curves_draw_the_flow_run_on_request(tiny, tmp_path):
     from segakit.train import curves
 

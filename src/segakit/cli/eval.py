@@ -14,7 +14,9 @@ from segakit.cli.options import DEVICE_HELP, Quiet, progress_bar, resolve_device
 from segakit.cli.runners import RAY_HELP, WORKERS_HELP, check
 from segakit.core.errors import UserError
 from segakit.core.outputs import plan_folder
-from segakit.sega.defaults import EMBEDDED_EDIT
+from segakit.sega.defaults import edit_defaults
+
+MODEL_DEFAULT = "Default: the model's edit default (segakit.sega.defaults; diffusers' on other models)."
 
 
 @eval_app.command("embedded")
@@ -33,14 +35,15 @@ def embedded(
     sega_seeds: Annotated[int, typer.Option("--sega-seeds", help="Seeds lacking each target, per target.")] = 50,
     batch: Annotated[int, typer.Option(help="Images per pipeline call.")] = 16,
     edit_scale: Annotated[
-        float, typer.Option("--edit-scale", help="SEGA edit scale of the additions.")
-    ] = EMBEDDED_EDIT.scale,
+        float | None, typer.Option("--edit-scale", help=f"SEGA edit scale of the additions. {MODEL_DEFAULT}")
+    ] = None,
     edit_threshold: Annotated[
-        float, typer.Option("--edit-threshold", help="SEGA threshold (quantile) of the additions.")
-    ] = EMBEDDED_EDIT.threshold,
+        float | None,
+        typer.Option("--edit-threshold", help=f"SEGA threshold (quantile) of the additions. {MODEL_DEFAULT}"),
+    ] = None,
     edit_warmup: Annotated[
-        int, typer.Option("--edit-warmup", help="SEGA warm-up steps of the additions.")
-    ] = EMBEDDED_EDIT.warmup,
+        int | None, typer.Option("--edit-warmup", help=f"SEGA warm-up steps of the additions. {MODEL_DEFAULT}")
+    ] = None,
     guidance_sweep: Annotated[
         str,
         typer.Option(
@@ -94,6 +97,10 @@ def embedded(
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
     if fid_n < 2:
         raise UserError(f"--fid-n {fid_n} is below 2; a covariance needs at least 2 images per side.")
+    defaults = edit_defaults(model)
+    edit_scale = defaults.scale if edit_scale is None else edit_scale
+    edit_threshold = defaults.threshold if edit_threshold is None else edit_threshold
+    edit_warmup = defaults.warmup if edit_warmup is None else edit_warmup
     if edit_warmup < 0 or edit_warmup >= steps:
         raise UserError(
             f"--edit-warmup {edit_warmup} is outside 0..{steps - 1}; the edit must start before the last step."
@@ -144,11 +151,11 @@ def sega(
     ] = "embedded",
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
     batch: Annotated[int, typer.Option(help="Images per pipeline call (part of the cache key).")] = 16,
-    scale: Annotated[float, typer.Option(help="SEGA edit scale of every edit.")] = EMBEDDED_EDIT.scale,
+    scale: Annotated[float | None, typer.Option(help=f"SEGA edit scale of every edit. {MODEL_DEFAULT}")] = None,
     threshold: Annotated[
-        float, typer.Option(help="SEGA threshold (quantile of |guidance| kept).")
-    ] = EMBEDDED_EDIT.threshold,
-    warmup: Annotated[int, typer.Option(help="First step at which an edit acts.")] = EMBEDDED_EDIT.warmup,
+        float | None, typer.Option(help=f"SEGA threshold (quantile of |guidance| kept). {MODEL_DEFAULT}")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(help=f"First step at which an edit acts. {MODEL_DEFAULT}")] = None,
     edit_refresh: Annotated[
         int,
         typer.Option(
@@ -203,6 +210,10 @@ def sega(
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
     check(workers, ray)
+    defaults = edit_defaults(model)
+    scale = defaults.scale if scale is None else scale
+    threshold = defaults.threshold if threshold is None else threshold
+    warmup = defaults.warmup if warmup is None else warmup
     cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold, edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
                       warmup=warmup, target_scales=tuple(overrides), sweep_seeds=sweep_seeds, unique_seeds=unique_seeds).check()  # fmt: skip
     if threads:

@@ -104,11 +104,20 @@ def text_encoder_path(root: Path) -> Path:
     )
 
 
-def lr_at(step: int, base: float, warmup: int, max_steps: int, schedule: str, min_ratio: float = 0.1) -> float:
-    """Linear warm-up, then constant (``const``) or cosine decay to ``min_ratio * base`` (``cosine``)."""
+def lr_at(
+    step: int, base: float, warmup: int, max_steps: int, schedule: str, min_ratio: float = 0.1, decay_steps: int = 0
+) -> float:
+    """Linear warm-up, then constant (``const``), cosine decay to ``min_ratio * base`` (``cosine``), or constant
+    and then a linear decay to ``min_ratio * base`` over the last ``decay_steps`` steps (``wsd``: warm-up, stable,
+    decay; a run can be prolonged or cooled down late without changing its earlier steps)."""
     if step < warmup:
         return base * (step + 1) / warmup
     if schedule == "const":
         return base
+    if schedule == "wsd":
+        start = max_steps - decay_steps
+        if step < start:
+            return base
+        return base * (1 - (1 - min_ratio) * min(1.0, (step - start) / max(1, decay_steps)))
     progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + np.cos(np.pi * progress)))

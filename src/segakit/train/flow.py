@@ -81,7 +81,8 @@ class FlowConfig:
     max_steps: int = 12_000
     lr: float = 3e-4
     warmup: int = 500
-    schedule: str = "const"
+    schedule: str = "const"  # const, cosine, or wsd (constant, then linear to 0.1x over the last --decay_steps)
+    decay_steps: int = 2_500
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     p_uncond: float = 0.1
@@ -205,6 +206,10 @@ def check_config(cfg: FlowConfig) -> None:
     for name in ("shift", "train_shift", "logit_std"):
         if getattr(cfg, name) <= 0:
             raise SystemExit(f"--{name} must be above 0, got {getattr(cfg, name)}.")
+    if cfg.schedule not in ("const", "cosine", "wsd"):
+        raise SystemExit(f"--schedule must be const, cosine or wsd, got {cfg.schedule!r}.")
+    if cfg.schedule == "wsd" and not 0 < cfg.decay_steps <= cfg.max_steps:
+        raise SystemExit(f"--decay_steps must be between 1 and --max_steps ({cfg.max_steps}), got {cfg.decay_steps}.")
     if not 0 <= cfg.p_uncond < 1:
         raise SystemExit(f"--p_uncond must be in [0, 1), got {cfg.p_uncond}.")
 
@@ -266,7 +271,7 @@ def train(cfg: FlowConfig) -> Path:
     t_last, seen, loss_sum, loss_n = time.time(), 0, 0.0, 0
     deadline = time.time() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else float("inf")
     while step < cfg.max_steps:
-        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule)
+        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.max_steps, cfg.schedule, decay_steps=cfg.decay_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         rows = batch_indices(step, cfg.batch_size, len(cache), cfg.seed)
