@@ -175,7 +175,8 @@ def test_unknown_timestep_sampling_is_refused_in_one_sentence(tiny, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flags", "flag"), [(["--schedule", "linear"], "--schedule"), (["--schedule", "wsd", "--decay_steps", "0"], "--decay_steps")]
+    ("flags", "flag"),
+    [(["--schedule", "linear"], "--schedule"), (["--schedule", "wsd", "--decay_steps", "0"], "--decay_steps")],
 )
 def test_bad_schedule_is_refused_in_one_sentence(tiny, tmp_path, flags, flag):
     with pytest.raises(SystemExit, match=flag):
