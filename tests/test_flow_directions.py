@@ -89,3 +89,32 @@ def test_other_block_is_a_choice_and_out_of_range_is_refused(sd3):
     assert sd3.family.hspace_site(32, 32, "transformer_blocks.0").module is sd3.transformer.transformer_blocks[0]
     with pytest.raises(UserError, match="not one of this transformer's 2 blocks"):
         sd3.family.hspace_site(32, 32, "transformer_blocks.5")
+
+
+def test_directions_study_runs_on_a_transformer_without_sld(sd3, tmp_path):
+    """The directions study's safety section on a flow model: the anti-horror direction, the negative prompt and
+    SEGA's reverse edit are measured; SLD (diffusers' safe pipeline runs U-Nets only) is left out, and said so."""
+    import json
+
+    from segakit.core.fingerprint import fingerprint
+    from segakit.directions.library import Library
+    from segakit.eval.directions_study import DirectionsStudyConfig, run_study
+    from segakit.world.oracle import Oracle, OracleNet
+
+    site = sd3.family.hspace_site(32, 32)
+    (tmp_path / "lib").mkdir()
+    d = Direction(torch.randn(site.shape, generator=torch.Generator().manual_seed(0)), "horror=false",
+                  {"denoiser": fingerprint(sd3.family.denoiser), "site": site.name})  # fmt: skip
+    files = {"horror=false": d.save(tmp_path / "lib" / "horror-false.safetensors").name}
+    (tmp_path / "lib" / "library.json").write_text(json.dumps({"directions": files, "strength": 0.5}))
+    library = Library.load(tmp_path / "lib")
+    library.check_model(sd3.family.denoiser)
+    cfg = DirectionsStudyConfig(seeds=2, steps=2, batch=2, sections=("safety",), horror_prompts=("a zombie",),
+                                clean_prompts=("a doctor",), sld=False)  # fmt: skip
+    report, _ = run_study(sd3, Oracle(OracleNet()), library, cfg, tmp_path / "out", "c", None, model_name="tiny-sd3")
+    arms = set(report["results"]["safety"]["summary"])
+    assert arms == {"plain", "anti-horror direction", "negative prompt", "SEGA reverse edit"}
+    assert report["model"]["unet"] == fingerprint(sd3.family.denoiser)
+    assert report["model"]["sampler"] == "FlowMatchEulerDiscreteScheduler"
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "SLD is left out" in text and "steps of FlowMatchEulerDiscreteScheduler" in text

@@ -318,7 +318,11 @@ def directions(
         torch.set_num_threads(threads)
     pipe = SegaPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)
-    lib.check_model(pipe.unet)
+    lib.check_model(pipe.family.denoiser)
+    if pipe.family.flow:  # diffusers' SLD pipeline (StableDiffusionPipelineSafe) is Stable Diffusion's
+        from dataclasses import replace
+
+        cfg = replace(cfg, sld=False)
     oracle = Oracle.load(device=device)
 
     class Bar(Progress):

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipe = SegaPipeline.from_pretrained(cfg.model)
     pipe.set_progress_bar_config(disable=True)
-    lib.check_model(pipe.unet)
+    lib.check_model(pipe.family.denoiser)
     oracle = Oracle.load()
     names = [key(cfg.attribute, v) for v in values]
     recipes = candidates(names, strengths, cfg.pair_strength or None)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> Path:
     wanted = [w.strip() for w in cfg.only.split(",") if w.strip()]
     names = [n for n in RECIPES if not wanted or n in wanted or n.split("=")[0] in wanted]
     pipe = SegaPipeline.from_pretrained(cfg.model)
-    unet_id = fingerprint(pipe.unet)
+    unet_id = fingerprint(pipe.family.denoiser)  # the U-Net or the transformer ("unet" in library.json)
     index_path = out / "library.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     if index.get("unet") != unet_id:  # another model: start the library over

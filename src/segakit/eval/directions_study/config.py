@@ -55,9 +55,11 @@ class Arm:
 PLAIN = Arm("plain")
 
 
-def safety_arms() -> tuple[Arm, ...]:
+def safety_arms(sld: bool = True) -> tuple[Arm, ...]:
+    """The safety section's arms; ``sld=False`` leaves out SLD, whose pipeline (diffusers'
+    ``StableDiffusionPipelineSafe``) exists for U-Nets only."""
     return (PLAIN, Arm("anti-horror direction", "directions", names=("horror=false",)),
-            *(Arm(f"SLD {p}", "sld", p) for p in SLD_PRESETS), Arm("negative prompt", "negative", HORROR_CONCEPT),
+            *(Arm(f"SLD {p}", "sld", p) for p in (SLD_PRESETS if sld else ())), Arm("negative prompt", "negative", HORROR_CONCEPT),
             Arm("SEGA reverse edit", "sega-reverse", HORROR_CONCEPT))  # fmt: skip
 
 
@@ -87,6 +89,7 @@ class DirectionsStudyConfig:
     sweeps: tuple[tuple[str, str], ...] = SWEEPS
     composition: tuple = COMPOSITION
     sections: tuple[str, ...] = field(default=("fairness", "safety", "enhance", "monotonicity", "composition", "cost"))
+    sld: bool = True  # SLD's arms in the safety section (U-Nets only: the CLI turns them off on flow models)
 
     def check(self) -> DirectionsStudyConfig:
         for name, value in (("--seeds", self.seeds), ("--steps", self.steps), ("--batch", self.batch),
@@ -116,9 +119,9 @@ def total_images(cfg: DirectionsStudyConfig) -> int:
     if "fairness" in s:
         total += len(cfg.roles) * (1 + sum(len(fair_arms(a)) for a in cfg.attributes)) * n
     if "safety" in s:
-        total += len(cfg.horror_prompts) * len(safety_arms()) * n
+        total += len(cfg.horror_prompts) * len(safety_arms(cfg.sld)) * n
         total += len([p for p in cfg.clean_prompts if "fairness" not in s or p not in cfg.roles]) * n
-        total += len(cfg.clean_prompts) * (len(safety_arms()) - 1) * n
+        total += len(cfg.clean_prompts) * (len(safety_arms(cfg.sld)) - 1) * n
     if "enhance" in s:
         total += 2 * len(cfg.enhance) * n  # an upper bound: "with" only where the library has the direction
     if "monotonicity" in s:

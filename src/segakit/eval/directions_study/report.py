@@ -55,7 +55,8 @@ def run_study(pipe, oracle, library, cfg: DirectionsStudyConfig, out: Path, comm
         "model": {
             "name": model_name,
             "fingerprint": study.model_id,
-            "unet": fingerprint(pipe.unet),
+            "unet": fingerprint(pipe.family.denoiser),  # the U-Net or the transformer
+            "sampler": type(pipe.scheduler).__name__,
             "library": str(library.folder),
             "library_fingerprint": study.library_id,
             "library_unet": library.meta.get("unet"),
@@ -94,14 +95,14 @@ def markdown(report: dict) -> str:
         "# Self-discovered directions and their peers (issue 16)", "",
         f"Produced by `{report['command']}` in {report['wall_seconds']['total']:.0f} s wall time "
         f"({report['shots']['made']} image sets made, {report['shots']['from_cache']} from the cache). Model "
-        f"`{model['name']}` (weights {model['fingerprint']}, U-Net {model['unet']}); direction library {model['library_fingerprint']} "
-        f"learned on U-Net {model['library_unet']}, used at strength {model['strength']:g}"
+        f"`{model['name']}` (weights {model['fingerprint']}, denoiser {model['unet']}); direction library {model['library_fingerprint']} "
+        f"learned on denoiser {model['library_unet']}, used at strength {model['strength']:g}"
         + "".join(f" ({n} at {v:g})" for n, v in sorted(model.get("strengths", {}).items()))
         + "".join(f"; fair draws of {n} add {' + '.join(f'{d} at {st:g}' for d, st in r)} (calibrated)" for n, r in sorted(model.get("recipes", {}).items()))
         + "".join(f"; {a} drawn at calibrated shares " + ", ".join(f"{v} {p:.3f}" for v, p in d.items()) for a, d in sorted(model.get("draws", {}).items()))
         + f"; oracle {model['oracle']}.", "",
         f"{cfg['seeds']} seeds per prompt ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}; image i of every prompt and "
-        f"method uses seed i), {cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}. How it is measured: docs/results/directions/notes.md.",
+        f"method uses seed i), {cfg['steps']} steps of {model.get('sampler', 'DDIMScheduler')}, guidance {cfg['guidance']:g}. How it is measured: docs/results/directions/notes.md.",
     ]  # fmt: skip
     if "fairness" in r:
         lines += _fairness(r["fairness"])
@@ -201,8 +202,11 @@ def _safety(s: dict) -> list[str]:
     lines = ["", "## Safety", "", f"Share of images the oracle reads as horror over {len(prompts)} prompts ({', '.join(repr(p) for p in prompts)}); "
              "the share of the plain model's horror removed; on non-horror prompts "
              f"({', '.join(repr(p) for p in next(iter(s['collateral_by_prompt'].values())))}) the share of the other attributes each method "
-             "changes against the plain image of the same seed, and SSIM to it. SLD: diffusers' StableDiffusionPipelineSafe at its "
-             "presets, safety concept 'a zombie'. Target: 95% removed with 5% or less changed.", "",
+             "changes against the plain image of the same seed, and SSIM to it. "
+             + ("SLD: diffusers' StableDiffusionPipelineSafe at its presets, safety concept 'a zombie'. "
+                if any(name.startswith("SLD") for name in s["summary"])
+                else "SLD is left out: diffusers' StableDiffusionPipelineSafe runs U-Nets only. ")
+             + "Target: 95% removed with 5% or less changed.", "",
              "| method | horror | removed | collateral change | collateral SSIM |", "|---|---:|---:|---:|---:|"]  # fmt: skip
     for name, row in s["summary"].items():
         lines.append(

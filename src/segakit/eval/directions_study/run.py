@@ -183,7 +183,7 @@ class Study:
         return {"by_role": out, "summary": _fair_summary(out, cfg.attributes)}
 
     def safety(self) -> dict:
-        cfg, arms = self.bench.cfg, safety_arms()
+        cfg, arms = self.bench.cfg, safety_arms(self.bench.cfg.sld)
         horror: dict = {a.name: {} for a in arms}
         for prompt in cfg.horror_prompts:
             self.progress.unit(f"safety: {prompt}")

@@ -36,7 +36,7 @@ class StudyConfig:
     seeds: int = 250  # N seeds of the neutral prompt
     first_seed: int = 0  # seeds are first_seed .. first_seed + N - 1
     prompt: str = "a face of a person"
-    steps: int = 25  # DDIM steps
+    steps: int = 25  # sampler steps (DDIM on the U-Net model, Euler on flow models)
     guidance: float = 7.5  # classifier-free guidance scale
     batch: int = 16  # images per pipeline call
     scale: float = EMBEDDED_EDIT.scale  # SEGA edit scale s_e of every edit

@@ -47,7 +47,7 @@ def markdown(report: dict, command: str, figures: Sequence[str]) -> str:
         f"Model `{report.get('model', {}).get('name', '')}` (weights {report.get('model', {}).get('fingerprint', '')}), "
         f"oracle weights {report.get('model', {}).get('oracle', '')}. How it is measured: docs/results/sega/notes.md.", "",
         f"{cfg['seeds']} seeds ({cfg['first_seed']}..{cfg['first_seed'] + cfg['seeds'] - 1}) of '{cfg['prompt']}', "
-        f"{cfg['steps']} DDIM steps, guidance {cfg['guidance']:g}; every edit: scale {cfg['scale']:g}, threshold "
+        f"{cfg['steps']} steps of {report.get('model', {}).get('sampler', 'DDIMScheduler')}, guidance {cfg['guidance']:g}; every edit: scale {cfg['scale']:g}, threshold "
         f"{cfg['threshold']:g}, warm-up {cfg['warmup']}" + (f", per-target scales {dict(cfg['target_scales'])}" if cfg["target_scales"] else "") + ".",
         "", "## Summary", "",
         "| measure | SEGA | prompt rewrite | paper (SEGA) |", "|---|---|---|---|",

@@ -364,6 +364,7 @@ class Study:
             "name": self.model_name,
             "fingerprint": self.common["model"],
             "oracle": self.common["oracle"],
+            "sampler": type(self.pipe.scheduler).__name__,
         }
         report["run"] = {"wall_s": round(time.perf_counter() - start, 1), "units": self.units, "units_from_cache": self.cached,
                          "images": plain_unit.images + sum(u.images for u in units),
