@@ -66,8 +66,9 @@ THREE_EDITS = dict(
         dict(prompt="a face", **THREE_EDITS),
         dict(prompt=["a face", "a smiling face"], num_images_per_prompt=2, **THREE_EDITS),
         dict(prompt="a face", editing_prompt="glasses", guidance_scale=1.0),  # SEGA skipped, as in the reference
+        dict(prompt="a face", **{**THREE_EDITS, "edit_momentum_scale": 0.0}),  # concepts computed from warm-up on
     ],
-    ids=["one-edit", "three-edits", "2-prompts-x-2-images", "no-cfg"],
+    ids=["one-edit", "three-edits", "2-prompts-x-2-images", "no-cfg", "no-momentum"],
 )
 def test_matches_deprecated_semantic_pipeline(sd, case):
     _, ref, ours = sd
@@ -218,6 +219,19 @@ def test_cooled_down_concepts_leave_the_batch(sd):
     finally:
         handle.remove()
     assert rows == [4, 4, 4, 3, 3, 2, 2, 2]
+
+
+def test_without_momentum_concepts_join_the_batch_at_their_warm_up(sd):
+    """Before its warm-up a concept's estimate only feeds the momentum: with momentum_scale 0 it is not computed
+    (the images equal the reference pipeline's: test_matches_deprecated_semantic_pipeline[no-momentum])."""
+    _, _, ours = sd
+    rows, handle = _count_unet_rows(ours)
+    try:
+        ours("a face", edits=[Edit("glasses", warmup=2, cooldown=6), Edit("hat", warmup=4)], edit_momentum_scale=0.0,
+             num_inference_steps=STEPS, output_type="latent", generator=_gen())  # fmt: skip
+    finally:
+        handle.remove()
+    assert rows == [2, 2, 3, 3, 4, 4, 3, 3]
 
 
 def test_unet_batch_cap_gives_same_images(sd):

@@ -216,7 +216,11 @@ class SemanticGuidance:
         self._reference = 0.0
 
     def alive(self, step: int) -> list[int]:
-        """Indices of the concepts whose U-Net estimate is used at ``step``."""
+        """Indices of the concepts whose U-Net estimate is used at ``step``: those not cooled down, and without
+        momentum (``momentum_scale`` 0) only from their warm-up on, since before it an estimate feeds nothing but
+        the momentum (exact: the guidance is the same; the denoiser computes fewer rows)."""
+        if self.momentum_scale == 0:
+            return [k for k, e in enumerate(self.edits) if e.alive(step) and e.warmed_up(step)]
         return [k for k, e in enumerate(self.edits) if e.alive(step)]
 
     def __call__(self, step: int, e0: torch.Tensor, estimates: Mapping[int, torch.Tensor]) -> torch.Tensor | None:
