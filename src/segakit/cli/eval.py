@@ -25,7 +25,7 @@ def embedded(
         "out/eval-embedded"
     ),
     model: Annotated[str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder.")] = "embedded",
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    steps: Annotated[int, typer.Option(help="Sampler steps (DDIM on the U-Net model, Euler on flow models).")] = 25,
     prompts: Annotated[int, typer.Option(help="Prompts for text faithfulness.")] = 100,
     prompt_seeds: Annotated[int, typer.Option("--prompt-seeds", help="Seeds per prompt.")] = 4,
     prior_seeds: Annotated[
@@ -149,7 +149,7 @@ def sega(
     model: Annotated[
         str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder or hub id.")
     ] = "embedded",
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    steps: Annotated[int, typer.Option(help="Sampler steps (DDIM on the U-Net model, Euler on flow models).")] = 25,
     batch: Annotated[int, typer.Option(help="Images per pipeline call (part of the cache key).")] = 16,
     scale: Annotated[float | None, typer.Option(help=f"SEGA edit scale of every edit. {MODEL_DEFAULT}")] = None,
     threshold: Annotated[
@@ -266,7 +266,7 @@ def directions(
     strength: Annotated[
         float | None, typer.Option(help="Strength of the library's directions (default: the library's).")
     ] = None,
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 25,
+    steps: Annotated[int, typer.Option(help="Sampler steps (DDIM on the U-Net model, Euler on flow models).")] = 25,
     batch: Annotated[int, typer.Option(help="Images per pipeline call.")] = 16,
     sweep_seeds: Annotated[
         int, typer.Option("--sweep-seeds", help="Seeds per strength in the monotonicity sweep.")
