@@ -84,6 +84,30 @@ def test_every_flow_method_runs_end_to_end_and_a_rerun_reads_the_cache(parts, tm
     )
 
 
+def test_the_flow_methods_run_on_flux_at_fluxs_own_settings(tmp_path):
+    """FLUX: the paper's FlowEdit settings for FLUX (28 steps, the last 24 edited) and the same bookkeeping."""
+    from diffusers import FluxPipeline
+    from tiny_flow_models import flux_components
+
+    pipe = EditPipeline.from_pipe(flow_pipe(FluxPipeline, flux_components(tmp_path / "parts")), model_name="tiny-flux")
+    methods = ("flowedit-gold", "rf-inversion-gold", "sega-flow", "regenerate")
+    cfg = EditingStudyConfig(pairs=1, sessions=0, steps=2, methods=methods, figure_rows=0)
+    study = EditingStudy(Methods(pipe, cfg), Oracle(OracleNet()), None, cfg, tmp_path / "cache")
+    result = study.run()
+    assert result["family"] == "flux" and result["run"]["edits"] == 4
+    assert {r["method"] for r in result["records"]} >= set(methods)
+    turn = result["single"][0]
+    u8 = np.asarray(turn.input_image).transpose(2, 0, 1)
+    unset = EditingStudyConfig(**{**cfg.__dict__, "steps": None})
+    edit = (
+        EditingStudy(Methods(pipe, unset), Oracle(OracleNet()), None, unset, tmp_path / "cache")
+        ._unit("flowedit-gold", turn, u8)
+        .spec["edit"]
+    )
+    assert edit["steps"] == PAPER["flux"]["steps"] == 28 and edit["guidance_scale"] == PAPER["flux"]["target_guidance"]
+    assert round((1 - edit["skip"]) * 28) == 24
+
+
 def test_the_editors_defaults_are_in_the_key_and_only_sega_flow_takes_the_sega_options(parts, tmp_path):
     pipe, oracle, _ = parts
     cfg = EditingStudyConfig(pairs=1, sessions=0, methods=FLOW_METHODS)  # --steps not given: each editor's own

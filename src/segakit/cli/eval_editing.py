@@ -94,11 +94,17 @@ def editing(
         ),
     ] = 0.15,
     sega_scale: Annotated[
-        float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")
+        float,
+        typer.Option(
+            "--sega-scale", help="Edit scale of SEGA (sega, sega-flow) and of diffusers' LEDITS++ (LEDITS++: 5)."
+        ),
     ] = 5.0,
     sega_threshold: Annotated[
         float,
-        typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9)."),
+        typer.Option(
+            "--sega-threshold",
+            help="Mask quantile of SEGA (sega, sega-flow) and of diffusers' LEDITS++ (LEDITS++: 0.9).",
+        ),
     ] = 0.9,
     source_guidance: Annotated[
         float,
