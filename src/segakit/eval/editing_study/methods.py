@@ -9,6 +9,7 @@ of the edit (model loading excluded), and what the method used (captions written
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -23,6 +24,9 @@ from segakit.eval.editing_study.flow_methods import run_flow
 from segakit.eval.editing_study.peer import ledits_edit, ledits_peer
 from segakit.eval.editing_study.result import MethodResult, to_u8
 
+if TYPE_CHECKING:
+    from segakit.editing.flow_pipeline import FlowEditPipeline
+
 __all__ = ["MethodResult", "Methods", "to_u8"]
 
 
@@ -31,7 +35,7 @@ class Methods:
     and diffusers' LEDITS++ pipeline on the same components. On an SD3 or FLUX model ``pipe`` is a
     :class:`~segakit.editing.flow_pipeline.FlowEditPipeline` and the flow methods run."""
 
-    def __init__(self, pipe: EditPipeline, cfg: EditingStudyConfig) -> None:
+    def __init__(self, pipe: EditPipeline | FlowEditPipeline, cfg: EditingStudyConfig) -> None:
         self.pipe, self.cfg = pipe, cfg
         self._peer = None
 
