@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -36,15 +37,25 @@ def editing(
     turns: Annotated[
         int, typer.Option(help="Instructions per session, each editing the previous result (MagicBrush: 3).")
     ] = 3,
-    steps: Annotated[int, typer.Option(help="Inversion steps = edit steps, every method (the paper: 100).")] = 25,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Inversion steps = edit steps, every method (the paper: 100). Default: each method's own: 25 on U-Net models; on SD3 and FLUX the flow editors' (FlowEdit the paper's per family, SD3 50 with the last 33 edited; rf-inversion, sega-flow, regenerate 28 each way)."
+        ),
+    ] = None,
     methods: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated methods. U-Net models: onthefly-gold, onthefly-lm, onthefly-gold-ddpm, onthefly-lm-ddpm, sega, ledits-diffusers, regenerate (the default), and onthefly-auto-ddpm (captions the image itself: the whole chain). SD3 and FLUX models (e.g. embedded-flow): flowedit-gold, flowedit-lm, rf-inversion-gold, rf-inversion-lm, sega-flow, regenerate (the default: all of them)."
+        ),
+    ] = None,
+    model: Annotated[
         str,
         typer.Option(
-            help="Comma-separated methods: onthefly-gold, onthefly-lm, onthefly-gold-ddpm, onthefly-lm-ddpm, sega, ledits-diffusers, regenerate; also onthefly-auto-ddpm (captions the image itself: the whole chain)."
+            "--model",
+            "-m",
+            help="'embedded', 'embedded-flow' (the flow methods) or a diffusers folder (an SD3 or FLUX one: the flow methods), with clip/ beside it for CLIP-I / CLIP-T (embedded-flow: the embedded model's CLIP).",
         ),
-    ] = "onthefly-gold,onthefly-lm,onthefly-gold-ddpm,onthefly-lm-ddpm,sega,ledits-diffusers,regenerate",
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder with clip/ beside it.")
     ] = "embedded",
     caption_writer: Annotated[
         Path | None,
@@ -83,11 +94,17 @@ def editing(
         ),
     ] = 0.15,
     sega_scale: Annotated[
-        float, typer.Option("--sega-scale", help="Edit scale of SEGA and of diffusers' LEDITS++ (LEDITS++: 5).")
+        float,
+        typer.Option(
+            "--sega-scale", help="Edit scale of SEGA (sega, sega-flow) and of diffusers' LEDITS++ (LEDITS++: 5)."
+        ),
     ] = 5.0,
     sega_threshold: Annotated[
         float,
-        typer.Option("--sega-threshold", help="Mask quantile of SEGA and of diffusers' LEDITS++ (LEDITS++: 0.9)."),
+        typer.Option(
+            "--sega-threshold",
+            help="Mask quantile of SEGA (sega, sega-flow) and of diffusers' LEDITS++ (LEDITS++: 0.9).",
+        ),
     ] = 0.9,
     source_guidance: Annotated[
         float,
@@ -140,36 +157,47 @@ def editing(
     quiet: Quiet = False,
 ) -> None:
     """Instruction-guided editing on faces-world pairs in MagicBrush's format: MagicBrush's metrics and the oracle's,
-    OnTheFly, SEGA, diffusers' LEDITS++ and regeneration side by side, single- and multi-turn. Resumes from the cache."""
+    OnTheFly, SEGA, diffusers' LEDITS++ and regeneration side by side (on SD3 and FLUX models: FlowEdit, the
+    rectified-flow inversion, SEGA on it and regeneration), single- and multi-turn. Resumes from the cache."""
     device = resolve_device(device)
     plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
     import warnings
 
+    from segakit.core.loading import model_family
     from segakit.editing.pipeline import EditPipeline
     from segakit.eval.editing_study import (
+        UNET_STEPS,
         ClipScorer,
         EditingStudy,
         EditingStudyConfig,
         Methods,
+        default_methods,
+        kind_of,
         write_report,
     )
+    from segakit.sega.pipeline import SegaPipeline
     from segakit.world.oracle import Oracle
 
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for torch's default or a positive count.")
-    cfg = EditingStudyConfig(pairs=pairs, attributes=tuple(a.strip() for a in attributes.split(",") if a.strip()), sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed, steps=steps,
-                             guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, ddpm_mask=ddpm_mask, skip=skip, methods=tuple(m.strip() for m in methods.split(",") if m.strip()), sega_scale=sega_scale,
+    family = model_family(model)  # from model_index.json, before any weights load (None: known once loaded)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else None
+    cfg = EditingStudyConfig(pairs=pairs, attributes=tuple(a.strip() for a in attributes.split(",") if a.strip()), sessions=sessions, turns=turns, seed=seed, edit_seed=edit_seed,
+                             steps=UNET_STEPS if steps is None and kind_of(family) == "unet" else steps,  # as before on U-Nets
+                             guidance=guidance, xa_guidance=xa_guidance, ddpm_guidance=ddpm_guidance, ddpm_mask=ddpm_mask, skip=skip, methods=default_methods(family) if chosen is None else chosen, sega_scale=sega_scale,
                              sega_threshold=sega_threshold, source_guidance=source_guidance, mask_tokens=mask_tokens,
-                             sega_mask=sega_mask, blend=blend, blend_dilate=blend_dilate, figure_rows=figure_rows).check()  # fmt: skip
+                             sega_mask=sega_mask, blend=blend, blend_dilate=blend_dilate, figure_rows=figure_rows).check(family)  # fmt: skip
     check(workers, ray)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message=".*torchvision.*")
-    pipe = EditPipeline.from_pretrained(model, caption_writer=caption_writer).to(
-        device
-    )  # the embedded model brings its own
+    # the embedded model brings its own caption writer; a flow model is edited over SegaPipeline (sega-flow runs its loop)
+    loading = {"pipeline_class": SegaPipeline} if kind_of(family) != "unet" else {}
+    pipe = EditPipeline.from_pretrained(model, caption_writer=caption_writer, **loading).to(device)
+    if chosen is None and family is None:  # the model's family is known only now
+        cfg = dataclasses.replace(cfg, methods=default_methods(getattr(pipe, "family", "unet")))
     clip_folder = _model_clip_folder(model)
     clip = ClipScorer.from_folder(clip_folder) if clip_folder is not None else None
     oracle = Oracle.load(device=device)
@@ -191,9 +219,12 @@ def editing(
 
 
 def _model_clip_folder(model: str) -> Path | None:
-    from segakit.core.loading import resolve
+    """The CLIP beside the model (``clip/`` in its folder); for the embedded flow model, which ships none, the embedded
+    U-Net model's, trained on the same world (so both models' CLIP-I / CLIP-T are measured by one CLIP)."""
+    from segakit.core.embedded_flow import EMBEDDED_FLOW
+    from segakit.core.loading import embedded_path, model_key, resolve
 
-    folder = Path(resolve(model)) / "clip"
+    folder = Path(embedded_path() if model_key(model) == EMBEDDED_FLOW else resolve(model)) / "clip"
     return folder if (folder / "config.json").is_file() else None
 
 

@@ -5,7 +5,7 @@ actors while every edit computes exactly what it computes in one process.
 
 A worker's pipeline is the runner's (a :class:`segakit.sega.pipeline.SegaPipeline` of the study's model); the
 first chain a worker runs wraps it once as an :class:`segakit.editing.pipeline.EditPipeline` with the study's
-caption writer. In this process the study's own edit pipeline is used as it is. The methods are kept per process
+caption writer (on an SD3 or FLUX model, a :class:`segakit.editing.flow_pipeline.FlowEditPipeline`). In this process the study's own edit pipeline is used as it is. The methods are kept per process
 (the Methods object holds what it builds on first use, such as diffusers' LEDITS++ peer).
 """
 
@@ -36,12 +36,13 @@ class Chain:
 def methods_for(pipe, model: str, caption_writer: str | None, cfg: EditingStudyConfig) -> Methods:
     """The study's methods on ``pipe`` (an edit pipeline as it is, a runner's pipeline wrapped), made once per
     process and study so that what they build on first use (diffusers' LEDITS++ peer) is kept."""
+    from segakit.editing.flow_pipeline import FlowEditPipeline
     from segakit.editing.pipeline import EditPipeline
 
     key = (id(pipe), model, caption_writer, cfg)
     if key not in _WRAPPED:
         _WRAPPED.clear()  # one study at a time: drop what an earlier one made
-        if isinstance(pipe, EditPipeline):
+        if isinstance(pipe, (EditPipeline, FlowEditPipeline)):
             edit = pipe
         else:
             edit = EditPipeline.from_pipe(

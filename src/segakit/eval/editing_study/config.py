@@ -10,11 +10,18 @@ from segakit.editing.blend import check_dilate
 from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 from segakit.world.schema import ATTRIBUTES
 
-GOLD = ("onthefly-gold", "onthefly-gold-ddpm")  # the methods given the gold target caption
+GOLD = (
+    "onthefly-gold",
+    "onthefly-gold-ddpm",
+    "flowedit-gold",
+    "rf-inversion-gold",
+)  # the methods given the gold target caption
 WRITTEN = (
     "onthefly-lm",
     "onthefly-lm-ddpm",
     "onthefly-auto-ddpm",
+    "flowedit-lm",
+    "rf-inversion-lm",
 )  # the methods whose captions the caption writer writes
 DDPM = (
     "onthefly-gold-ddpm",
@@ -33,7 +40,36 @@ METHODS: dict[str, str] = {
     "sega": "segakit SEGA on the edit-friendly inversion (LEDITS++ recipe), concepts from the instruction",
     "ledits-diffusers": "diffusers' LEditsPPPipelineStableDiffusion (peer), the same concepts",
     "regenerate": "inversion + regeneration with the source caption (no edit)",
+    "flowedit-gold": "FlowEdit (inversion-free) from the gold source caption to the gold target caption, the paper's settings for the model's family (segakit edit --method flowedit)",
+    "flowedit-lm": "FlowEdit along the caption writer's captions: the source caption moved by mean(after) - mean(before), the paper's settings",
+    "rf-inversion-gold": "rectified-flow inversion under the source caption, sampled under the gold target caption (OnTheFly's idea on a flow; segakit edit --method invert)",
+    "rf-inversion-lm": "rectified-flow inversion under the source caption, sampled along the caption writer's captions (segakit edit --method invert)",
+    "sega-flow": "SEGA on the rectified-flow inversion, concepts from the instruction (LEDITS++'s idea on a flow; segakit edit --method sega)",
 }
+# the methods of each kind of model; regenerate runs on both (on a flow: the rectified-flow inversion, sampled back
+# under the source caption at rf-inversion's settings, the reconstruction reference of rf-inversion and sega-flow)
+UNET_METHODS = tuple(m for m in METHODS if not m.startswith(("flowedit", "rf-inversion", "sega-flow")))
+FLOW_METHODS = ("flowedit-gold", "flowedit-lm", "rf-inversion-gold", "rf-inversion-lm", "sega-flow", "regenerate")
+# what `segakit eval editing` runs when --methods is not given (on U-Nets the whole chain is left out: opt in)
+DEFAULT_METHODS = {"unet": tuple(m for m in UNET_METHODS if m not in CAPTIONED), "flow": FLOW_METHODS}
+UNET_STEPS = 25  # every U-Net method's inversion steps = edit steps when --steps is not given
+# the U-Net methods' options: on a flow model a value other than the default is refused (no flow method uses it)
+UNET_OPTIONS = {"guidance": "--guidance", "ddpm_guidance": "--ddpm-guidance", "ddpm_mask": "--ddpm-mask",
+                "xa_guidance": "--xa-guidance", "skip": "--skip", "source_guidance": "--sega-source-guidance",
+                "blend": "--blend", "mask_tokens": "--sega-mask-tokens", "sega_mask": "--sega-mask",
+                "blend_dilate": "--blend-dilate"}  # fmt: skip
+
+
+def kind_of(family: str | None) -> str | None:
+    """ "flow" for the rectified-flow families (SD3, FLUX), "unet" for the U-Net ones, None when not known."""
+    if family is None:
+        return None
+    return "flow" if family in ("sd3", "flux") else "unet"
+
+
+def default_methods(family: str | None) -> tuple[str, ...]:
+    """The methods the study runs on a model of ``family`` when none are chosen (the U-Net's when not known)."""
+    return DEFAULT_METHODS[kind_of(family) or "unet"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +82,10 @@ class EditingStudyConfig:
     turns: int = 3  # instructions per session (MagicBrush: up to 3)
     seed: int = 0  # the world pairs' and sessions' seed
     edit_seed: int = 0  # the methods' seed (noise regularisation, caption writer, DDPM inversion noise)
-    steps: int = 25  # inversion steps = edit steps, every method
-    methods: tuple[str, ...] = tuple(METHODS)
+    # inversion steps = edit steps, every method; None: each method's own (U-Net methods 25; flow methods the flow
+    # editors' defaults: FlowEdit the paper's per family, editing its last share; rf-inversion, sega-flow, regenerate 28)
+    steps: int | None = None
+    methods: tuple[str, ...] = UNET_METHODS
     guidance: float = 5.0  # OnTheFly's classifier-free guidance
     ddpm_guidance: float = 3.5  # OnTheFly's guidance on a DDPM inversion (segakit edit --inversion ddpm's default)
     ddpm_mask: float = 0.0  # OnTheFly on a DDPM inversion: the edit's noise-mask quantile (segakit edit --mask; 0: off)
@@ -67,22 +105,46 @@ class EditingStudyConfig:
         """Whether ``--blend`` applies to ``method``: segakit's SEGA, and the -ddpm methods when masked."""
         return self.blend and (method == "sega" or (method in DDPM and self.ddpm_mask > 0))
 
-    def check(self) -> EditingStudyConfig:
-        """Raise :class:`UserError` naming the first bad value; return self."""
+    def steps_for(self, method: str, family: str | None = None) -> int:
+        """The steps ``method`` runs on a model of ``family``: ``steps`` when given, else the method's own (U-Net
+        methods :data:`UNET_STEPS`; on SD3 and FLUX the flow editors' defaults, as ``segakit edit`` takes them)."""
+        if self.steps is not None:
+            return self.steps
+        if kind_of(family) != "flow":
+            return UNET_STEPS
+        from segakit.editing.params import flow_defaults
+
+        return int(flow_defaults("flowedit" if method.startswith("flowedit") else "invert", family)["steps"])
+
+    def check(self, family: str | None = None) -> EditingStudyConfig:
+        """Raise :class:`UserError` naming the first bad value; return self. With ``family`` ("unet", "sd", "sdxl",
+        "sd3", "flux"), the methods and options must be that kind of model's."""
         for name, value, low in (("--pairs", self.pairs, 1), ("--sessions", self.sessions, 0), ("--turns", self.turns, 1),
-                                 ("--steps", self.steps, 1), ("--seed", self.seed, 0), ("--edit-seed", self.edit_seed, 0),
-                                 ("--captions", self.captions, 1), ("--figure-rows", self.figure_rows, 0)):  # fmt: skip
+                                 ("--steps", 1 if self.steps is None else self.steps, 1), ("--seed", self.seed, 0),
+                                 ("--edit-seed", self.edit_seed, 0), ("--captions", self.captions, 1),
+                                 ("--figure-rows", self.figure_rows, 0)):  # fmt: skip
             if int(value) != value or value < low:
                 raise UserError(f"{name} {value!r} is not a whole number of {low} or more.")
         if self.turns > 6:
             raise UserError(f"--turns {self.turns} is above 6; MagicBrush's sessions have up to 3 turns.")
-        if self.steps > 1000:
+        if self.steps is not None and self.steps > 1000:
             raise UserError(f"--steps {self.steps} is outside 1..1000.")
+        kind = kind_of(family)
+        allowed = {"flow": FLOW_METHODS, "unet": UNET_METHODS}.get(kind or "", tuple(METHODS))
         if not self.methods:
-            raise UserError(f"--methods is empty; choose from {', '.join(METHODS)}.")
+            raise UserError(f"--methods is empty; choose from {', '.join(allowed)}.")
         for m in self.methods:
             if m not in METHODS:
-                raise UserError(f"--methods has {m!r}, which is not one of {', '.join(METHODS)}.")
+                raise UserError(f"--methods has {m!r}, which is not one of {', '.join(allowed)}.")
+            if m not in allowed:
+                other = "U-Net models" if kind == "flow" else "SD3 and FLUX models"
+                raise UserError(f"--methods has {m}, which edits {other}; on this {_model_words(family)} choose from "
+                                f"{', '.join(allowed)}.")  # fmt: skip
+        if kind == "flow":
+            for name, option in UNET_OPTIONS.items():
+                if getattr(self, name) != EditingStudyConfig.__dataclass_fields__[name].default:
+                    raise UserError(f"{option} {getattr(self, name)!r} is an option of the U-Net methods; no method on "
+                                    f"this {_model_words(family)} uses it.")  # fmt: skip
         for name, value in (("--guidance", self.guidance), ("--ddpm-guidance", self.ddpm_guidance), ("--sega-scale", self.sega_scale),
                             ("--sega-source-guidance", self.source_guidance)):  # fmt: skip
             if not math.isfinite(value) or value <= 0:
@@ -102,3 +164,7 @@ class EditingStudyConfig:
         if not 0 <= self.sega_threshold < 1 or not 0 <= self.skip < 1:
             raise UserError(f"--sega-threshold {self.sega_threshold!r} and --skip {self.skip!r} must lie in [0, 1).")
         return self
+
+
+def _model_words(family: str | None) -> str:
+    return "U-Net model" if kind_of(family) == "unet" else f"{str(family).upper()} model"

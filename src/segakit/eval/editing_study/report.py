@@ -39,6 +39,8 @@ def build_report(result: dict, command: str, model_name: str) -> dict:
         "config": result["config"],
         "run": result["run"],
         "methods": {m: METHODS.get(m, REFERENCES.get(m)) for m in methods},
+        "family": result.get("family", "unet"),
+        "steps": result.get("steps", {}),
         "summary": summarize(result["records"], methods, result["available"]),
         "records": result["records"],
     }
@@ -66,8 +68,8 @@ def markdown(report: dict) -> str:
         (f"World seed {report['seeds']['world_seed']} (single-change pairs"
          + (f" of {', '.join(cfg['attributes'])}" if cfg.get("attributes") else "")
          + f" {report['seeds']['pairs']}; sessions "
-         f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {cfg['steps']} inversion "
-         f"steps = edit steps for every method, torch threads {report['run']['torch_threads']}. "
+         f"{report['seeds']['sessions']} of {cfg['turns']} turns), edit seed {cfg['edit_seed']}, {steps_words(report)}, "
+         f"torch threads {report['run']['torch_threads']}. "
          f"{report['run']['edits']} edits ({report['run']['edits_from_cache']} from the cache this time), which took "
          f"{report['run']['edit_s']} s of wall time when they were computed; this run's wall time {report['run']['wall_s']} s."),
         "", "## Single turn", "",
@@ -129,6 +131,25 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def steps_words(report: dict) -> str:
+    """The steps sentence: one count for every U-Net method; on a flow model, each method's."""
+    steps = report.get("steps") or {}
+    if report.get("family", "unet") == "unet" or not steps:
+        count = next(iter(steps.values()), report["config"]["steps"])
+        return f"{count} inversion steps = edit steps for every method"
+    from segakit.editing.flow import PAPER
+    from segakit.editing.flowedit import skipped_steps
+
+    parts = []
+    for method, count in steps.items():
+        if method.startswith("flowedit"):
+            edited = count - skipped_steps(count, PAPER[report["family"]]["strength"])
+            parts.append(f"{method} {count} steps, the last {edited} edited (FlowEdit's strength; no inversion)")
+        else:
+            parts.append(f"{method} {count} inversion steps + {count} sampling steps")
+    return "steps: " + "; ".join(parts)
+
+
 def _attribute_cell(single: dict, attr: str) -> str:
     c = single["by_attribute"].get(attr)
     if not c:
@@ -159,9 +180,9 @@ def figure_notes(records: list[dict]) -> dict[str, str]:
     for r in records:
         if r["protocol"] != "single-turn":
             continue
-        if r["method"] == "sega" and r.get("concepts"):
+        if r["method"] in ("sega", "sega-flow") and r.get("concepts"):
             notes.setdefault(r["item"], []).insert(0, "concepts: " + ", ".join(r["concepts"]))
-        if r["method"] == "onthefly-lm" and r.get("captions_after"):
+        if r["method"] in ("onthefly-lm", "flowedit-lm") and r.get("captions_after"):
             notes.setdefault(r["item"], []).append("LM after: " + r["captions_after"][0])
     return {k: "; ".join(v) for k, v in notes.items()}
 

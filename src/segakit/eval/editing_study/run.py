@@ -26,6 +26,7 @@ from segakit.editing.caption_writer import SELECTION_RULES
 from segakit.editing.image import decode, encode, fit
 from segakit.eval.editing_study.chains import Chain, edit_arrays, edit_chain
 from segakit.eval.editing_study.config import CAPTIONED, DDPM, GOLD, METHODS, WRITTEN, EditingStudyConfig
+from segakit.eval.editing_study.flow_methods import flow_key, flow_params
 from segakit.eval.editing_study.items import (
     Turn,
     image_of,
@@ -81,7 +82,7 @@ class EditingStudy:
         """Edits are made through ``runner`` (a :class:`segakit.jobs.calls.CallRunner` on local workers or Ray actors
         loading ``model_name``, with the caption writer folder ``caption_writer`` when one was given), or by default
         in this process on ``methods``' own pipeline."""
-        self.methods, self.oracle, self.clip, self.cfg = methods, oracle, clip, cfg.check()
+        self.methods, self.oracle, self.clip, self.cfg = methods, oracle, clip, cfg.check(methods.family)
         self.runner, self.model_name, self.caption_writer = (
             runner,
             model_name or methods.pipe.model_name,
@@ -91,7 +92,7 @@ class EditingStudy:
         self.progress = progress or (lambda name: None)
         writer = methods.pipe.caption_writer
         self.fingerprints = {
-            "model": pipeline_fingerprint(methods.pipe),
+            "model": pipeline_fingerprint(methods.pipe.pipe if methods.flow else methods.pipe),
             "oracle": fingerprint(oracle.net),
             "clip": fingerprint(clip.model) if clip is not None else None,
             "caption_writer": fingerprint(writer.model) if writer is not None and hasattr(writer, "model") else None,
@@ -105,10 +106,21 @@ class EditingStudy:
         if any(m in CAPTIONED for m in cfg.methods):
             self.fingerprints["captioner"] = self.captioner_id
         self.settings = {k: getattr(cfg, k) for k in SETTINGS}
+        self.settings["steps"] = cfg.steps_for("onthefly")  # every U-Net method's (25 unless --steps says)
         self.units = self.computed = 0
 
     # ---- the edits, cached
     def _unit(self, method: str, turn: Turn, input_u8: np.ndarray) -> Unit:
+        spec = self._flow_spec(method, turn, input_u8) if self.methods.flow else self._unet_spec(method, turn, input_u8)
+        if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
+            spec["writer_rules"] = SELECTION_RULES
+            if self.writer_temperature not in (None, 1.0):  # absent at 1: edits cached before it was kept stay valid
+                spec["writer_sampling"] = {"temperature": self.writer_temperature, "retries_rise_to": 1.0}
+        return Unit(
+            f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8)
+        )
+
+    def _unet_spec(self, method: str, turn: Turn, input_u8: np.ndarray) -> dict:
         spec = {"kind": "edit", "method": method, "model": self.fingerprints["model"], **self.settings,
                 "caption_writer": self.fingerprints["caption_writer"] if method in WRITTEN else None,
                 "instruction": turn.instruction, "source_caption": turn.source_caption,
@@ -125,13 +137,18 @@ class EditingStudy:
                 spec["blend_dilate"] = self.cfg.blend_dilate
         if method in CAPTIONED:  # captions the image itself: the captioner's weights, not the world's caption
             spec["captioner"], spec["source_caption"] = self.captioner_id, None
-        if method in WRITTEN:  # the writer's rules, by version (edits cached under version 1 had no key)
-            spec["writer_rules"] = SELECTION_RULES
-            if self.writer_temperature not in (None, 1.0):  # absent at 1: edits cached before it was kept stay valid
-                spec["writer_sampling"] = {"temperature": self.writer_temperature, "retries_rise_to": 1.0}
-        return Unit(
-            f"{method}-{turn.item}-t{turn.step}", 1, spec, lambda: edit_arrays(self.methods, method, turn, input_u8)
-        )
+        return spec
+
+    def _flow_spec(self, method: str, turn: Turn, input_u8: np.ndarray) -> dict:
+        """A flow method's key: the model, the edit it makes with every default resolved (flow_methods.flow_params),
+        the turn's inputs, and the caption writer's weights for the -lm methods."""
+        target = turn.target_caption if method in GOLD else None
+        params = flow_params(self.methods.pipe, method, self.cfg, turn.instruction, turn.source_caption, target,
+                             int(input_u8.shape[-1]))  # fmt: skip
+        return {"kind": "edit", "method": method, "model": self.fingerprints["model"], "family": self.methods.family,
+                "edit": flow_key(params), "caption_writer": self.fingerprints["caption_writer"] if method in WRITTEN else None,
+                "instruction": turn.instruction, "source_caption": turn.source_caption, "target_caption": target,
+                "input": pixels_hash(input_u8)}  # fmt: skip
 
     def _missing(self, method: str, turns: list[Turn], input_u8: np.ndarray) -> Chain | None:
         """The chain of ``turns`` (edited in order from ``input_u8``) from its first edit not in the cache on, or None."""
@@ -170,6 +187,9 @@ class EditingStudy:
         """The turn's input encoded and decoded by the model's autoencoder: an edit-friendly inversion with nothing
         to edit gives exactly this back, so no latent editor keeps more of the image."""
         pipe = self.methods.pipe
+        if self.methods.flow:  # at the side the flow methods edit at (the image's own)
+            editor = pipe.editor
+            return to_u8(editor.images(editor.encode(turn.input_image, turn.input_image.width))[0])
         with torch.no_grad():
             return to_u8(decode(pipe.vae, encode(pipe.vae, fit(turn.input_image, pipe.resolution)))[0])
 
@@ -236,7 +256,8 @@ class EditingStudy:
             "pairs": [p.index for p in pairs], "fingerprints": self.fingerprints, "config": asdict(self.cfg),
             "run": {"wall_s": round(time.perf_counter() - start, 1), "edits": self.units, "edits_from_cache": self.units - self.computed,
                     "edit_s": round(sum(r.get("seconds", 0.0) for r in records), 1), "torch_threads": torch.get_num_threads()},
-            "methods": {m: METHODS[m] for m in self.cfg.methods},
+            "methods": {m: METHODS[m] for m in self.cfg.methods}, "family": self.methods.family,
+            "steps": {m: self.cfg.steps_for(m, self.methods.family) for m in self.cfg.methods},
         }  # fmt: skip
 
 
