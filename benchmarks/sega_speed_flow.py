@@ -11,6 +11,7 @@ elementwise and cheap), so the comparison is generous to it. All ratios come fro
     python benchmarks/sega_speed_flow.py                    # FLUX-shaped 2 + 4 blocks, 192 wide, random weights
     python benchmarks/sega_speed_flow.py --threads 1 --repeats 5
     python benchmarks/sega_speed_flow.py --threads 1 --repeats 5 --edit-refresh 4   # segakit with concept refresh
+    python benchmarks/sega_speed_flow.py --threads 1 --repeats 5 --momentum 0 --max-batch 4   # the community's rows and call sizes
 
 Prints:
   ours / community schedule, 2 edits                  (target <= 1.0)
@@ -95,6 +96,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--max-batch", type=int, default=None, help="segakit's max_unet_batch: rows per transformer call")
     ap.add_argument("--edit-refresh", type=int, default=1, help="segakit's edit_refresh (1: exact SEGA)")
+    ap.add_argument("--momentum", type=float, default=0.1,
+                    help="segakit's edit_momentum_scale (SEGA's 0.1 builds momentum from step 0, so concepts are "
+                         "computed from there; 0: from each warm-up on, the community schedule's rows)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = flux_shaped()
@@ -110,6 +114,7 @@ def main() -> None:
         edits = [Edit(c, scale=5, threshold=0.9, warmup=args.warmup, cooldown=cooldown) for c in concepts]
         return lambda: pipe(
             **common, edits=edits, max_unet_batch=args.max_batch, edit_refresh=args.edit_refresh,
+            edit_momentum_scale=args.momentum,
             generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
 
@@ -123,7 +128,7 @@ def main() -> None:
     print(f"FLUX-shaped transformer, random weights, {n_params:.1f}M parameters; {args.size}x{args.size} images")
     print(
         f"steps {args.steps}, images {args.images}, threads {torch.get_num_threads()}, repeats {args.repeats} (median); "
-        f"segakit's edit_refresh {args.edit_refresh}"
+        f"segakit's edit_refresh {args.edit_refresh}, momentum {args.momentum:g}, rows per call {args.max_batch or 'all'}"
     )
     results = {}
     for name, cooldown in cases.items():
