@@ -96,6 +96,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--max-batch", type=int, default=None, help="segakit's max_unet_batch: rows per transformer call")
     ap.add_argument("--edit-refresh", type=int, default=1, help="segakit's edit_refresh (1: exact SEGA)")
+    ap.add_argument(
+        "--splits",
+        action="store_true",
+        help="also time one step's 12 rows (3 rows x 4 images) as 1, 2, 3, 4, 6 or 12 transformer calls",
+    )
     ap.add_argument("--momentum", type=float, default=0.1,
                     help="segakit's edit_momentum_scale (SEGA's 0.1 builds momentum from step 0, so concepts are "
                          "computed from there; 0: from each warm-up on, the community schedule's rows)")  # fmt: skip
@@ -163,6 +168,31 @@ def main() -> None:
     r = results["2 edits, cool-down at half"]
     print(f"ours / community schedule, 2 edits cooling halfway: {r[0] / r[1]:.3f}  (target <= 0.8)")
     print(f"ours / bare transformer calls (in-run):             {statistics.median(shares):.4f}  (target <= 1.03)")
+    if args.splits:
+        print_splits(pipe, args)
+
+
+def print_splits(pipe, args, rows: int = 12) -> None:
+    """How the cost of a step's rows depends on how many transformer calls they are split into, on this machine."""
+    fam = pipe.family
+    fam.max_sequence_length = args.seq
+    fam.guidance(3.5, 1.0)
+    cond = fam.encode(["a face of a person"], pipe.device)
+    x = torch.randn(fam.latent_shape(rows, args.size, args.size), generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500.0)
+    times: dict[int, list[float]] = {}
+    with torch.no_grad():
+        for _ in range(args.repeats * 3):
+            for calls in (1, 2, 3, 4, 6, 12):
+                n = rows // calls
+                xs, cs = x[:n].contiguous(), cond.repeat_rows(n)
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fam.predict(xs, t, cs)
+                times.setdefault(calls, []).append(time.perf_counter() - start)
+    one = statistics.median(times[1])
+    print(f"\n{rows} rows as K calls, time over one call of {rows} (median of {args.repeats * 3}):")
+    print("  " + "   ".join(f"{k} x {rows // k}: {statistics.median(v) / one:.3f}" for k, v in times.items()))
 
 
 if __name__ == "__main__":
