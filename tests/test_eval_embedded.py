@@ -153,33 +153,3 @@ def test_eval_embedded_refuses_bad_sweeps_in_one_sentence(monkeypatch, capsys, t
     code, out, err = cli(monkeypatch, capsys, "eval", "embedded", "--out", tmp_path / "r", *args)
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
-
-
-class _Stop(Exception):
-    pass
-
-
-@pytest.mark.parametrize("model, flags, expected", [
-    ("embedded", [], (6.0, 0.8, 5)),
-    ("embedded-flow", [], (12.0, 0.8, 3)),
-    ("embedded-flow", ["--edit-scale", "7", "--edit-warmup", "4"], (7.0, 0.8, 4)),
-])  # fmt: skip
-def test_eval_embedded_takes_the_models_edit_defaults(monkeypatch, capsys, tmp_path, model, flags, expected):
-    """`eval embedded --model M` measures SEGA at M's own edit defaults unless flags say otherwise."""
-    from cli_runner import cli
-
-    import segakit.eval.embedded_quality as quality
-    from segakit.sega.pipeline import SegaPipeline
-
-    seen = {}
-
-    def stop(cls, name, *a, **k):
-        raise _Stop
-
-    real = quality.QualityConfig
-    monkeypatch.setattr(quality, "QualityConfig", lambda **k: seen.setdefault("cfg", real(**k)))
-    monkeypatch.setattr(SegaPipeline, "from_pretrained", classmethod(stop))
-    with pytest.raises(_Stop):
-        cli(monkeypatch, capsys, "eval", "embedded", "--model", model, "--out", tmp_path / "r", *flags)
-    e = seen["cfg"].edit
-    assert (e.scale, e.threshold, e.warmup) == expected

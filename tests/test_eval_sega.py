@@ -384,33 +384,3 @@ def test_config_check():
         replace(TINY, grid_concepts=("glasses", "wings")).check()
     assert TINY.check() is TINY
     assert StudyConfig().seeds == 250 and len(StudyConfig().sweep) >= 8
-
-
-class _Stop(Exception):
-    pass
-
-
-@pytest.mark.parametrize("model, flags, expected", [
-    ("embedded", [], (6.0, 0.8, 5)),
-    ("embedded-flow", [], (12.0, 0.8, 3)),
-    ("embedded-flow", ["--scale", "9", "--threshold", "0.9"], (9.0, 0.9, 3)),
-])  # fmt: skip
-def test_eval_sega_takes_the_models_edit_defaults(monkeypatch, capsys, tmp_path, model, flags, expected):
-    """`eval sega --model M` runs the study at M's own edit defaults unless flags say otherwise."""
-    from cli_runner import cli
-
-    import segakit.eval.sega_study as study
-    from segakit.sega.pipeline import SegaPipeline
-
-    seen = {}
-
-    def stop(cls, name, *a, **k):
-        raise _Stop
-
-    real = study.StudyConfig
-    monkeypatch.setattr(study, "StudyConfig", lambda **k: seen.setdefault("cfg", real(**k)))
-    monkeypatch.setattr(SegaPipeline, "from_pretrained", classmethod(stop))
-    with pytest.raises(_Stop):
-        cli(monkeypatch, capsys, "eval", "sega", "--model", model, "--out", tmp_path / "r", *flags)
-    cfg = seen["cfg"]
-    assert (cfg.scale, cfg.threshold, cfg.warmup) == expected
