@@ -20,7 +20,7 @@ the same information, exactly (segakit's construction):
 Both slots hold this same encoder (there is no second one to put there): the joint embedding is ``[h, h]``
 (``joint_attention_dim`` = 2 x 256 = 512, no padding) and the pooled one ``[e, e]``. Why not the stock
 ``hidden_states[-2]`` of the 4-layer encoder (its 3rd layer)? ``benchmarks/flow_choices.py text`` measures it with the
-text-encoder gate; see docs/embedded-model.md "Flow model (in training)".
+text-encoder gate; see docs/training.md "The flow model".
 
 The 256 zero T5 rows: every zero row enters the transformer as the same vector, and rows that start equal stay
 equal through every joint block (no positional embedding on the text side; each row is changed only by its own
