@@ -67,7 +67,7 @@ def main() -> None:
                 cases[f"{n} edits, refresh {k}, CFG {g}"] = run(n, k, g)
     rows: dict[str, float] = {}  # denoiser rows per image per step: the cost that does not depend on the machine
     counted: list[int] = []
-    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    denoiser = pipe.family.denoiser
 
     def count(module, args, kwargs):
         x = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +18,15 @@ from segakit.core.outputs import plan_folder
 from segakit.sega.defaults import edit_defaults
 
 MODEL_DEFAULT = "Default: the model's edit default (segakit.sega.defaults; diffusers' on other models)."
+
+
+def _model_edit(
+    model: str, scale: float | None, threshold: float | None, warmup: int | None
+) -> tuple[float, float, int]:
+    """The edit flags with those not given taken from the model's edit defaults."""
+    d = edit_defaults(model)
+    return (d.scale if scale is None else scale, d.threshold if threshold is None else threshold,
+            d.warmup if warmup is None else warmup)  # fmt: skip
 
 
 @eval_app.command("embedded")
@@ -97,10 +107,7 @@ def embedded(
             raise UserError(f"{name} {value} is below 1; use 1 or more.")
     if fid_n < 2:
         raise UserError(f"--fid-n {fid_n} is below 2; a covariance needs at least 2 images per side.")
-    defaults = edit_defaults(model)
-    edit_scale = defaults.scale if edit_scale is None else edit_scale
-    edit_threshold = defaults.threshold if edit_threshold is None else edit_threshold
-    edit_warmup = defaults.warmup if edit_warmup is None else edit_warmup
+    edit_scale, edit_threshold, edit_warmup = _model_edit(model, edit_scale, edit_threshold, edit_warmup)
     if edit_warmup < 0 or edit_warmup >= steps:
         raise UserError(
             f"--edit-warmup {edit_warmup} is outside 0..{steps - 1}; the edit must start before the last step."
@@ -210,10 +217,7 @@ def sega(
     if threads < 0:
         raise UserError(f"--threads {threads} is below 0; use 0 for all cores or a positive count.")
     check(workers, ray)
-    defaults = edit_defaults(model)
-    scale = defaults.scale if scale is None else scale
-    threshold = defaults.threshold if threshold is None else threshold
-    warmup = defaults.warmup if warmup is None else warmup
+    scale, threshold, warmup = _model_edit(model, scale, threshold, warmup)
     cfg = StudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, scale=scale, threshold=threshold, edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
                       warmup=warmup, target_scales=tuple(overrides), sweep_seeds=sweep_seeds, unique_seeds=unique_seeds).check()  # fmt: skip
     if threads:
@@ -320,9 +324,7 @@ def directions(
     pipe.set_progress_bar_config(disable=True)
     lib.check_model(pipe.family.denoiser)
     if pipe.family.flow:  # diffusers' SLD pipeline (StableDiffusionPipelineSafe) is Stable Diffusion's
-        from dataclasses import replace
-
-        cfg = replace(cfg, sld=False)
+        cfg = dataclasses.replace(cfg, sld=False)
     oracle = Oracle.load(device=device)
 
     class Bar(Progress):

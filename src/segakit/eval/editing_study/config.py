@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from segakit.core.errors import UserError
+from segakit.core.families import FAMILIES
 from segakit.editing.blend import check_dilate
 from segakit.editing.ledits import MASK_TOKENS, SEGA_MASKS
 from segakit.world.schema import ATTRIBUTES
@@ -64,7 +65,8 @@ def kind_of(family: str | None) -> str | None:
     """ "flow" for the rectified-flow families (SD3, FLUX), "unet" for the U-Net ones, None when not known."""
     if family is None:
         return None
-    return "flow" if family in ("sd3", "flux") else "unet"
+    adapter = FAMILIES.get(family)  # "unet" (model_index.json's word for sd / sdxl) is not an adapter's name
+    return "flow" if adapter is not None and adapter.flow else "unet"
 
 
 def default_methods(family: str | None) -> tuple[str, ...]:
