@@ -58,6 +58,35 @@ def test_flowedit_with_equal_sides_moves_nothing():
     assert torch.allclose(out, x, atol=1e-5)
 
 
+def test_flowedit_mask_moves_only_where_the_sides_differ_most():
+    """Hand-computed: the sides differ by 2 on the image's top-left quarter and by 1 elsewhere; a noise mask at
+    quantile 0.8 keeps the quarter only, so it moves by 2 x (sum of the edited steps' sigma decrements) and the rest
+    stays the source exactly; without the mask everything moves."""
+    x = torch.randn(1, 4, 8, 8)
+    sigmas = torch.linspace(1, 0, 11)
+    diff = torch.ones(1, 4, 8, 8)
+    diff[..., :4, :4] = 2.0
+
+    def velocity(a, b, s):
+        return torch.zeros_like(a), diff.clone()
+
+    out = flowedit(velocity, x, sigmas, skip=4, mask=0.8)
+    moved = float(sigmas[10] - sigmas[4]) * 2.0
+    assert torch.allclose(out[..., :4, :4], x[..., :4, :4] + moved, atol=1e-5)
+    rest = torch.ones(8, 8, dtype=torch.bool)
+    rest[:4, :4] = False
+    assert torch.equal(out[..., rest], x[..., rest])
+    unmasked = flowedit(velocity, x, sigmas, skip=4)
+    assert torch.allclose(unmasked[..., rest], x[..., rest] + moved / 2, atol=1e-5)
+
+
+def test_flowedit_mask_is_refused_outside_its_range(sd3, face):
+    with pytest.raises(UserError, match="mask 1.0 is outside"):
+        sd3.flowedit(face, "a face", "a face with a hat", steps=4, mask=1.0)
+    masked = sd3.flowedit(face, "a face", "a face with a hat", steps=6, strength=0.5, mask=0.9)
+    assert masked.settings["mask"] == 0.9 and (masked.latents - masked.source_latents).abs().max() > 1e-3
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 30), st.floats(0.05, 0.95))
 def test_eta_one_on_every_step_lands_on_the_source(steps, start):

@@ -117,10 +117,10 @@ class FlowEditor:
     def flowedit(self, image: Image.Image, source_prompt: str | Conditioning, target_prompt: str | Conditioning,
                  steps: int | None = None, strength: float | None = None, source_guidance: float | None = None,
                  target_guidance: float | None = None, n_avg: int = 1, seed: int = 0,
-                 callback: Progress | None = None, size: int | None = None) -> FlowEditOutput:  # fmt: skip
+                 callback: Progress | None = None, size: int | None = None, mask: float = 0.0) -> FlowEditOutput:  # fmt: skip
         """FlowEdit from ``source_prompt`` to ``target_prompt``; unset settings are the paper's for the family.
         ``callback(done, total)`` after each edited step; ``size``: the side the image is edited at (default:
-        the model's)."""
+        the model's); ``mask``: LEDITS++'s noise mask on each step at this quantile (0: none, the paper's)."""
         paper = PAPER[self.family.name]
         steps = steps or paper["steps"]
         strength = paper["strength"] if strength is None else strength
@@ -128,6 +128,8 @@ class FlowEditor:
             raise UserError(f"strength {strength!r} is outside [0, 1]; 0 returns the image, 1 edits from pure noise.")
         if n_avg < 1:
             raise UserError(f"n_avg {n_avg!r} must be 1 or more.")
+        if not 0.0 <= mask < 1.0:
+            raise UserError(f"mask {mask!r} is outside [0, 1): the quantile the noise mask keeps from (0: no mask).")
         gs = paper["source_guidance"] if source_guidance is None else source_guidance
         gt = paper["target_guidance"] if target_guidance is None else target_guidance
         x_src = self.encode(image, size)
@@ -136,7 +138,7 @@ class FlowEditor:
         skip = skipped_steps(steps, strength)
         tick = _ticker(callback, (steps - skip) * n_avg)
         z = flowedit(lambda a, b, s: tick((v_src(a, s), v_tar(b, s))), x_src, sigmas, skip, n_avg,
-                     torch.Generator().manual_seed(seed))  # fmt: skip
+                     torch.Generator().manual_seed(seed), mask)  # fmt: skip
         settings = {
             "method": "flowedit",
             "steps": steps,
@@ -144,6 +146,7 @@ class FlowEditor:
             "source_guidance": gs,
             "target_guidance": gt,
             "n_avg": n_avg,
+            "mask": mask,
         }
         return FlowEditOutput(self.images(z), z, x_src, settings)
 

@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import torch
 
+from segakit.editing.ledits import noise_mask
+
 # velocity(z_src, z_tar, sigma) -> (v_src, v_tar): both sides at one noise level, in one call if the caller can
 PairVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -34,8 +36,11 @@ def skipped_steps(steps: int, strength: float) -> int:
 
 
 def flowedit(velocity: PairVelocity, x_src: torch.Tensor, sigmas: torch.Tensor, skip: int = 0, n_avg: int = 1,
-             generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
-    """The edited latents: FlowEdit over ``sigmas`` (decreasing to 0) from step ``skip`` on (see the module)."""
+             generator: torch.Generator | None = None, mask: float = 0.0) -> torch.Tensor:  # fmt: skip
+    """The edited latents: FlowEdit over ``sigmas`` (decreasing to 0) from step ``skip`` on (see the module).
+    ``mask`` in (0, 1): each step moves the latents only where the velocity difference (its absolute value summed
+    over channels) reaches its ``mask`` quantile over the image, LEDITS++'s noise mask applied to FlowEdit's step;
+    0 (the paper): everywhere."""
     z = x_src
     for i in range(skip, len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
@@ -46,5 +51,8 @@ def flowedit(velocity: PairVelocity, x_src: torch.Tensor, sigmas: torch.Tensor, 
             z_tar = z + z_src - x_src
             v_src, v_tar = velocity(z_src, z_tar, s)
             delta = delta + (v_tar - v_src)
-        z = z + (s_next - s) * (delta / n_avg)
+        delta = delta / n_avg
+        if mask > 0:
+            delta = delta * noise_mask(delta, mask)
+        z = z + (s_next - s) * delta
     return z

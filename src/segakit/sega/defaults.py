@@ -18,13 +18,14 @@ from segakit.sega.guidance import DIFFUSERS_EDIT, Edit
 EMBEDDED_EDIT = Edit(scale=6.0, threshold=0.8, warmup=5)
 EMBEDDED_STEPS = 25  # the step count the embedded model's defaults were chosen at
 DIFFUSERS_STEPS = 50
-# The embedded flow model's (the shipped step-4,500 snapshot), by the same rule at 25 steps:
-# `python benchmarks/sega_defaults.py --model embedded-flow --scales 4,6,8,10 --thresholds 0.8 --warmups 3,5 --seeds 12
-# --scan 100` and `... --scales 12,15 --thresholds 0.8 --warmups 3 ...`: the rewrite keeps 0.642 of the untargeted
-# attributes; scale 12 / warm-up 3 draws a mean 0.892 of the targets keeping 0.650 (scale 10: 0.875 / 0.677; scale 15
-# keeps only 0.627); warm-up 3 beat 5 at every scale tried. Smile is the worst target everywhere (0.25, as the
-# rewrite): the model's, not SEGA's (docs/results/flow/report.md).
-EMBEDDED_FLOW_EDIT = Edit(scale=12.0, threshold=0.8, warmup=3)
+# The embedded flow model's (the shipped step-11,000 weights), by the same rule at 25 steps:
+# `python benchmarks/sega_defaults.py --model embedded-flow --scales 8,10,12,15 --thresholds 0.8,0.9 --warmups 3
+# --seeds 12 --scan 100` and `... --scales 4,6,8 --thresholds 0.9,0.95 ...`: the rewrite keeps 0.676 of the untargeted
+# attributes; scales 8-12 at threshold 0.8 or 0.9 draw a mean 0.992 of the targets (worst 0.917, makeup, as the
+# rewrite), and scale 8 at threshold 0.9 keeps the most of the rest among them (0.761; 12 / 0.8, the step-4,500
+# snapshot's pick, 0.668); scale 6 or threshold 0.95 keep more and miss targets (0.975 / 0.983). Warm-up 3 beat 5 at
+# every scale on step 4,500 (docs/results/flow/report.md).
+EMBEDDED_FLOW_EDIT = Edit(scale=8.0, threshold=0.9, warmup=3)
 
 
 def edit_defaults(name: str | Path | None) -> Edit:
