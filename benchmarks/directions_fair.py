@@ -62,7 +62,7 @@ def main() -> None:
     pipe = SegaPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     lib, oracle, n = Library.load(args.library), Oracle.load(), args.seeds
-    lib.check_model(pipe.unet)
+    lib.check_model(pipe.family.denoiser)  # the U-Net or the transformer
     strengths = [float(s) for s in args.strengths.split(",")]
     wanted = set(args.attributes.split(","))
     if not wanted <= {"presentation", "skin", "horror"}:

@@ -68,3 +68,22 @@ def test_embedded_flow_missing_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded_flow, "shipped_path", lambda: tmp_path / "nothing")
     with pytest.raises(UserError, match="embedded flow model is not in this installation"):
         resolve("embedded-flow")
+
+
+def test_flowedit_takes_the_embedded_flow_models_own_settings_and_the_papers_elsewhere(tmp_path):
+    """FlowEdit's defaults: measured on the embedded flow model (benchmarks/flowedit_settings.py), the paper's on any
+    other SD3 or FLUX folder; the paper's recipe stays a flag away (the fields given explicitly win)."""
+    from segakit.editing.flow import EMBEDDED_FLOW_FLOWEDIT, PAPER, flowedit_defaults
+    from segakit.editing.params import EditParams
+
+    assert flowedit_defaults("sd3", "embedded-flow") == EMBEDDED_FLOW_FLOWEDIT != PAPER["sd3"]
+    assert flowedit_defaults("sd3", tmp_path) == PAPER["sd3"] and flowedit_defaults("flux") == PAPER["flux"]
+    own = EditParams(instruction="add glasses", model="embedded-flow", method="flowedit", steps=None,
+                     guidance_scale=None).validate("sd3")  # fmt: skip
+    assert (own.steps, own.skip, own.guidance_scale, own.source_guidance) == (50, 0.2, 7.5, 3.5)
+    paper = EditParams(instruction="add glasses", model="embedded-flow", method="flowedit", steps=50, skip=0.34,
+                       guidance_scale=13.5, source_guidance=3.5).validate("sd3")  # fmt: skip
+    assert (paper.steps, paper.skip, paper.guidance_scale, paper.source_guidance) == (50, 0.34, 13.5, 3.5)
+    other = EditParams(instruction="add glasses", model=str(tmp_path), method="flowedit", steps=None,
+                       guidance_scale=None).validate("sd3")  # fmt: skip
+    assert (other.skip, other.guidance_scale) == (0.34, 13.5)

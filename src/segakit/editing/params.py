@@ -38,16 +38,17 @@ def default_guidance(method: str, inversion: str | None = "ddim") -> float:
     return ONTHEFLY_GUIDANCE.get(inversion or "ddim", 5.0) if method == "onthefly" else 5.0
 
 
-def flow_defaults(method: str, family: str) -> dict[str, float | int]:
-    """The settings a flow edit takes where none is given, as :class:`EditParams` fields: FlowEdit's paper settings
-    for the family (``skip`` = 1 - its strength, to 6 digits; ``source_guidance`` / ``guidance_scale`` its source / target
-    guidance); RF inversion and SEGA on it: :data:`FLOW_STEPS` steps, the plain ODE (guidance 1), SEGA's scale 5."""
-    from segakit.editing.flow import PAPER
+def flow_defaults(method: str, family: str, model: str | None = None) -> dict[str, float | int]:
+    """The settings a flow edit takes where none is given, as :class:`EditParams` fields: FlowEdit's for the family
+    and model (:func:`segakit.editing.flow.flowedit_defaults`: the paper's, or the embedded flow model's own;
+    ``skip`` = 1 - its strength, to 6 digits; ``source_guidance`` / ``guidance_scale`` its source / target guidance);
+    RF inversion and SEGA on it: :data:`FLOW_STEPS` steps, the plain ODE (guidance 1), SEGA's scale 5."""
+    from segakit.editing.flow import flowedit_defaults
 
     if method == "flowedit":
-        paper = PAPER[family]
-        return {"steps": paper["steps"], "skip": round(1 - paper["strength"], 6), "guidance_scale": paper["target_guidance"],
-                "source_guidance": paper["source_guidance"]}  # fmt: skip
+        d = flowedit_defaults(family, model)
+        return {"steps": d["steps"], "skip": round(1 - d["strength"], 6), "guidance_scale": d["target_guidance"],
+                "source_guidance": d["source_guidance"]}  # fmt: skip
     return {
         "steps": FLOW_STEPS,
         "skip": 0.0,
@@ -204,7 +205,7 @@ class EditParams:
             )
         self.inversion = FLOW_INVERSIONS[method]
         if is_flow(family):
-            for name, value in flow_defaults(method, family).items():  # type: ignore[arg-type]
+            for name, value in flow_defaults(method, family, self.model).items():  # type: ignore[arg-type]
                 if getattr(self, name) is None:
                     setattr(self, name, value)
         if method != "flowedit" and self.skip:

@@ -41,7 +41,7 @@ METHODS: dict[str, str] = {
     "sega": "segakit SEGA on the edit-friendly inversion (LEDITS++ recipe), concepts from the instruction",
     "ledits-diffusers": "diffusers' LEditsPPPipelineStableDiffusion (peer), the same concepts",
     "regenerate": "inversion + regeneration with the source caption (no edit)",
-    "flowedit-gold": "FlowEdit (inversion-free) from the gold source caption to the gold target caption, the paper's settings for the model's family (segakit edit --method flowedit)",
+    "flowedit-gold": "FlowEdit (inversion-free) from the gold source caption to the gold target caption, FlowEdit's defaults for the model: the paper's for its family, the embedded flow model's own (segakit edit --method flowedit)",
     "flowedit-lm": "FlowEdit along the caption writer's captions: the source caption moved by mean(after) - mean(before), the paper's settings",
     "rf-inversion-gold": "rectified-flow inversion under the source caption, sampled under the gold target caption (OnTheFly's idea on a flow; segakit edit --method invert)",
     "rf-inversion-lm": "rectified-flow inversion under the source caption, sampled along the caption writer's captions (segakit edit --method invert)",

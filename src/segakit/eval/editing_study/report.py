@@ -143,7 +143,10 @@ def steps_words(report: dict) -> str:
     parts = []
     for method, count in steps.items():
         if method.startswith("flowedit"):
-            edited = count - skipped_steps(count, PAPER[report["family"]]["strength"])
+            strength = report.get(
+                "flowedit_strength", PAPER[report["family"]]["strength"]
+            )  # older reports: the paper's
+            edited = count - skipped_steps(count, strength)
             parts.append(f"{method} {count} steps, the last {edited} edited (FlowEdit's strength; no inversion)")
         else:
             parts.append(f"{method} {count} inversion steps + {count} sampling steps")

@@ -258,7 +258,15 @@ class EditingStudy:
                     "edit_s": round(sum(r.get("seconds", 0.0) for r in records), 1), "torch_threads": torch.get_num_threads()},
             "methods": {m: METHODS[m] for m in self.cfg.methods}, "family": self.methods.family,
             "steps": {m: self.cfg.steps_for(m, self.methods.family) for m in self.cfg.methods},
+            **({"flowedit_strength": self._flowedit_strength()} if self.methods.flow else {}),
         }  # fmt: skip
+
+    def _flowedit_strength(self) -> float:
+        """The share of FlowEdit's steps the flow methods edit on this model (its default for the model)."""
+        from segakit.editing.flow import flowedit_defaults
+
+        pipe = self.methods.pipe
+        return flowedit_defaults(self.methods.family, getattr(pipe, "model_name", None))["strength"]
 
 
 def _plain(v):
