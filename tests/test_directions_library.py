@@ -184,3 +184,35 @@ def test_pngs_written_before_the_spread_draw_repeat_the_random_draw():
         == "spread"
     )
     assert GenerationParams.from_json({"prompt": "a doctor"}).fair_draw == "spread"  # no fairness: nothing to repeat
+
+
+def test_shipped_flow_library_belongs_to_the_shipped_flow_model(tmp_path, monkeypatch, capsys):
+    """The embedded flow model ships its own library (its transformer's directions, at the strengths measured on it);
+    each embedded model finds its own by name, other models have none and are told to pass --library."""
+    from segakit.directions.library import default_library_path, embedded_flow_library_path, embedded_library_path
+
+    assert default_library_path("embedded") == embedded_library_path()
+    assert default_library_path("embedded-flow") == embedded_flow_library_path() != embedded_library_path()
+    assert default_library_path(tmp_path) is None and default_library_path(None) is None
+    lib = Library.load(default_library_path("embedded-flow"))
+    assert lib.fair_attributes() == ["presentation", "skin"] and "horror=false" in lib.names()
+    assert lib.strength == 0.2 and lib.strength_of("presentation=woman") == 0.3
+    pipe = SegaPipeline.from_pretrained("embedded-flow")
+    assert lib.meta["unet"] == fingerprint(pipe.family.denoiser)
+    lib.check_model(pipe.family.denoiser)
+    with pytest.raises(UserError, match="--out is needed for model"):
+        from segakit.train.directions import main
+
+        main(["--model", str(tmp_path)])
+
+
+def test_embedded_flow_generates_fair_with_its_own_library(monkeypatch, capsys, tmp_path):
+    """`--model embedded-flow --fair presentation` needs no --library: the flow model's shipped one is taken (the
+    U-Net model's would be refused on the transformer), and the PNG records the value drawn for each image."""
+    from segakit.core.images import read_params
+
+    code, out, err = cli(monkeypatch, capsys, "generate", "a doctor", "--model", "embedded-flow", "--steps", "2", "-n", "2",
+                         "--fair", "presentation", "--out", tmp_path / "o")  # fmt: skip
+    assert code == 0, err
+    pngs = sorted((tmp_path / "o").glob("*.png"))
+    assert len(pngs) == 2 and all(read_params(p)["fair"] for p in pngs)

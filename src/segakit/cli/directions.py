@@ -116,15 +116,22 @@ def show(
 @directions_app.command("list")
 def list_directions(
     library: Annotated[
-        Path | None, typer.Option("--library", help="A direction library folder (default: the embedded model's).")
+        Path | None, typer.Option("--library", help="A direction library folder (default: the --model's shipped one).")
     ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Whose shipped library to list: embedded or embedded-flow.")
+    ] = "embedded",
     as_json: Annotated[bool, typer.Option("--json", help="Print the names, strengths and files as JSON.")] = False,
 ) -> None:
     """List a direction library's directions (NAME for --direction in the API, FILE for --direction here), with
     the strength each is used at and the attributes --fair can balance."""
-    from segakit.directions.library import Library
+    from segakit.directions.library import Library, default_library_path
 
-    lib = Library.load(library)
+    folder = library if library is not None else default_library_path(model)
+    if folder is None:
+        raise UserError(f"--model {model!r} has no shipped direction library (embedded and embedded-flow do); "
+                        "pass --library DIR.")  # fmt: skip
+    lib = Library.load(folder)
     rows = [{"name": n, "strength": lib.strength_of(n), "file": str(lib.folder / lib.files[n])} for n in lib.names()]
     if as_json:
         typer.echo(

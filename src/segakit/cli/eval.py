@@ -265,7 +265,11 @@ def directions(
         str, typer.Option("--model", "-m", help="'embedded' or a diffusers folder or hub id.")
     ] = "embedded",
     library: Annotated[
-        Path | None, typer.Option("--library", help="Direction library folder (default: the embedded model's).")
+        Path | None,
+        typer.Option(
+            "--library",
+            help="Direction library folder (default: the one shipped for the embedded or embedded-flow model).",
+        ),
     ] = None,
     strength: Annotated[
         float | None, typer.Option(help="Strength of the library's directions (default: the library's).")
@@ -300,7 +304,7 @@ def directions(
     edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
     device = resolve_device(device)
     plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
-    from segakit.directions.library import Library
+    from segakit.directions.library import Library, default_library_path
     from segakit.eval.directions_study import (
         DirectionsStudyConfig,
         Progress,
@@ -315,7 +319,11 @@ def directions(
     check(workers, ray)
     cfg = DirectionsStudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, strength=strength, sweep_seeds=sweep_seeds,
                                 timing_repeats=timing_repeats, sections=tuple(s.strip() for s in sections.split(",") if s.strip())).check()  # fmt: skip
-    lib = Library.load(library)
+    folder = library if library is not None else default_library_path(model)
+    if folder is None:
+        raise UserError(f"--library is needed for model {model!r}: learn one with python -m segakit.train.directions "
+                        f"--model {model} --out DIR, then pass --library DIR.")  # fmt: skip
+    lib = Library.load(folder)
     if threads:
         import torch
 

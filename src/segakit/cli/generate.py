@@ -101,7 +101,8 @@ def generate(
     library: Annotated[
         Path | None,
         typer.Option(
-            "--library", help="Direction library folder for --fair/--safe/--enhance (default: the embedded model's)."
+            "--library",
+            help="Direction library folder for --fair/--safe/--enhance (default: the one shipped for the embedded or embedded-flow model).",
         ),
     ] = None,
     library_strength: Annotated[

@@ -11,7 +11,8 @@
 A library is a folder with ``library.json`` (``{"directions": {"presentation=woman": "presentation-woman.safetensors",
 ...}, "model": ..., "strength": 0.5, "strengths": {"presentation=woman": 0.75}}``) and the direction files: ``strength`` is
 the default strength of its directions, ``strengths`` (optional) the strength of those that need another. The embedded model's is shipped under
-``segakit/assets/directions``; ``python -m segakit.train.directions`` relearns it.
+``segakit/assets/directions``, the embedded flow model's under ``segakit/assets/directions-flow``
+(:func:`default_library_path`); ``python -m segakit.train.directions [--model embedded-flow]`` relearns them.
 
 ``recipes`` (optional, written by ``python -m segakit.train.calibrate_directions``) says, for a value whose own
 direction does not draw it, what fair generation adds instead when that value is drawn: a list of ``[name,
@@ -38,6 +39,22 @@ SAFE = "horror=false"
 
 def embedded_library_path() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "directions"
+
+
+def embedded_flow_library_path() -> Path:
+    """The embedded flow model's library (its transformer's directions; the U-Net model's do not apply to it)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "directions-flow"
+
+
+def default_library_path(model: str | Path | None) -> Path | None:
+    """The library shipped for ``model`` ("embedded", "embedded-flow" or their folders); None for other models, which
+    need a library learned on them (``python -m segakit.train.directions --model ... --out DIR``)."""
+    from segakit.core.embedded_flow import EMBEDDED_FLOW
+    from segakit.core.loading import EMBEDDED, model_key
+
+    if model is None:
+        return None
+    return {EMBEDDED: embedded_library_path(), EMBEDDED_FLOW: embedded_flow_library_path()}.get(model_key(model))
 
 
 def key(attribute: str, value: object) -> str:

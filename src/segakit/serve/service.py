@@ -35,13 +35,13 @@ class Service:
         """Load the model once (and, for the embedded model, its direction library)."""
         import torch
 
-        from segakit.core.loading import is_embedded
-        from segakit.directions.library import Library
+        from segakit.directions.library import Library, default_library_path
         from segakit.sega.pipeline import SegaPipeline
 
         pipe = SegaPipeline.from_pretrained(config.model, dtype=torch.float32).to(config.device)
         pipe.set_progress_bar_config(disable=True)
-        return cls(config, pipe, Library.load() if is_embedded(config.model) else None)
+        folder = default_library_path(config.model)  # the embedded models' own; others serve no directions
+        return cls(config, pipe, Library.load(folder) if folder is not None else None)
 
     def params(self, req: GenerateRequest) -> GenerationParams:
         return to_params(req, self.config.model, self.config.limits, self.library)

@@ -27,7 +27,7 @@ import torch
 from segakit.core.atomic import atomic_open, ensure_writable_dir
 from segakit.core.fingerprint import fingerprint
 from segakit.directions.learn import LearnConfig, learn_direction, shards_on
-from segakit.directions.library import SAFE, embedded_library_path
+from segakit.directions.library import SAFE, default_library_path
 from segakit.jobs.calls import CallRunner
 from segakit.jobs.executors import open_executor, wants_workers
 from segakit.jobs.worker import WorkerConfig
@@ -57,7 +57,7 @@ RECIPES: dict[str, tuple[str, str | None]] = {
 @dataclass
 class DirectionsConfig:
     model: str = "embedded"
-    out: str = ""  # default: segakit/assets/directions
+    out: str = ""  # default: the model's shipped library (segakit/assets/directions, directions-flow for embedded-flow)
     cache: str = "runs/directions-cache"
     only: str = ""  # comma-separated attributes (or attribute=value names); default: all
     images: int = 64
@@ -106,7 +106,13 @@ def main(argv: list[str] | None = None) -> Path:
         torch.set_num_threads(cfg.threads)
     from segakit.sega.pipeline import SegaPipeline
 
-    out = ensure_writable_dir(Path(cfg.out) if cfg.out else embedded_library_path())
+    default = default_library_path(cfg.model)
+    if not cfg.out and default is None:
+        from segakit.core.errors import UserError
+
+        raise UserError(f"--out is needed for model {cfg.model!r}: only the embedded models have a library folder of "
+                        "their own (segakit/assets/directions, directions-flow).")  # fmt: skip
+    out = ensure_writable_dir(Path(cfg.out) if cfg.out else default)
     wanted = [w.strip() for w in cfg.only.split(",") if w.strip()]
     names = [n for n in RECIPES if not wanted or n in wanted or n.split("=")[0] in wanted]
     pipe = SegaPipeline.from_pretrained(cfg.model)
