@@ -40,19 +40,6 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-class WithMomentum:
-    """The pipeline with SEGA's momentum scale set on every call (the studies call it without one)."""
-
-    def __init__(self, pipe, momentum: float) -> None:
-        self.pipe, self.momentum = pipe, momentum
-
-    def __call__(self, *args, **kwargs):
-        return self.pipe(*args, edit_momentum_scale=self.momentum, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self.pipe, name)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
@@ -103,8 +90,10 @@ def main() -> None:
         for threshold in args.thresholds:
             for warmup in args.warmups:
                 for momentum in args.momentum:
-                    cfg = replace(base, edit=Edit(scale=scale, threshold=threshold, warmup=int(warmup)))
-                    res = sega_success(WithMomentum(pipe, momentum), oracle, cfg, images=plain)["targets"]
+                    edit = Edit(scale=scale, threshold=threshold, warmup=int(warmup))
+                    res = sega_success(pipe, oracle, replace(base, edit=edit, momentum=momentum), images=plain)[
+                        "targets"
+                    ]
                     mean, worst, iso, rates = summary(res)
                     rows.append((scale, threshold, int(warmup), mean, worst, iso, momentum))
                     print(

@@ -55,21 +55,23 @@ class QualityConfig:
     te_captions: int = 3000  # world captions for the text encoder's separation (0 = skip the text-encoder columns)
     te_images: int = 600  # renders for the CLIP's zero-shot accuracy
     guidance_refresh: int = 1  # unconditional estimate every K steps (segakit.sega.guidance.ConceptRefresh; 1: exact)
+    momentum: float = 0.1  # SEGA's momentum scale for the additions (the pipeline's default)
 
 
 def sample_images(pipe, prompt: str, seeds: Sequence[int], steps: int, guidance: float, batch: int,
                   edits: Sequence[Edit] = (), progress: Progress | None = None, directions: Sequence = (),
-                  edit_refresh: int = 1, guidance_refresh: int = 1) -> torch.Tensor:  # fmt: skip
+                  edit_refresh: int = 1, guidance_refresh: int = 1, momentum: float = 0.1) -> torch.Tensor:  # fmt: skip
     """Images (N, 3, 64, 64) in [0, 1], one generator per seed so each image is its seed's alone; ``directions``:
     h-space offsets (``Direction.at(strength)``) added as ``SegaPipeline`` adds them; ``edit_refresh``: concept
-    refresh (1: exact SEGA); ``guidance_refresh``: the same for classifier-free guidance."""
+    refresh (1: exact SEGA); ``guidance_refresh``: the same for classifier-free guidance; ``momentum``: SEGA's
+    momentum scale (the pipeline's default, 0.1)."""
     out = []
     for start in range(0, len(seeds), batch):
         chunk = list(seeds[start : start + batch])
         images = pipe(
             prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=len(chunk),
             generator=[torch.Generator().manual_seed(int(s)) for s in chunk], edits=list(edits), directions=list(directions), output_type="pt",
-            edit_refresh=edit_refresh, guidance_refresh=guidance_refresh,
+            edit_refresh=edit_refresh, guidance_refresh=guidance_refresh, edit_momentum_scale=momentum,
         ).images.float().cpu()  # fmt: skip
         if images.shape[-1] != ORACLE_SIZE:
             images = F.interpolate(
@@ -259,7 +261,7 @@ def sega_success(pipe, oracle, cfg: QualityConfig, targets: Sequence[Target] = A
         else:
             edit = replace(cfg.edit, prompt=t.prompt)
             out = sample_images(pipe, cfg.prompt, seeds, cfg.steps, cfg.guidance, cfg.batch, [edit], progress,
-                                guidance_refresh=cfg.guidance_refresh)  # fmt: skip
+                                guidance_refresh=cfg.guidance_refresh, momentum=cfg.momentum)  # fmt: skip
         # the figure: a row per target, its first seeds as plain, edited, plain, edited, ... (short rows padded)
         before = to_pil(plain_images[[scan.index(s) for s in seeds[: FIGURE_COLS // 2]]])
         after = to_pil(out[: FIGURE_COLS // 2])
