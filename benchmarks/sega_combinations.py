@@ -37,9 +37,10 @@ PROMPT = "a face of a person"
 
 
 def parse_setting(text: str) -> tuple[float, float, int, float]:
+    """``"8:0.9:3[:0.1]"`` -> (scale, threshold, warm-up, momentum); ValueError when it is not that."""
     parts = text.split(":")
     if len(parts) not in (3, 4):
-        raise SystemExit(f"--settings has {text!r}; write SCALE:THRESHOLD:WARMUP[:MOMENTUM], e.g. 8:0.9:3.")
+        raise ValueError(text)
     momentum = float(parts[3]) if len(parts) == 4 else 0.1
     return float(parts[0]), float(parts[1]), int(parts[2]), momentum
 
@@ -53,8 +54,14 @@ def main() -> None:
     ap.add_argument("--combination", type=int, choices=(0, 1, 2), default=0, help="1 or 2: only that one")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    settings = [parse_setting(s.strip()) for s in args.settings.split(",") if s.strip()]
-    boost = {k: float(v) for k, v in (item.split("=") for item in args.boost.split(",") if item.strip())}
+    try:
+        settings = [parse_setting(s.strip()) for s in args.settings.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--settings {args.settings!r}: write SCALE:THRESHOLD:WARMUP[:MOMENTUM],..., e.g. 8:0.9:3,12:0.8:3:0")
+    try:
+        boost = {k: float(v) for k, v in (item.split("=") for item in args.boost.split(",") if item.strip())}
+    except ValueError:
+        ap.error(f"--boost {args.boost!r}: write NAME=SCALE,..., e.g. curls=5,beard=5")
     torch.set_num_threads(args.threads)
     pipe = SegaPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)

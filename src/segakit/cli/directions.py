@@ -125,13 +125,9 @@ def list_directions(
 ) -> None:
     """List a direction library's directions (NAME for --direction in the API, FILE for --direction here), with
     the strength each is used at and the attributes --fair can balance."""
-    from segakit.directions.library import Library, default_library_path
+    from segakit.directions.library import Library, library_folder
 
-    folder = library if library is not None else default_library_path(model)
-    if folder is None:
-        raise UserError(f"--model {model!r} has no shipped direction library (embedded and embedded-flow do); "
-                        "pass --library DIR.")  # fmt: skip
-    lib = Library.load(folder)
+    lib = Library.load(library_folder(library, model, "segakit directions list needs"))
     rows = [{"name": n, "strength": lib.strength_of(n), "file": str(lib.folder / lib.files[n])} for n in lib.names()]
     if as_json:
         typer.echo(

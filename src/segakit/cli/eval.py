@@ -304,7 +304,7 @@ def directions(
     edits: fairness, safety, text-enhancing, monotonicity, composition, cost. Resumes from DIR/cache."""
     device = resolve_device(device)
     plan_folder(out, "--out", REPORT_FILES, overwrite)  # a finished report is never replaced unasked
-    from segakit.directions.library import Library, default_library_path
+    from segakit.directions.library import Library, library_folder
     from segakit.eval.directions_study import (
         DirectionsStudyConfig,
         Progress,
@@ -319,11 +319,7 @@ def directions(
     check(workers, ray)
     cfg = DirectionsStudyConfig(seeds=seeds, first_seed=first_seed, steps=steps, batch=batch, strength=strength, sweep_seeds=sweep_seeds,
                                 timing_repeats=timing_repeats, sections=tuple(s.strip() for s in sections.split(",") if s.strip())).check()  # fmt: skip
-    folder = library if library is not None else default_library_path(model)
-    if folder is None:
-        raise UserError(f"--library is needed for model {model!r}: learn one with python -m segakit.train.directions "
-                        f"--model {model} --out DIR, then pass --library DIR.")  # fmt: skip
-    lib = Library.load(folder)
+    lib = Library.load(library_folder(library, model, "segakit eval directions needs"))
     if threads:
         import torch
 

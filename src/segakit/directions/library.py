@@ -57,6 +57,16 @@ def default_library_path(model: str | Path | None) -> Path | None:
     return {EMBEDDED: embedded_library_path(), EMBEDDED_FLOW: embedded_flow_library_path()}.get(model_key(model))
 
 
+def library_folder(library: str | Path | None, model: str | Path, needs: str) -> Path:
+    """``library`` when given, else the one shipped for ``model``; for a model without one, a UserError saying what
+    ``needs`` it (e.g. "--fair, --safe and --enhance need") and how to learn one."""
+    folder = Path(library) if library is not None else default_library_path(model)
+    if folder is None:
+        raise UserError(f"{needs} a direction library for model {str(model)!r}, and only the embedded models ship one; "
+                        f"learn one with python -m segakit.train.directions --model {model} --out DIR and pass --library DIR.")  # fmt: skip
+    return folder
+
+
 def key(attribute: str, value: object) -> str:
     """``attribute=value`` with booleans as JSON writes them (``glasses=true``)."""
     return f"{attribute}={str(value).lower() if isinstance(value, bool) else value}"

@@ -180,13 +180,9 @@ def _library(params: GenerationParams):
     """The direction library a job's --fair / --safe / --enhance use (None when it uses none)."""
     if not ((params.fair and params.fair_method == "directions") or params.safe or params.enhance):
         return None
-    from segakit.directions.library import Library, default_library_path
+    from segakit.directions.library import Library, library_folder
 
-    folder = params.library if params.library is not None else default_library_path(params.model)
-    if folder is None:
-        raise UserError(f"--fair, --safe and --enhance need a direction library for model {params.model!r}; "
-                        "learn one with python -m segakit.train.directions --model ... --out DIR and pass --library DIR.")  # fmt: skip
-    return Library.load(folder)
+    return Library.load(library_folder(params.library, params.model, "--fair, --safe and --enhance need"))
 
 
 def _strength(library, params: GenerationParams, name: str | None = None) -> float | None:

@@ -25,7 +25,7 @@ import torch
 
 from segakit.core.errors import UserError
 from segakit.directions.calibrate import balanced_draw, candidates, choose, expected_shares, share
-from segakit.directions.library import Library, default_library_path, key
+from segakit.directions.library import Library, key, library_folder
 from segakit.train.config import parse_config
 from segakit.train.directions import save_index
 
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     strengths = _strengths(cfg.strengths)
     if cfg.seeds < 1:
         raise UserError(f"--seeds {cfg.seeds}: give 1 or more.")
-    folder = Path(cfg.library) if cfg.library else default_library_path(cfg.model)
-    if folder is None:
-        raise UserError(f"--library is needed for model {cfg.model!r}: only the embedded models ship a library.")
+    folder = library_folder(cfg.library or None, cfg.model, "python -m segakit.train.calibrate_directions needs")
     lib = Library.load(folder)
     values = lib.values(cfg.attribute)
     if len(values) < 2:

@@ -143,9 +143,8 @@ def steps_words(report: dict) -> str:
     parts = []
     for method, count in steps.items():
         if method.startswith("flowedit"):
-            strength = report.get(
-                "flowedit_strength", PAPER[report["family"]]["strength"]
-            )  # older reports: the paper's
+            # reports written before models had FlowEdit settings of their own ran the paper's
+            strength = report.get("flowedit_strength", PAPER[report["family"]]["strength"])
             edited = count - skipped_steps(count, strength)
             parts.append(f"{method} {count} steps, the last {edited} edited (FlowEdit's strength; no inversion)")
         else:
