@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-import segakit.sega.pipeline as pipeline_module  # noqa: E402
+import segakit.sega.groups as groups_module  # noqa: E402
 from segakit import Edit, SegaPipeline  # noqa: E402
 from segakit.sega.guidance import ConceptRefresh  # noqa: E402
 
@@ -110,18 +110,18 @@ def main() -> None:
           f"{len(edits)} concept rows per step)")  # fmt: skip
     print("| schedule | concept rows per step | error mean | error worst |")
     print("|---|---:|---:|---:|")
-    original = pipeline_module.ConceptRefresh
+    original = groups_module.ConceptRefresh
     chosen = schedules(args.steps)
     if args.only:
         chosen = {f"edit_refresh {k}": int(k) for k in args.only.split(",")}
     for name, interval in chosen.items():
         if isinstance(interval, int):  # the pipeline's own edit_refresh=K
             Counted.rows = 0
-            pipeline_module.ConceptRefresh = Counted
+            groups_module.ConceptRefresh = Counted
             try:
                 out = run(refresh=interval).flatten(1)
             finally:
-                pipeline_module.ConceptRefresh = original
+                groups_module.ConceptRefresh = original
             rows = Counted.rows
         else:
             interval, starts = interval if isinstance(interval, tuple) else (interval, None)
@@ -132,11 +132,11 @@ def main() -> None:
                 _made.append(Scheduled(_interval, _starts))
                 return _made[-1]
 
-            pipeline_module.ConceptRefresh = factory
+            groups_module.ConceptRefresh = factory
             try:
                 out = run(refresh=2).flatten(1)  # any K != 1 builds the (patched) refresh
             finally:
-                pipeline_module.ConceptRefresh = original
+                groups_module.ConceptRefresh = original
             rows = made[0].rows
         err = (out - exact).norm(dim=1) / exact.norm(dim=1)
         print(f"| {name} | {rows / args.steps:.2f} | {err.mean():.4f} | {err.max():.4f} |", flush=True)

@@ -43,12 +43,12 @@ def _dependency_folders() -> list[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel, built by pip from a copy of the checkout's pyproject.toml, README.md and src/ (the checkout is not
+    """The wheel, built by pip from a copy of the checkout's pyproject.toml, README.md, LICENSE and src/ (the checkout is not
     written to)."""
     tmp = tmp_path_factory.mktemp("wheel")
     tree = tmp / "tree"
     tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, tree / name)
     shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     proc = _run(
@@ -70,6 +70,7 @@ def test_the_wheel_is_the_version_and_carries_the_shipped_assets(wheel):
         metadata = z.read(f"segakit-{segakit.__version__}.dist-info/METADATA").decode()
     assert shipped and shipped <= names, sorted(shipped - names)[:5]
     assert "License-Expression: Apache-2.0" in metadata
+    assert f"segakit-{segakit.__version__}.dist-info/licenses/LICENSE" in names  # the license's text
 
 
 def test_the_wheel_installs_into_a_fresh_venv_and_generates_with_an_edit(wheel, tmp_path):
