@@ -41,6 +41,24 @@ def test_the_schema_carries_the_limits_set_at_start_up(server):
     assert edit["method"]["anyOf"][0]["enum"] == ["onthefly", "sega", "flowedit", "invert"]  # null: the model's default
 
 
+def test_the_apps_refresh_sliders_reach_the_step_limit(server):
+    """Any K the API takes for concept or guidance refresh (up to the steps) fits the app's slider, so a PNG made
+    through the API restores into the app."""
+    from segakit.serve.webapp import App
+
+    _, service = server
+    demo = App(service).blocks()
+    sliders = {
+        b.elem_id: b
+        for b in demo.blocks.values()
+        if getattr(b, "elem_id", None) in ("edit-refresh", "guidance-refresh")
+    }
+    assert {k: (s.minimum, s.maximum) for k, s in sliders.items()} == {
+        "edit-refresh": (1, LIMITS.max_steps),
+        "guidance-refresh": (1, LIMITS.max_steps),
+    }
+
+
 def test_a_whole_number_written_as_a_float_is_taken_and_steps_left_out_fit_the_limit(server):
     url, _ = server
     r = requests.post(

@@ -262,7 +262,7 @@ class App:
                         add = gr.Button("Add concept", elem_id="add-concept", size="sm")
                         edit_refresh = gr.Slider(1, self.max_steps, value=b.edit_refresh, step=1, elem_id="edit-refresh",
                                                  label="Concept refresh: compute each concept every K steps, reuse its direction in between (1: exact SEGA; 2-4 run faster)")  # fmt: skip
-                        guidance_refresh = gr.Slider(1, 4, value=b.guidance_refresh, step=1, elem_id="guidance-refresh",
+                        guidance_refresh = gr.Slider(1, self.max_steps, value=b.guidance_refresh, step=1, elem_id="guidance-refresh",
                                                      label="Guidance refresh: the unconditional estimate every K steps (1: exact CFG; 2 runs faster; needs guidance above 1)")  # fmt: skip
                         with gr.Accordion("Directions (self-discovered, h-space)", open=False):
                             strengths = [
