@@ -88,6 +88,26 @@ def test_cli_edit_is_the_python_pipelines_edit(monkeypatch, capsys, folders, tmp
     assert steps == [(k, 6) for k in range(1, 7)] and read_params(out)["eta"] == 0.5  # inversion, then sampling
 
 
+def test_flowedits_noise_mask_from_the_command_line_is_the_pipelines(monkeypatch, capsys, folders, tmp_path):
+    """`--mask Q` with FlowEdit: the image `FlowEditPipeline(..., mask=Q)` makes, recorded and repeated from the PNG,
+    and not the unmasked edit."""
+    from segakit import SegaPipeline
+    from segakit.editing import EditPipeline
+
+    out, plain = tmp_path / "masked.png", tmp_path / "plain.png"
+    args = edit_args(folders, "sd3", "flowedit")
+    assert cli(monkeypatch, capsys, *args, "--mask", 0.7, "--skip", 0, "--out", out)[0] == 0
+    assert cli(monkeypatch, capsys, *args, "--skip", 0, "--out", plain)[0] == 0
+    assert read_params(out)["mask"] == 0.7 and not np.array_equal(pixels(out), pixels(plain))
+    pipe = EditPipeline.from_pipe(SegaPipeline.from_pretrained(folders / "sd3"))
+    result = pipe(Image.open(folders / "face.png"), "give her glasses", source_caption="a face",
+                  target_captions=["a face with glasses"], num_inference_steps=3, size=32, skip=0.0, mask=0.7)  # fmt: skip
+    assert np.array_equal(pixels(out), np.asarray(result.images[0], dtype=np.int16))
+    again = tmp_path / "again.png"
+    assert cli(monkeypatch, capsys, "edit", "--from-png", out, "--out", again, "--threads", 1)[0] == 0
+    assert np.array_equal(pixels(again), pixels(out))
+
+
 def test_from_pretrained_gives_the_flow_pipeline_and_sega_asks_for_segas_loop(folders):
     """Without SegaPipeline the editing layer still runs FlowEdit and the inversion on diffusers' own pipeline; SEGA
     on the inversion needs SegaPipeline's loop and says how to get it."""
@@ -143,7 +163,8 @@ def test_flow_edit_without_a_caption_writer_asks_for_captions(monkeypatch, capsy
 
 @pytest.mark.parametrize("model, extra, words", [
     ("sd3", ["--method", "onthefly"], "--method onthefly edits U-Net models"),
-    ("flux", ["--mask", 0.9], "--mask 0.9 applies to U-Net models"),
+    ("flux", ["--method", "invert", "--mask", 0.9], "--mask 0.9 applies to --method flowedit on SD3 and FLUX"),
+    ("sd3", ["--mask", 1.0], "--mask 1.0 is outside [0, 1)"),
     ("flux", ["--inversion", "ddpm"], "--inversion ddpm applies to U-Net models"),
     ("sd3", ["--blend"], "--blend True applies to U-Net models"),
     ("sd3", ["--recipe", "measured"], "--recipe measured is the embedded U-Net model's"),

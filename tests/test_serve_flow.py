@@ -104,7 +104,7 @@ def test_edit_defaults_to_flowedit_at_the_papers_settings(server):
 @pytest.mark.parametrize("extra, words", [
     ({"method": "onthefly"}, "method onthefly edits U-Net models"),
     ({"inversion": "ddpm"}, "inversion ddpm applies to U-Net models"),
-    ({"mask": 0.9}, "mask 0.9 applies to U-Net models"),
+    ({"mask": 0.9, "method": "sega"}, "mask 0.9 applies to method flowedit on SD3 and FLUX"),
     ({"sega_mask": "noise", "method": "sega"}, "sega_mask noise applies to U-Net models"),
     ({"method": "invert", "skip": 0.3}, "skip 0.3 applies to method flowedit"),
     ({"size": 128}, "size 128 is over this server's limit of 64"),

@@ -108,17 +108,18 @@ class FlowEditPipeline:
         source_guidance: float | None = None, skip: float | None = None, direction_scale: float = 1.0,
         concepts: Sequence[str] | None = None, threshold: float = 0.9, eta: float = 0.0, eta_stop: int | None = None,
         gamma: float = 0.0, size: int | None = None, num_captions: int = 3, seed: int = 0, output_type: str = "pil",
-        callback: Callable[[int, int], None] | None = None,
+        callback: Callable[[int, int], None] | None = None, mask: float = 0.0,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says with ``method`` "flowedit", "invert" or "sega"; settings left None
         are the method's for this family (:func:`segakit.editing.params.flow_defaults`). ``callback(done, total)``
-        after each denoiser step."""
+        after each denoiser step; ``mask`` (flowedit): LEDITS++'s noise mask on each step at this quantile (0: none,
+        the paper's; :func:`segakit.editing.flowedit.flowedit`)."""
         params = EditParams(
             instruction=instruction, model=self.model_name, method=method, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),
             num_captions=num_captions, steps=num_inference_steps, guidance_scale=guidance_scale,
             source_guidance=source_guidance, skip=skip, direction_scale=direction_scale, concepts=list(concepts or []),
-            threshold=threshold, eta=eta, eta_stop=eta_stop, gamma=gamma, size=size, seed=seed,
+            threshold=threshold, eta=eta, eta_stop=eta_stop, gamma=gamma, size=size, seed=seed, mask=mask,
         )  # fmt: skip
         return self.run(params, image, output_type=output_type, callback=callback)
 
@@ -166,6 +167,7 @@ class FlowEditPipeline:
         target = direction.add_to(source_cond, params.direction_scale)
         if params.method == "flowedit":
             return editor.flowedit(image, source_cond, target, params.steps, 1 - params.skip, params.source_guidance,
-                                   params.guidance_scale, seed=params.seed, callback=callback, size=params.size)  # fmt: skip
+                                   params.guidance_scale, seed=params.seed, callback=callback, size=params.size,
+                                   mask=params.mask)  # fmt: skip
         return editor.edit(image, source_cond, target, params.steps, params.guidance_scale, params.gamma, params.eta,
                            params.eta_stop, params.seed, callback=callback, size=params.size)  # fmt: skip

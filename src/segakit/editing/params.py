@@ -26,8 +26,9 @@ FLOW_INVERSIONS = {"flowedit": "none", "invert": "rf", "sega": "rf"}
 # noises already pin the image (docs/editing.md: the sweep that chose it, and the masked setting that keeps more)
 ONTHEFLY_GUIDANCE = {"ddim": 5.0, "ddpm": 3.5}
 FLOW_STEPS = 28  # invert and sega on flows: FlowEditor's default (FLUX.1's usual schedule)
-# U-Net-only options and their "not used" values: on an SD3 or FLUX model any other value is refused
-UNET_ONLY = {"mask": 0.0, "blend": False, "blend_dilate": 0, "xa_guidance": 0.15, "regularize": True,
+# U-Net-only options and their "not used" values: on an SD3 or FLUX model any other value is refused (``mask`` is
+# shared: OnTheFly's on a DDPM inversion, FlowEdit's on flows)
+UNET_ONLY = {"blend": False, "blend_dilate": 0, "xa_guidance": 0.15, "regularize": True,
              "mask_tokens": "all", "sega_mask": "intersect"}  # fmt: skip
 # flow-only options (RF-Inversion's controllers, the edit's size) and their "off" values
 FLOW_ONLY = {"eta": 0.0, "eta_stop": None, "gamma": 0.0, "size": None}
@@ -204,6 +205,14 @@ class EditParams:
                 f"{arg('inversion')} {self.inversion} applies to U-Net models; on SD3 and FLUX, flowedit does not invert and invert and sega use the rectified-flow inversion."
             )
         self.inversion = FLOW_INVERSIONS[method]
+        if not 0 <= self.mask < 1:
+            raise UserError(
+                f"{arg('mask')} {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most."
+            )
+        if self.mask and method != "flowedit":
+            raise UserError(
+                f"{arg('mask')} {self.mask} applies to {arg('method')} flowedit on SD3 and FLUX models; {method} does not mask its steps."
+            )
         if is_flow(family):
             for name, value in flow_defaults(method, family, self.model).items():  # type: ignore[arg-type]
                 if getattr(self, name) is None:

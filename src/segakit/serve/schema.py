@@ -180,7 +180,7 @@ class EditRequest(BaseModel):
         0.0,
         ge=0,
         lt=1,
-        description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image).",
+        description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image); on SD3 and FLUX, flowedit: each step moves the image only where the two prompts' velocities differ most (off by default).",
     )
     blend_dilate: Int = Field(
         0,
