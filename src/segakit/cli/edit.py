@@ -69,7 +69,7 @@ def edit(
     mask: Annotated[
         float | None,
         typer.Option(
-            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes). On SD3 and FLUX, --method flowedit: each step moves the image only where the two prompts' velocities differ most (0.7 kept 1-2 points more of the image at equal success on the embedded flow model; off by default, as it misses global edits such as skin or hair colour as it rises: docs/results/flow/report.md)."
+            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes). On SD3 and FLUX, --method flowedit: each step moves the image only where the two prompts' velocities differ most (on the embedded flow model 0.7-0.8 kept 3-4 points more of the image at equal success, 0.9 started to miss edits; off by default: docs/results/flow/report.md)."
         ),
     ] = None,
     blend: Annotated[
