@@ -14,7 +14,7 @@ steps after), so they cost the same; they differ in what they rebuild from what 
 
 SEGA with 4 concepts runs on the same seeds with each, and the script prints how far its final latents land from
 exact SEGA's (relative L2 per image, mean and worst), the proxy ``benchmarks/refresh_schedules.py`` uses for
-schedules, with and without guidance refresh (exact SEGA with exact guidance is the reference in both):
+schedules, with and without guidance refresh (exact SEGA with exact guidance is the reference in both).
 
 With ``--combination N`` the oracle judges instead: the SEGA paper's first four-edit combination (glasses + smile +
 curls + beard, the study's hardest bar for concept refresh) on N seeds from 600,000 on (apart from every study's), at
@@ -29,6 +29,7 @@ prints the share of seeds showing all four and each edit's success.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import warnings
 
@@ -74,6 +75,17 @@ class Rebuilt(ConceptRefresh):
             else:
                 out[k] = e0 + d
         return out
+
+
+@contextlib.contextmanager
+def rebuilt_by(kind: str, slope: float):
+    """Within the block, the pipeline's concept refresh rebuilds its estimates by ``kind`` (edit groups build it)."""
+    original = groups_module.ConceptRefresh
+    groups_module.ConceptRefresh = type("Patched", (Rebuilt,), {"kind": kind, "slope": slope})
+    try:
+        yield
+    finally:
+        groups_module.ConceptRefresh = original
 
 
 def norms(x: torch.Tensor) -> torch.Tensor:
@@ -138,17 +150,12 @@ def main() -> None:
     names = list(estimators())
     print("| edit_refresh, guidance_refresh | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
-    original = groups_module.ConceptRefresh
     for g in guidances:
         for k in refreshes:
             cells, own = [], run(k, g)  # the pipeline's own refresh, unpatched: the direction column must equal it
             for kind, slope in estimators().values():
-                cls = type("Patched", (Rebuilt,), {"kind": kind, "slope": slope})
-                groups_module.ConceptRefresh = cls
-                try:
+                with rebuilt_by(kind, slope):
                     out = run(k, g)
-                finally:
-                    groups_module.ConceptRefresh = original
                 if kind == "direction" and not torch.allclose(out, own, atol=1e-6):
                     raise SystemExit(
                         "The patched refresh did not reproduce edit_refresh's own: the patch missed the loop."
@@ -172,17 +179,13 @@ def combination(pipe, n: int, k: int, g: int, steps: int) -> None:
     print(f"{' + '.join(t.name for t in combo)} on {n} seeds of 'a face of a person' from 600,000, {steps} steps")
     print("| estimator | all 4 | " + " | ".join(t.name for t in combo) + " |")
     print("|---|---:|" + "---:|" * len(combo))
-    original = groups_module.ConceptRefresh
     for name, (kind, slope) in {"exact SEGA and CFG": ("exact", 1.0), **estimators()}.items():
         if kind == "estimate":  # far off already on the latents; the oracle need not judge it
             continue
-        groups_module.ConceptRefresh = type("Patched", (Rebuilt,), {"kind": kind, "slope": slope})
         exact = kind == "exact"
-        try:
+        with rebuilt_by(kind, slope):
             images = sample_images(pipe, "a face of a person", seeds, steps, 7.5, 8, edits,
                                    edit_refresh=1 if exact else k, guidance_refresh=1 if exact else g)  # fmt: skip
-        finally:
-            groups_module.ConceptRefresh = original
         hits = [[t.achieved(lab) for t in combo] for lab in oracle.predict(images)]
         each = [sum(h[i] for h in hits) / n for i in range(len(combo))]
         label = name if exact else f"{name}, refresh {k}, guidance refresh {g}"
