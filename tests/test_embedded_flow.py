@@ -81,9 +81,45 @@ def test_flowedit_takes_the_embedded_flow_models_own_settings_and_the_papers_els
     own = EditParams(instruction="add glasses", model="embedded-flow", method="flowedit", steps=None,
                      guidance_scale=None).validate("sd3")  # fmt: skip
     assert (own.steps, own.skip, own.guidance_scale, own.source_guidance) == (50, 0.2, 7.5, 3.5)
+    assert own.mask == EMBEDDED_FLOW_FLOWEDIT["mask"] > 0  # LEDITS++'s noise mask, measured to keep more
     paper = EditParams(instruction="add glasses", model="embedded-flow", method="flowedit", steps=50, skip=0.34,
-                       guidance_scale=13.5, source_guidance=3.5).validate("sd3")  # fmt: skip
-    assert (paper.steps, paper.skip, paper.guidance_scale, paper.source_guidance) == (50, 0.34, 13.5, 3.5)
+                       guidance_scale=13.5, source_guidance=3.5, mask=0.0).validate("sd3")  # fmt: skip
+    assert (paper.steps, paper.skip, paper.guidance_scale, paper.source_guidance, paper.mask) == (
+        50,
+        0.34,
+        13.5,
+        3.5,
+        0,
+    )
     other = EditParams(instruction="add glasses", model=str(tmp_path), method="flowedit", steps=None,
                        guidance_scale=None).validate("sd3")  # fmt: skip
-    assert (other.skip, other.guidance_scale) == (0.34, 13.5)
+    assert (other.skip, other.guidance_scale, other.mask) == (0.34, 13.5, 0.0)
+    for method in ("invert", "sega"):  # the mask is FlowEdit's: the other flow methods leave it off
+        assert EditParams(instruction="add glasses", model="embedded-flow", method=method).validate("sd3").mask == 0.0
+
+
+@pytest.mark.parametrize("recipe", [None, "measured", "paper"])
+def test_segakit_edit_on_the_embedded_flow_model_takes_its_own_settings_or_the_papers(monkeypatch, capsys, tmp_path,
+                                                                                      recipe):  # fmt: skip
+    """`segakit edit --model embedded-flow` runs FlowEdit at the model's measured settings (its noise mask included);
+    `--recipe paper` at SD3's published ones, without a mask; a flag given wins over either."""
+    from cli_runner import cli
+    from PIL import Image
+
+    from segakit.core.images import read_params
+    from segakit.editing.flow import EMBEDDED_FLOW_FLOWEDIT, PAPER
+
+    Image.new("RGB", (48, 40), (200, 150, 120)).save(tmp_path / "face.png")
+    out = tmp_path / "edited.png"
+    args = ["edit", tmp_path / "face.png", "give her glasses", "--model", "embedded-flow", "--source-caption",
+            "a face of a woman", "--captions-after", "a face of a woman with glasses", "--steps", 4, "--threads", 1,
+            "--out", out, *(["--recipe", recipe] if recipe else [])]  # fmt: skip
+    code, _, err = cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    p = read_params(out)
+    want = PAPER["sd3"] if recipe == "paper" else EMBEDDED_FLOW_FLOWEDIT
+    assert p["steps"] == 4 and p["skip"] == round(1 - want["strength"], 6) and p["mask"] == want["mask"]
+    assert (p["source_guidance"], p["guidance_scale"]) == (want["source_guidance"], want["target_guidance"])
+    code, _, err = cli(monkeypatch, capsys, *args[:-2], "--mask", 0.5, "--out", tmp_path / "given.png")
+    assert code == 0, err
+    assert read_params(tmp_path / "given.png")["mask"] == 0.5

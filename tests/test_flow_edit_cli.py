@@ -167,7 +167,7 @@ def test_flow_edit_without_a_caption_writer_asks_for_captions(monkeypatch, capsy
     ("sd3", ["--mask", 1.0], "--mask 1.0 is outside [0, 1)"),
     ("flux", ["--inversion", "ddpm"], "--inversion ddpm applies to U-Net models"),
     ("sd3", ["--blend"], "--blend True applies to U-Net models"),
-    ("sd3", ["--recipe", "measured"], "--recipe measured is the embedded U-Net model's"),
+    ("sd3", ["--recipe", "measured"], "--recipe measured is a setting measured on the embedded models"),
     ("sd3", ["--method", "invert", "--skip", 0.2], "--skip 0.2 applies to --method flowedit"),
     ("flux", ["--eta", 0.5], "--eta 0.5 is RF-Inversion's pull towards the image, for --method invert only"),
     ("flux", ["--concept", "+hat"], "apply to --method sega"),

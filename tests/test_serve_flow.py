@@ -8,6 +8,7 @@ import base64
 import io
 import json
 
+import gradio as gr
 import numpy as np
 import pytest
 import requests
@@ -135,3 +136,8 @@ def test_the_edit_tab_offers_the_flow_methods(server):
     # steps 0 (the slider's start): the method's default, FlowEdit's 50 (SD3) or 28 (FLUX), here capped at the server's 20
     _, _, _, [path] = app.edit(image, "give her glasses", "flowedit", "a face", "a face with glasses", "", 0, "ddim")
     assert png_params(open(path, "rb").read())["steps"] == LIMITS.max_steps
+    # the mask slider starts at the model's FlowEdit mask (none on a folder's model); left there, a method that does
+    # not mask runs without one, moved, it is refused by name
+    assert app.flowedit_mask == 0.0 and app.edit_mask("sega", 0.0) is None and app.edit_mask("flowedit", 0.3) == 0.3
+    with pytest.raises(gr.Error, match="mask 0.5 applies to method flowedit"):
+        app.edit(image, "give her glasses", "invert", "a face", "a face with glasses", "", 2, "ddim", 0.5)

@@ -41,7 +41,7 @@ def edit(
         str | None,
         typer.Option(
             "--recipe",
-            help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend; U-Net models' default) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9; FlowEdit's per family, the only one on SD3 and FLUX). docs/guide.md, \"Editing defaults\".",
+            help="The defaults of the options you leave out: measured (the setting that edited best on the editing study's held-out pairs: onthefly on a DDPM inversion with --mask 0.98 --guidance 5; sega with --sega-mask noise --threshold 0.99 --blend; U-Net models' default) or paper (the papers' own: onthefly on a DDIM inversion at guidance 5; LEDITS++'s intersect masks at 0.9; FlowEdit's per family without a mask). On SD3 and FLUX the default is the model's own: the embedded flow model's measured FlowEdit (50 steps, --skip 0.2, guidance 3.5 / 7.5, --mask 0.8), elsewhere the paper's. docs/guide.md, \"Editing defaults\".",
         ),
     ] = None,
     concept: Annotated[
@@ -69,7 +69,7 @@ def edit(
     mask: Annotated[
         float | None,
         typer.Option(
-            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes). On SD3 and FLUX, --method flowedit: each step moves the image only where the two prompts' velocities differ most (on the embedded flow model 0.7-0.8 kept 3-4 points more of the image at equal success, 0.9 started to miss edits; off by default: docs/results/flow/report.md)."
+            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes). On SD3 and FLUX, --method flowedit: each step moves the image only where the two prompts' velocities differ most (default: 0.8 on the embedded flow model, where it kept 3-5 points more of the image at about equal success; off elsewhere and with --recipe paper; 0.9 starts to miss edits: docs/results/flow/report.md)."
         ),
     ] = None,
     blend: Annotated[
@@ -151,7 +151,7 @@ def edit(
     guidance: Annotated[
         float | None,
         typer.Option(
-            help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5); flowedit: the target side's guidance (default: the paper's, 13.5 on SD3, 5.5 on FLUX); invert: the guidance of inversion and sampling (default 1)."
+            help="onthefly: classifier-free guidance of the edit pass (negative: the source caption; default: the recipe's 5, or 3.5 on a DDPM inversion without it); sega: each concept's scale (default 5); flowedit: the target side's guidance (default: the paper's, 13.5 on SD3, 5.5 on FLUX; 7.5 on the embedded flow model); invert: the guidance of inversion and sampling (default 1)."
         ),
     ] = None,
     eta: Annotated[
@@ -254,7 +254,11 @@ def edit(
             family = pipe.family
         if is_flow(family):
             method = method or "flowedit"
-            mask, sega_mask, blend, threshold = _flow_unset(recipe, mask, sega_mask, blend, threshold)
+            mask, sega_mask, blend, threshold = _flow_unset(recipe, model, mask, sega_mask, blend, threshold)
+            if recipe == "paper":  # the paper's settings for the family, where the model has its own
+                steps, skip, guidance, source_guidance, mask = _flow_paper(
+                    method, family, steps, skip, guidance, source_guidance, mask
+                )
         elif (method := method or "onthefly") in UNET_METHODS:  # another method is refused by name below
             chosen = _recipe_defaults(
                 method, recipe or "measured", inversion, mask, guidance, threshold, sega_mask, blend
@@ -290,23 +294,32 @@ def load_editor(model: str, captioner: Path | None, caption_writer: Path | None)
     )
 
 
-def _flow_unset(recipe: str | None, mask, sega_mask, blend, threshold) -> tuple:
-    """On SD3 and FLUX the papers' settings are the defaults (no measured recipe yet); the U-Net-only options left
-    out take their unused values, so that given ones are refused by name (EditParams.validate)."""
+def _flow_unset(recipe: str | None, model: str, mask, sega_mask, blend, threshold) -> tuple:
+    """On SD3 and FLUX the defaults are the model's (the embedded flow model's measured ones, else the papers');
+    the U-Net-only options left out take their unused values, so that given ones are refused by name
+    (EditParams.validate); a mask left out stays None, the model's own."""
+    from segakit.core.embedded_flow import EMBEDDED_FLOW
+    from segakit.core.loading import model_key
     from segakit.editing.recipes import RECIPES
 
-    if recipe == "measured":
+    if recipe == "measured" and model_key(model) != EMBEDDED_FLOW:
         raise UserError(
-            "--recipe measured is the embedded U-Net model's measured setting; on SD3 and FLUX models the defaults are the papers' (--recipe paper)."
+            "--recipe measured is a setting measured on the embedded models; on other SD3 and FLUX models the defaults are the papers' (--recipe paper)."
         )
     if recipe is not None and recipe not in RECIPES:
         raise UserError(f"--recipe {recipe!r} is not one of {', '.join(RECIPES)}.")
-    return (
-        0.0 if mask is None else mask,
-        sega_mask or "intersect",
-        bool(blend),
-        0.9 if threshold is None else threshold,
-    )
+    return mask, sega_mask or "intersect", bool(blend), 0.9 if threshold is None else threshold
+
+
+def _flow_paper(method: str, family: str, steps, skip, guidance, source_guidance, mask) -> tuple:
+    """``--recipe paper`` on a flow model: the options left out take the family's published settings (FlowEdit's
+    paper: no mask), not the model's own."""
+    from segakit.editing.params import flow_defaults
+
+    paper = flow_defaults(method, family)
+    pick = lambda given, name: paper[name] if given is None else given  # noqa: E731
+    return (pick(steps, "steps"), pick(skip, "skip"), pick(guidance, "guidance_scale"),
+            pick(source_guidance, "source_guidance"), pick(mask, "mask"))  # fmt: skip
 
 
 def _recipe_defaults(method: str, recipe: str, inversion, mask, guidance, threshold, sega_mask, blend) -> tuple:

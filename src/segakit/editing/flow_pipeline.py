@@ -108,12 +108,12 @@ class FlowEditPipeline:
         source_guidance: float | None = None, skip: float | None = None, direction_scale: float = 1.0,
         concepts: Sequence[str] | None = None, threshold: float = 0.9, eta: float = 0.0, eta_stop: int | None = None,
         gamma: float = 0.0, size: int | None = None, num_captions: int = 3, seed: int = 0, output_type: str = "pil",
-        callback: Callable[[int, int], None] | None = None, mask: float = 0.0,
+        callback: Callable[[int, int], None] | None = None, mask: float | None = None,
     ) -> EditPipelineOutput:  # fmt: skip
         """Edit ``image`` as ``instruction`` says with ``method`` "flowedit", "invert" or "sega"; settings left None
         are the method's for this family (:func:`segakit.editing.params.flow_defaults`). ``callback(done, total)``
         after each denoiser step; ``mask`` (flowedit): LEDITS++'s noise mask on each step at this quantile (0: none,
-        the paper's; :func:`segakit.editing.flowedit.flowedit`)."""
+        the paper's; None: the model's, none but on the embedded flow model; :func:`segakit.editing.flowedit.flowedit`)."""
         params = EditParams(
             instruction=instruction, model=self.model_name, method=method, source_caption=source_caption,
             captions_before=list(captions_before or []), captions_after=list(target_captions or []),

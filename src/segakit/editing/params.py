@@ -42,19 +42,21 @@ def default_guidance(method: str, inversion: str | None = "ddim") -> float:
 def flow_defaults(method: str, family: str, model: str | None = None) -> dict[str, float | int]:
     """The settings a flow edit takes where none is given, as :class:`EditParams` fields: FlowEdit's for the family
     and model (:func:`segakit.editing.flow.flowedit_defaults`: the paper's, or the embedded flow model's own;
-    ``skip`` = 1 - its strength, to 6 digits; ``source_guidance`` / ``guidance_scale`` its source / target guidance);
+    ``skip`` = 1 - its strength, to 6 digits; ``source_guidance`` / ``guidance_scale`` its source / target guidance;
+    ``mask`` its noise mask's quantile, 0 for none);
     RF inversion and SEGA on it: :data:`FLOW_STEPS` steps, the plain ODE (guidance 1), SEGA's scale 5."""
     from segakit.editing.flow import flowedit_defaults
 
     if method == "flowedit":
         d = flowedit_defaults(family, model)
         return {"steps": d["steps"], "skip": round(1 - d["strength"], 6), "guidance_scale": d["target_guidance"],
-                "source_guidance": d["source_guidance"]}  # fmt: skip
+                "source_guidance": d["source_guidance"], "mask": d["mask"]}  # fmt: skip
     return {
         "steps": FLOW_STEPS,
         "skip": 0.0,
         "guidance_scale": 5.0 if method == "sega" else 1.0,
         "source_guidance": 1.0,
+        "mask": 0.0,
     }
 
 
@@ -90,7 +92,10 @@ class EditParams:
     # guidance (None: the paper's); None elsewhere: 1
     source_guidance: float | None = None
     threshold: float = 0.9  # sega: the masks' quantile
-    mask: float = 0.0  # onthefly on a DDPM inversion: edit only where the direction's change reaches this quantile (0: everywhere)
+    # onthefly on a DDPM inversion: edit only where the direction's change reaches this quantile (0: everywhere);
+    # flowedit: LEDITS++'s noise mask on each step at this quantile. None: the method's and model's default (0 on
+    # U-Nets, whose recipe sets it; flowedit: flow_defaults, the embedded flow model's measured mask, else none)
+    mask: float | None = None
     blend: bool = False  # sega, onthefly on a DDPM inversion: outside the edit's masks, hold the inversion's latents (segakit.editing.blend)
     blend_dilate: int = (
         0  # with blend: grow each step's mask by this many latent pixels before it joins the held-free region
@@ -165,6 +170,7 @@ class EditParams:
         self.skip = 0.15 if self.skip is None else self.skip
         self.guidance_scale = 5.0 if self.guidance_scale is None else self.guidance_scale
         self.source_guidance = 1.0 if self.source_guidance is None else self.source_guidance
+        self.mask = 0.0 if self.mask is None else self.mask
         if self.xa_guidance < 0:
             raise UserError(
                 f"{arg('xa_guidance')} {self.xa_guidance} is negative; use 0 (off) or more (the paper: 0.15)."
@@ -205,10 +211,6 @@ class EditParams:
                 f"{arg('inversion')} {self.inversion} applies to U-Net models; on SD3 and FLUX, flowedit does not invert and invert and sega use the rectified-flow inversion."
             )
         self.inversion = FLOW_INVERSIONS[method]
-        if not 0 <= self.mask < 1:
-            raise UserError(
-                f"{arg('mask')} {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most."
-            )
         if self.mask and method != "flowedit":
             raise UserError(
                 f"{arg('mask')} {self.mask} applies to {arg('method')} flowedit on SD3 and FLUX models; {method} does not mask its steps."
@@ -217,6 +219,11 @@ class EditParams:
             for name, value in flow_defaults(method, family, self.model).items():  # type: ignore[arg-type]
                 if getattr(self, name) is None:
                     setattr(self, name, value)
+        self.mask = 0.0 if self.mask is None else self.mask  # family unknown: no mask
+        if not 0 <= self.mask < 1:
+            raise UserError(
+                f"{arg('mask')} {self.mask} is outside [0, 1); 0 edits everywhere, 0.5 the half of the image the edit moves most."
+            )
         if method != "flowedit" and self.skip:
             raise UserError(
                 f"{arg('skip')} {self.skip} applies to {arg('method')} flowedit on SD3 and FLUX models; {method} runs the whole schedule."

@@ -176,11 +176,11 @@ class EditRequest(BaseModel):
     size: Int | None = Field(
         None, ge=1, description="SD3 and FLUX: the side in pixels the image is edited at (default: the model's)."
     )
-    mask: float = Field(
-        0.0,
+    mask: float | None = Field(
+        None,
         ge=0,
         lt=1,
-        description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (0: everywhere; 0.98 with guidance 5 keeps more of the image); on SD3 and FLUX, flowedit: each step moves the image only where the two prompts' velocities differ most (off by default).",
+        description="onthefly on a DDPM inversion: edit only where the direction moves the noise prediction most, this quantile of the latent (default 0: everywhere; 0.98 with guidance 5 keeps more of the image); on SD3 and FLUX, flowedit: each step moves the image only where the two prompts' velocities differ most (default: the model's, 0.8 on the embedded flow model, where it keeps more of the image at about the same success, none elsewhere).",
     )
     blend_dilate: Int = Field(
         0,

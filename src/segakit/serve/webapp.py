@@ -158,6 +158,21 @@ class App:
 
         return fn
 
+    @property
+    def flowedit_mask(self) -> float:
+        """FlowEdit's noise mask by default on this server's flow model (the embedded flow model's measured one)."""
+        from segakit.editing.params import flow_defaults
+
+        return flow_defaults("flowedit", self.service.pipe.family.name, self.service.config.model)["mask"]
+
+    def edit_mask(self, method: str, mask) -> float | None:
+        """The mask slider's value for the edit: on a flow model, its default left for a method that does not mask
+        means none (a mask the user moved is checked, and refused there by name)."""
+        mask = float(mask or 0.0)
+        if self.flow and method != "flowedit" and mask == self.flowedit_mask:
+            return None
+        return mask
+
     def edit(self, image, instruction, method, source_caption, after, concepts, steps, inversion="ddim", mask=0.0, guidance=0.0, blend=False,
              sega_mask="intersect", threshold=0.9, blend_dilate=0):  # fmt: skip
         """The Edit tab: the result, the captions used, and the PNG that carries the edit's parameters."""
@@ -170,7 +185,7 @@ class App:
                               captions_before=[], captions_after=lines(after), concepts=lines(concepts), captions=3, seed=0,
                               steps=int(steps) or None, guidance=float(guidance) if guidance else None,
                               inversion=None if self.flow else inversion or "ddim",
-                              mask=float(mask or 0.0), blend=bool(blend), sega_mask=sega_mask or "intersect",
+                              mask=self.edit_mask(method, mask), blend=bool(blend), sega_mask=sega_mask or "intersect",
                               threshold=0.9 if threshold is None else float(threshold), blend_dilate=int(blend_dilate or 0),
                               source_guidance=None, skip=None, eta=0.0, eta_stop=None, gamma=0.0, size=None)  # fmt: skip
         try:
@@ -356,8 +371,10 @@ class App:
                             edit_guidance = gr.Number(
                                 0, label="Guidance (0: the method's default)", minimum=0, elem_id="edit-guidance"
                             )
-                            edit_mask = gr.Slider(0, 0.99, value=0, step=0.01, label="Mask (onthefly on ddpm; 0.98 with guidance 5 keeps more)",
-                                                  elem_id="edit-mask")  # fmt: skip
+                            mask_label = (f"Mask (flowedit; this model's default {self.flowedit_mask})" if self.flow
+                                          else "Mask (onthefly on ddpm; 0.98 with guidance 5 keeps more)")  # fmt: skip
+                            edit_mask = gr.Slider(0, 0.99, value=self.flowedit_mask if self.flow else 0, step=0.01,
+                                                  label=mask_label, elem_id="edit-mask")  # fmt: skip
                             edit_blend = gr.Checkbox(
                                 False, label="Blend (sega, or a mask: hold the rest on the input)", elem_id="edit-blend"
                             )

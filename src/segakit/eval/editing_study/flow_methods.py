@@ -4,7 +4,8 @@ FOLDER`` runs, through :class:`segakit.editing.flow_pipeline.FlowEditPipeline`, 
 - ``flowedit-gold`` / ``flowedit-lm``: FlowEdit (no inversion) from the gold source caption to the gold target
   caption / along the caption writer's captions (``--method flowedit``), at FlowEdit's defaults for the model
   (:func:`segakit.editing.flow.flowedit_defaults`: the paper's for the family, on SD3 50 steps, the last 33 of them
-  edited, guidance 3.5 / 13.5; the embedded flow model's own, 40 of 50 edited at 3.5 / 7.5);
+  edited, guidance 3.5 / 13.5; the embedded flow model's own, 40 of 50 edited at 3.5 / 7.5 through a noise mask at
+  0.8);
 - ``rf-inversion-gold`` / ``rf-inversion-lm``: the rectified-flow inversion under the source caption, sampled under
   the target (``--method invert``: 28 steps each way, guidance 1, RF-Inversion's controllers off);
 - ``sega-flow``: SEGA concepts from the instruction on that inversion (``--method sega``: 28 steps, each concept's
