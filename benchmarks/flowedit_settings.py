@@ -17,6 +17,7 @@ or ``50-s0.5-g3.5:10-a2``.
 
     python benchmarks/flowedit_settings.py --pairs 48 --threads 1
     python benchmarks/flowedit_settings.py --settings paper,50-s0.5-g3.5:13.5 --pairs 8     # a quick look
+    python benchmarks/flowedit_settings.py --attributes expression --pairs 24               # one kind of edit
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--seed", type=int, default=2, help="the world pairs' seed (the study's are 0 and 1)")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS)
+    ap.add_argument("--attributes", default="", help="only the pairs that edit these attributes, e.g. expression,makeup")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="write the rows and summary to this .json file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -105,13 +107,16 @@ def main() -> None:
         if args.out is not None:
             plan_file(args.out, ".json", "--out", args.overwrite)
         [parse_setting(n) for n in names]  # a bad setting fails before the model loads
+        attributes = [a.strip() for a in args.attributes.split(",") if a.strip()]
+        if unknown := [a for a in attributes if a not in ATTRIBUTES]:
+            raise UserError(f"--attributes {','.join(unknown)} is not among {', '.join(ATTRIBUTES)}.")
         pipe = SegaPipeline.from_pretrained(args.model)
         editor = FlowEditor(pipe)
         settings = {n: parse_setting(n, editor.family.name) for n in names}
     except UserError as exc:
         ap.exit(2, f"{exc}\n")
     oracle = Oracle.load()
-    turns = [pair_turn(p) for p in single_change_pairs(args.pairs, args.seed)]
+    turns = [pair_turn(p) for p in single_change_pairs(args.pairs, args.seed, attributes)]
     rows: dict[str, list[dict]] = {n: [] for n in names}
     start_all = time.perf_counter()
     for k, turn in enumerate(turns):
@@ -131,7 +136,8 @@ def main() -> None:
                                "changed": changed, **scores})  # fmt: skip
         print(f"pair {k + 1}/{len(turns)} done ({time.perf_counter() - start_all:.0f} s)", flush=True)
     summary = {}
-    print(f"\nmodel {args.model}, {len(turns)} pairs of seed {args.seed}, gold captions, edit seed 0\n")
+    which = f" editing {', '.join(attributes)}" if attributes else ""
+    print(f"\nmodel {args.model}, {len(turns)} pairs of seed {args.seed}{which}, gold captions, edit seed 0\n")
     print("| setting | success | others unchanged | changed most often | missed most often | s / edit |")
     print("|---|---:|---:|---|---|---:|")
     edited = collections.Counter(next(iter(t.changes)) for t in turns)
