@@ -94,7 +94,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--seed", type=int, default=2, help="the world pairs' seed (the study's are 0 and 1)")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS)
-    ap.add_argument("--attributes", default="", help="only the pairs that edit these attributes, e.g. expression,makeup")
+    ap.add_argument(
+        "--attributes", default="", help="only the pairs that edit these attributes, e.g. expression,makeup"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="write the rows and summary to this .json file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
