@@ -113,13 +113,13 @@ def test_segakit_edit_on_the_embedded_flow_model_takes_its_own_settings_or_the_p
     out = tmp_path / "edited.png"
     args = ["edit", tmp_path / "face.png", "give her glasses", "--model", "embedded-flow", "--source-caption",
             "a face of a woman", "--captions-after", "a face of a woman with glasses", "--steps", 4, "--threads", 1,
-            "--out", out, *(["--recipe", recipe] if recipe else [])]  # fmt: skip
-    code, _, err = cli(monkeypatch, capsys, *args)
+            *(["--recipe", recipe] if recipe else [])]  # fmt: skip
+    code, _, err = cli(monkeypatch, capsys, *args, "--out", out)
     assert code == 0, err
     p = read_params(out)
     want = PAPER["sd3"] if recipe == "paper" else EMBEDDED_FLOW_FLOWEDIT
     assert p["steps"] == 4 and p["skip"] == round(1 - want["strength"], 6) and p["mask"] == want["mask"]
     assert (p["source_guidance"], p["guidance_scale"]) == (want["source_guidance"], want["target_guidance"])
-    code, _, err = cli(monkeypatch, capsys, *args[:-2], "--mask", 0.5, "--out", tmp_path / "given.png")
+    code, _, err = cli(monkeypatch, capsys, *args, "--mask", 0.5, "--out", tmp_path / "given.png")
     assert code == 0, err
     assert read_params(tmp_path / "given.png")["mask"] == 0.5

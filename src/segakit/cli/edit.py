@@ -69,7 +69,7 @@ def edit(
     mask: Annotated[
         float | None,
         typer.Option(
-            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes). On SD3 and FLUX, --method flowedit: each step moves the image only where the two prompts' velocities differ most (default: 0.8 on the embedded flow model, where it kept 3-5 points more of the image at about equal success; off elsewhere and with --recipe paper; 0.9 starts to miss edits: docs/results/flow/report.md)."
+            help="--inversion ddpm: edit only where the edit direction moves the noise prediction most, this quantile of the latent (LEDITS++'s noise mask; 0: everywhere; 0.98 with --guidance 5 keeps more of the image at 0.90 success or more, docs/editing.md, --recipe measured's; --skip 0 for clothes). On SD3 and FLUX, --method flowedit: each step moves the image only where the two prompts' velocities differ most (default: 0.8 on the embedded flow model, where it kept 3-4 points more of the image at equal success; off elsewhere and with --recipe paper; 0.9 starts to miss edits: docs/results/flow/report.md)."
         ),
     ] = None,
     blend: Annotated[
