@@ -11,6 +11,7 @@ A setting is ``SCALE:THRESHOLD:WARMUP[:MOMENTUM]`` for every edit of the combina
 
     python benchmarks/sega_combinations.py --model embedded-flow --settings 8:0.9:3,8:0.8:3,12:0.8:3,8:0.9:3:0
     python benchmarks/sega_combinations.py --model embedded --settings 6:0.8:5 --seeds 48
+    python benchmarks/sega_combinations.py --model embedded-flow --edits smile+beard,smile+curls,glasses+beard
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 from segakit.eval.embedded_quality import sample_images  # noqa: E402
-from segakit.eval.targets import COMBINATIONS  # noqa: E402
+from segakit.core.errors import UserError  # noqa: E402
+from segakit.eval.targets import COMBINATIONS, by_name  # noqa: E402
 from segakit.sega.guidance import Edit  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
@@ -52,6 +54,8 @@ def main() -> None:
     ap.add_argument("--boost", default="", help="NAME=SCALE,... : one edit's scale in every setting (e.g. smile=12)")
     ap.add_argument("--seeds", type=int, default=48)
     ap.add_argument("--combination", type=int, choices=(0, 1, 2), default=0, help="1 or 2: only that one")
+    ap.add_argument("--edits", default="", help="combinations of your own instead: study targets joined by '+', "
+                    "several separated by ',' (e.g. smile+beard,smile+curls)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     try:
@@ -62,17 +66,22 @@ def main() -> None:
         boost = {k: float(v) for k, v in (item.split("=") for item in args.boost.split(",") if item.strip())}
     except ValueError:
         ap.error(f"--boost {args.boost!r}: write NAME=SCALE,..., e.g. curls=5,beard=5")
+    try:
+        own = [tuple(by_name(n.strip()) for n in c.split("+")) for c in args.edits.split(",") if c.strip()]
+    except UserError as err:
+        ap.exit(2, f"--edits: {err}\n")
     torch.set_num_threads(args.threads)
     pipe = SegaPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     oracle = Oracle.load()
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
     combos = COMBINATIONS if not args.combination else COMBINATIONS[args.combination - 1 : args.combination]
+    combos = own or combos
     print(f"model {args.model}, {len(seeds)} seeds of {PROMPT!r} from {FIRST_SEED}, 25 steps, guidance 7.5")
     t0 = time.perf_counter()
     for combo in combos:
         names = " + ".join(t.name for t in combo)
-        print(f"\n{names}\n| setting | all 4 | " + " | ".join(t.name for t in combo) + " |")
+        print(f"\n{names}\n| setting | all {len(combo)} | " + " | ".join(t.name for t in combo) + " |")
         print("|---|---:|" + "---:|" * len(combo))
         for scale, threshold, warmup, momentum in settings:
             edits = [replace(Edit(scale=boost.get(t.name, scale), threshold=threshold, warmup=warmup), prompt=t.prompt,
