@@ -7,7 +7,8 @@ setting the share of seeds showing all four goals and each edit's success, so a 
 traced to the edits that lose out and to the knob that brings them back.
 
 A setting is ``SCALE:THRESHOLD:WARMUP[:MOMENTUM]`` for every edit of the combination, e.g. ``8:0.9:3`` or
-``12:0.8:3:0``; a ``NAME=SCALE`` in ``--boost`` raises one edit's scale in every setting.
+``12:0.8:3:0``; a ``NAME=SCALE`` in ``--boost`` sets one edit's scale in every setting, a ``NAME=STEP`` in
+``--warmup-of`` its warm-up.
 
     python benchmarks/sega_combinations.py --model embedded-flow --settings 8:0.9:3,8:0.8:3,12:0.8:3,8:0.9:3:0
     python benchmarks/sega_combinations.py --model embedded --settings 6:0.8:5 --seeds 48
@@ -20,15 +21,14 @@ import argparse
 import os
 import time
 import warnings
-from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 
-from segakit.eval.embedded_quality import sample_images  # noqa: E402
 from segakit.core.errors import UserError  # noqa: E402
+from segakit.eval.embedded_quality import sample_images  # noqa: E402
 from segakit.eval.targets import COMBINATIONS, by_name  # noqa: E402
 from segakit.sega.guidance import Edit  # noqa: E402
 from segakit.sega.pipeline import SegaPipeline  # noqa: E402
@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--settings", default="8:0.9:3")
     ap.add_argument("--boost", default="", help="NAME=SCALE,... : one edit's scale in every setting (e.g. smile=12)")
+    ap.add_argument(
+        "--warmup-of", default="", help="NAME=STEP,... : one edit's warm-up in every setting (e.g. beard=8)"
+    )
     ap.add_argument("--seeds", type=int, default=48)
     ap.add_argument("--combination", type=int, choices=(0, 1, 2), default=0, help="1 or 2: only that one")
     ap.add_argument("--edits", default="", help="combinations of your own instead: study targets joined by '+', "
@@ -66,6 +69,10 @@ def main() -> None:
         boost = {k: float(v) for k, v in (item.split("=") for item in args.boost.split(",") if item.strip())}
     except ValueError:
         ap.error(f"--boost {args.boost!r}: write NAME=SCALE,..., e.g. curls=5,beard=5")
+    try:
+        late = {k: int(v) for k, v in (item.split("=") for item in args.warmup_of.split(",") if item.strip())}
+    except ValueError:
+        ap.error(f"--warmup-of {args.warmup_of!r}: write NAME=STEP,... with whole steps, e.g. beard=8")
     try:
         own = [tuple(by_name(n.strip()) for n in c.split("+")) for c in args.edits.split(",") if c.strip()]
     except UserError as err:
@@ -84,9 +91,8 @@ def main() -> None:
         print(f"\n{names}\n| setting | all {len(combo)} | " + " | ".join(t.name for t in combo) + " |")
         print("|---|---:|" + "---:|" * len(combo))
         for scale, threshold, warmup, momentum in settings:
-            edits = [replace(Edit(scale=boost.get(t.name, scale), threshold=threshold, warmup=warmup), prompt=t.prompt,
-                             reverse=t.remove) for t in combo]  # fmt: skip
-
+            edits = [Edit(prompt=t.prompt, scale=boost.get(t.name, scale), threshold=threshold,
+                          warmup=late.get(t.name, warmup), reverse=t.remove) for t in combo]  # fmt: skip
             images = sample_images(pipe, PROMPT, seeds, 25, 7.5, 8, edits, momentum=momentum)
             labels = oracle.predict(images)
             hits = [[t.achieved(lab) for t in combo] for lab in labels]

@@ -133,7 +133,9 @@ def main() -> None:
         if setting is not None and (len(setting) != 3 or not 0 <= setting[1] < 1 or setting[2] != int(setting[2])):
             raise ValueError
     except ValueError:
-        ap.exit(2, f"--setting {args.setting!r} is not SCALE:THRESHOLD:WARMUP with a threshold in [0, 1), e.g. 8:0.9:3.\n")
+        ap.exit(
+            2, f"--setting {args.setting!r} is not SCALE:THRESHOLD:WARMUP with a threshold in [0, 1), e.g. 8:0.9:3.\n"
+        )
     torch.set_num_threads(args.threads)
     combo = COMBINATIONS[args.combination - 1]
     names = [t.name for t in combo]
