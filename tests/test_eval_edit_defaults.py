@@ -15,10 +15,10 @@ def _edit(cfg):
 
 @pytest.mark.parametrize("command, module, config, model, flags, expected", [
     ("embedded", "segakit.eval.embedded_quality", "QualityConfig", "embedded", [], (6.0, 0.8, 5)),
-    ("embedded", "segakit.eval.embedded_quality", "QualityConfig", "embedded-flow", [], (8.0, 0.9, 3)),
-    ("embedded", "segakit.eval.embedded_quality", "QualityConfig", "embedded-flow", ["--edit-scale", "7", "--edit-warmup", "4"], (7.0, 0.9, 4)),
+    ("embedded", "segakit.eval.embedded_quality", "QualityConfig", "embedded-flow", [], (10.0, 0.95, 3)),
+    ("embedded", "segakit.eval.embedded_quality", "QualityConfig", "embedded-flow", ["--edit-scale", "7", "--edit-warmup", "4"], (7.0, 0.95, 4)),
     ("sega", "segakit.eval.sega_study", "StudyConfig", "embedded", [], (6.0, 0.8, 5)),
-    ("sega", "segakit.eval.sega_study", "StudyConfig", "embedded-flow", [], (8.0, 0.9, 3)),
+    ("sega", "segakit.eval.sega_study", "StudyConfig", "embedded-flow", [], (10.0, 0.95, 3)),
     ("sega", "segakit.eval.sega_study", "StudyConfig", "embedded-flow", ["--scale", "9", "--threshold", "0.9"], (9.0, 0.9, 3)),
 ])  # fmt: skip
 def test_eval_takes_the_models_edit_defaults(

@@ -18,15 +18,14 @@ from segakit.sega.guidance import DIFFUSERS_EDIT, Edit
 EMBEDDED_EDIT = Edit(scale=6.0, threshold=0.8, warmup=5)
 EMBEDDED_STEPS = 25  # the step count the embedded model's defaults were chosen at
 DIFFUSERS_STEPS = 50
-# The embedded flow model's (chosen on its step-11,000 weights; on the shipped step 14,000 the quality table's additions
-# read 0.98-1.00 at them), by the same rule at 25 steps:
-# `python benchmarks/sega_defaults.py --model embedded-flow --scales 8,10,12,15 --thresholds 0.8,0.9 --warmups 3
-# --seeds 12 --scan 100` and `... --scales 4,6,8 --thresholds 0.9,0.95 ...`: the rewrite keeps 0.676 of the untargeted
-# attributes; scales 8-12 at threshold 0.8 or 0.9 draw a mean 0.992 of the targets (worst 0.917, makeup, as the
-# rewrite), and scale 8 at threshold 0.9 keeps the most of the rest among them (0.761; 12 / 0.8, the step-4,500
-# snapshot's pick, 0.668); scale 6 or threshold 0.95 keep more and miss targets (0.975 / 0.983). Warm-up 3 beat 5 at
-# every scale on step 4,500 (docs/results/flow/report.md).
-EMBEDDED_FLOW_EDIT = Edit(scale=8.0, threshold=0.9, warmup=3)
+# The embedded flow model's, chosen on the shipped step-17,000 weights by the same rule at 25 steps:
+# `python benchmarks/sega_defaults.py --model embedded-flow --scales 6,8,10 --thresholds 0.9,0.95 --warmups 3 --seeds 12
+# --scan 100`: the rewrite keeps 0.656 of the untargeted attributes; scales 8 and 10 at 0.9 and 10 at 0.95 draw every
+# target on every seed, and 10 / 0.95 keeps the most of the rest among them (0.770; 8 / 0.9, the step-11,000 pick,
+# 0.741); scale 6, or 8 at 0.95, keep more and miss a makeup seed. On 48 other seeds it also draws glasses + smile +
+# curls + beard more often (`benchmarks/sega_combinations.py --settings 10:0.95:3,8:0.9:3`: 0.792 against 0.688).
+# Warm-up 3 beat 5 at every scale on step 4,500 (docs/results/flow/report.md).
+EMBEDDED_FLOW_EDIT = Edit(scale=10.0, threshold=0.95, warmup=3)
 
 
 def edit_defaults(name: str | Path | None) -> Edit:
