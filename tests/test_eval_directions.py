@@ -173,6 +173,13 @@ def test_study_runs_every_section_and_resumes_from_its_cache(tmp_path):
     horror_shots = len(cfg.horror_prompts) + len(cfg.clean_prompts)  # the anti-horror arm on each prompt
     assert third["shots"]["made"] == horror_shots and third["shots"]["from_cache"] > 0
     assert third["model"]["strengths"] == {"horror=false": 2.0}
+    # new edit defaults for the model remake only the shots whose SEGA edits take them (the reverse edit's)
+    from segakit.sega.guidance import Edit
+
+    pipe.edit_defaults = Edit(scale=3.0, threshold=0.5, warmup=1)
+    fourth, _ = run_study(pipe, oracle, Library.load(tmp_path / "lib"), cfg_safety, tmp_path / "out3", "c", Counter(), model_name="tiny",
+                          cache=tmp_path / "out" / "cache")  # fmt: skip
+    assert fourth["shots"]["made"] == horror_shots and fourth["shots"]["from_cache"] == third["shots"]["from_cache"]
 
 
 @pytest.mark.parametrize("kwargs, words", [({"seeds": 0}, "--seeds 0"), ({"strength": -1.0}, "--strength -1.0"),

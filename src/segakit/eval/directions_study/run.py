@@ -26,6 +26,7 @@ from segakit.eval.directions_study.config import PLAIN, Arm, fair_arms, safety_a
 from segakit.eval.directions_study.render import Bench, chunk_args, fair_choices, render, render_chunk
 from segakit.eval.sega_study.measures import monotonicity
 
+SEGA_ARMS = ("sega-reverse", "fair-sega")  # the arms whose images SEGA edits make
 CACHE_VERSION = 2  # 2: the library enters the key only through the directions an arm adds
 
 
@@ -95,6 +96,9 @@ class Study:
                 "seeds": [seeds[0], len(seeds)], "steps": cfg.steps, "guidance": cfg.guidance, "batch": cfg.batch}  # fmt: skip
         if arm.kind.startswith("fair-"):  # the spread draw (absent: the random draw of the images cached before it)
             what["draw"] = "spread"
+        if arm.kind in SEGA_ARMS:  # their edits take the model's edit defaults, which a release may change
+            d = self.bench.pipe.edit_defaults
+            what["edit"] = [d.scale, d.threshold, d.warmup]
         if used:
             what["library"] = library_fingerprint(lib, used)
             what["strengths"] = {n: self.bench.strength_of(n) if strength is None else strength for n in used}
