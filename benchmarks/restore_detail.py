@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from segakit import SegaPipeline  # noqa: E402
+from segakit.core.autoencoder import autoencoder_round_trip  # noqa: E402
 from segakit.core.errors import UserError  # noqa: E402
 from segakit.world.oracle import Oracle  # noqa: E402
 from segakit.world.render import render  # noqa: E402
@@ -120,15 +121,14 @@ def main() -> None:
     print("|---|---|" + "---:|" * len(pinned))
     print(f"| rendered | - | {hits(images)} |")
     t0 = time.perf_counter()
+    latents = [encode(pipe, images) for pipe in pipes]
     for model, pipe in zip(models, pipes):
-        with torch.no_grad():
-            trip = pipe.vae.decode(pipe.family.to_vae(encode(pipe, images))).sample
-        print(f"| autoencoder round trip | {model} | {hits(((trip + 1) / 2).clamp(0, 1))} |")
+        print(f"| autoencoder round trip | {model} | {hits(autoencoder_round_trip(pipe.vae, images))} |")
     for start in starts:
         u_start = start_step(pipes[0], pipes[1], start)
         sigma = float(pipes[0].scheduler.sigmas[start])
-        for model, pipe, s in zip(models, pipes, (start, u_start)):
-            out = restore(pipe, args.prompt, encode(pipe, images), s, seed=start)
+        for model, pipe, x0, s in zip(models, pipes, latents, (start, u_start)):
+            out = restore(pipe, args.prompt, x0, s, seed=start)
             print(f"| {start}, {sigma:.2f}; {u_start} | {model} | {hits(out)} |", flush=True)
     print(f"\n{time.perf_counter() - t0:.0f} s")
 

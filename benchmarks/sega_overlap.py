@@ -141,8 +141,8 @@ def main() -> None:
     names = [t.name for t in combo]
     oracle = Oracle.load()
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
-    print(f"{' + '.join(names)}: {len(seeds)} seeds of {PROMPT!r} from {FIRST_SEED}, 25 steps, guidance 7.5, "
-          "each model's edit defaults" if setting is None else f"every model at {args.setting}")  # fmt: skip
+    at = "each model's edit defaults" if setting is None else f"every model at {args.setting}"
+    print(f"{' + '.join(names)}: {len(seeds)} seeds of {PROMPT!r} from {FIRST_SEED}, 25 steps, guidance 7.5, {at}")
     heats = {}
     t0 = time.perf_counter()
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:

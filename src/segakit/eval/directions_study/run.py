@@ -25,6 +25,7 @@ from segakit.eval.directions_study import measures as m
 from segakit.eval.directions_study.config import PLAIN, Arm, fair_arms, safety_arms
 from segakit.eval.directions_study.render import Bench, chunk_args, fair_choices, render, render_chunk
 from segakit.eval.sega_study.measures import monotonicity
+from segakit.sega.guidance import MODEL_DEFAULT_FIELDS
 
 SEGA_ARMS = ("sega-reverse", "fair-sega")  # the arms whose images SEGA edits make
 CACHE_VERSION = 2  # 2: the library enters the key only through the directions an arm adds
@@ -97,8 +98,7 @@ class Study:
         if arm.kind.startswith("fair-"):  # the spread draw (absent: the random draw of the images cached before it)
             what["draw"] = "spread"
         if arm.kind in SEGA_ARMS:  # their edits take the model's edit defaults, which a release may change
-            d = self.bench.pipe.edit_defaults
-            what["edit"] = [d.scale, d.threshold, d.warmup]
+            what["edit"] = [getattr(self.bench.pipe.edit_defaults, f) for f in MODEL_DEFAULT_FIELDS]
         if used:
             what["library"] = library_fingerprint(lib, used)
             what["strengths"] = {n: self.bench.strength_of(n) if strength is None else strength for n in used}
